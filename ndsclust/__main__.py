@@ -1,0 +1,5 @@
+import sys
+
+from ndsclust.cli import main
+
+sys.exit(main())

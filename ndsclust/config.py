@@ -1,0 +1,461 @@
+"""Sentinel configuration: YAML in, a frozen, validated ``Config`` out (STYLE.md section 9).
+
+All problems are collected and reported together, each with its YAML path; ``main()``
+prints them and exits 2. Cross-field rules live here too, above all the fencing
+inequality that the no-double-run invariant rests on (see ``check_timing``).
+
+Timing assumptions that safety depends on (README "Fencing and timing"):
+
+* a backup declares the host dead only after every channel has been silent for
+  ``timeouts.failover`` seconds;
+* a host whose sentinel is frozen or killed loses its programs when their lease runs out,
+  ``timeouts.lease`` seconds after the last renewal, which happens at least every
+  ``loop_interval`` while the sentinel sends heartbeats;
+* a host cut off from every peer (and the witness) fences itself: its programs are killed
+  within ``timeouts.fence`` seconds of the last moment it heard a peer;
+* so ``failover`` must exceed ``max(lease, fence)`` by a margin that covers one heartbeat
+  interval on each side and the relative clock-rate error of two servers
+  (``clock_rate_error``, default 0.1%, monotonic clocks only: wall-clock steps do not matter).
+"""
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ndsclust.errors import ConfigError
+from ndsclust.ldapstore.connection import Credentials, check_uri
+from ndsclust.model import ServerName, check_resource, check_server_name
+
+DEFAULT_PATH = "/etc/ndsclust/sentinel.yaml"
+# Time the lease guard needs from "kill" to the program being gone (SIGKILL to a process group).
+KILL_ALLOWANCE = 0.1
+SCHEDULING_SLACK = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class DirectorySettings:
+    uris: tuple[str, ...]
+    suffix: str
+    base: str
+    pulse_suffix: str
+    credentials: Credentials
+    local_uri: str | None = None      # this server's own provider: replication catch-up checks
+
+
+@dataclass(frozen=True, slots=True)
+class LanSettings:
+    addresses: tuple[str, ...]        # "ip:port" this server binds and peers send to
+    interval: float
+    timeout: float
+    keys: Mapping[str, bytes]         # key id -> cluster key; two during a rotation
+    send_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class DiskSettings:
+    path: str
+    servers: tuple[ServerName, ...]   # slot order, the same list on every server
+    interval: float
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class WitnessSettings:
+    address: str
+    interval: float
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class DirectoryChannelSettings:
+    interval: float
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    failover: float
+    fence: float
+    lease: float
+    loop_interval: float
+    startup_grace: float
+    stop_grace: float
+    clock_rate_error: float
+
+    def margin(self, max_interval: float) -> float:
+        return max_interval * 2 + self.clock_rate_error * self.failover + SCHEDULING_SLACK
+
+
+@dataclass(frozen=True, slots=True)
+class Supervision:
+    max_restarts: int = 3
+    restart_window: float = 900.0
+    flap_max_failovers: int = 3
+    flap_window: float = 3600.0
+    health_interval: float = 10.0
+    health_timeout: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Programs:
+    user: str | None = None
+    cwd: str = "/"
+    env: Mapping[str, str] = field(default_factory=dict)
+    allowed_commands: tuple[str, ...] = ()   # empty: any absolute path
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    path: str
+    server: ServerName
+    cluster: str
+    directory: DirectorySettings
+    resources: frozenset[str]
+    lan: LanSettings | None
+    disk: DiskSettings | None
+    witness: WitnessSettings | None
+    directory_channel: DirectoryChannelSettings | None
+    timeouts: Timeouts
+    supervision: Supervision
+    programs: Programs
+    notify_command: tuple[str, ...] | None
+    control_socket: str | None
+    event_limit: int
+    log_level: str
+
+    def channel_names(self) -> tuple[str, ...]:
+        names = []
+        if self.lan:
+            names.append("lan")
+        if self.directory_channel:
+            names.append("directory")
+        if self.disk:
+            names.append("disk")
+        return tuple(names)
+
+
+class _Reader:
+    """Walks the YAML, recording problems with their paths instead of stopping at the first."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def bad(self, path: str, msg: str) -> None:
+        self.problems.append(f"{path}: {msg}")
+
+    def section(self, data: Mapping[str, Any], key: str, path: str, *, required: bool = False,
+                known: set[str] | None = None) -> Mapping[str, Any] | None:
+        value = data.get(key)
+        p = f"{path}{key}"
+        if value is None:
+            if required:
+                self.bad(p, "is missing")
+            return None
+        if not isinstance(value, Mapping):
+            self.bad(p, f"must be a mapping, not {type(value).__name__}")
+            return None
+        if known is not None:
+            for k in value:
+                if k not in known:
+                    self.bad(f"{p}.{k}", f"unknown key; allowed: {', '.join(sorted(known))}")
+        return value
+
+    def string(self, data: Mapping[str, Any], key: str, path: str, *, required: bool = False,
+               default: str | None = None) -> str | None:
+        value = data.get(key, default)
+        if value is None:
+            if required:
+                self.bad(f"{path}{key}", "is missing")
+            return None
+        if not isinstance(value, (str, int)) or isinstance(value, bool):
+            self.bad(f"{path}{key}", f"{value!r} must be a string")
+            return None
+        return str(value)
+
+    def number(self, data: Mapping[str, Any], key: str, path: str, default: float, *,
+               low: float, high: float) -> float:
+        value = data.get(key, default)
+        if isinstance(value, str):
+            m = re.fullmatch(r"\s*([0-9.]+)\s*(ms|s)?\s*", value)
+            if m:
+                try:
+                    value = float(m.group(1)) / (1000 if m.group(2) == "ms" else 1)
+                except ValueError:
+                    pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            self.bad(f"{path}{key}", f"{value!r} is not a number of seconds (e.g. 0.5, '500ms')")
+            return default
+        if not low <= float(value) <= high:
+            self.bad(f"{path}{key}", f"{value} is out of range; allowed {low} to {high} seconds")
+            return default
+        return float(value)
+
+    def integer(self, data: Mapping[str, Any], key: str, path: str, default: int, *,
+                low: int, high: int) -> int:
+        value = data.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            self.bad(f"{path}{key}", f"{value!r} must be a whole number from {low} to {high}")
+            return default
+        return value
+
+    def string_list(self, data: Mapping[str, Any], key: str, path: str) -> list[str]:
+        value = data.get(key, [])
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            self.bad(f"{path}{key}", "must be a list of strings")
+            return []
+        return list(value)
+
+    def address(self, value: str, path: str) -> str | None:
+        host, sep, port = value.rpartition(":")
+        try:
+            ipaddress.ip_address(host.strip("[]"))
+            if sep and 0 < int(port) < 65536:
+                return value
+        except ValueError:
+            pass
+        self.bad(path, f"{value!r} is not an address; write ip:port, e.g. 198.18.0.2:7946")
+        return None
+
+    def secret_file(self, path_value: str, path: str) -> bytes | None:
+        try:
+            data = Path(path_value).read_bytes().strip()
+        except OSError as e:
+            self.bad(path, f"{path_value}: {e.strerror}")
+            return None
+        if len(data) < 16:
+            self.bad(path, f"{path_value}: key is {len(data)} bytes; at least 16 are needed "
+                           "(generate one with: head -c 32 /dev/urandom | base64 > FILE)")
+            return None
+        return data
+
+
+TOP_KEYS = {"server", "cluster", "directory", "resources", "channels", "timeouts",
+            "supervision", "programs", "notify", "control_socket", "events", "log"}
+
+
+def parse(data: Any, source: str = "<config>") -> Config:
+    """Validate a loaded YAML document; ConfigError listing every problem."""
+    r = _Reader()
+    if not isinstance(data, Mapping):
+        raise ConfigError(source, ["the file must hold a mapping (key: value lines)"])
+    for k in data:
+        if k not in TOP_KEYS:
+            r.bad(str(k), f"unknown key; allowed: {', '.join(sorted(TOP_KEYS))}")
+
+    server = ServerName("")
+    name = r.string(data, "server", "", required=True)
+    if name is not None:
+        try:
+            server = check_server_name(name)
+        except ValueError as e:
+            r.bad("server", str(e))
+    cluster = r.string(data, "cluster", "", default="ndsclust") or "ndsclust"
+
+    d = r.section(data, "directory", "", required=True, known={
+        "uris", "local_uri", "suffix", "base", "pulse_suffix", "bind_dn", "password_file",
+        "sasl_external", "ca_file", "cert_file", "key_file", "start_tls", "allow_plain_ldap"}) or {}
+    uris: list[str] = []
+    raw_uris = r.string_list(d, "uris", "directory.")
+    for i, u in enumerate(raw_uris):
+        try:
+            uris.append(check_uri(u))
+        except ValueError as e:
+            r.bad(f"directory.uris[{i}]", str(e))
+    if d and not raw_uris:
+        r.bad("directory.uris", "is missing; list the providers in write-provider order")
+    suffix = r.string(d, "suffix", "directory.", required=bool(d)) or ""
+    password = None
+    pw_file = r.string(d, "password_file", "directory.")
+    if pw_file:
+        try:
+            password = Path(pw_file).read_text(encoding="utf-8").rstrip("\n")
+        except OSError as e:
+            r.bad("directory.password_file", f"{pw_file}: {e.strerror}")
+    creds = Credentials(
+        bind_dn=r.string(d, "bind_dn", "directory."), password=password,
+        sasl_external=bool(d.get("sasl_external", False)),
+        ca_file=r.string(d, "ca_file", "directory."), cert_file=r.string(d, "cert_file", "directory."),
+        key_file=r.string(d, "key_file", "directory."), start_tls=bool(d.get("start_tls", False)),
+        allow_plain=bool(d.get("allow_plain_ldap", True)))
+    local_uri = r.string(d, "local_uri", "directory.")
+    directory = DirectorySettings(
+        uris=tuple(uris), suffix=suffix,
+        base=r.string(d, "base", "directory.") or f"ou=ndsclust,{suffix}",
+        pulse_suffix=r.string(d, "pulse_suffix", "directory.", default="o=ndsclust-pulse") or "",
+        credentials=creds, local_uri=local_uri)
+
+    resources = []
+    for i, res in enumerate(r.string_list(data, "resources", "")):
+        try:
+            resources.append(check_resource(res))
+        except ValueError as e:
+            r.bad(f"resources[{i}]", str(e))
+
+    ch = r.section(data, "channels", "", required=True,
+                   known={"lan", "directory", "disk", "witness"}) or {}
+    lan = disk = witness = None
+    directory_channel = None
+    intervals: list[float] = []
+    t = r.section(data, "timeouts", "", known={"failover", "fence", "lease", "loop_interval",
+                                               "startup_grace", "stop_grace",
+                                               "clock_rate_error"}) or {}
+    failover = r.number(t, "failover", "timeouts.", 0.8, low=0.05, high=600)
+
+    if (c := r.section(ch, "lan", "channels.", known={"addresses", "interval", "key_file",
+                                                       "old_key_file"})) is not None:
+        addrs = [a for i, a in enumerate(r.string_list(c, "addresses", "channels.lan."))
+                 if r.address(a, f"channels.lan.addresses[{i}]")]
+        if not addrs:
+            r.bad("channels.lan.addresses", "is missing; list this server's heartbeat ip:port")
+        keys: dict[str, bytes] = {}
+        send_key = ""
+        key_file = r.string(c, "key_file", "channels.lan.", required=True)
+        if key_file and (k := r.secret_file(key_file, "channels.lan.key_file")):
+            send_key = key_id(k)
+            keys[send_key] = k
+        old = r.string(c, "old_key_file", "channels.lan.")
+        if old and (k := r.secret_file(old, "channels.lan.old_key_file")):
+            keys[key_id(k)] = k
+        interval = r.number(c, "interval", "channels.lan.", 0.1, low=0.005, high=60)
+        intervals.append(interval)
+        lan = LanSettings(tuple(addrs), interval, failover, keys, send_key)
+    if (c := r.section(ch, "directory", "channels.", known={"interval"})) is not None:
+        interval = r.number(c, "interval", "channels.directory.", 0.1, low=0.01, high=60)
+        intervals.append(interval)
+        directory_channel = DirectoryChannelSettings(interval, failover)
+    if (c := r.section(ch, "disk", "channels.", known={"path", "servers", "interval"})) is not None:
+        servers = []
+        for i, s in enumerate(r.string_list(c, "servers", "channels.disk.")):
+            try:
+                servers.append(check_server_name(s))
+            except ValueError as e:
+                r.bad(f"channels.disk.servers[{i}]", str(e))
+        if server and servers and server not in servers:
+            r.bad("channels.disk.servers", f"does not list this server {server!r}; every server "
+                                           "needs a slot, in the same order everywhere")
+        interval = r.number(c, "interval", "channels.disk.", 0.1, low=0.005, high=60)
+        intervals.append(interval)
+        disk = DiskSettings(r.string(c, "path", "channels.disk.", required=True) or "",
+                            tuple(servers), interval, failover)
+    if (c := r.section(ch, "witness", "channels.", known={"address", "interval", "timeout"})) is not None:
+        addr = r.string(c, "address", "channels.witness.", required=True) or ""
+        if addr:
+            r.address(addr, "channels.witness.address")
+        witness = WitnessSettings(addr, r.number(c, "interval", "channels.witness.", 0.2, low=0.01, high=60),
+                                  r.number(c, "timeout", "channels.witness.", 0.5, low=0.01, high=60))
+    if ch and not (lan or directory_channel or disk):
+        r.bad("channels", "configure at least one of lan, directory, disk")
+
+    timeouts = Timeouts(
+        failover=failover,
+        fence=r.number(t, "fence", "timeouts.", 0.5, low=0.02, high=600),
+        lease=r.number(t, "lease", "timeouts.", 0.5, low=0.02, high=600),
+        loop_interval=r.number(t, "loop_interval", "timeouts.", 0.05, low=0.005, high=10),
+        startup_grace=r.number(t, "startup_grace", "timeouts.", 2.0, low=0, high=600),
+        stop_grace=r.number(t, "stop_grace", "timeouts.", 10.0, low=0, high=3600),
+        clock_rate_error=r.number(t, "clock_rate_error", "timeouts.", 0.001, low=0, high=0.1),
+    )
+    check_timing(timeouts, intervals, r)
+
+    sv = r.section(data, "supervision", "", known={"max_restarts", "restart_window",
+                                                  "flap_max_failovers", "flap_window",
+                                                  "health_interval", "health_timeout"}) or {}
+    supervision = Supervision(
+        max_restarts=r.integer(sv, "max_restarts", "supervision.", 3, low=0, high=1000),
+        restart_window=r.number(sv, "restart_window", "supervision.", 900, low=1, high=86400),
+        flap_max_failovers=r.integer(sv, "flap_max_failovers", "supervision.", 3, low=1, high=1000),
+        flap_window=r.number(sv, "flap_window", "supervision.", 3600, low=1, high=7 * 86400),
+        health_interval=r.number(sv, "health_interval", "supervision.", 10, low=0.1, high=3600),
+        health_timeout=r.number(sv, "health_timeout", "supervision.", 5, low=0.1, high=3600))
+
+    p = r.section(data, "programs", "", known={"user", "cwd", "env", "allowed_commands"}) or {}
+    env = p.get("env", {}) or {}
+    if not isinstance(env, Mapping) or not all(isinstance(k, str) and isinstance(v, (str, int))
+                                               for k, v in env.items()):
+        r.bad("programs.env", "must map variable names to strings")
+        env = {}
+    allowed = r.string_list(p, "allowed_commands", "programs.")
+    for i, a in enumerate(allowed):
+        if not a.startswith("/"):
+            r.bad(f"programs.allowed_commands[{i}]", f"{a!r} is not an absolute path")
+    programs = Programs(user=r.string(p, "user", "programs."),
+                        cwd=r.string(p, "cwd", "programs.", default="/") or "/",
+                        env={str(k): str(v) for k, v in env.items()},
+                        allowed_commands=tuple(allowed))
+
+    n = r.section(data, "notify", "", known={"command"}) or {}
+    notify = r.string_list(n, "command", "notify.") or None
+    if notify and not notify[0].startswith("/"):
+        r.bad("notify.command", f"{notify[0]!r} is not an absolute path")
+
+    ev = r.section(data, "events", "", known={"limit"}) or {}
+    lg = r.section(data, "log", "", known={"level"}) or {}
+    level = (r.string(lg, "level", "log.", default="info") or "info").lower()
+    if level not in ("debug", "info", "warning", "error"):
+        r.bad("log.level", f"{level!r}; allowed: debug, info, warning, error")
+
+    if r.problems:
+        raise ConfigError(source, r.problems)
+    return Config(
+        path=source, server=server, cluster=cluster, directory=directory,
+        resources=frozenset(resources), lan=lan, disk=disk, witness=witness,
+        directory_channel=directory_channel, timeouts=timeouts, supervision=supervision,
+        programs=programs, notify_command=tuple(notify) if notify else None,
+        control_socket=r.string(data, "control_socket", ""),
+        event_limit=r.integer(ev, "limit", "events.", 1000, low=10, high=1_000_000),
+        log_level=level)
+
+
+def key_id(key: bytes) -> str:
+    """A key's id in heartbeat packets: derived from the key itself, so every server names a
+    key the same way during a rotation whichever file holds it (old_key_file or key_file)."""
+    return hashlib.sha256(b"ndsclust-heartbeat-key-id\0" + key).hexdigest()[:12]
+
+
+def check_timing(t: Timeouts, intervals: list[float], r: _Reader) -> None:
+    """The fencing inequality (DESIGN.md section 4): a backup may start a program only after
+    the old host's copy is certainly dead, by lease (frozen sentinel) or fence (cut off)."""
+    max_interval = max(intervals, default=0.0)
+    margin = t.margin(max(max_interval, t.loop_interval))
+    bound = max(t.lease, t.fence) + margin
+    if t.failover <= bound:
+        r.bad("timeouts.failover",
+              f"{t.failover}s must exceed max(lease {t.lease}s, fence {t.fence}s) + margin "
+              f"{margin:.3f}s (2 x heartbeat interval {max(max_interval, t.loop_interval)}s + "
+              f"clock rate error {t.clock_rate_error:g} x failover + {SCHEDULING_SLACK}s) = "
+              f"{bound:.3f}s; raise failover or lower lease/fence")
+    if t.fence <= KILL_ALLOWANCE + 2 * max_interval:
+        r.bad("timeouts.fence", f"{t.fence}s leaves no time to notice isolation: it must exceed "
+                                f"{KILL_ALLOWANCE}s + 2 x heartbeat interval ({max_interval}s)")
+    if t.lease < 3 * t.loop_interval:
+        r.bad("timeouts.lease", f"{t.lease}s must be at least 3 x loop_interval "
+                                f"({t.loop_interval}s) so a busy loop does not kill programs")
+    for i in intervals:
+        if t.failover < 3 * i:
+            r.bad("timeouts.failover", f"{t.failover}s must be at least 3 heartbeat intervals "
+                                       f"({i}s): one lost packet must not fail anything over")
+            break
+
+
+def load(path: str | None = None) -> Config:
+    path = path or os.environ.get("NDSCLUST_CONFIG") or DEFAULT_PATH
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except OSError as e:
+        raise ConfigError(path, [f"cannot read: {e.strerror}"]) from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(path, [f"{where}not valid YAML: {getattr(e, 'problem', e)}"]) from None
+    return parse(data, path)

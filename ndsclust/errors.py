@@ -1,0 +1,79 @@
+"""The one exception hierarchy of ndsclust.
+
+    NdsclustError
+    ├── ConfigError            a configuration file or option is wrong (exit 2)
+    ├── StoreError             talking to the directory went wrong
+    │   ├── ProviderUnreachable    no provider in the list answered (exit 3)
+    │   ├── SwapConflict           a compare-and-swap found another value: re-read, decide again
+    │   ├── EntryInvalid           an entry in the directory breaks the rules (names DN and attribute)
+    │   ├── EntryExists            an add found the entry already there
+    │   ├── NoSuchEntry            the entry named is not in the directory
+    │   └── SchemaError            the ndsclust schema is missing or of another version
+    └── SupervisorError        a program could not be started or stopped
+
+ldap3's exceptions never leave ``ndsclust.ldapstore``: they are translated at that boundary.
+"""
+from __future__ import annotations
+
+
+class NdsclustError(Exception):
+    """Base of every error ndsclust raises on purpose."""
+
+
+class ConfigError(NdsclustError):
+    """A configuration is wrong. ``problems`` lists every problem found, one line each."""
+
+    def __init__(self, source: str, problems: list[str] | tuple[str, ...]) -> None:
+        self.source = source
+        self.problems = tuple(problems)
+        n = len(self.problems)
+        head = f"{source}: {n} error{'s' if n != 1 else ''}"
+        super().__init__("\n  ".join([head, *self.problems]))
+
+
+class StoreError(NdsclustError):
+    """Talking to the directory failed."""
+
+
+class ProviderUnreachable(StoreError):
+    """No provider in the list could be reached and bound."""
+
+
+class SwapConflict(StoreError):
+    """A compare-and-swap did not find the value it expected: re-read and decide again."""
+
+    def __init__(self, dn: str, attribute: str, expected: str | None, new: str | None) -> None:
+        self.dn = dn
+        self.attribute = attribute
+        self.expected = expected
+        self.new = new
+        super().__init__(
+            f"{dn}: {attribute} is no longer {expected!r}; someone else changed it first "
+            f"(wanted to set {new!r}); re-read the entry and decide again"
+        )
+
+
+class EntryInvalid(StoreError):
+    """An entry breaks the rules; names the DN, the attribute, the value and what is allowed."""
+
+    def __init__(self, dn: str, attribute: str, problem: str) -> None:
+        self.dn = dn
+        self.attribute = attribute
+        self.problem = problem
+        super().__init__(f"{dn}: {attribute}: {problem}")
+
+
+class EntryExists(StoreError):
+    """An add found the entry already in the directory."""
+
+
+class NoSuchEntry(StoreError):
+    """The entry named is not in the directory."""
+
+
+class SchemaError(StoreError):
+    """The ndsclust schema is missing from a provider, or is another version."""
+
+
+class SupervisorError(NdsclustError):
+    """A program could not be started or stopped."""

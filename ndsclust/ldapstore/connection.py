@@ -1,0 +1,175 @@
+"""Connections to the providers, with failover across the ordered provider list.
+
+Every write ndsclust makes goes to the **write provider**: the first reachable provider of
+the cluster's ordered list, the same list on every server (DESIGN.md section 2), so that
+compare-and-swaps are serialized by one slapd. ``Providers.connect()`` therefore always
+tries the list from the top; reads and watches may start elsewhere (``prefer``).
+
+Authentication: simple bind (DN + password), SASL EXTERNAL (over ldapi://, or with a
+client certificate over TLS), and TLS by ldaps:// or StartTLS with CA verification.
+Only this package ever sees an ldap3 object.
+"""
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import ldap3
+from ldap3.core.exceptions import LDAPException
+
+from ndsclust.errors import ConfigError, ProviderUnreachable
+
+log = logging.getLogger("ndsclust.ldapstore")
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """How to authenticate to every provider of the list."""
+
+    bind_dn: str | None = None
+    password: str | None = None
+    sasl_external: bool = False
+    ca_file: str | None = None        # CA that signed the providers' certificates
+    cert_file: str | None = None      # client certificate (SASL EXTERNAL over TLS)
+    key_file: str | None = None
+    start_tls: bool = False           # upgrade ldap:// with StartTLS
+    allow_plain: bool = True          # permit ldap:// without TLS
+
+    def __repr__(self) -> str:        # never print the password
+        return (f"Credentials(bind_dn={self.bind_dn!r}, sasl_external={self.sasl_external}, "
+                f"ca_file={self.ca_file!r}, start_tls={self.start_tls})")
+
+
+def check_uri(uri: str) -> str:
+    """Return the URI if its scheme is one we speak, else raise ValueError saying which are."""
+    scheme = urlsplit(uri).scheme.lower()
+    if scheme not in ("ldap", "ldaps", "ldapi"):
+        raise ValueError(f"{uri!r} is not an LDAP URI; use ldap://host:port, ldaps://host:port "
+                         "or ldapi://<percent-encoded socket path>")
+    return uri
+
+
+def _tls(creds: Credentials) -> ldap3.Tls | None:
+    if not (creds.ca_file or creds.cert_file):
+        return None
+    return ldap3.Tls(
+        validate=ssl.CERT_REQUIRED,
+        ca_certs_file=creds.ca_file,
+        local_certificate_file=creds.cert_file,
+        local_private_key_file=creds.key_file,
+        version=ssl.PROTOCOL_TLS_CLIENT,
+    )
+
+
+def open_connection(uri: str, creds: Credentials, *, stream: bool = False,
+                    timeout: float = 2.0) -> ldap3.Connection:
+    """Open and bind one connection to ``uri``; raise ProviderUnreachable with the reason.
+
+    ``stream=True`` gives an ASYNC_STREAM connection, the only ldap3 strategy that hands
+    over RFC 4533 intermediate messages (FACTS.md fact 12). Schema is not read at
+    connect time: ldap3 would cache it and refuse attributes added later (fact 15).
+    """
+    scheme = urlsplit(uri).scheme.lower()
+    if scheme == "ldap" and not creds.start_tls and not creds.allow_plain:
+        raise ConfigError("ldap", [f"{uri}: plain LDAP without TLS is refused; use ldaps://, "
+                                   "start_tls: true, ldapi://, or set allow_plain_ldap: true"])
+    tls = _tls(creds)
+    try:
+        server = ldap3.Server(uri, use_ssl=(scheme == "ldaps"), tls=tls, get_info=ldap3.NONE,
+                              connect_timeout=timeout)
+        kwargs: dict[str, object] = {
+            "client_strategy": ldap3.ASYNC_STREAM if stream else ldap3.SYNC,
+            # ldap3 packs this into SO_RCVTIMEO with struct: it must be an int.
+            "receive_timeout": None if stream else int(max(timeout * 5, 10)),
+            "raise_exceptions": False,
+            "auto_bind": ldap3.AUTO_BIND_NONE,
+            "check_names": False,
+            "return_empty_attributes": False,
+        }
+        if creds.sasl_external:
+            conn = ldap3.Connection(server, authentication=ldap3.SASL,
+                                    sasl_mechanism=ldap3.EXTERNAL, sasl_credentials="",
+                                    **kwargs)
+        elif creds.bind_dn:
+            conn = ldap3.Connection(server, user=creds.bind_dn, password=creds.password or "",
+                                    authentication=ldap3.SIMPLE, **kwargs)
+        else:
+            conn = ldap3.Connection(server, authentication=ldap3.ANONYMOUS, **kwargs)
+        conn.open()
+        if creds.start_tls and scheme == "ldap":
+            if not conn.start_tls():
+                conn.unbind()
+                raise ProviderUnreachable(f"{uri}: StartTLS refused: {conn.result}")
+        if not conn.bind():
+            result = conn.result or {}
+            conn.unbind()
+            raise ProviderUnreachable(
+                f"{uri}: bind as {creds.bind_dn or ('SASL EXTERNAL' if creds.sasl_external else 'anonymous')}"
+                f" refused: {result.get('description')} {result.get('message', '')}".rstrip())
+        return conn
+    except LDAPException as e:
+        raise ProviderUnreachable(f"{uri}: {type(e).__name__}: {e}") from None
+    except (OSError, ssl.SSLError) as e:
+        raise ProviderUnreachable(f"{uri}: {e}") from None
+
+
+class Providers:
+    """The cluster's ordered provider list, with failover and bounded backoff.
+
+    ``connect()`` makes one pass over the list; ``connect_retrying()`` repeats passes with
+    exponential backoff until a deadline or ``close()``: no thread is ever left behind,
+    the waiting happens in the caller's thread on an Event that ``close()`` sets.
+    """
+
+    def __init__(self, uris: Sequence[str], creds: Credentials, *, timeout: float = 2.0,
+                 backoff_initial: float = 0.05, backoff_max: float = 2.0) -> None:
+        if not uris:
+            raise ConfigError("providers", ["no provider URI given; list at least one"])
+        self.uris = tuple(check_uri(u) for u in uris)
+        self.creds = creds
+        self.timeout = timeout
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self._closed = threading.Event()
+
+    def connect(self, *, stream: bool = False, prefer: int = 0) -> tuple[int, ldap3.Connection]:
+        """One pass: ``prefer`` first, then the list from the top. Returns (index, connection)."""
+        order = [prefer] + [i for i in range(len(self.uris)) if i != prefer]
+        reasons = []
+        for i in order:
+            try:
+                return i, open_connection(self.uris[i], self.creds, stream=stream,
+                                          timeout=self.timeout)
+            except ProviderUnreachable as e:
+                reasons.append(str(e))
+        raise ProviderUnreachable("no provider reachable: " + "; ".join(reasons))
+
+    def connect_retrying(self, *, stream: bool = False, prefer: int = 0,
+                         deadline: float | None = None) -> tuple[int, ldap3.Connection]:
+        """Passes over the list with bounded exponential backoff until ``deadline``
+        (time.monotonic) or ``close()``; then ProviderUnreachable."""
+        delay = self.backoff_initial
+        while True:
+            try:
+                return self.connect(stream=stream, prefer=prefer)
+            except ProviderUnreachable:
+                now = time.monotonic()
+                if self._closed.is_set() or (deadline is not None and now + delay > deadline):
+                    raise
+                log.debug("event=providers_unreachable retry_in=%.2f", delay)
+            if self._closed.wait(delay):
+                raise ProviderUnreachable("provider list closed while reconnecting")
+            delay = min(delay * 2, self.backoff_max)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    def close(self) -> None:
+        """Stop every connect_retrying() under way."""
+        self._closed.set()

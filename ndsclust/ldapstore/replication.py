@@ -1,0 +1,74 @@
+"""Where each provider stands in replication: contextCSN per server ID.
+
+A provider's contextCSN holds one CSN per serverID that has written to the database.
+Provider P has caught up with provider Q when, for every serverID in Q's set, P's CSN is at
+least Q's (CSNs start with a GeneralizedTime, so they compare as strings). FIG. 6 step 614:
+after a simultaneous failure a sentinel runs nothing until its own provider has caught up.
+Convergence is judged by values elsewhere (FACTS.md fact 9); this is about lag.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+import ldap3
+
+from ndsclust.errors import ProviderUnreachable
+from ndsclust.ldapstore.connection import Credentials, open_connection
+
+ContextCSNs = Mapping[str, str]        # serverID (3 hex digits) -> CSN
+
+
+def parse_csns(values: Iterable[str]) -> dict[str, str]:
+    """``20261125120000.000001Z#000000#001#000000`` -> {'001': csn}, keeping the newest."""
+    out: dict[str, str] = {}
+    for v in values:
+        parts = v.split("#")
+        if len(parts) == 4:
+            sid = parts[2]
+            if v > out.get(sid, ""):
+                out[sid] = v
+    return out
+
+
+def context_csns(uri: str, creds: Credentials, suffix: str, *, timeout: float = 2.0) -> dict[str, str]:
+    conn = open_connection(uri, creds, timeout=timeout)
+    try:
+        conn.search(suffix, "(objectClass=*)", search_scope=ldap3.BASE,
+                    attributes=["contextCSN"], dereference_aliases=ldap3.DEREF_NEVER)
+        for r in conn.response or []:
+            if r.get("type") == "searchResEntry":
+                return parse_csns(v.decode() for v in r["raw_attributes"].get("contextCSN", []))
+        return {}
+    finally:
+        conn.unbind()
+
+
+def behind(local: ContextCSNs, peer: ContextCSNs) -> dict[str, tuple[str, str]]:
+    """serverIDs where ``local`` lags ``peer``: sid -> (local csn, peer csn)."""
+    return {sid: (local.get(sid, ""), csn) for sid, csn in peer.items()
+            if local.get(sid, "") < csn}
+
+
+def caught_up(local_uri: str, peer_uris: Sequence[str], creds: Credentials,
+              suffixes: Sequence[str]) -> tuple[bool, str]:
+    """Has the local provider caught up with every reachable peer? (answer, why-not text).
+
+    Unreachable peers are left out: they cannot hold anything the others lack for long, and
+    a server must be able to run its programs when it is the only one left (FIG. 6)."""
+    try:
+        local = {s: context_csns(local_uri, creds, s) for s in suffixes}
+    except ProviderUnreachable as e:
+        return False, f"local provider unreachable: {e}"
+    for uri in peer_uris:
+        if uri == local_uri:
+            continue
+        try:
+            peer = {s: context_csns(uri, creds, s) for s in suffixes}
+        except ProviderUnreachable:
+            continue
+        for s in suffixes:
+            lag = behind(local[s], peer[s])
+            if lag:
+                sid, (mine, theirs) = next(iter(lag.items()))
+                return False, f"{s}: behind {uri} for serverID {sid} ({mine or 'none'} < {theirs})"
+    return True, ""

@@ -1,0 +1,452 @@
+"""The cluster store: reads, writes and compare-and-swaps against the write provider.
+
+Layout under the cluster base (DESIGN.md section 2)::
+
+    ou=ndsclust,<suffix>    ou=servers / ou=applications / ou=events
+    <pulse suffix>          cn=<server>: one pulse entry per server (own database)
+
+Every write goes to the write provider, the first reachable provider of the ordered list
+(``connection.Providers``). A compare-and-swap is one modify request that deletes the
+expected value and adds the new one: atomic on one provider, it fails with result 16
+(noSuchAttribute) when someone changed the value first, and that becomes ``SwapConflict``
+(STYLE.md section 7: re-read and decide again, never retry the same write).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+import ldap3
+from ldap3.core.exceptions import LDAPCommunicationError, LDAPException, LDAPResponseTimeoutError
+from ldap3.utils.conv import escape_filter_chars
+from ldap3.utils.dn import escape_rdn
+
+from ndsclust.errors import (
+    EntryExists, EntryInvalid, NoSuchEntry, ProviderUnreachable, StoreError, SwapConflict,
+)
+from ndsclust.ldapstore import entries
+from ndsclust.ldapstore.connection import Providers
+from ndsclust.model import (
+    App, Event, Pulse, Request, Server, ServerName, ServerState, StateValue, Tag,
+)
+
+log = logging.getLogger("ndsclust.ldapstore")
+
+T = TypeVar("T")
+
+# LDAP result codes we act on.
+NO_SUCH_OBJECT = 32
+NO_SUCH_ATTRIBUTE = 16
+ATTRIBUTE_OR_VALUE_EXISTS = 20
+CONSTRAINT_VIOLATION = 19
+ALREADY_EXISTS = 68
+BUSY_CODES = {51, 52, 80}        # busy, unavailable, other: try the next provider
+
+# How long the store keeps trying the provider list for one operation.
+DEFAULT_OP_DEADLINE = 10.0
+# How often a store that failed over checks whether an earlier provider is back.
+RETURN_CHECK_INTERVAL = 5.0
+
+APP_ATTRS = ["*", "entryUUID", "entryCSN", "modifyTimestamp"]
+
+
+def generalized_time(t: float | None = None) -> str:
+    dt = datetime.fromtimestamp(time.time() if t is None else t, tz=timezone.utc)
+    return dt.strftime("%Y%m%d%H%M%S.%fZ")
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What the directory says now: valid entries and the invalid ones with their errors."""
+
+    apps: Mapping[Tag, App]
+    servers: Mapping[ServerName, Server]
+    invalid: tuple[EntryInvalid, ...] = ()
+
+
+class _Transient(Exception):
+    """A provider went away mid-operation: fail over and retry."""
+
+
+class Store:
+    """Typed CRUD and compare-and-swap over the provider list. Thread-safe."""
+
+    def __init__(self, providers: Providers, suffix: str, *, base: str | None = None,
+                 pulse_base: str | None = None, op_deadline: float = DEFAULT_OP_DEADLINE,
+                 event_limit: int = 1000) -> None:
+        self.providers = providers
+        self.suffix = suffix
+        self.base = base or f"ou=ndsclust,{suffix}"
+        self.pulse_base = pulse_base
+        self.servers_dn = f"ou=servers,{self.base}"
+        self.apps_dn = f"ou=applications,{self.base}"
+        self.events_dn = f"ou=events,{self.base}"
+        self.op_deadline = op_deadline
+        self.event_limit = event_limit
+        self._lock = threading.RLock()
+        self._conn: ldap3.Connection | None = None
+        self._index = -1
+        self._last_return_check = 0.0
+        self._event_seq = 0
+
+    # -- connection ---------------------------------------------------------------------
+
+    @property
+    def provider(self) -> str | None:
+        """URI of the provider in use (the write provider), None before the first operation."""
+        return self.providers.uris[self._index] if self._conn is not None else None
+
+    def _connection(self) -> ldap3.Connection:
+        now = time.monotonic()
+        if (self._conn is not None and self._index > 0
+                and now - self._last_return_check > RETURN_CHECK_INTERVAL):
+            # The write provider is the FIRST reachable one: go back when an earlier one returns.
+            self._last_return_check = now
+            try:
+                index, conn = self.providers.connect(prefer=0)
+            except ProviderUnreachable:
+                pass
+            else:
+                if index < self._index:
+                    log.info("event=write_provider provider=%s was=%s", self.providers.uris[index],
+                             self.providers.uris[self._index])
+                    self._drop()
+                    self._conn, self._index = conn, index
+                else:
+                    conn.unbind()
+        if self._conn is None or self._conn.closed:
+            self._drop()
+            index, conn = self.providers.connect_retrying(prefer=0, deadline=now + self.op_deadline)
+            if self._index not in (-1, index):
+                log.warning("event=provider_failover provider=%s was=%s", self.providers.uris[index],
+                            self.providers.uris[self._index])
+            self._conn, self._index = conn, index
+            self._last_return_check = now
+        return self._conn
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.unbind()
+            except LDAPException:
+                pass
+            self._conn = None
+
+    def _run(self, what: str, fn: Callable[[ldap3.Connection], T]) -> T:
+        """Run ``fn`` on the write provider; on a lost provider, fail over and run it again.
+
+        A write whose connection broke may or may not have been applied; running it again is
+        safe for every write here: a swap that already succeeded then reports SwapConflict and
+        the caller re-reads, an add reports EntryExists.
+        """
+        deadline = time.monotonic() + self.op_deadline
+        with self._lock:
+            while True:
+                try:
+                    return fn(self._connection())
+                except (LDAPCommunicationError, LDAPResponseTimeoutError, _Transient) as e:
+                    log.warning("event=provider_lost provider=%s op=%s error=%s",
+                                self.provider, what, type(e).__name__)
+                    self._drop()
+                    if time.monotonic() > deadline:
+                        raise ProviderUnreachable(f"{what}: no provider answered within "
+                                                  f"{self.op_deadline:.0f}s") from None
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+    # -- low-level operations -------------------------------------------------------------
+
+    @staticmethod
+    def _check(conn: ldap3.Connection, ok: bool, what: str) -> dict[str, Any]:
+        result: dict[str, Any] = conn.result or {}
+        if not ok and result.get("result") in BUSY_CODES:
+            raise _Transient(what)
+        return result
+
+    def search(self, base: str, filt: str, *, scope: str = ldap3.SUBTREE,
+               attributes: Sequence[str] = APP_ATTRS) -> list[tuple[str, dict[str, list[Any]]]]:
+        def op(conn: ldap3.Connection) -> list[tuple[str, dict[str, list[Any]]]]:
+            ok = conn.search(base, filt, search_scope=scope, attributes=list(attributes),
+                             dereference_aliases=ldap3.DEREF_NEVER)
+            result = self._check(conn, ok, "search")
+            if not ok and result.get("result") == NO_SUCH_OBJECT:
+                return []
+            if not ok and result.get("result") not in (0, None):
+                raise StoreError(f"search {base} {filt}: {result.get('description')} "
+                                 f"{result.get('message', '')}".rstrip())
+            return [(r["dn"], dict(r["raw_attributes"])) for r in conn.response or []
+                    if r.get("type") == "searchResEntry"]
+        return self._run("search", op)
+
+    def add(self, dn: str, attrs: Mapping[str, Sequence[str]]) -> None:
+        def op(conn: ldap3.Connection) -> None:
+            object_class = list(attrs["objectClass"])
+            rest = {k: list(v) for k, v in attrs.items() if k != "objectClass"}
+            ok = conn.add(dn, object_class, rest)
+            result = self._check(conn, ok, "add")
+            if ok:
+                return
+            if result.get("result") == ALREADY_EXISTS:
+                raise EntryExists(f"{dn} already exists")
+            raise StoreError(f"add {dn}: {result.get('description')} {result.get('message', '')}".rstrip())
+        self._run("add", op)
+
+    def modify(self, dn: str, changes: Mapping[str, list[tuple[str, list[str]]]], *,
+               swap: tuple[str, str | None, str | None] | None = None) -> None:
+        """One modify request. ``swap`` = (attribute, expected, new) names the compare-and-swap
+        part so a conflict is reported as SwapConflict rather than a generic error."""
+        def op(conn: ldap3.Connection) -> None:
+            ok = conn.modify(dn, {k: list(v) for k, v in changes.items()})
+            result = self._check(conn, ok, "modify")
+            if ok:
+                return
+            code = result.get("result")
+            if code == NO_SUCH_OBJECT:
+                raise NoSuchEntry(f"{dn} does not exist")
+            if swap and code in (NO_SUCH_ATTRIBUTE, ATTRIBUTE_OR_VALUE_EXISTS, CONSTRAINT_VIOLATION):
+                raise SwapConflict(dn, *swap)
+            raise StoreError(f"modify {dn}: {result.get('description')} "
+                             f"{result.get('message', '')}".rstrip())
+        self._run("modify", op)
+
+    def delete(self, dn: str) -> None:
+        def op(conn: ldap3.Connection) -> None:
+            ok = conn.delete(dn)
+            result = self._check(conn, ok, "delete")
+            if ok:
+                return
+            if result.get("result") == NO_SUCH_OBJECT:
+                raise NoSuchEntry(f"{dn} does not exist")
+            raise StoreError(f"delete {dn}: {result.get('description')} "
+                             f"{result.get('message', '')}".rstrip())
+        self._run("delete", op)
+
+    def swap(self, dn: str, attribute: str, expected: str | None, new: str | None, *,
+             also: Mapping[str, list[str] | None] | None = None) -> None:
+        """Compare-and-swap one single-valued attribute in one modify request.
+
+        expected None = the attribute must be absent; new None = remove it. ``also`` replaces
+        further attributes in the same atomic request (None deletes them)."""
+        changes: dict[str, list[tuple[str, list[str]]]] = {}
+        ops: list[tuple[str, list[str]]] = []
+        if expected is not None:
+            ops.append((ldap3.MODIFY_DELETE, [expected]))
+        if new is not None:
+            ops.append((ldap3.MODIFY_ADD, [new]))
+        if expected is None and new is None:
+            raise ValueError("swap needs an expected or a new value")
+        changes[attribute] = ops
+        for k, v in (also or {}).items():
+            changes[k] = [(ldap3.MODIFY_REPLACE, v or [])]
+        self.modify(dn, changes, swap=(attribute, expected, new))
+
+    # -- cluster base ---------------------------------------------------------------------
+
+    def ensure_base(self) -> None:
+        """Create the cluster base and its three branches when missing (idempotent)."""
+        ou = self.base.split(",", 1)[0].split("=", 1)[1]
+        wanted = [(self.base, {"objectClass": ["top", "organizationalUnit", "ndsclustCluster"],
+                               "ou": [ou]})]
+        for name in ("servers", "applications", "events"):
+            wanted.append((f"ou={name},{self.base}", {"objectClass": ["top", "organizationalUnit"],
+                                                      "ou": [name]}))
+        for dn, attrs in wanted:
+            try:
+                self.add(dn, attrs)
+            except EntryExists:
+                pass
+        if self.pulse_base and not self.search(self.pulse_base, "(objectClass=*)",
+                                               scope=ldap3.BASE, attributes=["1.1"]):
+            raise StoreError(f"pulse database {self.pulse_base} has no base entry; "
+                             "configure the pulse database on every provider (deploy/README)")
+
+    # -- servers --------------------------------------------------------------------------
+
+    def server_dn(self, name: str) -> str:
+        return f"cn={escape_rdn(name)},{self.servers_dn}"
+
+    def add_server(self, server: Server) -> None:
+        self.add(self.server_dn(server.name), entries.server_attributes(server))
+
+    def servers(self) -> tuple[dict[ServerName, Server], list[EntryInvalid]]:
+        good: dict[ServerName, Server] = {}
+        bad: list[EntryInvalid] = []
+        for dn, attrs in self.search(self.servers_dn, "(objectClass=ndsclustServer)"):
+            try:
+                s = entries.parse_server(dn, attrs)
+                good[s.name] = s
+            except EntryInvalid as e:
+                bad.append(e)
+        return good, bad
+
+    def set_server_state(self, name: str, state: ServerState) -> None:
+        self.modify(self.server_dn(name), {"ndsclustServerState": [(ldap3.MODIFY_REPLACE,
+                                                                    [state.value])]})
+
+    def delete_server(self, name: str) -> None:
+        self.delete(self.server_dn(name))
+
+    # -- applications ---------------------------------------------------------------------
+
+    def app_dn(self, tag: str) -> str:
+        return f"ndsclustTag={escape_rdn(tag)},{self.apps_dn}"
+
+    def add_app(self, app: App) -> None:
+        self.add(self.app_dn(app.tag), entries.app_attributes(app))
+
+    def app(self, tag: str) -> App:
+        """Read one application; NoSuchEntry or EntryInvalid when it cannot be used."""
+        found = self.search(self.app_dn(tag), "(objectClass=ndsclustApplication)", scope=ldap3.BASE)
+        if not found:
+            raise NoSuchEntry(f"no application with tag {tag!r} (looked for {self.app_dn(tag)})")
+        return entries.parse_app(*found[0])
+
+    def apps(self) -> tuple[dict[Tag, App], list[EntryInvalid]]:
+        good: dict[Tag, App] = {}
+        bad: list[EntryInvalid] = []
+        for dn, attrs in self.search(self.apps_dn, "(objectClass=ndsclustApplication)"):
+            try:
+                a = entries.parse_app(dn, attrs)
+                good[a.tag] = a
+            except EntryInvalid as e:
+                bad.append(e)
+        return good, bad
+
+    def snapshot(self) -> Snapshot:
+        """Servers and applications, each application checked against the server names."""
+        servers, bad = self.servers()
+        apps, bad_apps = self.apps()
+        bad += bad_apps
+        valid: dict[Tag, App] = {}
+        for tag, a in apps.items():
+            try:
+                entries.check_references(a, servers)
+                valid[tag] = a
+            except EntryInvalid as e:
+                bad.append(e)
+        return Snapshot(valid, servers, tuple(bad))
+
+    def replace_app_attrs(self, tag: str, values: Mapping[str, list[str] | None]) -> None:
+        """Replace attributes of one application (None or [] removes the attribute)."""
+        self.modify(self.app_dn(tag), {k: [(ldap3.MODIFY_REPLACE, v or [])]
+                                       for k, v in values.items()})
+
+    def delete_app(self, tag: str) -> None:
+        self.delete(self.app_dn(tag))
+
+    def swap_host(self, tag: str, expected: ServerName | None, new: ServerName | None, *,
+                  state: StateValue | None = None) -> None:
+        """Move the host from ``expected`` to ``new`` (None = absent) atomically, optionally
+        setting the state in the same request. SwapConflict when the host was not ``expected``."""
+        also: dict[str, list[str] | None] = {}
+        if state is not None:
+            also["ndsclustState"] = [str(state)]
+        self.swap(self.app_dn(tag), "ndsclustHostServer", expected, new, also=also)
+
+    def set_state(self, tag: str, state: StateValue) -> None:
+        self.replace_app_attrs(tag, {"ndsclustState": [str(state)]})
+
+    def set_request(self, tag: str, request: Request | None) -> None:
+        self.replace_app_attrs(tag, {"ndsclustRequest": [str(request)] if request else None})
+
+    def consume_request(self, tag: str, request: Request) -> None:
+        """Remove exactly this request; SwapConflict if an operator replaced it meanwhile."""
+        self.swap(self.app_dn(tag), "ndsclustRequest", str(request), None)
+
+    def swap_marker(self, tag: str, expected: str | None, new: str) -> None:
+        self.swap(self.app_dn(tag), "ndsclustMarker", expected, new)
+
+    # -- events ---------------------------------------------------------------------------
+
+    def record_event(self, kind: str, *, server: str | None = None, tag: str | None = None,
+                     text: str = "") -> Event:
+        """Append one event to the audit trail; prune the oldest beyond ``event_limit``."""
+        now = time.time()
+        with self._lock:
+            self._event_seq += 1
+            seq = self._event_seq
+        event_id = f"{generalized_time(now)}-{server or 'cli'}-{os.getpid()}-{seq}"
+        dn = f"ndsclustEventId={escape_rdn(event_id)},{self.events_dn}"
+        attrs: dict[str, list[str]] = {
+            "objectClass": ["top", "ndsclustEvent"],
+            "ndsclustEventId": [event_id],
+            "ndsclustEventTime": [generalized_time(now)],
+            "ndsclustEventKind": [kind],
+        }
+        if server:
+            attrs["ndsclustEventServer"] = [server]
+        if tag:
+            attrs["ndsclustEventTag"] = [tag]
+        if text:
+            attrs["ndsclustEventText"] = [text[:1000]]
+        self.add(dn, attrs)
+        if seq % 50 == 0:
+            self.prune_events()
+        return entries.parse_event(dn, attrs)
+
+    def events(self, *, tag: str | None = None, limit: int | None = None) -> list[Event]:
+        filt = "(objectClass=ndsclustEvent)"
+        if tag:
+            filt = f"(&{filt}(ndsclustEventTag={escape_filter_chars(tag)}))"
+        found = []
+        for dn, attrs in self.search(self.events_dn, filt, scope=ldap3.LEVEL):
+            try:
+                found.append(entries.parse_event(dn, attrs))
+            except EntryInvalid as e:
+                log.warning("event=invalid_entry dn=%s error=%s", dn, e.problem)
+        found.sort(key=lambda e: (e.time, e.id))
+        return found[-limit:] if limit else found
+
+    def prune_events(self) -> int:
+        """Delete the oldest events beyond ``event_limit``; returns how many went."""
+        found = self.search(self.events_dn, "(objectClass=ndsclustEvent)", scope=ldap3.LEVEL,
+                            attributes=["ndsclustEventTime", "ndsclustEventId"])
+        if len(found) <= self.event_limit:
+            return 0
+        found.sort(key=lambda r: (r[1].get("ndsclustEventTime", [b""])[0],
+                                  r[1].get("ndsclustEventId", [b""])[0]))
+        gone = 0
+        for dn, _ in found[: len(found) - self.event_limit]:
+            try:
+                self.delete(dn)
+                gone += 1
+            except NoSuchEntry:
+                pass     # another sentinel pruned it first
+        return gone
+
+    # -- pulses ---------------------------------------------------------------------------
+
+    def pulse_dn(self, server: str) -> str:
+        if not self.pulse_base:
+            raise StoreError("no pulse database configured")
+        return f"cn={escape_rdn(server)},{self.pulse_base}"
+
+    def write_pulse(self, server: str, counter: int) -> None:
+        """Advance this server's pulse (claim 44); creates the entry on first use."""
+        dn = self.pulse_dn(server)
+        values = {"ndsclustPulse": [str(counter)], "ndsclustPulseTime": [generalized_time()]}
+        try:
+            self.modify(dn, {k: [(ldap3.MODIFY_REPLACE, v)] for k, v in values.items()})
+        except NoSuchEntry:
+            self.add(dn, {"objectClass": ["top", "ndsclustPulseEntry"], "cn": [server], **values})
+
+    def pulses(self) -> dict[ServerName, Pulse]:
+        out: dict[ServerName, Pulse] = {}
+        if not self.pulse_base:
+            return out
+        for dn, attrs in self.search(self.pulse_base, "(objectClass=ndsclustPulseEntry)",
+                                     scope=ldap3.LEVEL):
+            try:
+                p = entries.parse_pulse(dn, attrs)
+                out[p.server] = p
+            except EntryInvalid as e:
+                log.warning("event=invalid_entry dn=%s error=%s", dn, e.problem)
+        return out

@@ -1,0 +1,216 @@
+"""Typed, frozen snapshots of what the directory holds (DESIGN.md section 2).
+
+Only ``ndsclust.ldapstore`` builds these from LDAP entries; everything else reads them.
+Field names mirror the attributes: ``ndsclustHostServer`` is ``App.host`` and so on.
+The value rules (what a server name, a state or a request may look like) live here too,
+so the store, the CLI and the sentinel agree on them.
+"""
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+from enum import Enum
+from typing import NewType
+
+Tag = NewType("Tag", str)
+ServerName = NewType("ServerName", str)
+
+# One canonical form for server names: host and state use exact matching in the schema,
+# so "Beta" and "beta" would be two different servers to a compare-and-swap.
+_SERVER_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_RESOURCE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$")
+MAX_COMMAND = 4096
+MAX_MARKER = 65536
+
+
+class AppType(Enum):
+    CAPABLE = "capable"
+    AWARE = "aware"
+
+
+class AppState(Enum):
+    LOADING = "loading"
+    RUNNING = "running"
+    UNLOADING = "unloading"
+    STOPPED = "stopped"
+    FAILED = "failed"
+    AWAITING_FAILBACK = "awaiting-failback"
+    REPLICATION_PENDING = "replication-pending"
+    ERROR = "error"
+
+
+class ServerState(Enum):
+    UP = "up"
+    DOWN = "down"
+    MAINTENANCE = "maintenance"
+
+
+class RequestKind(Enum):
+    LOAD = "load"
+    UNLOAD = "unload"
+    FAILBACK = "failback"
+    MIGRATE = "migrate"
+
+
+def check_server_name(value: str) -> ServerName:
+    """Return ``value`` as a ServerName or raise ValueError saying what is allowed."""
+    if not _SERVER_RE.match(value):
+        hint = ""
+        if _SERVER_RE.match(value.lower()):
+            hint = f"; write it in lower case: {value.lower()!r}"
+        raise ValueError(
+            f"{value!r} is not a server name: lower-case letters, digits and '-', "
+            f"1-63 characters, not starting or ending with '-'{hint}"
+        )
+    return ServerName(value)
+
+
+def check_tag(value: str) -> Tag:
+    if not _TAG_RE.match(value):
+        raise ValueError(
+            f"{value!r} is not a tag: letters, digits, '_', '.', '-', 1-63 characters, "
+            "starting with a letter or digit"
+        )
+    return Tag(value)
+
+
+def check_resource(value: str) -> str:
+    if not _RESOURCE_RE.match(value):
+        raise ValueError(
+            f"{value!r} is not a resource name: letters, digits and '_.:/-', 1-128 characters"
+        )
+    return value
+
+
+def parse_command(value: str) -> tuple[str, ...]:
+    """Split a command line into an argument list (run without a shell)."""
+    if not value.strip():
+        raise ValueError("is empty: give the program and its arguments, e.g. '/usr/bin/myapp --serve'")
+    if len(value) > MAX_COMMAND:
+        raise ValueError(f"is {len(value)} characters long; at most {MAX_COMMAND} are allowed")
+    if any(ord(c) < 32 and c != "\t" for c in value):
+        raise ValueError("contains control characters; write the command on one line")
+    try:
+        argv = tuple(shlex.split(value))
+    except ValueError as e:
+        raise ValueError(f"{value!r} cannot be split into arguments ({e}); check the quotes") from None
+    if not argv[0].startswith("/"):
+        raise ValueError(f"program {argv[0]!r} is not an absolute path; write e.g. '/usr/bin/{argv[0]}'")
+    return argv
+
+
+@dataclass(frozen=True, slots=True)
+class StateValue:
+    """The value of ``ndsclustState``: a state and, for failed/error, the reason: ``failed(reason)``."""
+
+    state: AppState
+    reason: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.state.value}({self.reason})" if self.reason else self.state.value
+
+    @classmethod
+    def parse(cls, value: str) -> "StateValue":
+        m = re.fullmatch(r"([a-z-]+)(?:\((.*)\))?", value, re.S)
+        allowed = ", ".join(s.value for s in AppState)
+        if not m:
+            raise ValueError(f"{value!r} is not a state; allowed: {allowed}, optionally with '(reason)'")
+        try:
+            state = AppState(m.group(1))
+        except ValueError:
+            raise ValueError(f"{m.group(1)!r} is not a state; allowed: {allowed}") from None
+        return cls(state, m.group(2) or "")
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """The value of ``ndsclustRequest``: load, unload, failback or ``migrate:<server>``."""
+
+    kind: RequestKind
+    target: ServerName | None = None
+
+    def __str__(self) -> str:
+        return f"migrate:{self.target}" if self.kind is RequestKind.MIGRATE else self.kind.value
+
+    @classmethod
+    def parse(cls, value: str) -> "Request":
+        if value.startswith("migrate:"):
+            return cls(RequestKind.MIGRATE, check_server_name(value[len("migrate:"):]))
+        try:
+            kind = RequestKind(value)
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is not a request; allowed: load, unload, failback, migrate:<server>"
+            ) from None
+        if kind is RequestKind.MIGRATE:
+            raise ValueError("migrate needs a server: write 'migrate:<server>'")
+        return cls(kind)
+
+
+@dataclass(frozen=True, slots=True)
+class App:
+    """One ``ndsclustApplication`` entry (patent FIG. 2 object)."""
+
+    tag: Tag
+    type: AppType
+    command: tuple[str, ...]
+    primary: ServerName
+    backups: tuple[ServerName, ...]
+    host: ServerName | None = None          # None: an operator unloaded it (FIG. 6, step 606)
+    unload_command: tuple[str, ...] | None = None
+    health_command: tuple[str, ...] | None = None
+    resources: frozenset[str] = frozenset()
+    auto_recover: bool = True
+    marker: str | None = None
+    state: StateValue = StateValue(AppState.STOPPED)
+    request: Request | None = None
+    dn: str = ""
+    uuid: str = ""          # entryUUID: how the watch names a deleted entry
+    csn: str = ""           # entryCSN: which copy is more current (FIGS. 4E-4H)
+
+    def servers(self) -> tuple[ServerName, ...]:
+        """Primary then backups in the operator's order, without repeats."""
+        seen: list[ServerName] = []
+        for s in (self.primary, *self.backups):
+            if s not in seen:
+                seen.append(s)
+        return tuple(seen)
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    """One ``ndsclustServer`` entry."""
+
+    name: ServerName
+    addresses: tuple[str, ...] = ()          # heartbeat addresses, "ip:port"
+    resources: frozenset[str] = frozenset()  # resources this server offers
+    state: ServerState = ServerState.UP
+    dn: str = ""
+    uuid: str = ""
+    csn: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Pulse:
+    """One pulse entry in the pulse database: the directory liveness channel (claim 44)."""
+
+    server: ServerName
+    counter: int
+    stamp: str = ""   # the writer's wall time, only for display and clock-skew checks
+    dn: str = ""
+    uuid: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One entry of the audit trail under ``ou=events``."""
+
+    id: str
+    time: str            # GeneralizedTime, UTC
+    kind: str            # failover, failback, swap_conflict, ...
+    server: ServerName | None = None
+    tag: Tag | None = None
+    text: str = ""
+    dn: str = ""

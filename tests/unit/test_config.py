@@ -1,0 +1,79 @@
+"""Sentinel configuration: every problem reported at once with its path; the fencing rule."""
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ndsclust import config
+from ndsclust.errors import ConfigError
+
+
+def good(tmp_path: Path, **over: Any) -> dict[str, Any]:
+    key = tmp_path / "cluster.key"
+    key.write_bytes(b"k" * 32)
+    data: dict[str, Any] = {
+        "server": "alpha",
+        "directory": {"uris": ["ldap://127.0.0.1:3890"], "suffix": "dc=example,dc=com"},
+        "channels": {"lan": {"addresses": ["127.0.0.1:7946"], "key_file": str(key)},
+                     "directory": {}},
+        "timeouts": {"failover": 0.8, "fence": 0.5, "lease": 0.5},
+    }
+    data.update(over)
+    return data
+
+
+def test_defaults_are_consistent(tmp_path: Path) -> None:
+    c = config.parse(good(tmp_path))
+    assert c.server == "alpha" and c.channel_names() == ("lan", "directory")
+    assert c.timeouts.failover > max(c.timeouts.lease, c.timeouts.fence)
+    assert c.supervision.max_restarts == 3 and c.supervision.restart_window == 900
+
+
+def test_all_problems_are_reported_at_once_with_their_paths(tmp_path: Path) -> None:
+    data = good(tmp_path, server="Alpha", bogus=1)
+    data["channels"]["lan"]["addresses"] = ["127.0.0.1:7946", "10.0.0.300:1"]
+    data["directory"]["uris"] = ["http://x"]
+    with pytest.raises(ConfigError) as err:
+        config.parse(data, "/etc/ndsclust/sentinel.yaml")
+    text = str(err.value)
+    assert text.startswith("/etc/ndsclust/sentinel.yaml: 4 errors")
+    assert "channels.lan.addresses[1]: '10.0.0.300:1' is not an address" in text
+    assert "server: 'Alpha' is not a server name" in text
+    assert "bogus: unknown key" in text
+    assert "directory.uris[0]" in text
+
+
+def test_failover_must_exceed_lease_and_fence_plus_margin(tmp_path: Path) -> None:
+    data = good(tmp_path, timeouts={"failover": 0.6, "fence": 0.5, "lease": 0.5})
+    with pytest.raises(ConfigError, match=r"timeouts.failover: 0.6s must exceed max\(lease 0.5s, "
+                                          r"fence 0.5s\) \+ margin"):
+        config.parse(data)
+
+
+def test_durations_accept_milliseconds(tmp_path: Path) -> None:
+    c = config.parse(good(tmp_path, timeouts={"failover": "800ms", "fence": "0.5s", "lease": 0.5}))
+    assert c.timeouts.failover == 0.8
+
+
+def test_short_key_and_missing_file_are_named(tmp_path: Path) -> None:
+    short = tmp_path / "short.key"
+    short.write_bytes(b"abc")
+    data = good(tmp_path)
+    data["channels"]["lan"]["key_file"] = str(short)
+    data["directory"]["password_file"] = str(tmp_path / "missing")
+    with pytest.raises(ConfigError) as err:
+        config.parse(data)
+    assert "channels.lan.key_file" in str(err.value) and "at least 16" in str(err.value)
+    assert "directory.password_file" in str(err.value)
+
+
+def test_bad_yaml_names_line(tmp_path: Path) -> None:
+    p = tmp_path / "s.yaml"
+    p.write_text("server: alpha\n  bad: [\n")
+    with pytest.raises(ConfigError, match="line"):
+        config.load(str(p))
+
+
+def test_no_channel_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="channels: configure at least one"):
+        config.parse(good(tmp_path, channels={"witness": {"address": "127.0.0.1:53"}}))
