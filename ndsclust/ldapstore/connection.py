@@ -21,10 +21,15 @@ from urllib.parse import urlsplit
 
 import ldap3
 from ldap3.core.exceptions import LDAPException
+from ldap3.utils.config import set_config_parameter
 
 from ndsclust.errors import ConfigError, ProviderUnreachable
 
 log = logging.getLogger("ndsclust.ldapstore")
+
+# ldap3 waits up to 20 s for an answer on asynchronous (stream) connections, the bind of a
+# watch included: a frozen provider would hold a reconnecting watch that long.
+set_config_parameter("RESPONSE_WAITING_TIMEOUT", 5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +90,9 @@ def open_connection(uri: str, creds: Credentials, *, stream: bool = False,
         kwargs: dict[str, object] = {
             "client_strategy": ldap3.ASYNC_STREAM if stream else ldap3.SYNC,
             # ldap3 packs this into SO_RCVTIMEO with struct: it must be an int.
-            "receive_timeout": None if stream else int(max(timeout * 5, 10)),
+            # Bounded so a frozen or cut-off provider costs seconds, not minutes, before the
+            # store fails over to the next one.
+            "receive_timeout": None if stream else max(2, int(timeout * 2)),
             "raise_exceptions": False,
             "auto_bind": ldap3.AUTO_BIND_NONE,
             "check_names": False,
