@@ -1,0 +1,472 @@
+"""Options and helpers every subcommand shares: where the directory is, how to bind, output,
+and ``Follower``, the live view of the cluster that ``status --watch``, ``events --follow``
+and the ``--wait`` of the request verbs read from the RFC 4533 watch.
+
+Where the directory settings come from, first match wins: the command-line options, the
+``NDSCLUST_*`` environment variables, the directory section of the sentinel configuration
+(``--config FILE``, else ``$NDSCLUST_CONFIG``, else /etc/ndsclust/sentinel.yaml when it
+exists), built-in defaults.
+"""
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import logging
+import os
+import queue
+import shlex
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from types import TracebackType
+from typing import Any
+
+from ndsclust import config as config_mod
+from ndsclust.errors import ConfigError, EntryInvalid, NdsclustError, ProviderUnreachable
+from ndsclust.ldapstore import entries
+from ndsclust.ldapstore.cache import ClusterCache
+from ndsclust.ldapstore.connection import Credentials, Providers
+from ndsclust.ldapstore.store import Snapshot, Store
+from ndsclust.ldapstore.watch import Changed, ChangeKind, Deleted, RefreshDone, Watch, WatchEvent
+from ndsclust.model import App, Event, Pulse, ServerName
+
+log = logging.getLogger("ndsclust.cli")
+
+DEFAULT_SUFFIX = "dc=ndsclust,dc=test"
+DEFAULT_PULSE_SUFFIX = "o=ndsclust-pulse"
+DEFAULT_CONNECT_TIMEOUT = 5.0
+# How long one connection attempt to one provider may take.
+PROVIDER_TIMEOUT = 2.0
+
+
+def add_global_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("directory")
+    g.add_argument("--config", metavar="FILE",
+                   help="sentinel YAML configuration to take the directory settings from "
+                        "(default: $NDSCLUST_CONFIG, else /etc/ndsclust/sentinel.yaml if present); "
+                        "options and NDSCLUST_* variables given explicitly win over it")
+    g.add_argument("--uri", action="append", metavar="URI",
+                   help="provider URI, repeat for several, in write-provider order "
+                        "(default: $NDSCLUST_URI, space-separated)")
+    g.add_argument("--suffix", help="directory suffix holding the cluster "
+                                    f"(default: $NDSCLUST_SUFFIX, else {DEFAULT_SUFFIX})")
+    g.add_argument("--base", metavar="DN",
+                   help="cluster base entry; several clusters may share one directory "
+                        "(default: $NDSCLUST_BASE, else ou=ndsclust,<suffix>)")
+    g.add_argument("--pulse-suffix", help="suffix of the pulse database "
+                                          f"(default: $NDSCLUST_PULSE_SUFFIX, else {DEFAULT_PULSE_SUFFIX})")
+    g.add_argument("--bind-dn", "-D", help="bind DN ($NDSCLUST_BIND_DN)")
+    g.add_argument("--password-file", "-y", metavar="FILE",
+                   help="file holding the bind password ($NDSCLUST_PASSWORD_FILE)")
+    g.add_argument("--sasl-external", "-Y", action="store_true",
+                   help="bind with SASL EXTERNAL (ldapi:// as root, or a TLS client certificate)")
+    g.add_argument("--ca-file", help="CA certificate that signed the providers' certificates")
+    g.add_argument("--start-tls", "-Z", action="store_true", help="use StartTLS on ldap:// URIs")
+    g.add_argument("--connect-timeout", type=positive_float, metavar="SECONDS",
+                   default=DEFAULT_CONNECT_TIMEOUT,
+                   help="give up when no provider answers within this time (exit 3; "
+                        f"default {DEFAULT_CONNECT_TIMEOUT:g})")
+    p.add_argument("--verbose", "-v", action="store_true", help="log what happens to stderr")
+
+
+def positive_float(value: str) -> float:
+    """argparse type: a number of seconds greater than zero."""
+    try:
+        f = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+    if not f > 0:
+        raise argparse.ArgumentTypeError(f"{value!r} must be greater than 0")
+    return f
+
+
+def positive_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} must be at least 1")
+    return n
+
+
+def _env(name: str) -> str | None:
+    v = os.environ.get(name)
+    return v if v else None
+
+
+def load_config(args: argparse.Namespace) -> config_mod.Config | None:
+    """The sentinel configuration the directory settings may come from, or None.
+
+    Read once per command. A file that is named (``--config``, ``$NDSCLUST_CONFIG``) or present
+    at the default path is validated as a whole, as the sentinel would: a broken one is a
+    configuration error (exit 2), never silently half-used."""
+    cached: config_mod.Config | None | bool = getattr(args, "_loaded_config", False)
+    if cached is not False:
+        return cached if isinstance(cached, config_mod.Config) else None
+    path = getattr(args, "config", None) or _env("NDSCLUST_CONFIG")
+    if path is None and os.path.exists(config_mod.DEFAULT_PATH):
+        path = config_mod.DEFAULT_PATH
+    loaded = config_mod.load(path) if path else None
+    setattr(args, "_loaded_config", loaded)
+    return loaded
+
+
+def _directory(args: argparse.Namespace) -> config_mod.DirectorySettings | None:
+    cfg = load_config(args)
+    return cfg.directory if cfg else None
+
+
+def credentials(args: argparse.Namespace) -> Credentials:
+    pw_file = args.password_file or _env("NDSCLUST_PASSWORD_FILE")
+    bind_dn = args.bind_dn or _env("NDSCLUST_BIND_DN")
+    if not (bind_dn or pw_file or args.sasl_external):
+        d = _directory(args)
+        if d is not None:
+            return d.credentials
+    password = None
+    if pw_file:
+        try:
+            with open(pw_file, encoding="utf-8") as f:
+                password = f.read().rstrip("\n")
+        except OSError as e:
+            raise ConfigError("--password-file", [f"{pw_file}: {e.strerror}"]) from None
+    return Credentials(
+        bind_dn=bind_dn,
+        password=password,
+        sasl_external=bool(args.sasl_external),
+        ca_file=args.ca_file,
+        start_tls=bool(args.start_tls),
+    )
+
+
+def uris(args: argparse.Namespace) -> list[str]:
+    found = list(args.uri or [])
+    if not found and _env("NDSCLUST_URI"):
+        found = (_env("NDSCLUST_URI") or "").split()
+    if not found and (d := _directory(args)) is not None:
+        found = list(d.uris)
+    if not found:
+        raise ConfigError("ndsclust", ["no provider given: use --uri URI (repeatable), "
+                                       "NDSCLUST_URI, or --config FILE"])
+    return found
+
+
+def store(args: argparse.Namespace) -> Store:
+    suffix = args.suffix or _env("NDSCLUST_SUFFIX")
+    base = args.base or _env("NDSCLUST_BASE")
+    pulse = args.pulse_suffix or _env("NDSCLUST_PULSE_SUFFIX")
+    d = None if suffix and base and pulse else _directory(args)
+    if d is not None:
+        # The configuration's base belongs to its suffix: not to one given on the command line.
+        base = base or (d.base if suffix in (None, d.suffix) else None)
+        suffix = suffix or d.suffix
+        pulse = pulse or d.pulse_suffix
+    providers = Providers(uris(args), credentials(args), timeout=PROVIDER_TIMEOUT)
+    return Store(providers, suffix or DEFAULT_SUFFIX, base=base,
+                 pulse_base=pulse or DEFAULT_PULSE_SUFFIX, op_deadline=args.connect_timeout)
+
+
+def operator() -> str:
+    """Who runs this command, for the audit trail."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid{os.getuid()}"
+
+
+def audit(st: Store, kind: str, *, tag: str | None = None, server: str | None = None,
+          text: str = "") -> None:
+    """Record what an operator did in ou=events. The change itself is already written, so
+    a refused audit write (ACLs) is reported, not turned into a failure of the command."""
+    words = [f"by={operator()}"] + ([text] if text else [])
+    try:
+        st.record_event(kind, tag=tag, text=" ".join(words))
+    except NdsclustError as e:
+        print(f"ndsclust: warning: could not record the event in {st.events_dn}: {e}",
+              file=sys.stderr)
+    if server:
+        log.info("event=%s server=%s %s", kind, server, " ".join(words))
+    else:
+        log.info("event=%s tag=%s %s", kind, tag, " ".join(words))
+
+
+# -- output ------------------------------------------------------------------------------
+
+
+def print_json(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2, sort_keys=True)
+    sys.stdout.write("\n")
+
+
+def print_json_line(data: Any) -> None:
+    """One JSON document per line: what a script reads from a live (--watch) stream."""
+    sys.stdout.write(json.dumps(data, sort_keys=True) + "\n")
+    sys.stdout.flush()
+
+
+def cell(value: Any) -> str:
+    """One value as a table cell: lists comma-joined, booleans yes/no, nothing as '-'."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if value is None:
+        return "-"
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value) or "-"
+    return str(value) if value != "" else "-"
+
+
+# Columns whose cells are short and lose their meaning when wrapped.
+NO_WRAP = frozenset({"time", "kind", "level", "check", "server", "tag", "state", "pulse_age"})
+
+
+def rich_table(title: str, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> Any:
+    from rich.table import Table
+    table = Table(title=title, title_justify="left")
+    for c in columns:
+        table.add_column(c, no_wrap=c in NO_WRAP)
+    for r in rows:
+        table.add_row(*(cell(r.get(c)) for c in columns))
+    return table
+
+
+def print_rows(title: str, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> None:
+    """A rich table on a terminal, tab-separated lines otherwise (STYLE.md section 14)."""
+    if sys.stdout.isatty():
+        from rich.console import Console
+        Console().print(rich_table(title, columns, rows))
+        return
+    print("\t".join(columns))
+    for r in rows:
+        print("\t".join(cell(r.get(c)) for c in columns))
+
+
+# -- time --------------------------------------------------------------------------------
+
+
+def parse_time(value: str) -> float | None:
+    """GeneralizedTime (``20261125120000.123456Z``, fraction optional) or the time part of
+    an entryCSN, as seconds since the epoch; None when it is not one."""
+    value = value.split("#", 1)[0]
+    for fmt in ("%Y%m%d%H%M%S.%fZ", "%Y%m%d%H%M%SZ"):
+        try:
+            return datetime.strptime(value, fmt).replace(tzinfo=timezone.utc).timestamp()
+        except ValueError:
+            continue
+    return None
+
+
+def parse_iso(value: str) -> float | None:
+    """An ISO 8601 time as written by ``iso_time``, as seconds since the epoch."""
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        return None
+
+
+def iso_time(t: float) -> str:
+    return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def event_time(e: Event) -> str:
+    """An event's time in ISO 8601 (UTC), or as stored when it is not GeneralizedTime."""
+    t = parse_time(e.time)
+    return iso_time(t) if t is not None else e.time
+
+
+def age_text(seconds: float) -> str:
+    if seconds < 0:
+        return f"in {age_text(-seconds)}"
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def event_json(e: Event) -> dict[str, Any]:
+    return {"id": e.id, "time": event_time(e), "kind": e.kind, "server": e.server,
+            "tag": e.tag, "text": e.text}
+
+
+def app_json(a: App) -> dict[str, Any]:
+    """Every field of an application, with stable keys (``app show``, ``status --json``)."""
+    return {
+        "tag": a.tag, "type": a.type.value, "host": a.host, "primary": a.primary,
+        "backups": list(a.backups), "state": str(a.state), "request": str(a.request) if a.request else None,
+        "auto_recover": a.auto_recover, "resources": sorted(a.resources),
+        "command": shlex.join(a.command),
+        "unload_command": shlex.join(a.unload_command) if a.unload_command else None,
+        "health_command": shlex.join(a.health_command) if a.health_command else None,
+        "marker": a.marker, "dn": a.dn,
+    }
+
+
+def invalid_json(e: EntryInvalid) -> dict[str, str]:
+    return {"dn": e.dn, "attribute": e.attribute, "problem": e.problem}
+
+
+def want_wait(args: argparse.Namespace) -> bool:
+    """--wait / --no-wait; by default wait when a person watches (stdout is a terminal)."""
+    return bool(args.wait) if args.wait is not None else sys.stdout.isatty()
+
+
+def add_wait_options(p: argparse.ArgumentParser, default_timeout: float = 30.0) -> None:
+    w = p.add_mutually_exclusive_group()
+    w.add_argument("--wait", dest="wait", action="store_true", default=None,
+                   help="follow the directory until the sentinels acted, then print the "
+                        "outcome (default when stdout is a terminal)")
+    w.add_argument("--no-wait", dest="wait", action="store_false",
+                   help="write the request and return at once")
+    p.add_argument("--timeout", type=positive_float, default=default_timeout, metavar="SECONDS",
+                   help=f"how long --wait waits for the sentinels (default {default_timeout:g}); "
+                        "exit 1 when they did not act in time")
+
+
+# -- the live view -----------------------------------------------------------------------
+
+
+class Follower:
+    """The cluster as the RFC 4533 watch shows it, kept current without polling.
+
+    Applications and servers are folded into a ``ClusterCache``; events and pulses, when
+    asked for, are kept by entryUUID. Each watch runs in its own thread and feeds one queue,
+    so ``wait_change`` can block on all of them at once. ``new_events`` are the events added
+    after the refresh, with their entryCSN: what happened since this command started
+    following.
+    """
+
+    def __init__(self, st: Store, *, cluster: bool = True, events: bool = True,
+                 pulses: bool = False, event_filter: str | None = None) -> None:
+        self.store = st
+        self.cache = ClusterCache()
+        self.events: dict[str, Event] = {}
+        self.new_events: list[tuple[str, Event]] = []     # (entryCSN, event)
+        self.pulses: dict[str, Pulse] = {}
+        self._queue: queue.Queue[tuple[str, WatchEvent]] = queue.Queue()
+        self._stop = threading.Event()
+        self._pumps: list[threading.Thread] = []
+        self._ready: set[str] = set()
+        self._events_dn = st.events_dn.lower()
+        self.watches: dict[str, Watch] = {}
+        if cluster:
+            self.watches["cluster"] = Watch(st.providers, st.base, name="cli-cluster")
+        elif events:
+            self.watches["cluster"] = Watch(st.providers, st.events_dn,
+                                            filter=event_filter or "(objectClass=ndsclustEvent)",
+                                            name="cli-events")
+        if pulses and st.pulse_base:
+            self.watches["pulses"] = Watch(st.providers, st.pulse_base,
+                                           filter="(objectClass=ndsclustPulseEntry)",
+                                           name="cli-pulses")
+        self._want_events = events
+
+    def __enter__(self) -> Follower:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        for name, w in self.watches.items():
+            w.start()
+            t = threading.Thread(target=self._pump, args=(name, w), name=f"{name}-pump",
+                                 daemon=True)
+            t.start()
+            self._pumps.append(t)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for w in self.watches.values():
+            w.stop()
+        for t in self._pumps:
+            t.join()
+
+    def _pump(self, name: str, w: Watch) -> None:
+        while not self._stop.is_set():
+            ev = w.get(0.1)
+            if ev is not None:
+                self._queue.put((name, ev))
+
+    @property
+    def ready(self) -> bool:
+        return self._ready >= set(self.watches)
+
+    def wait_ready(self, timeout: float) -> None:
+        """Block until every watch finished its refresh; ProviderUnreachable after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while not self.ready:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ProviderUnreachable(
+                    f"the directory watch got no complete answer within {timeout:g}s "
+                    f"from {', '.join(self.store.providers.uris)}")
+            self.wait_change(left)
+
+    def wait_change(self, timeout: float) -> bool:
+        """Apply what arrives within ``timeout``; True when something changed. After the
+        first event it also takes whatever is already queued, so a burst is one change."""
+        try:
+            item = self._queue.get(timeout=max(timeout, 0.0))
+        except queue.Empty:
+            return False
+        changed = self._apply(*item)
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return changed
+            changed = self._apply(*item) or changed
+
+    def _apply(self, name: str, ev: WatchEvent) -> bool:
+        if isinstance(ev, RefreshDone):
+            self._ready.add(name)
+            return True
+        if isinstance(ev, Deleted):
+            if name == "pulses":
+                return self.pulses.pop(ev.uuid, None) is not None
+            self.cache.delete(ev.uuid)
+            self.events.pop(ev.uuid, None)
+            return True
+        if not isinstance(ev, Changed):
+            return False          # Reconnected: the watch resumes by itself
+        entry = ev.entry
+        classes = {c.lower() for k, vs in entry.attributes.items() if k.lower() == "objectclass"
+                   for c in vs}
+        if name == "pulses":
+            try:
+                self.pulses[entry.uuid] = entries.parse_pulse(entry.dn, entry.attributes)
+            except EntryInvalid as e:
+                log.warning("event=invalid_entry dn=%s error=%s", entry.dn, e.problem)
+                return False
+            return True
+        if "ndsclustevent" in classes:
+            if not self._want_events:
+                return False
+            try:
+                event = entries.parse_event(entry.dn, entry.attributes)
+            except (EntryInvalid, ValueError) as e:
+                log.warning("event=invalid_entry dn=%s error=%s", entry.dn, e)
+                return False
+            self.events[entry.uuid] = event
+            if name in self._ready and ev.kind is ChangeKind.ADD:
+                csn = next((vs[0] for k, vs in entry.attributes.items()
+                            if k.lower() == "entrycsn" and vs), "")
+                self.new_events.append((csn, event))
+            return True
+        return self.cache.put(entry.uuid, entry.dn, entry.attributes)
+
+    def snapshot(self) -> Snapshot:
+        return self.cache.snapshot()
+
+    def pulse_map(self) -> dict[ServerName, Pulse]:
+        return {p.server: p for p in self.pulses.values()}
+
+    def event_list(self) -> list[Event]:
+        return sorted(self.events.values(), key=lambda e: (e.time, e.id))

@@ -1,0 +1,162 @@
+"""``ndsclust doctor``: check a deployment and print each finding with its fix.
+
+This module only reads: provider by provider (schema, contextCSN) and through the store
+(entries, pulses). The judgement is ``ndsclust.doctor``, pure and unit-tested.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+import ldap3
+from ldap3.core.exceptions import LDAPException
+
+from ndsclust import doctor, schema
+from ndsclust.cli import common
+from ndsclust.errors import ProviderUnreachable, StoreError
+from ndsclust.ldapstore import entries, replication, schema_admin
+from ndsclust.ldapstore.connection import Credentials, open_connection
+from ndsclust.ldapstore.store import Store
+from ndsclust.model import ServerName
+
+COLUMNS = ("level", "check", "subject", "message", "fix")
+# Replication takes milliseconds: a provider still behind after this long is stuck.
+SECOND_LOOK_AFTER = 1.0
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "doctor", help="check the deployment; each finding comes with a fix",
+        description="Check the schema on every provider, replication convergence "
+                    "(contextCSN), every sentinel's directory pulse, clock skew between "
+                    "servers, the sentinel timeouts and channels (with --config), invalid "
+                    "entries, application references and resources. Exit 0 when nothing is "
+                    "a problem, 1 otherwise. cn=config is read when the bind may (as root: "
+                    "ndsclust --uri ldapi:/// -Y doctor).")
+    p.add_argument("--json", action="store_true", help="print JSON (stable keys)")
+    p.add_argument("--pulse-max-age", type=common.positive_float,
+                   default=doctor.DEFAULT_PULSE_MAX_AGE, metavar="SECONDS",
+                   help="a pulse older than this is a silent sentinel (default %(default)g)")
+    p.add_argument("--max-skew", type=common.positive_float, default=doctor.DEFAULT_MAX_SKEW,
+                   metavar="SECONDS",
+                   help="largest clock difference between servers tolerated (default %(default)g)")
+    p.set_defaults(handler=cmd_doctor)
+
+
+def _subschema_version(uri: str, creds: Credentials) -> int | None:
+    """The schema version slapd has loaded, from the subschema subentry that any bind may
+    usually read: the fallback when cn=config is closed to this bind."""
+    conn = open_connection(uri, creds)
+    try:
+        conn.search("cn=Subschema", "(objectClass=subschema)", search_scope=ldap3.BASE,
+                    attributes=["objectClasses"], dereference_aliases=ldap3.DEREF_NEVER)
+        for r in conn.response or []:
+            if r.get("type") == "searchResEntry":
+                values = [v.decode() for v in r["raw_attributes"].get("objectClasses", [])]
+                return schema.version_in(values)
+        return None
+    except LDAPException:
+        return None
+    finally:
+        conn.unbind()
+
+
+def _config_readable(uri: str, creds: Credentials) -> bool:
+    conn = open_connection(uri, creds)
+    try:
+        conn.search("cn=schema,cn=config", "(objectClass=*)", search_scope=ldap3.BASE,
+                    attributes=["1.1"], dereference_aliases=ldap3.DEREF_NEVER)
+        return any(r.get("type") == "searchResEntry" for r in conn.response or [])
+    except LDAPException:
+        return False
+    finally:
+        conn.unbind()
+
+
+def schema_reading(uri: str, creds: Credentials) -> doctor.SchemaReading:
+    try:
+        status: schema_admin.SchemaStatus | None
+        try:
+            status = schema_admin.status(uri, creds)
+        except ProviderUnreachable:
+            raise
+        except StoreError:
+            status = None            # cn=config refused outright
+        # slapd answers "no such object" where a bind may not look: an empty answer means
+        # "not loaded" only if this bind can see cn=schema,cn=config at all.
+        if status is not None and (status.dn is not None or _config_readable(uri, creds)):
+            return doctor.SchemaReading(uri, status.version)
+        return doctor.SchemaReading(uri, _subschema_version(uri, creds), source="subschema",
+                                    config_readable=False)
+    except ProviderUnreachable as e:
+        return doctor.SchemaReading(uri, error=str(e))
+
+
+def csn_readings(uris: list[str], creds: Credentials, suffix: str) -> dict[str, doctor.CsnReading]:
+    out: dict[str, doctor.CsnReading] = {}
+    for uri in uris:
+        try:
+            out[uri] = replication.context_csns(uri, creds, suffix)
+        except ProviderUnreachable as e:
+            out[uri] = str(e)
+    return out
+
+
+def pulse_readings(st: Store) -> dict[ServerName, doctor.PulseReading]:
+    out: dict[ServerName, doctor.PulseReading] = {}
+    if not st.pulse_base:
+        return out
+    for dn, attrs in st.search(st.pulse_base, "(objectClass=ndsclustPulseEntry)",
+                               scope=ldap3.LEVEL):
+        try:
+            p = entries.parse_pulse(dn, attrs)
+        except StoreError:
+            continue          # an invalid pulse entry: the server shows as without pulse
+        csn = next((v[0] for k, v in attrs.items() if k.lower() == "entrycsn" and v), b"")
+        written = common.parse_time(csn.decode() if isinstance(csn, bytes) else str(csn))
+        out[p.server] = doctor.PulseReading(p.server, p.counter, common.parse_time(p.stamp),
+                                            written)
+    return out
+
+
+def gather(args: argparse.Namespace) -> doctor.Facts:
+    cfg = common.load_config(args)
+    st = common.store(args)
+    creds = common.credentials(args)
+    uris = common.uris(args)
+    try:
+        servers, bad_servers = st.servers()
+        apps, bad_apps = st.apps()
+        pulses = pulse_readings(st)
+        now = time.time()
+        readings = [schema_reading(u, creds) for u in uris]
+        csns = csn_readings(uris, creds, st.suffix)
+        later = None
+        if doctor.needs_second_look(csns):
+            time.sleep(SECOND_LOOK_AFTER)
+            later = csn_readings(uris, creds, st.suffix)
+    finally:
+        st.close()
+    return doctor.Facts(
+        now=now, schema=readings, csns=csns, csns_later=later, servers=servers,
+        apps=list(apps.values()), invalid=[*bad_servers, *bad_apps], pulses=pulses,
+        config=cfg, pulse_max_age=args.pulse_max_age, max_skew=args.max_skew)
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    findings = doctor.diagnose(gather(args))
+    problems = sum(f.level is doctor.Level.PROBLEM for f in findings)
+    warnings = sum(f.level is doctor.Level.WARNING for f in findings)
+    if args.json:
+        common.print_json({
+            "findings": [{"check": f.check, "level": f.level.value, "subject": f.subject,
+                          "message": f.message, "fix": f.fix} for f in findings],
+            "problems": problems, "warnings": warnings})
+    else:
+        common.print_rows("ndsclust doctor", COLUMNS,
+                          [{"level": f.level.value, "check": f.check, "subject": f.subject,
+                            "message": f.message, "fix": f.fix} for f in findings])
+        print(f"doctor: {problems} problem{'s' if problems != 1 else ''}, "
+              f"{warnings} warning{'s' if warnings != 1 else ''}")
+    return doctor.exit_code(findings)

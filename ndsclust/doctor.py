@@ -1,0 +1,357 @@
+"""``ndsclust doctor``'s checks: pure functions from what was read to findings with a fix.
+
+The command (``ndsclust.cli.doctor_cmd``) reads the providers, the cluster entries and the
+pulses into ``Facts``; ``diagnose`` turns them into ``Finding`` s, each with what to do about
+it. Nothing here reads a clock or the network: ``Facts.now`` is the wall time of the read.
+
+Levels: ``problem`` breaks an invariant or a failover (exit 1), ``warning`` weakens the
+cluster without breaking it, ``info`` says what could not be checked, ``ok`` what passed.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+
+from ndsclust import schema
+from ndsclust.config import SCHEDULING_SLACK, Config
+from ndsclust.errors import EntryInvalid
+from ndsclust.ldapstore import entries
+from ndsclust.ldapstore.replication import ContextCSNs, behind
+from ndsclust.model import App, Server, ServerName, ServerState
+
+DEFAULT_PULSE_MAX_AGE = 5.0
+DEFAULT_MAX_SKEW = 1.0
+
+
+class Level(Enum):
+    OK = "ok"
+    INFO = "info"
+    WARNING = "warning"
+    PROBLEM = "problem"
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    check: str          # schema, replication, pulse, clock, timing, channels, entry, ...
+    level: Level
+    subject: str        # provider URI, server, tag or DN the finding is about
+    message: str
+    fix: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaReading:
+    """What one provider said about the ndsclust schema."""
+
+    uri: str
+    version: int | None = None     # None: not loaded (or not readable, see below)
+    source: str = "cn=config"      # cn=config, or subschema when cn=config was not readable
+    config_readable: bool = True
+    error: str | None = None       # the provider could not be asked at all
+
+
+@dataclass(frozen=True, slots=True)
+class PulseReading:
+    """One server's pulse entry: the writer's wall time and the provider's (entryCSN)."""
+
+    server: ServerName
+    counter: int
+    stamp: float | None            # ndsclustPulseTime: the sentinel's clock when it wrote
+    written: float | None          # entryCSN time: the accepting provider's clock
+
+
+# A provider's contextCSNs, or the reason it could not be read.
+CsnReading = ContextCSNs | str
+
+
+@dataclass(frozen=True)
+class Facts:
+    now: float
+    schema: Sequence[SchemaReading] = ()
+    csns: Mapping[str, CsnReading] = field(default_factory=dict)
+    csns_later: Mapping[str, CsnReading] | None = None   # a second look, when the first lagged
+    servers: Mapping[ServerName, Server] = field(default_factory=dict)
+    apps: Sequence[App] = ()
+    invalid: Sequence[EntryInvalid] = ()
+    pulses: Mapping[ServerName, PulseReading] = field(default_factory=dict)
+    config: Config | None = None
+    pulse_max_age: float = DEFAULT_PULSE_MAX_AGE
+    max_skew: float = DEFAULT_MAX_SKEW
+
+
+INSTALL_FIX = "as root on that provider's server: ndsclust --uri ldapi:/// -Y schema install"
+
+
+def check_schema(readings: Sequence[SchemaReading]) -> list[Finding]:
+    """Every provider holds this ndsclust's schema version: replication into a provider that
+    lacks it stalls silently (FACTS.md fact 3)."""
+    out = []
+    for r in readings:
+        if r.error is not None:
+            out.append(Finding("schema", Level.PROBLEM, r.uri, f"provider unreachable: {r.error}",
+                               "start slapd there, or remove the URI from the provider list"))
+            continue
+        if not r.config_readable:
+            out.append(Finding("schema", Level.WARNING, r.uri,
+                               "this bind cannot read cn=config; the version was read from "
+                               "the subschema entry instead" if r.version is not None else
+                               "this bind cannot read cn=config nor the subschema entry: "
+                               "schema not checked",
+                               "run doctor as a cn=config manager for the full check: as "
+                               "root, ndsclust --uri ldapi:/// -Y doctor"))
+            if r.version is None:
+                continue
+        if r.version is None:
+            out.append(Finding("schema", Level.PROBLEM, r.uri,
+                               "the ndsclust schema is not loaded", INSTALL_FIX))
+        elif r.version != schema.VERSION:
+            out.append(Finding("schema", Level.PROBLEM, r.uri,
+                               f"schema version {r.version} is loaded; this ndsclust needs "
+                               f"version {schema.VERSION}",
+                               "upgrade the schema on every provider with the release notes' "
+                               "steps"))
+        else:
+            out.append(Finding("schema", Level.OK, r.uri,
+                               f"ndsclust schema version {r.version} ({r.source})"))
+    return out
+
+
+def _lags(readings: Mapping[str, CsnReading]) -> dict[str, dict[str, tuple[str, str]]]:
+    """uri -> {serverID: (its CSN, newest CSN anywhere)} for every provider behind another."""
+    good = {u: c for u, c in readings.items() if not isinstance(c, str)}
+    newest: dict[str, str] = {}
+    for c in good.values():
+        for sid, csn in c.items():
+            newest[sid] = max(newest.get(sid, ""), csn)
+    return {u: lag for u, c in good.items() if (lag := behind(c, newest))}
+
+
+def check_replication(first: Mapping[str, CsnReading],
+                      later: Mapping[str, CsnReading] | None) -> list[Finding]:
+    """Providers converged: equal contextCSNs. A provider still behind, on the second look,
+    the CSN that another held on the first look is stuck, not merely a few ms late."""
+    out = []
+    for uri, c in first.items():
+        if isinstance(c, str):
+            out.append(Finding("replication", Level.PROBLEM, uri, f"provider unreachable: {c}",
+                               "start slapd there; it catches up by itself within the "
+                               "accesslog purge age, else re-seed it (slapcat from a healthy "
+                               "provider, slapadd)"))
+    lag = _lags(first)
+    if len([c for c in first.values() if not isinstance(c, str)]) < 2:
+        if not out:
+            out.append(Finding("replication", Level.INFO, "providers",
+                               "fewer than two providers answered: nothing to compare"))
+        return out
+    if not lag:
+        out.append(Finding("replication", Level.OK, "providers",
+                           "every provider holds the same contextCSN"))
+        return out
+    for uri, sids in sorted(lag.items()):
+        still = later.get(uri) if later is not None else None
+        if isinstance(still, Mapping):
+            stuck = {sid: (still.get(sid, ""), want) for sid, (_, want) in sids.items()
+                     if still.get(sid, "") < want}
+        else:
+            stuck = sids
+        if not stuck:
+            continue
+        sid, (mine, want) = sorted(stuck.items())[0]
+        out.append(Finding("replication", Level.PROBLEM, uri,
+                           f"behind for serverID {sid}: {mine or 'nothing'} < {want}"
+                           + (f" (and {len(stuck) - 1} more serverIDs)" if len(stuck) > 1 else ""),
+                           "check its syncrepl status (slapd log, 'ldapsearch -b cn=config "
+                           "olcSyncrepl') and that every provider has the ndsclust schema; "
+                           "a provider down longer than the accesslog purge age must be "
+                           "re-seeded"))
+    if not [f for f in out if f.level is Level.PROBLEM]:
+        out.append(Finding("replication", Level.OK, "providers",
+                           "providers converged (a brief lag caught up while looking)"))
+    return out
+
+
+def check_pulses(servers: Mapping[ServerName, Server], pulses: Mapping[ServerName, PulseReading],
+                 now: float, max_age: float, cfg: Config | None) -> list[Finding]:
+    """Each sentinel's directory pulse is fresh (claim 44: a pulse that stops changing means
+    the sentinel went silent)."""
+    if cfg is not None and cfg.directory_channel is None:
+        return [Finding("pulse", Level.INFO, "servers", "the directory channel is not "
+                        "configured in this sentinel configuration: pulses not checked")]
+    if servers and not pulses:
+        return [Finding("pulse", Level.WARNING, "servers", "no server publishes a directory "
+                        "pulse: no sentinel runs, or none has the directory channel",
+                        "start the sentinels (systemctl start ndsclust-sentinel) and "
+                        "configure channels.directory")]
+    out = []
+    for name in sorted(servers):
+        s = servers[name]
+        p = pulses.get(name)
+        quiet = Level.INFO if s.state is ServerState.DOWN else Level.PROBLEM
+        fix = (f"check the sentinel on {name}: systemctl status ndsclust-sentinel; "
+               "journalctl -u ndsclust-sentinel")
+        if p is None:
+            out.append(Finding("pulse", quiet, name, "no pulse entry: its sentinel never "
+                               "wrote one", fix))
+        elif p.stamp is None:
+            out.append(Finding("pulse", Level.PROBLEM, name, "the pulse time is unreadable",
+                               "upgrade or restart its sentinel"))
+        elif now - p.stamp > max_age:
+            out.append(Finding("pulse", quiet, name, f"last pulse {now - p.stamp:.1f}s ago "
+                               f"(limit {max_age:g}s): its sentinel is silent", fix))
+        else:
+            out.append(Finding("pulse", Level.OK, name,
+                               f"pulse {p.counter} written {max(now - p.stamp, 0.0):.1f}s ago"))
+    return out
+
+
+def check_clock_skew(pulses: Mapping[ServerName, PulseReading], max_skew: float) -> list[Finding]:
+    """Servers' wall clocks agree within ``max_skew``. Each pulse carries the writer's time
+    and, in its entryCSN, the time of the provider that accepted it: their difference is
+    the server's clock offset against the directory, so servers compare through it."""
+    offsets = {n: p.stamp - p.written for n, p in pulses.items()
+               if p.stamp is not None and p.written is not None}
+    if not offsets:
+        return [Finding("clock", Level.INFO, "servers", "no pulses: clock skew not checked")]
+    hi = max(offsets, key=lambda n: offsets[n])
+    lo = min(offsets, key=lambda n: offsets[n])
+    spread = offsets[hi] - offsets[lo]
+    text = ", ".join(f"{n} {offsets[n]:+.3f}s" for n in sorted(offsets))
+    fix = "run NTP on every server (chronyc tracking / timedatectl show-timesync)"
+    out = []
+    if spread > max_skew:
+        out.append(Finding("clock", Level.PROBLEM, f"{hi},{lo}",
+                           f"clocks differ by {spread:.2f}s (limit {max_skew:g}s); offsets "
+                           f"against the directory: {text}", fix))
+    far = [n for n in sorted(offsets) if abs(offsets[n]) > max_skew]
+    if far and spread <= max_skew:
+        out.append(Finding("clock", Level.WARNING, ",".join(far),
+                           f"servers agree but the write provider's clock differs by more "
+                           f"than {max_skew:g}s: {text}", fix))
+    if not out:
+        out.append(Finding("clock", Level.OK, "servers", f"clocks agree within {spread:.3f}s "
+                           f"({text})"))
+    return out
+
+
+def check_timing(cfg: Config | None) -> list[Finding]:
+    """failover > max(lease, fence) + margin: the configuration loader refuses anything
+    else (DESIGN.md section 4), so a configuration that loaded is consistent."""
+    if cfg is None:
+        return [Finding("timing", Level.INFO, "config", "no sentinel configuration given: "
+                        "timeouts not checked", "run doctor with --config FILE on a server")]
+    t = cfg.timeouts
+    intervals = [c.interval for c in (cfg.lan, cfg.directory_channel, cfg.disk) if c]
+    margin = t.margin(max([*intervals, t.loop_interval]))
+    bound = max(t.lease, t.fence) + margin
+    return [Finding("timing", Level.OK, cfg.path,
+                    f"failover {t.failover:g}s > max(lease {t.lease:g}s, fence {t.fence:g}s) + "
+                    f"margin {margin:.3f}s = {bound:.3f}s (margin includes "
+                    f"{SCHEDULING_SLACK:g}s scheduling slack)")]
+
+
+def check_channels(cfg: Config | None, servers: Mapping[ServerName, Server],
+                   pulses: Mapping[ServerName, PulseReading]) -> list[Finding]:
+    """At least one liveness channel independent of the LAN: otherwise a LAN failure looks
+    like the death of every peer (patent 806 -> 808 relies on a second path)."""
+    if cfg is not None:
+        independent = [n for n in cfg.channel_names() if n != "lan"]
+        if independent:
+            return [Finding("channels", Level.OK, cfg.path,
+                            f"channels {', '.join(cfg.channel_names())}: "
+                            f"{', '.join(independent)} do not depend on the LAN")]
+        return [Finding("channels", Level.WARNING, cfg.path,
+                        "only the lan channel: a LAN failure looks like every peer dying",
+                        "add channels.directory (a pulse through the directory) or "
+                        "channels.disk (shared storage) to every sentinel's configuration")]
+    with_pulse = sorted(n for n in servers if n in pulses)
+    if servers and len(with_pulse) == len(servers):
+        return [Finding("channels", Level.OK, "servers", "every server publishes a directory "
+                        "pulse: the directory channel is in use")]
+    return [Finding("channels", Level.INFO, "servers", "without --config, only the "
+                    "directory channel is visible"
+                    + (f" (pulses from {', '.join(with_pulse)})" if with_pulse else ""),
+                    "run doctor with --config FILE on a server to check its channels")]
+
+
+def check_entries(invalid: Sequence[EntryInvalid]) -> list[Finding]:
+    """Entries the sentinels ignore because they break the rules (invariant 4)."""
+    out = []
+    for e in invalid:
+        out.append(Finding("entry", Level.PROBLEM, e.dn, f"{e.attribute}: {e.problem}",
+                           f"correct it: ldapmodify with 'dn: {e.dn}', 'replace: "
+                           f"{e.attribute}' (or 'ndsclust app edit TAG --set ...')"))
+    if not out:
+        out.append(Finding("entry", Level.OK, "entries", "every entry is valid"))
+    return out
+
+
+def check_references(apps: Sequence[App], servers: Mapping[ServerName, Server]) -> list[Finding]:
+    """Every application's primary, backups and host name existing servers."""
+    out = []
+    for a in apps:
+        try:
+            entries.check_references(a, servers)
+        except EntryInvalid as e:
+            out.append(Finding("references", Level.PROBLEM, a.tag, f"{e.attribute}: {e.problem}",
+                               f"add the server (ndsclust servers add NAME ...) or change the "
+                               f"application (ndsclust app edit {a.tag} --set ...)"))
+    if not out:
+        out.append(Finding("references", Level.OK, "applications",
+                           f"{len(apps)} applications name only existing servers"))
+    return out
+
+
+def check_resources(apps: Sequence[App], servers: Mapping[ServerName, Server]) -> list[Finding]:
+    """Some eligible server offers every resource an application needs; a server in its
+    list lacking one is skipped at failover (FIG. 7A), which is worth knowing."""
+    out = []
+    for a in apps:
+        if not a.resources:
+            continue
+        eligible = [servers[n] for n in a.servers() if n in servers]
+        offering = [s.name for s in eligible if a.resources <= s.resources]
+        need = ", ".join(sorted(a.resources))
+        if not offering:
+            out.append(Finding("resources", Level.PROBLEM, a.tag,
+                               f"needs {need}, which no server among primary and backups "
+                               f"({', '.join(a.servers())}) offers: it can run nowhere",
+                               f"publish the resources on a server (ndsclustResource of its "
+                               f"entry) or change the list (ndsclust app edit {a.tag} --set "
+                               "resources=...)"))
+            continue
+        for s in eligible:
+            missing = sorted(a.resources - s.resources)
+            if missing:
+                out.append(Finding("resources", Level.WARNING, a.tag,
+                                   f"{s.name} lacks {', '.join(missing)}: it will be skipped "
+                                   f"when {a.tag} fails over",
+                                   f"publish them on {s.name} or drop it from the backups"))
+    if not out:
+        out.append(Finding("resources", Level.OK, "applications",
+                           "every application's resources are offered by its servers"))
+    return out
+
+
+def diagnose(f: Facts) -> list[Finding]:
+    """Every check, in the order an operator reads them."""
+    return [
+        *check_schema(f.schema),
+        *check_replication(f.csns, f.csns_later),
+        *check_pulses(f.servers, f.pulses, f.now, f.pulse_max_age, f.config),
+        *check_clock_skew(f.pulses, f.max_skew),
+        *check_timing(f.config),
+        *check_channels(f.config, f.servers, f.pulses),
+        *check_entries(f.invalid),
+        *check_references(f.apps, f.servers),
+        *check_resources(f.apps, f.servers),
+    ]
+
+
+def needs_second_look(csns: Mapping[str, CsnReading]) -> bool:
+    """A provider lags: look again before calling it stuck (replication takes milliseconds)."""
+    return bool(_lags(csns))
+
+
+def exit_code(findings: Sequence[Finding]) -> int:
+    return 1 if any(f.level is Level.PROBLEM for f in findings) else 0

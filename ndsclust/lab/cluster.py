@@ -1,0 +1,356 @@
+"""A complete local cluster: slapd providers, one sentinel per server, sample programs.
+
+Used by ``ndsclust lab``, the end-to-end tests and the benchmarks. Server ``i`` gets the
+provider ``i`` of a ``DirectoryCluster`` as its local provider, its own loopback address
+(127.0.1.<i+1>) for LAN heartbeats, a slot in a shared disk-pulse file, and a sentinel
+process running ``ndsclust sentinel run`` with a generated configuration. Sample programs
+(``ndsclust.lab.sample_app``) append to one ledger, from which double runs are counted.
+
+"Killing a server" SIGKILLs its sentinel, everything below it (lease guard, programs)
+and its slapd at once: what a power cut does, as far as one machine can show it.
+"""
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ndsclust.lab.directory import DirectoryCluster, LabError, free_ports, wait_until
+from ndsclust.ldapstore.connection import Credentials, Providers
+from ndsclust.ldapstore.store import Store
+from ndsclust.model import App, AppState, AppType, Server, ServerName, StateValue, Tag
+
+SERVER_NAMES = ("alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta")
+PR_SET_PDEATHSIG = 1
+
+
+@dataclass
+class LabServer:
+    name: ServerName
+    index: int
+    address: str                      # LAN heartbeat ip:port
+    dir: Path
+    config_path: Path
+    log_path: Path
+    resources: tuple[str, ...] = ()
+    timeouts: Mapping[str, Any] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+    pid: int | None = None
+
+    @property
+    def running(self) -> bool:
+        if self.process is not None:
+            return self.process.poll() is None
+        return self.pid is not None and _alive(self.pid)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (children first found through /proc/*/stat)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def _die_with_parent() -> None:
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class LabCluster:
+    """N servers on this machine; see the module docstring. Context manager."""
+
+    def __init__(self, n: int = 3, base_dir: str | Path | None = None, *,
+                 die_with_parent: bool = True, timeouts: Mapping[str, Any] | None = None,
+                 intervals: float | None = None, resources: Mapping[str, Sequence[str]] | None = None,
+                 log_level: str = "info", disk: bool = True) -> None:
+        if not 1 <= n <= len(SERVER_NAMES):
+            raise LabError(f"a lab has 1 to {len(SERVER_NAMES)} servers, not {n}")
+        self.n = n
+        self.die_with_parent = die_with_parent
+        self.timeouts = dict(timeouts or {})
+        self.intervals = intervals
+        self.resources = {k: tuple(v) for k, v in (resources or {}).items()}
+        self.log_level = log_level
+        self.disk = disk
+        self.directory = DirectoryCluster(n=n, base_dir=base_dir, die_with_parent=die_with_parent)
+        self.servers: dict[ServerName, LabServer] = {}
+        self._store: Store | None = None
+
+    # -- layout ---------------------------------------------------------------------------
+
+    @property
+    def base_dir(self) -> Path:
+        return self.directory.base_dir
+
+    @property
+    def ledger(self) -> Path:
+        return self.base_dir / "ledger"
+
+    @property
+    def names(self) -> list[ServerName]:
+        return list(self.servers)
+
+    def store(self) -> Store:
+        if self._store is None:
+            d = self.directory
+            creds = Credentials(bind_dn=d.admin_dn, password=d.admin_password)
+            self._store = Store(Providers(d.uris, creds, timeout=1.0), d.suffix,
+                                pulse_base=d.pulse_suffix, op_deadline=15.0)
+        return self._store
+
+    def __enter__(self) -> LabCluster:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- start / stop -----------------------------------------------------------------------
+
+    def start(self) -> float:
+        """Providers, base entries, server entries, sentinels; returns seconds taken."""
+        began = time.monotonic()
+        self.directory.start()
+        ports = free_ports(["127.0.0.1"] * self.n)
+        key = self.base_dir / "cluster.key"
+        key.write_bytes(secrets.token_hex(32).encode())
+        key.chmod(0o600)
+        pw = self.base_dir / "admin.pw"
+        pw.write_text(self.directory.admin_password)
+        pw.chmod(0o600)
+        store = self.store()
+        store.ensure_base()
+        for i in range(self.n):
+            name = ServerName(SERVER_NAMES[i])
+            sdir = self.base_dir / name
+            sdir.mkdir(exist_ok=True)
+            server = LabServer(name=name, index=i, address=f"127.0.1.{i + 1}:{ports[i]}",
+                               dir=sdir, config_path=sdir / "sentinel.yaml",
+                               log_path=sdir / "sentinel.log",
+                               resources=self.resources.get(name, ()))
+            self.servers[name] = server
+            store.add_server(Server(name=name, addresses=(server.address,),
+                                    resources=frozenset(server.resources)))
+        for server in self.servers.values():
+            self.write_config(server)
+        for server in self.servers.values():
+            self.start_sentinel(server.name)
+        self._save_state()
+        return time.monotonic() - began
+
+    def sentinel_config(self, server: LabServer) -> dict[str, Any]:
+        d = self.directory
+        interval = self.intervals
+        channels: dict[str, Any] = {
+            "lan": {"addresses": [server.address], "key_file": str(self.base_dir / "cluster.key")},
+            "directory": {},
+        }
+        if self.disk:
+            channels["disk"] = {"path": str(self.base_dir / "disk.pulse"), "servers": self.names}
+        if interval is not None:
+            for ch in channels.values():
+                ch["interval"] = interval
+        cfg: dict[str, Any] = {
+            "server": server.name,
+            "cluster": "lab",
+            "directory": {
+                "uris": d.uris,
+                "local_uri": d.providers[server.index].url,
+                "suffix": d.suffix,
+                "pulse_suffix": d.pulse_suffix,
+                "bind_dn": d.admin_dn,
+                "password_file": str(self.base_dir / "admin.pw"),
+            },
+            "resources": list(server.resources),
+            "channels": channels,
+            "timeouts": {"stop_grace": 2.0, "startup_grace": 2.0, **self.timeouts},
+            "programs": {"cwd": str(server.dir)},
+            "control_socket": str(server.dir / "control.sock"),
+            "log": {"level": self.log_level},
+        }
+        return cfg
+
+    def write_config(self, server: LabServer) -> None:
+        server.config_path.write_text(yaml.safe_dump(self.sentinel_config(server),
+                                                     sort_keys=False))
+
+    def start_sentinel(self, name: ServerName) -> None:
+        server = self.servers[name]
+        if server.running:
+            raise LabError(f"the sentinel of {name} is already running (pid {server.pid})")
+        log = open(server.log_path, "ab")
+        try:
+            server.process = subprocess.Popen(
+                [sys.executable, "-m", "ndsclust", "sentinel", "run", "--config",
+                 str(server.config_path)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=str(server.dir),
+                preexec_fn=_die_with_parent if self.die_with_parent else None,
+                start_new_session=True)
+        finally:
+            log.close()
+        server.pid = server.process.pid
+        self._save_state()
+
+    def stop_sentinel(self, name: ServerName, timeout: float = 30.0) -> None:
+        """SIGTERM: the sentinel unloads its programs, hands them on and exits."""
+        server = self.servers[name]
+        if not server.running or server.pid is None:
+            return
+        os.kill(server.pid, signal.SIGTERM)
+        wait_until(lambda: not server.running, timeout=timeout,
+                   what=f"sentinel of {name} to exit after SIGTERM")
+
+    def kill_sentinel(self, name: ServerName, sig: int = signal.SIGKILL) -> None:
+        server = self.servers[name]
+        if server.pid is not None and server.running:
+            os.kill(server.pid, sig)
+            if sig == signal.SIGKILL:
+                self._reap(server)
+
+    def kill_server(self, name: ServerName) -> float:
+        """SIGKILL the server's sentinel, its guards and programs and its slapd at once;
+        returns the CLOCK_MONOTONIC time of the kill."""
+        server = self.servers[name]
+        pids = []
+        if server.pid is not None and server.running:
+            pids = [server.pid, *descendants(server.pid)]
+        provider = self.directory.providers[server.index]
+        if provider.running and provider.pid is not None:
+            pids.append(provider.pid)
+        t = time.monotonic()
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self._reap(server)
+        provider.kill()
+        return t
+
+    def restart_server(self, name: ServerName) -> None:
+        """Bring a killed server back: its slapd, then its sentinel."""
+        server = self.servers[name]
+        provider = self.directory.providers[server.index]
+        if not provider.running:
+            provider.start()
+        self.start_sentinel(name)
+
+    def _reap(self, server: LabServer) -> None:
+        if server.process is not None:
+            try:
+                server.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+
+    def stop(self) -> None:
+        """Stop everything this lab started and remove its directory (idempotent)."""
+        for server in self.servers.values():
+            if server.pid is not None and server.running:
+                for pid in [server.pid, *descendants(server.pid)]:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                self._reap(server)
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+        self.directory.stop()
+
+    def _save_state(self) -> None:
+        state = {"servers": {s.name: {"pid": s.pid, "address": s.address, "index": s.index,
+                                      "config": str(s.config_path), "log": str(s.log_path)}
+                             for s in self.servers.values()}}
+        (self.base_dir / "lab.json").write_text(json.dumps(state, indent=2))
+
+    # -- applications -----------------------------------------------------------------------
+
+    def sample_command(self, tag: str, *extra: str) -> tuple[str, ...]:
+        return (sys.executable, "-m", "ndsclust.lab.sample_app", "--ledger", str(self.ledger),
+                "--tag", tag, *extra)
+
+    def add_app(self, tag: str, primary: str, backups: Iterable[str], *,
+                auto_recover: bool = True, resources: Iterable[str] = (),
+                extra: Sequence[str] = (), host: str | None | bool = True,
+                app_type: AppType = AppType.CAPABLE) -> App:
+        """Register a sample program; by default its host is its primary (load at once)."""
+        h = ServerName(primary) if host is True else (ServerName(host) if host else None)
+        app = App(tag=Tag(tag), type=app_type, command=self.sample_command(tag, *extra),
+                  primary=ServerName(primary), backups=tuple(ServerName(b) for b in backups),
+                  host=h, resources=frozenset(resources), auto_recover=auto_recover,
+                  state=StateValue(AppState.LOADING if h else AppState.STOPPED))
+        self.store().add_app(app)
+        return app
+
+    def ledger_lines(self) -> list[str]:
+        try:
+            return self.ledger.read_text().splitlines()
+        except FileNotFoundError:
+            return []
+
+    def running_on(self, tag: str) -> set[str]:
+        """Servers whose copy of ``tag`` has started and not stopped, by the ledger
+        (a killed copy shows until its server's lives are closed by the checker)."""
+        live: dict[tuple[str, str], bool] = {}
+        for line in self.ledger_lines():
+            parts = line.split()
+            if len(parts) == 5 and parts[2] == tag:
+                key = (parts[0], parts[1])
+                if parts[3] == "start":
+                    live[key] = True
+                elif parts[3] == "stop":
+                    live[key] = False
+        return {srv for (srv, pid), up in live.items() if up and _alive(int(pid))}
+
+    def first_start_after(self, tag: str, t: float, server: str | None = None) -> float | None:
+        for line in self.ledger_lines():
+            parts = line.split()
+            if (len(parts) == 5 and parts[2] == tag and parts[3] == "start"
+                    and (server is None or parts[0] == server) and float(parts[4]) >= t):
+                return float(parts[4])
+        return None
+
+    def wait_running(self, tag: str, server: str, timeout: float = 20.0) -> None:
+        wait_until(lambda: self.running_on(tag) == {server}, timeout=timeout,
+                   what=f"{tag} running on {server} only (now: {sorted(self.running_on(tag))})")
+
+    def app(self, tag: str) -> App:
+        return self.store().app(tag)
+
+    def log_tail(self, name: str, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.servers[ServerName(name)].log_path.read_text().splitlines()[-lines:])
+        except FileNotFoundError:
+            return ""

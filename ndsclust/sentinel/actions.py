@@ -1,0 +1,144 @@
+"""What the decision core asks the sentinel's shell to do: frozen actions, one per step.
+
+The core (``ndsclust.sentinel.decide``) returns a list of these; the shell executes them in
+order (the ordering contract is in ``decide``'s docstring). Each action names its tag, so
+the shell can drop the rest of one application's actions when a compare-and-swap fails.
+
+    Claim         swap ndsclustHostServer from ``expect_host`` to this server (CAS)
+    Release       swap ndsclustHostServer from ``expect_host`` to ``to`` (CAS; None removes it)
+    ConsumeRequest delete ndsclustRequest if it still holds ``request`` (CAS)
+    Load          start the program; if the table holds a paused copy, resume that copy
+    LoadPaused    start a cluster-aware program paused, ready for failback (FIG. 7B)
+    Restart       start again a program that exited on its own (claim 57)
+    Unload        begin stopping the local program (the proc table shows when it has ended)
+    SetState      replace ndsclustState
+    RecordEvent   add an event under ou=events and log it as one ``event=...`` line
+    Notify        tell the operators (mail, hook, ...) through the configured notifier
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from ndsclust.model import Request, ServerName, StateValue, Tag
+
+
+class EventKind(StrEnum):
+    """The kinds of events the core records; the value is what ``ndsclustEvent`` stores."""
+
+    REGISTRATION = "registration"          # FIG. 6: what this primary found on start
+    FAILOVER = "failover"                  # FIGS. 7A, 9: took over from a dead host
+    FAILBACK = "failback"                  # FIGS. 7B, 8: handed back to the primary
+    AWAITING_FAILBACK = "awaiting_failback"  # FIG. 7B, 864: the operator must approve
+    HANDOFF = "handoff"                    # claim 57: the program kept failing here
+    RESTART = "restart"                    # claim 57: restarted in place
+    RESOURCE_MISSING = "resource_missing"  # claim 57: "sufficient resources" not met here
+    FAILED = "failed"                      # no server can run it
+    FLAP_DAMPED = "flap_damped"            # too many failovers: it stays put
+    DOUBLE_CLAIM = "double_claim"          # FIGS. 4E-4H: the loser unloads
+    LOAD = "load"
+    UNLOAD = "unload"
+    MIGRATE = "migrate"
+    MAINTENANCE = "maintenance"            # moved off a server in maintenance
+    MAINTENANCE_BLOCKED = "maintenance_blocked"
+    REQUEST_IGNORED = "request_ignored"    # nothing to do for that request
+    REQUEST_REJECTED = "request_rejected"  # the request cannot be honoured
+    ERROR = "error"                        # the entry contradicts itself
+    FENCED = "fenced"                      # this server is cut off and stops everything
+
+
+# Kinds worth an operator's attention beyond the audit trail (FIG. 7A process 810 notifies
+# every failover; FIG. 7B process 864 prompts for failback approval).
+NOTIFY_KINDS: frozenset[EventKind] = frozenset({
+    EventKind.FAILOVER, EventKind.FAILBACK, EventKind.AWAITING_FAILBACK, EventKind.HANDOFF,
+    EventKind.RESOURCE_MISSING, EventKind.FAILED, EventKind.FLAP_DAMPED,
+    EventKind.DOUBLE_CLAIM, EventKind.MAINTENANCE_BLOCKED, EventKind.REQUEST_REJECTED,
+    EventKind.ERROR, EventKind.FENCED,
+})
+
+# Events that feed ``History`` (the shell reads them back from the audit trail): every
+# change of host, and among them the moves that happened because something failed, which
+# flap damping counts.
+MOVES: frozenset[EventKind] = frozenset({
+    EventKind.FAILOVER, EventKind.HANDOFF, EventKind.FAILBACK, EventKind.MIGRATE,
+    EventKind.MAINTENANCE, EventKind.LOAD, EventKind.UNLOAD,
+})
+FAILURE_MOVES: frozenset[EventKind] = frozenset({EventKind.FAILOVER, EventKind.HANDOFF})
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    tag: Tag
+    expect_host: ServerName | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    tag: Tag
+    to: ServerName | None
+    expect_host: ServerName
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumeRequest:
+    tag: Tag
+    request: Request
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    tag: Tag
+
+
+@dataclass(frozen=True, slots=True)
+class LoadPaused:
+    tag: Tag
+
+
+@dataclass(frozen=True, slots=True)
+class Restart:
+    tag: Tag
+
+
+@dataclass(frozen=True, slots=True)
+class Unload:
+    tag: Tag
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SetState:
+    tag: Tag
+    value: StateValue
+
+
+@dataclass(frozen=True, slots=True)
+class RecordEvent:
+    kind: EventKind
+    tag: Tag
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Notify:
+    kind: EventKind
+    tag: Tag
+    text: str
+
+
+Action = (Claim | Release | ConsumeRequest | Load | LoadPaused | Restart | Unload
+          | SetState | RecordEvent | Notify)
+
+# Actions that make this server run a program; while the local provider has not caught up
+# (FIG. 6 step 614) the core withholds them and shows replication-pending instead.
+STARTS = (Claim, Load, Restart)
+
+
+def announce(kind: EventKind, tag: Tag, text: str) -> list[Action]:
+    """The event, plus a notification when operators should hear of it."""
+    out: list[Action] = [RecordEvent(kind, tag, text)]
+    if kind in NOTIFY_KINDS:
+        out.append(Notify(kind, tag, text))
+    return out

@@ -1,0 +1,252 @@
+"""The ``disk`` channel: the drive pulse on shared storage (FIG. 7A, processes 800 and 804;
+claims 13 and 44).
+
+The patent's primary asserts a pulse on a shared SCSI device and the backup watches the
+device's status change; a constant status means the primary failed. Here the device is a
+file or block device every server can reach, divided into one fixed-size slot per server
+(slot index = position of the server's name in the configured, ordered server list, the
+same list on every server). Every ``interval`` a sentinel writes its own slot with a new
+counter, then reads every slot: a peer is heard when its counter changed since the last
+read. A slot first seen is only a baseline, so a slot left behind by a server that died
+long ago is not mistaken for a live one.
+
+Slot layout (``SLOT_SIZE`` bytes, everything after the checksum zero)::
+
+    0    4   magic b"NDSK"
+    4    1   version (1)
+    5    3   zero
+    8    8   counter, unsigned
+    16   64  server name, UTF-8, NUL-padded
+    80   64  cluster name, UTF-8, NUL-padded
+    144  4   CRC-32 of bytes 0-143
+
+The 148 meaningful bytes sit within one 512-byte sector, which devices write atomically;
+the checksum catches anything else (a torn or foreign write). Slots are 4096 bytes so that
+``direct`` (O_DIRECT) I/O is aligned on 4K-sector devices too. With a block device shared
+between hosts, set ``direct``: each host's page cache would otherwise keep serving the
+peers' old slots. ``sync`` adds O_DSYNC so a write is on the device before the next one.
+
+Trouble with the file (cannot open, write or read) never stops the sentinel: the channel
+reports itself ``degraded`` in its stats, logs the change once, and tries again every
+interval, so storage that comes back is used again.
+"""
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+import threading
+import time
+import zlib
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+
+from ndsclust.errors import ConfigError
+from ndsclust.model import ServerName
+from ndsclust.sentinel.channels import STOP_JOIN_TIMEOUT, Channel, log, os_error_name
+
+SLOT_SIZE = 4096
+MAGIC = b"NDSK"
+VERSION = 1
+_NAME_BYTES = 64
+_BODY = struct.Struct(f"!4sB3xQ{_NAME_BYTES}s{_NAME_BYTES}s")
+_CRC = struct.Struct("!I")
+
+_COUNTERS = (
+    "writes", "reads", "open_errors", "write_errors", "read_errors",
+    "bad_magic", "bad_version", "bad_checksum", "wrong_owner", "wrong_cluster",
+)
+
+
+def encode_slot(server: str, cluster: str, counter: int) -> bytes:
+    """One slot's bytes, padded to ``SLOT_SIZE``."""
+    body = _BODY.pack(MAGIC, VERSION, counter, server.encode("utf-8"), cluster.encode("utf-8"))
+    return (body + _CRC.pack(zlib.crc32(body))).ljust(SLOT_SIZE, b"\0")
+
+
+class DiskChannel(Channel):
+    name = "disk"
+
+    def __init__(
+        self,
+        *,
+        me: ServerName,
+        cluster: str,
+        path: str,
+        servers: Sequence[ServerName],
+        interval: float = 0.5,
+        timeout: float = 3.0,
+        sync: bool = False,
+        direct: bool = False,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        problems: list[str] = []
+        if me not in servers:
+            problems.append(f"servers: this server {me!r} has no slot; add it to the list")
+        if len(set(servers)) != len(servers):
+            problems.append("servers: a server is listed twice; each needs exactly one slot")
+        for what, value in (("cluster", cluster), *(("servers", s) for s in servers)):
+            if len(value.encode("utf-8")) >= _NAME_BYTES:
+                problems.append(f"{what}: {value!r} is longer than {_NAME_BYTES - 1} bytes")
+        if not path:
+            problems.append("path: name the shared file or block device")
+        if not interval > 0:
+            problems.append(f"interval: {interval} must be a positive number of seconds")
+        if not timeout > interval:
+            problems.append(f"timeout: {timeout} s must exceed the interval ({interval} s)")
+        if problems:
+            raise ConfigError("channels.disk", problems)
+        self.timeout = timeout
+        self._me = me
+        self._cluster = cluster
+        self._path = path
+        self._servers = tuple(servers)
+        self._slot = self._servers.index(me)
+        self._interval = interval
+        self._flags = os.O_RDWR | os.O_CREAT | (os.O_DSYNC if sync else 0) | (os.O_DIRECT if direct else 0)
+        self._monotonic = monotonic
+
+        self._lock = threading.Lock()
+        self._stats: Counter[str] = Counter({c: 0 for c in _COUNTERS})
+        self._heard: dict[ServerName, float] = {}
+        self._degraded = False
+
+        # Owned by the thread once started. Anonymous mmaps are page-aligned, as O_DIRECT needs.
+        self._fd: int | None = None
+        self._counter = time.time_ns()
+        self._seen: dict[ServerName, int] = {}
+        self._owner_problem: dict[int, str] = {}
+        self._write_buf = mmap.mmap(-1, SLOT_SIZE)
+        self._read_buf = mmap.mmap(-1, SLOT_SIZE * len(self._servers))
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError("the disk channel was already started; make a new one")
+        self._thread = threading.Thread(target=self._run, name="ndsclust-disk", daemon=False)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(STOP_JOIN_TIMEOUT)
+            if self._thread.is_alive():
+                # Stuck in I/O on hung storage; the thread ends when the kernel returns.
+                log.error("event=channel_stop_timeout channel=disk path=%s", self._path)
+                return
+        self._close()
+        self._write_buf.close()
+        self._read_buf.close()
+
+    def observe(self, now: float) -> Mapping[ServerName, float]:
+        with self._lock:
+            return dict(self._heard)
+
+    def stats(self) -> Mapping[str, int]:
+        with self._lock:
+            out = dict(self._stats)
+            out["degraded"] = int(self._degraded)
+        return out
+
+    # -- the thread -----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while True:
+                self._round()
+                if self._stopping.wait(self._interval):
+                    return
+        except Exception:
+            log.exception("event=channel_crashed channel=disk path=%s", self._path)
+            with self._lock:
+                self._degraded = True
+
+    def _round(self) -> None:
+        trouble = self._pulse()
+        with self._lock:
+            was = self._degraded
+            self._degraded = trouble is not None
+        if trouble is not None and not was:
+            log.warning("event=channel_degraded channel=disk path=%s %s", self._path, trouble)
+        elif trouble is None and was:
+            log.info("event=channel_recovered channel=disk path=%s", self._path)
+
+    def _pulse(self) -> str | None:
+        """Write our slot, read everyone's; what went wrong, or None."""
+        if self._fd is None:
+            try:
+                self._fd = os.open(self._path, self._flags, 0o600)
+            except OSError as exc:
+                return self._failed("open", os_error_name(exc))
+        fd = self._fd
+        self._counter += 1
+        self._write_buf[:] = encode_slot(self._me, self._cluster, self._counter)
+        try:
+            written = os.pwritev(fd, [self._write_buf], self._slot * SLOT_SIZE)
+        except OSError as exc:
+            return self._failed("write", os_error_name(exc))
+        if written != SLOT_SIZE:
+            return self._failed("write", f"short_write_{written}")
+        try:
+            length = os.preadv(fd, [self._read_buf], 0)
+        except OSError as exc:
+            return self._failed("read", os_error_name(exc))
+        now = self._monotonic()
+        with self._lock:
+            self._stats["writes"] += 1
+            self._stats["reads"] += 1
+        # Slots past the end of a short file were never written: nothing to hear there.
+        for index in range(min(length // SLOT_SIZE, len(self._servers))):
+            if index != self._slot:
+                offset = index * SLOT_SIZE
+                self._look(index, self._read_buf[offset:offset + _BODY.size + _CRC.size], now)
+        return None
+
+    def _failed(self, op: str, error: str) -> str:
+        with self._lock:
+            self._stats[f"{op}_errors"] += 1
+        # Reopen next round: the storage may have been remounted or reconnected.
+        self._close()
+        return f"op={op} error={error}"
+
+    def _close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def _look(self, index: int, raw: bytes, now: float) -> None:
+        server = self._servers[index]
+        if not any(raw):
+            return  # never written: the server has not run with this file yet
+        magic, version, counter, name, cluster = _BODY.unpack_from(raw)
+        problem = None
+        if magic != MAGIC:
+            problem = "bad_magic"
+        elif version != VERSION:
+            problem = "bad_version"
+        elif _CRC.unpack_from(raw, _BODY.size)[0] != zlib.crc32(raw[:_BODY.size]):
+            problem = "bad_checksum"
+        elif cluster.rstrip(b"\0") != self._cluster.encode("utf-8"):
+            problem = "wrong_cluster"
+        elif name.rstrip(b"\0") != server.encode("utf-8"):
+            problem = "wrong_owner"
+        if problem is not None:
+            with self._lock:
+                self._stats[problem] += 1
+            if self._owner_problem.get(index) != problem:
+                # Logged once per change: the servers' lists disagree, or another cluster
+                # or program writes this file.
+                log.warning("event=disk_slot_invalid channel=disk path=%s slot=%d expected=%s problem=%s",
+                            self._path, index, server, problem)
+            self._owner_problem[index] = problem
+            return
+        self._owner_problem.pop(index, None)
+        previous = self._seen.get(server)
+        self._seen[server] = counter
+        # Claim 13: a change of the device's status means the peer is operational.
+        if previous is not None and previous != counter:
+            with self._lock:
+                self._heard[server] = now

@@ -1,0 +1,332 @@
+"""The ``lan`` channel: UDP request/acknowledge heartbeats between sentinels (claim 11;
+FIG. 7A process 802, FIG. 7B process 858).
+
+Every ``interval`` the sentinel sends a heartbeat request to every address of every peer,
+from each of its own bound sockets of the same address family, and answers each request it
+accepts with an acknowledge. Several addresses per server make redundant rings: the peer is
+heard while any one path works. Hearing a request from a peer counts as hearing it just as
+an acknowledge does: both are signed by the peer's sentinel within the last ``window``
+seconds and newer than anything it sent before, so either proves that sentinel is running
+and reachable (the acknowledge additionally proves the path back to us).
+
+Authentication and replay. Packets are signed with the cluster key (HMAC-SHA256, see
+``heartbeat_codec``); two keys may be accepted at once while one is rotated. Each sentinel
+numbers its packets with one 64-bit sequence, strictly increasing; a receiver keeps the
+highest sequence accepted per (sender, key id) and drops anything not greater
+(``heartbeat_codec.ReplayGuard``). The sequence starts at the wall clock in nanoseconds,
+so a restarted sentinel continues above everything its previous run sent and is not taken
+for a replay. If the sender's clock was stepped back across a restart its packets are
+dropped as replays until the receiver forgets it, twice the timestamp window after it last
+accepted one. Packets reordered between rings are dropped the same way; the newer one
+already counted.
+"""
+from __future__ import annotations
+
+import selectors
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+
+from ndsclust.errors import ConfigError
+from ndsclust.model import ServerName
+from ndsclust.sentinel.channels import (
+    STOP_JOIN_TIMEOUT,
+    Channel,
+    Waker,
+    format_address,
+    log,
+    os_error_name,
+    parse_address,
+)
+from ndsclust.sentinel.heartbeat_codec import (
+    DEFAULT_WINDOW,
+    MAX_FIELD,
+    MAX_PACKET,
+    HeartbeatRejected,
+    Kind,
+    Packet,
+    RejectReason,
+    ReplayGuard,
+    decode_and_verify,
+    encode,
+)
+
+MIN_KEY_BYTES = 16
+# Datagrams read from one socket per wake-up: a flood on one ring cannot starve the sends.
+_MAX_READS = 64
+
+SocketAddress = tuple[str, int]
+# Where a datagram came from, as recvfrom gives it (IPv6 adds flow info and scope id).
+ReplyAddress = tuple[str, int] | tuple[str, int, int, int]
+
+_COUNTERS = (
+    "sent", "send_errors", "received", "accepted", "acks_sent", "recv_errors",
+    "bind_errors", "bad_peer_address",
+    *(f"dropped_{r.value}" for r in RejectReason),
+    "dropped_replay", "dropped_own_name", "dropped_unknown_sender", "dropped_bad_echo",
+)
+
+
+class LanChannel(Channel):
+    name = "lan"
+
+    def __init__(
+        self,
+        *,
+        me: ServerName,
+        cluster: str,
+        bind: Sequence[str],
+        keys: Mapping[str, bytes],
+        send_key_id: str,
+        interval: float = 0.2,
+        timeout: float = 1.0,
+        window: float = DEFAULT_WINDOW,
+        monotonic: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        problems: list[str] = []
+        binds: list[tuple[socket.AddressFamily, SocketAddress]] = []
+        for i, text in enumerate(bind):
+            try:
+                binds.append(parse_address(text))
+            except ValueError as exc:
+                problems.append(f"addresses[{i}]: {exc}")
+        if not bind:
+            problems.append("addresses: at least one ip:port to listen on is needed")
+        for what, value in (("cluster", cluster), *(("keys", key_id) for key_id in keys)):
+            if len(value.encode("utf-8")) > MAX_FIELD:
+                problems.append(f"{what}: {value!r} is longer than {MAX_FIELD} bytes")
+        if send_key_id not in keys:
+            problems.append(f"key_id: {send_key_id!r} names none of the configured keys")
+        for key_id, key in keys.items():
+            if len(key) < MIN_KEY_BYTES:
+                problems.append(f"keys.{key_id}: {len(key)} bytes; use at least {MIN_KEY_BYTES} random bytes")
+        if not interval > 0:
+            problems.append(f"interval: {interval} must be a positive number of seconds")
+        if not timeout > interval:
+            problems.append(f"timeout: {timeout} s must exceed the interval ({interval} s)")
+        if not window > 0:
+            problems.append(f"window: {window} must be a positive number of seconds")
+        if problems:
+            raise ConfigError("channels.lan", problems)
+        self.timeout = timeout
+        self._me = me
+        self._cluster = cluster
+        self._binds = binds
+        self._keys = dict(keys)
+        self._send_key_id = send_key_id
+        self._interval = interval
+        self._window = window
+        self._monotonic = monotonic
+        self._wall = wall
+
+        self._lock = threading.Lock()
+        self._stats: Counter[str] = Counter({c: 0 for c in _COUNTERS})
+        self._heard: dict[ServerName, float] = {}
+        self._peers: dict[ServerName, tuple[tuple[socket.AddressFamily, SocketAddress], ...]] = {}
+        self._peers_given: dict[ServerName, tuple[str, ...]] = {}
+        self._crashed = False
+
+        # Owned by the thread once started; the sequence is set by start().
+        self._first_sequence = 0
+        self._next_sequence = 0
+        self._replay = ReplayGuard(forget_after=2 * window)
+
+        self._sockets: list[socket.socket] = []
+        self._selector = selectors.DefaultSelector()
+        self._waker = Waker()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- the Channel interface ------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError("the lan channel was already started; make a new one")
+        for family, address in self._binds:
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            try:
+                sock.setblocking(False)
+                sock.bind(address)
+            except OSError as exc:
+                sock.close()
+                with self._lock:
+                    self._stats["bind_errors"] += 1
+                log.warning("event=channel_degraded channel=lan address=%s error=%s",
+                            format_address(address), os_error_name(exc))
+                continue
+            self._sockets.append(sock)
+            self._selector.register(sock, selectors.EVENT_READ, data=sock)
+        self._selector.register(self._waker.reader, selectors.EVENT_READ)
+        # Above every sequence a previous run of this sentinel can have sent.
+        self._first_sequence = self._next_sequence = time.time_ns()
+        self._thread = threading.Thread(target=self._run, name="ndsclust-lan", daemon=False)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        if self._thread is None:
+            self._selector.close()
+            self._waker.close()
+            return
+        self._waker.wake()
+        self._thread.join(STOP_JOIN_TIMEOUT)
+        if self._thread.is_alive():
+            log.error("event=channel_stop_timeout channel=lan")
+            return
+        self._selector.close()
+        for sock in self._sockets:
+            sock.close()
+        self._waker.close()
+
+    def observe(self, now: float) -> Mapping[ServerName, float]:
+        with self._lock:
+            return dict(self._heard)
+
+    def stats(self) -> Mapping[str, int]:
+        with self._lock:
+            out = dict(self._stats)
+            running = self._thread is not None and not self._stopping.is_set()
+            out["degraded"] = int(self._crashed or (running and not self._sockets))
+        return out
+
+    # -- configuration that follows the directory ----------------------------------------
+
+    def set_peers(self, peers: Mapping[ServerName, Sequence[str]]) -> None:
+        """The peers and their heartbeat addresses, as the server entries publish them.
+
+        Called whenever the directory changes; an address that does not parse is skipped,
+        counted and logged (once per change), and the peer's other addresses still serve.
+        """
+        given = {server: tuple(addresses) for server, addresses in peers.items() if server != self._me}
+        with self._lock:
+            if given == self._peers_given:
+                return
+        parsed: dict[ServerName, tuple[tuple[socket.AddressFamily, SocketAddress], ...]] = {}
+        bad = 0
+        for server, addresses in given.items():
+            good: list[tuple[socket.AddressFamily, SocketAddress]] = []
+            for text in addresses:
+                try:
+                    good.append(parse_address(text))
+                except ValueError as exc:
+                    bad += 1
+                    log.warning("event=bad_peer_address channel=lan server=%s error=%s", server, exc)
+            parsed[server] = tuple(good)
+        with self._lock:
+            self._peers_given = given
+            self._peers = parsed
+            self._stats["bad_peer_address"] += bad
+
+    def addresses(self) -> tuple[str, ...]:
+        """The addresses actually bound (a configured port 0 shows the port the kernel chose)."""
+        return tuple(format_address(s.getsockname()[:2]) for s in self._sockets)
+
+    # -- the thread -----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            next_send = self._monotonic()
+            while not self._stopping.is_set():
+                now = self._monotonic()
+                if now >= next_send:
+                    self._send_requests()
+                    next_send = now + self._interval
+                for key, _ in self._selector.select(max(0.0, next_send - self._monotonic())):
+                    if key.fileobj is not self._waker.reader:
+                        self._receive(key.data)
+        except Exception:
+            # Contained: the other channels keep the peers' liveness; status shows degraded.
+            log.exception("event=channel_crashed channel=lan")
+            with self._lock:
+                self._crashed = True
+
+    def _sequence(self) -> int:
+        seq = self._next_sequence
+        self._next_sequence += 1
+        return seq
+
+    def _packet(self, kind: Kind, echo: int) -> bytes:
+        packet = Packet(
+            kind=kind, sender=self._me, cluster=self._cluster, sequence=self._sequence(),
+            echo=echo, timestamp=self._wall(), key_id=self._send_key_id,
+        )
+        return encode(packet, self._keys[self._send_key_id])
+
+    def _send(self, sock: socket.socket, data: bytes, address: ReplyAddress, counter: str) -> None:
+        try:
+            sock.sendto(data, address)
+        except OSError:
+            # Unreachable network, full buffer: this path is silent, which is what the
+            # receiver will notice; nothing to do here but count it.
+            with self._lock:
+                self._stats["send_errors"] += 1
+            return
+        with self._lock:
+            self._stats[counter] += 1
+
+    def _send_requests(self) -> None:
+        with self._lock:
+            peers = list(self._peers.values())
+        for addresses in peers:
+            for family, address in addresses:
+                for sock in self._sockets:
+                    if sock.family == family:
+                        self._send(sock, self._packet(Kind.REQUEST, 0), address, "sent")
+
+    def _receive(self, sock: socket.socket) -> None:
+        for _ in range(_MAX_READS):
+            try:
+                data, source = sock.recvfrom(MAX_PACKET + 1)
+            except BlockingIOError:
+                return
+            except OSError:
+                # Linux reports an ICMP error for an earlier send (a peer's port closed) on
+                # the next receive: the path is the sender's business, keep reading.
+                with self._lock:
+                    self._stats["recv_errors"] += 1
+                continue
+            self._handle(sock, data, source)
+
+    def _handle(self, sock: socket.socket, data: bytes, source: ReplyAddress) -> None:
+        now = self._monotonic()
+        with self._lock:
+            self._stats["received"] += 1
+        try:
+            packet = decode_and_verify(data, self._keys, self._wall(), self._cluster, self._window)
+        except HeartbeatRejected as exc:
+            self._drop(exc.reason.value)
+            return
+        drop = self._check(packet, now)
+        if drop:
+            self._drop(drop)
+            return
+        with self._lock:
+            self._stats["accepted"] += 1
+            self._heard[packet.sender] = now
+        if packet.kind is Kind.REQUEST:
+            self._send(sock, self._packet(Kind.ACK, packet.sequence), source, "acks_sent")
+
+    def _check(self, packet: Packet, now: float) -> str | None:
+        """Why an authentic packet must still be dropped, or None to accept it."""
+        if packet.sender == self._me:
+            return "own_name"
+        with self._lock:
+            known = packet.sender in self._peers
+        if not known:
+            return "unknown_sender"
+        if not self._replay.accept(packet.sender, packet.key_id, packet.sequence, now):
+            return "replay"
+        # An acknowledge must answer a request of this run: one echoing an earlier run's
+        # sequence, or one never sent, is not an answer to anything we asked.
+        if packet.kind is Kind.ACK and not self._first_sequence <= packet.echo < self._next_sequence:
+            return "bad_echo"
+        return None
+
+    def _drop(self, reason: str) -> None:
+        with self._lock:
+            self._stats[f"dropped_{reason}"] += 1

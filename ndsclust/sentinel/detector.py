@@ -1,0 +1,137 @@
+"""The failure detector: from what each liveness channel heard, which peers are alive.
+
+A peer is dead only when every configured channel has been silent past that channel's
+timeout; one live channel is enough to keep it alive. This is the patent's rule (FIG. 8,
+process 806 then 808; claims 11-13): a momentary LAN failure must not fail anything over
+while the drive pulse or the directory pulse still shows the peer working.
+
+Pure: the caller passes the channels' observations and the monotonic clock reading.
+"""
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+
+from ndsclust.errors import ConfigError
+from ndsclust.model import ServerName
+
+
+@dataclass(frozen=True)
+class Liveness:
+    """What this server knows about its peers at one instant.
+
+    ``seen`` maps every peer to the channels that currently see it (heard within that
+    channel's timeout); an empty set means every channel is silent. ``grace`` holds the
+    peers never heard on any channel while this sentinel is still inside its startup grace:
+    they count as alive but no channel vouches for them. ``me`` is always alive.
+    A server that is neither ``me`` nor a peer is unknown, and unknown is not alive.
+    """
+
+    me: ServerName
+    configured: frozenset[str]
+    seen: Mapping[ServerName, frozenset[str]] = field(default_factory=dict, hash=False)
+    grace: frozenset[ServerName] = frozenset()
+
+    def alive(self, server: ServerName) -> bool:
+        if server == self.me or server in self.grace:
+            return True
+        return bool(self.seen.get(server))
+
+    def channels(self, server: ServerName) -> frozenset[str]:
+        """The channels that currently hear ``server`` (empty for ``me`` and unknown servers)."""
+        return self.seen.get(server, frozenset())
+
+    def silent(self, server: ServerName) -> frozenset[str]:
+        """The configured channels that do not hear ``server``: what a failover log line names."""
+        return self.configured - self.channels(server)
+
+    def dead(self) -> frozenset[ServerName]:
+        return frozenset(s for s, chans in self.seen.items() if not chans and s not in self.grace)
+
+    def visible(self) -> frozenset[ServerName]:
+        """Peers some channel hears now; peers alive only by startup grace are not included."""
+        return frozenset(s for s, chans in self.seen.items() if chans)
+
+
+class Detector:
+    """Combines channel observations into a ``Liveness`` (FIG. 8, 806 -> 808).
+
+    ``timeouts`` names the channels that observe peers (lan, directory, disk) and how long
+    each may stay silent; the witness observes no peer and takes no part here. ``started``
+    is the monotonic time this sentinel started: a peer no channel has heard since then is
+    alive until ``startup_grace`` has elapsed, so a freshly started sentinel does not find
+    the whole cluster dead before its channels had a chance to hear anyone.
+    """
+
+    def __init__(
+        self,
+        timeouts: Mapping[str, float],
+        me: ServerName,
+        started: float,
+        startup_grace: float,
+    ) -> None:
+        problems: list[str] = []
+        if not timeouts:
+            problems.append("channels: at least one liveness channel must be configured")
+        for name, timeout in timeouts.items():
+            if not timeout > 0:
+                problems.append(f"channels.{name}.timeout: {timeout} must be a positive number of seconds")
+        if startup_grace < 0:
+            problems.append(f"timeouts.startup_grace: {startup_grace} must not be negative")
+        if problems:
+            raise ConfigError("detector", problems)
+        self._timeouts = dict(timeouts)
+        self._configured = frozenset(timeouts)
+        self._me = me
+        self._grace_until = started + startup_grace
+
+    def liveness(
+        self,
+        observations: Mapping[str, Mapping[ServerName, float]],
+        now: float,
+        peers: Collection[ServerName],
+    ) -> Liveness:
+        """``observations[channel][peer]`` is the monotonic time ``channel`` last heard ``peer``.
+
+        Channels missing from ``observations`` heard nobody; channels not configured are ignored.
+        """
+        seen: dict[ServerName, frozenset[str]] = {}
+        grace: set[ServerName] = set()
+        in_grace = now < self._grace_until
+        for peer in peers:
+            if peer == self._me:
+                continue
+            ever_heard = False
+            current: set[str] = set()
+            for channel, timeout in self._timeouts.items():
+                last = observations.get(channel, {}).get(peer)
+                if last is None:
+                    continue
+                ever_heard = True
+                if now - last <= timeout:
+                    current.add(channel)
+            seen[peer] = frozenset(current)
+            if in_grace and not ever_heard:
+                grace.add(peer)
+        return Liveness(me=self._me, configured=self._configured, seen=seen, grace=frozenset(grace))
+
+
+def isolated(liveness: Liveness, witness_reachable: bool | None, n_servers: int) -> bool:
+    """True when this server must fence itself: it is the one cut off (DESIGN.md section 4).
+
+    With three or more servers the majority decides: fewer than a majority visible, counting
+    this server, means the others may be failing our applications over, whatever the witness
+    says (a witness reachable from both sides of a partition must not let both run).
+    With two servers there is no majority to ask: this server is cut off when it hears its
+    peer on no channel and cannot reach the witness either (claims 12, 43: "my peer died"
+    versus "I am cut off"). ``witness_reachable`` is None when no witness is configured;
+    a two-server cluster then never fences, because a dead peer and a cut-off self look the
+    same (``ndsclust doctor`` warns about such a deployment). Peers alive only by startup
+    grace are not visible: nothing has been heard from them yet.
+    """
+    if n_servers <= 1:
+        return False
+    visible = 1 + len(liveness.visible())
+    if n_servers >= 3:
+        return visible < n_servers // 2 + 1
+    return visible == 1 and witness_reachable is False

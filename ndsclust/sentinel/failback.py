@@ -1,0 +1,87 @@
+"""FIGS. 7B and 8: handing an application back to its primary, and handing over in general.
+
+The backup side (FIG. 7B, splice D; FIG. 9 steps 1050-1070): once the primary is alive on
+any channel again, with auto-recover (218A) the backup unloads the program (868 dismount,
+870 deactivate) and then swaps the host back to the primary; without it the application
+shows ``awaiting-failback`` and the backup asks the operators (864) until one approves
+with a ``failback`` request. The primary side (splice C; FIG. 8 steps 906-908): it loads
+the program once the host names it; a cluster-aware program may wait loaded but paused
+and starts the moment the host names this server.
+
+``depart`` is that hand-over protocol for every move away from this server (failback,
+migrate, maintenance, unload): unload first, swap the host only once the program has
+ended, so two servers never run it at once.
+"""
+from __future__ import annotations
+
+from ndsclust.model import App, AppState, AppType, StateValue
+from ndsclust.sentinel.actions import (
+    Action,
+    ConsumeRequest,
+    EventKind,
+    LoadPaused,
+    Release,
+    Unload,
+    announce,
+)
+from ndsclust.sentinel.procs import ProcInfo
+from ndsclust.sentinel.view import Move, Viewpoint, paused, running, stopped
+
+RUNNING = StateValue(AppState.RUNNING)
+AWAITING = StateValue(AppState.AWAITING_FAILBACK)
+
+
+def wants_paused_copy(vp: Viewpoint, app: App) -> bool:
+    """FIG. 6 step 612 / FIG. 7B: a cluster-aware program waits paused on its primary while
+    another server hosts it, if the primary may run it at all."""
+    return (app.type is AppType.AWARE and app.primary == vp.me
+            and app.host is not None and app.host != vp.me
+            and vp.unfit(app, vp.me) is None)
+
+
+def as_primary(vp: Viewpoint, app: App, proc: ProcInfo | None) -> list[Action]:
+    """The primary while a live backup hosts the application (FIG. 8 step 906: wait)."""
+    if wants_paused_copy(vp, app) and stopped(proc):
+        return [LoadPaused(app.tag)]
+    return []
+
+
+def as_backup(vp: Viewpoint, app: App) -> Move | StateValue:
+    """This backup hosts ``app``: fail back now (a Move) or keep it, showing this state."""
+    primary = app.primary
+    if vp.history(app.tag).last_move is EventKind.MIGRATE:
+        # An operator migrated it here: it stays until an operator moves it again.
+        return RUNNING
+    if vp.unfit(app, primary) is not None:
+        # FIG. 7B 860: the primary has not recovered (or may not take it): keep it here.
+        return RUNNING
+    if not app.auto_recover:
+        return AWAITING
+    if vp.handed_off_recently(app.tag):
+        # Claim 58 fails back once the failure is corrected; a program just handed off
+        # because it kept failing is not sent straight back to fail again.
+        return RUNNING
+    return Move(primary, EventKind.FAILBACK, f"failback to {primary}")
+
+
+def awaiting_text(app: App) -> str:
+    return (f"{app.primary} is back; failback waits for an operator's approval: "
+            f"ndsclust failback {app.tag}")
+
+
+def depart(vp: Viewpoint, app: App, proc: ProcInfo | None, move: Move) -> list[Action]:
+    """Hand ``app`` over as ``move`` says: unload, then (next cycles) swap the host."""
+    if running(proc) or paused(proc):
+        # FIG. 7B 868/870: the program ends here before the host may name anyone else.
+        return [Unload(app.tag, move.text), *vp.set_state(app, StateValue(AppState.UNLOADING))]
+    if not stopped(proc):
+        return []   # still stopping: the swap waits until the program has ended
+    out: list[Action] = [Release(app.tag, move.to, vp.me, move.text)]
+    if move.request is not None:
+        out.append(ConsumeRequest(app.tag, move.request))
+    if move.to is None:
+        # Nobody will host it, so nobody else would write this state; a new host writes
+        # its own (loading), which is why a move to a server writes none here.
+        out += vp.set_state(app, StateValue(AppState.STOPPED))
+    out += announce(move.kind, app.tag, move.text)
+    return out

@@ -1,0 +1,577 @@
+"""The sentinel's imperative shell: gather a View, call ``decide``, carry out the actions.
+
+Threads, and why each exists:
+
+- main loop (``run``): every ``loop_interval`` folds the watch's events into the cache,
+  builds the ``View`` and executes what ``decide`` returns. Its directory writes may block
+  while the store fails over to another provider; nothing safety-critical waits for it.
+- keeper: every ``loop_interval`` renews the programs' lease and checks isolation. It
+  renews only while the main loop has made progress within ``HANG_LIMIT`` (a hung loop
+  lets the lease expire), and when this server is cut off (no peer on any channel within
+  ``fence - KILL_ALLOWANCE`` and no witness, or no majority) it kills every program at once
+  and marks the sentinel fenced (DESIGN.md section 4). A SIGSTOPped or killed sentinel
+  stops renewing altogether: the guard kills the programs when the lease runs out.
+- pulse writer: advances this server's directory pulse (claim 44) through its own
+  connection, so a slow provider never delays the main loop and vice versa.
+- recorder: writes events to ``ou=events`` and runs the notify command, off the main loop.
+- replication check: at start, until the local provider has caught up (FIG. 6 step 614).
+- the two watches (cluster subtree, pulse database) and the channels run their own threads.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+
+import ldap3
+
+from ndsclust.config import KILL_ALLOWANCE, Config
+from ndsclust.errors import NdsclustError, StoreError, SupervisorError, SwapConflict
+from ndsclust.ldapstore.cache import ClusterCache
+from ndsclust.ldapstore.connection import Providers
+from ndsclust.ldapstore.replication import caught_up
+from ndsclust.ldapstore.store import APP_ATTRS, Store
+from ndsclust.ldapstore.watch import Changed, Deleted, RefreshDone, Watch
+from ndsclust.model import App, AppState, ServerName, ServerState, StateValue, Tag
+from ndsclust.sentinel.actions import (
+    MOVES, Action, Claim, ConsumeRequest, EventKind, Load, LoadPaused, Notify,
+    RecordEvent, Release, Restart, SetState, Unload,
+)
+from ndsclust.sentinel.channels import Channel
+from ndsclust.sentinel.channels.directory import DirectoryChannel
+from ndsclust.sentinel.channels.disk import DiskChannel
+from ndsclust.sentinel.channels.lan import LanChannel
+from ndsclust.sentinel.channels.witness import WitnessChannel
+from ndsclust.sentinel.decide import decide
+from ndsclust.sentinel.detector import Detector, Liveness, isolated
+from ndsclust.sentinel.procs import ProcInfo
+from ndsclust.sentinel.supervisor import Supervisor
+from ndsclust.sentinel.view import History, Policy, Said, View
+
+log = logging.getLogger("ndsclust.sentinel")
+
+# The keeper stops renewing leases when the main loop has not finished a cycle for this long:
+# longer than a store failover (its operation deadline), so a provider dying does not kill
+# programs, short enough that a wedged sentinel does not keep them forever.
+HANG_LIMIT = 30.0
+NOTIFY_TIMEOUT = 10.0
+REPLICATION_CHECK_INTERVAL = 0.5
+# A sentinel stopped with SIGTERM hands its programs on; it gives up waiting after this.
+HANDOFF_DEADLINE_EXTRA = 10.0
+MOVE_VALUES = frozenset(k.value for k in MOVES)
+
+
+def log_event(level: int, event: str, **fields: object) -> None:
+    """One line per event: ``event=failover tag=web server=beta from=alpha``."""
+    parts = [f"event={event}"]
+    for k, v in fields.items():
+        text = str(v)
+        if " " in text or not text:
+            text = '"' + text.replace('"', "'") + '"'
+        parts.append(f"{k}={text}")
+    log.log(level, " ".join(parts))
+
+
+@dataclass(frozen=True, slots=True)
+class _Record:
+    kind: EventKind
+    tag: Tag
+    text: str
+    notify: bool
+
+
+class Sentinel:
+    """One server's sentinel. ``run()`` blocks until ``stop()``; see the module docstring."""
+
+    def __init__(self, cfg: Config, *, clock: Callable[[], float] = time.monotonic,
+                 ready: Callable[[], None] | None = None) -> None:
+        self.cfg = cfg
+        self.me = cfg.server
+        self.clock = clock
+        self._ready_hook = ready
+        d = cfg.directory
+        self.providers = Providers(d.uris, d.credentials)
+        self.store = Store(self.providers, d.suffix, base=d.base, pulse_base=d.pulse_suffix,
+                           event_limit=cfg.event_limit)
+        # Reads and watches prefer this server's own provider when it is configured.
+        read_uris = list(d.uris)
+        if d.local_uri:
+            read_uris = [d.local_uri] + [u for u in d.uris if u != d.local_uri]
+        self.read_providers = Providers(read_uris, d.credentials)
+        self.cache = ClusterCache(move_kinds=frozenset(k.value for k in MOVES))
+        self.watch = Watch(self.read_providers, d.base, attributes=APP_ATTRS, name="cluster")
+        self.pulse_watch = Watch(self.read_providers, d.pulse_suffix,
+                                 filter="(objectClass=ndsclustPulseEntry)",
+                                 attributes=("cn", "ndsclustPulse"), name="pulse")
+        self.channels: dict[str, Channel] = {}
+        self.directory_channel: DirectoryChannel | None = None
+        self.lan: LanChannel | None = None
+        self.witness: WitnessChannel | None = None
+        self._build_channels()
+        started = clock()
+        self._started = started
+        timeouts = {name: ch.timeout for name, ch in self.channels.items()}
+        self.detector = Detector(timeouts, self.me, started, cfg.timeouts.startup_grace)
+        fence_detect = cfg.timeouts.fence - KILL_ALLOWANCE
+        self.fence_detector = Detector({n: fence_detect for n in self.channels}, self.me,
+                                       started, cfg.timeouts.startup_grace)
+        self.policy = Policy(max_restarts=cfg.supervision.max_restarts,
+                             restart_window=cfg.supervision.restart_window,
+                             flap_max_failovers=cfg.supervision.flap_max_failovers,
+                             flap_window=cfg.supervision.flap_window)
+        self.supervisor = Supervisor(self.me, logger=logging.getLogger("ndsclust.programs"),
+                                     control_socket=cfg.control_socket,
+                                     lease_timeout=cfg.timeouts.lease)
+        self._sup_lock = threading.RLock()
+        self._stop = threading.Event()
+        self._leaving = False
+        self._fenced = threading.Event()
+        self._caught_up = threading.Event()
+        self._registering = True
+        self._refreshed = False
+        self._progress = clock()
+        self._rejoin_until = 0.0
+        self._said: dict[Said, float] = {}
+        self._records: queue.Queue[_Record | None] = queue.Queue()
+        self._threads: list[threading.Thread] = []
+        self._peers_version = -1
+        self._health_due: dict[Tag, float] = {}
+        self._move_kind: dict[Tag, EventKind] = {}
+        self.cycles = 0
+
+    # -- setup ----------------------------------------------------------------------------
+
+    def _build_channels(self) -> None:
+        cfg = self.cfg
+        if cfg.lan:
+            self.lan = LanChannel(me=self.me, cluster=cfg.cluster, bind=list(cfg.lan.addresses),
+                                  keys=dict(cfg.lan.keys), send_key_id=cfg.lan.send_key,
+                                  interval=cfg.lan.interval, timeout=cfg.lan.timeout)
+            self.channels["lan"] = self.lan
+        if cfg.directory_channel:
+            self.directory_channel = DirectoryChannel(me=self.me,
+                                                      timeout=cfg.directory_channel.timeout)
+            self.channels["directory"] = self.directory_channel
+        if cfg.disk:
+            self.channels["disk"] = DiskChannel(me=self.me, cluster=cfg.cluster,
+                                                path=cfg.disk.path, servers=list(cfg.disk.servers),
+                                                interval=cfg.disk.interval,
+                                                timeout=cfg.disk.timeout)
+        if cfg.witness:
+            self.witness = WitnessChannel(address=cfg.witness.address,
+                                          interval=cfg.witness.interval,
+                                          timeout=cfg.witness.timeout)
+
+    def _spawn(self, name: str, target: Callable[[], None]) -> None:
+        t = threading.Thread(target=target, name=f"sentinel-{name}", daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    # -- run / stop -----------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run until ``stop()``; returns the process exit status."""
+        log_event(logging.INFO, "sentinel_start", server=self.me, pid=os.getpid(),
+                  channels=",".join(self.channels) or "-",
+                  witness=self.cfg.witness.address if self.cfg.witness else "-")
+        for ch in self.channels.values():
+            ch.start()
+        if self.witness:
+            self.witness.start()
+        self.watch.start()
+        self.pulse_watch.start()
+        self._spawn("keeper", self._keeper)
+        self._spawn("recorder", self._recorder)
+        if self.directory_channel:
+            self._spawn("pulse", self._pulse_writer)
+        self._spawn("replication", self._replication_check)
+        leave_deadline: float | None = None
+        try:
+            while True:
+                now = self.clock()
+                if self._stop.is_set() and not self._leaving:
+                    self._leaving = True
+                    leave_deadline = now + self.cfg.timeouts.stop_grace + HANDOFF_DEADLINE_EXTRA
+                    log_event(logging.INFO, "sentinel_stopping", server=self.me,
+                              action="unload and hand programs to backups")
+                if self._leaving and (self._nothing_left() or
+                                      (leave_deadline is not None and now > leave_deadline)):
+                    break
+                self.cycle(now)
+                self._progress = self.clock()
+                self._wait_for_work(self.cfg.timeouts.loop_interval)
+        finally:
+            self._shutdown()
+        return 0
+
+    def stop(self) -> None:
+        """Ask the sentinel to unload its programs, hand them on and return from ``run()``."""
+        self._stop.set()
+
+    def reload(self, new: Config) -> None:
+        """Take over what can change while running: resources, supervision, notify, events."""
+        self.cfg = replace(self.cfg, resources=new.resources, supervision=new.supervision,
+                           notify_command=new.notify_command, event_limit=new.event_limit,
+                           log_level=new.log_level)
+        self.store.event_limit = new.event_limit
+        self.policy = Policy(max_restarts=new.supervision.max_restarts,
+                             restart_window=new.supervision.restart_window,
+                             flap_max_failovers=new.supervision.flap_max_failovers,
+                             flap_window=new.supervision.flap_window)
+
+    def _wait_for_work(self, timeout: float) -> None:
+        time.sleep(timeout)
+
+    def _nothing_left(self) -> bool:
+        with self._sup_lock:
+            procs = self.supervisor.table()
+        if any(p.state.value != "exited" for p in procs.values()):
+            return False
+        snap = self.cache.snapshot()
+        return not any(a.host == self.me for a in snap.apps.values()) or not self._refreshed
+
+    def _shutdown(self) -> None:
+        with self._sup_lock:
+            self.supervisor.stop_all(0.0)
+            self.supervisor.close()
+        self._stop.set()
+        self._records.put(None)
+        self.watch.stop()
+        self.pulse_watch.stop()
+        for ch in self.channels.values():
+            ch.stop()
+        if self.witness:
+            self.witness.stop()
+        self.providers.close()
+        self.read_providers.close()
+        for t in self._threads:
+            t.join(timeout=5)
+        self.store.close()
+        log_event(logging.INFO, "sentinel_stop", server=self.me)
+
+    # -- one cycle --------------------------------------------------------------------------
+
+    def _drain_watches(self, now: float) -> None:
+        while (ev := self.watch.get(0)) is not None:
+            if isinstance(ev, Changed):
+                self.cache.put(ev.entry.uuid, ev.entry.dn, ev.entry.attributes)
+            elif isinstance(ev, Deleted):
+                self.cache.delete(ev.uuid)
+            elif isinstance(ev, RefreshDone) and not self._refreshed:
+                self._refreshed = True
+                log_event(logging.INFO, "directory_ready", server=self.me,
+                          provider=self.watch.provider or "-")
+                if self._ready_hook:
+                    self._ready_hook()
+        while (ev := self.pulse_watch.get(0)) is not None:
+            if isinstance(ev, Changed) and self.directory_channel:
+                attrs = {k.lower(): v for k, v in ev.entry.attributes.items()}
+                try:
+                    server = ServerName(attrs["cn"][0])
+                    counter = int(attrs["ndsclustpulse"][0])
+                except (KeyError, IndexError, ValueError):
+                    continue
+                if server != self.me:
+                    self.directory_channel.pulse_seen(server, counter, now)
+
+    def _observations(self) -> dict[str, Mapping[ServerName, float]]:
+        now = self.clock()
+        return {name: ch.observe(now) for name, ch in self.channels.items()}
+
+    def _history(self, now: float) -> dict[Tag, History]:
+        """Recent moves per application from the audit trail, on this server's clock."""
+        wall = time.time()
+        out: dict[Tag, dict[str, list[float]]] = {}
+        last: dict[Tag, tuple[float, str]] = {}
+        for m in self.cache.moves():
+            out.setdefault(m.tag, {}).setdefault(m.kind, []).append(now - (wall - m.wall))
+            if m.tag not in last or m.wall >= last[m.tag][0]:
+                last[m.tag] = (m.wall, m.kind)
+        return {tag: History(failovers=tuple(sorted(k.get(EventKind.FAILOVER.value, []))),
+                             handoffs=tuple(sorted(k.get(EventKind.HANDOFF.value, []))),
+                             last_move=EventKind(last[tag][1]))
+                for tag, k in out.items()}
+
+    def view(self, now: float) -> View:
+        snap = self.cache.snapshot()
+        history = self._history(now)
+        for tag, app in snap.apps.items():
+            if app.state.state is AppState.LOADING and app.state.reason in MOVE_VALUES:
+                history[tag] = replace(history.get(tag, History()),
+                                       last_move=EventKind(app.state.reason))
+        servers = dict(snap.servers)
+        if self._leaving and self.me in servers:
+            # A stopping sentinel behaves as a server in maintenance: it unloads its
+            # programs and hands them to the next eligible server (DESIGN.md section 3).
+            servers[self.me] = replace(servers[self.me], state=ServerState.MAINTENANCE)
+        if self.lan and self.cache.version != self._peers_version:
+            self._peers_version = self.cache.version
+            self.lan.set_peers({s.name: s.addresses for s in servers.values() if s.name != self.me})
+        liveness = self.detector.liveness(self._observations(), now, list(servers))
+        if now < self._rejoin_until:
+            # Just out of fencing: a peer not heard since may be a live host; count every
+            # peer alive until a full failover timeout has passed (as at start-up).
+            liveness = replace(liveness, grace=frozenset(s for s in servers if s != self.me))
+        with self._sup_lock:
+            procs = dict(self.supervisor.table())
+        return View(apps=snap.apps, servers=servers, liveness=liveness, procs=procs,
+                    resources=self.cfg.resources, replication_caught_up=self._caught_up.is_set(),
+                    fenced=self._fenced.is_set(), registering=self._registering,
+                    history=history, said=dict(self._said))
+
+    def cycle(self, now: float) -> list[Action]:
+        """One decision cycle (the patroni-style run_cycle, with the decision made pure)."""
+        self._drain_watches(now)
+        with self._sup_lock:
+            for info in self.supervisor.poll():
+                self._log_exit(info)
+                if info.stop_requested:
+                    # An unload that finished is no failure: a later load is a fresh start,
+                    # not a restart that counts against claim 57's budget.
+                    self.supervisor.forget(info.tag)
+        if not self._refreshed:
+            return []
+        view = self.view(now)
+        actions = decide(view, self.me, now, self.policy)
+        if view.replication_caught_up:
+            self._registering = False
+        self._execute(actions, view, now)
+        self._health_checks(view, now)
+        self.cycles += 1
+        return actions
+
+    def _log_exit(self, info: ProcInfo) -> None:
+        level = logging.INFO if info.stop_requested else logging.WARNING
+        log_event(level, "program_exit", tag=info.tag, server=self.me,
+                  code=info.exit_code if info.exit_code is not None else "-",
+                  reason=info.reason or ("unloaded" if info.stop_requested else "exited"))
+
+    # -- executing actions ------------------------------------------------------------------
+
+    def _execute(self, actions: list[Action], view: View, now: float) -> None:
+        dropped: set[Tag] = set()
+        # The kind of move each group makes (failover, migrate, ...), written with its swap.
+        self._move_kind = {}
+        for action in actions:
+            if isinstance(action, RecordEvent) and action.kind in MOVES:
+                self._move_kind.setdefault(action.tag, action.kind)
+        for action in actions:
+            tag = action.tag
+            if tag in dropped:
+                continue
+            try:
+                self._do(action, view, now)
+            except SwapConflict as e:
+                # Someone changed the entry first: re-read and decide again next cycle.
+                log_event(logging.INFO, "swap_conflict", tag=tag, server=self.me,
+                          attribute=e.attribute, expected=e.expected or "-",
+                          wanted=e.new or "-")
+                self._read_back(tag)
+                dropped.add(tag)
+            except SupervisorError as e:
+                said = (tag, EventKind.ERROR, str(e))
+                if now - self._said.get(said, -1e18) >= self.policy.repeat_after:
+                    self._said[said] = now
+                    log_event(logging.ERROR, "supervisor_error", tag=tag, server=self.me,
+                              error=str(e))
+                    self._records.put(_Record(EventKind.ERROR, tag, str(e), False))
+                    self._records.put(_Record(EventKind.ERROR, tag, str(e), True))
+                dropped.add(tag)
+            except StoreError as e:
+                # Provider trouble: abandon this cycle; nothing in a group is unsafe to leave.
+                log_event(logging.WARNING, "store_error", tag=tag, server=self.me, error=str(e))
+                return
+
+    def _read_back(self, tag: Tag) -> None:
+        """Put the entry as the write provider has it now into the cache (see cache.py)."""
+        found = self.store.search(self.store.app_dn(tag), "(objectClass=*)",
+                                  scope=ldap3.BASE, attributes=APP_ATTRS)
+        for dn, attrs in found:
+            uuid = attrs.get("entryUUID", [b""])[0]
+            self.cache.put(uuid.decode() if isinstance(uuid, bytes) else str(uuid), dn, attrs)
+
+    def _app(self, view: View, tag: Tag) -> App:
+        app = view.apps.get(tag)
+        if app is None:
+            raise SupervisorError(f"application {tag} is no longer in the directory")
+        return app
+
+    def _do(self, action: Action, view: View, now: float) -> None:
+        tag = action.tag
+        if isinstance(action, Claim):
+            self.store.swap_host(tag, action.expect_host, self.me,
+                                 state=StateValue(AppState.LOADING))
+            log_event(logging.INFO, "claim", tag=tag, server=self.me,
+                      **{"from": action.expect_host or "-"}, reason=action.reason)
+            self._read_back(tag)
+        elif isinstance(action, Release):
+            # The new host learns why it got the application from the same atomic write
+            # (loading(migrate), loading(failback), ...): a migrate must not be taken for a
+            # failover and sent straight back before the audit-trail event reaches it.
+            kind = self._move_kind.get(tag)
+            state = StateValue(AppState.LOADING, kind.value) if kind and action.to else None
+            self.store.swap_host(tag, action.expect_host, action.to, state=state)
+            log_event(logging.INFO, "release", tag=tag, server=self.me, to=action.to or "-",
+                      reason=action.reason)
+            self._read_back(tag)
+        elif isinstance(action, ConsumeRequest):
+            self.store.consume_request(tag, action.request)
+            log_event(logging.INFO, "request_done", tag=tag, server=self.me,
+                      request=str(action.request))
+            self._read_back(tag)
+        elif isinstance(action, SetState):
+            self.store.set_state(tag, action.value)
+            self._read_back(tag)
+        elif isinstance(action, (Load, Restart, LoadPaused)):
+            self._start(view, tag, paused=isinstance(action, LoadPaused))
+        elif isinstance(action, Unload):
+            with self._sup_lock:
+                self.supervisor.stop(tag, self.cfg.timeouts.stop_grace)
+            log_event(logging.INFO, "unload", tag=tag, server=self.me, reason=action.reason)
+        elif isinstance(action, RecordEvent):
+            self._said[(tag, action.kind, action.text)] = now
+            log_event(logging.WARNING if action.kind in (EventKind.FAILED, EventKind.ERROR,
+                                                          EventKind.RESOURCE_MISSING)
+                      else logging.INFO, action.kind.value, tag=tag, server=self.me,
+                      text=action.text)
+            if action.kind in MOVES:
+                # Written at once, right after the swap it belongs to: the new host reads
+                # the move from the audit trail (History.last_move) when it decides failback.
+                self.store.record_event(action.kind.value, server=self.me, tag=tag,
+                                        text=action.text)
+            else:
+                self._records.put(_Record(action.kind, tag, action.text, False))
+        elif isinstance(action, Notify):
+            self._records.put(_Record(action.kind, tag, action.text, True))
+
+    def _start(self, view: View, tag: Tag, *, paused: bool) -> None:
+        app = self._app(view, tag)
+        proc = view.procs.get(tag)
+        with self._sup_lock:
+            if proc is not None and proc.paused and not paused:
+                self.supervisor.resume(tag)
+                log_event(logging.INFO, "resume", tag=tag, server=self.me)
+                return
+            allowed = self.cfg.programs.allowed_commands
+            if allowed and app.command[0] not in allowed:
+                raise SupervisorError(f"{app.command[0]} is not in programs.allowed_commands "
+                                      f"of server {self.me}; refusing to run it")
+            self.supervisor.start(tag, app.command, paused=paused, user=self.cfg.programs.user,
+                                  cwd=self.cfg.programs.cwd, env=dict(self.cfg.programs.env),
+                                  unload_argv=app.unload_command)
+
+    def _health_checks(self, view: View, now: float) -> None:
+        for tag, app in view.apps.items():
+            proc = view.procs.get(tag)
+            if app.health_command is None or app.host != self.me or proc is None \
+                    or proc.state.value != "running":
+                continue
+            if now < self._health_due.get(tag, 0.0):
+                continue
+            self._health_due[tag] = now + self.cfg.supervision.health_interval
+            with self._sup_lock:
+                self.supervisor.check_health(tag, app.health_command,
+                                             self.cfg.supervision.health_timeout)
+
+    # -- helper threads -----------------------------------------------------------------------
+
+    def _keeper(self) -> None:
+        """Lease renewal and self-fencing (DESIGN.md section 4)."""
+        interval = self.cfg.timeouts.loop_interval
+        while not self._stop.wait(interval):
+            now = self.clock()
+            servers = list(self.cache.snapshot().servers)
+            fence_view: Liveness = self.fence_detector.liveness(self._observations(), now, servers)
+            reachable = self.witness.reachable(now) if self.witness else None
+            # During the start-up grace nobody has been heard yet: that is not isolation.
+            cut_off = (now >= self._started + self.cfg.timeouts.startup_grace
+                       and isolated(fence_view, reachable, len(servers)))
+            if cut_off and not self._fenced.is_set():
+                self._fenced.set()
+                with self._sup_lock:
+                    self.supervisor.stop_all(0.0)
+                log_event(logging.ERROR, "fenced", server=self.me,
+                          reason="no peer on any channel" + ("" if reachable is None
+                                                             else ", witness unreachable"))
+                self._records.put(_Record(EventKind.FENCED, Tag("-"),
+                                          f"{self.me} is cut off and stopped its programs", True))
+            elif not cut_off and self._fenced.is_set():
+                self._rejoin_until = now + self.cfg.timeouts.failover
+                self._fenced.clear()
+                log_event(logging.WARNING, "unfenced", server=self.me)
+            if now - self._progress < HANG_LIMIT:
+                with self._sup_lock:
+                    self.supervisor.renew_leases()
+            else:
+                log_event(logging.ERROR, "loop_hung", server=self.me,
+                          seconds=round(now - self._progress, 1))
+
+    def _pulse_writer(self) -> None:
+        assert self.directory_channel is not None and self.cfg.directory_channel is not None
+        store = Store(Providers(self.cfg.directory.uris, self.cfg.directory.credentials,
+                                timeout=1.0),
+                      self.cfg.directory.suffix, base=self.cfg.directory.base,
+                      pulse_base=self.cfg.directory.pulse_suffix, op_deadline=2.0)
+        interval = self.cfg.directory_channel.interval
+        try:
+            while not self._stop.wait(interval):
+                try:
+                    store.write_pulse(self.me, self.directory_channel.next_pulse())
+                except NdsclustError as e:
+                    log.debug("event=pulse_failed server=%s error=%s", self.me, e)
+        finally:
+            store.close()
+
+    def _recorder(self) -> None:
+        while True:
+            rec = self._records.get()
+            if rec is None:
+                return
+            if rec.notify:
+                self._notify(rec)
+                continue
+            try:
+                self.store.record_event(rec.kind.value, server=self.me,
+                                        tag=None if rec.tag == "-" else rec.tag, text=rec.text)
+            except NdsclustError as e:
+                log_event(logging.WARNING, "event_not_recorded", tag=rec.tag, server=self.me,
+                          kind=rec.kind.value, error=str(e))
+
+    def _notify(self, rec: _Record) -> None:
+        cmd = self.cfg.notify_command
+        if not cmd:
+            return
+        env = {"PATH": os.defpath, "NDSCLUST_EVENT": rec.kind.value, "NDSCLUST_TAG": rec.tag,
+               "NDSCLUST_SERVER": self.me, "NDSCLUST_TEXT": rec.text}
+        try:
+            done = subprocess.run(list(cmd), env=env, stdin=subprocess.DEVNULL,
+                                  capture_output=True, timeout=NOTIFY_TIMEOUT, check=False)
+            if done.returncode != 0:
+                log_event(logging.WARNING, "notify_failed", tag=rec.tag, server=self.me,
+                          code=done.returncode,
+                          stderr=done.stderr.decode(errors="replace").strip()[:200])
+        except (OSError, subprocess.TimeoutExpired) as e:
+            log_event(logging.WARNING, "notify_failed", tag=rec.tag, server=self.me, error=str(e))
+
+    def _replication_check(self) -> None:
+        """FIG. 6 step 614: run nothing until the local provider has caught up."""
+        d = self.cfg.directory
+        if not d.local_uri:
+            self._caught_up.set()
+            return
+        last_reason = ""
+        while not self._stop.is_set():
+            ok, why = caught_up(d.local_uri, list(d.uris), d.credentials, [d.suffix])
+            if ok:
+                self._caught_up.set()
+                log_event(logging.INFO, "replication_caught_up", server=self.me)
+                return
+            if why != last_reason:
+                log_event(logging.WARNING, "replication_pending", server=self.me, why=why)
+                last_reason = why
+            self._stop.wait(REPLICATION_CHECK_INTERVAL)

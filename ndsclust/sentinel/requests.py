@@ -1,0 +1,155 @@
+"""Operators' requests (``ndsclustRequest``): load, unload, failback, migrate:<server>.
+
+A request is a value an operator writes (``ndsclust load TAG`` or ``ldapmodify``); exactly
+one server answers it and consumes it with a compare-and-swap delete, together with what
+it does:
+
+- the host answers requests about what it hosts (unload, migrate, failback, load);
+- with no host, the server that loads it answers ``load`` (the first fit server in the
+  application's order) and ``migrate:<server>`` (the named server); what cannot be
+  honoured is answered by the speaker (the first live server in that order);
+- with a dead host, ``unload`` is answered by the speaker, which removes the dead host;
+  the others wait for the failover (``failover.take_over``) and then for the new host.
+
+A request that cannot be honoured is consumed with a ``request_rejected`` event saying
+why; one with nothing to do, with ``request_ignored``. Nothing moves in either case.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ndsclust.model import App, AppState, Request, RequestKind, ServerName, StateValue
+from ndsclust.sentinel.actions import (
+    Action,
+    ConsumeRequest,
+    EventKind,
+    Load,
+    Release,
+    announce,
+)
+from ndsclust.sentinel.failover import LOADING, claim_and_load
+from ndsclust.sentinel.procs import ProcInfo
+from ndsclust.sentinel.view import Move, Viewpoint, running
+
+STOPPED = StateValue(AppState.STOPPED)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """How the host answers a request: a move away, or actions done here and now.
+
+    ``final``: the answer decides everything for this application this cycle.
+    """
+
+    move: Move | None = None
+    actions: tuple[Action, ...] = ()
+    final: bool = False
+
+
+def _decline(request: Request, kind: EventKind, text: str, app: App) -> list[Action]:
+    return [ConsumeRequest(app.tag, request), *announce(kind, app.tag, f"{request}: {text}")]
+
+
+def migrate_problem(vp: Viewpoint, app: App, target: ServerName | None) -> str | None:
+    """Why ``app`` cannot migrate to ``target``, or None."""
+    if target is None:
+        return "names no server"
+    if target != vp.me and target not in vp.view.servers:
+        return f"{target} is not a known server"
+    if target not in app.servers():
+        return f"{target} is neither its primary nor a backup ({', '.join(app.servers())})"
+    return vp.unfit(app, target)
+
+
+def as_host(vp: Viewpoint, app: App, proc: ProcInfo | None) -> Answer:
+    """This server hosts ``app`` and an operator's request is pending."""
+    request = app.request
+    assert request is not None
+    me = vp.me
+    match request.kind:
+        case RequestKind.UNLOAD:
+            return Answer(move=Move(None, EventKind.UNLOAD, "unload requested", request))
+        case RequestKind.MIGRATE:
+            target = request.target
+            if target == me:
+                return Answer(actions=tuple(_decline(
+                    request, EventKind.REQUEST_IGNORED, f"{me} already hosts it", app)))
+            problem = migrate_problem(vp, app, target)
+            if problem is not None:
+                return Answer(actions=tuple(_decline(
+                    request, EventKind.REQUEST_REJECTED, f"nothing moves: {problem}", app)))
+            return Answer(move=Move(target, EventKind.MIGRATE, f"migrate to {target}", request))
+        case RequestKind.FAILBACK:
+            primary = app.primary
+            if primary == me:
+                return Answer(actions=tuple(_decline(
+                    request, EventKind.REQUEST_IGNORED,
+                    f"nothing to fail back: the primary {me} hosts it", app)))
+            problem = vp.unfit(app, primary)
+            if problem is not None:
+                return Answer(actions=tuple(_decline(
+                    request, EventKind.REQUEST_IGNORED, f"cannot fail back: {problem}", app)))
+            # FIG. 7B 866: the operator approved.
+            return Answer(move=Move(primary, EventKind.FAILBACK,
+                                    f"failback to {primary} (approved)", request))
+        case RequestKind.LOAD:
+            if me not in app.servers():
+                return Answer(actions=tuple(_decline(
+                    request, EventKind.REQUEST_REJECTED,
+                    f"{me} hosts it but is neither its primary nor a backup", app)))
+            if vp.in_maintenance(me):
+                return Answer(actions=tuple(_decline(
+                    request, EventKind.REQUEST_IGNORED,
+                    f"{me} hosts it and is in maintenance: it moves to the next server", app)))
+            if running(proc):
+                return Answer(actions=tuple(_decline(
+                    request, EventKind.REQUEST_IGNORED, f"already running on {me}", app)))
+            # An operator's load starts it again even past the restart limit (claim 57).
+            return Answer(final=True, actions=(
+                ConsumeRequest(app.tag, request), Load(app.tag),
+                *vp.set_state(app, LOADING),
+                *announce(EventKind.LOAD, app.tag, f"load on {me} (requested)")))
+
+
+def unhosted(vp: Viewpoint, app: App) -> list[Action]:
+    """Nobody hosts ``app`` (FIG. 6 step 606: an operator unloaded it)."""
+    request = app.request
+    speaker = vp.speaker(app) == vp.me
+    if request is None:
+        # Nobody hosts it, so it is stopped, whatever an interrupted move left behind.
+        return vp.set_state(app, STOPPED) if speaker else []
+    match request.kind:
+        case RequestKind.LOAD:
+            target = vp.first_fit(app, None)
+            if target == vp.me:
+                return claim_and_load(vp, app, EventKind.LOAD, f"load on {vp.me} (requested)", request)
+            if target is None and speaker:
+                return _decline(request, EventKind.REQUEST_REJECTED,
+                                f"no server can run it: {vp.why_none_fit(app, None)}", app)
+            return []
+        case RequestKind.MIGRATE:
+            problem = migrate_problem(vp, app, request.target)
+            if problem is None:
+                if request.target == vp.me:
+                    return claim_and_load(vp, app, EventKind.MIGRATE,
+                                          f"migrate to {vp.me} (it was unloaded)", request)
+                return []
+            if speaker:
+                return _decline(request, EventKind.REQUEST_REJECTED, f"nothing moves: {problem}", app)
+            return []
+        case RequestKind.UNLOAD | RequestKind.FAILBACK:
+            if speaker:
+                return _decline(request, EventKind.REQUEST_IGNORED, "it is not loaded anywhere", app)
+            return []
+
+
+def unload_from_dead_host(vp: Viewpoint, app: App) -> list[Action]:
+    """``unload`` while the host is dead: the speaker removes the dead host."""
+    request = app.request
+    host = app.host
+    assert request is not None and request.kind is RequestKind.UNLOAD and host is not None
+    if vp.speaker(app) != vp.me:
+        return []
+    text = f"unload requested; host {host} is dead"
+    return [Release(app.tag, None, host, text), ConsumeRequest(app.tag, request),
+            *vp.set_state(app, STOPPED), *announce(EventKind.UNLOAD, app.tag, text)]

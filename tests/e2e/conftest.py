@@ -1,0 +1,46 @@
+"""End-to-end fixtures: a real lab cluster (slapd providers + sentinel processes) per test."""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from ndsclust.lab.cluster import LabCluster
+from ndsclust.ledger import double_runs, lives
+
+LabFactory = Callable[..., LabCluster]
+
+
+@pytest.fixture
+def lab(tmp_path_factory: pytest.TempPathFactory,
+        request: pytest.FixtureRequest) -> Iterator[LabFactory]:
+    """``lab(n=3, **options)`` starts a LabCluster; all are stopped after the test, and the
+    ledger of each is checked for double runs (invariant 1) whatever the test asserted."""
+    started: list[LabCluster] = []
+
+    def make(n: int = 3, **options: Any) -> LabCluster:
+        c = LabCluster(n, base_dir=tmp_path_factory.mktemp("lab"), **options)
+        started.append(c)
+        c.start()
+        return c
+
+    yield make
+    failed = request.node.rep_call.failed if hasattr(request.node, "rep_call") else False
+    try:
+        for c in started:
+            if failed:
+                for name in c.servers:
+                    print(f"--- sentinel log of {name} ---\n{c.log_tail(name, 60)}")
+            found = double_runs(lives(c.ledger_lines()))
+            assert not found, f"double runs in the ledger: {found}"
+    finally:
+        for c in started:
+            c.stop()
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)

@@ -1,0 +1,189 @@
+"""``ndsclust doctor``'s pure checks: each finding, its level and its fix."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ndsclust import config, schema
+from ndsclust.doctor import (
+    Facts, Finding, Level, PulseReading, SchemaReading, check_channels, check_clock_skew,
+    check_entries, check_pulses, check_references, check_replication, check_resources,
+    check_schema, check_timing, diagnose, exit_code, needs_second_look,
+)
+from ndsclust.errors import EntryInvalid
+from ndsclust.model import App, AppType, Server, ServerName, ServerState, Tag
+
+A, B, C = ServerName("alpha"), ServerName("beta"), ServerName("gamma")
+NOW = 1_800_000_000.0
+CSN = "20261125120000.000001Z#000000#{sid}#000000"
+
+
+def levels(findings: list[Finding]) -> list[Level]:
+    return [f.level for f in findings]
+
+
+def servers(**res: set[str]) -> dict[ServerName, Server]:
+    return {ServerName(n): Server(ServerName(n), resources=frozenset(r)) for n, r in res.items()}
+
+
+def app(tag: str = "web", primary: ServerName = A, backups: tuple[ServerName, ...] = (B,),
+        resources: frozenset[str] = frozenset(), host: ServerName | None = A) -> App:
+    return App(Tag(tag), AppType.CAPABLE, ("/bin/true",), primary, backups, host=host,
+               resources=resources)
+
+
+def cfg(tmp_path: Path, channels: dict[str, Any]) -> config.Config:
+    key = tmp_path / "k"
+    key.write_bytes(b"k" * 32)
+    for c in channels.values():
+        if "key_file" in c:
+            c["key_file"] = str(key)
+    return config.parse({"server": "alpha",
+                         "directory": {"uris": ["ldap://127.0.0.1:1"], "suffix": "dc=x"},
+                         "channels": channels,
+                         "timeouts": {"failover": 0.8, "fence": 0.5, "lease": 0.5}},
+                        str(tmp_path / "sentinel.yaml"))
+
+
+def test_schema_loaded_missing_other_version_and_unreachable() -> None:
+    found = check_schema([
+        SchemaReading("ldap://a", schema.VERSION),
+        SchemaReading("ldap://b", None),
+        SchemaReading("ldap://c", schema.VERSION + 1),
+        SchemaReading("ldap://d", error="connection refused"),
+    ])
+    assert levels(found) == [Level.OK, Level.PROBLEM, Level.PROBLEM, Level.PROBLEM]
+    assert "schema install" in found[1].fix
+    assert f"needs version {schema.VERSION}" in found[2].message
+    assert "unreachable" in found[3].message
+
+
+def test_unreadable_cn_config_is_a_warning_not_an_error() -> None:
+    found = check_schema([SchemaReading("ldap://a", schema.VERSION, source="subschema",
+                                        config_readable=False)])
+    assert levels(found) == [Level.WARNING, Level.OK]
+    assert "cannot read cn=config" in found[0].message and "ldapi" in found[0].fix
+    blind = check_schema([SchemaReading("ldap://a", None, config_readable=False)])
+    assert levels(blind) == [Level.WARNING] and exit_code(blind) == 0
+
+
+def test_replication_equal_csns_converged() -> None:
+    same = {"001": CSN.format(sid="001")}
+    found = check_replication({"ldap://a": same, "ldap://b": dict(same)}, None)
+    assert levels(found) == [Level.OK] and not needs_second_look({"a": same, "b": same})
+
+
+def test_replication_lag_that_catches_up_is_not_a_problem() -> None:
+    new = "20261125120001.000001Z#000000#001#000000"
+    first = {"ldap://a": {"001": new}, "ldap://b": {"001": CSN.format(sid="001")}}
+    assert needs_second_look(first)
+    later = {"ldap://a": {"001": new}, "ldap://b": {"001": new}}
+    assert levels(check_replication(first, later)) == [Level.OK]
+
+
+def test_replication_stuck_provider_is_named_with_the_server_id() -> None:
+    new = "20261125120001.000001Z#000000#002#000000"
+    first = {"ldap://a": {"002": new}, "ldap://b": {}}
+    found = check_replication(first, {"ldap://a": {"002": new}, "ldap://b": {}})
+    assert levels(found) == [Level.PROBLEM]
+    assert found[0].subject == "ldap://b" and "serverID 002" in found[0].message
+    assert "re-seed" in found[0].fix
+
+
+def test_replication_unreachable_provider_is_a_problem() -> None:
+    found = check_replication({"ldap://a": {}, "ldap://b": "refused"}, None)
+    assert Level.PROBLEM in levels(found) and exit_code(found) == 1
+
+
+def test_pulse_fresh_stale_missing_and_down() -> None:
+    srv = servers(alpha=set(), beta=set(), gamma=set())
+    srv[C] = Server(C, state=ServerState.DOWN)
+    pulses = {A: PulseReading(A, 10, NOW - 0.2, NOW - 0.2),
+              B: PulseReading(B, 3, NOW - 30, NOW - 30)}
+    found = {f.subject: f for f in check_pulses(srv, pulses, NOW, 5.0, None)}
+    assert found["alpha"].level is Level.OK
+    assert found["beta"].level is Level.PROBLEM and "30.0s ago" in found["beta"].message
+    assert "systemctl status" in found["beta"].fix
+    assert found["gamma"].level is Level.INFO          # an operator marked it down
+
+
+def test_no_pulse_anywhere_is_one_warning() -> None:
+    found = check_pulses(servers(alpha=set(), beta=set()), {}, NOW, 5.0, None)
+    assert levels(found) == [Level.WARNING]
+
+
+def test_pulses_not_checked_without_directory_channel(tmp_path: Path) -> None:
+    c = cfg(tmp_path, {"lan": {"addresses": ["127.0.0.1:7946"], "key_file": ""},
+                       "disk": {"path": "/dev/null", "servers": ["alpha"]}})
+    assert levels(check_pulses(servers(alpha=set()), {}, NOW, 5.0, c)) == [Level.INFO]
+
+
+def test_clock_skew_between_servers_over_one_second() -> None:
+    pulses = {A: PulseReading(A, 1, NOW + 2.5, NOW), B: PulseReading(B, 1, NOW + 0.001, NOW)}
+    found = check_clock_skew(pulses, 1.0)
+    assert levels(found) == [Level.PROBLEM]
+    assert "alpha +2.500s" in found[0].message and "NTP" in found[0].fix
+    ok = check_clock_skew({A: PulseReading(A, 1, NOW + 0.2, NOW),
+                           B: PulseReading(B, 1, NOW - 0.1, NOW)}, 1.0)
+    assert levels(ok) == [Level.OK]
+
+
+def test_timing_reported_ok_when_config_loaded(tmp_path: Path) -> None:
+    c = cfg(tmp_path, {"directory": {}})
+    found = check_timing(c)
+    assert levels(found) == [Level.OK] and "failover 0.8s > max(lease 0.5s" in found[0].message
+    assert levels(check_timing(None)) == [Level.INFO]
+
+
+def test_lan_only_deployment_is_warned(tmp_path: Path) -> None:
+    lan_only = cfg(tmp_path, {"lan": {"addresses": ["127.0.0.1:7946"], "key_file": ""}})
+    found = check_channels(lan_only, {}, {})
+    assert levels(found) == [Level.WARNING] and "channels.directory" in found[0].fix
+    both = cfg(tmp_path, {"lan": {"addresses": ["127.0.0.1:7946"], "key_file": ""},
+                          "directory": {}})
+    assert levels(check_channels(both, {}, {})) == [Level.OK]
+
+
+def test_channels_without_config_judged_from_pulses() -> None:
+    srv = servers(alpha=set())
+    assert levels(check_channels(None, srv, {A: PulseReading(A, 1, NOW, NOW)})) == [Level.OK]
+    assert levels(check_channels(None, srv, {})) == [Level.INFO]
+
+
+def test_invalid_entries_name_dn_attribute_and_fix() -> None:
+    e = EntryInvalid("ndsclustTag=web,ou=applications,ou=ndsclust,dc=x", "ndsclustType", "'x' is "
+                     "not an application type")
+    found = check_entries([e])
+    assert levels(found) == [Level.PROBLEM]
+    assert found[0].subject == e.dn and found[0].message.startswith("ndsclustType: ")
+    assert "replace: ndsclustType" in found[0].fix
+
+
+def test_references_to_unknown_servers() -> None:
+    found = check_references([app(backups=(B, ServerName("zeta")))], servers(alpha=set(), beta=set()))
+    assert levels(found) == [Level.PROBLEM] and "zeta" in found[0].message
+    assert "servers add" in found[0].fix
+
+
+def test_resources_offered_nowhere_is_a_problem_and_partly_a_warning() -> None:
+    srv = servers(alpha={"san1"}, beta=set())
+    nowhere = check_resources([app(resources=frozenset({"vip"}))], srv)
+    assert levels(nowhere) == [Level.PROBLEM] and "can run nowhere" in nowhere[0].message
+    partly = check_resources([app(resources=frozenset({"san1"}))], srv)
+    assert levels(partly) == [Level.WARNING] and "beta lacks san1" in partly[0].message
+
+
+def test_diagnose_healthy_cluster_exits_zero(tmp_path: Path) -> None:
+    same = {"001": CSN.format(sid="001")}
+    facts = Facts(
+        now=NOW, schema=[SchemaReading("ldap://a", schema.VERSION)],
+        csns={"ldap://a": same, "ldap://b": dict(same)},
+        servers=servers(alpha={"san1"}, beta={"san1"}),
+        apps=[app(resources=frozenset({"san1"}))],
+        pulses={A: PulseReading(A, 5, NOW - 0.1, NOW - 0.1), B: PulseReading(B, 7, NOW, NOW)},
+        config=cfg(tmp_path, {"directory": {}}))
+    found = diagnose(facts)
+    assert exit_code(found) == 0
+    assert {f.check for f in found} == {"schema", "replication", "pulse", "clock", "timing",
+                                        "channels", "entry", "references", "resources"}
+    assert all(f.level is Level.OK for f in found)

@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""Failover and failback time on a local lab cluster (DESIGN.md section 6).
+
+Each trial SIGKILLs the host server of a sample program (its sentinel, lease guard,
+program and slapd provider at once) and measures, on CLOCK_MONOTONIC, from the kill to the
+backup's copy writing its first ledger line. The server is then restarted and the program
+fails back by itself (auto-recover). Failback is measured separately on an application
+without auto-recover: from the operator's ``ndsclustRequest: failback`` write to the
+primary's copy starting (the hand-over itself: backup unloads, host swapped, primary loads).
+
+The ledger of every trial is checked for double runs. The last line is exactly
+``failover: p50_ms=<n> p99_ms=<n> failback_ms=<n> trials=<n> double_runs=<n>``.
+
+    tools/bench_failover.py [--trials 20] [--fast]
+
+``--fast`` uses the shortest timings the configuration loader allows for 20 ms heartbeats.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ndsclust.lab.cluster import LabCluster  # noqa: E402
+from ndsclust.lab.directory import wait_until  # noqa: E402
+from ndsclust.ledger import double_runs, lives  # noqa: E402
+from ndsclust.model import Request, RequestKind, ServerName, Tag  # noqa: E402
+
+A, B, C = ServerName("alpha"), ServerName("beta"), ServerName("gamma")
+
+FAST = {"timeouts": {"failover": 0.25, "fence": 0.15, "lease": 0.1, "loop_interval": 0.02},
+        "intervals": 0.02}
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+def run(trials: int, fast: bool) -> tuple[list[float], list[float], int]:
+    opts = FAST if fast else {}
+    failovers: list[float] = []
+    failbacks: list[float] = []
+    with LabCluster(3, log_level="warning", **opts) as lab:  # type: ignore[arg-type]
+        lab.add_app("web", A, [B, C], auto_recover=True)
+        lab.add_app("db", A, [B, C], auto_recover=False)
+        lab.wait_running("web", A, timeout=30)
+        lab.wait_running("db", A, timeout=30)
+        for i in range(trials):
+            t0 = lab.kill_server(A)
+            wait_until(lambda: lab.first_start_after("web", t0, server=B) is not None,
+                       timeout=30, what="web started on beta")
+            started = lab.first_start_after("web", t0, server=B)
+            assert started is not None
+            failovers.append((started - t0) * 1000)
+            lab.wait_running("db", B, timeout=30)
+            lab.restart_server(A)
+            lab.wait_running("web", A, timeout=60)
+            # Failback of db on the operator's word, timed from the request.
+            wait_until(lambda: lab.app("db").state.state.value == "awaiting-failback",
+                       timeout=30, what="db awaiting failback")
+            t1 = time.monotonic()
+            lab.store().set_request(Tag("db"), Request(RequestKind.FAILBACK))
+            wait_until(lambda: lab.first_start_after("db", t1, server=A) is not None,
+                       timeout=30, what="db failed back to alpha")
+            back = lab.first_start_after("db", t1, server=A)
+            assert back is not None
+            failbacks.append((back - t1) * 1000)
+            print(f"trial {i + 1}: failover {failovers[-1]:.0f} ms, failback {failbacks[-1]:.0f} ms",
+                  flush=True)
+        doubles = len(double_runs(lives(lab.ledger_lines())))
+    return failovers, failbacks, doubles
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--trials", type=int, default=20)
+    p.add_argument("--fast", action="store_true", help="shortest timings the loader allows")
+    a = p.parse_args()
+    failovers, failbacks, doubles = run(a.trials, a.fast)
+    settings = "fastest allowed (20 ms heartbeats)" if a.fast else "default"
+    print(f"settings: {settings}; failover min={min(failovers):.0f} ms "
+          f"median={statistics.median(failovers):.0f} ms max={max(failovers):.0f} ms")
+    print(f"failover: p50_ms={percentile(failovers, 50):.0f} p99_ms={percentile(failovers, 99):.0f} "
+          f"failback_ms={statistics.median(failbacks):.0f} trials={len(failovers)} "
+          f"double_runs={doubles}")
+    return 0 if doubles == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
