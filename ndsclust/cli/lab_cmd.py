@@ -1,0 +1,229 @@
+"""``ndsclust lab up|down|demo``: a complete cluster on this machine, to learn and to show.
+
+``lab up`` starts real slapd providers in multi-provider replication, one sentinel per
+server and sample programs, and leaves them running (state in ``--dir``); ``lab down``
+removes everything ``lab up`` started. ``lab demo`` runs the scripted story on a fresh lab
+of its own and always removes it at the end: status, kill the primary server, the failover
+live, bring the server back, the failback live, a summary. Its last line is
+``demo: failover_ms=<n> failback_ms=<n> double_runs=<n>``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from ndsclust.cli import common
+from ndsclust.cli.status_cmd import status_data
+from ndsclust.errors import NdsclustError
+from ndsclust.lab.cluster import LabCluster, descendants
+from ndsclust.lab.directory import DirectoryCluster, LabError
+from ndsclust.ldapstore.connection import Credentials, Providers
+from ndsclust.ldapstore.store import Store
+from ndsclust.ledger import double_runs, lives
+from ndsclust.model import ServerName, Tag
+
+DEFAULT_DIR = "/var/tmp/ndsclust-lab"
+A, B, C = ServerName("alpha"), ServerName("beta"), ServerName("gamma")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("lab", help="a complete local cluster on this machine (learning, demos)")
+    s = p.add_subparsers(dest="lab_command", metavar="ACTION")
+    s.required = True
+    up = s.add_parser("up", help="start a lab cluster and leave it running")
+    up.add_argument("--servers", type=common.positive_int, default=3, help="servers (1-8)")
+    up.add_argument("--apps", type=int, default=2, help="sample applications to register")
+    up.add_argument("--dir", default=DEFAULT_DIR, help=f"where the lab lives ({DEFAULT_DIR})")
+    up.set_defaults(handler=cmd_up)
+    down = s.add_parser("down", help="stop and remove everything 'lab up' started")
+    down.add_argument("--dir", default=DEFAULT_DIR)
+    down.set_defaults(handler=cmd_down)
+    demo = s.add_parser("demo", help="scripted failover and failback on a fresh lab")
+    demo.set_defaults(handler=cmd_demo)
+
+
+# -- up / down ------------------------------------------------------------------------------
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    base = Path(args.dir)
+    if (base / "lab.json").exists():
+        print(f"ndsclust: a lab already lives in {base}; 'ndsclust lab down --dir {base}' first",
+              file=sys.stderr)
+        return 1
+    if base.exists():
+        shutil.rmtree(base)
+    lab = LabCluster(args.servers, base_dir=base, die_with_parent=False)
+    try:
+        took = lab.start()
+        names = lab.names
+        for i in range(args.apps):
+            primary = names[i % len(names)]
+            backups = [n for n in names if n != primary]
+            lab.add_app(f"app{i + 1}", primary, backups)
+    except BaseException:
+        lab.stop()
+        raise
+    d = lab.directory
+    uris = " ".join(f"--uri {u}" for u in d.uris)
+    print(f"lab: {args.servers} servers up in {took:.1f}s under {base}")
+    for name, srv in lab.servers.items():
+        print(f"  {name}: provider {d.providers[srv.index].url}, heartbeat {srv.address}, "
+              f"log {srv.log_path}")
+    print(f"""
+Talk to it:
+  export NDSCLUST_URI="{' '.join(d.uris)}" NDSCLUST_SUFFIX={d.suffix} \\
+         NDSCLUST_PULSE_SUFFIX={d.pulse_suffix} NDSCLUST_BIND_DN={d.admin_dn} \\
+         NDSCLUST_PASSWORD_FILE={base / 'admin.pw'}
+  ndsclust status
+  ndsclust migrate app1 beta
+
+or with plain LDAP tools:
+  ldapmodify -x -H {d.uris[0]} -D {d.admin_dn} -y {base / 'admin.pw'} <<EOF
+  dn: ndsclustTag=app1,ou=applications,ou=ndsclust,{d.suffix}
+  changetype: modify
+  replace: ndsclustRequest
+  ndsclustRequest: migrate:beta
+  EOF
+
+Stop it: ndsclust lab down --dir {base}   (global options for other tools: {uris})""")
+    return 0
+
+
+def _is(pid: int, word: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return word.encode() in f.read()
+    except OSError:
+        return False
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    base = Path(args.dir)
+    state_file = base / "lab.json"
+    if not state_file.exists():
+        print(f"ndsclust: no lab in {base}", file=sys.stderr)
+        return 1
+    state = json.loads(state_file.read_text())
+    for name, srv in state.get("servers", {}).items():
+        pid = srv.get("pid")
+        if pid and _is(pid, "sentinel"):
+            for p in [pid, *descendants(pid)]:
+                try:
+                    os.kill(p, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            print(f"lab: stopped the sentinel of {name} (pid {pid}) and its programs")
+    try:
+        DirectoryCluster.attach(base).stop()
+    except NdsclustError as e:
+        print(f"ndsclust: {e}", file=sys.stderr)
+    shutil.rmtree(base, ignore_errors=True)
+    print(f"lab: removed {base}")
+    return 0
+
+
+# -- demo -----------------------------------------------------------------------------------
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def _status(lab: LabCluster) -> None:
+    from ndsclust.cli.status_cmd import _print_text
+    st = lab.store()
+    data = status_data(st.snapshot(), st.pulses(), st.events(), time.time(), 5.0)
+    _print_text(data, time.time())
+    sys.stdout.flush()
+
+
+def _follow(lab: LabCluster, tag: str, until: Any, timeout: float, since: float) -> None:
+    """Print each change of the application's host and state as the watch delivers it.
+
+    The watch follows beta's provider: alpha's is the one that dies and comes back."""
+    d = lab.directory
+    creds = Credentials(bind_dn=d.admin_dn, password=d.admin_password)
+    st = Store(Providers(d.uris[1:] + d.uris[:1], creds, timeout=1.0), d.suffix,
+               pulse_base=d.pulse_suffix)
+    last = ""
+    with common.Follower(st, events=True) as f:
+        f.wait_ready(10)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            app = f.snapshot().apps.get(Tag(tag))
+            if app is not None:
+                line = f"host={app.host or '-'} state={app.state}"
+                if line != last:
+                    _say(f"  +{(time.monotonic() - since) * 1000:6.0f} ms  {tag}: {line}")
+                    last = line
+            for _, e in f.new_events:
+                if e.tag == tag:
+                    _say(f"  +{(time.monotonic() - since) * 1000:6.0f} ms  event {e.kind} "
+                         f"by {e.server}: {e.text}")
+            f.new_events.clear()
+            if until():
+                st.close()
+                return
+            f.wait_change(0.05)
+    st.close()
+    raise LabError(f"the demo did not see {tag} settle within {timeout:.0f}s")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    base = Path(tempfile.mkdtemp(prefix="ndsclust-demo-"))
+    lab = LabCluster(3, base_dir=base, log_level="warning")
+    try:
+        _say("demo: starting 3 slapd providers (multi-provider replication) and 3 sentinels")
+        took = lab.start()
+        lab.add_app("web", A, [B, C], auto_recover=True)
+        lab.wait_running("web", A, timeout=30)
+        _say(f"demo: cluster up in {took:.1f}s; 'web' runs on alpha (backups: beta, gamma)\n")
+        _status(lab)
+        _say("\ndemo: killing server alpha (sentinel, lease guard, program and slapd, SIGKILL)")
+        t0 = lab.kill_server(A)
+        _follow(lab, "web", lambda: lab.running_on("web") == {B}
+                and lab.app("web").state.state.value == "running", 30, t0)
+        started = lab.first_start_after("web", t0, server=B)
+        failover_ms = (started - t0) * 1000 if started else float("nan")
+        _say(f"demo: web runs on beta {failover_ms:.0f} ms after alpha died\n")
+        _status(lab)
+        _say("\ndemo: bringing alpha back (slapd, then its sentinel)")
+        t1 = time.monotonic()
+        lab.restart_server(A)
+        _follow(lab, "web", lambda: lab.running_on("web") == {A}
+                and lab.app("web").state.state.value == "running", 60, t1)
+        back = lab.first_start_after("web", t1, server=A)
+        stopped_on_b = _last_stop(lab, "web", B, t1)
+        failback_ms = ((back - stopped_on_b) * 1000 if back and stopped_on_b
+                       else float("nan"))
+        _say("")
+        _status(lab)
+        doubles = double_runs(lives(lab.ledger_lines()))
+        _say(f"\nsummary: failover {failover_ms:.0f} ms (alpha killed -> web started on beta); "
+             f"failback hand-over {failback_ms:.0f} ms (stopped on beta -> started on alpha); "
+             f"double runs in the ledger: {len(doubles)}")
+        _say(f"demo: failover_ms={failover_ms:.0f} failback_ms={failback_ms:.0f} "
+             f"double_runs={len(doubles)}")
+        return 0 if not doubles else 1
+    finally:
+        lab.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _last_stop(lab: LabCluster, tag: str, server: str, after: float) -> float | None:
+    found = None
+    for line in lab.ledger_lines():
+        parts = line.split()
+        if (len(parts) == 5 and parts[0] == server and parts[2] == tag and parts[3] == "stop"
+                and float(parts[4]) >= after):
+            found = float(parts[4])
+    return found
