@@ -401,10 +401,15 @@ def replication_config(*, peers: Sequence[tuple[int, str]], suffix: str, pulse_s
 
 def provider_config(*, server_id: int, dir: Path, peers: Sequence[tuple[int, str]],
                     suffix: str, pulse_suffix: str, admin_dn: str, admin_password: str,
-                    retry: str, accesslog_purge: str, with_schema: bool) -> str:
+                    retry: str, accesslog_purge: str, with_schema: bool,
+                    durable: bool = True) -> str:
     """The cn=config LDIF of one provider, for ``slapadd -n0``. ``peers`` are the
     (server id, ldap URL) of every other provider. It follows a measured working
-    delta-syncrepl multi-provider setup (FACTS 1-2)."""
+    delta-syncrepl multi-provider setup (FACTS 1-2). ``durable=False`` turns off the fsync
+    of every commit (``olcDbNoSync``) for throwaway lab and test directories: a thousand
+    applications failing over cost three writes each, and with one fsync per commit on each
+    of three providers the disk, not ndsclust, sets the pace (deploy/ keeps it on)."""
+    nosync = {} if durable else {"olcDbNoSync": "TRUE"}
     replication = replication_config(peers=peers, suffix=suffix, pulse_suffix=pulse_suffix,
                                      admin_dn=admin_dn, admin_password=admin_password,
                                      retry=retry)
@@ -440,14 +445,15 @@ def provider_config(*, server_id: int, dir: Path, peers: Sequence[tuple[int, str
                olcDbDirectory=str(dir / "accesslog"), olcSuffix=ACCESSLOG_SUFFIX,
                olcRootDN=admin_dn, olcDbMaxSize="1073741824",
                olcDbIndex=["default eq", "entryCSN,objectClass,reqEnd,reqResult,reqStart,reqDN"],
-               olcLimits=limits),
+               olcLimits=limits, **nosync),
         _entry("olcOverlay={0}syncprov,olcDatabase={1}mdb,cn=config",
                objectClass=["olcOverlayConfig", "olcSyncProvConfig"],
                olcOverlay="{0}syncprov", olcSpNoPresent="TRUE", olcSpReloadHint="TRUE"),
         _entry(MAIN_DB, objectClass=["olcDatabaseConfig", "olcMdbConfig"],
                olcDatabase="{2}mdb", olcDbDirectory=str(dir / "db"), olcSuffix=suffix,
                olcRootDN=admin_dn, olcRootPW=admin_password, olcDbMaxSize="1073741824",
-               olcDbIndex=main_index, olcLimits=limits, **replication.get(MAIN_DB, {})),
+               olcDbIndex=main_index, olcLimits=limits, **nosync,
+               **replication.get(MAIN_DB, {})),
         _entry(f"olcOverlay={{0}}syncprov,{MAIN_DB}",
                objectClass=["olcOverlayConfig", "olcSyncProvConfig"],
                olcOverlay="{0}syncprov", olcSpCheckpoint="100 10", olcSpSessionLog="10000"),
@@ -523,7 +529,7 @@ class DirectoryCluster:
                  die_with_parent: bool = True,
                  accesslog_purge: str = "07+00:00 01+00:00", with_schema: bool = True,
                  exec_prefixes: Sequence[Sequence[str]] | None = None,
-                 log_level: str = "0") -> None:
+                 log_level: str = "0", durable: bool = True) -> None:
         """``base_dir``: a new or empty directory (removed by ``stop()``), default a fresh
         temporary one. ``hosts``: one listen address per provider (default ``host`` for
         all). ``exec_prefixes``: one command prefix per provider, e.g.
@@ -550,6 +556,7 @@ class DirectoryCluster:
         self.accesslog_purge = accesslog_purge
         self.with_schema = with_schema
         self.log_level = log_level
+        self.durable = durable
         self._providers: tuple[Provider, ...] = ()
         self._started = False
         self._stopped = False
@@ -664,7 +671,8 @@ class DirectoryCluster:
                 peers=[(q.server_id, q.url) for q in self._providers if q is not p],
                 suffix=self._suffix, pulse_suffix=self._pulse_suffix, admin_dn=self.admin_dn,
                 admin_password=self._admin_password, retry=self.retry,
-                accesslog_purge=self.accesslog_purge, with_schema=self.with_schema))
+                accesslog_purge=self.accesslog_purge, with_schema=self.with_schema,
+                durable=self.durable))
             configs.append((p, ["-n0", "-l", str(ldif)]))
         _slapadd_all(configs)
         # Every provider gets the same naming context entries (same entryUUID and entryCSN;

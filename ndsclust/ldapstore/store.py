@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 import ldap3
 from ldap3.core.exceptions import LDAPCommunicationError, LDAPException, LDAPResponseTimeoutError
+from ldap3.protocol.rfc4527 import post_read_control
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import escape_rdn
 
@@ -46,7 +47,8 @@ NO_SUCH_ATTRIBUTE = 16
 ATTRIBUTE_OR_VALUE_EXISTS = 20
 CONSTRAINT_VIOLATION = 19
 ALREADY_EXISTS = 68
-BUSY_CODES = {51, 52, 80}        # busy, unavailable, other: try the next provider
+BUSY_CODES = {51, 52, 80}
+POST_READ = "1.3.6.1.1.13.2"        # busy, unavailable, other: try the next provider
 
 # How long the store keeps trying the provider list for one operation.
 DEFAULT_OP_DEADLINE = 10.0
@@ -200,14 +202,22 @@ class Store:
         self._run("add", op)
 
     def modify(self, dn: str, changes: Mapping[str, list[tuple[str, list[str]]]], *,
-               swap: tuple[str, str | None, str | None] | None = None) -> None:
+               swap: tuple[str, str | None, str | None] | None = None,
+               post_read: Sequence[str] | None = None) -> dict[str, list[Any]] | None:
         """One modify request. ``swap`` = (attribute, expected, new) names the compare-and-swap
-        part so a conflict is reported as SwapConflict rather than a generic error."""
-        def op(conn: ldap3.Connection) -> None:
-            ok = conn.modify(dn, {k: list(v) for k, v in changes.items()})
+        part so a conflict is reported as SwapConflict rather than a generic error.
+        ``post_read`` asks for those attributes of the entry as the modify left it (RFC 4527
+        post-read control, answered in the same response): saves a read after the write."""
+        controls = [post_read_control(list(post_read))] if post_read else None
+
+        def op(conn: ldap3.Connection) -> dict[str, list[Any]] | None:
+            ok = conn.modify(dn, {k: list(v) for k, v in changes.items()}, controls=controls)
             result = self._check(conn, ok, "modify")
             if ok:
-                return
+                if not post_read:
+                    return None
+                read = (result.get("controls") or {}).get(POST_READ, {}).get("value", {})
+                return dict(read.get("result") or {}) or None
             code = result.get("result")
             if code == NO_SUCH_OBJECT:
                 raise NoSuchEntry(f"{dn} does not exist")
@@ -215,7 +225,7 @@ class Store:
                 raise SwapConflict(dn, *swap)
             raise StoreError(f"modify {dn}: {result.get('description')} "
                              f"{result.get('message', '')}".rstrip())
-        self._run("modify", op)
+        return self._run("modify", op)
 
     def delete(self, dn: str) -> None:
         def op(conn: ldap3.Connection) -> None:
@@ -230,7 +240,8 @@ class Store:
         self._run("delete", op)
 
     def swap(self, dn: str, attribute: str, expected: str | None, new: str | None, *,
-             also: Mapping[str, list[str] | None] | None = None) -> None:
+             also: Mapping[str, list[str] | None] | None = None,
+             post_read: Sequence[str] | None = None) -> dict[str, list[Any]] | None:
         """Compare-and-swap one single-valued attribute in one modify request.
 
         expected None = the attribute must be absent; new None = remove it. ``also`` replaces
@@ -246,7 +257,7 @@ class Store:
         changes[attribute] = ops
         for k, v in (also or {}).items():
             changes[k] = [(ldap3.MODIFY_REPLACE, v or [])]
-        self.modify(dn, changes, swap=(attribute, expected, new))
+        return self.modify(dn, changes, swap=(attribute, expected, new), post_read=post_read)
 
     # -- cluster base ---------------------------------------------------------------------
 
@@ -343,23 +354,30 @@ class Store:
         self.delete(self.app_dn(tag))
 
     def swap_host(self, tag: str, expected: ServerName | None, new: ServerName | None, *,
-                  state: StateValue | None = None) -> None:
+                  state: StateValue | None = None,
+                  post_read: Sequence[str] | None = None) -> dict[str, list[Any]] | None:
         """Move the host from ``expected`` to ``new`` (None = absent) atomically, optionally
         setting the state in the same request. SwapConflict when the host was not ``expected``."""
         also: dict[str, list[str] | None] = {}
         if state is not None:
             also["ndsclustState"] = [str(state)]
-        self.swap(self.app_dn(tag), "ndsclustHostServer", expected, new, also=also)
+        return self.swap(self.app_dn(tag), "ndsclustHostServer", expected, new, also=also,
+                         post_read=post_read)
 
-    def set_state(self, tag: str, state: StateValue) -> None:
-        self.replace_app_attrs(tag, {"ndsclustState": [str(state)]})
+    def set_state(self, tag: str, state: StateValue, *,
+                  post_read: Sequence[str] | None = None) -> dict[str, list[Any]] | None:
+        return self.modify(self.app_dn(tag), {"ndsclustState": [(ldap3.MODIFY_REPLACE,
+                                                                  [str(state)])]},
+                           post_read=post_read)
 
     def set_request(self, tag: str, request: Request | None) -> None:
         self.replace_app_attrs(tag, {"ndsclustRequest": [str(request)] if request else None})
 
-    def consume_request(self, tag: str, request: Request) -> None:
+    def consume_request(self, tag: str, request: Request, *,
+                        post_read: Sequence[str] | None = None) -> dict[str, list[Any]] | None:
         """Remove exactly this request; SwapConflict if an operator replaced it meanwhile."""
-        self.swap(self.app_dn(tag), "ndsclustRequest", str(request), None)
+        return self.swap(self.app_dn(tag), "ndsclustRequest", str(request), None,
+                         post_read=post_read)
 
     def swap_marker(self, tag: str, expected: str | None, new: str) -> None:
         self.swap(self.app_dn(tag), "ndsclustMarker", expected, new)
