@@ -1,0 +1,81 @@
+"""Operator writes with ldapadd on provider 1 arrive as typed objects through a watch on
+provider 3; a malformed entry is reported with its DN and attribute while other changes keep
+flowing (invariant 4: bad input is contained)."""
+from __future__ import annotations
+
+import subprocess
+import uuid
+
+from ndsclust.lab.directory import DirectoryCluster, wait_until
+from ndsclust.ldapstore.cache import ClusterCache
+from ndsclust.ldapstore.connection import Credentials, Providers
+from ndsclust.ldapstore.store import APP_ATTRS, Store
+from ndsclust.ldapstore.watch import Changed, Deleted, Watch
+from ndsclust.model import AppType, Server, ServerName
+
+
+def ldapadd(uri: str, d: DirectoryCluster, ldif: str) -> None:
+    out = subprocess.run(["ldapadd", "-x", "-H", uri, "-D", d.admin_dn, "-w", d.admin_password],
+                         input=ldif, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+
+
+def app_ldif(dn: str, tag: str, **attrs: str) -> str:
+    base = {"ndsclustType": "capable", "ndsclustCommand": "/bin/sleep 100",
+            "ndsclustPrimaryServer": "alpha", "ndsclustBackupServer": "beta"}
+    base.update(attrs)
+    lines = [f"dn: {dn}", "objectClass: ndsclustApplication", f"ndsclustTag: {tag}"]
+    lines += [f"{k}: {v}" for k, v in base.items() if v != ""]
+    return "\n".join(lines) + "\n"
+
+
+def test_ldapadd_on_provider_1_arrives_typed_on_provider_3_and_bad_entries_are_contained(
+        directory: DirectoryCluster) -> None:
+    creds = Credentials(bind_dn=directory.admin_dn, password=directory.admin_password)
+    base = f"ou=t{uuid.uuid4().hex[:8]},{directory.suffix}"
+    store = Store(Providers(directory.uris, creds), directory.suffix, base=base)
+    store.ensure_base()
+    for name in ("alpha", "beta"):
+        store.add_server(Server(name=ServerName(name)))
+    cache = ClusterCache()
+    watch = Watch(Providers([directory.uris[2]], creds), base, attributes=APP_ATTRS)
+    watch.start()
+
+    def pump() -> None:
+        while (ev := watch.get(0.05)) is not None:
+            if isinstance(ev, Changed):
+                cache.put(ev.entry.uuid, ev.entry.dn, ev.entry.attributes)
+            elif isinstance(ev, Deleted):
+                cache.delete(ev.uuid)
+
+    try:
+        apps = store.apps_dn
+        ldapadd(directory.uris[0], directory, app_ldif(f"ndsclustTag=web,{apps}", "web"))
+        ldapadd(directory.uris[0], directory,
+                app_ldif(f"ndsclustTag=bad1,{apps}", "bad1", ndsclustType="daemon"))
+        ldapadd(directory.uris[0], directory,
+                app_ldif(f"ndsclustTag=bad2,{apps}", "bad2", ndsclustBackupServer="nowhere"))
+        ldapadd(directory.uris[0], directory,
+                app_ldif(f"ndsclustTag=bad3,{apps}", "bad3", ndsclustCommand="relative/path"))
+        ldapadd(directory.uris[0], directory, app_ldif(f"ndsclustTag=db,{apps}", "db"))
+
+        def settled() -> bool:
+            pump()
+            snap = cache.snapshot()
+            return set(snap.apps) == {"web", "db"} and len(snap.invalid) == 3
+
+        wait_until(settled, timeout=10, what="two typed applications and three invalid entries")
+        snap = cache.snapshot()
+        web = snap.apps["web"]          # typed, frozen, from provider 3's watch
+        assert web.type is AppType.CAPABLE and web.command == ("/bin/sleep", "100")
+        assert web.backups == ("beta",) and web.uuid
+        problems = {(e.dn.split(",")[0], e.attribute) for e in snap.invalid}
+        assert problems == {("ndsclustTag=bad1", "ndsclustType"),
+                            ("ndsclustTag=bad2", "ndsclustBackupServer"),
+                            ("ndsclustTag=bad3", "ndsclustCommand")}
+        store.replace_app_attrs("db", {"ndsclustHostServer": ["alpha"]})
+        wait_until(lambda: (pump(), cache.snapshot().apps["db"].host == "alpha")[1],
+                   timeout=10, what="later change still delivered")
+    finally:
+        watch.stop()
+        store.close()
