@@ -100,3 +100,24 @@ def test_no_false_failover_under_heavy_cpu_load(lab: LabFactory) -> None:
             h.wait()
     assert c.app("web").host == A and c.app("web").state.state is AppState.RUNNING
     assert not [e for e in c.store().events(tag="web") if e.kind in ("failover", "fenced")]
+
+
+def test_notify_command_hears_of_every_failover(lab: LabFactory, tmp_path: Path) -> None:
+    c = lab(2)
+    c.add_app("web", A, [B])
+    c.wait_running("web", A)
+    heard = tmp_path / "notified"
+    for srv in c.servers.values():
+        wait_until(lambda: "event=directory_ready" in c.log_tail(srv.name), timeout=20,
+                   what=f"{srv.name} ready")
+        cfg = yaml.safe_load(srv.config_path.read_text())
+        cfg["notify"] = {"command": ["/bin/sh", "-c",
+                                     f'echo "$NDSCLUST_EVENT $NDSCLUST_TAG $NDSCLUST_SERVER" >> {heard}']}
+        srv.config_path.write_text(yaml.safe_dump(cfg))
+        assert srv.pid is not None
+        os.kill(srv.pid, signal.SIGHUP)
+        wait_until(lambda: "event=reloaded" in c.log_tail(srv.name), timeout=10, what="reloaded")
+    c.kill_server(A)
+    c.wait_running("web", B)
+    wait_until(lambda: heard.exists() and "failover web beta" in heard.read_text(), timeout=10,
+               what="the notify command ran for the failover")
