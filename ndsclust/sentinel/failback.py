@@ -42,6 +42,10 @@ def wants_paused_copy(vp: Viewpoint, app: App) -> bool:
 def as_primary(vp: Viewpoint, app: App, proc: ProcInfo | None) -> list[Action]:
     """The primary while a live backup hosts the application (FIG. 8 step 906: wait)."""
     if wants_paused_copy(vp, app) and stopped(proc):
+        if proc is not None and proc.failed and vp.restarts_left(proc) <= 0:
+            # A paused copy that keeps crashing is not started again and again (claim 57's
+            # budget applies to it too): the failback will start a fresh copy instead.
+            return []
         return [LoadPaused(app.tag)]
     return []
 

@@ -56,8 +56,8 @@ are dropped and counted (``dropped``); status reports are never dropped.
 File descriptors: the guard raises its RLIMIT_NOFILE soft limit to the hard limit (its
 programs get the original soft limit back). It holds 2 per running program (the stdout
 and stderr pipes), 1 more per running health or unload command (their merged output), 1
-more per program while its exec is pending, and 4 of its own (socket, signal pipe,
-epoll, /dev/null): a thousand programs need about 2,000. The sentinel holds 1 (the socket).
+more per program while its exec is pending, and 8 of its own (standard streams, socket,
+signal pipe, epoll, /dev/null): a thousand programs need 2,008. The sentinel holds 1.
 
 Protocol: UTF-8 lines ending in ``\\n``, at most ``MAX_MESSAGE`` bytes each. A tag
 (``ndsclust.model.check_tag``: no spaces) names the program in every per-program line.

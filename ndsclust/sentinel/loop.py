@@ -16,6 +16,9 @@ Threads, and why each exists:
 - recorder: writes events to ``ou=events`` and runs the notify command, off the main loop.
 - replication check: at start, until the local provider has caught up (FIG. 6 step 614).
 - the two watches (cluster subtree, pulse database) and the channels run their own threads.
+- the control socket (``control.py``) serves cluster-aware programs on its own threads,
+  with its own connection to the write provider; the loop admits each aware program it
+  starts, grants a paused copy its start on ``Load`` and asks for the unload on ``Unload``.
 """
 from __future__ import annotations
 
@@ -26,18 +29,19 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import ldap3
 
 from ndsclust.config import KILL_ALLOWANCE, Config
-from ndsclust.errors import NdsclustError, StoreError, SupervisorError, SwapConflict
+from ndsclust.errors import ConfigError, NdsclustError, StoreError, SupervisorError, SwapConflict
 from ndsclust.ldapstore.cache import ClusterCache
 from ndsclust.ldapstore.connection import Providers
 from ndsclust.ldapstore.replication import caught_up
 from ndsclust.ldapstore.store import APP_ATTRS, Store
 from ndsclust.ldapstore.watch import Changed, Deleted, RefreshDone, Watch
-from ndsclust.model import App, AppState, ServerName, ServerState, StateValue, Tag
+from ndsclust.model import App, AppState, AppType, ServerName, ServerState, StateValue, Tag
 from ndsclust.sentinel.actions import (
     MOVES, Action, Claim, ConsumeRequest, EventKind, Load, LoadPaused, Notify,
     RecordEvent, Release, Restart, SetState, Unload,
@@ -47,6 +51,7 @@ from ndsclust.sentinel.channels.directory import DirectoryChannel
 from ndsclust.sentinel.channels.disk import DiskChannel
 from ndsclust.sentinel.channels.lan import LanChannel
 from ndsclust.sentinel.channels.witness import WitnessChannel
+from ndsclust.sentinel.control import ControlServer
 from ndsclust.sentinel.decide import decide
 from ndsclust.sentinel.detector import Detector, Liveness, isolated
 from ndsclust.sentinel.procs import ProcInfo
@@ -63,6 +68,10 @@ NOTIFY_TIMEOUT = 10.0
 REPLICATION_CHECK_INTERVAL = 0.5
 # A sentinel stopped with SIGTERM hands its programs on; it gives up waiting after this.
 HANDOFF_DEADLINE_EXTRA = 10.0
+# A cycle in which nothing changed decides again only after this long.
+RECHECK_INTERVAL = 1.0
+# Connections that carry out independent applications' actions side by side.
+WRITERS = 8
 MOVE_VALUES = frozenset(k.value for k in MOVES)
 
 
@@ -127,6 +136,15 @@ class Sentinel:
         self.supervisor = Supervisor(self.me, logger=logging.getLogger("ndsclust.programs"),
                                      control_socket=cfg.control_socket,
                                      lease_timeout=cfg.timeouts.lease)
+        # The cluster-aware API (ndsclust.aware) talks to this server through the control
+        # socket; its own connection keeps programs' marker writes out of the loop's way.
+        self.control: ControlServer | None = None
+        if cfg.control_socket:
+            self.control = ControlServer(
+                cfg.control_socket, self.me,
+                Store(Providers(d.uris, d.credentials), d.suffix, base=d.base,
+                      pulse_base=d.pulse_suffix, event_limit=cfg.event_limit),
+                user=cfg.programs.user)
         self._sup_lock = threading.RLock()
         self._stop = threading.Event()
         self._leaving = False
@@ -141,7 +159,12 @@ class Sentinel:
         self._threads: list[threading.Thread] = []
         self._peers_version = -1
         self._health_due: dict[Tag, float] = {}
-        self._move_kind: dict[Tag, EventKind] = {}
+        self._local = threading.local()
+        self._last_key: object = None
+        self._last_decide = 0.0
+        self._writers: list[Store] = []
+        self._writers_lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="sentinel-writer")
         self.cycles = 0
 
     # -- setup ----------------------------------------------------------------------------
@@ -179,6 +202,13 @@ class Sentinel:
         log_event(logging.INFO, "sentinel_start", server=self.me, pid=os.getpid(),
                   channels=",".join(self.channels) or "-",
                   witness=self.cfg.witness.address if self.cfg.witness else "-")
+        if self.control:
+            try:
+                self.control.start()
+            except ConfigError as e:
+                log_event(logging.ERROR, "control_socket_failed", server=self.me,
+                          error=str(e).replace("\n", ";"))
+                return 2
         for ch in self.channels.values():
             ch.start()
         if self.witness:
@@ -239,8 +269,14 @@ class Sentinel:
         with self._sup_lock:
             self.supervisor.stop_all(0.0)
             self.supervisor.close()
+        if self.control:
+            self.control.stop()
         self._stop.set()
         self._records.put(None)
+        self._pool.shutdown(wait=True)
+        with self._writers_lock:
+            for w in self._writers:
+                w.close()
         self.watch.stop()
         self.pulse_watch.stop()
         for ch in self.channels.values():
@@ -330,6 +366,8 @@ class Sentinel:
         with self._sup_lock:
             for info in self.supervisor.poll():
                 self._log_exit(info)
+                if self.control:
+                    self.control.ended(info.tag)
                 if info.stop_requested:
                     # An unload that finished is no failure: a later load is a fresh start,
                     # not a restart that counts against claim 57's budget.
@@ -337,6 +375,15 @@ class Sentinel:
         if not self._refreshed:
             return []
         view = self.view(now)
+        key = (self.cache.version, view.fenced, view.replication_caught_up, view.registering,
+               self._leaving, tuple(sorted(view.liveness.seen.items())), view.liveness.grace,
+               tuple(sorted((t, p.state, p.paused, p.pid) for t, p in view.procs.items())))
+        if key == self._last_key and now - self._last_decide < RECHECK_INTERVAL:
+            # Nothing the decision depends on has changed: skip the work (a thousand
+            # applications make a decision cycle cost milliseconds). Time-based rules
+            # (restart windows, flap damping, repeats) are looked at every RECHECK_INTERVAL.
+            return []
+        self._last_key, self._last_decide = key, now
         actions = decide(view, self.me, now, self.policy)
         if view.replication_caught_up:
             self._registering = False
@@ -354,25 +401,34 @@ class Sentinel:
     # -- executing actions ------------------------------------------------------------------
 
     def _execute(self, actions: list[Action], view: View, now: float) -> None:
-        dropped: set[Tag] = set()
-        # The kind of move each group makes (failover, migrate, ...), written with its swap.
-        self._move_kind = {}
+        """Run the actions, one group per application; groups are independent (decide's
+        contract), so when there are several they run side by side on WRITERS connections
+        to the write provider: a thousand applications failing over at once is a thousand
+        swaps, not a queue of them."""
+        groups: dict[Tag, list[Action]] = {}
         for action in actions:
-            if isinstance(action, RecordEvent) and action.kind in MOVES:
-                self._move_kind.setdefault(action.tag, action.kind)
-        for action in actions:
-            tag = action.tag
-            if tag in dropped:
-                continue
+            groups.setdefault(action.tag, []).append(action)
+        if len(groups) <= 1:
+            for group in groups.values():
+                self._run_group(group, view, now)
+            return
+        list(self._pool.map(lambda g: self._run_group(g, view, now), groups.values()))
+
+    def _run_group(self, group: list[Action], view: View, now: float) -> None:
+        tag = group[0].tag
+        # The kind of move the group makes (failover, migrate, ...), written with its swap.
+        move = next((a.kind for a in group if isinstance(a, RecordEvent) and a.kind in MOVES),
+                    None)
+        for action in group:
             try:
-                self._do(action, view, now)
+                self._do(action, view, now, move)
             except SwapConflict as e:
                 # Someone changed the entry first: re-read and decide again next cycle.
                 log_event(logging.INFO, "swap_conflict", tag=tag, server=self.me,
                           attribute=e.attribute, expected=e.expected or "-",
                           wanted=e.new or "-")
                 self._read_back(tag)
-                dropped.add(tag)
+                return
             except SupervisorError as e:
                 said = (tag, EventKind.ERROR, str(e))
                 if now - self._said.get(said, -1e18) >= self.policy.repeat_after:
@@ -381,15 +437,39 @@ class Sentinel:
                               error=str(e))
                     self._records.put(_Record(EventKind.ERROR, tag, str(e), False))
                     self._records.put(_Record(EventKind.ERROR, tag, str(e), True))
-                dropped.add(tag)
+                return
             except StoreError as e:
-                # Provider trouble: abandon this cycle; nothing in a group is unsafe to leave.
+                # Provider trouble: leave the group; nothing in a group is unsafe to leave.
                 log_event(logging.WARNING, "store_error", tag=tag, server=self.me, error=str(e))
                 return
 
+    @property
+    def _writer(self) -> Store:
+        """This thread's connection to the write provider (one per executor thread)."""
+        store: Store | None = getattr(self._local, "store", None)
+        if store is None:
+            d = self.cfg.directory
+            store = Store(self.providers, d.suffix, base=d.base, pulse_base=d.pulse_suffix,
+                          event_limit=self.cfg.event_limit)
+            self._local.store = store
+            with self._writers_lock:
+                self._writers.append(store)
+        return store
+
+    def _seen_write(self, tag: Tag, entry: Mapping[str, object] | None) -> None:
+        """Show our own write in the cache at once: the entry as the modify left it (post-read
+        control, with its entryUUID and entryCSN), else read it back."""
+        uuid = entry.get("entryUUID") if entry else None
+        if entry and isinstance(uuid, list) and uuid:
+            raw = uuid[0]
+            self.cache.put(raw.decode() if isinstance(raw, bytes) else str(raw),
+                           self._writer.app_dn(tag), entry)  # type: ignore[arg-type]
+        else:
+            self._read_back(tag)
+
     def _read_back(self, tag: Tag) -> None:
         """Put the entry as the write provider has it now into the cache (see cache.py)."""
-        found = self.store.search(self.store.app_dn(tag), "(objectClass=*)",
+        found = self._writer.search(self._writer.app_dn(tag), "(objectClass=*)",
                                   scope=ldap3.BASE, attributes=APP_ATTRS)
         for dn, attrs in found:
             uuid = attrs.get("entryUUID", [b""])[0]
@@ -401,35 +481,36 @@ class Sentinel:
             raise SupervisorError(f"application {tag} is no longer in the directory")
         return app
 
-    def _do(self, action: Action, view: View, now: float) -> None:
+    def _do(self, action: Action, view: View, now: float, move: EventKind | None) -> None:
         tag = action.tag
+        w = self._writer
         if isinstance(action, Claim):
-            self.store.swap_host(tag, action.expect_host, self.me,
-                                 state=StateValue(AppState.LOADING))
+            self._seen_write(tag, w.swap_host(tag, action.expect_host, self.me,
+                                              state=StateValue(AppState.LOADING),
+                                              post_read=APP_ATTRS))
             log_event(logging.INFO, "claim", tag=tag, server=self.me,
                       **{"from": action.expect_host or "-"}, reason=action.reason)
-            self._read_back(tag)
         elif isinstance(action, Release):
             # The new host learns why it got the application from the same atomic write
             # (loading(migrate), loading(failback), ...): a migrate must not be taken for a
             # failover and sent straight back before the audit-trail event reaches it.
-            kind = self._move_kind.get(tag)
-            state = StateValue(AppState.LOADING, kind.value) if kind and action.to else None
-            self.store.swap_host(tag, action.expect_host, action.to, state=state)
+            state = StateValue(AppState.LOADING, move.value) if move and action.to else None
+            self._seen_write(tag, w.swap_host(tag, action.expect_host, action.to, state=state,
+                                              post_read=APP_ATTRS))
             log_event(logging.INFO, "release", tag=tag, server=self.me, to=action.to or "-",
                       reason=action.reason)
-            self._read_back(tag)
         elif isinstance(action, ConsumeRequest):
-            self.store.consume_request(tag, action.request)
+            self._seen_write(tag, w.consume_request(tag, action.request, post_read=APP_ATTRS))
             log_event(logging.INFO, "request_done", tag=tag, server=self.me,
                       request=str(action.request))
-            self._read_back(tag)
         elif isinstance(action, SetState):
-            self.store.set_state(tag, action.value)
-            self._read_back(tag)
+            self._seen_write(tag, w.set_state(tag, action.value, post_read=APP_ATTRS))
         elif isinstance(action, (Load, Restart, LoadPaused)):
             self._start(view, tag, paused=isinstance(action, LoadPaused))
         elif isinstance(action, Unload):
+            if self.control:
+                # A cluster-aware program hears it on its socket (and, like any, by SIGTERM).
+                self.control.request_stop(tag, action.reason)
             with self._sup_lock:
                 self.supervisor.stop(tag, self.cfg.timeouts.stop_grace)
             log_event(logging.INFO, "unload", tag=tag, server=self.me, reason=action.reason)
@@ -439,13 +520,7 @@ class Sentinel:
                                                           EventKind.RESOURCE_MISSING)
                       else logging.INFO, action.kind.value, tag=tag, server=self.me,
                       text=action.text)
-            if action.kind in MOVES:
-                # Written at once, right after the swap it belongs to: the new host reads
-                # the move from the audit trail (History.last_move) when it decides failback.
-                self.store.record_event(action.kind.value, server=self.me, tag=tag,
-                                        text=action.text)
-            else:
-                self._records.put(_Record(action.kind, tag, action.text, False))
+            self._records.put(_Record(action.kind, tag, action.text, False))
         elif isinstance(action, Notify):
             self._records.put(_Record(action.kind, tag, action.text, True))
 
@@ -455,15 +530,33 @@ class Sentinel:
         with self._sup_lock:
             if proc is not None and proc.paused and not paused:
                 self.supervisor.resume(tag)
+                if self.control:
+                    # FIG. 7B: the host names this server; the paused copy, loaded and
+                    # blocked in wait_until_host, continues now.
+                    self.control.grant(tag)
                 log_event(logging.INFO, "resume", tag=tag, server=self.me)
                 return
             allowed = self.cfg.programs.allowed_commands
             if allowed and app.command[0] not in allowed:
                 raise SupervisorError(f"{app.command[0]} is not in programs.allowed_commands "
                                       f"of server {self.me}; refusing to run it")
-            self.supervisor.start(tag, app.command, paused=paused, user=self.cfg.programs.user,
-                                  cwd=self.cfg.programs.cwd, env=dict(self.cfg.programs.env),
-                                  unload_argv=app.unload_command)
+            env = dict(self.cfg.programs.env)
+            aware = app.type is AppType.AWARE
+            if aware:
+                if self.control is None:
+                    raise SupervisorError(f"{tag} is cluster-aware and needs the control socket; "
+                                          "set control_socket in the sentinel configuration")
+                # A cluster-aware program loads at once, paused or not; a paused one waits in
+                # wait_until_host until grant() (claims 17-24: paused in the program itself).
+                env["NDSCLUST_TOKEN"] = self.control.admit(tag, granted=not paused)
+            try:
+                self.supervisor.start(tag, app.command, paused=paused, gated=aware,
+                                      user=self.cfg.programs.user, cwd=self.cfg.programs.cwd,
+                                      env=env, unload_argv=app.unload_command)
+            except SupervisorError:
+                if self.control:
+                    self.control.ended(tag)
+                raise
 
     def _health_checks(self, view: View, now: float) -> None:
         for tag, app in view.apps.items():

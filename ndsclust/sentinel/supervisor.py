@@ -26,9 +26,12 @@ blocks; ``poll()`` logs each line as ``event=output tag=T server=S stream=stdout
 (lines longer than ``guard.MAX_LINE`` bytes in pieces; lines the guard had to drop while
 the sentinel was not reading are counted in an ``event=output_dropped`` line).
 
-A program started ``paused`` (a cluster-aware one loaded ahead of failback, FIG. 7B) is
-held by the guard, which starts it on ``resume(tag)``; until then it is STARTING with
-``paused`` set and no pid.
+A program started ``paused`` is held by the guard, which starts it on ``resume(tag)``;
+until then it is STARTING with ``paused`` set and no pid. A program started ``paused`` and
+``gated`` (a cluster-aware one loaded ahead of failback, FIG. 7B) runs at once and holds
+itself at its own gate, the control socket (``ndsclust.sentinel.control``): its row stays
+STARTING with ``paused`` set, with its pid, until ``resume(tag)`` marks it RUNNING; letting
+it through its gate is the caller's business, the guard is not involved.
 
 If the guard dies, every program still running is reported EXITED with the reason ``its
 lease guard died``, and the next ``start`` starts a new guard.
@@ -159,6 +162,7 @@ class _Run:
     started_at: float
     restarts: tuple[float, ...]
     paused: bool
+    gated: bool = False
     state: ProcState = ProcState.STARTING
     pid: int | None = None
     exit_code: int | None = None
@@ -313,12 +317,14 @@ class Supervisor:
     # -- starting
 
     def start(self, tag: Tag, argv: Sequence[str], *, paused: bool = False,
-              user: str | int | None = None, cwd: str | None = None,
+              gated: bool = False, user: str | int | None = None, cwd: str | None = None,
               env: Mapping[str, str] | None = None,
               unload_argv: Sequence[str] | None = None) -> ProcInfo:
         """Ask the guard to start ``argv``; the pid shows in ``table()`` once it runs.
 
-        Starting a tag whose program has exited is a restart: its time joins ``restarts``.
+        ``paused``: held until ``resume``, by the guard, or with ``gated`` by the program
+        itself (see the module docstring). Starting a tag whose program has exited is a
+        restart: its time joins ``restarts``.
         """
         self._check_open()
         try:
@@ -345,7 +351,7 @@ class Supervisor:
             uid=None if creds is None else creds.uid,
             gid=None if creds is None else creds.gid,
             groups=None if creds is None else creds.groups,
-            paused=paused,
+            paused=paused and not gated,
         )
         if self._guard is None:
             self._start_guard()
@@ -354,11 +360,12 @@ class Supervisor:
         if old is not None:
             check_transition(tag, old.state, ProcState.STARTING)
             restarts = (*old.restarts, now)[-MAX_RESTARTS_KEPT:]
-        run = _Run(tag=tag, started_at=now, restarts=restarts, paused=paused)
+        run = _Run(tag=tag, started_at=now, restarts=restarts, paused=paused,
+                   gated=paused and gated)
         self._runs[tag] = run
         self._send(Start(tag, spec))
         self._event(logging.INFO, "program_start", tag, command=shlex.join(argv),
-                    paused=str(paused).lower(), restarts=len(restarts))
+                    paused="gated" if run.gated else str(paused).lower(), restarts=len(restarts))
         return run.info()
 
     def resume(self, tag: Tag) -> None:
@@ -367,7 +374,10 @@ class Supervisor:
         if not (run.paused and run.state is ProcState.STARTING):
             raise SupervisorError(f"program {tag} is {run.state.value} and not paused; nothing to resume")
         run.paused = False
-        self._send(Resume(tag))
+        if not run.gated:
+            self._send(Resume(tag))
+        elif run.pid is not None:
+            self._move(run, ProcState.RUNNING)    # already running, held at its own gate
         self._event(logging.INFO, "program_resume", tag)
 
     # -- stopping
@@ -488,10 +498,12 @@ class Supervisor:
             case Started(tag, pid):
                 if (run := self._live(tag)) is not None:
                     run.pid = pid
-                    run.paused = False
-                    if run.state is ProcState.STARTING:
+                    if not run.gated:
+                        run.paused = False
+                    if run.state is ProcState.STARTING and not run.paused:
                         self._move(run, ProcState.RUNNING)
-                    self._event(logging.INFO, "program_running", tag, pid=pid)
+                    self._event(logging.INFO, "program_running", tag, pid=pid,
+                                **({"paused": "gated"} if run.paused else {}))
             case Failed(tag, text):
                 if (run := self._live(tag)) is not None:
                     self._exited(run, None, f"could not start: {text}")

@@ -5,6 +5,7 @@ No directory is needed. Every test kills what it started, even when it fails: th
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import resource
@@ -96,16 +97,13 @@ class Reaper:
                 proc.kill()
                 os.kill(proc.pid, signal.SIGCONT)
             proc.wait()
+        # ProcessLookupError: it is gone already, which is what teardown wants.
         for pgid in self.groups:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(pgid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         for pid in self.pids:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 @pytest.fixture

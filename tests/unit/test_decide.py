@@ -775,3 +775,10 @@ def test_replication_pending_holds_restarts_and_unloads_too() -> None:
 def test_replication_pending_leaves_others_states_alone() -> None:
     # gamma would do nothing for an app beta hosts: no state written.
     assert run(lab(app(B, state=RUNNING), me=G, caught_up=False)) == []
+
+
+
+def test_fig7b_crashing_paused_copy_is_not_restarted_beyond_the_budget() -> None:
+    spent = exited(stop=False, restarts=(NOW - 3, NOW - 2, NOW - 1))
+    assert run(lab(app(B, aware=True), me=A, procs=[spent])) == []
+    assert run(lab(app(B, aware=True), me=A, procs=[exited(stop=False)])) == [LoadPaused(WEB)]

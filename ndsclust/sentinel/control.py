@@ -1,0 +1,752 @@
+"""The control socket: the sentinel's side of the cluster-aware API (``ndsclust.aware``).
+
+Cluster-aware programs (claims 17-24, 29-35, 45-50) talk to their local sentinel here to
+register their entry (FIG. 6 step 604), wait paused until this server hosts them (FIG. 7B),
+read and compare-and-swap their marker (claims 34-35) and hear when to unload themselves.
+The sentinel writes to the directory with its own identity, so programs need none.
+
+Socket. A Unix stream socket at the configured ``control_socket`` path, mode 0600. It
+belongs to ``programs.user`` when that is set (the programs' user can connect, and root),
+else to the sentinel's own user: with the sentinel running as root, root only. The mode is
+set on the socket before ``bind``, so the file never exists with looser permissions. A stale
+socket file is replaced; a live one (another sentinel listening) is refused at start.
+
+Protocol, version 1. UTF-8 lines ending in ``\\n``, one JSON object per line, at most
+``ndsclust.aware.MAX_LINE`` bytes. The client numbers its requests (``id``, an integer) and
+every answer carries the id of its request; answers may come out of order (a ``wait`` is
+answered when the start is granted). ``hello`` comes first::
+
+    client -> sentinel                              answer, besides "id" and "ok": true
+    {"op": "hello", "protocol": 1,                  "server": S, "supervised": bool,
+     "tag": T | null, "token": K | null}            "tag": T | null (the token's tag)
+    {"op": "ping"}                                  (nothing more)
+    {"op": "register", "app": {"tag": T,            "result": "created" | "updated" |
+     "command": [argv...], "primary": S,                      "unchanged",
+     "backups": [S...], "resources": [R...]}}       "host": S | null
+    {"op": "wait"}                                  "granted": true, when it is
+    {"op": "get_marker"}                            "marker": M | null
+    {"op": "set_marker", "expected": M | null,      (nothing more)
+     "value": M}
+
+    sentinel -> client, unasked:  {"event": "stop", "reason": text}
+    error answer:  {"id": n | null, "ok": false, "error": code, "message": text, ...}
+
+Error codes: ``bad-request`` (the line is no valid request: nothing was done; the
+connection stays usable unless the line was longer than the limit), ``unavailable`` (the
+directory did not answer), ``no-entry``, ``invalid-entry``, ``refused`` (registration; with
+``tag`` and ``attribute``; nothing was written), ``not-supervised``, ``not-granted``,
+``conflict`` (with ``expected`` and ``current``), ``stopping``.
+
+Who may do what. The sentinel gives each cluster-aware program it starts a fresh token
+(``NDSCLUST_TOKEN``); a ``hello`` with it binds the connection to that start of that tag.
+Such a connection may register only its own tag, ``wait``, and set the marker once the
+start is granted (also while a stop is requested: the program saves its marker on the way
+out). A connection without a token is a copy started by hand (FIG. 6 first start): it may
+register any tag and read the marker of the tag it named, nothing else. The sentinel
+grants a start only while this server hosts the application (``grant``, from the shell);
+until then ``wait`` stays unanswered and the copy does nothing: the paused copy of FIG. 7B.
+
+Threads: one thread serves every connection (non-blocking sockets, a selector); directory
+work runs on a few worker threads, so a slow provider delays only the requests that need
+it. The sentinel's main loop calls ``admit``, ``grant``, ``request_stop`` and ``ended``,
+which never block on a client.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import pwd
+import secrets
+import selectors
+import socket
+import stat
+import struct
+import threading
+from collections.abc import Callable, Collection, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Final
+
+from ndsclust.aware import (
+    MAX_LINE, PROTOCOL, LineBuffer, ProtocolError, Registration, RegistrationRefused, check_marker,
+    decode, encode,
+)
+from ndsclust.errors import (
+    ConfigError, EntryExists, EntryInvalid, NoSuchEntry, StoreError, SwapConflict,
+)
+from ndsclust.ldapstore import entries
+from ndsclust.ldapstore.store import Store
+from ndsclust.model import App, AppType, ServerName, Tag, check_tag
+
+MAX_CLIENTS = 1024         # connections at once; more are told so and closed
+MAX_IN_FLIGHT = 16         # directory requests one connection may have waiting
+MAX_OUT = 4 << 20          # unsent bytes to one client beyond which it is dropped
+WORKERS = 2                # threads doing directory work for clients
+SOCKET_MODE = 0o600
+MAX_PATH = 107             # sun_path holds 108 bytes with the terminating NUL
+
+# What a registration writes, and so what it may change on an existing entry: never the
+# host, the state, the marker or an operator's request.
+REGISTERED: Final = ("ndsclustCommand", "ndsclustPrimaryServer", "ndsclustBackupServer",
+                     "ndsclustResource")
+
+_UCRED = struct.Struct("3i")
+
+# A request handler: (server, connection, request) -> the answer's fields, or None when the
+# answer is queued already or comes later.
+Handler = Callable[["ControlServer", "_Conn", dict[str, object]], dict[str, object] | None]
+
+
+# ---------------------------------------------------------------------------- pure logic
+
+
+@dataclass(frozen=True, slots=True)
+class Create:
+    """A first registration: add this entry."""
+
+    app: App
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """A registration of an existing entry: replace these attributes (None removes one);
+    empty: nothing to write."""
+
+    changes: Mapping[str, list[str] | None]
+
+
+def plan_registration(reg: Registration, existing: App | None,
+                      servers: Collection[str]) -> Create | Update:
+    """What registering ``reg`` writes, given the entry as it is (FIG. 6 steps 602-604).
+
+    RegistrationRefused when it names an unknown server or the tag belongs to a program of
+    another type.
+    """
+    wanted = reg.app()
+    try:
+        entries.check_references(wanted, servers)
+    except EntryInvalid as e:
+        raise RegistrationRefused(reg.tag, e.attribute, e.problem) from None
+    if existing is None:
+        return Create(wanted)
+    if existing.type is not AppType.AWARE:
+        raise RegistrationRefused(
+            reg.tag, "ndsclustType",
+            f"the tag belongs to a cluster-{existing.type.value} application, which an operator "
+            "registered; a program registers only its own cluster-aware entry: choose another "
+            f"tag, or remove that entry first (ndsclust app remove {reg.tag})")
+    have = entries.app_attributes(existing)
+    want = entries.app_attributes(wanted)
+    return Update({a: want.get(a) for a in REGISTERED if have.get(a) != want.get(a)})
+
+
+def error_reply(rid: object, code: str, message: str, **extra: object) -> dict[str, object]:
+    return {"id": rid if isinstance(rid, int) else None, "ok": False, "error": code,
+            "message": message, **extra}
+
+
+class Refusal(Exception):
+    """A request answered with the error ``code``; ``extra`` goes into the answer too."""
+
+    def __init__(self, code: str, message: str, **extra: object) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.extra = extra
+
+
+# ---------------------------------------------------------------------------- state
+
+
+@dataclass(eq=False)
+class _Conn:
+    sock: socket.socket
+    pid: int                   # the client's, for the log (SO_PEERCRED)
+    lines: LineBuffer = field(default_factory=LineBuffer)
+    out: bytearray = field(default_factory=bytearray)
+    tag: Tag | None = None
+    admission: _Admission | None = None
+    greeted: bool = False
+    in_flight: int = 0
+    closing: bool = False      # close once what is queued has been sent
+    eof: bool = False          # the client sent everything it will send
+    events: int = selectors.EVENT_READ   # what the selector watches for
+    complained: bool = False   # a bad request was logged at WARNING already
+
+
+@dataclass(eq=False)
+class _Admission:
+    """One start of one cluster-aware program, known by its token."""
+
+    tag: Tag
+    token: str
+    granted: bool
+    stop_reason: str | None = None
+    ended: bool = False
+    conns: set[_Conn] = field(default_factory=set)
+    waits: list[tuple[_Conn, int]] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------- server
+
+
+class ControlServer:
+    """The control socket of server ``server``; ``start()`` binds it, ``stop()`` removes it.
+
+    ``store`` is a Store of its own (its writes go to the write provider); the server
+    closes it when it stops. ``user``: ``programs.user``, the owner of the socket.
+    """
+
+    def __init__(self, path: str, server: ServerName, store: Store, *, user: str | None = None,
+                 logger: logging.Logger | None = None) -> None:
+        self.path = path
+        self.server = server
+        self.store = store
+        self.user = user
+        self._log = logger or logging.getLogger("ndsclust.sentinel")
+        self._lock = threading.Lock()
+        self._by_token: dict[str, _Admission] = {}
+        self._by_tag: dict[Tag, _Admission] = {}
+        self._conns: dict[int, _Conn] = {}
+        self._listener: socket.socket | None = None
+        self._inode: tuple[int, int] | None = None
+        self._wake_r, self._wake_w = -1, -1
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._workers: ThreadPoolExecutor | None = None
+
+    # -- lifecycle
+
+    def start(self) -> None:
+        """Bind and listen; ConfigError when the path cannot be used."""
+        listener = self._bind()
+        self._listener = listener
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._workers = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="control-worker")
+        self._thread = threading.Thread(target=self._serve, name="sentinel-control", daemon=True)
+        self._thread.start()
+        self._event(logging.INFO, "control_listening", path=self.path,
+                    owner=self.user or "sentinel", mode=f"{SOCKET_MODE:04o}")
+
+    def _bind(self) -> socket.socket:
+        path = self.path
+        problem = self._path_problem(path)
+        if problem:
+            raise ConfigError("control_socket", [f"control_socket: {problem}"])
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            # Linux gives the socket file the mode of the socket inode: set before bind, the
+            # file is never open to others, whatever the umask.
+            os.fchmod(sock.fileno(), SOCKET_MODE)
+            os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
+            sock.bind(path)
+            os.chmod(path, SOCKET_MODE)
+            if self.user is not None:
+                entry = pwd.getpwnam(self.user)
+                if (entry.pw_uid, entry.pw_gid) != (os.geteuid(), os.getegid()):
+                    os.chown(path, entry.pw_uid, entry.pw_gid)
+            st = os.stat(path)
+            self._inode = (st.st_dev, st.st_ino)
+            sock.listen(128)
+            sock.setblocking(False)
+        except KeyError:
+            sock.close()
+            raise ConfigError("control_socket", [
+                f"programs.user: user {self.user!r} does not exist; it would own {path}"]) from None
+        except OSError as e:
+            sock.close()
+            raise ConfigError("control_socket", [
+                f"control_socket: cannot listen on {path}: {e.strerror or e}"]) from None
+        return sock
+
+    @staticmethod
+    def _path_problem(path: str) -> str | None:
+        """Why ``path`` cannot be bound now; removes a stale socket file left by a dead sentinel."""
+        if len(os.fsencode(path)) > MAX_PATH:
+            return f"{path} is longer than {MAX_PATH} bytes, the limit of a Unix socket path"
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return None
+        if not stat.S_ISSOCK(st.st_mode):
+            return f"{path} exists and is not a socket; remove it or choose another path"
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(path)
+        except OSError as e:
+            if e.errno not in (errno.ECONNREFUSED, errno.ENOENT):
+                return f"{path}: {e.strerror or e}"
+            os.unlink(path)      # nobody listens: a sentinel that died left it
+            return None
+        finally:
+            probe.close()
+        return f"another process listens on {path} (is a sentinel already running?)"
+
+    def stop(self) -> None:
+        """Close every connection, remove the socket file, close the store."""
+        with self._lock:
+            self._stopping = True
+        self._wake()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        if self._workers is not None:
+            # Requests not begun are dropped; one under way ends within the store's deadline.
+            self._workers.shutdown(wait=True, cancel_futures=True)
+        for fd in (self._wake_r, self._wake_w):
+            if fd >= 0:
+                os.close(fd)
+        self._wake_r = self._wake_w = -1
+        try:
+            st = os.stat(self.path)
+            if (st.st_dev, st.st_ino) == self._inode:
+                os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        self.store.close()
+
+    # -- what the sentinel's loop calls
+
+    def admit(self, tag: Tag, *, granted: bool) -> str:
+        """A new start of ``tag``: returns its token (for NDSCLUST_TOKEN). ``granted``: it may
+        run at once (a load); False: it waits paused until ``grant`` (FIG. 7B)."""
+        token = secrets.token_urlsafe(24)
+        with self._lock:
+            old = self._by_tag.get(tag)
+            if old is not None:
+                self._end(old, "a new start of the program replaced this one")
+            adm = _Admission(tag, token, granted)
+            self._by_tag[tag] = adm
+            self._by_token[token] = adm
+        return token
+
+    def grant(self, tag: Tag) -> None:
+        """This server hosts ``tag`` now: let its paused copy through ``wait``."""
+        with self._lock:
+            adm = self._by_tag.get(tag)
+            if adm is None or adm.granted:
+                return
+            adm.granted = True
+            waits, adm.waits = adm.waits, []
+            for conn, rid in waits:
+                self._queue(conn, {"id": rid, "ok": True, "granted": True})
+        self._wake()
+
+    def request_stop(self, tag: Tag, reason: str) -> None:
+        """Ask the program to unload itself (it also gets SIGTERM from the supervisor)."""
+        with self._lock:
+            adm = self._by_tag.get(tag)
+            if adm is None or adm.stop_reason is not None:
+                return
+            adm.stop_reason = reason
+            for conn in adm.conns:
+                self._queue(conn, {"event": "stop", "reason": reason})
+            self._answer_waits(adm, reason)
+        self._wake()
+
+    def ended(self, tag: Tag) -> None:
+        """The program of ``tag`` has exited: its token is no longer valid."""
+        with self._lock:
+            adm = self._by_tag.get(tag)
+            if adm is not None:
+                self._end(adm, "the program has ended")
+        self._wake()
+
+    def _end(self, adm: _Admission, reason: str) -> None:
+        adm.ended = True
+        self._by_tag.pop(adm.tag, None)
+        self._by_token.pop(adm.token, None)
+        self._answer_waits(adm, adm.stop_reason or reason)
+
+    def _answer_waits(self, adm: _Admission, reason: str) -> None:
+        waits, adm.waits = adm.waits, []
+        for conn, rid in waits:
+            self._queue(conn, error_reply(rid, "stopping", reason))
+
+    # -- plumbing shared by the threads (callers hold self._lock)
+
+    def _queue(self, conn: _Conn, message: Mapping[str, object]) -> None:
+        if conn.closing:
+            return
+        conn.out += encode(message)
+        if len(conn.out) > MAX_OUT:
+            # A client that does not read its answers is not worth the sentinel's memory.
+            conn.out.clear()
+            conn.closing = True
+
+    def _wake(self) -> None:
+        if self._wake_w >= 0:
+            try:
+                os.write(self._wake_w, b"w")
+            except OSError:
+                pass     # the pipe is full: the serving thread is awake already
+
+    def _event(self, level: int, event: str, **fields: object) -> None:
+        parts = [f"event={event}", f"server={self.server}"]
+        for k, v in fields.items():
+            text = str(v)
+            if not text or any(c.isspace() or c in '"=' for c in text):
+                text = '"' + text.replace('"', "'").replace("\n", " ") + '"'
+            parts.append(f"{k}={text}")
+        self._log.log(level, " ".join(parts))
+
+    # -- the serving thread
+
+    def _serve(self) -> None:
+        assert self._listener is not None
+        sel = selectors.DefaultSelector()
+        sel.register(self._listener, selectors.EVENT_READ, "listen")
+        sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+        try:
+            while True:
+                with self._lock:
+                    if self._stopping:
+                        return
+                for key, events in sel.select():
+                    try:
+                        if key.data == "listen":
+                            self._accept(sel)
+                        elif key.data == "wake":
+                            self._drain_wake()
+                        else:
+                            conn: _Conn = key.data
+                            if events & selectors.EVENT_READ:
+                                self._readable(conn)
+                            if events & selectors.EVENT_WRITE:
+                                self._writable(conn)
+                    except Exception:
+                        # One client's trouble must not end the server (DESIGN.md invariant 4).
+                        self._log.exception("event=control_error server=%s", self.server)
+                        if isinstance(key.data, _Conn):
+                            self._close(sel, key.data)
+                self._sync(sel)
+        finally:
+            for conn in list(self._conns.values()):
+                self._close(sel, conn)
+            sel.close()
+            self._listener.close()
+
+    def _drain_wake(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _accept(self, sel: selectors.BaseSelector) -> None:
+        assert self._listener is not None
+        while True:
+            try:
+                sock, _ = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                self._event(logging.WARNING, "control_accept_failed", error=e.strerror or str(e))
+                return
+            sock.setblocking(False)
+            try:
+                pid = _UCRED.unpack(
+                    sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))[0]
+            except OSError:
+                pid = 0
+            if len(self._conns) >= MAX_CLIENTS:
+                try:
+                    sock.send(encode(error_reply(None, "unavailable",
+                                                 f"too many clients ({MAX_CLIENTS}); try again")))
+                except OSError:
+                    pass
+                sock.close()
+                continue
+            conn = _Conn(sock, pid)
+            self._conns[sock.fileno()] = conn
+            sel.register(sock, selectors.EVENT_READ, conn)
+
+    def _readable(self, conn: _Conn) -> None:
+        try:
+            data = conn.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            # The answers still queued go out; reading stops (EOF stays readable forever).
+            conn.eof = True
+            return
+        for line in conn.lines.feed(data):
+            self._line(conn, line)
+        if conn.lines.overflowed:
+            self._bad(conn, None, f"a line is longer than {MAX_LINE} bytes; closing")
+            with self._lock:
+                conn.closing = True
+
+    def _writable(self, conn: _Conn) -> None:
+        with self._lock:
+            chunk = bytes(conn.out[:65536])
+        if not chunk:
+            return
+        try:
+            sent = conn.sock.send(chunk)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            with self._lock:
+                conn.out.clear()
+                conn.closing = True
+            return
+        with self._lock:
+            del conn.out[:sent]
+
+    def _sync(self, sel: selectors.BaseSelector) -> None:
+        """Watch each connection for what it needs now; close the ones that are done."""
+        with self._lock:
+            todo = [(c, bool(c.out), c.closing or (c.eof and not c.in_flight))
+                    for c in self._conns.values()]
+        for conn, pending, done in todo:
+            events = ((0 if conn.eof or conn.closing else selectors.EVENT_READ)
+                      | (selectors.EVENT_WRITE if pending else 0))
+            if done and not pending:
+                self._close(sel, conn)
+            elif events == conn.events:
+                continue
+            elif events == 0:
+                # EOF while answers are still being worked out: nothing to watch until then.
+                sel.unregister(conn.sock)
+            elif conn.events == 0:
+                sel.register(conn.sock, events, conn)
+            else:
+                sel.modify(conn.sock, events, conn)
+            conn.events = events
+
+    def _close(self, sel: selectors.BaseSelector, conn: _Conn) -> None:
+        with self._lock:
+            conn.closing = True
+            adm = conn.admission
+            if adm is not None:
+                adm.conns.discard(conn)
+                adm.waits = [(c, r) for c, r in adm.waits if c is not conn]
+        fd = conn.sock.fileno()
+        if fd >= 0 and self._conns.get(fd) is conn:
+            del self._conns[fd]
+            if conn.events:
+                sel.unregister(conn.sock)
+        conn.sock.close()
+
+    # -- requests
+
+    def _bad(self, conn: _Conn, rid: object, text: str) -> None:
+        """Answer a line that is no valid request; the sentinel carries on."""
+        level = logging.DEBUG if conn.complained else logging.WARNING
+        conn.complained = True
+        self._event(level, "control_bad_request", pid=conn.pid, error=text)
+        with self._lock:
+            self._queue(conn, error_reply(rid, "bad-request", text))
+
+    def _line(self, conn: _Conn, line: bytes) -> None:
+        try:
+            msg = decode(line)
+        except ProtocolError as e:
+            self._bad(conn, None, str(e))
+            return
+        rid = msg.get("id")
+        op = msg.get("op")
+        if not isinstance(rid, int) or isinstance(rid, bool):
+            self._bad(conn, None, "every request needs an integer 'id'")
+            return
+        handler = self._HANDLERS.get(op) if isinstance(op, str) else None
+        if handler is None:
+            self._bad(conn, rid, f"unknown op {op!r}; known: {', '.join(sorted(self._HANDLERS))}")
+            return
+        if op != "hello" and not conn.greeted:
+            self._bad(conn, rid, "say hello first")
+            return
+        inline, fn = handler
+        if inline:
+            self._answer(conn, rid, fn, msg)
+            return
+        with self._lock:
+            if conn.in_flight >= MAX_IN_FLIGHT:
+                busy = True
+            else:
+                busy = False
+                conn.in_flight += 1
+        if busy:
+            self._bad(conn, rid, f"more than {MAX_IN_FLIGHT} requests in flight; wait for answers")
+            return
+        assert self._workers is not None
+        self._workers.submit(self._work, conn, rid, fn, msg)
+
+    def _work(self, conn: _Conn, rid: int, fn: Handler, msg: dict[str, object]) -> None:
+        try:
+            self._answer(conn, rid, fn, msg)
+        finally:
+            with self._lock:
+                conn.in_flight -= 1
+
+    def _answer(self, conn: _Conn, rid: int, fn: Handler, msg: dict[str, object]) -> None:
+        try:
+            result = fn(self, conn, msg)
+        except Refusal as r:
+            if r.code == "bad-request":
+                self._bad(conn, rid, r.message)
+                self._wake()
+                return
+            reply = error_reply(rid, r.code, r.message, **r.extra)
+        except RegistrationRefused as e:
+            reply = error_reply(rid, "refused", e.problem, tag=e.tag, attribute=e.attribute)
+        except NoSuchEntry as e:
+            reply = error_reply(rid, "no-entry", str(e))
+        except EntryInvalid as e:
+            reply = error_reply(rid, "invalid-entry", str(e))
+        except StoreError as e:
+            reply = error_reply(rid, "unavailable", f"the directory did not answer: {e}")
+        except Exception as e:
+            self._log.exception("event=control_error server=%s pid=%s", self.server, conn.pid)
+            reply = error_reply(rid, "unavailable", f"the sentinel failed: {type(e).__name__}: {e}")
+        else:
+            if result is None:      # answered already (hello), or later (a wait)
+                self._wake()
+                return
+            reply = {"id": rid, "ok": True, **result}
+        with self._lock:
+            self._queue(conn, reply)
+        self._wake()
+
+    def _hello(self, conn: _Conn, msg: dict[str, object]) -> None:
+        if conn.greeted:
+            raise Refusal("bad-request", "hello was said already on this connection")
+        if msg.get("protocol") != PROTOCOL:
+            raise Refusal("bad-request", f"protocol {msg.get('protocol')!r} is not spoken here; "
+                                         f"this sentinel speaks {PROTOCOL}")
+        tag, token = msg.get("tag"), msg.get("token")
+        if tag is not None:
+            if not isinstance(tag, str):
+                raise Refusal("bad-request", "'tag' must be a string or null")
+            try:
+                check_tag(tag)
+            except ValueError as e:
+                raise Refusal("bad-request", f"tag: {e}") from None
+        if token is not None and not isinstance(token, str):
+            raise Refusal("bad-request", "'token' must be a string or null")
+        with self._lock:
+            adm = self._by_token.get(token) if token is not None else None
+            if token is not None and adm is None:
+                raise Refusal("not-supervised", f"this token names no running start on {self.server}: "
+                                                "the start it belonged to has ended")
+            if adm is not None and tag is not None and tag != adm.tag:
+                raise Refusal("bad-request", f"the token belongs to {adm.tag}, not {tag}")
+            conn.greeted = True
+            conn.tag = adm.tag if adm is not None else (Tag(tag) if tag else None)
+            conn.admission = adm
+            self._queue(conn, {"id": msg["id"], "ok": True, "server": self.server,
+                               "supervised": adm is not None, "tag": conn.tag})
+            if adm is not None:
+                adm.conns.add(conn)
+                if adm.stop_reason is not None:
+                    # Asked to unload before it said hello: it hears so right after the answer.
+                    self._queue(conn, {"event": "stop", "reason": adm.stop_reason})
+        return None
+
+    def _ping(self, conn: _Conn, msg: dict[str, object]) -> dict[str, object]:
+        return {}
+
+    def _wait(self, conn: _Conn, msg: dict[str, object]) -> dict[str, object] | None:
+        with self._lock:
+            adm = conn.admission
+            if adm is None:
+                raise Refusal("not-supervised", "only a copy the sentinel started can be granted "
+                                                "the start; this one was started by hand")
+            if adm.ended or adm.stop_reason is not None:
+                raise Refusal("stopping", adm.stop_reason or "the program has ended")
+            if adm.granted:
+                return {"granted": True}
+            rid = msg["id"]
+            assert isinstance(rid, int)              # checked by _line
+            adm.waits.append((conn, rid))            # answered by grant() or request_stop()
+        return None
+
+    def _register(self, conn: _Conn, msg: dict[str, object]) -> dict[str, object]:
+        reg = Registration.from_wire(msg.get("app"))
+        adm = conn.admission
+        if adm is not None and reg.tag != adm.tag:
+            raise RegistrationRefused(reg.tag, "ndsclustTag",
+                                      f"the program started as {adm.tag} registers only {adm.tag}")
+        result, host = self._write_registration(reg)
+        if result != "unchanged":
+            self._event(logging.INFO, "aware_register", tag=reg.tag, pid=conn.pid, result=result)
+            try:
+                self.store.record_event("registration", server=self.server, tag=reg.tag,
+                                        text=f"registered by the program (pid {conn.pid} on "
+                                             f"{self.server}): {result}")
+            except StoreError as e:
+                self._event(logging.WARNING, "event_not_recorded", tag=reg.tag, error=str(e))
+        return {"result": result, "host": host}
+
+    def _write_registration(self, reg: Registration) -> tuple[str, ServerName | None]:
+        for attempt in range(2):
+            try:
+                existing: App | None = self.store.app(reg.tag)
+            except NoSuchEntry:
+                existing = None
+            except EntryInvalid as e:
+                raise RegistrationRefused(reg.tag, e.attribute, f"the entry in the directory is "
+                                          f"invalid ({e.problem}); fix or remove it first") from None
+            servers, _ = self.store.servers()
+            plan = plan_registration(reg, existing, servers)
+            try:
+                if isinstance(plan, Create):
+                    self.store.add_app(plan.app)
+                    return "created", plan.app.host
+                assert existing is not None
+                if not plan.changes:
+                    return "unchanged", existing.host
+                # The type is part of the swap: if an operator made it capable meanwhile,
+                # nothing is written.
+                aware = AppType.AWARE.value
+                self.store.swap(self.store.app_dn(reg.tag), "ndsclustType", aware, aware,
+                                also=plan.changes)
+                return "updated", existing.host
+            except (EntryExists, SwapConflict, NoSuchEntry):
+                if attempt == 1:
+                    raise RegistrationRefused(reg.tag, "ndsclustTag", "the entry kept changing "
+                                              "while it was being registered; try again") from None
+        raise AssertionError("unreachable")
+
+    def _get_marker(self, conn: _Conn, msg: dict[str, object]) -> dict[str, object]:
+        if conn.tag is None:
+            raise Refusal("bad-request", "no tag: name it in hello")
+        return {"marker": self.store.app(conn.tag).marker}
+
+    def _set_marker(self, conn: _Conn, msg: dict[str, object]) -> dict[str, object]:
+        expected, value = msg.get("expected"), msg.get("value")
+        if expected is not None and not isinstance(expected, str):
+            raise Refusal("bad-request", "'expected' must be a string or null")
+        try:
+            check_marker(value)
+        except ValueError as e:
+            raise Refusal("bad-request", f"value: {e}") from None
+        assert isinstance(value, str)
+        with self._lock:
+            adm = conn.admission
+            if adm is None:
+                raise Refusal("not-supervised", "only the copy the sentinel runs may set the marker")
+            if adm.ended or not adm.granted:
+                raise Refusal("not-granted", "the start has not been granted to this copy: a "
+                                             "paused copy does no work and writes no marker")
+            tag = adm.tag
+        try:
+            self.store.swap_marker(tag, expected, value)
+        except SwapConflict:
+            current = self.store.app(tag).marker
+            raise Refusal("conflict", f"the marker is {current!r}, not {expected!r}",
+                          expected=expected, current=current) from None
+        return {}
+
+    _HANDLERS: Final[Mapping[str, tuple[bool, Handler]]] = {
+        # op: (answered by the serving thread, handler); directory work goes to the workers.
+        "hello": (True, _hello),
+        "ping": (True, _ping),
+        "wait": (True, _wait),
+        "register": (False, _register),
+        "get_marker": (False, _get_marker),
+        "set_marker": (False, _set_marker),
+    }

@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""Failback time of a cluster-aware program next to a cluster-capable one (DESIGN.md
+sections 3 and 6; patent FIG. 7B and its comparison of the two kinds).
+
+A two-server lab runs, with alpha as primary and beta as backup, the sample program
+(``cap``, capable, ticking every 20 ms) and the aware example (``awr``,
+``ndsclust.lab.aware_counter``, one item every 20 ms; registered by starting it once by
+hand). Auto-recover is off for both, so each failback happens on an operator's request.
+
+Each trial migrates both to beta (``migrate:beta``), waits until alpha has loaded the
+aware program's paused copy, then requests the failback of ``cap`` and then of ``awr`` and
+measures, on CLOCK_MONOTONIC, from the request's write to the primary's copy becoming
+active: the capable program's first ledger line, the aware program's ``start`` line (the
+start was granted). Split into: request -> the backup's copy stopped (its ``stop`` line),
+and stopped -> active on alpha (host swap, then a fresh start or the paused copy let
+through). Both ledgers are checked for double runs, the aware items for gaps and repeats.
+
+The last line is exactly ``aware_failback_ms=<n> capable_failback_ms=<n>`` (medians).
+
+    tools/bench_aware.py [--trials 10] [--fast]
+
+``--fast`` uses the shortest timings the configuration loader allows for 20 ms heartbeats.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ndsclust.lab import aware_counter  # noqa: E402
+from ndsclust.lab.cluster import LabCluster  # noqa: E402
+from ndsclust.lab.directory import wait_until  # noqa: E402
+from ndsclust.ledger import double_runs, lives  # noqa: E402
+from ndsclust.model import Request, RequestKind, ServerName, Tag  # noqa: E402
+
+A, B = ServerName("alpha"), ServerName("beta")
+CAP, AWR = Tag("cap"), Tag("awr")
+
+FAST = {"timeouts": {"failover": 0.25, "fence": 0.15, "lease": 0.1, "loop_interval": 0.02},
+        "intervals": 0.02}
+
+
+def line_time(lab: LabCluster, tag: str, kind: str, server: str, after: float) -> float | None:
+    """Time of the first ``kind`` line (start, stop, waiting) of ``tag`` on ``server``
+    written at or after ``after``."""
+    for line in lab.ledger_lines():
+        parts = line.split()
+        if (len(parts) == 5 and parts[0] == server and parts[2] == tag and parts[3] == kind
+                and float(parts[4]) >= after):
+            return float(parts[4])
+    return None
+
+
+def register_by_hand(lab: LabCluster) -> None:
+    sock = lab.servers[A].dir / "control.sock"
+    wait_until(sock.exists, timeout=30, what="alpha's control socket")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NDSCLUST_")}
+    done = subprocess.run(
+        [sys.executable, "-m", aware_counter.MODULE, "--output", str(lab.ledger), "--tag", AWR,
+         "--primary", A, "--backups", B, "--socket", str(sock)],
+        env=env, capture_output=True, text=True, timeout=60, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"registering {AWR} failed: {done.stderr.strip()}")
+
+
+def move(lab: LabCluster, tag: Tag, request: Request, to: ServerName) -> tuple[float, float, float]:
+    """Write ``request``; return (request time, backup stop time, active-on-``to`` time)."""
+    frm = B if to == A else A
+    t0 = time.monotonic()
+    lab.store().set_request(tag, request)
+    wait_until(lambda: line_time(lab, tag, "start", to, t0) is not None, timeout=30,
+               what=f"{tag} active on {to}")
+    stopped = line_time(lab, tag, "stop", frm, t0)
+    active = line_time(lab, tag, "start", to, t0)
+    assert stopped is not None and active is not None
+    return t0, stopped, active
+
+
+def run(trials: int, fast: bool) -> tuple[list[tuple[float, float]], list[tuple[float, float]], str]:
+    opts = FAST if fast else {}
+    aware: list[tuple[float, float]] = []
+    capable: list[tuple[float, float]] = []
+    with LabCluster(2, log_level="warning", **opts) as lab:  # type: ignore[arg-type]
+        lab.add_app(CAP, A, [B], auto_recover=False, extra=["--tick", "0.02"])
+        register_by_hand(lab)
+        lab.store().replace_app_attrs(AWR, {"ndsclustAutoRecover": ["FALSE"]})
+        lab.wait_running(CAP, A, timeout=30)
+        lab.wait_running(AWR, A, timeout=30)
+        for i in range(trials):
+            t = time.monotonic()
+            for tag in (CAP, AWR):
+                move(lab, tag, Request(RequestKind.MIGRATE, B), B)
+            # FIG. 7B: alpha loads the aware program paused while beta hosts it.
+            wait_until(lambda: line_time(lab, AWR, "waiting", A, t) is not None, timeout=30,
+                       what="the paused copy on alpha")
+            for tag, out in ((CAP, capable), (AWR, aware)):
+                t0, stopped, active = move(lab, tag, Request(RequestKind.FAILBACK), A)
+                out.append(((stopped - t0) * 1000, (active - stopped) * 1000))
+            print(f"trial {i + 1}: capable {sum(capable[-1]):.0f} ms "
+                  f"(unload {capable[-1][0]:.0f} + start {capable[-1][1]:.0f}), "
+                  f"aware {sum(aware[-1]):.0f} ms "
+                  f"(unload {aware[-1][0]:.0f} + start {aware[-1][1]:.0f})", flush=True)
+        lines = lab.ledger_lines()
+    doubles = double_runs(lives(aware_counter.ledger_lines(lines)))
+    nums = [it.n for it in aware_counter.items(lines, AWR)]
+    gaps = sorted(set(range(1, max(nums) + 1)) - set(nums))
+    repeats = sorted(n for n, k in Counter(nums).items() if k > 1)
+    check = f"double_runs={len(doubles)} items={len(nums)} gaps={len(gaps)} repeats={len(repeats)}"
+    return aware, capable, check
+
+
+def summary_line(aware: list[tuple[float, float]], capable: list[tuple[float, float]]) -> str:
+    """``aware_failback_ms=<n> capable_failback_ms=<n>``: medians of ``run``'s trials."""
+    return (f"aware_failback_ms={statistics.median(u + s for u, s in aware):.0f} "
+            f"capable_failback_ms={statistics.median(u + s for u, s in capable):.0f}")
+
+
+def passed(check: str) -> bool:
+    """``run``'s check found no double run, no gap and no repeat."""
+    return check.startswith("double_runs=0 ") and check.endswith(" gaps=0 repeats=0")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--trials", type=int, default=10)
+    p.add_argument("--fast", action="store_true", help="shortest timings the loader allows")
+    a = p.parse_args()
+    aware, capable, check = run(a.trials, a.fast)
+    settings = "fastest allowed (20 ms heartbeats)" if a.fast else "default"
+    for name, parts in (("capable", capable), ("aware", aware)):
+        print(f"{name}: unload median={statistics.median(u for u, _ in parts):.0f} ms, "
+              f"swap+start median={statistics.median(s for _, s in parts):.0f} ms, "
+              f"total min={min(u + s for u, s in parts):.0f} "
+              f"max={max(u + s for u, s in parts):.0f} ms")
+    print(f"settings: {settings}; trials={a.trials}; {check}")
+    print(summary_line(aware, capable))
+    return 0 if passed(check) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
