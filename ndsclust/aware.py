@@ -46,7 +46,9 @@ Unloading. The sentinel asks over the socket and, as for any program, with SIGTE
 session turns SIGTERM into the same request unless ``handle_sigterm=False``). Both show
 in ``should_stop()`` and call the ``on_stop`` callbacks; the program finishes the item in
 hand, saves its marker and exits 0 within the sentinel's ``stop_grace``, after which it is
-SIGKILLed. A lost control socket (the sentinel is gone) is a stop request too.
+SIGKILLed. A lost control socket (the sentinel is gone) is a stop request too. The
+SIGTERM may land only while the program is already exiting: from interpreter exit on the
+session ignores it, so that it cannot turn the clean exit into death by a signal.
 
 Markers. ``marker`` reads the value from the write provider; assigning it swaps the value
 this session last read or wrote for the new one in one compare-and-swap, so two writers
@@ -67,6 +69,7 @@ Errors (all ``ndsclust.errors.NdsclustError``)::
 """
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -444,6 +447,7 @@ class Session:
         self._old_handler: Callable[[int, FrameType | None], object] | int | None = None
         if handle_sigterm and threading.current_thread() is threading.main_thread():
             self._old_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
+            atexit.register(self._ignore_sigterm_at_exit)
         self._reader = threading.Thread(target=self._read_loop, name="ndsclust-aware", daemon=True)
         self._reader.start()
 
@@ -583,7 +587,8 @@ class Session:
 
         Restores the SIGTERM handler the session installed, unless the sentinel has asked
         for the unload: its SIGTERM may still be on the way, and must not cut the clean
-        exit short (the handler left in place only sets a flag).
+        exit short (the handler left in place only sets a flag, and SIGTERM is ignored
+        once the interpreter exits).
         """
         with self._lock:
             if self._closed:
@@ -594,6 +599,7 @@ class Session:
                 and threading.current_thread() is threading.main_thread()):
             signal.signal(signal.SIGTERM, self._old_handler)
             self._old_handler = None
+            atexit.unregister(self._ignore_sigterm_at_exit)
         try:
             self._sock.shutdown(socket.SHUT_RDWR)   # the reader sees the end and cleans up
         except OSError:
@@ -612,6 +618,17 @@ class Session:
                 os.write(self._wake_w, b"t")
             except OSError:
                 pass
+
+    def _ignore_sigterm_at_exit(self) -> None:
+        # Interpreter exit resets every Python signal handler to SIG_DFL well before the
+        # process is gone (modules, threads and buffers are torn down after that). The
+        # sentinel sends its SIGTERM alongside the stop request, from another process, so
+        # it may land only once the program, already answering the request, is exiting:
+        # with SIG_DFL it would turn that clean unload (exit 0) into death by SIGTERM.
+        # SIG_IGN survives the reset; the sentinel's SIGKILL after its grace still bounds
+        # the exit. The program is ending, so a SIGTERM can ask nothing more of it.
+        if signal.getsignal(signal.SIGTERM) == self._on_sigterm:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
     def _call(self, op: str, *, timeout: float | None = CALL_TIMEOUT, **args: object) -> dict[str, object]:
         with self._lock:
