@@ -232,6 +232,9 @@ class _Reader:
         except OSError as e:
             self.bad(path, f"{path_value}: {e.strerror}")
             return None
+        except ValueError as e:      # a NUL in the path
+            self.bad(path, f"{path_value!r}: {e}")
+            return None
         if len(data) < 16:
             self.bad(path, f"{path_value}: key is {len(data)} bytes; at least 16 are needed "
                            "(generate one with: head -c 32 /dev/urandom | base64 > FILE)")
@@ -281,6 +284,8 @@ def parse(data: Any, source: str = "<config>") -> Config:
             password = Path(pw_file).read_text(encoding="utf-8").rstrip("\n")
         except OSError as e:
             r.bad("directory.password_file", f"{pw_file}: {e.strerror}")
+        except ValueError as e:      # a NUL in the path, or a file that is not UTF-8
+            r.bad("directory.password_file", f"{pw_file!r}: {e}")
     creds = Credentials(
         bind_dn=r.string(d, "bind_dn", "directory."), password=password,
         sasl_external=bool(d.get("sasl_external", False)),
@@ -451,11 +456,17 @@ def load(path: str | None = None) -> Config:
     path = path or os.environ.get("NDSCLUST_CONFIG") or DEFAULT_PATH
     try:
         with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
+            # libyaml when present: it reads in linear time and bounds the nesting depth,
+            # where the pure-Python loader recurses once per level.
+            data = yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except OSError as e:
         raise ConfigError(path, [f"cannot read: {e.strerror}"]) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         raise ConfigError(path, [f"{where}not valid YAML: {getattr(e, 'problem', e)}"]) from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(path, [f"byte {e.start}: not UTF-8 text ({e.reason})"]) from None
+    except RecursionError:
+        raise ConfigError(path, ["not valid YAML: it nests too deeply"]) from None
     return parse(data, path)

@@ -11,8 +11,8 @@ import sys
 from collections.abc import Callable, Sequence
 
 from ndsclust.cli import (
-    app_cmd, common, doctor_cmd, events_cmd, lab_cmd, request_cmd, schema_cmd, sentinel_cmd,
-    servers_cmd, status_cmd,
+    app_cmd, common, doctor_cmd, events_cmd, lab_cmd, pki_cmd, request_cmd, schema_cmd,
+    sentinel_cmd, servers_cmd, status_cmd,
 )
 from ndsclust.errors import ConfigError, NdsclustError, ProviderUnreachable
 
@@ -20,7 +20,7 @@ Handler = Callable[[argparse.Namespace], int]
 
 # Each command module offers register(subparsers); its parsers set `handler`.
 MODULES = [status_cmd, servers_cmd, app_cmd, request_cmd, events_cmd, doctor_cmd, schema_cmd,
-           sentinel_cmd, lab_cmd]
+           pki_cmd, sentinel_cmd, lab_cmd]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,14 +6,19 @@ This module only reads: provider by provider (schema, contextCSN) and through th
 from __future__ import annotations
 
 import argparse
+import os
+import pwd
+import stat
 import time
 from typing import Any
 
 import ldap3
+import yaml
 from ldap3.core.exceptions import LDAPException
 
 from ndsclust import doctor, schema
 from ndsclust.cli import common
+from ndsclust.config import Config
 from ndsclust.errors import ProviderUnreachable, StoreError
 from ndsclust.ldapstore import entries, replication, schema_admin
 from ndsclust.ldapstore.connection import Credentials, open_connection
@@ -31,7 +36,10 @@ def register(sub: Any) -> None:
         description="Check the schema on every provider, replication convergence "
                     "(contextCSN), every sentinel's directory pulse, clock skew between "
                     "servers, the sentinel timeouts and channels (with --config), invalid "
-                    "entries, application references and resources. Exit 0 when nothing is "
+                    "entries, application references and resources, and security: plain LDAP "
+                    "or unverified TLS, and with --config the heartbeat key, the programs' "
+                    "user and allow-list, and the modes of key and password files. Exit 0 "
+                    "when nothing is "
                     "a problem, 1 otherwise. cn=config is read when the bind may (as root: "
                     "ndsclust --uri ldapi:/// -Y doctor).")
     p.add_argument("--json", action="store_true", help="print JSON (stable keys)")
@@ -120,6 +128,52 @@ def pulse_readings(st: Store) -> dict[ServerName, doctor.PulseReading]:
     return out
 
 
+def transports(cfg: Config | None, uris: list[str], creds: Credentials) -> list[doctor.Transport]:
+    """The sentinel's way to the providers (with a configuration) and this command's, when
+    it differs."""
+    out = []
+    if cfg is not None:
+        c = cfg.directory.credentials
+        out.append(doctor.Transport("sentinel configuration", cfg.directory.uris, c.start_tls,
+                                    c.ca_file, c.allow_plain))
+    mine = doctor.Transport("this command", tuple(uris), creds.start_tls, creds.ca_file,
+                            creds.allow_plain)
+    if not out or (out[0].uris, out[0].start_tls, out[0].ca_file) != (mine.uris, mine.start_tls,
+                                                                       mine.ca_file):
+        out.append(mine)
+    return out
+
+
+def secret_files(cfg: Config | None) -> list[doctor.SecretFile]:
+    """The mode of every secret file the sentinel configuration names. The loaded Config
+    keeps the secrets, not where they came from: the paths are read from the YAML again."""
+    if cfg is None:
+        return []
+    try:
+        with open(cfg.path, encoding="utf-8") as f:
+            raw = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError):
+        return []          # it loaded a moment ago; a file replaced since is the next run's
+    out = []
+    for setting, path in doctor.secret_paths(raw):
+        try:
+            mode = stat.S_IMODE(os.stat(path).st_mode)
+        except OSError as e:
+            out.append(doctor.SecretFile(setting, path, error=e.strerror))
+            continue
+        out.append(doctor.SecretFile(setting, path, mode))
+    return out
+
+
+def programs_uid(cfg: Config | None) -> int | None:
+    if cfg is None or cfg.programs.user is None:
+        return None
+    try:
+        return pwd.getpwnam(cfg.programs.user).pw_uid
+    except KeyError:
+        return None
+
+
 def gather(args: argparse.Namespace) -> doctor.Facts:
     cfg = common.load_config(args)
     st = common.store(args)
@@ -141,7 +195,9 @@ def gather(args: argparse.Namespace) -> doctor.Facts:
     return doctor.Facts(
         now=now, schema=readings, csns=csns, csns_later=later, servers=servers,
         apps=list(apps.values()), invalid=[*bad_servers, *bad_apps], pulses=pulses,
-        config=cfg, pulse_max_age=args.pulse_max_age, max_skew=args.max_skew)
+        config=cfg, pulse_max_age=args.pulse_max_age, max_skew=args.max_skew,
+        transports=transports(cfg, uris, creds), secret_files=secret_files(cfg),
+        programs_uid=programs_uid(cfg))
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

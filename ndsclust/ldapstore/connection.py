@@ -59,9 +59,9 @@ def check_uri(uri: str) -> str:
     return uri
 
 
-def _tls(creds: Credentials) -> ldap3.Tls | None:
-    if not (creds.ca_file or creds.cert_file):
-        return None
+def _tls(creds: Credentials) -> ldap3.Tls:
+    # Always verify the provider: without ca_file against the system's CAs. (Left to
+    # itself, ldap3 would do TLS that checks no certificate at all.)
     return ldap3.Tls(
         validate=ssl.CERT_REQUIRED,
         ca_certs_file=creds.ca_file,

@@ -23,7 +23,7 @@ from ndsclust.model import (
 
 Attrs = Mapping[str, Sequence[Any]]
 
-_ORDERED = re.compile(r"^\{(\d+)\}(.*)$", re.S)
+_ORDERED = re.compile(r"^\{(\d{1,9})\}(.*)$", re.S)
 MAX_VALUE = 4096
 
 

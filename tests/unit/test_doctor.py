@@ -6,7 +6,7 @@ from typing import Any
 
 from ndsclust import config, schema
 from ndsclust.doctor import (
-    Facts, Finding, Level, PulseReading, SchemaReading, check_channels, check_clock_skew,
+    Facts, Finding, Level, PulseReading, SchemaReading, SecretFile, Transport, check_channels, check_clock_skew,
     check_entries, check_pulses, check_references, check_replication, check_resources,
     check_schema, check_timing, diagnose, exit_code, needs_second_look,
 )
@@ -175,15 +175,29 @@ def test_resources_offered_nowhere_is_a_problem_and_partly_a_warning() -> None:
 
 def test_diagnose_healthy_cluster_exits_zero(tmp_path: Path) -> None:
     same = {"001": CSN.format(sid="001")}
+    key = tmp_path / "cluster.key"
+    key.write_bytes(b"k" * 32)
+    key.chmod(0o600)
+    secure = config.parse({
+        "server": "alpha",
+        "directory": {"uris": ["ldaps://ldap1:636"], "suffix": "dc=x", "ca_file": "/ca.crt",
+                      "allow_plain_ldap": False},
+        "channels": {"directory": {}, "lan": {"addresses": ["127.0.0.1:7946"],
+                                              "key_file": str(key)}},
+        "programs": {"user": "nobody", "allowed_commands": ["/bin/true"]},
+        "timeouts": {"failover": 0.8, "fence": 0.5, "lease": 0.5}}, str(tmp_path / "s.yaml"))
     facts = Facts(
         now=NOW, schema=[SchemaReading("ldap://a", schema.VERSION)],
         csns={"ldap://a": same, "ldap://b": dict(same)},
         servers=servers(alpha={"san1"}, beta={"san1"}),
         apps=[app(resources=frozenset({"san1"}))],
         pulses={A: PulseReading(A, 5, NOW - 0.1, NOW - 0.1), B: PulseReading(B, 7, NOW, NOW)},
-        config=cfg(tmp_path, {"directory": {}}))
+        config=secure, transports=[Transport("sentinel configuration", ("ldaps://ldap1:636",),
+                                             False, "/ca.crt", False)],
+        secret_files=[SecretFile("channels.lan.key_file", str(key), 0o600)], programs_uid=65534)
     found = diagnose(facts)
     assert exit_code(found) == 0
     assert {f.check for f in found} == {"schema", "replication", "pulse", "clock", "timing",
-                                        "channels", "entry", "references", "resources"}
+                                        "channels", "entry", "references", "resources", "tls",
+                                        "heartbeat", "programs", "secrets"}
     assert all(f.level is Level.OK for f in found)
