@@ -28,6 +28,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ndsclust.lab.cluster import LabCluster  # noqa: E402
 from ndsclust.lab.directory import wait_until  # noqa: E402
@@ -100,15 +101,26 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--trials", type=int, default=20)
     p.add_argument("--fast", action="store_true", help="shortest timings the loader allows")
+    p.add_argument("--aware-trials", type=int, default=5,
+                   help="trials of the cluster-aware failback comparison (0: skip)")
     a = p.parse_args()
     failovers, failbacks, doubles = run(a.trials, a.fast)
+    aware_ok = True
+    if a.aware_trials:
+        # Cluster-aware failback next to a capable one (tools/bench_aware.py): the aware
+        # primary's copy is already loaded and paused when the hand-over starts.
+        import bench_aware
+        aware, capable, check = bench_aware.run(a.aware_trials, a.fast)
+        aware_ok = bench_aware.passed(check)
+        print(f"aware check: {check}")
+        print(bench_aware.summary_line(aware, capable))
     settings = "fastest allowed (20 ms heartbeats)" if a.fast else "default"
     print(f"settings: {settings}; failover min={min(failovers):.0f} ms "
           f"median={statistics.median(failovers):.0f} ms max={max(failovers):.0f} ms")
     print(f"failover: p50_ms={percentile(failovers, 50):.0f} p99_ms={percentile(failovers, 99):.0f} "
           f"failback_ms={statistics.median(failbacks):.0f} trials={len(failovers)} "
           f"double_runs={doubles}")
-    return 0 if doubles == 0 else 1
+    return 0 if doubles == 0 and aware_ok else 1
 
 
 if __name__ == "__main__":

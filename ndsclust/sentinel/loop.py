@@ -70,6 +70,9 @@ REPLICATION_CHECK_INTERVAL = 0.5
 HANDOFF_DEADLINE_EXTRA = 10.0
 # A cycle in which nothing changed decides again only after this long.
 RECHECK_INTERVAL = 1.0
+# How often channel counters (dropped heartbeats, disk errors) are compared and logged.
+STATS_INTERVAL = 10.0
+NORMAL_COUNTERS = frozenset({"degraded", "received", "accepted", "writes", "reads"})
 # Connections that carry out independent applications' actions side by side.
 WRITERS = 8
 MOVE_VALUES = frozenset(k.value for k in MOVES)
@@ -161,6 +164,8 @@ class Sentinel:
         self._health_due: dict[Tag, float] = {}
         self._local = threading.local()
         self._last_key: object = None
+        self._stats_due = 0.0
+        self._stats_seen: dict[str, dict[str, int]] = {}
         self._last_decide = 0.0
         self._writers: list[Store] = []
         self._writers_lock = threading.Lock()
@@ -389,8 +394,27 @@ class Sentinel:
             self._registering = False
         self._execute(actions, view, now)
         self._health_checks(view, now)
+        self._report_channels(now)
         self.cycles += 1
         return actions
+
+    def _report_channels(self, now: float) -> None:
+        """Every STATS_INTERVAL, one line per channel whose drop or error counters grew
+        (forged, replayed or malformed heartbeats; an unwritable disk slot)."""
+        if now < self._stats_due:
+            return
+        self._stats_due = now + STATS_INTERVAL
+        for name, ch in self.channels.items():
+            stats = dict(ch.stats())
+            before = self._stats_seen.get(name, {})
+            grew = {k: v - before.get(k, 0) for k, v in stats.items()
+                    if k not in NORMAL_COUNTERS and not k.startswith("sent")
+                    and v > before.get(k, 0)}
+            self._stats_seen[name] = stats
+            if grew or stats.get("degraded"):
+                log_event(logging.WARNING, "channel_counters", server=self.me, channel=name,
+                          degraded=stats.get("degraded", 0),
+                          **{k: f"+{v}" for k, v in sorted(grew.items())})
 
     def _log_exit(self, info: ProcInfo) -> None:
         level = logging.INFO if info.stop_requested else logging.WARNING

@@ -123,6 +123,10 @@ def test_replayed_and_forged_heartbeats_do_not_keep_a_dead_server_alive(lab: Lab
         for name in (A, C):
             assert c.servers[name].running, c.log_tail(name)
             assert "channel_crashed" not in c.log_tail(name, 400)
+        # The drops are counted and shown to the operator (one line per channel, every 10 s).
+        wait_until(lambda: any("event=channel_counters server=alpha channel=lan" in ln
+                               and "dropped_" in ln for ln in c.log_tail(A, 400).splitlines()),
+                   timeout=15, what="alpha reports the dropped heartbeats")
     finally:
         stop.set()
         if flood is not None:
