@@ -72,7 +72,7 @@ HANDOFF_DEADLINE_EXTRA = 10.0
 RECHECK_INTERVAL = 1.0
 # How often channel counters (dropped heartbeats, disk errors) are compared and logged.
 STATS_INTERVAL = 10.0
-NORMAL_COUNTERS = frozenset({"degraded", "received", "accepted", "writes", "reads"})
+PROBLEM_PREFIXES = ("dropped_", "bad_", "wrong_")
 # Connections that carry out independent applications' actions side by side.
 WRITERS = 8
 MOVE_VALUES = frozenset(k.value for k in MOVES)
@@ -408,7 +408,7 @@ class Sentinel:
             stats = dict(ch.stats())
             before = self._stats_seen.get(name, {})
             grew = {k: v - before.get(k, 0) for k, v in stats.items()
-                    if k not in NORMAL_COUNTERS and not k.startswith("sent")
+                    if (k.startswith(PROBLEM_PREFIXES) or k.endswith("_errors"))
                     and v > before.get(k, 0)}
             self._stats_seen[name] = stats
             if grew or stats.get("degraded"):
