@@ -460,7 +460,8 @@ class Follower:
                             if k.lower() == "entrycsn" and vs), "")
                 self.new_events.append((csn, event))
             return True
-        return self.cache.put(entry.uuid, entry.dn, entry.attributes)
+        self.cache.put(entry.uuid, entry.dn, entry.attributes)
+        return True
 
     def snapshot(self) -> Snapshot:
         return self.cache.snapshot()

@@ -8,6 +8,17 @@ process running ``ndsclust sentinel run`` with a generated configuration. Sample
 
 "Killing a server" SIGKILLs its sentinel, everything below it (lease guard, programs)
 and its slapd at once: what a power cut does, as far as one machine can show it.
+
+With ``netns=True`` every server is a network namespace of a ``NetLab`` instead: its slapd
+and its sentinel (and so its programs) run inside it, its provider listens on its dir
+address, its heartbeats use its lan address, and the test process reaches the providers
+through the root namespace's address on the dir bridge. The ledger and the disk-pulse file
+stay shared (one filesystem: the shared storage). Killing a server then also takes its
+links down, as a dead host drops off the network; restarting it brings them up first.
+
+``witness=True`` adds a witness (claims 12, 43) to every sentinel's configuration: a TCP
+listener of this process, on the root namespace's dir-bridge address with ``netns``, so
+a server reaches it exactly while its dir link works.
 """
 from __future__ import annotations
 
@@ -16,8 +27,10 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,12 +40,18 @@ from typing import Any
 import yaml
 
 from ndsclust.lab.directory import DirectoryCluster, LabError, free_ports, wait_until
+from ndsclust.lab.netns import NetLab
 from ndsclust.ldapstore.connection import Credentials, Providers
 from ndsclust.ldapstore.store import Store
 from ndsclust.model import App, AppState, AppType, Server, ServerName, StateValue, Tag
 
 SERVER_NAMES = ("alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta")
 PR_SET_PDEATHSIG = 1
+# Each namespace has its own port space: every server's heartbeats use the same port.
+NETNS_LAN_PORT = 7946
+WITNESS_BACKLOG = 64
+WITNESS_INTERVAL = 0.5
+WITNESS_TIMEOUT = 1.0
 
 
 @dataclass
@@ -88,13 +107,47 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+class Witness:
+    """A TCP listener that accepts and closes every connection: what the witness channel
+    probes (it counts only completed connections). Runs on a daemon thread."""
+
+    def __init__(self, host: str) -> None:
+        self._sock = socket.socket(socket.AF_INET)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind((host, 0))
+        self._sock.listen(WITNESS_BACKLOG)
+        self._sock.settimeout(0.2)
+        self.address = f"{host}:{self._sock.getsockname()[1]}"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="lab-witness", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                continue
+            conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self._sock.close()
+
+
 class LabCluster:
     """N servers on this machine; see the module docstring. Context manager."""
 
     def __init__(self, n: int = 3, base_dir: str | Path | None = None, *,
                  die_with_parent: bool = True, timeouts: Mapping[str, Any] | None = None,
                  intervals: float | None = None, resources: Mapping[str, Sequence[str]] | None = None,
-                 log_level: str = "info", disk: bool = True) -> None:
+                 log_level: str = "info", disk: bool = True, netns: bool = False,
+                 witness: bool = False, sentinel_wrapper: Sequence[str] = ()) -> None:
+        """``sentinel_wrapper``: arguments put between the Python interpreter and
+        ``-m ndsclust`` when a sentinel starts (a script that adjusts the process before it
+        runs the module); ``{dir}`` and ``{name}`` in them become the server's directory
+        and name."""
         if not 1 <= n <= len(SERVER_NAMES):
             raise LabError(f"a lab has 1 to {len(SERVER_NAMES)} servers, not {n}")
         self.n = n
@@ -104,7 +157,21 @@ class LabCluster:
         self.resources = {k: tuple(v) for k, v in (resources or {}).items()}
         self.log_level = log_level
         self.disk = disk
-        self.directory = DirectoryCluster(n=n, base_dir=base_dir, die_with_parent=die_with_parent)
+        self.sentinel_wrapper = tuple(sentinel_wrapper)
+        names = SERVER_NAMES[:n]
+        self.net = NetLab(names) if netns else None
+        if self.net is not None:
+            net = self.net
+            self.directory = DirectoryCluster(
+                n=n, base_dir=base_dir, die_with_parent=die_with_parent, durable=False,
+                hosts=[net.address(name, "dir") for name in names],
+                exec_prefixes=[net.exec_prefix(name) for name in names])
+        else:
+            # A lab directory is thrown away: no fsync per commit (see provider_config).
+            self.directory = DirectoryCluster(n=n, base_dir=base_dir,
+                                              die_with_parent=die_with_parent, durable=False)
+        self.want_witness = witness
+        self.witness: Witness | None = None
         self.servers: dict[ServerName, LabServer] = {}
         self._store: Store | None = None
 
@@ -117,6 +184,11 @@ class LabCluster:
     @property
     def ledger(self) -> Path:
         return self.base_dir / "ledger"
+
+    @property
+    def disk_path(self) -> Path:
+        """The shared disk-pulse file (claims 13, 44)."""
+        return self.base_dir / "disk.pulse"
 
     @property
     def names(self) -> list[ServerName]:
@@ -140,9 +212,26 @@ class LabCluster:
     # -- start / stop -----------------------------------------------------------------------
 
     def start(self) -> float:
-        """Providers, base entries, server entries, sentinels; returns seconds taken."""
+        """Providers, base entries, server entries, sentinels; returns seconds taken. On
+        failure everything started so far is stopped."""
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def lan_address(self, i: int, port: int) -> str:
+        if self.net is not None:
+            return f"{self.net.address(SERVER_NAMES[i], 'lan')}:{NETNS_LAN_PORT}"
+        return f"127.0.1.{i + 1}:{port}"
+
+    def _start(self) -> float:
         began = time.monotonic()
+        if self.net is not None:
+            self.net.start()
         self.directory.start()
+        if self.want_witness:
+            self.witness = Witness(self.net.root_address("dir") if self.net else "127.0.0.1")
         ports = free_ports(["127.0.0.1"] * self.n)
         key = self.base_dir / "cluster.key"
         key.write_bytes(secrets.token_hex(32).encode())
@@ -156,7 +245,7 @@ class LabCluster:
             name = ServerName(SERVER_NAMES[i])
             sdir = self.base_dir / name
             sdir.mkdir(exist_ok=True)
-            server = LabServer(name=name, index=i, address=f"127.0.1.{i + 1}:{ports[i]}",
+            server = LabServer(name=name, index=i, address=self.lan_address(i, ports[i]),
                                dir=sdir, config_path=sdir / "sentinel.yaml",
                                log_path=sdir / "sentinel.log",
                                resources=self.resources.get(name, ()))
@@ -178,10 +267,16 @@ class LabCluster:
             "directory": {},
         }
         if self.disk:
-            channels["disk"] = {"path": str(self.base_dir / "disk.pulse"), "servers": self.names}
+            channels["disk"] = {"path": str(self.disk_path), "servers": self.names}
         if interval is not None:
             for ch in channels.values():
                 ch["interval"] = interval
+        if self.witness is not None:
+            # The witness channel's connect timeout is 0.5 s and may not exceed its
+            # interval. Fencing waits for the witness to be silent this long, so a lab with
+            # a witness needs a fence timeout above it (and failover above that).
+            channels["witness"] = {"address": self.witness.address,
+                                   "interval": WITNESS_INTERVAL, "timeout": WITNESS_TIMEOUT}
         cfg: dict[str, Any] = {
             "server": server.name,
             "cluster": "lab",
@@ -210,11 +305,13 @@ class LabCluster:
         server = self.servers[name]
         if server.running:
             raise LabError(f"the sentinel of {name} is already running (pid {server.pid})")
+        prefix = self.net.exec_prefix(name) if self.net is not None else ()
+        wrapper = [a.format(dir=server.dir, name=name) for a in self.sentinel_wrapper]
         log = open(server.log_path, "ab")
         try:
             server.process = subprocess.Popen(
-                [sys.executable, "-m", "ndsclust", "sentinel", "run", "--config",
-                 str(server.config_path)],
+                [*prefix, sys.executable, *wrapper, "-m", "ndsclust", "sentinel", "run",
+                 "--config", str(server.config_path)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=str(server.dir),
                 preexec_fn=_die_with_parent if self.die_with_parent else None,
                 start_new_session=True)
@@ -240,8 +337,9 @@ class LabCluster:
                 self._reap(server)
 
     def kill_server(self, name: ServerName) -> float:
-        """SIGKILL the server's sentinel, its guards and programs and its slapd at once;
-        returns the CLOCK_MONOTONIC time of the kill."""
+        """SIGKILL the server's sentinel, its guards and programs and its slapd at once
+        (and take its links down, with ``netns``); returns the CLOCK_MONOTONIC time of
+        the kill."""
         server = self.servers[name]
         pids = []
         if server.pid is not None and server.running:
@@ -255,14 +353,19 @@ class LabCluster:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        if self.net is not None:
+            self.net.link_down(name)
         self._reap(server)
         provider.kill()
         return t
 
     def restart_server(self, name: ServerName) -> None:
-        """Bring a killed server back: its slapd, then its sentinel."""
+        """Bring a killed server back: its links (with ``netns``), its slapd, then its
+        sentinel."""
         server = self.servers[name]
         provider = self.directory.providers[server.index]
+        if self.net is not None:
+            self.net.link_up(name)
         if not provider.running:
             provider.start()
         self.start_sentinel(name)
@@ -287,7 +390,14 @@ class LabCluster:
         if self._store is not None:
             self._store.close()
             self._store = None
-        self.directory.stop()
+        try:
+            self.directory.stop()
+        finally:
+            if self.witness is not None:
+                self.witness.close()
+                self.witness = None
+            if self.net is not None:
+                self.net.teardown()
 
     def _save_state(self) -> None:
         state = {"servers": {s.name: {"pid": s.pid, "address": s.address, "index": s.index,

@@ -1,18 +1,24 @@
 """A typed, current picture of the cluster, folded from watch events and own writes.
 
 The watch (RFC 4533) delivers raw entries; this cache turns them into ``App`` and
-``Server`` snapshots, keeps the invalid ones aside with their errors (one bad entry affects
-nothing else), and never lets an older copy of an entry replace a newer one: each entry is
-kept with its entryCSN, and an event carrying an older CSN than the copy we hold is ignored.
-That matters after our own writes: the shell reads the entry back from the write provider and
-``put``s it, so the decision core sees its own claim at once, and a watch event that was
-already queued from before the write cannot make it look as if the claim had not happened.
+``Server`` snapshots and keeps the invalid ones aside with their errors (one bad entry
+affects nothing else). What the watch delivers is authoritative and applied in the order
+it arrives, whatever its entryCSN: after a partition heals, replication may bring a change
+whose CSN is older than the copy we hold, and it is the converged value.
+
+Our own writes are shown at once as *local* copies (``put(..., local=True)`` with the entry
+as the write left it), so the decision core sees its own claim in the next cycle. A local
+copy hides the watch's copy until the watch delivers the entry with a CSN at least as new
+(the echo of our write), so an event already queued from before the write cannot make it
+look as if the claim had not happened; it also lapses after ``LOCAL_TTL`` seconds, should
+the echo never come.
 """
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,11 +28,15 @@ from ndsclust.ldapstore.store import Snapshot
 from ndsclust.model import App, Server, ServerName, Tag
 
 
+LOCAL_TTL = 10.0
+
+
 @dataclass(frozen=True, slots=True)
 class _Held:
     dn: str
     csn: str
     value: App | Server | EntryInvalid | None   # None: an entry of no interest (ou=...)
+    since: float = 0.0                           # local copies: when we wrote it
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,9 +66,12 @@ def _object_classes(attrs: Mapping[str, Sequence[Any]]) -> set[str]:
 class ClusterCache:
     """Thread-safe map entryUUID -> typed entry; ``snapshot()`` gives a frozen Snapshot."""
 
-    def __init__(self, move_kinds: frozenset[str] = frozenset()) -> None:
+    def __init__(self, move_kinds: frozenset[str] = frozenset(),
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._lock = threading.Lock()
         self._held: dict[str, _Held] = {}
+        self._local: dict[str, _Held] = {}
+        self._clock = clock
         self._move_kinds = move_kinds
         self._moves: dict[str, Move] = {}
         self._version = 0
@@ -69,13 +82,14 @@ class ClusterCache:
         """Grows with every change that was applied: cheap 'did anything change?' checks."""
         return self._version
 
-    def put(self, uuid: str, dn: str, attrs: Mapping[str, Sequence[Any]]) -> bool:
-        """Apply one entry (from the watch or a read-back); False if older than what we hold."""
+    def put(self, uuid: str, dn: str, attrs: Mapping[str, Sequence[Any]], *,
+            local: bool = False) -> None:
+        """Apply one entry: from the watch, or (``local``) as our own write left it."""
         csn = _csn_of(attrs)
         classes = _object_classes(attrs)
         if "ndsclustevent" in classes:
             self._put_move(uuid, dn, attrs)
-            return True
+            return
         value: App | Server | EntryInvalid | None
         try:
             if "ndsclustapplication" in classes:
@@ -87,13 +101,15 @@ class ClusterCache:
         except EntryInvalid as e:
             value = e
         with self._lock:
-            old = self._held.get(uuid)
-            if old is not None and csn and old.csn and csn < old.csn:
-                return False
-            self._held[uuid] = _Held(dn, csn, value)
+            if local:
+                self._local[uuid] = _Held(dn, csn, value, self._clock())
+            else:
+                self._held[uuid] = _Held(dn, csn, value)
+                mine = self._local.get(uuid)
+                if mine is not None and (not mine.csn or (csn and csn >= mine.csn)):
+                    del self._local[uuid]          # the watch has caught up with our write
             self._version += 1
             self._snap = None
-        return True
 
     def _put_move(self, uuid: str, dn: str, attrs: Mapping[str, Sequence[Any]]) -> None:
         try:
@@ -117,6 +133,7 @@ class ClusterCache:
     def delete(self, uuid: str) -> None:
         with self._lock:
             self._moves.pop(uuid, None)
+            self._local.pop(uuid, None)
             if self._held.pop(uuid, None) is not None:
                 self._version += 1
                 self._snap = None
@@ -124,15 +141,23 @@ class ClusterCache:
     def clear(self) -> None:
         with self._lock:
             self._held.clear()
+            self._local.clear()
             self._version += 1
             self._snap = None
 
     def snapshot(self) -> Snapshot:
         """Valid applications (checked against the known servers), servers, invalid entries."""
         with self._lock:
+            now = self._clock()
+            lapsed = [u for u, h in self._local.items() if now - h.since > LOCAL_TTL]
+            for uuid in lapsed:
+                del self._local[uuid]
+            if lapsed:
+                self._version += 1
+                self._snap = None
             if self._snap is not None:
                 return self._snap
-            held = list(self._held.values())
+            held = list({**self._held, **self._local}.values())
             version = self._version
         servers: dict[ServerName, Server] = {}
         apps: dict[Tag, App] = {}

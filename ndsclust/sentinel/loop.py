@@ -130,8 +130,8 @@ class Sentinel:
         timeouts = {name: ch.timeout for name, ch in self.channels.items()}
         self.detector = Detector(timeouts, self.me, started, cfg.timeouts.startup_grace)
         fence_detect = cfg.timeouts.fence - KILL_ALLOWANCE
-        self.fence_detector = Detector({n: fence_detect for n in self.channels}, self.me,
-                                       started, cfg.timeouts.startup_grace)
+        self.fence_detector = Detector({n: fence_detect for n in self._fence_channels()},
+                                       self.me, started, cfg.timeouts.startup_grace)
         self.policy = Policy(max_restarts=cfg.supervision.max_restarts,
                              restart_window=cfg.supervision.restart_window,
                              flap_max_failovers=cfg.supervision.flap_max_failovers,
@@ -324,6 +324,20 @@ class Sentinel:
         now = self.clock()
         return {name: ch.observe(now) for name, ch in self.channels.items()}
 
+    def _fence_channels(self) -> list[str]:
+        """Channels that prove this server's own signals reach its peers (fencing asks "do
+        they hear me?", not "do I hear them?"): LAN acknowledgements and the shared disk.
+        Seeing peers' directory pulses proves only the way in; it counts only when nothing
+        else is configured."""
+        proof: list[str] = [n for n in ("lan", "disk") if n in self.channels]
+        return proof or list(self.channels)
+
+    def _fence_observations(self, now: float) -> dict[str, Mapping[ServerName, float]]:
+        out = {n: self.channels[n].observe(now) for n in self._fence_channels()}
+        if "lan" in out and self.lan is not None:
+            out["lan"] = self.lan.acknowledged(now)
+        return out
+
     def _history(self, now: float) -> dict[Tag, History]:
         """Recent moves per application from the audit trail, on this server's clock."""
         wall = time.time()
@@ -487,7 +501,7 @@ class Sentinel:
         if entry and isinstance(uuid, list) and uuid:
             raw = uuid[0]
             self.cache.put(raw.decode() if isinstance(raw, bytes) else str(raw),
-                           self._writer.app_dn(tag), entry)  # type: ignore[arg-type]
+                           self._writer.app_dn(tag), entry, local=True)  # type: ignore[arg-type]
         else:
             self._read_back(tag)
 
@@ -497,7 +511,8 @@ class Sentinel:
                                   scope=ldap3.BASE, attributes=APP_ATTRS)
         for dn, attrs in found:
             uuid = attrs.get("entryUUID", [b""])[0]
-            self.cache.put(uuid.decode() if isinstance(uuid, bytes) else str(uuid), dn, attrs)
+            self.cache.put(uuid.decode() if isinstance(uuid, bytes) else str(uuid), dn, attrs,
+                           local=True)
 
     def _app(self, view: View, tag: Tag) -> App:
         app = view.apps.get(tag)
@@ -603,7 +618,8 @@ class Sentinel:
         while not self._stop.wait(interval):
             now = self.clock()
             servers = list(self.cache.snapshot().servers)
-            fence_view: Liveness = self.fence_detector.liveness(self._observations(), now, servers)
+            fence_view: Liveness = self.fence_detector.liveness(self._fence_observations(now),
+                                                                now, servers)
             reachable = self.witness.reachable(now) if self.witness else None
             # During the start-up grace nobody has been heard yet: that is not isolation.
             cut_off = (now >= self._started + self.cfg.timeouts.startup_grace

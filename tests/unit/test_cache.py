@@ -17,12 +17,40 @@ def servers(cache: ClusterCache) -> None:
                                                       "cn": [name], "entryCSN": ["1"]})
 
 
-def test_an_older_copy_never_replaces_a_newer_one() -> None:
+def test_own_write_shows_until_the_watch_echoes_it() -> None:
+    t = [0.0]
+    c = ClusterCache(clock=lambda: t[0])
+    servers(c)
+    c.put("u1", "ndsclustTag=web", app_attrs("alpha", "20261125120000.000001Z#000000#001#000000"))
+    # Our claim, as the write left it.
+    c.put("u1", "ndsclustTag=web", app_attrs("beta", "20261125120000.000005Z#000000#002#000000"),
+          local=True)
+    # A watch event queued from before the write must not hide the claim...
+    c.put("u1", "ndsclustTag=web", app_attrs("alpha", "20261125120000.000003Z#000000#001#000000"))
+    assert c.snapshot().apps["web"].host == "beta"
+    # ...and the echo of the write takes over from the local copy.
+    c.put("u1", "ndsclustTag=web", app_attrs("beta", "20261125120000.000005Z#000000#002#000000"))
+    assert c.snapshot().apps["web"].host == "beta"
+
+
+def test_watch_order_wins_even_with_an_older_csn_after_a_partition() -> None:
     c = ClusterCache()
     servers(c)
-    assert c.put("u1", "ndsclustTag=web", app_attrs("beta", "20261125120000.000002Z#000000#001#000000"))
-    assert not c.put("u1", "ndsclustTag=web", app_attrs("alpha", "20261125120000.000001Z#000000#001#000000"))
+    c.put("u1", "ndsclustTag=web", app_attrs("beta", "20261125120000.000009Z#000000#002#000000"))
+    # Replication brings the other side's claim, older by its CSN: it is the converged value.
+    c.put("u1", "ndsclustTag=web", app_attrs("alpha", "20261125120000.000002Z#000000#001#000000"))
+    assert c.snapshot().apps["web"].host == "alpha"
+
+
+def test_a_local_copy_lapses_when_the_echo_never_comes() -> None:
+    t = [0.0]
+    c = ClusterCache(clock=lambda: t[0])
+    servers(c)
+    c.put("u1", "ndsclustTag=web", app_attrs("alpha", "1"))
+    c.put("u1", "ndsclustTag=web", app_attrs("beta", "2"), local=True)
     assert c.snapshot().apps["web"].host == "beta"
+    t[0] = 11.0
+    assert c.snapshot().apps["web"].host == "alpha"
 
 
 def test_invalid_entry_is_kept_aside_and_the_rest_is_usable() -> None:

@@ -125,6 +125,7 @@ class LanChannel(Channel):
         self._lock = threading.Lock()
         self._stats: Counter[str] = Counter({c: 0 for c in _COUNTERS})
         self._heard: dict[ServerName, float] = {}
+        self._acked: dict[ServerName, float] = {}
         self._peers: dict[ServerName, tuple[tuple[socket.AddressFamily, SocketAddress], ...]] = {}
         self._peers_given: dict[ServerName, tuple[str, ...]] = {}
         self._crashed = False
@@ -186,6 +187,14 @@ class LanChannel(Channel):
     def observe(self, now: float) -> Mapping[ServerName, float]:
         with self._lock:
             return dict(self._heard)
+
+    def acknowledged(self, now: float) -> Mapping[ServerName, float]:
+        """When each peer last acknowledged one of our requests: proof that what this server
+        sends reaches it. Hearing a peer's own requests proves only the way in; a server
+        whose packets are lost on the way out hears everyone and is heard by no one, and
+        must still fence itself (a one-way partition)."""
+        with self._lock:
+            return dict(self._acked)
 
     def stats(self) -> Mapping[str, int]:
         with self._lock:
@@ -308,6 +317,8 @@ class LanChannel(Channel):
         with self._lock:
             self._stats["accepted"] += 1
             self._heard[packet.sender] = now
+            if packet.kind is Kind.ACK:
+                self._acked[packet.sender] = now
         if packet.kind is Kind.REQUEST:
             self._send(sock, self._packet(Kind.ACK, packet.sequence), source, "acks_sent")
 

@@ -1,0 +1,357 @@
+"""Randomized fault schedules against one lab of network namespaces.
+
+    python tools/faults/chaos.py --trials N --seed S [--servers 3] [--budget 20]
+    python tools/faults/chaos.py --replay S-I        # trial I of seed S again
+
+One lab (``harness.make_lab``) serves every trial, because starting one is the slow part.
+A trial adds fresh applications (new tags, so no restart budget or flap history carries
+over), waits until each runs on its primary, plays a schedule of 1 to 3 faults drawn from
+``random.Random("S-I")`` over a window of a few seconds, heals everything (``Faults.heal``),
+waits until the providers replicate and agree, then checks the invariants
+(``checker``): no double run in the ledger, each application running on exactly one server
+within ``--budget`` seconds of the heal, every provider holding the same entries (a
+divergence is counted once, by the first trial that finds it). It then
+removes its applications; their programs must stop, which shows every sentinel follows
+the directory again. When they do not (or a trial's applications never start), that is
+the trial's liveness violation, and every sentinel is restarted before the next trial, so
+one wedged sentinel does not fail all the trials after it. A failing trial prints its
+seed, its schedule and what was found; the last line is always
+
+    chaos: trials=<n> double_runs=<n> liveness_violations=<n> diverged_entries=<n> seed=<s>
+"""
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from ndsclust.errors import NdsclustError
+from ndsclust.lab.cluster import LabCluster
+from ndsclust.lab.directory import LabError, wait_until
+from ndsclust.lab.netns import cleanup_stale
+from ndsclust.ledger import double_runs, lives
+from ndsclust.model import ServerName
+from tools.faults.checker import LivenessViolation, Report, check_directory, check_liveness
+from tools.faults.harness import FaultError, Faults, live_copies, make_lab
+
+APPS_PER_TRIAL = 2
+MAX_FAULTS = 3
+WINDOW = (3.0, 6.0)          # seconds from the first fault to the heal
+SETTLE_TIMEOUT = 30.0
+START_TIMEOUT = 20.0
+REMOVE_TIMEOUT = 20.0
+Out = Callable[[str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    at: float                 # seconds after the trial's faults begin
+    kind: str
+    args: tuple[object, ...]
+
+    def __str__(self) -> str:
+        return f"+{self.at:.2f}s {self.kind} " + " ".join(_show(a) for a in self.args)
+
+
+def _show(a: object) -> str:
+    if isinstance(a, tuple) and a and all(isinstance(x, tuple) for x in a):
+        return "|".join(_show(x) for x in a)          # groups of a partition
+    if isinstance(a, (tuple, list, frozenset, set)):
+        return ",".join(_show(x) for x in sorted(a, key=str)) or "-"
+    if isinstance(a, float):
+        return f"{a:.2f}"
+    return str(a)
+
+
+@dataclass(frozen=True, slots=True)
+class Trial:
+    index: int
+    seed: str
+    apps: tuple[tuple[str, str, tuple[str, ...]], ...]     # tag, primary, backups
+    window: float
+    steps: tuple[Step, ...]
+
+    def describe(self) -> list[str]:
+        out = [f"trial={self.index} seed={self.seed} window={self.window:.2f}s"]
+        out += [f"  app {tag} primary={p} backups={','.join(b)}" for tag, p, b in self.apps]
+        out += [f"  {s}" for s in self.steps]
+        return out
+
+
+@dataclass
+class Totals:
+    trials: int = 0
+    double_runs: int = 0
+    liveness: int = 0
+    diverged: int = 0
+    failed: list[str] = field(default_factory=list)
+
+    def line(self, seed: str) -> str:
+        return (f"chaos: trials={self.trials} double_runs={self.double_runs} "
+                f"liveness_violations={self.liveness} diverged_entries={self.diverged} "
+                f"seed={seed}")
+
+
+def _nets(rng: random.Random) -> tuple[str, ...]:
+    return rng.choice((("lan", "dir"), ("lan", "dir"), ("lan",), ("dir",)))
+
+
+def _split(rng: random.Random, names: Sequence[str]) -> tuple[tuple[str, ...], ...]:
+    shuffled = list(names)
+    rng.shuffle(shuffled)
+    k = rng.randint(1, len(shuffled) - 1)
+    return tuple(sorted(shuffled[:k])), tuple(sorted(shuffled[k:]))
+
+
+def plan(index: int, seed: str, names: Sequence[str]) -> Trial:
+    """The trial drawn from ``seed``: its applications and its fault schedule."""
+    rng = random.Random(seed)
+    apps = []
+    for k in range(APPS_PER_TRIAL):
+        order = list(names)
+        rng.shuffle(order)
+        apps.append((f"t{index}x{k}", order[0], tuple(order[1:])))
+    hosts = [a[1] for a in apps]
+    window = rng.uniform(*WINDOW)
+    steps = []
+    for _ in range(rng.randint(1, MAX_FAULTS)):
+        at = rng.uniform(0.0, window * 0.6)
+        s = rng.choice(names)
+        h = rng.choice(hosts)
+        kind = rng.choice(("server_down", "kill_sentinel", "pause_sentinel", "kill_program",
+                           "pause_program", "kill_provider", "pause_provider", "link_down",
+                           "partition", "one_way", "loss", "delay", "disk_unwritable",
+                           "disk_cut", "clock_step"))
+        args: tuple[object, ...]
+        if kind in ("server_down", "kill_sentinel", "pause_sentinel", "kill_provider",
+                    "pause_provider", "disk_cut"):
+            args = (rng.choice((s, h)),)
+        elif kind in ("kill_program", "pause_program"):
+            tag, host, _ = apps[hosts.index(h)]
+            args = (host, tag)
+        elif kind == "link_down":
+            args = (rng.choice((s, h)), _nets(rng))
+        elif kind == "partition":
+            args = (_split(rng, names), _nets(rng))
+        elif kind == "one_way":
+            senders, receivers = _split(rng, names)
+            args = (senders, receivers, _nets(rng))
+        elif kind == "loss":
+            args = (s, round(rng.uniform(0.2, 0.9), 2), _nets(rng))
+        elif kind == "delay":
+            args = (s, round(rng.uniform(0.05, 1.5), 2), round(rng.uniform(0.0, 0.3), 2))
+        elif kind == "clock_step":
+            args = (s, rng.choice((-1, 1)) * round(rng.uniform(10, 120), 1))
+        else:
+            args = ()
+        steps.append(Step(at, kind, args))
+    steps.sort(key=lambda st: st.at)
+    return Trial(index, seed, tuple(apps), window, tuple(steps))
+
+
+def _names(a: object) -> tuple[str, ...]:
+    if not isinstance(a, tuple):
+        raise FaultError(f"expected a tuple of names, not {a!r}")
+    return tuple(str(x) for x in a)
+
+
+def apply(faults: Faults, step: Step) -> None:
+    a = step.args
+    k = step.kind
+    if k == "server_down":
+        faults.server_down(str(a[0]))
+    elif k == "kill_sentinel":
+        faults.kill_sentinel(str(a[0]))
+    elif k == "pause_sentinel":
+        faults.pause_sentinel(str(a[0]))
+    elif k == "kill_program":
+        faults.kill_program(str(a[0]), str(a[1]))
+    elif k == "pause_program":
+        faults.pause_program(str(a[0]), str(a[1]))
+    elif k == "kill_provider":
+        faults.kill_provider(str(a[0]))
+    elif k == "pause_provider":
+        faults.pause_provider(str(a[0]))
+    elif k == "link_down":
+        faults.link_down(str(a[0]), _names(a[1]))
+    elif k == "partition":
+        groups = a[0]
+        if not isinstance(groups, tuple):
+            raise FaultError(f"partition groups {groups!r} are not a tuple")
+        faults.partition([_names(g) for g in groups], _names(a[1]))
+    elif k == "one_way":
+        faults.one_way(_names(a[0]), _names(a[1]), _names(a[2]))
+    elif k == "loss":
+        faults.loss(str(a[0]), float(str(a[1])), _names(a[2]))
+    elif k == "delay":
+        faults.delay(str(a[0]), float(str(a[1])), float(str(a[2])))
+    elif k == "disk_unwritable":
+        faults.disk_unwritable()
+    elif k == "disk_cut":
+        faults.disk_cut(str(a[0]))
+    elif k == "clock_step":
+        faults.clock_step(str(a[0]), float(str(a[1])))
+    else:
+        raise FaultError(f"unknown fault {k!r}")
+
+
+def run_trial(lab: LabCluster, faults: Faults, trial: Trial, budget: float,
+              known: Collection[str] = ()) -> tuple[Report, list[str]]:
+    """Play one trial; its report and its fault log (``known``: divergences found by
+    earlier trials, not waited for again)."""
+    faults.log.clear()
+    notes: list[str] = []
+    for tag, primary, backups in trial.apps:
+        lab.add_app(tag, primary, backups)
+    for tag, primary, _ in trial.apps:
+        lab.wait_running(tag, primary, timeout=START_TIMEOUT)
+    began = time.monotonic()
+    for step in trial.steps:
+        delay = began + step.at - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        try:
+            apply(faults, step)
+        except (FaultError, LabError) as e:
+            notes.append(f"skipped {step}: {e}")
+    delay = began + trial.window - time.monotonic()
+    if delay > 0:
+        time.sleep(delay)
+    faults.heal()
+    try:
+        faults.settle(SETTLE_TIMEOUT)
+    except LabError as e:
+        notes.append(f"providers did not settle: {e}")
+    tags = [tag for tag, _, _ in trial.apps]
+
+    def describe(tag: str) -> str:
+        try:
+            app = lab.app(tag)
+        except NdsclustError as e:
+            return f"(cannot read the entry: {e})"
+        return f"host={app.host or '-'} state={app.state}"
+
+    liveness = check_liveness(tags, lambda t: set(live_copies(lab, t)), describe, budget)
+    diverged = check_directory(lab.directory, timeout=SETTLE_TIMEOUT, known=known)
+    doubles = double_runs(life for life in lives(lab.ledger_lines()) if life.tag in tags)
+    return (Report(double_runs=tuple(doubles), liveness=tuple(liveness),
+                   diverged=tuple(diverged), notes=tuple(notes)), list(faults.log))
+
+
+def remove_apps(lab: LabCluster, trial: Trial) -> list[str]:
+    """Delete the trial's applications and wait for their programs to stop; problems."""
+    tags = [tag for tag, _, _ in trial.apps]
+    try:
+        for tag in tags:
+            if tag in lab.store().apps()[0]:
+                lab.store().delete_app(tag)
+        wait_until(lambda: not any(live_copies(lab, t) for t in tags), timeout=REMOVE_TIMEOUT,
+                   what="the trial's programs to stop after their entries were removed")
+    except NdsclustError as e:
+        return [f"removing the trial's applications: {e}"]
+    return []
+
+
+def run(trials: int, seed: str, *, n: int = 3, budget: float = 20.0,
+        replay: int | None = None, out: Out = print, lab: LabCluster | None = None) -> Totals:
+    """``trials`` trials (or only trial ``replay``) of seed ``seed``; prints as it goes."""
+    own = lab is None
+    if lab is None:
+        cleanup_stale()
+        lab = make_lab(n)
+    totals = Totals()
+    try:
+        faults = Faults(lab)
+        names = [ServerName(s) for s in lab.names]
+        indexes = [replay] if replay is not None else list(range(trials))
+        known: set[str] = set()      # divergences already counted by an earlier trial
+        for i in indexes:
+            trial = plan(i, f"{seed}-{i}", names)
+            began = time.monotonic()
+            try:
+                report, log = run_trial(lab, faults, trial, budget, known)
+            except NdsclustError as e:
+                report, log = Report(liveness=(_aborted(trial, e),)), list(faults.log)
+                faults.heal()
+            left = remove_apps(lab, trial)
+            if left:
+                stuck = LivenessViolation(",".join(t for t, _, _ in trial.apps),
+                                          tuple(sorted({s for t, _, _ in trial.apps
+                                                        for s in live_copies(lab, t)})),
+                                          "; ".join(left))
+                report = Report(report.double_runs, report.liveness + (stuck,),
+                                report.diverged, report.notes)
+            # A divergence that persists is one lost or diverged entry, counted by the
+            # trial that caused it, not again by every trial after it.
+            fresh = tuple(d for d in report.diverged if str(d) not in known)
+            known.update(str(d) for d in report.diverged)
+            if len(fresh) != len(report.diverged):
+                report = Report(report.double_runs, report.liveness, fresh, report.notes + (
+                    f"{len(report.diverged) - len(fresh)} divergence(s) already counted "
+                    "by an earlier trial persist",))
+            if report.liveness:
+                try:
+                    faults.restart_sentinels()
+                    remove_apps(lab, trial)
+                except NdsclustError as e:
+                    out(f"trial={i} could not restart the sentinels: {e}")
+            totals.trials += 1
+            totals.double_runs += len(report.double_runs)
+            totals.liveness += len(report.liveness)
+            totals.diverged += len(report.diverged)
+            took = time.monotonic() - began
+            if report.ok:
+                out(f"trial={i} seed={trial.seed} ok {took:.1f}s "
+                    + "; ".join(str(s) for s in trial.steps))
+                continue
+            totals.failed.append(trial.seed)
+            out(f"FAILED trial={i} seed={trial.seed} ({took:.1f}s); replay with "
+                f"--replay {trial.seed}")
+            for line in trial.describe() + [f"  fault {x}" for x in log] + \
+                    [f"  found {x}" for x in report.lines()]:
+                out(line)
+    finally:
+        if own:
+            lab.stop()
+    return totals
+
+
+def _aborted(trial: Trial, e: Exception) -> LivenessViolation:
+    return LivenessViolation(",".join(t for t, _, _ in trial.apps), (), f"trial aborted: {e}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="randomized fault schedules on a namespace lab")
+    p.add_argument("--trials", type=int, default=10)
+    p.add_argument("--seed", default=None, help="default: a random one (printed)")
+    p.add_argument("--replay", default=None, metavar="SEED-TRIAL",
+                   help="run only this trial, as printed by a failing run")
+    p.add_argument("--servers", type=int, default=3)
+    p.add_argument("--budget", type=float, default=20.0,
+                   help="seconds after the heal for every application to run once")
+    a = p.parse_args(argv)
+    replay = None
+    seed = a.seed or str(random.SystemRandom().randrange(10**6))
+    if a.replay:
+        seed, _, idx = a.replay.rpartition("-")
+        if not seed or not idx.isdigit():
+            p.error(f"--replay {a.replay!r}: expected SEED-TRIAL, e.g. 42-7")
+        replay = int(idx)
+    began = time.monotonic()
+    totals = run(a.trials, seed, n=a.servers, budget=a.budget, replay=replay,
+                 out=lambda s: print(s, flush=True))
+    print(f"elapsed={time.monotonic() - began:.0f}s failed_trials={' '.join(totals.failed) or '-'}",
+          flush=True)
+    print(totals.line(seed), flush=True)
+    return 0 if not (totals.double_runs or totals.liveness or totals.diverged) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
