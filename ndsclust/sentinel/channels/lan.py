@@ -69,6 +69,9 @@ _COUNTERS = (
 )
 
 
+# Requests whose acknowledge is remembered per peer (replayed acknowledges are dropped).
+ANSWERED_KEPT = 4096
+
 class LanChannel(Channel):
     name = "lan"
 
@@ -126,6 +129,7 @@ class LanChannel(Channel):
         self._stats: Counter[str] = Counter({c: 0 for c in _COUNTERS})
         self._heard: dict[ServerName, float] = {}
         self._acked: dict[ServerName, float] = {}
+        self._answered: dict[ServerName, set[int]] = {}
         self._peers: dict[ServerName, tuple[tuple[socket.AddressFamily, SocketAddress], ...]] = {}
         self._peers_given: dict[ServerName, tuple[str, ...]] = {}
         self._crashed = False
@@ -330,12 +334,26 @@ class LanChannel(Channel):
             known = packet.sender in self._peers
         if not known:
             return "unknown_sender"
+        if packet.kind is Kind.ACK:
+            # An acknowledge must answer a request of this run: one echoing an earlier run's
+            # sequence, or one never sent, is not an answer to anything we asked.
+            if not self._first_sequence <= packet.echo < self._next_sequence:
+                return "bad_echo"
+            # Each request is answered once: a replayed acknowledge echoes a request already
+            # answered. Acknowledges are judged by what they echo, not by the sender's
+            # sequence, so late ones on a jittery path still count as proof of being heard
+            # (fencing rests on them) instead of being dropped as out of order.
+            with self._lock:
+                answered = self._answered.setdefault(packet.sender, set())
+                if packet.echo in answered:
+                    return "replay"
+                answered.add(packet.echo)
+                if len(answered) > ANSWERED_KEPT:
+                    floor = self._next_sequence - ANSWERED_KEPT
+                    answered.difference_update([e for e in answered if e < floor])
+            return None
         if not self._replay.accept(packet.sender, packet.key_id, packet.sequence, now):
             return "replay"
-        # An acknowledge must answer a request of this run: one echoing an earlier run's
-        # sequence, or one never sent, is not an answer to anything we asked.
-        if packet.kind is Kind.ACK and not self._first_sequence <= packet.echo < self._next_sequence:
-            return "bad_echo"
         return None
 
     def _drop(self, reason: str) -> None:
