@@ -155,26 +155,27 @@ def _follow(lab: LabCluster, tag: str, until: Any, timeout: float, since: float)
     st = Store(Providers(d.uris[1:] + d.uris[:1], creds, timeout=1.0), d.suffix,
                pulse_base=d.pulse_suffix)
     last = ""
-    with common.Follower(st, events=True) as f:
-        f.wait_ready(10)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            app = f.snapshot().apps.get(Tag(tag))
-            if app is not None:
-                line = f"host={app.host or '-'} state={app.state}"
-                if line != last:
-                    _say(f"  +{(time.monotonic() - since) * 1000:6.0f} ms  {tag}: {line}")
-                    last = line
-            for _, e in f.new_events:
-                if e.tag == tag:
-                    _say(f"  +{(time.monotonic() - since) * 1000:6.0f} ms  event {e.kind} "
-                         f"by {e.server}: {e.text}")
-            f.new_events.clear()
-            if until():
-                st.close()
-                return
-            f.wait_change(0.05)
-    st.close()
+    try:
+        with common.Follower(st, events=True) as f:
+            f.wait_ready(10)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                app = f.snapshot().apps.get(Tag(tag))
+                if app is not None:
+                    line = f"host={app.host or '-'} state={app.state}"
+                    if line != last:
+                        _say(f"  +{(time.monotonic() - since) * 1000:6.0f} ms  {tag}: {line}")
+                        last = line
+                for _, e in f.new_events:
+                    if e.tag == tag:
+                        _say(f"  +{(time.monotonic() - since) * 1000:6.0f} ms  event {e.kind} "
+                             f"by {e.server}: {e.text}")
+                f.new_events.clear()
+                if until():
+                    return
+                f.wait_change(0.05)
+    finally:
+        st.close()
     raise LabError(f"the demo did not see {tag} settle within {timeout:.0f}s")
 
 

@@ -89,6 +89,13 @@ def log_event(level: int, event: str, **fields: object) -> None:
     log.log(level, " ".join(parts))
 
 
+def policy_of(cfg: Config) -> Policy:
+    """The decision core's tunables from the supervision section of the configuration."""
+    sv = cfg.supervision
+    return Policy(max_restarts=sv.max_restarts, restart_window=sv.restart_window,
+                  flap_max_failovers=sv.flap_max_failovers, flap_window=sv.flap_window)
+
+
 @dataclass(frozen=True, slots=True)
 class _Record:
     kind: EventKind
@@ -132,10 +139,7 @@ class Sentinel:
         fence_detect = cfg.timeouts.fence - KILL_ALLOWANCE
         self.fence_detector = Detector({n: fence_detect for n in self._fence_channels()},
                                        self.me, started, cfg.timeouts.startup_grace)
-        self.policy = Policy(max_restarts=cfg.supervision.max_restarts,
-                             restart_window=cfg.supervision.restart_window,
-                             flap_max_failovers=cfg.supervision.flap_max_failovers,
-                             flap_window=cfg.supervision.flap_window)
+        self.policy = policy_of(cfg)
         self.supervisor = Supervisor(self.me, logger=logging.getLogger("ndsclust.programs"),
                                      control_socket=cfg.control_socket,
                                      lease_timeout=cfg.timeouts.lease)
@@ -254,10 +258,7 @@ class Sentinel:
                            notify_command=new.notify_command, event_limit=new.event_limit,
                            log_level=new.log_level)
         self.store.event_limit = new.event_limit
-        self.policy = Policy(max_restarts=new.supervision.max_restarts,
-                             restart_window=new.supervision.restart_window,
-                             flap_max_failovers=new.supervision.flap_max_failovers,
-                             flap_window=new.supervision.flap_window)
+        self.policy = policy_of(new)
 
     def _wait_for_work(self, timeout: float) -> None:
         time.sleep(timeout)
