@@ -337,3 +337,19 @@ def parse_openldap_cookie(cookie: bytes) -> OpenLDAPCookie:
     return OpenLDAPCookie(
         int(m["rid"]), int(m["sid"], 16) if m["sid"] else None,
         tuple(m["csns"].split(";")) if m["csns"] else (), m["delcsn"])
+
+
+_SID_RE = re.compile(rb",sid=[0-9a-f]{3}(?=,|$)")
+
+
+def resume_cookie(cookie: bytes) -> bytes:
+    """The cookie to send when resuming: ``cookie`` without its ``sid=`` part.
+
+    syncprov puts its own serverID in every cookie it hands out, and reads a sid in a
+    cookie it receives as the serverID of a replicating *provider*: it then withholds
+    every change that originated at (or was relayed by) that server, so as not to send a
+    provider its own changes back. A watch that resumed on provider B with a cookie from
+    provider A would never hear of a write made through A, which is where every ndsclust
+    write goes (the write provider). We are a consumer, not a provider: no sid."""
+    return _SID_RE.sub(b"", cookie)
+

@@ -22,7 +22,8 @@ What ldap3 does not do for us (FACTS.md facts 12 and 13):
   kernel still answers TCP keepalives, so only the provider itself can prove it is alive:
   after ``keepalive`` seconds without any message the supervisor sends a WhoAmI extended
   request; after ``2 * keepalive`` seconds without any message the provider is declared
-  dead. Bound: a frozen provider is left at most ``2 * keepalive + POLL`` seconds after its
+  dead. Time this process itself did not run (the supervisor woke up more than
+  ``keepalive`` late) does not count as the provider's silence. Bound: a frozen provider is left at most ``2 * keepalive + POLL`` seconds after its
   last message (4.05 s with the default 2 s).
 - ``open_connection`` leaves the socket's connect timeout in place, and ldap3's receiver
   treats a receive timeout on a stream connection as the end of the connection: an idle
@@ -55,7 +56,7 @@ from ndsclust.ldapstore.syncproto import (
     E_SYNC_REFRESH_REQUIRED, SYNC_DONE_OID, SYNC_INFO_OID, SYNC_STATE_OID, EntryState,
     RefreshDelete, RefreshPresent, SyncDone, SyncIdSet, SyncInfo, SyncProtocolError,
     SyncState, decode_sync_done, decode_sync_info, decode_sync_state, parse_openldap_cookie,
-    sync_request_control,
+    resume_cookie, sync_request_control,
 )
 
 log = logging.getLogger("ndsclust.ldapstore.watch")
@@ -150,7 +151,7 @@ class SyncSession:
         # phase (it ends such a refresh with refreshDelete): what it omits has vanished.
         self._full = self.cookie is None
         self._present = set()
-        return self.cookie
+        return None if self.cookie is None else resume_cookie(self.cookie)
 
     def drop_cookie(self) -> None:
         """The provider cannot resume from our cookie (e-syncRefreshRequired)."""
@@ -510,9 +511,16 @@ class Watch:
                  self._name, uri, self._base, str(resumed).lower())
         self._search(conn)
         probe: int | None = None
+        tick = time.monotonic()
         while True:
             if self._wake.wait(POLL):
                 self._wake.clear()
+            last_tick, tick = tick, time.monotonic()
+            if tick - last_tick > self._keepalive:
+                # This process was not running (SIGSTOP, a stalled host): the provider's
+                # silence over that time proves nothing. Judge it from now on.
+                with self._lock:
+                    self._heard = max(self._heard, tick)
             if self._stopping.is_set():
                 return _End.STOPPED
             with self._lock:

@@ -45,6 +45,7 @@ class EventKind(StrEnum):
     REQUEST_REJECTED = "request_rejected"  # the request cannot be honoured
     ERROR = "error"                        # the entry contradicts itself
     FENCED = "fenced"                      # this server is cut off and stops everything
+    REJOIN = "rejoin"                      # back from a stall or fencing: the sync barrier
 
 
 # Kinds worth an operator's attention beyond the audit trail (FIG. 7A process 810 notifies

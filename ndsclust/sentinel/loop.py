@@ -15,6 +15,16 @@ Threads, and why each exists:
   connection, so a slow provider never delays the main loop and vice versa.
 - recorder: writes events to ``ou=events`` and runs the notify command, off the main loop.
 - replication check: at start, until the local provider has caught up (FIG. 6 step 614).
+
+Coming back. A sentinel that was not running for a while (SIGSTOP, a hung host, a long
+scheduling stall: a loop cycle or keeper round later than ``stall_limit``) or that leaves
+fencing holds a picture of the cluster from before: its peers look silent and the
+directory may have moved its applications elsewhere meanwhile. Before it decides anything
+again it *rejoins*: every peer counts as alive for one failover timeout (its channels are
+heard again first), and it writes a ``rejoin`` event through the write provider and waits
+until its own watch delivers that event back. Everything written before the barrier has
+then reached the watch, so no decision rests on the stale picture (a restart of a program
+the lease guard killed while a backup took the application over would be a double run).
 - the two watches (cluster subtree, pulse database) and the channels run their own threads.
 - the control socket (``control.py``) serves cluster-aware programs on its own threads,
   with its own connection to the write provider; the loop admits each aware program it
@@ -28,7 +38,7 @@ import queue
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
@@ -161,6 +171,15 @@ class Sentinel:
         self._refreshed = False
         self._progress = clock()
         self._rejoin_until = 0.0
+        # A cycle or keeper round later than this means this process was not running: the
+        # smallest silence after which a channel, or the fence detector, would call a peer
+        # dead (see "Coming back" above).
+        self._stall_limit = min([fence_detect, *timeouts.values()])
+        self._rejoin_wanted = threading.Event()
+        self._barrier_pending = False           # a rejoin waits for its barrier's echo
+        self._barrier: str | None = None        # DN of our rejoin event, once written
+        self._barrier_writing = False
+        self._barrier_echoes: set[str] = set()  # rejoin events of ours the watch delivered
         self._said: dict[Said, float] = {}
         self._records: queue.Queue[_Record | None] = queue.Queue()
         self._threads: list[threading.Thread] = []
@@ -302,6 +321,8 @@ class Sentinel:
         while (ev := self.watch.get(0)) is not None:
             if isinstance(ev, Changed):
                 self.cache.put(ev.entry.uuid, ev.entry.dn, ev.entry.attributes)
+                if self._barrier_pending and _is_rejoin_of(ev.entry.attributes, self.me):
+                    self._barrier_echoes.add(ev.entry.dn.lower())
             elif isinstance(ev, Deleted):
                 self.cache.delete(ev.uuid)
             elif isinstance(ev, RefreshDone) and not self._refreshed:
@@ -394,6 +415,16 @@ class Sentinel:
                     self.supervisor.forget(info.tag)
         if not self._refreshed:
             return []
+        # The loop sleeps loop_interval between cycles (run() sets _progress after each):
+        # waking much later means the whole process was stopped, not that a cycle was slow.
+        gap = now - self._progress - self.cfg.timeouts.loop_interval
+        if gap > self._stall_limit:
+            self._begin_rejoin(now, f"this sentinel did not run for {gap:.1f}s")
+        if self._rejoin_wanted.is_set():
+            self._rejoin_wanted.clear()
+            self._begin_rejoin(now, "it was cut off and hears its peers again")
+        if self._barrier_pending and not self._barrier_reached():
+            return []
         view = self.view(now)
         key = (self.cache.version, view.fenced, view.replication_caught_up, view.registering,
                self._leaving, tuple(sorted(view.liveness.seen.items())), view.liveness.grace,
@@ -481,6 +512,42 @@ class Sentinel:
                 # Provider trouble: leave the group; nothing in a group is unsafe to leave.
                 log_event(logging.WARNING, "store_error", tag=tag, server=self.me, error=str(e))
                 return
+
+    def _begin_rejoin(self, now: float, why: str) -> None:
+        """Start (or restart) the rejoin of "Coming back" in the module docstring."""
+        self._rejoin_until = now + self.cfg.timeouts.failover
+        self._last_key = None
+        if not self._barrier_pending:
+            log_event(logging.WARNING, "rejoin", server=self.me, reason=why)
+        self._barrier_pending = True
+        self._barrier = None
+        self._barrier_echoes.clear()
+
+    def _barrier_reached(self) -> bool:
+        """Whether the watch has delivered our rejoin event; writes it when not yet written."""
+        if self._barrier is not None and self._barrier in self._barrier_echoes:
+            self._barrier_pending = False
+            self._barrier_echoes.clear()
+            self._last_key = None
+            log_event(logging.INFO, "rejoined", server=self.me,
+                      provider=self.watch.provider or "-")
+            return True
+        if self._barrier is None and not self._barrier_writing:
+            self._barrier_writing = True
+            self._pool.submit(self._write_barrier)
+        return False
+
+    def _write_barrier(self) -> None:
+        try:
+            event = self._writer.record_event(
+                EventKind.REJOIN.value, server=self.me,
+                text=f"{self.me} rejoins: waits for its watch to deliver this event")
+            self._barrier = event.dn.lower()
+        except NdsclustError as e:
+            # The next cycle writes it again: until then nothing is decided.
+            log_event(logging.WARNING, "rejoin_barrier_failed", server=self.me, error=str(e))
+        finally:
+            self._barrier_writing = False
 
     @property
     def _writer(self) -> Store:
@@ -616,8 +683,20 @@ class Sentinel:
     def _keeper(self) -> None:
         """Lease renewal and self-fencing (DESIGN.md section 4)."""
         interval = self.cfg.timeouts.loop_interval
+        last = self.clock()
         while not self._stop.wait(interval):
             now = self.clock()
+            gap, last = now - last, now
+            if gap > self._stall_limit + interval:
+                # This process was not running: every peer looks silent because nobody
+                # listened, not because they are gone. The lease guard has already dealt
+                # with our programs if the stall outlasted the lease; the main loop
+                # rejoins before deciding anything (see "Coming back").
+                self._rejoin_wanted.set()
+                if now - self._progress < HANG_LIMIT:
+                    with self._sup_lock:
+                        self.supervisor.renew_leases()
+                continue
             servers = list(self.cache.snapshot().servers)
             fence_view: Liveness = self.fence_detector.liveness(self._fence_observations(now),
                                                                 now, servers)
@@ -635,8 +714,8 @@ class Sentinel:
                 self._records.put(_Record(EventKind.FENCED, Tag("-"),
                                           f"{self.me} is cut off and stopped its programs", True))
             elif not cut_off and self._fenced.is_set():
-                self._rejoin_until = now + self.cfg.timeouts.failover
                 self._fenced.clear()
+                self._rejoin_wanted.set()
                 log_event(logging.WARNING, "unfenced", server=self.me)
             if now - self._progress < HANG_LIMIT:
                 with self._sup_lock:
@@ -709,3 +788,10 @@ class Sentinel:
                 log_event(logging.WARNING, "replication_pending", server=self.me, why=why)
                 last_reason = why
             self._stop.wait(REPLICATION_CHECK_INTERVAL)
+
+
+def _is_rejoin_of(attrs: Mapping[str, Sequence[str]], me: ServerName) -> bool:
+    """Whether an entry from the watch is a rejoin event written by server ``me``."""
+    low = {k.lower(): v for k, v in attrs.items()}
+    return (tuple(low.get("ndsclusteventkind", ())) == (EventKind.REJOIN.value,)
+            and tuple(low.get("ndsclusteventserver", ())) == (me,))

@@ -27,7 +27,7 @@ def test_host_sentinel_and_programs_sigkilled_backup_runs_it(lab: LabFactory) ->
 
 def test_host_sentinel_sigstopped_lease_guard_kills_and_backup_runs(lab: LabFactory) -> None:
     c = lab(3)
-    c.add_app("web", A, [B, C])
+    c.add_app("web", A, [B, C], auto_recover=False)
     c.wait_running("web", A)
     c.kill_sentinel(A, signal.SIGSTOP)
     try:
@@ -35,6 +35,18 @@ def test_host_sentinel_sigstopped_lease_guard_kills_and_backup_runs(lab: LabFact
         assert c.app("web").host == B
     finally:
         c.kill_sentinel(A, signal.SIGCONT)
+    resumed = time.monotonic()
+    # Back from the stop, alpha's picture still says it hosts web and its guard killed the
+    # program: it must learn that beta took over before deciding anything (a local restart
+    # would be a second copy).
+    wait_until(lambda: c.app("web").state.state is AppState.AWAITING_FAILBACK, timeout=20,
+               what="web awaiting failback on beta")
+    log = c.servers[A].log_path
+    wait_until(lambda: b"event=rejoined server=alpha" in log.read_bytes(), timeout=20,
+               what="alpha rejoined")
+    assert c.first_start_after("web", resumed, server=A) is None
+    assert b"event=restart tag=web server=alpha" not in log.read_bytes()
+    assert c.running_on("web") == {B}
 
 
 def test_primary_returns_with_auto_recover_fails_back(lab: LabFactory) -> None:

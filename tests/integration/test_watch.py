@@ -198,6 +198,29 @@ def test_killed_provider_resumes_elsewhere_from_the_cookie(
     assert w.stats.reconnects == 1 and w.stats.full_refreshes == 1
 
 
+def test_resumed_on_another_provider_hears_the_first_providers_writes(
+        directory: DirectoryCluster, sub: str, watches: Callable[..., Watch]) -> None:
+    """The cookie slapd hands out names its own server; a watch that resumes with it on
+    another provider must still hear of changes made through the first (the write
+    provider), or a sentinel whose watch moved would go deaf to every write."""
+    first = watches(sub, prefer=0)
+    collect(first, until_refreshed)
+    ldap_tool(directory, "ldapmodify", directory.uris[0], modify_ldif(sub, "before"))
+    collect(first, lambda ev: bool(changed(ev, sub)))
+    cookie, known = first.cookie, first.known
+    assert cookie is not None and parse_openldap_cookie(cookie).sid is not None
+    first.stop()
+
+    second = watches(sub, prefer=1, cookie=cookie, known=known)
+    collect(second, until_refreshed)
+    assert second.provider == directory.uris[1]
+    for origin in (0, 2):
+        ldap_tool(directory, "ldapmodify", directory.uris[origin],
+                  modify_ldif(sub, f"via {origin}"))
+        (seen,) = changed(collect(second, lambda ev: bool(changed(ev, sub))), sub)
+        assert seen.entry.attributes["description"] == (f"via {origin}",)
+
+
 def _refresh_after_reconnect(events: list[WatchEvent]) -> bool:
     kinds = [type(e) for e in events]
     return Reconnected in kinds and RefreshDone in kinds[kinds.index(Reconnected):]

@@ -16,7 +16,7 @@ from ndsclust.ldapstore.syncproto import (
     SyncDone, SyncIdSet, SyncInfo, SyncMode, SyncProtocolError, SyncRequest, SyncState,
     decode_sync_done, decode_sync_info, decode_sync_request, decode_sync_state,
     encode_sync_done, encode_sync_info, encode_sync_request, encode_sync_state,
-    parse_openldap_cookie, sync_request_control,
+    parse_openldap_cookie, resume_cookie, sync_request_control,
 )
 from ndsclust.ldapstore.watch import (
     ChangeKind, Changed, Deleted, Emitted, RefreshDone, SyncEntry, SyncSession, Watch,
@@ -287,6 +287,18 @@ def test_dropped_cookie_means_a_full_refresh() -> None:
     s.drop_cookie()
     assert s.begin() is None
     assert s.on_info(RefreshDelete(C1)) == [(Deleted(U1, "ou=a,o=x"), None), (RefreshDone(), C1)]
+
+
+def test_a_resumed_search_sends_the_cookie_without_the_providers_sid() -> None:
+    # A sid in a consumer's cookie makes syncprov withhold every change that server
+    # originated: a watch resumed elsewhere would never hear of the write provider's writes.
+    assert resume_cookie(COOKIE_DELCSN) == COOKIE_DELCSN.replace(b",sid=003", b"")
+    assert resume_cookie(b"rid=000,sid=001") == b"rid=000"
+    assert resume_cookie(C1) == C1.replace(b",sid=003", b"")
+    parse_openldap_cookie(resume_cookie(COOKIE_DELCSN))
+    s = SyncSession(COOKIE_MODIFY)
+    assert s.begin() == COOKIE_MODIFY.replace(b",sid=003", b"")
+    assert s.cookie == COOKIE_MODIFY
 
 
 def test_refresh_only_done_reconciles_a_present_phase() -> None:
