@@ -23,7 +23,7 @@ from ndsclust import schema
 from ndsclust.config import SCHEDULING_SLACK, Config
 from ndsclust.errors import EntryInvalid
 from ndsclust.ldapstore import entries
-from ndsclust.ldapstore.replication import ContextCSNs, behind
+from ndsclust.ldapstore.replication import ContextCSNs, LogWrite, behind
 from ndsclust.model import App, Server, ServerName, ServerState
 
 DEFAULT_PULSE_MAX_AGE = 5.0
@@ -91,6 +91,8 @@ class SecretFile:
 
 # A provider's contextCSNs, or the reason it could not be read.
 CsnReading = ContextCSNs | str
+# A provider's accesslog (the modifies it applied, in its order), or why it was not read.
+LogReading = Sequence[LogWrite] | str
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,8 @@ class Facts:
     transports: Sequence[Transport] = ()
     secret_files: Sequence[SecretFile] = ()
     programs_uid: int | None = None    # uid of programs.user; None: unset or no such user
+    logs: Mapping[str, LogReading] = field(default_factory=dict)
+    logs_since: str = ""               # GeneralizedTime the accesslogs were read from
 
 
 INSTALL_FIX = "as root on that provider's server: ndsclust --uri ldapi:/// -Y schema install"
@@ -200,6 +204,75 @@ def check_replication(first: Mapping[str, CsnReading],
         out.append(Finding("replication", Level.OK, "providers",
                            "providers converged (a brief lag caught up while looking)"))
     return out
+
+
+# Written by slapd with every modify: never an operator's setting.
+_BOOKKEEPING = frozenset({"entrycsn", "modifiersname", "modifytimestamp"})
+
+
+def check_overwrites(logs: Mapping[str, LogReading], since: str = "") -> list[Finding]:
+    """Values lost to a conflicting write (DESIGN.md invariant 3, FACTS 6).
+
+    During a partition two providers can accept writes to one attribute of one entry;
+    when replication resumes, delta-syncrepl keeps the write with the newer CSN everywhere
+    and drops the other. The trace is in the accesslogs: the provider where the newer
+    write was made applied it first and received the older one afterwards, out of CSN
+    order (and slapd logs that late write without the attributes it lost). For each such
+    pair this reports the attributes both wrote, the value that was dropped and the one
+    kept, named by where (serverID) and when (CSN) each was written."""
+    out: list[Finding] = []
+    readable = {uri: log for uri, log in logs.items() if not isinstance(log, str)}
+    for uri, log in logs.items():
+        if isinstance(log, str):
+            out.append(Finding("overwrite", Level.INFO, uri,
+                               f"accesslog not read, values lost to conflicting writes not "
+                               f"checked here: {log}",
+                               "run doctor with the directory administrator's or the "
+                               "replication identity's bind"))
+    if not readable:
+        return out
+    # The same write as every provider logged it; the fullest copy is the one as made.
+    made: dict[tuple[str, str], LogWrite] = {}
+    for log in readable.values():
+        for w in log:
+            known = made.get((w.uuid, w.csn))
+            if known is None or len(w.mods) > len(known.mods):
+                made[(w.uuid, w.csn)] = w
+    seen: set[tuple[str, str, str]] = set()
+    for log in readable.values():
+        applied: dict[str, list[LogWrite]] = {}
+        for w in sorted(log, key=lambda x: x.start):
+            for newer in applied.get(w.uuid, []):
+                if newer.csn <= w.csn or newer.sid == w.sid:
+                    continue
+                lost, kept = made[(w.uuid, w.csn)], made[(w.uuid, newer.csn)]
+                for attr in sorted(_attrs(lost) & _attrs(kept)):
+                    if (w.uuid, w.csn, attr) in seen:
+                        continue
+                    seen.add((w.uuid, w.csn, attr))
+                    out.append(Finding(
+                        "overwrite", Level.WARNING, lost.dn,
+                        f"{attr}: {_values(lost, attr)} written via serverID {lost.sid} "
+                        f"({lost.csn}) was overwritten by {_values(kept, attr)} written "
+                        f"concurrently via serverID {kept.sid} ({kept.csn}); every provider "
+                        "keeps the latter",
+                        f"if {_values(lost, attr)} was the setting wanted, write it again"))
+            applied.setdefault(w.uuid, []).append(w)
+    if not any(f.level is Level.WARNING for f in out):
+        where = f" since {since}" if since else ""
+        out.append(Finding("overwrite", Level.OK, "accesslog",
+                           f"no value lost to a conflicting write{where} "
+                           f"({len(readable)} provider log(s) read)"))
+    return out
+
+
+def _attrs(w: LogWrite) -> set[str]:
+    return {a.lower() for a, _, _ in w.mods if a.lower() not in _BOOKKEEPING}
+
+
+def _values(w: LogWrite, attr: str) -> str:
+    values = [v for a, op, v in w.mods if a.lower() == attr and op in "=+" and v is not None]
+    return repr(values[0]) if len(values) == 1 else (repr(values) if values else "(removed)")
 
 
 def check_pulses(servers: Mapping[ServerName, Server], pulses: Mapping[ServerName, PulseReading],
@@ -512,6 +585,7 @@ def diagnose(f: Facts) -> list[Finding]:
     return [
         *check_schema(f.schema),
         *check_replication(f.csns, f.csns_later),
+        *check_overwrites(f.logs, f.logs_since),
         *check_pulses(f.servers, f.pulses, f.now, f.pulse_max_age, f.config),
         *check_clock_skew(f.pulses, f.max_skew),
         *check_timing(f.config),

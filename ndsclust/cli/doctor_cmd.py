@@ -22,12 +22,13 @@ from ndsclust.config import Config
 from ndsclust.errors import ProviderUnreachable, StoreError
 from ndsclust.ldapstore import entries, replication, schema_admin
 from ndsclust.ldapstore.connection import Credentials, open_connection
-from ndsclust.ldapstore.store import Store
+from ndsclust.ldapstore.store import Store, generalized_time
 from ndsclust.model import ServerName
 
 COLUMNS = ("level", "check", "subject", "message", "fix")
 # Replication takes milliseconds: a provider still behind after this long is stuck.
 SECOND_LOOK_AFTER = 1.0
+DEFAULT_OVERWRITES_HOURS = 24.0
 
 
 def register(sub: Any) -> None:
@@ -35,7 +36,8 @@ def register(sub: Any) -> None:
         "doctor", help="check the deployment; each finding comes with a fix",
         description="Check the schema on every provider, replication convergence "
                     "(contextCSN), every sentinel's directory pulse, clock skew between "
-                    "servers, the sentinel timeouts and channels (with --config), invalid "
+                    "servers, values lost to conflicting writes (the providers' accesslogs), "
+                    "the sentinel timeouts and channels (with --config), invalid "
                     "entries, application references and resources, and security: plain LDAP "
                     "or unverified TLS, and with --config the heartbeat key, the programs' "
                     "user and allow-list, and the modes of key and password files. Exit 0 "
@@ -49,6 +51,10 @@ def register(sub: Any) -> None:
     p.add_argument("--max-skew", type=common.positive_float, default=doctor.DEFAULT_MAX_SKEW,
                    metavar="SECONDS",
                    help="largest clock difference between servers tolerated (default %(default)g)")
+    p.add_argument("--overwrites-since", type=common.positive_float,
+                   default=DEFAULT_OVERWRITES_HOURS, metavar="HOURS",
+                   help="look this far back in the accesslogs for values lost to conflicting "
+                        "writes (default %(default)g)")
     p.set_defaults(handler=cmd_doctor)
 
 
@@ -107,6 +113,17 @@ def csn_readings(uris: list[str], creds: Credentials, suffix: str) -> dict[str, 
         try:
             out[uri] = replication.context_csns(uri, creds, suffix)
         except ProviderUnreachable as e:
+            out[uri] = str(e)
+    return out
+
+
+def log_readings(uris: list[str], creds: Credentials, base: str,
+                 since: str) -> dict[str, doctor.LogReading]:
+    out: dict[str, doctor.LogReading] = {}
+    for uri in uris:
+        try:
+            out[uri] = replication.access_log(uri, creds, base, since=since)
+        except (ProviderUnreachable, StoreError, LDAPException) as e:
             out[uri] = str(e)
     return out
 
@@ -190,6 +207,8 @@ def gather(args: argparse.Namespace) -> doctor.Facts:
         if doctor.needs_second_look(csns):
             time.sleep(SECOND_LOOK_AFTER)
             later = csn_readings(uris, creds, st.suffix)
+        since = generalized_time(now - args.overwrites_since * 3600)
+        logs = log_readings(uris, creds, st.base, since)
     finally:
         st.close()
     return doctor.Facts(
@@ -197,7 +216,7 @@ def gather(args: argparse.Namespace) -> doctor.Facts:
         apps=list(apps.values()), invalid=[*bad_servers, *bad_apps], pulses=pulses,
         config=cfg, pulse_max_age=args.pulse_max_age, max_skew=args.max_skew,
         transports=transports(cfg, uris, creds), secret_files=secret_files(cfg),
-        programs_uid=programs_uid(cfg))
+        programs_uid=programs_uid(cfg), logs=logs, logs_since=since)
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

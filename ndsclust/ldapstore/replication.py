@@ -8,14 +8,36 @@ Convergence is judged by values elsewhere (FACTS.md fact 9); this is about lag.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 import ldap3
 
-from ndsclust.errors import ProviderUnreachable
+from ndsclust.errors import ProviderUnreachable, StoreError
 from ndsclust.ldapstore.connection import Credentials, open_connection
 
 ContextCSNs = Mapping[str, str]        # serverID (3 hex digits) -> CSN
+ACCESSLOG_BASE = "cn=accesslog"
+_REQ_MOD = re.compile(r"^([^:]+):([=+\-#])(?: (.*))?$", re.DOTALL)
+
+
+@dataclass(frozen=True, slots=True)
+class LogWrite:
+    """One successful modify in a provider's accesslog (the delta-syncrepl log), as that
+    provider applied it: ``start`` orders a provider's own log, ``csn`` says where and when
+    the write was first made (its serverID is the third field)."""
+
+    start: str                                  # reqStart on this provider
+    uuid: str                                   # reqEntryUUID
+    dn: str                                     # reqDN
+    csn: str                                    # entryCSN of the write
+    mods: tuple[tuple[str, str, str | None], ...]   # (attribute, op '=' '+' '-' '#', value)
+
+    @property
+    def sid(self) -> str:
+        parts = self.csn.split("#")
+        return parts[2] if len(parts) == 4 else ""
 
 
 def parse_csns(values: Iterable[str]) -> dict[str, str]:
@@ -72,3 +94,53 @@ def caught_up(local_uri: str, peer_uris: Sequence[str], creds: Credentials,
                 sid, (mine, theirs) = next(iter(lag.items()))
                 return False, f"{s}: behind {uri} for serverID {sid} ({mine or 'none'} < {theirs})"
     return True, ""
+
+
+def parse_req_mod(value: str) -> tuple[str, str, str | None]:
+    """``description:= text`` -> ('description', '=', 'text'); ``x:-`` -> ('x', '-', None)."""
+    m = _REQ_MOD.match(value)
+    if m is None:
+        return value, "?", None
+    return m[1], m[2], m[3]
+
+
+def access_log(uri: str, creds: Credentials, base: str, *, since: str,
+               timeout: float = 5.0) -> list[LogWrite]:
+    """The modifies of entries under ``base`` that ``uri``'s accesslog holds from ``since``
+    (GeneralizedTime) on. Needs read access to ``cn=accesslog`` (the replication identity
+    or the directory's administrator have it)."""
+    conn = open_connection(uri, creds, timeout=timeout)
+    try:
+        conn.search(ACCESSLOG_BASE, "(objectClass=*)", search_scope=ldap3.BASE,
+                    dereference_aliases=ldap3.DEREF_NEVER, attributes=["1.1"])
+        if not any(r.get("type") == "searchResEntry" for r in conn.response or []):
+            raise StoreError(f"{uri}: {ACCESSLOG_BASE} is not readable with this identity "
+                             f"({conn.result.get('description') if conn.result else 'no answer'})")
+        entries = conn.extend.standard.paged_search(
+            ACCESSLOG_BASE, f"(&(objectClass=auditModify)(reqStart>={since}))",
+            search_scope=ldap3.LEVEL, dereference_aliases=ldap3.DEREF_NEVER,
+            attributes=["reqStart", "reqDN", "reqEntryUUID", "entryCSN", "reqMod"],
+            paged_size=500, generator=True)
+        out: list[LogWrite] = []
+        suffix = "," + base.lower()
+        for r in entries:
+            if r.get("type") != "searchResEntry":
+                continue
+            raw = r["raw_attributes"]
+
+            def one(name: str) -> str:
+                values = raw.get(name) or [b""]
+                return bytes(values[0]).decode("utf-8", "replace")
+
+            dn = one("reqDN")
+            if not (dn.lower().endswith(suffix) or dn.lower() == base.lower()):
+                continue
+            out.append(LogWrite(one("reqStart"), one("reqEntryUUID"), dn, one("entryCSN"),
+                                tuple(parse_req_mod(bytes(v).decode("utf-8", "replace"))
+                                      for v in raw.get("reqMod") or [])))
+        if conn.result and conn.result.get("result") not in (0, None):
+            raise StoreError(f"{uri}: reading {ACCESSLOG_BASE}: {conn.result.get('description')}")
+        return out
+    finally:
+        conn.unbind()
+

@@ -13,6 +13,9 @@ tests that need a server cut off on every channel therefore also cut its disk pa
 """
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -226,6 +229,27 @@ def test_operator_edits_on_both_sides_of_a_partition_converge(nslab: NsLab) -> N
     expected = {dn: {"ndsclustAutoRecover": ["FALSE"], "ndsclustResource": ["disk1"],
                      "description": ["set at beta"]}}
     assert check_directory(c.directory, expected=expected) == []
+    # doctor names the value that was lost, from the providers' accesslogs.
+    report = doctor_report(c)
+    [lost] = [f for f in report["findings"] if f["check"] == "overwrite"
+              and f["level"] == "warning"]
+    assert lost["subject"].lower() == dn.lower()
+    assert lost["message"].startswith("description: 'set at alpha' written via serverID")
+    assert "overwritten by 'set at beta'" in lost["message"]
+
+
+def doctor_report(c: LabCluster) -> Any:
+    d = c.directory
+    pw = d.base_dir / "doctor.pw"
+    pw.write_text(d.admin_password)
+    pw.chmod(0o600)
+    argv = [opt for uri in d.uris for opt in ("--uri", uri)]
+    argv += ["-D", d.admin_dn, "-y", str(pw), "--suffix", d.suffix,
+             "--pulse-suffix", d.pulse_suffix, "doctor", "--json"]
+    proc = subprocess.run([sys.executable, "-m", "ndsclust", *argv], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode in (0, 1), proc.stderr
+    return json.loads(proc.stdout)
 
 
 def test_clock_step_silences_only_the_lan_channel(nslab: NsLab) -> None:

@@ -1,16 +1,18 @@
 """``ndsclust doctor``'s pure checks: each finding, its level and its fix."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ndsclust import config, schema
+from ndsclust import config, doctor, schema
 from ndsclust.doctor import (
     Facts, Finding, Level, PulseReading, SchemaReading, SecretFile, Transport, check_channels, check_clock_skew,
     check_entries, check_pulses, check_references, check_replication, check_resources,
     check_schema, check_timing, diagnose, exit_code, needs_second_look,
 )
 from ndsclust.errors import EntryInvalid
+from ndsclust.ldapstore.replication import LogWrite, parse_req_mod
 from ndsclust.model import App, AppType, Server, ServerName, ServerState, Tag
 
 A, B, C = ServerName("alpha"), ServerName("beta"), ServerName("gamma")
@@ -201,3 +203,66 @@ def test_diagnose_healthy_cluster_exits_zero(tmp_path: Path) -> None:
                                         "channels", "entry", "references", "resources", "tls",
                                         "heartbeat", "programs", "secrets"}
     assert all(f.level is Level.OK for f in found)
+
+
+# ---- values lost to conflicting writes (accesslogs) -------------------------------------
+
+# What three providers' accesslogs held after an operator wrote one application on alpha's
+# provider (serverID 001) and on beta's (002) while the directory was split, then healed
+# (captured from slapd 2.5.13, delta-syncrepl).
+_UUID = "dfe0e0e8-7d7f-1041-8f5e-618a7c8a5e58"
+_DN = "ndsclustTag=cfg,ou=applications,ou=ndsclust,dc=ndsclust,dc=test"
+_AT_ALPHA = "20261126005553.225409Z#000000#001#000000"
+_AT_BETA = "20261126005553.227520Z#000000#002#000000"
+
+
+def _w(start: str, csn: str, *mods: tuple[str, str, str | None]) -> LogWrite:
+    return LogWrite(f"20261126005553.{start}Z", _UUID, _DN, csn,
+                    (*mods, ("entryCSN", "=", csn)))
+
+
+_ALPHA_WRITE = _w("000036", _AT_ALPHA, ("ndsclustAutoRecover", "=", "FALSE"),
+                  ("description", "=", "set at alpha"))
+_BETA_WRITE = _w("000038", _AT_BETA, ("ndsclustResource", "=", "disk1"),
+                 ("description", "=", "set at beta"))
+# Where beta's newer write came first, alpha's arrived late and lost its description.
+_ALPHA_LATE = _w("000053", _AT_ALPHA, ("ndsclustAutoRecover", "-", None),
+                 ("ndsclustAutoRecover", "=", "FALSE"))
+_LOGS: dict[str, doctor.LogReading] = {
+    "ldap://alpha": [_ALPHA_WRITE, _BETA_WRITE],
+    "ldap://beta": [replace(_BETA_WRITE, start="20261126005553.000050Z"), _ALPHA_LATE],
+    "ldap://gamma": [replace(_BETA_WRITE, start="20261126005553.000044Z"),
+                     replace(_ALPHA_LATE, start="20261126005553.000046Z")],
+}
+
+
+def test_a_value_lost_to_a_concurrent_write_is_reported_once() -> None:
+    findings = doctor.check_overwrites(_LOGS, "20261125005553.000000Z")
+    [lost] = [f for f in findings if f.level is Level.WARNING]
+    assert lost.check == "overwrite" and lost.subject == _DN
+    assert lost.message.startswith("description: 'set at alpha' written via serverID 001")
+    assert "overwritten by 'set at beta' written concurrently via serverID 002" in lost.message
+    assert "'set at alpha'" in lost.fix
+    # Different attributes were merged, not lost: nothing about them.
+    assert "ndsclustautorecover" not in lost.message.lower()
+
+
+def test_writes_in_order_or_from_one_server_lose_nothing() -> None:
+    in_order: dict[str, doctor.LogReading] = {"ldap://alpha": [_ALPHA_WRITE, _BETA_WRITE]}
+    same_server = replace(_BETA_WRITE, csn=_AT_BETA.replace("#002#", "#001#"))
+    one_writer: dict[str, doctor.LogReading] = {"ldap://a": [same_server, _ALPHA_WRITE]}
+    for logs in (in_order, one_writer):
+        [ok] = doctor.check_overwrites(logs)
+        assert ok.level is Level.OK
+
+
+def test_an_unreadable_accesslog_is_said_not_checked() -> None:
+    findings = doctor.check_overwrites({"ldap://a": "cn=accesslog is not readable"})
+    assert [(f.level, f.subject) for f in findings] == [(Level.INFO, "ldap://a")]
+    assert "not checked" in findings[0].message
+
+
+def test_req_mod_values_are_split_at_the_operator() -> None:
+    assert parse_req_mod("description:= set at: alpha") == ("description", "=", "set at: alpha")
+    assert parse_req_mod("ndsclustAutoRecover:-") == ("ndsclustAutoRecover", "-", None)
+    assert parse_req_mod("member:+ cn=x,o=y") == ("member", "+", "cn=x,o=y")
