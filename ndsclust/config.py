@@ -12,7 +12,9 @@ Timing assumptions that safety depends on (README "Fencing and timing"):
   ``timeouts.lease`` seconds after the last renewal, which happens at least every
   ``loop_interval`` while the sentinel sends heartbeats;
 * a host cut off from every peer (and the witness) fences itself: its programs are killed
-  within ``timeouts.fence`` seconds of the last moment it heard a peer;
+  within ``timeouts.fence`` seconds of the last moment it heard a peer, and, where the
+  witness decides (two servers), within ``channels.witness.timeout`` + KILL_ALLOWANCE of
+  its last completed witness probe (``fence_bound``);
 * so ``failover`` must exceed ``max(lease, fence)`` by a margin that covers one heartbeat
   interval on each side and the relative clock-rate error of two servers
   (``clock_rate_error``, default 0.1%, monotonic clocks only: wall-clock steps do not matter).
@@ -356,8 +358,11 @@ def parse(data: Any, source: str = "<config>") -> Config:
         addr = r.string(c, "address", "channels.witness.", required=True) or ""
         if addr:
             r.address(addr, "channels.witness.address")
-        witness = WitnessSettings(addr, r.number(c, "interval", "channels.witness.", 0.2, low=0.01, high=60),
-                                  r.number(c, "timeout", "channels.witness.", 0.5, low=0.01, high=60))
+        witness = WitnessSettings(addr, r.number(c, "interval", "channels.witness.", 0.1, low=0.01, high=60),
+                                  r.number(c, "timeout", "channels.witness.", 0.35, low=0.01, high=60))
+        if witness.timeout <= witness.interval:
+            r.bad("channels.witness.timeout", f"{witness.timeout}s must exceed the interval "
+                                              f"({witness.interval}s)")
     if ch and not (lan or directory_channel or disk):
         r.bad("channels", "configure at least one of lan, directory, disk")
 
@@ -370,7 +375,7 @@ def parse(data: Any, source: str = "<config>") -> Config:
         stop_grace=r.number(t, "stop_grace", "timeouts.", 10.0, low=0, high=3600),
         clock_rate_error=r.number(t, "clock_rate_error", "timeouts.", 0.001, low=0, high=0.1),
     )
-    check_timing(timeouts, intervals, r)
+    check_timing(timeouts, intervals, r, witness.timeout if witness else None)
 
     sv = r.section(data, "supervision", "", known={"max_restarts", "restart_window",
                                                   "flap_max_failovers", "flap_window",
@@ -427,18 +432,34 @@ def key_id(key: bytes) -> str:
     return hashlib.sha256(b"ndsclust-heartbeat-key-id\0" + key).hexdigest()[:12]
 
 
-def check_timing(t: Timeouts, intervals: list[float], r: _Reader) -> None:
+def fence_bound(t: Timeouts, witness_timeout: float | None) -> float:
+    """Seconds from the moment a server is cut off until its programs are dead by fencing.
+    With two servers, being cut off also takes the witness being unreachable, which is
+    known ``channels.witness.timeout`` after its last completed probe; the kill then takes
+    KILL_ALLOWANCE."""
+    if witness_timeout is None:
+        return t.fence
+    return max(t.fence, witness_timeout + KILL_ALLOWANCE)
+
+
+def check_timing(t: Timeouts, intervals: list[float], r: _Reader,
+                 witness_timeout: float | None = None) -> None:
     """The fencing inequality (DESIGN.md section 4): a backup may start a program only after
     the old host's copy is certainly dead, by lease (frozen sentinel) or fence (cut off)."""
     max_interval = max(intervals, default=0.0)
     margin = t.margin(max(max_interval, t.loop_interval))
-    bound = max(t.lease, t.fence) + margin
+    fence = fence_bound(t, witness_timeout)
+    bound = max(t.lease, fence) + margin
     if t.failover <= bound:
+        by_witness = (f", or witness timeout {witness_timeout}s + {KILL_ALLOWANCE}s"
+                      if fence != t.fence else "")
         r.bad("timeouts.failover",
-              f"{t.failover}s must exceed max(lease {t.lease}s, fence {t.fence}s) + margin "
-              f"{margin:.3f}s (2 x heartbeat interval {max(max_interval, t.loop_interval)}s + "
-              f"clock rate error {t.clock_rate_error:g} x failover + {SCHEDULING_SLACK}s) = "
-              f"{bound:.3f}s; raise failover or lower lease/fence")
+              f"{t.failover}s must exceed max(lease {t.lease}s, fence {t.fence}s{by_witness}) "
+              f"+ margin {margin:.3f}s (2 x heartbeat interval "
+              f"{max(max_interval, t.loop_interval)}s + clock rate error "
+              f"{t.clock_rate_error:g} x failover + {SCHEDULING_SLACK}s) = "
+              f"{bound:.3f}s; raise failover or lower lease/fence"
+              + ("/channels.witness.timeout" if by_witness else ""))
     if t.fence <= KILL_ALLOWANCE + 2 * max_interval:
         r.bad("timeouts.fence", f"{t.fence}s leaves no time to notice isolation: it must exceed "
                                 f"{KILL_ALLOWANCE}s + 2 x heartbeat interval ({max_interval}s)")

@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ndsclust import schema
-from ndsclust.config import SCHEDULING_SLACK, Config
+from ndsclust.config import SCHEDULING_SLACK, Config, fence_bound
 from ndsclust.errors import EntryInvalid
 from ndsclust.ldapstore import entries
 from ndsclust.ldapstore.replication import ContextCSNs, LogWrite, behind
@@ -347,9 +347,10 @@ def check_timing(cfg: Config | None) -> list[Finding]:
     t = cfg.timeouts
     intervals = [c.interval for c in (cfg.lan, cfg.directory_channel, cfg.disk) if c]
     margin = t.margin(max([*intervals, t.loop_interval]))
-    bound = max(t.lease, t.fence) + margin
+    fence = fence_bound(t, cfg.witness.timeout if cfg.witness else None)
+    bound = max(t.lease, fence) + margin
     return [Finding("timing", Level.OK, cfg.path,
-                    f"failover {t.failover:g}s > max(lease {t.lease:g}s, fence {t.fence:g}s) + "
+                    f"failover {t.failover:g}s > max(lease {t.lease:g}s, fence {fence:g}s) + "
                     f"margin {margin:.3f}s = {bound:.3f}s (margin includes "
                     f"{SCHEDULING_SLACK:g}s scheduling slack)")]
 

@@ -77,3 +77,20 @@ def test_bad_yaml_names_line(tmp_path: Path) -> None:
 def test_no_channel_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="channels: configure at least one"):
         config.parse(good(tmp_path, channels={"witness": {"address": "127.0.0.1:53"}}))
+
+
+def test_the_witness_timeout_counts_in_the_fencing_inequality(tmp_path: Path) -> None:
+    # Where the witness decides, a cut-off server fences only once the witness is
+    # unreachable too: its timeout plus the kill is a fence time of its own.
+    data = good(tmp_path)
+    data["channels"]["witness"] = {"address": "127.0.0.1:53"}
+    c = config.parse(data)                                  # the defaults fit
+    assert config.fence_bound(c.timeouts, c.witness.timeout if c.witness else None) == 0.5
+    data["channels"]["witness"]["timeout"] = 0.6
+    with pytest.raises(ConfigError) as err:
+        config.parse(data)
+    assert "timeouts.failover" in str(err.value)
+    assert "witness timeout 0.6s + 0.1s" in str(err.value)
+    data["channels"]["witness"].update(timeout=0.1, interval=0.2)
+    with pytest.raises(ConfigError, match="channels.witness.timeout: 0.1s must exceed"):
+        config.parse(data)

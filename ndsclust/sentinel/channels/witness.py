@@ -38,10 +38,13 @@ class WitnessChannel(Channel):
         address: str,
         interval: float = 0.5,
         timeout: float = 2.0,
-        connect_timeout: float = 0.5,
+        connect_timeout: float | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         problems: list[str] = []
+        if connect_timeout is None:
+            # A probe must end before the next one is due.
+            connect_timeout = min(0.5, interval)
         try:
             self._family, self._address = parse_address(address)
         except ValueError as exc:
