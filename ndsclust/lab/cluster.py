@@ -45,6 +45,7 @@ from ndsclust.ldapstore.connection import Credentials, Providers
 from ndsclust.ldapstore.store import Store
 from ndsclust.model import App, AppState, AppType, Server, ServerName, StateValue, Tag
 
+SAMPLE_APP = Path(__file__).with_name("sample_app.py")
 SERVER_NAMES = ("alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta")
 PR_SET_PDEATHSIG = 1
 # Each namespace has its own port space: every server's heartbeats use the same port.
@@ -408,7 +409,10 @@ class LabCluster:
     # -- applications -----------------------------------------------------------------------
 
     def sample_command(self, tag: str, *extra: str) -> tuple[str, ...]:
-        return (sys.executable, "-m", "ndsclust.lab.sample_app", "--ledger", str(self.ledger),
+        # The sample program needs only the standard library: without the site module (and
+        # the package finders it loads) Python starts it in about 15 ms instead of 75, so a
+        # failover timed to its first ledger line times ndsclust rather than the interpreter.
+        return (sys.executable, "-S", str(SAMPLE_APP), "--ledger", str(self.ledger),
                 "--tag", tag, *extra)
 
     def add_app(self, tag: str, primary: str, backups: Iterable[str], *,

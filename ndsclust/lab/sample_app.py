@@ -13,21 +13,52 @@ A copy killed with SIGKILL writes no stop line; its last tick bounds when it die
 """
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import sys
 import time
 
+USAGE = ("usage: sample_app.py --ledger FILE [--tag TAG] [--server NAME] [--tick SECONDS] "
+         "[--crash-after SECONDS]")
+NUMBERS = ("tick", "crash_after")
+
+
+class Args:
+    def __init__(self) -> None:
+        self.ledger = ""
+        self.tag = os.environ.get("NDSCLUST_TAG", "app")
+        self.server = os.environ.get("NDSCLUST_SERVER", "?")
+        self.tick = 0.05
+        self.crash_after = 0.0
+
+
+def parse(argv: list[str]) -> Args:
+    """The options above, read by hand: argparse (or dataclasses) alone takes longer to
+    import than the rest of this program takes to start, and failovers are timed to its
+    first ledger line."""
+    a = Args()
+    it = iter(argv)
+    for opt in it:
+        if opt in ("-h", "--help"):
+            print(USAGE)
+            sys.exit(0)
+        name = opt.removeprefix("--").replace("-", "_")
+        if not opt.startswith("--") or name not in vars(a):
+            sys.exit(f"{USAGE}\nunknown option {opt!r}")
+        value = next(it, None)
+        if value is None:
+            sys.exit(f"{USAGE}\n{opt} needs a value")
+        try:
+            setattr(a, name, float(value) if name in NUMBERS else value)
+        except ValueError:
+            sys.exit(f"{USAGE}\n{opt}: {value!r} is not a number")
+    if not a.ledger:
+        sys.exit(f"{USAGE}\n--ledger is required")
+    return a
+
 
 def main() -> int:
-    p = argparse.ArgumentParser()
-    p.add_argument("--ledger", required=True)
-    p.add_argument("--tag", default=os.environ.get("NDSCLUST_TAG", "app"))
-    p.add_argument("--server", default=os.environ.get("NDSCLUST_SERVER", "?"))
-    p.add_argument("--tick", type=float, default=0.05)
-    p.add_argument("--crash-after", type=float, default=0.0)
-    a = p.parse_args()
+    a = parse(sys.argv[1:])
     fd = os.open(a.ledger, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     def write(what: str) -> None:
