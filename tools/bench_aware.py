@@ -19,7 +19,7 @@ The last line is exactly ``aware_failback_ms=<n> capable_failback_ms=<n>`` (medi
 
     tools/bench_aware.py [--trials 10] [--fast]
 
-``--fast`` uses the shortest timings the configuration loader allows for 20 ms heartbeats.
+``--fast`` uses the shortest timings the configuration loader allows for 10 ms heartbeats.
 """
 from __future__ import annotations
 
@@ -43,8 +43,10 @@ from ndsclust.model import Request, RequestKind, ServerName, Tag  # noqa: E402
 A, B = ServerName("alpha"), ServerName("beta")
 CAP, AWR = Tag("cap"), Tag("awr")
 
-FAST = {"timeouts": {"failover": 0.25, "fence": 0.15, "lease": 0.1, "loop_interval": 0.02},
-        "intervals": 0.02}
+# The shortest timings the loader allows with 10 ms heartbeats: fence > 0.1 s kill
+# allowance + 2 intervals; failover > max(lease, fence) + 2 x 0.01 + 0.001 x failover + 0.05.
+FAST = {"timeouts": {"failover": 0.2, "fence": 0.125, "lease": 0.1, "loop_interval": 0.01},
+        "intervals": 0.01}
 
 
 def line_time(lab: LabCluster, tag: str, kind: str, server: str, after: float) -> float | None:
@@ -133,7 +135,7 @@ def main() -> int:
     p.add_argument("--fast", action="store_true", help="shortest timings the loader allows")
     a = p.parse_args()
     aware, capable, check = run(a.trials, a.fast)
-    settings = "fastest allowed (20 ms heartbeats)" if a.fast else "default"
+    settings = "fastest allowed (10 ms heartbeats)" if a.fast else "default"
     for name, parts in (("capable", capable), ("aware", aware)):
         print(f"{name}: unload median={statistics.median(u for u, _ in parts):.0f} ms, "
               f"swap+start median={statistics.median(s for _, s in parts):.0f} ms, "

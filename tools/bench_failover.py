@@ -13,7 +13,7 @@ The ledger of every trial is checked for double runs. The last line is exactly
 
     tools/bench_failover.py [--trials 20] [--fast]
 
-``--fast`` uses the shortest timings the configuration loader allows for 20 ms heartbeats.
+``--fast`` uses the shortest timings the configuration loader allows for 10 ms heartbeats.
 """
 from __future__ import annotations
 
@@ -37,8 +37,10 @@ from ndsclust.model import Request, RequestKind, ServerName, Tag  # noqa: E402
 
 A, B, C = ServerName("alpha"), ServerName("beta"), ServerName("gamma")
 
-FAST = {"timeouts": {"failover": 0.25, "fence": 0.15, "lease": 0.1, "loop_interval": 0.02},
-        "intervals": 0.02}
+# The shortest timings the loader allows with 10 ms heartbeats: fence > 0.1 s kill
+# allowance + 2 intervals; failover > max(lease, fence) + 2 x 0.01 + 0.001 x failover + 0.05.
+FAST = {"timeouts": {"failover": 0.2, "fence": 0.125, "lease": 0.1, "loop_interval": 0.01},
+        "intervals": 0.01}
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -114,7 +116,7 @@ def main() -> int:
         aware_ok = bench_aware.passed(check)
         print(f"aware check: {check}")
         print(bench_aware.summary_line(aware, capable))
-    settings = "fastest allowed (20 ms heartbeats)" if a.fast else "default"
+    settings = "fastest allowed (10 ms heartbeats)" if a.fast else "default"
     print(f"settings: {settings}; failover min={min(failovers):.0f} ms "
           f"median={statistics.median(failovers):.0f} ms max={max(failovers):.0f} ms")
     print(f"failover: p50_ms={percentile(failovers, 50):.0f} p99_ms={percentile(failovers, 99):.0f} "
