@@ -275,6 +275,7 @@ def run(trials: int, seed: str, *, n: int = 3, budget: float = 20.0,
         for i in indexes:
             trial = plan(i, f"{seed}-{i}", names)
             began = time.monotonic()
+            marks = _log_marks(lab)
             try:
                 report, log = run_trial(lab, faults, trial, budget, known)
             except NdsclustError as e:
@@ -315,12 +316,39 @@ def run(trials: int, seed: str, *, n: int = 3, budget: float = 20.0,
             out(f"FAILED trial={i} seed={trial.seed} ({took:.1f}s); replay with "
                 f"--replay {trial.seed}")
             for line in trial.describe() + [f"  fault {x}" for x in log] + \
-                    [f"  found {x}" for x in report.lines()]:
+                    [f"  found {x}" for x in report.lines()] + _log_excerpt(lab, marks, trial):
                 out(line)
     finally:
         if own:
             lab.stop()
     return totals
+
+
+# Sentinel log lines worth seeing when a trial fails, besides those naming its applications.
+_NOTABLE = (b"event=fenced", b"event=unfenced", b"event=rejoin", b"event=provider_failover",
+            b"event=watch_connected", b"event=watch_provider_silent")
+
+
+def _log_marks(lab: LabCluster) -> dict[str, int]:
+    return {name: s.log_path.stat().st_size if s.log_path.exists() else 0
+            for name, s in lab.servers.items()}
+
+
+def _log_excerpt(lab: LabCluster, marks: dict[str, int], trial: Trial) -> list[str]:
+    """The trial's own lines from every sentinel's log: what each server decided, when."""
+    tags = [f"tag={t} ".encode() for t, _, _ in trial.apps]
+    out: list[str] = []
+    for name, server in lab.servers.items():
+        try:
+            with open(server.log_path, "rb") as f:
+                f.seek(marks.get(name, 0))
+                text = f.read()
+        except OSError:
+            continue
+        out += [f"  log {name} {line.decode(errors='replace')[:300]}"
+                for line in text.splitlines()
+                if any(t in line for t in tags) or any(n in line for n in _NOTABLE)]
+    return out
 
 
 def _aborted(trial: Trial, e: Exception) -> LivenessViolation:

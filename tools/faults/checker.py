@@ -66,7 +66,8 @@ class Report:
 
     def lines(self) -> list[str]:
         out = [f"double_run tag={d.tag} {d.first.server}/{d.first.pid} "
-               f"{d.second.server}/{d.second.pid} overlap={d.overlap:.3f}s"
+               f"[{d.first.start:.3f}..{d.first.end:.3f}] {d.second.server}/{d.second.pid} "
+               f"[{d.second.start:.3f}..{d.second.end:.3f}] overlap={d.overlap:.3f}s"
                for d in self.double_runs]
         out += [str(v) for v in self.liveness]
         out += [str(d) for d in self.diverged]
