@@ -25,7 +25,7 @@ from ndsclust.cli.status_cmd import status_data
 from ndsclust.errors import NdsclustError
 from ndsclust.lab.cluster import LabCluster, descendants
 from ndsclust.lab.directory import DirectoryCluster, LabError
-from ndsclust.ldapstore.connection import Credentials, Providers
+from ndsclust.ldapstore.connection import Providers
 from ndsclust.ldapstore.store import Store
 from ndsclust.ledger import double_runs, lives
 from ndsclust.model import ServerName, Tag
@@ -79,22 +79,24 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"  {name}: provider {d.providers[srv.index].url}, heartbeat {srv.address}, "
               f"log {srv.log_path}")
     print(f"""
-Talk to it:
+Talk to it (the providers speak ldaps:// only, with certificates of the lab CA; each
+sentinel binds as its own server entry, the admin below is the lab's):
   export NDSCLUST_URI="{' '.join(d.uris)}" NDSCLUST_SUFFIX={d.suffix} \\
          NDSCLUST_PULSE_SUFFIX={d.pulse_suffix} NDSCLUST_BIND_DN={d.admin_dn} \\
-         NDSCLUST_PASSWORD_FILE={base / 'admin.pw'}
+         NDSCLUST_PASSWORD_FILE={base / 'admin.pw'} NDSCLUST_CA_FILE={d.ca_file}
   ndsclust status
   ndsclust migrate app1 beta
+  ndsclust doctor
 
 or with plain LDAP tools:
-  ldapmodify -x -H {d.uris[0]} -D {d.admin_dn} -y {base / 'admin.pw'} <<EOF
-  dn: ndsclustTag=app1,ou=applications,ou=ndsclust,{d.suffix}
+  LDAPTLS_CACERT={d.ca_file} ldapmodify -x -H {d.uris[0]} -D {d.admin_dn} -y {base / 'admin.pw'} <<EOF
+  dn: ndsclustTag=app1,ou=applications,{d.base}
   changetype: modify
   replace: ndsclustRequest
   ndsclustRequest: migrate:beta
   EOF
 
-Stop it: ndsclust lab down --dir {base}   (global options for other tools: {uris})""")
+Stop it: ndsclust lab down --dir {base}   (global options for other tools: {uris} --ca-file {d.ca_file})""")
     return 0
 
 
@@ -151,8 +153,7 @@ def _follow(lab: LabCluster, tag: str, until: Any, timeout: float, since: float)
 
     The watch follows beta's provider: alpha's is the one that dies and comes back."""
     d = lab.directory
-    creds = Credentials(bind_dn=d.admin_dn, password=d.admin_password)
-    st = Store(Providers(d.uris[1:] + d.uris[:1], creds, timeout=1.0), d.suffix,
+    st = Store(Providers(d.uris[1:] + d.uris[:1], d.admin_credentials(), timeout=1.0), d.suffix,
                pulse_base=d.pulse_suffix)
     last = ""
     try:

@@ -16,6 +16,13 @@ through the root namespace's address on the dir bridge. The ledger and the disk-
 stay shared (one filesystem: the shared storage). Killing a server then also takes its
 links down, as a dead host drops off the network; restarting it brings them up first.
 
+Security is what deploy/ ships (``DirectoryCluster(tls=True)``): providers speak only
+``ldaps://`` with certificates of a lab CA, replicate over TLS, and enforce the shipped ACLs.
+Each sentinel binds as its own server entry with a password kept in a 0600 file of its
+server's directory (deploy/render.py's ``server`` verb, directory.bind_dn and
+password_file), verifying the providers against the lab CA (directory.ca_file). The lab's
+admin (``cn=admin``) is for the lab's own bookkeeping and the tests, never a sentinel.
+
 ``witness=True`` adds a witness (claims 12, 43) to every sentinel's configuration: a TCP
 listener of this process, on the root namespace's dir-bridge address with ``netns``, so
 a server reaches it exactly while its dir link works.
@@ -41,9 +48,9 @@ import yaml
 
 from ndsclust.lab.directory import DirectoryCluster, LabError, free_ports, wait_until
 from ndsclust.lab.netns import NetLab
-from ndsclust.ldapstore.connection import Credentials, Providers
+from ndsclust.ldapstore.connection import Providers
 from ndsclust.ldapstore.store import Store
-from ndsclust.model import App, AppState, AppType, Server, ServerName, StateValue, Tag
+from ndsclust.model import App, AppState, AppType, ServerName, StateValue, Tag
 
 SERVER_NAMES = ("alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta")
 PR_SET_PDEATHSIG = 1
@@ -62,6 +69,7 @@ class LabServer:
     dir: Path
     config_path: Path
     log_path: Path
+    bind_dn: str = ""                 # the server entry its sentinel binds as
     resources: tuple[str, ...] = ()
     timeouts: Mapping[str, Any] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
@@ -165,11 +173,12 @@ class LabCluster:
             self.directory = DirectoryCluster(
                 n=n, base_dir=base_dir, die_with_parent=die_with_parent, durable=False,
                 hosts=[net.address(name, "dir") for name in names],
-                exec_prefixes=[net.exec_prefix(name) for name in names])
+                exec_prefixes=[net.exec_prefix(name) for name in names], tls=True)
         else:
             # A lab directory is thrown away: no fsync per commit (see provider_config).
             self.directory = DirectoryCluster(n=n, base_dir=base_dir,
-                                              die_with_parent=die_with_parent, durable=False)
+                                              die_with_parent=die_with_parent, durable=False,
+                                              tls=True)
         self.want_witness = witness
         self.witness: Witness | None = None
         self.servers: dict[ServerName, LabServer] = {}
@@ -197,8 +206,7 @@ class LabCluster:
     def store(self) -> Store:
         if self._store is None:
             d = self.directory
-            creds = Credentials(bind_dn=d.admin_dn, password=d.admin_password)
-            self._store = Store(Providers(d.uris, creds, timeout=1.0), d.suffix,
+            self._store = Store(Providers(d.uris, d.admin_credentials(), timeout=1.0), d.suffix,
                                 pulse_base=d.pulse_suffix, op_deadline=15.0)
         return self._store
 
@@ -237,8 +245,8 @@ class LabCluster:
         key.write_bytes(secrets.token_hex(32).encode())
         key.chmod(0o600)
         pw = self.base_dir / "admin.pw"
+        pw.touch(0o600)
         pw.write_text(self.directory.admin_password)
-        pw.chmod(0o600)
         store = self.store()
         store.ensure_base()
         for i in range(self.n):
@@ -250,14 +258,21 @@ class LabCluster:
                                log_path=sdir / "sentinel.log",
                                resources=self.resources.get(name, ()))
             self.servers[name] = server
-            store.add_server(Server(name=name, addresses=(server.address,),
-                                    resources=frozenset(server.resources)))
+            server.bind_dn, password = self.directory.add_server_identity(
+                name, (server.address,), server.resources)
+            pw_file = self.password_file(server)
+            pw_file.touch(0o600)
+            pw_file.write_text(password)
         for server in self.servers.values():
             self.write_config(server)
         for server in self.servers.values():
             self.start_sentinel(server.name)
         self._save_state()
         return time.monotonic() - began
+
+    def password_file(self, server: LabServer) -> Path:
+        """The password of the server's identity (directory.password_file)."""
+        return server.dir / "directory.pw"
 
     def sentinel_config(self, server: LabServer) -> dict[str, Any]:
         d = self.directory
@@ -285,8 +300,9 @@ class LabCluster:
                 "local_uri": d.providers[server.index].url,
                 "suffix": d.suffix,
                 "pulse_suffix": d.pulse_suffix,
-                "bind_dn": d.admin_dn,
-                "password_file": str(self.base_dir / "admin.pw"),
+                "bind_dn": server.bind_dn,
+                "password_file": str(self.password_file(server)),
+                "ca_file": d.ca_file,
             },
             "resources": list(server.resources),
             "channels": channels,
