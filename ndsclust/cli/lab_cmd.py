@@ -17,6 +17,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -148,8 +149,12 @@ def _status(lab: LabCluster) -> None:
     sys.stdout.flush()
 
 
-def _follow(lab: LabCluster, tag: str, until: Any, timeout: float, since: float) -> None:
-    """Print each change of the application's host and state as the watch delivers it.
+def _follow(lab: LabCluster, tag: str, until: Any, timeout: float,
+            act: Callable[[], float]) -> float:
+    """Run ``act`` (it returns the CLOCK_MONOTONIC time it acted at) once the watch is
+    ready, then print each change of the application's host and state, and its events, as
+    the watch delivers them; return that time. Acting only after the refresh means no
+    event can hide in it.
 
     The watch follows beta's provider: alpha's is the one that dies and comes back."""
     d = lab.directory
@@ -159,6 +164,7 @@ def _follow(lab: LabCluster, tag: str, until: Any, timeout: float, since: float)
     try:
         with common.Follower(st, events=True) as f:
             f.wait_ready(10)
+            since = act()
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 app = f.snapshot().apps.get(Tag(tag))
@@ -173,7 +179,7 @@ def _follow(lab: LabCluster, tag: str, until: Any, timeout: float, since: float)
                              f"by {e.server}: {e.text}")
                 f.new_events.clear()
                 if until():
-                    return
+                    return since
                 f.wait_change(0.05)
     finally:
         st.close()
@@ -191,18 +197,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
         _say(f"demo: cluster up in {took:.1f}s; 'web' runs on alpha (backups: beta, gamma)\n")
         _status(lab)
         _say("\ndemo: killing server alpha (sentinel, lease guard, program and slapd, SIGKILL)")
-        t0 = lab.kill_server(A)
-        _follow(lab, "web", lambda: lab.running_on("web") == {B}
-                and lab.app("web").state.state.value == "running", 30, t0)
+        t0 = _follow(lab, "web", lambda: lab.running_on("web") == {B}
+                     and lab.app("web").state.state.value == "running", 30,
+                     lambda: lab.kill_server(A))
         started = lab.first_start_after("web", t0, server=B)
         failover_ms = (started - t0) * 1000 if started else float("nan")
         _say(f"demo: web runs on beta {failover_ms:.0f} ms after alpha died\n")
         _status(lab)
         _say("\ndemo: bringing alpha back (slapd, then its sentinel)")
-        t1 = time.monotonic()
-        lab.restart_server(A)
-        _follow(lab, "web", lambda: lab.running_on("web") == {A}
-                and lab.app("web").state.state.value == "running", 60, t1)
+        def restart() -> float:
+            t = time.monotonic()
+            lab.restart_server(A)
+            return t
+
+        t1 = _follow(lab, "web", lambda: lab.running_on("web") == {A}
+                     and lab.app("web").state.state.value == "running", 60, restart)
         back = lab.first_start_after("web", t1, server=A)
         stopped_on_b = _last_stop(lab, "web", B, t1)
         failback_ms = ((back - stopped_on_b) * 1000 if back and stopped_on_b

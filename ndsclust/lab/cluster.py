@@ -22,6 +22,10 @@ Each sentinel binds as its own server entry with a password kept in a 0600 file 
 server's directory (deploy/render.py's ``server`` verb, directory.bind_dn and
 password_file), verifying the providers against the lab CA (directory.ca_file). The lab's
 admin (``cn=admin``) is for the lab's own bookkeeping and the tests, never a sentinel.
+A cluster-aware program registers itself through its sentinel (FIG. 6), which creates its
+application entry: the shipped ACLs let only operators do that, so a deployment that wants
+it puts that server's identity in the operators group (``operator_servers`` here), knowing
+that such a server may then create and change applications, commands included.
 
 ``witness=True`` adds a witness (claims 12, 43) to every sentinel's configuration: a TCP
 listener of this process, on the root namespace's dir-bridge address with ``netns``, so
@@ -151,11 +155,13 @@ class LabCluster:
                  die_with_parent: bool = True, timeouts: Mapping[str, Any] | None = None,
                  intervals: float | None = None, resources: Mapping[str, Sequence[str]] | None = None,
                  log_level: str = "info", disk: bool = True, netns: bool = False,
-                 witness: bool = False, sentinel_wrapper: Sequence[str] = ()) -> None:
+                 witness: bool = False, sentinel_wrapper: Sequence[str] = (),
+                 operator_servers: Sequence[str] = ()) -> None:
         """``sentinel_wrapper``: arguments put between the Python interpreter and
         ``-m ndsclust`` when a sentinel starts (a script that adjusts the process before it
         runs the module); ``{dir}`` and ``{name}`` in them become the server's directory
-        and name."""
+        and name. ``operator_servers``: servers whose identity joins the operators group
+        (see the module docstring)."""
         if not 1 <= n <= len(SERVER_NAMES):
             raise LabError(f"a lab has 1 to {len(SERVER_NAMES)} servers, not {n}")
         self.n = n
@@ -166,6 +172,7 @@ class LabCluster:
         self.log_level = log_level
         self.disk = disk
         self.sentinel_wrapper = tuple(sentinel_wrapper)
+        self.operator_servers = frozenset(operator_servers)
         names = SERVER_NAMES[:n]
         self.net = NetLab(names) if netns else None
         if self.net is not None:
@@ -260,6 +267,8 @@ class LabCluster:
             self.servers[name] = server
             server.bind_dn, password = self.directory.add_server_identity(
                 name, (server.address,), server.resources)
+            if name in self.operator_servers:
+                self.directory.add_operator(server.bind_dn)
             pw_file = self.password_file(server)
             pw_file.touch(0o600)
             pw_file.write_text(password)

@@ -2,8 +2,8 @@
 
 Used by the integration fixtures, ``ndsclust lab``, the benchmarks and the fault harness.
 Each provider is a foreground ``slapd -d 0`` child with its own cn=config and data
-directories under ``base_dir/p<index>``, listening on ``ldap://HOST:PORT`` and on an ldapi
-socket. Everything the lab itself does over LDAP (readiness, replication state, contextCSN
+directories under ``base_dir/p<index>``, listening on ``ldap://HOST:PORT`` (``ldaps://``
+with ``tls``) and on an ldapi socket. Everything the lab itself does over LDAP (readiness, replication state, contextCSN
 reads) goes through the ldapi socket, so it also works when a provider runs inside a
 network namespace this process cannot route to.
 
@@ -673,6 +673,15 @@ class DirectoryCluster:
                 raise LabError(f"cannot add {dn}: {conn.result.get('description')} "
                                f"{conn.result.get('message', '')}".rstrip())
         return dn, password
+
+    def add_operator(self, dn: str) -> None:
+        """Make ``dn`` a member of the operators group (``tls`` mode), as an admin does with
+        ldapmodify: it may then create applications and change their commands."""
+        group = f"cn=operators,{self.base}"
+        with self._bound(self._providers[0]) as conn:
+            if not conn.modify(group, {"member": [(ldap3.MODIFY_ADD, [dn])]}):
+                raise LabError(f"cannot add {dn} to {group}: {conn.result.get('description')} "
+                               f"{conn.result.get('message', '')}".rstrip())
 
     @property
     def base_dir(self) -> Path:
