@@ -149,18 +149,20 @@ def _status(lab: LabCluster) -> None:
     sys.stdout.flush()
 
 
-def _follow(lab: LabCluster, tag: str, until: Any, timeout: float,
+def _follow(lab: LabCluster, tag: str, until: Any, event: str, timeout: float,
             act: Callable[[], float]) -> float:
     """Run ``act`` (it returns the CLOCK_MONOTONIC time it acted at) once the watch is
     ready, then print each change of the application's host and state, and its events, as
-    the watch delivers them; return that time. Acting only after the refresh means no
-    event can hide in it.
+    the watch delivers them, until ``until()`` holds and the ``event`` of the tag has been
+    shown; return that time. Acting only after the refresh means no event can hide in it;
+    the event is recorded after the state it explains, so it is waited for too.
 
     The watch follows beta's provider: alpha's is the one that dies and comes back."""
     d = lab.directory
     st = Store(Providers(d.uris[1:] + d.uris[:1], d.admin_credentials(), timeout=1.0), d.suffix,
                pulse_base=d.pulse_suffix)
     last = ""
+    seen: set[str] = set()
     try:
         with common.Follower(st, events=True) as f:
             f.wait_ready(10)
@@ -175,15 +177,17 @@ def _follow(lab: LabCluster, tag: str, until: Any, timeout: float,
                         last = line
                 for _, e in f.new_events:
                     if e.tag == tag:
+                        seen.add(e.kind)
                         _say(f"  +{(time.monotonic() - since) * 1000:6.0f} ms  event {e.kind} "
                              f"by {e.server}: {e.text}")
                 f.new_events.clear()
-                if until():
+                if event in seen and until():
                     return since
                 f.wait_change(0.05)
     finally:
         st.close()
-    raise LabError(f"the demo did not see {tag} settle within {timeout:.0f}s")
+    raise LabError(f"the demo did not see {tag} settle with a {event} event within "
+                   f"{timeout:.0f}s")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -198,7 +202,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         _status(lab)
         _say("\ndemo: killing server alpha (sentinel, lease guard, program and slapd, SIGKILL)")
         t0 = _follow(lab, "web", lambda: lab.running_on("web") == {B}
-                     and lab.app("web").state.state.value == "running", 30,
+                     and lab.app("web").state.state.value == "running", "failover", 30,
                      lambda: lab.kill_server(A))
         started = lab.first_start_after("web", t0, server=B)
         failover_ms = (started - t0) * 1000 if started else float("nan")
@@ -211,7 +215,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             return t
 
         t1 = _follow(lab, "web", lambda: lab.running_on("web") == {A}
-                     and lab.app("web").state.state.value == "running", 60, restart)
+                     and lab.app("web").state.state.value == "running", "failback", 60,
+                     restart)
         back = lab.first_start_after("web", t1, server=A)
         stopped_on_b = _last_stop(lab, "web", B, t1)
         failback_ms = ((back - stopped_on_b) * 1000 if back and stopped_on_b
