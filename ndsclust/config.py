@@ -293,7 +293,7 @@ def parse(data: Any, source: str = "<config>") -> Config:
         sasl_external=bool(d.get("sasl_external", False)),
         ca_file=r.string(d, "ca_file", "directory."), cert_file=r.string(d, "cert_file", "directory."),
         key_file=r.string(d, "key_file", "directory."), start_tls=bool(d.get("start_tls", False)),
-        allow_plain=bool(d.get("allow_plain_ldap", True)))
+        allow_plain=bool(d.get("allow_plain_ldap", False)))
     local_uri = r.string(d, "local_uri", "directory.")
     directory = DirectorySettings(
         uris=tuple(uris), suffix=suffix,

@@ -76,7 +76,7 @@ class Transport:
     uris: tuple[str, ...]
     start_tls: bool
     ca_file: str | None
-    allow_plain: bool = True
+    allow_plain: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -89,7 +89,9 @@ def run(trials: int, fast: bool) -> tuple[list[tuple[float, float]], list[tuple[
     opts = FAST if fast else {}
     aware: list[tuple[float, float]] = []
     capable: list[tuple[float, float]] = []
-    with LabCluster(2, log_level="warning", **opts) as lab:  # type: ignore[arg-type]
+    # The program registers itself through alpha's sentinel: an operator under the ACLs.
+    with LabCluster(2, log_level="warning", operator_servers=(A,),
+                    **opts) as lab:  # type: ignore[arg-type]
         lab.add_app(CAP, A, [B], auto_recover=False, extra=["--tick", "0.02"])
         register_by_hand(lab)
         lab.store().replace_app_attrs(AWR, {"ndsclustAutoRecover": ["FALSE"]})

@@ -21,7 +21,7 @@ import time
 import ldap3
 
 from ndsclust.lab.directory import DirectoryCluster
-from ndsclust.ldapstore.connection import Credentials, Providers, open_connection
+from ndsclust.ldapstore.connection import Providers, open_connection
 from ndsclust.ldapstore.watch import Changed, RefreshDone, Watch
 
 
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         startup = cluster.start()
         print(f"cluster: 3 providers answering and replicating after {startup:.3f} s")
-        creds = Credentials(bind_dn=cluster.admin_dn, password=cluster.admin_password)
+        creds = cluster.admin_credentials()
         writer = open_connection(cluster.uris[0], creds)
         base = f"ou=bench,{cluster.suffix}"
         dn = f"ou=probe,{base}"

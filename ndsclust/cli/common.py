@@ -10,6 +10,7 @@ exists), built-in defaults.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import getpass
 import json
 import logging
@@ -63,8 +64,18 @@ def add_global_options(p: argparse.ArgumentParser) -> None:
                    help="file holding the bind password ($NDSCLUST_PASSWORD_FILE)")
     g.add_argument("--sasl-external", "-Y", action="store_true",
                    help="bind with SASL EXTERNAL (ldapi:// as root, or a TLS client certificate)")
-    g.add_argument("--ca-file", help="CA certificate that signed the providers' certificates")
-    g.add_argument("--start-tls", "-Z", action="store_true", help="use StartTLS on ldap:// URIs")
+    g.add_argument("--ca-file", metavar="FILE",
+                   help="CA certificate that signed the providers' certificates "
+                        "($NDSCLUST_CA_FILE); without it, the system's CAs")
+    g.add_argument("--cert-file", metavar="FILE",
+                   help="client certificate, for SASL EXTERNAL over TLS ($NDSCLUST_CERT_FILE)")
+    g.add_argument("--key-file", metavar="FILE",
+                   help="key of the client certificate ($NDSCLUST_KEY_FILE)")
+    g.add_argument("--start-tls", "-Z", action="store_true",
+                   help="use StartTLS on ldap:// URIs ($NDSCLUST_START_TLS=1)")
+    g.add_argument("--allow-plain-ldap", action="store_true",
+                   help="permit ldap:// without TLS, which is refused by default "
+                        "($NDSCLUST_ALLOW_PLAIN_LDAP=1); ldapi:// needs no TLS")
     g.add_argument("--connect-timeout", type=positive_float, metavar="SECONDS",
                    default=DEFAULT_CONNECT_TIMEOUT,
                    help="give up when no provider answers within this time (exit 3; "
@@ -98,6 +109,10 @@ def _env(name: str) -> str | None:
     return v if v else None
 
 
+def _env_flag(name: str) -> bool:
+    return (_env(name) or "").lower() in ("1", "true", "yes", "on")
+
+
 def load_config(args: argparse.Namespace) -> config_mod.Config | None:
     """The sentinel configuration the directory settings may come from, or None.
 
@@ -121,12 +136,28 @@ def _directory(args: argparse.Namespace) -> config_mod.DirectorySettings | None:
 
 
 def credentials(args: argparse.Namespace) -> Credentials:
+    """How to bind. The identity (bind DN and password, or SASL EXTERNAL) and each TLS
+    setting come from the options, else the NDSCLUST_* variables, else the configuration;
+    TLS settings given on their own are added to the configuration's identity."""
     pw_file = args.password_file or _env("NDSCLUST_PASSWORD_FILE")
     bind_dn = args.bind_dn or _env("NDSCLUST_BIND_DN")
-    if not (bind_dn or pw_file or args.sasl_external):
-        d = _directory(args)
-        if d is not None:
-            return d.credentials
+    ca_file = args.ca_file or _env("NDSCLUST_CA_FILE")
+    cert_file = args.cert_file or _env("NDSCLUST_CERT_FILE")
+    key_file = args.key_file or _env("NDSCLUST_KEY_FILE")
+    start_tls = bool(args.start_tls) or _env_flag("NDSCLUST_START_TLS")
+    allow_plain = bool(args.allow_plain_ldap) or _env_flag("NDSCLUST_ALLOW_PLAIN_LDAP")
+    identity = bool(bind_dn or pw_file or args.sasl_external)
+    explicit_tls = bool(ca_file or cert_file or key_file or start_tls or allow_plain)
+    d = None if identity and explicit_tls else _directory(args)
+    if d is not None:
+        c = d.credentials
+        if not identity:
+            return dataclasses.replace(
+                c, ca_file=ca_file or c.ca_file, cert_file=cert_file or c.cert_file,
+                key_file=key_file or c.key_file, start_tls=start_tls or c.start_tls,
+                allow_plain=allow_plain or c.allow_plain)
+        ca_file, cert_file, key_file = c.ca_file, c.cert_file, c.key_file
+        start_tls, allow_plain = c.start_tls, c.allow_plain
     password = None
     if pw_file:
         try:
@@ -138,8 +169,11 @@ def credentials(args: argparse.Namespace) -> Credentials:
         bind_dn=bind_dn,
         password=password,
         sasl_external=bool(args.sasl_external),
-        ca_file=args.ca_file,
-        start_tls=bool(args.start_tls),
+        ca_file=ca_file,
+        cert_file=cert_file,
+        key_file=key_file,
+        start_tls=start_tls,
+        allow_plain=allow_plain,
     )
 
 

@@ -17,6 +17,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from ndsclust.cli.status_cmd import status_data
 from ndsclust.errors import NdsclustError
 from ndsclust.lab.cluster import LabCluster, descendants
 from ndsclust.lab.directory import DirectoryCluster, LabError
-from ndsclust.ldapstore.connection import Credentials, Providers
+from ndsclust.ldapstore.connection import Providers
 from ndsclust.ldapstore.store import Store
 from ndsclust.ledger import double_runs, lives
 from ndsclust.model import ServerName, Tag
@@ -79,22 +80,24 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"  {name}: provider {d.providers[srv.index].url}, heartbeat {srv.address}, "
               f"log {srv.log_path}")
     print(f"""
-Talk to it:
+Talk to it (the providers speak ldaps:// only, with certificates of the lab CA; each
+sentinel binds as its own server entry, the admin below is the lab's):
   export NDSCLUST_URI="{' '.join(d.uris)}" NDSCLUST_SUFFIX={d.suffix} \\
          NDSCLUST_PULSE_SUFFIX={d.pulse_suffix} NDSCLUST_BIND_DN={d.admin_dn} \\
-         NDSCLUST_PASSWORD_FILE={base / 'admin.pw'}
+         NDSCLUST_PASSWORD_FILE={base / 'admin.pw'} NDSCLUST_CA_FILE={d.ca_file}
   ndsclust status
   ndsclust migrate app1 beta
+  ndsclust doctor
 
 or with plain LDAP tools:
-  ldapmodify -x -H {d.uris[0]} -D {d.admin_dn} -y {base / 'admin.pw'} <<EOF
-  dn: ndsclustTag=app1,ou=applications,ou=ndsclust,{d.suffix}
+  LDAPTLS_CACERT={d.ca_file} ldapmodify -x -H {d.uris[0]} -D {d.admin_dn} -y {base / 'admin.pw'} <<EOF
+  dn: ndsclustTag=app1,ou=applications,{d.base}
   changetype: modify
   replace: ndsclustRequest
   ndsclustRequest: migrate:beta
   EOF
 
-Stop it: ndsclust lab down --dir {base}   (global options for other tools: {uris})""")
+Stop it: ndsclust lab down --dir {base}   (global options for other tools: {uris} --ca-file {d.ca_file})""")
     return 0
 
 
@@ -146,18 +149,24 @@ def _status(lab: LabCluster) -> None:
     sys.stdout.flush()
 
 
-def _follow(lab: LabCluster, tag: str, until: Any, timeout: float, since: float) -> None:
-    """Print each change of the application's host and state as the watch delivers it.
+def _follow(lab: LabCluster, tag: str, until: Any, event: str, timeout: float,
+            act: Callable[[], float]) -> float:
+    """Run ``act`` (it returns the CLOCK_MONOTONIC time it acted at) once the watch is
+    ready, then print each change of the application's host and state, and its events, as
+    the watch delivers them, until ``until()`` holds and the ``event`` of the tag has been
+    shown; return that time. Acting only after the refresh means no event can hide in it;
+    the event is recorded after the state it explains, so it is waited for too.
 
     The watch follows beta's provider: alpha's is the one that dies and comes back."""
     d = lab.directory
-    creds = Credentials(bind_dn=d.admin_dn, password=d.admin_password)
-    st = Store(Providers(d.uris[1:] + d.uris[:1], creds, timeout=1.0), d.suffix,
+    st = Store(Providers(d.uris[1:] + d.uris[:1], d.admin_credentials(), timeout=1.0), d.suffix,
                pulse_base=d.pulse_suffix)
     last = ""
+    seen: set[str] = set()
     try:
         with common.Follower(st, events=True) as f:
             f.wait_ready(10)
+            since = act()
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 app = f.snapshot().apps.get(Tag(tag))
@@ -168,15 +177,17 @@ def _follow(lab: LabCluster, tag: str, until: Any, timeout: float, since: float)
                         last = line
                 for _, e in f.new_events:
                     if e.tag == tag:
+                        seen.add(e.kind)
                         _say(f"  +{(time.monotonic() - since) * 1000:6.0f} ms  event {e.kind} "
                              f"by {e.server}: {e.text}")
                 f.new_events.clear()
-                if until():
-                    return
+                if event in seen and until():
+                    return since
                 f.wait_change(0.05)
     finally:
         st.close()
-    raise LabError(f"the demo did not see {tag} settle within {timeout:.0f}s")
+    raise LabError(f"the demo did not see {tag} settle with a {event} event within "
+                   f"{timeout:.0f}s")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -190,18 +201,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
         _say(f"demo: cluster up in {took:.1f}s; 'web' runs on alpha (backups: beta, gamma)\n")
         _status(lab)
         _say("\ndemo: killing server alpha (sentinel, lease guard, program and slapd, SIGKILL)")
-        t0 = lab.kill_server(A)
-        _follow(lab, "web", lambda: lab.running_on("web") == {B}
-                and lab.app("web").state.state.value == "running", 30, t0)
+        t0 = _follow(lab, "web", lambda: lab.running_on("web") == {B}
+                     and lab.app("web").state.state.value == "running", "failover", 30,
+                     lambda: lab.kill_server(A))
         started = lab.first_start_after("web", t0, server=B)
         failover_ms = (started - t0) * 1000 if started else float("nan")
         _say(f"demo: web runs on beta {failover_ms:.0f} ms after alpha died\n")
         _status(lab)
         _say("\ndemo: bringing alpha back (slapd, then its sentinel)")
-        t1 = time.monotonic()
-        lab.restart_server(A)
-        _follow(lab, "web", lambda: lab.running_on("web") == {A}
-                and lab.app("web").state.state.value == "running", 60, t1)
+        def restart() -> float:
+            t = time.monotonic()
+            lab.restart_server(A)
+            return t
+
+        t1 = _follow(lab, "web", lambda: lab.running_on("web") == {A}
+                     and lab.app("web").state.state.value == "running", "failback", 60,
+                     restart)
         back = lab.first_start_after("web", t1, server=A)
         stopped_on_b = _last_stop(lab, "web", B, t1)
         failback_ms = ((back - stopped_on_b) * 1000 if back and stopped_on_b

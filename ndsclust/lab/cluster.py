@@ -16,6 +16,17 @@ through the root namespace's address on the dir bridge. The ledger and the disk-
 stay shared (one filesystem: the shared storage). Killing a server then also takes its
 links down, as a dead host drops off the network; restarting it brings them up first.
 
+Security is what deploy/ ships (``DirectoryCluster(tls=True)``): providers speak only
+``ldaps://`` with certificates of a lab CA, replicate over TLS, and enforce the shipped ACLs.
+Each sentinel binds as its own server entry with a password kept in a 0600 file of its
+server's directory (deploy/render.py's ``server`` verb, directory.bind_dn and
+password_file), verifying the providers against the lab CA (directory.ca_file). The lab's
+admin (``cn=admin``) is for the lab's own bookkeeping and the tests, never a sentinel.
+A cluster-aware program registers itself through its sentinel (FIG. 6), which creates its
+application entry: the shipped ACLs let only operators do that, so a deployment that wants
+it puts that server's identity in the operators group (``operator_servers`` here), knowing
+that such a server may then create and change applications, commands included.
+
 ``witness=True`` adds a witness (claims 12, 43) to every sentinel's configuration: a TCP
 listener of this process, on the root namespace's dir-bridge address with ``netns``, so
 a server reaches it exactly while its dir link works.
@@ -41,9 +52,9 @@ import yaml
 
 from ndsclust.lab.directory import DirectoryCluster, LabError, free_ports, wait_until
 from ndsclust.lab.netns import NetLab
-from ndsclust.ldapstore.connection import Credentials, Providers
+from ndsclust.ldapstore.connection import Providers
 from ndsclust.ldapstore.store import Store
-from ndsclust.model import App, AppState, AppType, Server, ServerName, StateValue, Tag
+from ndsclust.model import App, AppState, AppType, ServerName, StateValue, Tag
 
 SAMPLE_APP = Path(__file__).with_name("sample_app.py")
 SERVER_NAMES = ("alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta")
@@ -63,6 +74,7 @@ class LabServer:
     dir: Path
     config_path: Path
     log_path: Path
+    bind_dn: str = ""                 # the server entry its sentinel binds as
     resources: tuple[str, ...] = ()
     timeouts: Mapping[str, Any] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
@@ -144,11 +156,13 @@ class LabCluster:
                  die_with_parent: bool = True, timeouts: Mapping[str, Any] | None = None,
                  intervals: float | None = None, resources: Mapping[str, Sequence[str]] | None = None,
                  log_level: str = "info", disk: bool = True, netns: bool = False,
-                 witness: bool = False, sentinel_wrapper: Sequence[str] = ()) -> None:
+                 witness: bool = False, sentinel_wrapper: Sequence[str] = (),
+                 operator_servers: Sequence[str] = ()) -> None:
         """``sentinel_wrapper``: arguments put between the Python interpreter and
         ``-m ndsclust`` when a sentinel starts (a script that adjusts the process before it
         runs the module); ``{dir}`` and ``{name}`` in them become the server's directory
-        and name."""
+        and name. ``operator_servers``: servers whose identity joins the operators group
+        (see the module docstring)."""
         if not 1 <= n <= len(SERVER_NAMES):
             raise LabError(f"a lab has 1 to {len(SERVER_NAMES)} servers, not {n}")
         self.n = n
@@ -159,6 +173,7 @@ class LabCluster:
         self.log_level = log_level
         self.disk = disk
         self.sentinel_wrapper = tuple(sentinel_wrapper)
+        self.operator_servers = frozenset(operator_servers)
         names = SERVER_NAMES[:n]
         self.net = NetLab(names) if netns else None
         if self.net is not None:
@@ -166,11 +181,12 @@ class LabCluster:
             self.directory = DirectoryCluster(
                 n=n, base_dir=base_dir, die_with_parent=die_with_parent, durable=False,
                 hosts=[net.address(name, "dir") for name in names],
-                exec_prefixes=[net.exec_prefix(name) for name in names])
+                exec_prefixes=[net.exec_prefix(name) for name in names], tls=True)
         else:
             # A lab directory is thrown away: no fsync per commit (see provider_config).
             self.directory = DirectoryCluster(n=n, base_dir=base_dir,
-                                              die_with_parent=die_with_parent, durable=False)
+                                              die_with_parent=die_with_parent, durable=False,
+                                              tls=True)
         self.want_witness = witness
         self.witness: Witness | None = None
         self.servers: dict[ServerName, LabServer] = {}
@@ -198,8 +214,7 @@ class LabCluster:
     def store(self) -> Store:
         if self._store is None:
             d = self.directory
-            creds = Credentials(bind_dn=d.admin_dn, password=d.admin_password)
-            self._store = Store(Providers(d.uris, creds, timeout=1.0), d.suffix,
+            self._store = Store(Providers(d.uris, d.admin_credentials(), timeout=1.0), d.suffix,
                                 pulse_base=d.pulse_suffix, op_deadline=15.0)
         return self._store
 
@@ -238,8 +253,8 @@ class LabCluster:
         key.write_bytes(secrets.token_hex(32).encode())
         key.chmod(0o600)
         pw = self.base_dir / "admin.pw"
+        pw.touch(0o600)
         pw.write_text(self.directory.admin_password)
-        pw.chmod(0o600)
         store = self.store()
         store.ensure_base()
         for i in range(self.n):
@@ -251,14 +266,23 @@ class LabCluster:
                                log_path=sdir / "sentinel.log",
                                resources=self.resources.get(name, ()))
             self.servers[name] = server
-            store.add_server(Server(name=name, addresses=(server.address,),
-                                    resources=frozenset(server.resources)))
+            server.bind_dn, password = self.directory.add_server_identity(
+                name, (server.address,), server.resources)
+            if name in self.operator_servers:
+                self.directory.add_operator(server.bind_dn)
+            pw_file = self.password_file(server)
+            pw_file.touch(0o600)
+            pw_file.write_text(password)
         for server in self.servers.values():
             self.write_config(server)
         for server in self.servers.values():
             self.start_sentinel(server.name)
         self._save_state()
         return time.monotonic() - began
+
+    def password_file(self, server: LabServer) -> Path:
+        """The password of the server's identity (directory.password_file)."""
+        return server.dir / "directory.pw"
 
     def sentinel_config(self, server: LabServer) -> dict[str, Any]:
         d = self.directory
@@ -286,8 +310,9 @@ class LabCluster:
                 "local_uri": d.providers[server.index].url,
                 "suffix": d.suffix,
                 "pulse_suffix": d.pulse_suffix,
-                "bind_dn": d.admin_dn,
-                "password_file": str(self.base_dir / "admin.pw"),
+                "bind_dn": server.bind_dn,
+                "password_file": str(self.password_file(server)),
+                "ca_file": d.ca_file,
             },
             "resources": list(server.resources),
             "channels": channels,

@@ -2,8 +2,8 @@
 
 Used by the integration fixtures, ``ndsclust lab``, the benchmarks and the fault harness.
 Each provider is a foreground ``slapd -d 0`` child with its own cn=config and data
-directories under ``base_dir/p<index>``, listening on ``ldap://HOST:PORT`` and on an ldapi
-socket. Everything the lab itself does over LDAP (readiness, replication state, contextCSN
+directories under ``base_dir/p<index>``, listening on ``ldap://HOST:PORT`` (``ldaps://``
+with ``tls``) and on an ldapi socket. Everything the lab itself does over LDAP (readiness, replication state, contextCSN
 reads) goes through the ldapi socket, so it also works when a provider runs inside a
 network namespace this process cannot route to.
 
@@ -22,6 +22,16 @@ Databases per provider, in this order (DESIGN.md section 2, FACTS 1-4):
 One identity, ``cn=admin,<suffix>``, is the root DN of every database: it binds against the
 main database (the only one holding its password) and is root in the others too, so a
 client needs one bind for cluster data and pulses alike.
+
+Two modes. Plain (the default, for the integration tests of the store and the watch): the
+configuration above generated here, ``ldap://`` without TLS, no ACLs, replication as the
+admin. With ``tls=True`` (what ``LabCluster`` uses) every provider is rendered by
+``ndsclust.site`` from the templates deploy/ ships: a lab CA made with ``ndsclust.pki``
+under ``base_dir/pki``, one certificate per provider naming the address it listens on,
+``ldaps://`` only, replication over TLS as the replication identity, the shipped ACLs and
+groups, and the seed entries of deploy/ (cluster base, operators, auditors). The admin
+then stays root of every database for the lab's own bookkeeping; sentinels bind as their
+server entries (``add_server_identity``).
 """
 from __future__ import annotations
 
@@ -48,8 +58,9 @@ from urllib.parse import quote
 import ldap3
 from ldap3.core.exceptions import LDAPException
 
-from ndsclust import schema
+from ndsclust import pki, schema, site
 from ndsclust.errors import NdsclustError
+from ndsclust.ldapstore.connection import Credentials
 
 T = TypeVar("T")
 
@@ -70,6 +81,9 @@ MAX_PROVIDERS = 99     # keeps every rid within syncrepl's three decimal digits
 SUN_PATH_MAX = 107     # AF_UNIX path limit, minus the terminating NUL
 PR_SET_PDEATHSIG = 1
 LOG_TAIL_LINES = 20
+PKI_DIR = "pki"
+LAB_CLUSTER_NAME = "lab"
+SECRET_BYTES = 24       # random passwords: 32 url-safe characters
 
 
 class LabError(NdsclustError):
@@ -172,8 +186,8 @@ def free_ports(hosts: Sequence[str]) -> list[int]:
             s.close()
 
 
-def _host_url(host: str, port: int) -> str:
-    return f"ldap://[{host}]:{port}" if ":" in host else f"ldap://{host}:{port}"
+def _host_url(host: str, port: int, scheme: str = "ldap") -> str:
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 def _decode(values: Sequence[bytes]) -> tuple[str, ...]:
@@ -185,12 +199,14 @@ class Provider:
 
     def __init__(self, index: int, host: str, port: int, dir: Path,
                  exec_prefix: Sequence[str] = (), die_with_parent: bool = True,
-                 pid: int | None = None, log_level: str = "0") -> None:
+                 pid: int | None = None, log_level: str = "0", tls: bool = False) -> None:
+        """``tls``: listen on ``ldaps://`` instead of ``ldap://``."""
         self.index = index
         self.server_id = index + 1
         self.host = host
         self.port = port
-        self.url = _host_url(host, port)
+        self.tls = tls
+        self.url = _host_url(host, port, "ldaps" if tls else "ldap")
         self.dir = dir
         self.conf_dir = dir / "slapd.d"
         self.log_path = dir / "slapd.log"
@@ -508,6 +524,11 @@ def _slapadd_all(jobs: Sequence[tuple[Provider, Sequence[str]]]) -> None:
         raise LabError("could not load the providers\n" + "\n".join(failures))
 
 
+def _cert_stem(p: Provider) -> str:
+    """File stem (and certificate subject name) of a provider's TLS certificate."""
+    return f"provider{p.server_id}"
+
+
 def _peer_of(rid: int) -> int:
     """Server id of the provider an agreement replicates from (see MAIN_RID_BASE)."""
     return rid - (PULSE_RID_BASE if rid >= PULSE_RID_BASE else MAIN_RID_BASE)
@@ -529,12 +550,15 @@ class DirectoryCluster:
                  die_with_parent: bool = True,
                  accesslog_purge: str = "07+00:00 01+00:00", with_schema: bool = True,
                  exec_prefixes: Sequence[Sequence[str]] | None = None,
-                 log_level: str = "0", durable: bool = True) -> None:
+                 log_level: str = "0", durable: bool = True, tls: bool = False,
+                 replicator_password: str | None = None) -> None:
         """``base_dir``: a new or empty directory (removed by ``stop()``), default a fresh
         temporary one. ``hosts``: one listen address per provider (default ``host`` for
         all). ``exec_prefixes``: one command prefix per provider, e.g.
         ``("ip", "netns", "exec", "ns1")``. ``log_level``: slapd's ``-d`` level for its log
-        file (``0``: start-up errors only; ``"sync stats"`` to debug replication)."""
+        file (``0``: start-up errors only; ``"sync stats"`` to debug replication).
+        ``tls``: the deploy/ configuration, TLS and ACLs (module docstring); it needs the
+        ndsclust schema (``with_schema``)."""
         if not 1 <= n <= MAX_PROVIDERS:
             raise LabError(f"a lab cluster has 1 to {MAX_PROVIDERS} providers, not {n}")
         self._hosts = tuple(hosts) if hosts is not None else (host,) * n
@@ -545,7 +569,12 @@ class DirectoryCluster:
                 raise LabError(f"{what} has {len(seq)} items for {n} providers")
         _base_entry(suffix)
         _base_entry(pulse_suffix)
+        if tls and not with_schema:
+            raise LabError("tls=True renders the deploy/ configuration, which holds the "
+                           "ndsclust schema: it needs with_schema=True")
         self.n = n
+        self.tls = tls
+        self._replicator_password = replicator_password or secrets.token_urlsafe(SECRET_BYTES)
         self._requested_dir = Path(base_dir) if base_dir is not None else None
         self._base_dir: Path | None = None
         self._suffix = suffix
@@ -569,7 +598,8 @@ class DirectoryCluster:
 
     @property
     def uris(self) -> list[str]:
-        """ldap:// URLs of the providers, in order: the first is the write provider."""
+        """URLs of the providers (ldaps:// with ``tls``), in order: the first is the write
+        provider."""
         return [p.url for p in self._providers]
 
     @property
@@ -592,6 +622,66 @@ class DirectoryCluster:
     @property
     def admin_password(self) -> str:
         return self._admin_password
+
+    @property
+    def base(self) -> str:
+        """The cluster base entry: the store's default, ``ou=ndsclust,<suffix>``."""
+        return f"ou=ndsclust,{self._suffix}"
+
+    @property
+    def ca_file(self) -> str | None:
+        """The lab CA's certificate, which signed every provider's (``tls`` only)."""
+        return str(self.base_dir / PKI_DIR / pki.CA_CERT) if self.tls else None
+
+    def admin_credentials(self) -> Credentials:
+        """How the lab's own admin reaches the providers' URIs: over verified TLS in the
+        ``tls`` mode, else plain LDAP (allowed explicitly: it is the plain mode)."""
+        return Credentials(bind_dn=self.admin_dn, password=self._admin_password,
+                           ca_file=self.ca_file, allow_plain=not self.tls)
+
+    def deploy_site(self, provider: Provider | None = None) -> site.Site:
+        """The deploy/ site description of this cluster (``tls`` mode), with the TLS files
+        of ``provider`` (default the first one): the input of ``ndsclust.site``."""
+        if not self.tls:
+            raise LabError("a plain lab cluster has no site description; use tls=True")
+        p = provider or self._providers[0]
+        pki_dir = self.base_dir / PKI_DIR
+        stem = _cert_stem(p)
+        return site.Site(
+            suffix=self._suffix, base=self.base, pulse_suffix=self._pulse_suffix,
+            admin_dn=self.admin_dn, replicator_dn=f"cn=replicator,{self._suffix}",
+            replicator_password=self._replicator_password,
+            providers=tuple(site.Provider(q.server_id, q.url) for q in self._providers),
+            # Groups need a member; the admin is root anyway, so membership grants it
+            # nothing it does not have.
+            operators=(self.admin_dn,), auditors=(self.admin_dn,),
+            tls=site.Tls(str(pki_dir / pki.CA_CERT), str(pki_dir / f"{stem}.crt"),
+                         str(pki_dir / f"{stem}.key")),
+            data_dir=str(p.dir), run_dir=str(p.dir), module_path="/usr/lib/ldap",
+            schema_dir=str(SCHEMA_DIR), retry=self.retry,
+            accesslog_purge=self.accesslog_purge)
+
+    def add_server_identity(self, name: str, addresses: Sequence[str],
+                            resources: Sequence[str] = ()) -> tuple[str, str]:
+        """Add the entry of server ``name`` as deploy/render.py's ``server`` verb renders
+        it: the identity its sentinel binds as, with a new random password. Written as the
+        admin on the write provider (its ldapi socket). Returns (DN, password)."""
+        password = secrets.token_urlsafe(SECRET_BYTES)
+        dn, attrs = site.server_entry(self.deploy_site(), name, addresses, resources, password)
+        with self._bound(self._providers[0]) as conn:
+            if not conn.add(dn, attributes=attrs):
+                raise LabError(f"cannot add {dn}: {conn.result.get('description')} "
+                               f"{conn.result.get('message', '')}".rstrip())
+        return dn, password
+
+    def add_operator(self, dn: str) -> None:
+        """Make ``dn`` a member of the operators group (``tls`` mode), as an admin does with
+        ldapmodify: it may then create applications and change their commands."""
+        group = f"cn=operators,{self.base}"
+        with self._bound(self._providers[0]) as conn:
+            if not conn.modify(group, {"member": [(ldap3.MODIFY_ADD, [dn])]}):
+                raise LabError(f"cannot add {dn} to {group}: {conn.result.get('description')} "
+                               f"{conn.result.get('message', '')}".rstrip())
 
     @property
     def base_dir(self) -> Path:
@@ -657,8 +747,11 @@ class DirectoryCluster:
         ports = free_ports(self._hosts)
         self._providers = tuple(
             Provider(i, self._hosts[i], ports[i], base / f"p{i}", self._exec_prefixes[i],
-                     self.die_with_parent, log_level=self.log_level)
+                     self.die_with_parent, log_level=self.log_level, tls=self.tls)
             for i in range(self.n))
+        if self.tls:
+            self._build_tls()
+            return
         configs = []
         for p in self._providers:
             p.on_spawn = self._provider_spawned
@@ -685,6 +778,36 @@ class DirectoryCluster:
         for i, dn in enumerate((self._suffix, self._pulse_suffix)):
             path = base / f"base-{i}.ldif"
             path.write_text(base_entry_ldif(dn, self.admin_dn, server_id=1, now=now))
+            seeds += [(p, ["-q", "-w", "-b", dn, "-l", str(path)]) for p in self._providers]
+        _slapadd_all(seeds)
+
+    def _build_tls(self) -> None:
+        """The ``tls`` mode of ``_build``: lab CA and provider certificates, then the
+        deploy/ configuration and seed entries, rendered by ``ndsclust.site``."""
+        base = self.base_dir
+        now = datetime.now(timezone.utc)
+        pki_dir = base / PKI_DIR
+        pki.init_ca(pki_dir, LAB_CLUSTER_NAME, now)
+        configs = []
+        for p in self._providers:
+            p.on_spawn = self._provider_spawned
+            for sub in ("slapd.d", "accesslog", "db", "pulse"):
+                (p.dir / sub).mkdir(parents=True)
+            # The certificate names the address clients and peers put in its URI.
+            pki.issue(pki_dir, _cert_stem(p), now, ips=[p.host])
+            ldif = p.dir / "config.ldif"
+            ldif.touch(0o600)  # it holds the admin and replication passwords
+            ldif.write_text(site.provider_ldif(
+                self.deploy_site(p), p.server_id, root_password=self._admin_password,
+                durable=self.durable, config_managers=_config_managers()))
+            configs.append((p, ["-n0", "-l", str(ldif)]))
+        _slapadd_all(configs)
+        seeds = []
+        for name, text in site.seed_ldifs(self.deploy_site(), now).items():
+            path = base / name
+            path.touch(0o600)  # the replication identity's password hash
+            path.write_text(text)
+            dn = self._suffix if name == "seed-main.ldif" else self._pulse_suffix
             seeds += [(p, ["-q", "-w", "-b", dn, "-l", str(path)]) for p in self._providers]
         _slapadd_all(seeds)
 
@@ -715,6 +838,7 @@ class DirectoryCluster:
             "admin_password": self._admin_password, "retry": self.retry,
             "die_with_parent": self.die_with_parent, "accesslog_purge": self.accesslog_purge,
             "with_schema": self.with_schema, "log_level": self.log_level, "uris": self.uris,
+            "tls": self.tls, "replicator_password": self._replicator_password,
             "providers": [
                 {"index": p.index, "server_id": p.server_id, "host": p.host, "port": p.port,
                  "url": p.url, "ldapi_url": p.ldapi_url, "dir": str(p.dir), "pid": p.pid,
@@ -723,7 +847,7 @@ class DirectoryCluster:
         }
         path = self.base_dir / STATE_FILE
         tmp = path.with_suffix(".tmp")
-        # It holds the admin password: owner only, and replaced atomically.
+        # It holds the admin and replication passwords: owner only, replaced atomically.
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             json.dump(state, f, indent=2)
@@ -743,10 +867,11 @@ class DirectoryCluster:
                 die_with_parent=state["die_with_parent"],
                 accesslog_purge=state["accesslog_purge"], with_schema=state["with_schema"],
                 exec_prefixes=[p["exec_prefix"] for p in state["providers"]],
-                log_level=state["log_level"])
+                log_level=state["log_level"], tls=state["tls"],
+                replicator_password=state["replicator_password"])
             cluster._providers = tuple(
                 Provider(p["index"], p["host"], p["port"], Path(p["dir"]), p["exec_prefix"],
-                         state["die_with_parent"], p["pid"], state["log_level"])
+                         state["die_with_parent"], p["pid"], state["log_level"], state["tls"])
                 for p in state["providers"])
         except FileNotFoundError as e:
             raise LabError(f"{base} holds no lab cluster ({STATE_FILE} is missing)") from e

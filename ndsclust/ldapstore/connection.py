@@ -43,11 +43,12 @@ class Credentials:
     cert_file: str | None = None      # client certificate (SASL EXTERNAL over TLS)
     key_file: str | None = None
     start_tls: bool = False           # upgrade ldap:// with StartTLS
-    allow_plain: bool = True          # permit ldap:// without TLS
+    allow_plain: bool = False         # permit ldap:// without TLS (ldapi:// needs none)
 
     def __repr__(self) -> str:        # never print the password
         return (f"Credentials(bind_dn={self.bind_dn!r}, sasl_external={self.sasl_external}, "
-                f"ca_file={self.ca_file!r}, start_tls={self.start_tls})")
+                f"ca_file={self.ca_file!r}, start_tls={self.start_tls}, "
+                f"allow_plain={self.allow_plain})")
 
 
 def check_uri(uri: str) -> str:

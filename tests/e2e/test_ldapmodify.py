@@ -2,6 +2,7 @@
 standard LDAP tool writes (migrate, unload, load, approve a failback, maintenance)."""
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Callable
 
@@ -14,10 +15,12 @@ A, B, C = ServerName("alpha"), ServerName("beta"), ServerName("gamma")
 
 
 def ldapmodify(c: LabCluster, ldif: str) -> None:
+    """The lab's providers speak ldaps:// only: ldap-utils verify them against the lab CA."""
     d = c.directory
+    assert d.ca_file is not None
     out = subprocess.run(["ldapmodify", "-x", "-H", d.uris[1], "-D", d.admin_dn,
                           "-w", d.admin_password], input=ldif, capture_output=True, text=True,
-                         timeout=30)
+                         timeout=30, env={**os.environ, "LDAPTLS_CACERT": d.ca_file})
     assert out.returncode == 0, out.stderr
 
 

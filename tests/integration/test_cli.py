@@ -25,7 +25,7 @@ import pytest
 
 from ndsclust.cli import main
 from ndsclust.lab.directory import DirectoryCluster, wait_until
-from ndsclust.ldapstore.connection import Credentials, Providers
+from ndsclust.ldapstore.connection import Providers
 from ndsclust.ldapstore.store import Store
 from ndsclust.model import (
     App, AppState, AppType, Request, RequestKind, Server, ServerName, ServerState, StateValue,
@@ -76,7 +76,7 @@ def cli(directory: DirectoryCluster, tmp_path: Path,
     base = f"ou=c{uuid.uuid4().hex[:8]},{directory.suffix}"
     pw = tmp_path / "pw"
     pw.write_text(directory.admin_password)
-    creds = Credentials(bind_dn=directory.admin_dn, password=directory.admin_password)
+    creds = directory.admin_credentials()
     st = Store(Providers(directory.uris, creds, timeout=2), directory.suffix, base=base,
                pulse_base=directory.pulse_suffix)
     st.ensure_base()
@@ -84,7 +84,9 @@ def cli(directory: DirectoryCluster, tmp_path: Path,
     st.add_server(Server(B, ("127.0.0.1:7102",)))
     st.add_server(Server(C, ("127.0.0.1:7103",), frozenset({"san1"})))
     options = [opt for uri in directory.uris for opt in ("--uri", uri)]
-    options += ["-D", directory.admin_dn, "-y", str(pw), "--suffix", directory.suffix,
+    # The bare directory cluster speaks plain LDAP, which the CLI refuses unless allowed.
+    options += ["--allow-plain-ldap", "-D", directory.admin_dn, "-y", str(pw),
+                "--suffix", directory.suffix,
                 "--pulse-suffix", directory.pulse_suffix, "--base", base]
     try:
         yield Cli(st, options, capsys)

@@ -20,7 +20,7 @@ from ndsclust.aware import (
 )
 from ndsclust.errors import ConfigError, NoSuchEntry
 from ndsclust.lab.directory import DirectoryCluster, wait_until
-from ndsclust.ldapstore.connection import Credentials, Providers
+from ndsclust.ldapstore.connection import Providers
 from ndsclust.ldapstore.store import Store
 from ndsclust.model import App, AppState, AppType, Server, ServerName, StateValue, Tag
 from ndsclust.sentinel.control import ControlServer
@@ -35,7 +35,7 @@ Connect = Callable[..., aware.Session]
 
 
 def make_store(directory: DirectoryCluster, base: str) -> Store:
-    creds = Credentials(bind_dn=directory.admin_dn, password=directory.admin_password)
+    creds = directory.admin_credentials()
     return Store(Providers(directory.uris, creds, timeout=1.0), directory.suffix, base=base,
                  pulse_base=directory.pulse_suffix)
 

@@ -14,7 +14,7 @@ import yaml
 from ndsclust import pki
 from ndsclust.cli import main
 from ndsclust.lab.directory import DirectoryCluster
-from ndsclust.ldapstore.connection import Credentials, Providers
+from ndsclust.ldapstore.connection import Providers
 from ndsclust.ldapstore.store import Store
 
 
@@ -32,8 +32,7 @@ def found(findings: list[dict[str, Any]], check: str, subject: str) -> set[str]:
 def test_doctor_flags_plain_ldap_root_programs_and_open_key_files(
         directory: DirectoryCluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     base = f"ou=sec{uuid.uuid4().hex[:8]},{directory.suffix}"
-    store = Store(Providers(directory.uris, Credentials(bind_dn=directory.admin_dn,
-                                                        password=directory.admin_password)),
+    store = Store(Providers(directory.uris, directory.admin_credentials()),
                   directory.suffix, base=base, pulse_base=directory.pulse_suffix)
     try:
         store.ensure_base()
@@ -49,7 +48,7 @@ def test_doctor_flags_plain_ldap_root_programs_and_open_key_files(
         "server": "alpha",
         "directory": {"uris": directory.uris, "suffix": directory.suffix, "base": base,
                       "pulse_suffix": directory.pulse_suffix, "bind_dn": directory.admin_dn,
-                      "password_file": str(password)},
+                      "password_file": str(password), "allow_plain_ldap": True},
         "channels": {"lan": {"addresses": ["127.0.0.1:7946"], "key_file": str(key)},
                      "directory": {}},
         "timeouts": {"failover": 0.8, "fence": 0.5, "lease": 0.5},

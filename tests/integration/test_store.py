@@ -11,7 +11,7 @@ import pytest
 
 from ndsclust.errors import EntryExists, NoSuchEntry, SwapConflict
 from ndsclust.lab.directory import DirectoryCluster, wait_until
-from ndsclust.ldapstore.connection import Credentials, Providers
+from ndsclust.ldapstore.connection import Providers
 from ndsclust.ldapstore.store import Store
 from ndsclust.model import (
     App, AppState, AppType, Server, ServerName, ServerState, StateValue, Tag,
@@ -21,7 +21,7 @@ A, B, C = ServerName("alpha"), ServerName("beta"), ServerName("gamma")
 
 
 def make_store(directory: DirectoryCluster, base: str, uris: list[str] | None = None) -> Store:
-    creds = Credentials(bind_dn=directory.admin_dn, password=directory.admin_password)
+    creds = directory.admin_credentials()
     return Store(Providers(uris or directory.uris, creds, timeout=1.0), directory.suffix,
                  base=base, pulse_base=directory.pulse_suffix)
 

@@ -8,7 +8,7 @@ import uuid
 
 from ndsclust.lab.directory import DirectoryCluster, wait_until
 from ndsclust.ldapstore.cache import ClusterCache
-from ndsclust.ldapstore.connection import Credentials, Providers
+from ndsclust.ldapstore.connection import Providers
 from ndsclust.ldapstore.store import APP_ATTRS, Store
 from ndsclust.ldapstore.watch import Changed, Deleted, Watch
 from ndsclust.model import AppType, Server, ServerName
@@ -31,7 +31,7 @@ def app_ldif(dn: str, tag: str, **attrs: str) -> str:
 
 def test_ldapadd_on_provider_1_arrives_typed_on_provider_3_and_bad_entries_are_contained(
         directory: DirectoryCluster) -> None:
-    creds = Credentials(bind_dn=directory.admin_dn, password=directory.admin_password)
+    creds = directory.admin_credentials()
     base = f"ou=t{uuid.uuid4().hex[:8]},{directory.suffix}"
     store = Store(Providers(directory.uris, creds), directory.suffix, base=base)
     store.ensure_base()

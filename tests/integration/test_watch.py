@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from ndsclust.lab.directory import DirectoryCluster, wait_until
-from ndsclust.ldapstore.connection import Credentials, Providers
+from ndsclust.ldapstore.connection import Providers
 from ndsclust.ldapstore.syncproto import parse_openldap_cookie
 from ndsclust.ldapstore.watch import (
     POLL, ChangeKind, Changed, Deleted, Reconnected, RefreshDone, Watch, WatchEvent,
@@ -82,7 +82,7 @@ def context_csns(directory: DirectoryCluster, index: int, base: str) -> list[str
 
 
 def providers(directory: DirectoryCluster, uris: list[str] | None = None) -> Providers:
-    creds = Credentials(bind_dn=directory.admin_dn, password=directory.admin_password)
+    creds = directory.admin_credentials()
     return Providers(uris or directory.uris, creds, timeout=1.0)
 
 

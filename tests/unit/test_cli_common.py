@@ -10,7 +10,9 @@ import yaml
 from ndsclust.cli import build_parser, common, main
 
 ENV = ("NDSCLUST_CONFIG", "NDSCLUST_URI", "NDSCLUST_SUFFIX", "NDSCLUST_BASE",
-       "NDSCLUST_PULSE_SUFFIX", "NDSCLUST_BIND_DN", "NDSCLUST_PASSWORD_FILE")
+       "NDSCLUST_PULSE_SUFFIX", "NDSCLUST_BIND_DN", "NDSCLUST_PASSWORD_FILE",
+       "NDSCLUST_CA_FILE", "NDSCLUST_CERT_FILE", "NDSCLUST_KEY_FILE", "NDSCLUST_START_TLS",
+       "NDSCLUST_ALLOW_PLAIN_LDAP")
 
 
 @pytest.fixture(autouse=True)
@@ -87,3 +89,37 @@ def test_time_helpers() -> None:
 def test_cells() -> None:
     assert [common.cell(v) for v in (None, "", [], ["a", "b"], True, False, 3)] == \
         ["-", "-", "-", "a,b", "yes", "no", "3"]
+
+
+def test_tls_options_come_from_options_then_environment_then_config(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write_config(tmp_path, ca_file="/cfg/ca.crt", start_tls=True)
+    args = build_parser().parse_args(["--config", str(path), "status"])
+    creds = common.credentials(args)
+    assert (creds.ca_file, creds.start_tls, creds.allow_plain) == ("/cfg/ca.crt", True, False)
+    # An identity given on the command line keeps the configuration's TLS settings.
+    pw = tmp_path / "other"
+    pw.write_text("x")
+    args = build_parser().parse_args(["--config", str(path), "-D", "cn=op,dc=t", "-y", str(pw),
+                                      "status"])
+    creds = common.credentials(args)
+    assert (creds.bind_dn, creds.ca_file, creds.start_tls) == ("cn=op,dc=t", "/cfg/ca.crt", True)
+    monkeypatch.setenv("NDSCLUST_CA_FILE", "/env/ca.crt")
+    monkeypatch.setenv("NDSCLUST_CERT_FILE", "/env/me.crt")
+    args = build_parser().parse_args(["--config", str(path), "--key-file", "/opt/me.key",
+                                      "status"])
+    creds = common.credentials(args)
+    assert (creds.bind_dn, creds.ca_file, creds.cert_file, creds.key_file) == (
+        "cn=alpha,dc=example,dc=com", "/env/ca.crt", "/env/me.crt", "/opt/me.key")
+
+
+def test_plain_ldap_is_refused_unless_allowed(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    args = build_parser().parse_args(["--uri", "ldap://127.0.0.1:1", "status"])
+    assert not common.credentials(args).allow_plain
+    monkeypatch.setenv("NDSCLUST_ALLOW_PLAIN_LDAP", "1")
+    assert common.credentials(args).allow_plain
+    args = build_parser().parse_args(["--uri", "ldap://127.0.0.1:1", "--allow-plain-ldap",
+                                      "-Z", "status"])
+    monkeypatch.delenv("NDSCLUST_ALLOW_PLAIN_LDAP")
+    assert common.credentials(args).allow_plain and common.credentials(args).start_tls

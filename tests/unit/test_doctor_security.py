@@ -36,7 +36,7 @@ def cfg(tmp_path: Path, **over: Any) -> config.Config:
 
 def test_plain_ldap_in_use_is_warned() -> None:
     found = check_transport([Transport("sentinel configuration", ("ldap://ldap1:389",),
-                                       start_tls=False, ca_file=None)])
+                                       start_tls=False, ca_file=None, allow_plain=True)])
     assert levels(found) == [Level.WARNING]
     assert found[0].subject == "ldap://ldap1:389"
     assert "plain LDAP in use (sentinel configuration)" in found[0].message
@@ -44,8 +44,9 @@ def test_plain_ldap_in_use_is_warned() -> None:
 
 
 def test_plain_ldap_refused_by_the_configuration_is_a_problem() -> None:
+    """allow_plain_ldap is false unless a configuration says otherwise."""
     found = check_transport([Transport("sentinel configuration", ("ldap://ldap1",), False,
-                                       None, allow_plain=False)])
+                                       None)])
     assert levels(found) == [Level.PROBLEM] and "refused" in found[0].message
 
 

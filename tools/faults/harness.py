@@ -34,7 +34,7 @@ from typing import Any
 from ndsclust.lab.cluster import LabCluster
 from ndsclust.lab.directory import LabError, wait_until
 from ndsclust.lab.netns import NETS
-from ndsclust.ldapstore.connection import Credentials, Providers
+from ndsclust.ldapstore.connection import Providers
 from ndsclust.ldapstore.store import Store
 from ndsclust.model import ServerName
 
@@ -79,7 +79,7 @@ def provider_store(lab: LabCluster, name: str) -> Store:
     at that server's console, on whichever side of a partition it is."""
     d = lab.directory
     p = d.providers[lab.servers[ServerName(name)].index]
-    creds = Credentials(bind_dn=d.admin_dn, password=d.admin_password)
+    creds = d.admin_credentials()
     return Store(Providers([p.ldapi_url], creds, timeout=1.0), d.suffix,
                  pulse_base=d.pulse_suffix, op_deadline=5.0)
 
