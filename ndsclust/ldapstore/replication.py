@@ -75,19 +75,24 @@ def caught_up(local_uri: str, peer_uris: Sequence[str], creds: Credentials,
               suffixes: Sequence[str]) -> tuple[bool, str]:
     """Has the local provider caught up with every reachable peer? (answer, why-not text).
 
+    The peers are read first and the local provider last: a write accepted between the two
+    reads then has reached the peers' answers no later than it reaches ours, so ongoing
+    writes do not make the local provider look behind when it is not.
     Unreachable peers are left out: they cannot hold anything the others lack for long, and
     a server must be able to run its programs when it is the only one left (FIG. 6)."""
-    try:
-        local = {s: context_csns(local_uri, creds, s) for s in suffixes}
-    except ProviderUnreachable as e:
-        return False, f"local provider unreachable: {e}"
+    peers: dict[str, dict[str, dict[str, str]]] = {}
     for uri in peer_uris:
         if uri == local_uri:
             continue
         try:
-            peer = {s: context_csns(uri, creds, s) for s in suffixes}
+            peers[uri] = {s: context_csns(uri, creds, s) for s in suffixes}
         except ProviderUnreachable:
             continue
+    try:
+        local = {s: context_csns(local_uri, creds, s) for s in suffixes}
+    except ProviderUnreachable as e:
+        return False, f"local provider unreachable: {e}"
+    for uri, peer in peers.items():
         for s in suffixes:
             lag = behind(local[s], peer[s])
             if lag:
