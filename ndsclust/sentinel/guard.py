@@ -709,15 +709,20 @@ class Guard:
         return None if not times else max(0.0, min(times) - now)
 
     def _ready(self, what: object, mask: int) -> None:
+        # One select() can report a child's exec-status pipe or output pipe together with
+        # the SIGCHLD that reaps it; reaping settles and closes those pipes first, so an
+        # event that was already listed for them is stale and skipped.
         if what == "sock":
             if mask & selectors.EVENT_READ:
                 self._read_commands()
         elif what == "signal":
             self._signals()
         elif isinstance(what, _Stream):
-            self._read_stream(what)
+            if what.open:
+                self._read_stream(what)
         elif isinstance(what, _Child):
-            self._exec_settled(what)
+            if what.exec_fd is not None:
+                self._exec_settled(what)
 
     def _signals(self) -> None:
         try:

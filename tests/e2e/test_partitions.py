@@ -245,7 +245,7 @@ def doctor_report(c: LabCluster) -> Any:
     pw.chmod(0o600)
     argv = [opt for uri in d.uris for opt in ("--uri", uri)]
     argv += ["-D", d.admin_dn, "-y", str(pw), "--suffix", d.suffix,
-             "--pulse-suffix", d.pulse_suffix, "doctor", "--json"]
+             "--pulse-suffix", d.pulse_suffix, "--ca-file", str(d.ca_file), "doctor", "--json"]
     proc = subprocess.run([sys.executable, "-m", "ndsclust", *argv], capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode in (0, 1), proc.stderr

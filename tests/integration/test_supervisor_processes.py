@@ -368,6 +368,21 @@ def test_claim57_program_that_cannot_start_is_reported(sup: Supervisor, tmp_path
     assert nowhere.reason.startswith(f"could not start: working directory {tmp_path / 'nowhere'}:")
 
 
+def test_many_programs_failing_at_once_leave_the_guard_standing(sup: Supervisor,
+                                                               tmp_path: Path) -> None:
+    # Each failed exec reports on its status pipe and exits at once: the pipe's event and
+    # the SIGCHLD that reaps the child often come back from one select(). Once the reap has
+    # settled the pipe, its event is stale and must not be handled a second time.
+    tags = [Tag(f"f{i}") for i in range(40)]
+    for tag in tags:
+        sup.start(tag, [str(tmp_path / "missing")])
+    for tag in tags:
+        gone = wait_until(row(sup, ProcState.EXITED, tag), sup=sup)
+        assert gone.reason.startswith("could not start:"), (tag, gone.reason)
+    sup.start(WEB, ["/bin/sleep", "30"])
+    assert wait_until(row(sup, ProcState.RUNNING), sup=sup).pid is not None
+
+
 def test_output_is_logged_line_by_line_and_environment_is_clean(
         sup: Supervisor, log: tuple[logging.Logger, Lines]) -> None:
     sup.start(WEB, ["/usr/bin/env"], env={"GREETING": "hello world"})
