@@ -80,6 +80,8 @@ REPLICATION_CHECK_INTERVAL = 0.5
 HANDOFF_DEADLINE_EXTRA = 10.0
 # A cycle in which nothing changed decides again only after this long.
 RECHECK_INTERVAL = 1.0
+# Seconds a rejoin waits for its barrier event to come back before it writes another.
+BARRIER_RETRY = 5.0
 # How often channel counters (dropped heartbeats, disk errors) are compared and logged.
 STATS_INTERVAL = 10.0
 PROBLEM_PREFIXES = ("dropped_", "bad_", "wrong_")
@@ -179,6 +181,8 @@ class Sentinel:
         self._barrier_pending = False           # a rejoin waits for its barrier's echo
         self._barrier: str | None = None        # DN of our rejoin event, once written
         self._barrier_writing = False
+        self._barrier_gen = 0
+        self._barrier_retry_at = 0.0
         self._barrier_echoes: set[str] = set()  # rejoin events of ours the watch delivered
         self._said: dict[Said, float] = {}
         self._records: queue.Queue[_Record | None] = queue.Queue()
@@ -423,7 +427,7 @@ class Sentinel:
         if self._rejoin_wanted.is_set():
             self._rejoin_wanted.clear()
             self._begin_rejoin(now, "it was cut off and hears its peers again")
-        if self._barrier_pending and not self._barrier_reached():
+        if self._barrier_pending and not self._barrier_reached(now):
             return []
         view = self.view(now)
         key = (self.cache.version, view.fenced, view.replication_caught_up, view.registering,
@@ -520,11 +524,14 @@ class Sentinel:
         if not self._barrier_pending:
             log_event(logging.WARNING, "rejoin", server=self.me, reason=why)
         self._barrier_pending = True
+        # A barrier written before this stall proves nothing about it: a new one is needed,
+        # and one still being written is disowned (its generation is old).
+        self._barrier_gen += 1
         self._barrier = None
-        self._barrier_echoes.clear()
 
-    def _barrier_reached(self) -> bool:
-        """Whether the watch has delivered our rejoin event; writes it when not yet written."""
+    def _barrier_reached(self, now: float) -> bool:
+        """Whether the watch has delivered our rejoin event; writes it when not yet written,
+        and again when its echo is overdue (its write may be lost with a provider)."""
         if self._barrier is not None and self._barrier in self._barrier_echoes:
             self._barrier_pending = False
             self._barrier_echoes.clear()
@@ -532,20 +539,29 @@ class Sentinel:
             log_event(logging.INFO, "rejoined", server=self.me,
                       provider=self.watch.provider or "-")
             return True
-        if self._barrier is None and not self._barrier_writing:
+        overdue = self._barrier is not None and now >= self._barrier_retry_at
+        if (self._barrier is None or overdue) and not self._barrier_writing:
+            if overdue:
+                log_event(logging.WARNING, "rejoin_barrier_overdue", server=self.me,
+                          waited_s=BARRIER_RETRY, provider=self.watch.provider or "-")
             self._barrier_writing = True
-            self._pool.submit(self._write_barrier)
+            self._pool.submit(self._write_barrier, self._barrier_gen)
         return False
 
-    def _write_barrier(self) -> None:
+    def _write_barrier(self, generation: int) -> None:
         try:
             event = self._writer.record_event(
                 EventKind.REJOIN.value, server=self.me,
                 text=f"{self.me} rejoins: waits for its watch to deliver this event")
-            self._barrier = event.dn.lower()
+            if generation == self._barrier_gen:
+                self._barrier_retry_at = self.clock() + BARRIER_RETRY
+                self._barrier = event.dn.lower()
         except NdsclustError as e:
             # The next cycle writes it again: until then nothing is decided.
             log_event(logging.WARNING, "rejoin_barrier_failed", server=self.me, error=str(e))
+        except Exception:
+            # A pool thread's exception would vanish with its future: say it.
+            log.exception("event=rejoin_barrier_failed server=%s", self.me)
         finally:
             self._barrier_writing = False
 
