@@ -270,8 +270,12 @@ def test_one_guard_is_the_parent_of_every_program(sup: Supervisor, reaper: Reape
     guard = parent_of(web.pid)
     assert parent_of(db.pid) == guard != os.getpid()
     # Started with the supervisor, before any program: no start waits for it.
-    assert log[1].lines[0] == f"event=guard_start server=alpha guard_pid={guard} lease=30"
+    assert log[1].lines[0] == (f"event=guard_start server=alpha guard_pid={guard} lease=30 "
+                               "scheduling=realtime")
     assert os.getsid(guard) == guard != os.getsid(0)      # the guard has its own session
+    # The guard runs real-time (its lease kills must not wait for a CPU); its programs do not.
+    assert os.sched_getscheduler(guard) == os.SCHED_RR | os.SCHED_RESET_ON_FORK
+    assert os.sched_getscheduler(web.pid) == os.SCHED_OTHER
     # A program holds only its standard streams (the guard's socket would keep the
     # sentinel from seeing the guard die) and gets the sentinel's file limit back.
     assert sorted(os.listdir(f"/proc/{web.pid}/fd")) == ["0", "1", "2"]
