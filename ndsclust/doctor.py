@@ -23,7 +23,7 @@ from ndsclust import schema
 from ndsclust.config import SCHEDULING_SLACK, Config, fence_bound
 from ndsclust.errors import EntryInvalid
 from ndsclust.ldapstore import entries
-from ndsclust.ldapstore.replication import ContextCSNs, LogWrite, behind
+from ndsclust.ldapstore.replication import ContextCSNs, LogWrite, Tree, behind, tree_differences
 from ndsclust.model import App, Server, ServerName, ServerState
 
 DEFAULT_PULSE_MAX_AGE = 5.0
@@ -93,6 +93,8 @@ class SecretFile:
 CsnReading = ContextCSNs | str
 # A provider's accesslog (the modifies it applied, in its order), or why it was not read.
 LogReading = Sequence[LogWrite] | str
+# A provider's copy of the cluster subtree, or why it was not read.
+TreeReading = Tree | str
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,8 @@ class Facts:
     secret_files: Sequence[SecretFile] = ()
     programs_uid: int | None = None    # uid of programs.user; None: unset or no such user
     logs: Mapping[str, LogReading] = field(default_factory=dict)
+    trees: Mapping[str, TreeReading] = field(default_factory=dict)
+    trees_later: Mapping[str, TreeReading] | None = None  # a second look, when they differed
     logs_since: str = ""               # GeneralizedTime the accesslogs were read from
 
 
@@ -204,6 +208,32 @@ def check_replication(first: Mapping[str, CsnReading],
         out.append(Finding("replication", Level.OK, "providers",
                            "providers converged (a brief lag caught up while looking)"))
     return out
+
+
+def check_convergence(first: Mapping[str, TreeReading],
+                      later: Mapping[str, TreeReading] | None) -> list[Finding]:
+    """Every provider holds the same cluster entries with the same values (DESIGN.md
+    invariant 3). Equal contextCSNs do not prove it: after a provider was killed and caught
+    up from two peers at once, OpenLDAP 2.5 can leave it without an entry the others have,
+    or with one they deleted, for good (FACTS 10). Compared by values (FACTS 9); only what
+    still differs on the second look is reported."""
+    readable = {u: t for u, t in first.items() if not isinstance(t, str)}
+    if len(readable) < 2:
+        return []
+    found = tree_differences(readable)
+    if found and later is not None:
+        again = {u: t for u, t in later.items() if not isinstance(t, str)}
+        still = {dn for dn, _ in tree_differences(again)} if len(again) >= 2 else set()
+        found = [(dn, why) for dn, why in found if dn in still]
+    if not found:
+        return [Finding("convergence", Level.OK, "providers",
+                        f"{len(readable)} providers hold the same "
+                        f"{len({dn for t in readable.values() for dn in t})} cluster entries")]
+    return [Finding("convergence", Level.PROBLEM, dn, f"providers disagree: {why}",
+                    "copy the entry from the providers that hold what the cluster should "
+                    "hold (ldapsearch there, ldapmodify/ldapadd/ldapdelete on the odd one), "
+                    "or re-seed the odd provider: stop it, slapcat a healthy one, slapadd")
+            for dn, why in found]
 
 
 # Written by slapd with every modify: never an operator's setting.
@@ -586,6 +616,7 @@ def diagnose(f: Facts) -> list[Finding]:
     return [
         *check_schema(f.schema),
         *check_replication(f.csns, f.csns_later),
+        *check_convergence(f.trees, f.trees_later),
         *check_overwrites(f.logs, f.logs_since),
         *check_pulses(f.servers, f.pulses, f.now, f.pulse_max_age, f.config),
         *check_clock_skew(f.pulses, f.max_skew),

@@ -36,7 +36,8 @@ def register(sub: Any) -> None:
         "doctor", help="check the deployment; each finding comes with a fix",
         description="Check the schema on every provider, replication convergence "
                     "(contextCSN), every sentinel's directory pulse, clock skew between "
-                    "servers, values lost to conflicting writes (the providers' accesslogs), "
+                    "servers, that every provider holds the same cluster entries (by value), "
+                    "values lost to conflicting writes (the providers' accesslogs), "
                     "the sentinel timeouts and channels (with --config), invalid "
                     "entries, application references and resources, and security: plain LDAP "
                     "or unverified TLS, and with --config the heartbeat key, the programs' "
@@ -113,6 +114,16 @@ def csn_readings(uris: list[str], creds: Credentials, suffix: str) -> dict[str, 
         try:
             out[uri] = replication.context_csns(uri, creds, suffix)
         except ProviderUnreachable as e:
+            out[uri] = str(e)
+    return out
+
+
+def tree_readings(uris: list[str], creds: Credentials, base: str) -> dict[str, doctor.TreeReading]:
+    out: dict[str, doctor.TreeReading] = {}
+    for uri in uris:
+        try:
+            out[uri] = replication.read_tree(uri, creds, base)
+        except (ProviderUnreachable, StoreError, LDAPException) as e:
             out[uri] = str(e)
     return out
 
@@ -207,6 +218,12 @@ def gather(args: argparse.Namespace) -> doctor.Facts:
         if doctor.needs_second_look(csns):
             time.sleep(SECOND_LOOK_AFTER)
             later = csn_readings(uris, creds, st.suffix)
+        trees = tree_readings(uris, creds, st.base)
+        trees_later = None
+        if replication.tree_differences({u: t for u, t in trees.items()
+                                         if not isinstance(t, str)}):
+            time.sleep(SECOND_LOOK_AFTER)
+            trees_later = tree_readings(uris, creds, st.base)
         since = generalized_time(now - args.overwrites_since * 3600)
         logs = log_readings(uris, creds, st.base, since)
     finally:
@@ -216,7 +233,8 @@ def gather(args: argparse.Namespace) -> doctor.Facts:
         apps=list(apps.values()), invalid=[*bad_servers, *bad_apps], pulses=pulses,
         config=cfg, pulse_max_age=args.pulse_max_age, max_skew=args.max_skew,
         transports=transports(cfg, uris, creds), secret_files=secret_files(cfg),
-        programs_uid=programs_uid(cfg), logs=logs, logs_since=since)
+        programs_uid=programs_uid(cfg), logs=logs, logs_since=since, trees=trees,
+        trees_later=trees_later)
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

@@ -149,3 +149,47 @@ def access_log(uri: str, creds: Credentials, base: str, *, since: str,
     finally:
         conn.unbind()
 
+
+# A subtree as one provider holds it: lower-cased DN -> attribute -> sorted values (user
+# attributes only: providers may keep different operational ones, FACTS 9).
+Tree = dict[str, dict[str, tuple[str, ...]]]
+
+
+def read_tree(uri: str, creds: Credentials, base: str, *, timeout: float = 5.0) -> Tree:
+    """Every entry under ``base`` on the provider ``uri``; empty when ``base`` is not there."""
+    conn = open_connection(uri, creds, timeout=timeout)
+    try:
+        entries = conn.extend.standard.paged_search(
+            base, "(objectClass=*)", search_scope=ldap3.SUBTREE,
+            dereference_aliases=ldap3.DEREF_NEVER, attributes=[ldap3.ALL_ATTRIBUTES],
+            paged_size=500, generator=True)
+        return {str(e["dn"]).lower(): {str(a): tuple(sorted(bytes(v).decode("utf-8", "replace")
+                                                            for v in vs))
+                                       for a, vs in e["raw_attributes"].items()}
+                for e in entries if e.get("type") == "searchResEntry"}
+    finally:
+        conn.unbind()
+
+
+def tree_differences(trees: Mapping[str, Tree]) -> list[tuple[str, str]]:
+    """(DN, what differs) for every entry the providers do not hold alike, by value."""
+    out: list[tuple[str, str]] = []
+    names = sorted(trees)
+    for dn in sorted({dn for t in trees.values() for dn in t}):
+        views = {n: trees[n].get(dn) for n in names}
+        missing = [n for n, v in views.items() if v is None]
+        if missing:
+            out.append((dn, f"missing on {', '.join(missing)}"))
+            continue
+        first = views[names[0]]
+        assert first is not None
+        for n in names[1:]:
+            other = views[n]
+            assert other is not None
+            diff = sorted(a for a in {*first, *other} if first.get(a) != other.get(a))
+            if diff:
+                out.append((dn, f"{names[0]} and {n} differ in " + ", ".join(
+                    f"{a}={list(first.get(a, ()))}/{list(other.get(a, ()))}" for a in diff)))
+                break
+    return out
+

@@ -437,6 +437,7 @@ def test_doctor_healthy_then_invalid_entry(cli: Cli) -> None:
         by_check.setdefault(f["check"], []).append(f)
     assert {f["level"] for f in by_check["pulse"]} == {"ok"}
     assert {f["level"] for f in by_check["replication"]} == {"ok"}
+    assert {f["level"] for f in by_check["convergence"]} == {"ok"}
     # The test's bind is no cn=config manager: a warning, and the version from the subschema.
     assert any(f["level"] == "warning" and "cn=config" in f["message"] for f in by_check["schema"])
     assert any(f["level"] == "ok" and "(subschema)" in f["message"] for f in by_check["schema"])

@@ -266,3 +266,35 @@ def test_req_mod_values_are_split_at_the_operator() -> None:
     assert parse_req_mod("description:= set at: alpha") == ("description", "=", "set at: alpha")
     assert parse_req_mod("ndsclustAutoRecover:-") == ("ndsclustAutoRecover", "-", None)
     assert parse_req_mod("member:+ cn=x,o=y") == ("member", "+", "cn=x,o=y")
+
+
+# ---- convergence by value ---------------------------------------------------------------
+
+_APP = "ndsclusttag=web,ou=applications,ou=ndsclust,dc=x"
+_SRV = "cn=alpha,ou=servers,ou=ndsclust,dc=x"
+
+
+def test_providers_holding_the_same_values_converged() -> None:
+    tree = {_APP: {"ndsclustHostServer": ("alpha",)}, _SRV: {"cn": ("alpha",)}}
+    [ok] = doctor.check_convergence({"ldap://a": tree, "ldap://b": dict(tree)}, None)
+    assert ok.level is Level.OK and "same 2 cluster entries" in ok.message
+
+
+def test_an_entry_missing_or_different_on_one_provider_is_a_problem_naming_it() -> None:
+    a = {_APP: {"ndsclustHostServer": ("alpha",)}, _SRV: {"cn": ("alpha",)}}
+    b = {_APP: {"ndsclustHostServer": ("beta",)}}
+    findings = doctor.check_convergence({"ldap://a": a, "ldap://b": b, "ldap://c": "down"},
+                                        {"ldap://a": a, "ldap://b": b})
+    assert [(f.level, f.subject) for f in findings] == [(Level.PROBLEM, _SRV),
+                                                        (Level.PROBLEM, _APP)]
+    assert findings[0].message == "providers disagree: missing on ldap://b"
+    assert "re-seed" in findings[0].fix
+    assert "ndsclustHostServer=['alpha']/['beta']" in findings[1].message
+
+
+def test_a_difference_gone_on_the_second_look_was_replication_in_flight() -> None:
+    a = {_APP: {"ndsclustState": ("running",)}}
+    b = {_APP: {"ndsclustState": ("loading",)}}
+    [ok] = doctor.check_convergence({"ldap://a": a, "ldap://b": b},
+                                    {"ldap://a": a, "ldap://b": dict(a)})
+    assert ok.level is Level.OK

@@ -28,10 +28,8 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from ndsclust.lab.directory import DirectoryCluster, LabError
+from ndsclust.ldapstore.replication import Tree, tree_differences
 from ndsclust.ledger import DoubleRun, double_runs, lives
-
-Tree = dict[str, dict[str, tuple[str, ...]]]
-
 
 @dataclass(frozen=True, slots=True)
 class LivenessViolation:
@@ -96,25 +94,9 @@ def compare_trees(trees: Mapping[int, Tree],
                   ) -> list[Divergence]:
     """Entries that differ between providers (by value), or that lack what ``expected``
     says an operator wrote (DN -> attribute -> values)."""
-    out: list[Divergence] = []
     indexes = sorted(trees)
-    for dn in sorted({dn for t in trees.values() for dn in t}):
-        views = {i: trees[i].get(dn) for i in indexes}
-        missing = [i for i, v in views.items() if v is None]
-        if missing:
-            out.append(Divergence(dn, f"missing on provider(s) {','.join(map(str, missing))}"))
-            continue
-        first = views[indexes[0]]
-        assert first is not None
-        for i in indexes[1:]:
-            other = views[i]
-            assert other is not None
-            diff = sorted(a for a in {*first, *other} if first.get(a) != other.get(a))
-            if diff:
-                out.append(Divergence(dn, f"provider {indexes[0]} and {i} differ in "
-                                          + ", ".join(f"{a}={first.get(a)}/{other.get(a)}"
-                                                      for a in diff)))
-                break
+    out = [Divergence(dn, detail)
+           for dn, detail in tree_differences({f"provider {i}": t for i, t in trees.items()})]
     for dn, attrs in sorted((expected or {}).items()):
         for i in indexes:
             entry = trees[i].get(dn.lower())
