@@ -143,9 +143,13 @@ class Store:
     def _run(self, what: str, fn: Callable[[ldap3.Connection], T]) -> T:
         """Run ``fn`` on the write provider; on a lost provider, fail over and run it again.
 
-        A write whose connection broke may or may not have been applied; running it again is
-        safe for every write here: a swap that already succeeded then reports SwapConflict and
-        the caller re-reads, an add reports EntryExists.
+        A write whose connection broke may or may not have been applied. Run again on the
+        same provider, a swap that already succeeded reports SwapConflict (the caller
+        re-reads) and an add EntryExists. Run on another provider, a swap or modify sets
+        the same values there (replication then agrees), but an add of the same DN makes
+        a second entry of that name: ``record_event`` therefore names each attempt anew,
+        and an operator's add that reports a lost provider should be checked
+        (``ndsclust doctor`` compares the providers' entries).
         """
         deadline = time.monotonic() + self.op_deadline
         with self._lock:
@@ -189,17 +193,18 @@ class Store:
         return self._run("search", op)
 
     def add(self, dn: str, attrs: Mapping[str, Sequence[str]]) -> None:
-        def op(conn: ldap3.Connection) -> None:
-            object_class = list(attrs["objectClass"])
-            rest = {k: list(v) for k, v in attrs.items() if k != "objectClass"}
-            ok = conn.add(dn, object_class, rest)
-            result = self._check(conn, ok, "add")
-            if ok:
-                return
-            if result.get("result") == ALREADY_EXISTS:
-                raise EntryExists(f"{dn} already exists")
-            raise StoreError(f"add {dn}: {result.get('description')} {result.get('message', '')}".rstrip())
-        self._run("add", op)
+        self._run("add", lambda conn: self._add_on(conn, dn, attrs))
+
+    def _add_on(self, conn: ldap3.Connection, dn: str, attrs: Mapping[str, Sequence[str]]) -> None:
+        object_class = list(attrs["objectClass"])
+        rest = {k: list(v) for k, v in attrs.items() if k != "objectClass"}
+        ok = conn.add(dn, object_class, rest)
+        result = self._check(conn, ok, "add")
+        if ok:
+            return
+        if result.get("result") == ALREADY_EXISTS:
+            raise EntryExists(f"{dn} already exists")
+        raise StoreError(f"add {dn}: {result.get('description')} {result.get('message', '')}".rstrip())
 
     def modify(self, dn: str, changes: Mapping[str, list[tuple[str, list[str]]]], *,
                swap: tuple[str, str | None, str | None] | None = None,
@@ -386,26 +391,38 @@ class Store:
 
     def record_event(self, kind: str, *, server: str | None = None, tag: str | None = None,
                      text: str = "") -> Event:
-        """Append one event to the audit trail; prune the oldest beyond ``event_limit``."""
+        """Append one event to the audit trail; prune the oldest beyond ``event_limit``.
+
+        Every attempt adds under a new name: an add whose answer was lost with its provider
+        may have been applied there, and the same name added again on another provider
+        would be two entries of one DN once replication resumes, which it resolves by
+        dropping one of them on some provider. A lost answer may leave the event twice."""
         now = time.time()
-        with self._lock:
-            self._event_seq += 1
-            seq = self._event_seq
-        event_id = f"{generalized_time(now)}-{server or 'cli'}-{os.getpid()}-{seq}"
-        dn = f"ndsclustEventId={escape_rdn(event_id)},{self.events_dn}"
-        attrs: dict[str, list[str]] = {
-            "objectClass": ["top", "ndsclustEvent"],
-            "ndsclustEventId": [event_id],
-            "ndsclustEventTime": [generalized_time(now)],
-            "ndsclustEventKind": [kind],
-        }
-        if server:
-            attrs["ndsclustEventServer"] = [server]
-        if tag:
-            attrs["ndsclustEventTag"] = [tag]
-        if text:
-            attrs["ndsclustEventText"] = [text[:1000]]
-        self.add(dn, attrs)
+        made: list[tuple[int, str, dict[str, list[str]]]] = []
+
+        def op(conn: ldap3.Connection) -> None:
+            with self._lock:
+                self._event_seq += 1
+                seq = self._event_seq
+            event_id = f"{generalized_time(now)}-{server or 'cli'}-{os.getpid()}-{seq}"
+            dn = f"ndsclustEventId={escape_rdn(event_id)},{self.events_dn}"
+            attrs: dict[str, list[str]] = {
+                "objectClass": ["top", "ndsclustEvent"],
+                "ndsclustEventId": [event_id],
+                "ndsclustEventTime": [generalized_time(now)],
+                "ndsclustEventKind": [kind],
+            }
+            if server:
+                attrs["ndsclustEventServer"] = [server]
+            if tag:
+                attrs["ndsclustEventTag"] = [tag]
+            if text:
+                attrs["ndsclustEventText"] = [text[:1000]]
+            self._add_on(conn, dn, attrs)
+            made.append((seq, dn, attrs))
+
+        self._run("add", op)
+        seq, dn, attrs = made[-1]
         if seq % 50 == 0:
             self.prune_events()
         return entries.parse_event(dn, attrs)
