@@ -271,8 +271,12 @@ def check_overwrites(logs: Mapping[str, LogReading], since: str = "") -> list[Fi
     seen: set[tuple[str, str, str]] = set()
     for log in readable.values():
         applied: dict[str, list[LogWrite]] = {}
+        newest: dict[str, str] = {}      # per entry, the newest CSN applied so far
         for w in sorted(log, key=lambda x: x.start):
-            for newer in applied.get(w.uuid, []):
+            # In CSN order (the usual case) nothing was overwritten: no need to look back.
+            late = w.csn < newest.get(w.uuid, "")
+            newest[w.uuid] = max(newest.get(w.uuid, ""), w.csn)
+            for newer in applied.get(w.uuid, []) if late else []:
                 if newer.csn <= w.csn or newer.sid == w.sid:
                     continue
                 lost, kept = made[(w.uuid, w.csn)], made[(w.uuid, newer.csn)]

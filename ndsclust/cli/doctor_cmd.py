@@ -10,7 +10,8 @@ import os
 import pwd
 import stat
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import ldap3
 import yaml
@@ -108,35 +109,31 @@ def schema_reading(uri: str, creds: Credentials) -> doctor.SchemaReading:
         return doctor.SchemaReading(uri, error=str(e))
 
 
-def csn_readings(uris: list[str], creds: Credentials, suffix: str) -> dict[str, doctor.CsnReading]:
-    out: dict[str, doctor.CsnReading] = {}
-    for uri in uris:
-        try:
-            out[uri] = replication.context_csns(uri, creds, suffix)
-        except ProviderUnreachable as e:
-            out[uri] = str(e)
-    return out
+R = TypeVar("R")
 
 
-def tree_readings(uris: list[str], creds: Credentials, base: str) -> dict[str, doctor.TreeReading]:
-    out: dict[str, doctor.TreeReading] = {}
+def per_provider(uris: list[str], read: Callable[[str], R]) -> dict[str, R | str]:
+    """``read(uri)`` for every provider, or the reason it could not be read."""
+    out: dict[str, R | str] = {}
     for uri in uris:
         try:
-            out[uri] = replication.read_tree(uri, creds, base)
+            out[uri] = read(uri)
         except (ProviderUnreachable, StoreError, LDAPException) as e:
             out[uri] = str(e)
     return out
+
+
+def csn_readings(uris: list[str], creds: Credentials, suffix: str) -> dict[str, doctor.CsnReading]:
+    return per_provider(uris, lambda uri: replication.context_csns(uri, creds, suffix))
+
+
+def tree_readings(uris: list[str], creds: Credentials, base: str) -> dict[str, doctor.TreeReading]:
+    return per_provider(uris, lambda uri: replication.read_tree(uri, creds, base))
 
 
 def log_readings(uris: list[str], creds: Credentials, base: str,
                  since: str) -> dict[str, doctor.LogReading]:
-    out: dict[str, doctor.LogReading] = {}
-    for uri in uris:
-        try:
-            out[uri] = replication.access_log(uri, creds, base, since=since)
-        except (ProviderUnreachable, StoreError, LDAPException) as e:
-            out[uri] = str(e)
-    return out
+    return per_provider(uris, lambda uri: replication.access_log(uri, creds, base, since=since))
 
 
 def pulse_readings(st: Store) -> dict[ServerName, doctor.PulseReading]:

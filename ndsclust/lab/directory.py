@@ -61,6 +61,7 @@ from ldap3.core.exceptions import LDAPException
 from ndsclust import pki, schema, site
 from ndsclust.errors import NdsclustError
 from ndsclust.ldapstore.connection import Credentials
+from ndsclust.ldapstore.replication import Tree, search_tree
 
 T = TypeVar("T")
 
@@ -986,15 +987,10 @@ class DirectoryCluster:
                 for i, by_dn in last.items())
             raise LabTimeout(f"{e}; contextCSN per provider:\n{detail}") from e
 
-    def read_tree(self, index: int,
-                  base: str | None = None) -> dict[str, dict[str, tuple[str, ...]]]:
+    def read_tree(self, index: int, base: str | None = None) -> Tree:
         """Every entry under ``base`` (default: the main suffix) on one provider, as
         lower-cased DN -> attribute -> sorted values, user attributes only; empty when
         ``base`` does not exist there. Compare providers by values: one may keep another
         entryCSN for equal values (FACT 9)."""
         with self._bound(self._providers[index]) as conn:
-            entries = conn.extend.standard.paged_search(
-                base or self._suffix, "(objectClass=*)", ldap3.SUBTREE,
-                attributes=[ldap3.ALL_ATTRIBUTES], paged_size=500, generator=False)
-            return {e["dn"].lower(): {a: _decode(v) for a, v in e["raw_attributes"].items()}
-                    for e in entries if e["type"] == "searchResEntry"}
+            return search_tree(conn, base or self._suffix)

@@ -159,16 +159,21 @@ def read_tree(uri: str, creds: Credentials, base: str, *, timeout: float = 5.0) 
     """Every entry under ``base`` on the provider ``uri``; empty when ``base`` is not there."""
     conn = open_connection(uri, creds, timeout=timeout)
     try:
-        entries = conn.extend.standard.paged_search(
-            base, "(objectClass=*)", search_scope=ldap3.SUBTREE,
-            dereference_aliases=ldap3.DEREF_NEVER, attributes=[ldap3.ALL_ATTRIBUTES],
-            paged_size=500, generator=True)
-        return {str(e["dn"]).lower(): {str(a): tuple(sorted(bytes(v).decode("utf-8", "replace")
-                                                            for v in vs))
-                                       for a, vs in e["raw_attributes"].items()}
-                for e in entries if e.get("type") == "searchResEntry"}
+        return search_tree(conn, base)
     finally:
         conn.unbind()
+
+
+def search_tree(conn: ldap3.Connection, base: str) -> Tree:
+    """Every entry under ``base`` through the bound connection ``conn``, as a Tree."""
+    entries = conn.extend.standard.paged_search(
+        base, "(objectClass=*)", search_scope=ldap3.SUBTREE,
+        dereference_aliases=ldap3.DEREF_NEVER, attributes=[ldap3.ALL_ATTRIBUTES],
+        paged_size=500, generator=True)
+    return {str(e["dn"]).lower(): {str(a): tuple(sorted(bytes(v).decode("utf-8", "replace")
+                                                        for v in vs))
+                                   for a, vs in e["raw_attributes"].items()}
+            for e in entries if e.get("type") == "searchResEntry"}
 
 
 def tree_differences(trees: Mapping[str, Tree]) -> list[tuple[str, str]]:

@@ -15,6 +15,10 @@ Threads, and why each exists:
   connection, so a slow provider never delays the main loop and vice versa.
 - recorder: writes events to ``ou=events`` and runs the notify command, off the main loop.
 - replication check: at start, until the local provider has caught up (FIG. 6 step 614).
+- the two watches (cluster subtree, pulse database) and the channels run their own threads.
+- the control socket (``control.py``) serves cluster-aware programs on its own threads,
+  with its own connection to the write provider; the loop admits each aware program it
+  starts, grants a paused copy its start on ``Load`` and asks for the unload on ``Unload``.
 
 Coming back. A sentinel that was not running for a while (SIGSTOP, a hung host, a long
 scheduling stall: a loop cycle or keeper round later than ``stall_limit``) or that leaves
@@ -25,10 +29,6 @@ heard again first), and it writes a ``rejoin`` event through the write provider 
 until its own watch delivers that event back. Everything written before the barrier has
 then reached the watch, so no decision rests on the stale picture (a restart of a program
 the lease guard killed while a backup took the application over would be a double run).
-- the two watches (cluster subtree, pulse database) and the channels run their own threads.
-- the control socket (``control.py``) serves cluster-aware programs on its own threads,
-  with its own connection to the write provider; the loop admits each aware program it
-  starts, grants a paused copy its start on ``Load`` and asks for the unload on ``Unload``.
 """
 from __future__ import annotations
 
@@ -177,7 +177,8 @@ class Sentinel:
         # smallest silence after which a channel, or the fence detector, would call a peer
         # dead (see "Coming back" above).
         self._stall_limit = min([fence_detect, *timeouts.values()])
-        self._rejoin_wanted = threading.Event()
+        self._rejoin_wanted = threading.Event()   # the keeper asks the loop to rejoin ...
+        self._rejoin_why = ""                       # ... for this reason
         self._barrier_pending = False           # a rejoin waits for its barrier's echo
         self._barrier: str | None = None        # DN of our rejoin event, once written
         self._barrier_writing = False
@@ -426,7 +427,7 @@ class Sentinel:
             self._begin_rejoin(now, f"this sentinel did not run for {gap:.1f}s")
         if self._rejoin_wanted.is_set():
             self._rejoin_wanted.clear()
-            self._begin_rejoin(now, "it was cut off and hears its peers again")
+            self._begin_rejoin(now, self._rejoin_why)
         if self._barrier_pending and not self._barrier_reached(now):
             return []
         view = self.view(now)
@@ -516,6 +517,11 @@ class Sentinel:
                 # Provider trouble: leave the group; nothing in a group is unsafe to leave.
                 log_event(logging.WARNING, "store_error", tag=tag, server=self.me, error=str(e))
                 return
+
+    def _ask_rejoin(self, why: str) -> None:
+        """From the keeper: have the loop rejoin before its next decision."""
+        self._rejoin_why = why
+        self._rejoin_wanted.set()
 
     def _begin_rejoin(self, now: float, why: str) -> None:
         """Start (or restart) the rejoin of "Coming back" in the module docstring."""
@@ -708,7 +714,7 @@ class Sentinel:
                 # listened, not because they are gone. The lease guard has already dealt
                 # with our programs if the stall outlasted the lease; the main loop
                 # rejoins before deciding anything (see "Coming back").
-                self._rejoin_wanted.set()
+                self._ask_rejoin(f"this sentinel did not run for {gap - interval:.1f}s")
                 if now - self._progress < HANG_LIMIT:
                     with self._sup_lock:
                         self.supervisor.renew_leases()
@@ -731,7 +737,7 @@ class Sentinel:
                                           f"{self.me} is cut off and stopped its programs", True))
             elif not cut_off and self._fenced.is_set():
                 self._fenced.clear()
-                self._rejoin_wanted.set()
+                self._ask_rejoin("it was cut off and hears its peers again")
                 log_event(logging.WARNING, "unfenced", server=self.me)
             if now - self._progress < HANG_LIMIT:
                 with self._sup_lock:
