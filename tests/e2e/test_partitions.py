@@ -201,6 +201,10 @@ def test_partition_heals_after_both_sides_claimed(nslab: NsLab) -> None:
     wait_until(lambda: any(e.kind == "double_claim" and e.server == C
                            for e in c.store().events(tag="web")),
                timeout=30, what="a double_claim event from gamma")
+    # The takeover from the dead alpha comes once gamma's start-up grace has passed; only
+    # then may heal() restart alpha's sentinel, which would otherwise find itself host.
+    wait_until(lambda: c.app("web").host == C, timeout=30,
+               what="gamma took web over from the dead alpha")
     c.wait_running("web", C, timeout=30)
     f.heal()
     f.settle()
