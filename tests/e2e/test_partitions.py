@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from ndsclust.lab.cluster import LabCluster
-from ndsclust.lab.directory import wait_until
+from ndsclust.lab.directory import LabTimeout, wait_until
 from ndsclust.lab.netns import cleanup_stale
 from ndsclust.ledger import Life, lives
 from ndsclust.model import AppState, ServerName
@@ -205,9 +205,12 @@ def test_partition_heals_after_both_sides_claimed(nslab: NsLab) -> None:
     c.wait_running("web", C, timeout=30)
     f.net.heal()
     f.server_up(A, sentinel=False)
-    wait_until(lambda: any(e.kind == "double_claim" and e.server == C
-                           for e in c.store().events(tag="web")),
-               timeout=30, what="a double_claim event from gamma")
+    try:
+        wait_until(lambda: any(e.kind == "double_claim" and e.server == C
+                               for e in c.store().events(tag="web")),
+                   timeout=30, what="a double_claim event from gamma")
+    except LabTimeout as e:
+        raise AssertionError(f"{e}; {directory_view(c, 'web')}") from None
     # The takeover from the dead alpha comes once gamma's start-up grace has passed; only
     # then may heal() restart alpha's sentinel, which would otherwise find itself host.
     wait_until(lambda: c.app("web").host == C, timeout=30,
@@ -247,6 +250,23 @@ def test_operator_edits_on_both_sides_of_a_partition_converge(nslab: NsLab) -> N
     assert lost["subject"].lower() == dn.lower()
     assert lost["message"].startswith("description: 'set at alpha' written via serverID")
     assert "overwritten by 'set at beta'" in lost["message"]
+
+
+def directory_view(c: LabCluster, tag: str) -> str:
+    """What each provider says of ``tag``, and where replication stands: for a failure."""
+    parts = []
+    for name in c.names:
+        try:
+            app = provider_store(c, name).app(tag)
+            parts.append(f"{name}'s provider: host={app.host} state={app.state}")
+        except Exception as e:  # a failure report must not fail itself
+            parts.append(f"{name}'s provider: {e}")
+    try:
+        parts.append(f"contextCSN={c.directory.contextcsns()}")
+        parts.append(f"syncrepl={c.directory.replication_state()}")
+    except Exception as e:
+        parts.append(f"replication state unreadable: {e}")
+    return "; ".join(parts)
 
 
 def doctor_report(c: LabCluster) -> Any:
