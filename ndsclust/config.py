@@ -50,6 +50,9 @@ class DirectorySettings:
     pulse_suffix: str
     credentials: Credentials
     local_uri: str | None = None      # this server's own provider: replication catch-up checks
+    # URI -> the server that runs that provider: a provider whose server is dead on every
+    # channel is skipped at once, and one whose server is alive is never left for latency.
+    provider_servers: Mapping[str, ServerName] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,8 +270,8 @@ def parse(data: Any, source: str = "<config>") -> Config:
     cluster = r.string(data, "cluster", "", default="ndsclust") or "ndsclust"
 
     d = r.section(data, "directory", "", required=True, known={
-        "uris", "local_uri", "suffix", "base", "pulse_suffix", "bind_dn", "password_file",
-        "sasl_external", "ca_file", "cert_file", "key_file", "start_tls", "allow_plain_ldap"}) or {}
+        "uris", "local_uri", "provider_servers", "suffix", "base", "pulse_suffix", "bind_dn",
+        "password_file", "sasl_external", "ca_file", "cert_file", "key_file", "start_tls", "allow_plain_ldap"}) or {}
     uris: list[str] = []
     raw_uris = r.string_list(d, "uris", "directory.")
     for i, u in enumerate(raw_uris):
@@ -295,11 +298,24 @@ def parse(data: Any, source: str = "<config>") -> Config:
         key_file=r.string(d, "key_file", "directory."), start_tls=bool(d.get("start_tls", False)),
         allow_plain=bool(d.get("allow_plain_ldap", False)))
     local_uri = r.string(d, "local_uri", "directory.")
+    provider_servers: dict[str, ServerName] = {}
+    ps = r.section(d, "provider_servers", "directory.")
+    for uri, name in (ps or {}).items():
+        key = f"directory.provider_servers.{uri}"
+        if uri not in uris:
+            r.bad(key, "is not one of directory.uris; name each provider exactly as listed there")
+        elif not isinstance(name, str):
+            r.bad(key, f"{name!r} must be a server name")
+        else:
+            try:
+                provider_servers[uri] = check_server_name(name)
+            except ValueError as e:
+                r.bad(key, str(e))
     directory = DirectorySettings(
         uris=tuple(uris), suffix=suffix,
         base=r.string(d, "base", "directory.") or f"ou=ndsclust,{suffix}",
         pulse_suffix=r.string(d, "pulse_suffix", "directory.", default="o=ndsclust-pulse") or "",
-        credentials=creds, local_uri=local_uri)
+        credentials=creds, local_uri=local_uri, provider_servers=provider_servers)
 
     resources = []
     for i, res in enumerate(r.string_list(data, "resources", "")):

@@ -36,7 +36,13 @@ class StoreError(NdsclustError):
 
 
 class ProviderUnreachable(StoreError):
-    """No provider in the list could be reached and bound."""
+    """No provider in the list could be reached and bound. ``answered``: the provider said
+    no (connection refused, bind or TLS refused) rather than staying silent: a refusal is
+    not latency."""
+
+    def __init__(self, message: str, *, answered: bool = False) -> None:
+        super().__init__(message)
+        self.answered = answered
 
 
 class SwapConflict(StoreError):

@@ -308,6 +308,7 @@ class LabCluster:
             "directory": {
                 "uris": d.uris,
                 "local_uri": d.providers[server.index].url,
+                "provider_servers": {p.url: SERVER_NAMES[i] for i, p in enumerate(d.providers)},
                 "suffix": d.suffix,
                 "pulse_suffix": d.pulse_suffix,
                 "bind_dn": server.bind_dn,

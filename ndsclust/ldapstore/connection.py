@@ -15,7 +15,7 @@ import logging
 import ssl
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -112,18 +112,30 @@ def open_connection(uri: str, creds: Credentials, *, stream: bool = False,
         if creds.start_tls and scheme == "ldap":
             if not conn.start_tls():
                 conn.unbind()
-                raise ProviderUnreachable(f"{uri}: StartTLS refused: {conn.result}")
+                raise ProviderUnreachable(f"{uri}: StartTLS refused: {conn.result}",
+                                          answered=True)
         if not conn.bind():
             result = conn.result or {}
             conn.unbind()
             raise ProviderUnreachable(
                 f"{uri}: bind as {creds.bind_dn or ('SASL EXTERNAL' if creds.sasl_external else 'anonymous')}"
-                f" refused: {result.get('description')} {result.get('message', '')}".rstrip())
+                f" refused: {result.get('description')} {result.get('message', '')}".rstrip(),
+                answered=bool(result))
         return conn
     except LDAPException as e:
-        raise ProviderUnreachable(f"{uri}: {type(e).__name__}: {e}") from None
-    except (OSError, ssl.SSLError) as e:
-        raise ProviderUnreachable(f"{uri}: {e}") from None
+        raise ProviderUnreachable(f"{uri}: {type(e).__name__}: {e}",
+                                  answered=_refusal(str(e))) from None
+    except ssl.SSLError as e:
+        raise ProviderUnreachable(f"{uri}: {e}", answered=True) from None
+    except OSError as e:
+        raise ProviderUnreachable(f"{uri}: {e}", answered=_refusal(str(e))) from None
+
+
+def _refusal(text: str) -> bool:
+    """Whether a connection error is the provider's host saying no (RST, certificate) rather
+    than silence: ldap3 hands socket errors over as text."""
+    return any(s in text for s in ("Connection refused", "Connection reset", "certificate",
+                                   "SSL", "No such file"))
 
 
 class Providers:
@@ -132,10 +144,23 @@ class Providers:
     ``connect()`` makes one pass over the list; ``connect_retrying()`` repeats passes with
     exponential backoff until a deadline or ``close()``: no thread is ever left behind,
     the waiting happens in the caller's thread on an Event that ``close()`` sets.
+
+    What the sentinel's liveness channels say about the servers that run the providers
+    (``servers``: URI -> server name, from ``directory.provider_servers``) shapes a pass,
+    through ``set_liveness``:
+
+    - a provider whose server is **dead** on every channel is tried last: a server cut off
+      by dropped packets costs no socket timeout (DESIGN section 7, "a provider that is cut
+      off is not a provider that refuses");
+    - a provider whose server is **heard** is not left because it is slow: a pass with
+      ``patient=True`` (the write provider's) stops at such a provider when it stays silent
+      instead of moving on, so writes stay serialized by one slapd; only a refusal (or the
+      server's death) moves them on.
     """
 
     def __init__(self, uris: Sequence[str], creds: Credentials, *, timeout: float = 2.0,
-                 backoff_initial: float = 0.05, backoff_max: float = 2.0) -> None:
+                 backoff_initial: float = 0.05, backoff_max: float = 2.0,
+                 servers: Mapping[str, str] | None = None) -> None:
         if not uris:
             raise ConfigError("providers", ["no provider URI given; list at least one"])
         self.uris = tuple(check_uri(u) for u in uris)
@@ -143,28 +168,57 @@ class Providers:
         self.timeout = timeout
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
+        self.servers = {i: (servers or {}).get(u) for i, u in enumerate(self.uris)}
+        self._dead: frozenset[int] = frozenset()
+        self._heard: frozenset[int] = frozenset()
         self._closed = threading.Event()
 
-    def connect(self, *, stream: bool = False, prefer: int = 0) -> tuple[int, ldap3.Connection]:
-        """One pass: ``prefer`` first, then the list from the top. Returns (index, connection)."""
-        order = [prefer] + [i for i in range(len(self.uris)) if i != prefer]
+    def set_liveness(self, dead: Collection[str], heard: Collection[str]) -> bool:
+        """Which servers the channels find dead and which they hear; True when that changed
+        which providers count as dead."""
+        was = self._dead
+        self._dead = frozenset(i for i, s in self.servers.items() if s is not None and s in dead)
+        self._heard = frozenset(i for i, s in self.servers.items()
+                                if s is not None and s in heard)
+        return self._dead != was
+
+    def dead(self, index: int) -> bool:
+        """The provider's server is dead on every channel (known only with ``servers``)."""
+        return index in self._dead
+
+    def order(self, prefer: int = 0) -> list[int]:
+        """The indices one pass tries: ``prefer``, then the list from the top; providers of
+        dead servers last."""
+        first = [prefer] + [i for i in range(len(self.uris)) if i != prefer]
+        return [i for i in first if i not in self._dead] + [i for i in first if i in self._dead]
+
+    def connect(self, *, stream: bool = False, prefer: int = 0,
+                patient: bool = False) -> tuple[int, ldap3.Connection]:
+        """One pass (see ``order``). Returns (index, connection)."""
         reasons = []
-        for i in order:
+        for i in self.order(prefer):
             try:
                 return i, open_connection(self.uris[i], self.creds, stream=stream,
                                           timeout=self.timeout)
             except ProviderUnreachable as e:
                 reasons.append(str(e))
+                if patient and i in self._heard and not e.answered:
+                    # Its server is alive: silence here is latency (or a cut we cannot tell
+                    # from it). Moving on would give up the serialization; try it again.
+                    raise ProviderUnreachable(f"write provider {self.uris[i]} (server "
+                                              f"{self.servers[i]}, alive) did not answer: "
+                                              + str(e)) from None
         raise ProviderUnreachable("no provider reachable: " + "; ".join(reasons))
 
     def connect_retrying(self, *, stream: bool = False, prefer: int = 0,
-                         deadline: float | None = None) -> tuple[int, ldap3.Connection]:
+                         deadline: float | None = None,
+                         patient: bool = False) -> tuple[int, ldap3.Connection]:
         """Passes over the list with bounded exponential backoff until ``deadline``
         (time.monotonic) or ``close()``; then ProviderUnreachable."""
         delay = self.backoff_initial
         while True:
             try:
-                return self.connect(stream=stream, prefer=prefer)
+                return self.connect(stream=stream, prefer=prefer, patient=patient)
             except ProviderUnreachable:
                 now = time.monotonic()
                 if self._closed.is_set() or (deadline is not None and now + delay > deadline):

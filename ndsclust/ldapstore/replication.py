@@ -9,7 +9,7 @@ Convergence is judged by values elsewhere (FACTS.md fact 9); this is about lag.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import ldap3
@@ -55,14 +55,22 @@ def parse_csns(values: Iterable[str]) -> dict[str, str]:
 def context_csns(uri: str, creds: Credentials, suffix: str, *, timeout: float = 2.0) -> dict[str, str]:
     conn = open_connection(uri, creds, timeout=timeout)
     try:
-        conn.search(suffix, "(objectClass=*)", search_scope=ldap3.BASE,
-                    attributes=["contextCSN"], dereference_aliases=ldap3.DEREF_NEVER)
-        for r in conn.response or []:
-            if r.get("type") == "searchResEntry":
-                return parse_csns(v.decode() for v in r["raw_attributes"].get("contextCSN", []))
-        return {}
+        return read_context_csns(conn, suffix) or {}
     finally:
         conn.unbind()
+
+
+def read_context_csns(conn: ldap3.Connection, suffix: str) -> dict[str, str] | None:
+    """The contextCSNs of the database ``suffix`` through the bound ``conn``; None when the
+    provider does not answer the read."""
+    ok = conn.search(suffix, "(objectClass=*)", search_scope=ldap3.BASE,
+                     attributes=["contextCSN"], dereference_aliases=ldap3.DEREF_NEVER)
+    if not ok:
+        return None
+    for r in conn.response or []:
+        if r.get("type") == "searchResEntry":
+            return parse_csns(bytes(v).decode() for v in r["raw_attributes"].get("contextCSN", []))
+    return {}
 
 
 def behind(local: ContextCSNs, peer: ContextCSNs) -> dict[str, tuple[str, str]]:
@@ -72,24 +80,33 @@ def behind(local: ContextCSNs, peer: ContextCSNs) -> dict[str, tuple[str, str]]:
 
 
 def caught_up(local_uri: str, peer_uris: Sequence[str], creds: Credentials,
-              suffixes: Sequence[str]) -> tuple[bool, str]:
+              suffixes: Sequence[str], *, required: Collection[str] = (), quorum: int = 1,
+              timeout: float = 2.0) -> tuple[bool, str]:
     """Has the local provider caught up with every reachable peer? (answer, why-not text).
 
     The peers are read first and the local provider last: a write accepted between the two
     reads then has reached the peers' answers no later than it reaches ours, so ongoing
     writes do not make the local provider look behind when it is not.
     Unreachable peers are left out: they cannot hold anything the others lack for long, and
-    a server must be able to run its programs when it is the only one left (FIG. 6)."""
+    a server must be able to run its programs when it is the only one left (FIG. 6) --
+    except the ``required`` ones (providers of servers known alive), and unless fewer than
+    ``quorum`` providers, the local one included, answered: a provider cut off together
+    with this server agrees with itself and proves nothing."""
     peers: dict[str, dict[str, dict[str, str]]] = {}
     for uri in peer_uris:
         if uri == local_uri:
             continue
         try:
-            peers[uri] = {s: context_csns(uri, creds, s) for s in suffixes}
-        except ProviderUnreachable:
+            peers[uri] = {s: context_csns(uri, creds, s, timeout=timeout) for s in suffixes}
+        except ProviderUnreachable as e:
+            if uri in required:
+                return False, f"{uri} does not answer, and its server is alive: {e}"
             continue
+    if len(peers) + 1 < quorum:
+        return False, (f"only {len(peers) + 1} of {len(set(peer_uris) | {local_uri})} "
+                       f"providers answer; {quorum} needed")
     try:
-        local = {s: context_csns(local_uri, creds, s) for s in suffixes}
+        local = {s: context_csns(local_uri, creds, s, timeout=timeout) for s in suffixes}
     except ProviderUnreachable as e:
         return False, f"local provider unreachable: {e}"
     for uri, peer in peers.items():

@@ -32,7 +32,8 @@ from ndsclust.errors import (
     EntryExists, EntryInvalid, NoSuchEntry, ProviderUnreachable, StoreError, SwapConflict,
 )
 from ndsclust.ldapstore import entries
-from ndsclust.ldapstore.connection import Providers
+from ndsclust.ldapstore.connection import Providers, open_connection
+from ndsclust.ldapstore.replication import behind, read_context_csns
 from ndsclust.model import (
     App, Event, Pulse, Request, Server, ServerName, ServerState, StateValue, Tag,
 )
@@ -54,6 +55,8 @@ POST_READ = "1.3.6.1.1.13.2"        # busy, unavailable, other: try the next pro
 DEFAULT_OP_DEADLINE = 10.0
 # How often a store that failed over checks whether an earlier provider is back.
 RETURN_CHECK_INTERVAL = 5.0
+# How long the return check waits for an earlier provider to answer.
+RETURN_PROBE_TIMEOUT = 0.5
 
 APP_ATTRS = ["*", "entryUUID", "entryCSN", "modifyTimestamp"]
 
@@ -106,31 +109,54 @@ class Store:
 
     def _connection(self) -> ldap3.Connection:
         now = time.monotonic()
+        if self._conn is not None and self.providers.dead(self._index):
+            # The channels find this provider's server dead: a connection to it would only
+            # time out (FACTS: a dropped provider costs seconds), so move on now.
+            log.warning("event=provider_failover provider_dead=%s reason=server_dead",
+                        self.providers.uris[self._index])
+            self._drop()
         if (self._conn is not None and self._index > 0
                 and now - self._last_return_check > RETURN_CHECK_INTERVAL):
-            # The write provider is the FIRST reachable one: go back when an earlier one returns.
             self._last_return_check = now
-            try:
-                index, conn = self.providers.connect(prefer=0)
-            except ProviderUnreachable:
-                pass
-            else:
-                if index < self._index:
-                    log.info("event=write_provider provider=%s was=%s", self.providers.uris[index],
-                             self.providers.uris[self._index])
-                    self._drop()
-                    self._conn, self._index = conn, index
-                else:
-                    conn.unbind()
+            self._try_return()
         if self._conn is None or self._conn.closed:
             self._drop()
-            index, conn = self.providers.connect_retrying(prefer=0, deadline=now + self.op_deadline)
+            index, conn = self.providers.connect_retrying(prefer=0, deadline=now + self.op_deadline,
+                                                          patient=True)
             if self._index not in (-1, index):
                 log.warning("event=provider_failover provider=%s was=%s", self.providers.uris[index],
                             self.providers.uris[self._index])
             self._conn, self._index = conn, index
             self._last_return_check = now
         return self._conn
+
+    def _try_return(self) -> None:
+        """The write provider is the FIRST reachable one: go back to an earlier provider once
+        it answers AND holds everything the one in use holds (its contextCSNs are at least
+        ours), so a provider that was cut off never serves a compare-and-swap on an old
+        value. A short probe: a provider that does not answer quickly is tried again later."""
+        assert self._conn is not None
+        earlier = [i for i in self.providers.order(0) if i < self._index]
+        if not earlier:
+            return
+        try:
+            conn = open_connection(self.providers.uris[earlier[0]], self.providers.creds,
+                                   timeout=RETURN_PROBE_TIMEOUT)
+        except ProviderUnreachable:
+            return
+        try:
+            theirs = read_context_csns(conn, self.suffix)
+            ours = read_context_csns(self._conn, self.suffix)
+        except (LDAPException, StoreError):
+            conn.unbind()
+            return
+        if ours is None or theirs is None or behind(theirs, ours):
+            conn.unbind()
+            return
+        log.info("event=write_provider provider=%s was=%s", self.providers.uris[earlier[0]],
+                 self.providers.uris[self._index])
+        self._drop()
+        self._conn, self._index = conn, earlier[0]
 
     def _drop(self) -> None:
         if self._conn is not None:

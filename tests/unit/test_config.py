@@ -94,3 +94,18 @@ def test_the_witness_timeout_counts_in_the_fencing_inequality(tmp_path: Path) ->
     data["channels"]["witness"].update(timeout=0.1, interval=0.2)
     with pytest.raises(ConfigError, match="channels.witness.timeout: 0.1s must exceed"):
         config.parse(data)
+
+
+def test_provider_servers_map_uris_of_the_list_to_server_names(tmp_path: Path) -> None:
+    uris = ["ldaps://ldap1:636", "ldaps://ldap2:636"]
+    data = good(tmp_path)
+    data["directory"] = {"uris": uris, "suffix": "dc=example,dc=com",
+                         "provider_servers": {uris[0]: "alpha", uris[1]: "beta"}}
+    c = config.parse(data)
+    assert c.directory.provider_servers == {uris[0]: "alpha", uris[1]: "beta"}
+    data["directory"]["provider_servers"] = {"ldaps://ldap9:636": "alpha", uris[1]: "Beta"}
+    with pytest.raises(ConfigError) as err:
+        config.parse(data)
+    text = str(err.value)
+    assert "directory.provider_servers.ldaps://ldap9:636: is not one of directory.uris" in text
+    assert "directory.provider_servers.ldaps://ldap2:636: 'Beta' is not a server name" in text

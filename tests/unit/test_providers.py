@@ -1,0 +1,66 @@
+"""Provider order from what the channels say of the providers' servers (connection.py)."""
+from __future__ import annotations
+
+import pytest
+
+from ndsclust.errors import ProviderUnreachable
+from ndsclust.ldapstore import connection
+from ndsclust.ldapstore.connection import Credentials, Providers
+
+URIS = ("ldaps://p1:636", "ldaps://p2:636", "ldaps://p3:636")
+SERVERS = dict(zip(URIS, ("alpha", "beta", "gamma")))
+
+
+def test_provider_of_a_dead_server_is_tried_last() -> None:
+    p = Providers(URIS, Credentials(), servers=SERVERS)
+    assert p.order() == [0, 1, 2]
+    assert p.set_liveness({"alpha"}, {"beta", "gamma"})
+    assert p.order() == [1, 2, 0] and p.dead(0)
+    assert p.order(prefer=2) == [2, 1, 0]
+    assert not p.set_liveness({"alpha"}, {"beta"})
+    assert p.set_liveness(set(), {"alpha", "beta"})
+    assert p.order() == [0, 1, 2]
+
+
+def test_without_the_map_liveness_changes_nothing() -> None:
+    p = Providers(URIS, Credentials())
+    assert not p.set_liveness({"alpha"}, set())
+    assert p.order() == [0, 1, 2]
+
+
+def fake_open(silent: set[str], refused: set[str]):  # type: ignore[no-untyped-def]
+    tried: list[str] = []
+
+    def open_connection(uri: str, creds: Credentials, **kw: object) -> object:
+        tried.append(uri)
+        if uri in silent:
+            raise ProviderUnreachable(f"{uri}: timed out")
+        if uri in refused:
+            raise ProviderUnreachable(f"{uri}: refused", answered=True)
+        return uri
+    return tried, open_connection
+
+
+def test_patient_pass_stays_with_a_silent_provider_whose_server_is_heard(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    tried, fake = fake_open(silent={URIS[0]}, refused=set())
+    monkeypatch.setattr(connection, "open_connection", fake)
+    p = Providers(URIS, Credentials(), servers=SERVERS)
+    p.set_liveness(set(), {"alpha", "beta", "gamma"})
+    with pytest.raises(ProviderUnreachable, match="alive"):
+        p.connect(patient=True)
+    assert tried == [URIS[0]]
+    # Not patient (reads), or its server dead: the pass moves on.
+    assert p.connect() == (1, URIS[1])
+    p.set_liveness({"alpha"}, {"beta", "gamma"})
+    tried.clear()
+    assert p.connect(patient=True) == (1, URIS[1]) and tried == [URIS[1]]
+
+
+def test_patient_pass_leaves_a_provider_that_refuses(monkeypatch: pytest.MonkeyPatch) -> None:
+    tried, fake = fake_open(silent=set(), refused={URIS[0]})
+    monkeypatch.setattr(connection, "open_connection", fake)
+    p = Providers(URIS, Credentials(), servers=SERVERS)
+    p.set_liveness(set(), {"alpha", "beta"})
+    assert p.connect(patient=True) == (1, URIS[1])
+    assert tried == [URIS[0], URIS[1]]
