@@ -135,3 +135,12 @@ def isolated(liveness: Liveness, witness_reachable: bool | None, n_servers: int)
     if n_servers >= 3:
         return visible < n_servers // 2 + 1
     return visible == 1 and witness_reachable is False
+
+
+def must_fence(liveness: Liveness, witness_reachable: bool | None, n_servers: int) -> bool:
+    """Whether this server stops its programs now: it is ``isolated``, and no peer is still
+    waiting to be heard for the first time after this sentinel started. A peer never heard
+    yet, within the start-up grace, is no lost peer (nobody has been heard at start-up);
+    but peers heard and then lost count at once, grace or not: they find this server dead
+    after their failover timeout, however recently it started."""
+    return not liveness.grace and isolated(liveness, witness_reachable, n_servers)

@@ -21,14 +21,10 @@ Threads, and why each exists:
   starts, grants a paused copy its start on ``Load`` and asks for the unload on ``Unload``.
 
 Coming back. A sentinel that was not running for a while (SIGSTOP, a hung host, a long
-scheduling stall: a loop cycle or keeper round later than ``stall_limit``) or that leaves
-fencing holds a picture of the cluster from before: its peers look silent and the
-directory may have moved its applications elsewhere meanwhile. Before it decides anything
-again it *rejoins*: every peer counts as alive for one failover timeout (its channels are
-heard again first), and it writes a ``rejoin`` event through the write provider and waits
-until its own watch delivers that event back. Everything written before the barrier has
-then reached the watch, so no decision rests on the stale picture (a restart of a program
-the lease guard killed while a backup took the application over would be a double run).
+scheduling stall: a loop cycle or keeper round later than ``stall_limit``), that leaves
+fencing, or whose write provider changed decides nothing until it has *rejoined*
+(``rejoin.py``): its view proved current against every provider it reaches, then a barrier
+written through the write provider and echoed by its watch.
 """
 from __future__ import annotations
 
@@ -63,8 +59,9 @@ from ndsclust.sentinel.channels.lan import LanChannel
 from ndsclust.sentinel.channels.witness import WitnessChannel
 from ndsclust.sentinel.control import ControlServer
 from ndsclust.sentinel.decide import decide
-from ndsclust.sentinel.detector import Detector, Liveness, isolated
+from ndsclust.sentinel.detector import Detector, Liveness, must_fence
 from ndsclust.sentinel.procs import ProcInfo
+from ndsclust.sentinel.rejoin import CheckView, Rejoin, WriteBarrier
 from ndsclust.sentinel.supervisor import Supervisor
 from ndsclust.sentinel.view import History, Policy, Said, View
 
@@ -82,6 +79,8 @@ HANDOFF_DEADLINE_EXTRA = 10.0
 RECHECK_INTERVAL = 1.0
 # Seconds a rejoin waits for its barrier event to come back before it writes another.
 BARRIER_RETRY = 5.0
+# How long a rejoin's view check waits for one provider's contextCSN.
+VIEW_PROBE_TIMEOUT = 1.0
 # How often channel counters (dropped heartbeats, disk errors) are compared and logged.
 STATS_INTERVAL = 10.0
 PROBLEM_PREFIXES = ("dropped_", "bad_", "wrong_")
@@ -126,7 +125,7 @@ class Sentinel:
         self.clock = clock
         self._ready_hook = ready
         d = cfg.directory
-        self.providers = Providers(d.uris, d.credentials)
+        self.providers = Providers(d.uris, d.credentials, servers=d.provider_servers)
         self.store = Store(self.providers, d.suffix, base=d.base, pulse_base=d.pulse_suffix,
                            event_limit=cfg.event_limit)
         # Reads and watches prefer this server's own provider when it is configured.
@@ -145,7 +144,6 @@ class Sentinel:
         self.witness: WitnessChannel | None = None
         self._build_channels()
         started = clock()
-        self._started = started
         timeouts = {name: ch.timeout for name, ch in self.channels.items()}
         self.detector = Detector(timeouts, self.me, started, cfg.timeouts.startup_grace)
         fence_detect = cfg.timeouts.fence - KILL_ALLOWANCE
@@ -172,19 +170,16 @@ class Sentinel:
         self._registering = True
         self._refreshed = False
         self._progress = clock()
-        self._rejoin_until = 0.0
         # A cycle or keeper round later than this means this process was not running: the
         # smallest silence after which a channel, or the fence detector, would call a peer
         # dead (see "Coming back" above).
         self._stall_limit = min([fence_detect, *timeouts.values()])
         self._rejoin_wanted = threading.Event()   # the keeper asks the loop to rejoin ...
         self._rejoin_why = ""                       # ... for this reason
-        self._barrier_pending = False           # a rejoin waits for its barrier's echo
-        self._barrier: str | None = None        # DN of our rejoin event, once written
-        self._barrier_writing = False
-        self._barrier_gen = 0
-        self._barrier_retry_at = 0.0
-        self._barrier_echoes: set[str] = set()  # rejoin events of ours the watch delivered
+        self.rejoin = Rejoin(barrier_retry=BARRIER_RETRY, recheck=REPLICATION_CHECK_INTERVAL)
+        # Answers of the rejoin's probes and barrier writes, from pool threads to the loop.
+        self._rejoin_answers: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._write_provider = self.providers.order()[0]
         self._said: dict[Said, float] = {}
         self._records: queue.Queue[_Record | None] = queue.Queue()
         self._threads: list[threading.Thread] = []
@@ -326,8 +321,9 @@ class Sentinel:
         while (ev := self.watch.get(0)) is not None:
             if isinstance(ev, Changed):
                 self.cache.put(ev.entry.uuid, ev.entry.dn, ev.entry.attributes)
-                if self._barrier_pending and _is_rejoin_of(ev.entry.attributes, self.me):
-                    self._barrier_echoes.add(ev.entry.dn.lower())
+                if self.rejoin.pending and _is_rejoin_of(ev.entry.attributes, self.me) \
+                        and self.rejoin.echoed(ev.entry.dn):
+                    self._rejoined()
             elif isinstance(ev, Deleted):
                 self.cache.delete(ev.uuid)
             elif isinstance(ev, RefreshDone) and not self._refreshed:
@@ -395,7 +391,8 @@ class Sentinel:
             self._peers_version = self.cache.version
             self.lan.set_peers({s.name: s.addresses for s in servers.values() if s.name != self.me})
         liveness = self.detector.liveness(self._observations(), now, list(servers))
-        if now < self._rejoin_until:
+        self._follow_write_provider(now, liveness)
+        if self.rejoin.in_grace(now):
             # Just out of fencing: a peer not heard since may be a live host; count every
             # peer alive until a full failover timeout has passed (as at start-up).
             liveness = replace(liveness, grace=frozenset(s for s in servers if s != self.me))
@@ -428,9 +425,11 @@ class Sentinel:
         if self._rejoin_wanted.is_set():
             self._rejoin_wanted.clear()
             self._begin_rejoin(now, self._rejoin_why)
-        if self._barrier_pending and not self._barrier_reached(now):
-            return []
         view = self.view(now)
+        if self.rejoin.pending:
+            self._advance_rejoin(now, view)
+            if self.rejoin.pending:
+                return []
         key = (self.cache.version, view.fenced, view.replication_caught_up, view.registering,
                self._leaving, tuple(sorted(view.liveness.seen.items())), view.liveness.grace,
                tuple(sorted((t, p.state, p.paused, p.pid) for t, p in view.procs.items())))
@@ -523,53 +522,101 @@ class Sentinel:
         self._rejoin_why = why
         self._rejoin_wanted.set()
 
-    def _begin_rejoin(self, now: float, why: str) -> None:
-        """Start (or restart) the rejoin of "Coming back" in the module docstring."""
-        self._rejoin_until = now + self.cfg.timeouts.failover
+    def _begin_rejoin(self, now: float, why: str, *, stalled: bool = True) -> None:
+        """Start (or restart) a rejoin (``rejoin.py``). After a stall or a fence every peer
+        gets a failover timeout's grace and the view must be proved current; a new write
+        provider needs only the barrier."""
         self._last_key = None
-        if not self._barrier_pending:
-            log_event(logging.WARNING, "rejoin", server=self.me, reason=why)
-        self._barrier_pending = True
-        # A barrier written before this stall proves nothing about it: a new one is needed,
-        # and one still being written is disowned (its generation is old).
-        self._barrier_gen += 1
-        self._barrier = None
+        if self.rejoin.begin(now, why, grace=self.cfg.timeouts.failover if stalled else 0.0,
+                             check_view=stalled):
+            log_event(logging.WARNING if stalled else logging.INFO, "rejoin", server=self.me,
+                      reason=why)
 
-    def _barrier_reached(self, now: float) -> bool:
-        """Whether the watch has delivered our rejoin event; writes it when not yet written,
-        and again when its echo is overdue (its write may be lost with a provider)."""
-        if self._barrier is not None and self._barrier in self._barrier_echoes:
-            self._barrier_pending = False
-            self._barrier_echoes.clear()
-            self._last_key = None
-            log_event(logging.INFO, "rejoined", server=self.me,
-                      provider=self.watch.provider or "-")
-            return True
-        overdue = self._barrier is not None and now >= self._barrier_retry_at
-        if (self._barrier is None or overdue) and not self._barrier_writing:
-            if overdue:
-                log_event(logging.WARNING, "rejoin_barrier_overdue", server=self.me,
-                          waited_s=BARRIER_RETRY, provider=self.watch.provider or "-")
-            self._barrier_writing = True
-            self._pool.submit(self._write_barrier, self._barrier_gen)
-        return False
+    def _follow_write_provider(self, now: float, liveness: Liveness) -> None:
+        """Tell the provider list which providers' servers the channels find dead or hear;
+        when that changes where writes go, rejoin through the new write provider."""
+        heard = {s for s, chans in liveness.seen.items() if chans} | {self.me}
+        self.providers.set_liveness(liveness.dead(), heard)
+        first = self.providers.order()[0]
+        if first != self._write_provider:
+            was, self._write_provider = self._write_provider, first
+            self._begin_rejoin(now, f"write provider {self.providers.uris[first]} "
+                                    f"replaces {self.providers.uris[was]}", stalled=False)
+
+    def _advance_rejoin(self, now: float, view: View) -> None:
+        """Take in the answers of the rejoin's probes and writes; start its next step."""
+        while True:
+            try:
+                self._rejoin_answers.get_nowait()()
+            except queue.Empty:
+                break
+        if not self.rejoin.pending:
+            return
+        if self.rejoin.overdue(now):
+            log_event(logging.WARNING, "rejoin_barrier_overdue", server=self.me,
+                      waited_s=BARRIER_RETRY, provider=self.watch.provider or "-")
+        step = self.rejoin.next_step(now)
+        if isinstance(step, CheckView):
+            self._pool.submit(self._check_view, step.generation, *self._view_rule(view))
+        elif isinstance(step, WriteBarrier):
+            self._pool.submit(self._write_barrier, step.generation)
+
+    def _view_rule(self, view: View) -> tuple[list[str], set[str], int]:
+        """For a rejoin's view check: the providers to compare with (not those of servers
+        the channels find dead), those that must answer (providers of the peers they hear,
+        or in grace), and how many must answer at least (without the provider-to-server
+        map, a majority, or every live server's share of it)."""
+        peers = [u for i, u in enumerate(self.providers.uris) if not self.providers.dead(i)]
+        servers = self.providers.servers
+        required = {self.providers.uris[i] for i, s in servers.items()
+                    if s is not None and s != self.me and view.liveness.alive(ServerName(s))}
+        if any(servers.values()):
+            return peers, required, 1
+        alive = 1 + sum(1 for s in view.servers if s != self.me and view.liveness.alive(s))
+        return peers, required, min(len(self.providers.uris) // 2 + 1, alive)
+
+    def _check_view(self, generation: int, peers: list[str], required: set[str],
+                    quorum: int) -> None:
+        uri = self.watch.provider
+        if uri is None:
+            ok, why = False, "the watch is reconnecting"
+        else:
+            try:
+                ok, why = caught_up(uri, peers, self.cfg.directory.credentials,
+                                    [self.cfg.directory.suffix], required=required,
+                                    quorum=quorum, timeout=VIEW_PROBE_TIMEOUT)
+            except Exception as e:   # a pool thread's exception would vanish with its future
+                ok, why = False, f"view check failed: {e}"
+
+        def answer() -> None:
+            if self.rejoin.view_checked(generation, self.clock(), ok, why):
+                log_event(logging.WARNING, "rejoin_waits", server=self.me,
+                          provider=uri or "-", why=why)
+        self._rejoin_answers.put(answer)
 
     def _write_barrier(self, generation: int) -> None:
+        dn: str | None = None
         try:
             event = self._writer.record_event(
                 EventKind.REJOIN.value, server=self.me,
                 text=f"{self.me} rejoins: waits for its watch to deliver this event")
-            if generation == self._barrier_gen:
-                self._barrier_retry_at = self.clock() + BARRIER_RETRY
-                self._barrier = event.dn.lower()
+            dn = event.dn
         except NdsclustError as e:
-            # The next cycle writes it again: until then nothing is decided.
+            # Written again at the next step: until then nothing is decided.
             log_event(logging.WARNING, "rejoin_barrier_failed", server=self.me, error=str(e))
         except Exception:
             # A pool thread's exception would vanish with its future: say it.
             log.exception("event=rejoin_barrier_failed server=%s", self.me)
-        finally:
-            self._barrier_writing = False
+
+        def answer() -> None:
+            if self.rejoin.barrier_written(generation, self.clock(), dn):
+                self._rejoined()
+        self._rejoin_answers.put(answer)
+
+    def _rejoined(self) -> None:
+        self._last_key = None
+        log_event(logging.INFO, "rejoined", server=self.me, provider=self.watch.provider or "-",
+                  write_provider=self.providers.uris[self._write_provider])
 
     @property
     def _writer(self) -> Store:
@@ -723,9 +770,7 @@ class Sentinel:
             fence_view: Liveness = self.fence_detector.liveness(self._fence_observations(now),
                                                                 now, servers)
             reachable = self.witness.reachable(now) if self.witness else None
-            # During the start-up grace nobody has been heard yet: that is not isolation.
-            cut_off = (now >= self._started + self.cfg.timeouts.startup_grace
-                       and isolated(fence_view, reachable, len(servers)))
+            cut_off = must_fence(fence_view, reachable, len(servers))
             if cut_off and not self._fenced.is_set():
                 self._fenced.set()
                 with self._sup_lock:

@@ -5,7 +5,7 @@ import pytest
 
 from ndsclust.errors import ConfigError
 from ndsclust.model import ServerName
-from ndsclust.sentinel.detector import Detector, Liveness, isolated
+from ndsclust.sentinel.detector import Detector, Liveness, isolated, must_fence
 
 ME, B, C, D, E = (ServerName(n) for n in ("alpha", "beta", "gamma", "delta", "epsilon"))
 TIMEOUTS = {"lan": 1.0, "directory": 3.0, "disk": 3.0}
@@ -146,3 +146,15 @@ def test_isolation_counts_only_visible_peers() -> None:
     lv = detector().liveness({"lan": {B: 99.9}, "disk": {C: 1.0}}, 100.0, [B, C, D])
     assert lv.visible() == frozenset({B})
     assert isolated(lv, witness_reachable=None, n_servers=4)
+
+
+def test_fencing_waits_for_peers_not_yet_heard_at_start_up() -> None:
+    assert not must_fence(view({B: NONE, C: NONE}, grace=frozenset({B, C})), None, 3)
+
+
+def test_peers_heard_then_lost_fence_even_inside_the_start_up_grace() -> None:
+    """The peers take over after their failover timeout whether this sentinel has just
+    started or not: a start-up grace must not hold the fence back."""
+    d = detector()
+    lv = d.liveness({"lan": {B: 0.1, C: 0.1}}, 2.0, [B, C])
+    assert lv.grace == frozenset() and must_fence(lv, None, 3)

@@ -1,0 +1,114 @@
+"""Rejoin in the deployed shape: every server a network namespace with its provider beside
+its sentinel, alpha beside the first provider of the list (the write provider), as
+deploy/INSTALL.md lays them out. Healing a server that was cut off together with its
+provider must not let it act on that provider's stale copy (two live copies), and cutting
+the write provider's server off by dropped packets must cost its peers no socket timeouts.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from ndsclust.lab.cluster import LabCluster
+from ndsclust.lab.netns import cleanup_stale
+from ndsclust.ledger import double_runs, lives
+from ndsclust.model import ServerName
+from tools.faults.checker import check_directory
+from tools.faults.harness import Faults, lab_options, live_copies, wait_log
+
+pytestmark = pytest.mark.e2e
+
+LabFactory = Callable[..., LabCluster]
+A, B, C = ServerName("alpha"), ServerName("beta"), ServerName("gamma")
+# The shape of deploy/sentinel.example.yaml's timings: failover well above lease and fence.
+PARTITION_HOLD = 8.0
+TIMINGS: dict[str, Any] = {"timeouts": {"failover": 1.6, "fence": 0.8, "lease": 0.8},
+                           "intervals": 0.1}
+
+
+def hold(cond: Callable[[], bool], seconds: float, what: str) -> None:
+    """Assert that ``cond`` stays true for ``seconds`` (checked every 50 ms)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert cond(), f"{what} stopped holding"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def nslab(lab: LabFactory) -> Iterator[Callable[..., tuple[LabCluster, Faults]]]:
+    cleanup_stale()
+    made: list[Faults] = []
+
+    def make(**options: Any) -> tuple[LabCluster, Faults]:
+        c = lab(3, **{**lab_options(), **TIMINGS, **options})
+        f = Faults(c)
+        made.append(f)
+        return c, f
+
+    yield make
+    for f in made:
+        f.release()
+
+
+@pytest.mark.parametrize("auto_recover", [False, True], ids=["approve", "auto"])
+def test_isolated_write_provider_server_heals_without_a_second_copy(
+        nslab: Callable[..., tuple[LabCluster, Faults]], auto_recover: bool) -> None:
+    """alpha (host, beside the first provider) is cut off on every channel, witness
+    included: it fences, beta takes over through its own provider. On the heal alpha's
+    provider still names alpha host until replication brings beta's claim; alpha must wait
+    for that before it decides, so it never starts a second copy. Without auto-recover the
+    application stays on beta awaiting approval (the sharp case: a copy alpha started on
+    its stale view would run beside beta's); with it, it comes back to alpha by failback."""
+    c, f = nslab(witness=True)
+    c.add_app("web", A, [B, C], auto_recover=auto_recover)
+    c.wait_running("web", A)
+    f.settle()
+    mark = c.servers[A].log_path.stat().st_size
+    f.disk_cut(A)
+    f.partition([[B, C], [A]])
+    wait_log(c, A, "event=fenced", timeout=10, after=mark)
+    c.wait_running("web", B, timeout=20)
+    # A partition of some seconds: the providers' replication connections back off (TCP
+    # retransmission, syncrepl retry), so alpha's provider lags well after the heal.
+    hold(lambda: set(live_copies(c, "web")) == {B}, PARTITION_HOLD, "web running on beta only")
+    healed = time.monotonic()
+    f.heal()
+    wait_log(c, A, "event=rejoined", timeout=30, after=mark)
+    home = A if auto_recover else B
+    c.wait_running("web", home, timeout=30)
+    f.settle()
+    if not auto_recover:
+        # A copy started on a stale view would show within a few seconds.
+        hold(lambda: not [life for life in lives(c.ledger_lines())
+                          if life.tag == "web" and life.start >= healed], 3.0,
+             "no copy of web started after the heal")
+    print(c.log_tail(A, 30)); print(c.log_tail(B, 30))
+    assert double_runs(lives(c.ledger_lines())) == []
+    assert set(live_copies(c, "web")) == {home}
+    assert not check_directory(c.directory)
+
+
+def test_write_provider_server_cut_off_is_replaced_without_socket_timeouts(
+        nslab: Callable[..., tuple[LabCluster, Faults]]) -> None:
+    """alpha, host of web and beside the write provider, is cut off: its packets are
+    dropped (links onto a bridge of their own, its disk path lost), nothing is refused.
+    beta's writes must move to its own provider as soon as the channels find alpha dead,
+    so web runs on beta within the failover timeout + 0.3 s of the cut, not after a
+    multi-second socket timeout on the silent provider."""
+    c, f = nslab()
+    c.add_app("web", A, [B, C])
+    c.wait_running("web", A)
+    f.settle()
+    failover = TIMINGS["timeouts"]["failover"]
+    f.disk_cut(A)
+    cut = time.monotonic()
+    f.partition([[B, C], [A]])
+    c.wait_running("web", B, timeout=20)
+    started = c.first_start_after("web", cut, server=B)
+    assert started is not None
+    assert started - cut <= failover + 0.3, (
+        f"web started on beta {started - cut:.3f}s after the cut; failover timeout {failover}s")
+    assert "event=provider_lost" not in c.log_tail(B, 200)
