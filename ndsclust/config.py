@@ -70,6 +70,8 @@ class DiskSettings:
     servers: tuple[ServerName, ...]   # slot order, the same list on every server
     interval: float
     timeout: float
+    direct: bool | None = None        # O_DIRECT; None: decided at open, on for a block device
+    sync: bool = False                # O_DSYNC
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +210,16 @@ class _Reader:
         value = data.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             self.bad(f"{path}{key}", f"{value!r} must be a whole number from {low} to {high}")
+            return default
+        return value
+
+    def flag(self, data: Mapping[str, Any], key: str, path: str,
+             default: bool | None) -> bool | None:
+        value = data.get(key)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            self.bad(f"{path}{key}", f"{value!r} must be true or false")
             return default
         return value
 
@@ -356,7 +368,8 @@ def parse(data: Any, source: str = "<config>") -> Config:
         interval = r.number(c, "interval", "channels.directory.", 0.1, low=0.01, high=60)
         intervals.append(interval)
         directory_channel = DirectoryChannelSettings(interval, failover)
-    if (c := r.section(ch, "disk", "channels.", known={"path", "servers", "interval"})) is not None:
+    if (c := r.section(ch, "disk", "channels.", known={"path", "servers", "interval",
+                                                        "direct", "sync"})) is not None:
         servers = []
         for i, s in enumerate(r.string_list(c, "servers", "channels.disk.")):
             try:
@@ -369,7 +382,9 @@ def parse(data: Any, source: str = "<config>") -> Config:
         interval = r.number(c, "interval", "channels.disk.", 0.1, low=0.005, high=60)
         intervals.append(interval)
         disk = DiskSettings(r.string(c, "path", "channels.disk.", required=True) or "",
-                            tuple(servers), interval, failover)
+                            tuple(servers), interval, failover,
+                            direct=r.flag(c, "direct", "channels.disk.", None),
+                            sync=bool(r.flag(c, "sync", "channels.disk.", False)))
     if (c := r.section(ch, "witness", "channels.", known={"address", "interval", "timeout"})) is not None:
         addr = r.string(c, "address", "channels.witness.", required=True) or ""
         if addr:

@@ -121,6 +121,10 @@ BATCH_SECONDS = 0.005     # work between two reads of the socket and lease check
 FINAL_WAIT = 2.0          # seconds an ending guard waits for its SIGKILLed children
 FINAL_FLUSH = 0.5         # seconds an ending guard tries to hand over its last reports
 DRAIN_LIMIT = 1 << 20     # bytes read from an ended child's pipe before closing it
+# The scheduling the sentinel gives the guard (supervisor._prioritize): real-time
+# round-robin at the lowest level, not inherited by its programs (SCHED_RESET_ON_FORK).
+SCHED_POLICY = os.SCHED_RR
+SCHED_PRIORITY = 1
 PR_SET_PDEATHSIG = 1
 
 STREAMS = frozenset({"stdout", "stderr", "health", "unload"})

@@ -212,7 +212,8 @@ class Sentinel:
             self.channels["disk"] = DiskChannel(me=self.me, cluster=cfg.cluster,
                                                 path=cfg.disk.path, servers=list(cfg.disk.servers),
                                                 interval=cfg.disk.interval,
-                                                timeout=cfg.disk.timeout)
+                                                timeout=cfg.disk.timeout,
+                                                direct=cfg.disk.direct, sync=cfg.disk.sync)
         if cfg.witness:
             self.witness = WitnessChannel(address=cfg.witness.address,
                                           interval=cfg.witness.interval,

@@ -42,6 +42,7 @@ raises its own limit, and its docstring counts them.
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -62,6 +63,8 @@ import ndsclust
 from ndsclust.errors import SupervisorError
 from ndsclust.model import ServerName, Tag, check_tag
 from ndsclust.sentinel.guard import (
+    SCHED_POLICY,
+    SCHED_PRIORITY,
     Command,
     Dropped,
     Exited,
@@ -189,19 +192,27 @@ class _GuardLink:
     out: bytearray = field(default_factory=bytearray)
 
 
-def _prioritize(pid: int) -> str:
+def _prioritize(pid: int) -> tuple[int, dict[str, str]]:
     """Give the lease guard real-time priority (SCHED_RR, the lowest level), as corosync
     does for itself: the guard's kill at lease expiry is what keeps a frozen sentinel's
     programs from outliving their lease, and on a server whose CPUs are saturated an
     ordinary process can wait hundreds of milliseconds for a CPU, far beyond the scheduling
     slack of the fencing inequality. The guard is idle but for its few events, and its
-    programs do not inherit the priority (SCHED_RESET_ON_FORK). Without the privilege
-    (not root, no CAP_SYS_NICE) the guard keeps the ordinary policy; the log says which."""
+    programs do not inherit the priority (SCHED_RESET_ON_FORK). Refused (EPERM: not root,
+    no CAP_SYS_NICE, systemd's RestrictRealtime=yes, a control group without real-time
+    runtime), the guard keeps the ordinary policy and runs all the same; the log level
+    and fields of ``guard_start`` say which."""
     try:
-        os.sched_setscheduler(pid, os.SCHED_RR | os.SCHED_RESET_ON_FORK, os.sched_param(1))
+        os.sched_setscheduler(pid, SCHED_POLICY | os.SCHED_RESET_ON_FORK,
+                              os.sched_param(SCHED_PRIORITY))
     except OSError as e:
-        return f"ordinary({e.strerror})"
-    return "realtime"
+        error = errno.errorcode.get(e.errno or 0, type(e).__name__)
+        return logging.WARNING, {
+            "scheduling": "ordinary", "error": error,
+            "detail": "real-time priority refused, so the lease kill may wait for a CPU on a "
+                      "saturated server; it needs root or CAP_SYS_NICE and, under systemd, "
+                      "RestrictRealtime=no"}
+    return logging.INFO, {"scheduling": "realtime"}
 
 
 class Supervisor:
@@ -289,8 +300,9 @@ class Supervisor:
             theirs.close()
         mine.setblocking(False)
         self._guard = _GuardLink(proc, mine)
-        self._guard_event(logging.INFO, "guard_start", guard_pid=proc.pid,
-                          lease=f"{self._lease_timeout:g}", scheduling=_prioritize(proc.pid))
+        level, scheduling = _prioritize(proc.pid)
+        self._guard_event(level, "guard_start", guard_pid=proc.pid,
+                          lease=f"{self._lease_timeout:g}", **scheduling)
         return self._guard
 
     def _send(self, cmd: Command) -> None:

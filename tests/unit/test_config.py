@@ -1,11 +1,15 @@
 """Sentinel configuration: every problem reported at once with its path; the fencing rule."""
+import stat
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from ndsclust import config
 from ndsclust.errors import ConfigError
+from ndsclust.sentinel import loop
+from ndsclust.sentinel.channels.disk import wants_direct
 
 
 def good(tmp_path: Path, **over: Any) -> dict[str, Any]:
@@ -109,3 +113,50 @@ def test_provider_servers_map_uris_of_the_list_to_server_names(tmp_path: Path) -
     text = str(err.value)
     assert "directory.provider_servers.ldaps://ldap9:636: is not one of directory.uris" in text
     assert "directory.provider_servers.ldaps://ldap2:636: 'Beta' is not a server name" in text
+
+
+def with_disk(tmp_path: Path, **disk: Any) -> dict[str, Any]:
+    data = good(tmp_path)
+    data["channels"]["disk"] = {"path": "/dev/sdz", "servers": ["alpha", "beta"], **disk}
+    return data
+
+
+def test_disk_direct_defaults_to_the_kind_of_path(tmp_path: Path) -> None:
+    """Unset, ``direct`` is decided when the channel opens the path: on for a block device,
+    off for a file (the device may not be there yet when the file is loaded)."""
+    d = config.parse(with_disk(tmp_path)).disk
+    assert d is not None and d.direct is None and d.sync is False
+    assert wants_direct(d.direct, stat.S_IFBLK | 0o660) is True
+    assert wants_direct(d.direct, stat.S_IFREG | 0o600) is False
+    assert wants_direct(d.direct, 0) is False          # missing: a file, created at open
+    assert wants_direct(d.direct, stat.S_IFCHR | 0o666) is False
+
+
+def test_disk_direct_and_sync_as_configured(tmp_path: Path) -> None:
+    d = config.parse(with_disk(tmp_path, direct=False, sync=True)).disk
+    assert d is not None and (d.direct, d.sync) == (False, True)
+    assert wants_direct(d.direct, stat.S_IFBLK | 0o660) is False
+    d = config.parse(with_disk(tmp_path, direct=True)).disk
+    assert d is not None and d.direct is True
+    assert wants_direct(d.direct, stat.S_IFREG | 0o600) is True
+
+
+def test_disk_direct_must_be_a_boolean(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        config.parse(with_disk(tmp_path, direct="yes", sync=1))
+    assert "channels.disk.direct: 'yes' must be true or false" in err.value.problems
+    assert "channels.disk.sync: 1 must be true or false" in err.value.problems
+
+
+def test_the_sentinel_opens_the_disk_as_configured(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """loop.Sentinel._build_channels hands ``direct`` and ``sync`` to the channel."""
+    made: list[dict[str, Any]] = []
+    monkeypatch.setattr(loop, "DiskChannel", lambda **kw: made.append(kw) or object())
+    for disk, expected in (({}, (None, False)), ({"direct": False, "sync": True}, (False, True)),
+                           ({"direct": True}, (True, False))):
+        cfg = config.parse(with_disk(tmp_path, **disk))
+        sentinel = SimpleNamespace(cfg=cfg, me=cfg.server, channels={})
+        loop.Sentinel._build_channels(sentinel)  # type: ignore[arg-type]
+        assert (made[-1]["direct"], made[-1]["sync"]) == expected
+        assert made[-1]["path"] == "/dev/sdz"

@@ -4,6 +4,7 @@ against real slapd, ACL by ACL: tests/integration/test_deploy.py.)"""
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import stat
 import sys
@@ -22,6 +23,7 @@ from ndsclust.cli.sentinel_cmd import cmd_run
 from ndsclust.errors import ConfigError
 from ndsclust.lab.directory import NDSCLUST_EQ_INDEXES
 from ndsclust.ldapstore import entries
+from ndsclust.sentinel import guard
 from ndsclust.sentinel.loop import HANDOFF_DEADLINE_EXTRA
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -165,6 +167,27 @@ def test_unit_keeps_setuid_programs_and_the_host_mount_namespace_working() -> No
                 "ProtectHome", "ProtectClock", "DeviceAllow", "SystemCallFilter",
                 "CapabilityBoundingSet", "PrivateNetwork"):
         assert key not in s, key
+
+
+# systemd.unit(5): the spellings of a true boolean setting.
+SYSTEMD_TRUE = {"1", "yes", "y", "true", "t", "on"}
+
+
+def test_unit_lets_the_lease_guard_run_real_time() -> None:
+    """The supervisor asks a real-time policy for the lease guard (guard.SCHED_POLICY);
+    RestrictRealtime= true would have systemd refuse it to every process of the unit, and
+    the timing argument on saturated CPUs would rest on nothing."""
+    s = unit()["Service"]
+    if guard.SCHED_POLICY in (os.SCHED_RR, os.SCHED_FIFO):
+        restrict = s.get("RestrictRealtime", ["no"])[-1].strip().lower()   # the last one wins
+        assert restrict not in SYSTEMD_TRUE, f"RestrictRealtime={restrict} refuses the guard's policy"
+        assert guard.SCHED_PRIORITY >= 1
+    # Root keeps CAP_SYS_NICE and sched_setscheduler (no User=, capability bound or
+    # system call filter: test_unit_runs_the_sentinel_as_a_notify_service and
+    # test_unit_keeps_setuid_programs_and_the_host_mount_namespace_working).
+    # No class for the whole unit, and no real time for the programs' own users.
+    assert "CPUSchedulingPolicy" not in s
+    assert s.get("LimitRTPRIO", ["0"])[-1] == "0"
 
 
 # -- render.py and its templates ----------------------------------------------------------

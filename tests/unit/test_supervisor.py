@@ -1,6 +1,8 @@
 """Pure parts of the supervisor and its lease guard (claim 57, DESIGN.md section 4)."""
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import pwd
 
@@ -8,7 +10,10 @@ import pytest
 
 from ndsclust.errors import SupervisorError
 from ndsclust.model import ServerName, Tag
+from ndsclust.sentinel import supervisor
 from ndsclust.sentinel.guard import (
+    SCHED_POLICY,
+    SCHED_PRIORITY,
     Command,
     Dropped,
     Exited,
@@ -280,3 +285,27 @@ def test_user_other_than_own_needs_root() -> None:
 def test_unknown_user_is_named() -> None:
     with pytest.raises(SupervisorError, match="user 'no-such-user-x' does not exist"):
         resolve_user(WEB, "no-such-user-x", 0, 0)
+
+
+# -- the guard's scheduling
+
+
+def test_guard_gets_the_policy_it_exports(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the shipped unit is checked against (test_deploy_units) is what is asked for."""
+    calls: list[tuple[int, int, int]] = []
+    monkeypatch.setattr(supervisor.os, "sched_setscheduler",
+                        lambda pid, policy, param: calls.append((pid, policy, param.sched_priority)))
+    assert supervisor._prioritize(1234) == (logging.INFO, {"scheduling": "realtime"})
+    assert calls == [(1234, SCHED_POLICY | os.SCHED_RESET_ON_FORK, SCHED_PRIORITY)]
+
+
+def test_refused_realtime_is_one_warning_line_not_a_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(pid: int, policy: int, param: os.sched_param) -> None:
+        raise PermissionError(errno.EPERM, os.strerror(errno.EPERM))
+    monkeypatch.setattr(supervisor.os, "sched_setscheduler", refuse)
+    level, fields = supervisor._prioritize(1234)
+    assert level == logging.WARNING
+    line = format_fields("guard_start", server="alpha", guard_pid=1234, lease="30", **fields)
+    assert line.startswith("event=guard_start server=alpha guard_pid=1234 lease=30 "
+                           "scheduling=ordinary error=EPERM detail=\"real-time priority refused")
+    assert "\n" not in line and "RestrictRealtime=no" in line

@@ -21,10 +21,20 @@ Slot layout (``SLOT_SIZE`` bytes, everything after the checksum zero)::
     144  4   CRC-32 of bytes 0-143
 
 The 148 meaningful bytes sit within one 512-byte sector, which devices write atomically;
-the checksum catches anything else (a torn or foreign write). Slots are 4096 bytes so that
-``direct`` (O_DIRECT) I/O is aligned on 4K-sector devices too. With a block device shared
-between hosts, set ``direct``: each host's page cache would otherwise keep serving the
-peers' old slots. ``sync`` adds O_DSYNC so a write is on the device before the next one.
+the checksum catches anything else (a torn or foreign write).
+
+``direct`` (O_DIRECT) reads and writes the storage itself, past this host's page cache.
+A block device shared between hosts needs it: read through the page cache, each host
+would keep serving the peers' old slots from its own memory and never hear them. The
+default (``direct=None``) decides at every open: on for a block device, off for a file;
+files on a shared or cluster filesystem (NFS, GFS2, OCFS2) should set it where the
+filesystem supports O_DIRECT. O_DIRECT wants buffers, offsets and lengths aligned to the
+device's logical block size (BLKSSZGET; 4096 assumed for files): the buffers are anonymous
+mmaps (page-aligned), slots are 4096 bytes, and the whole slot area is read at once from
+offset 0. A device whose block size does not divide 4096, or a filesystem that refuses
+O_DIRECT (EINVAL), leaves the channel degraded with a reason naming the way out; it never
+falls back to cached reads by itself. ``sync`` adds O_DSYNC so a write is on the device
+before the next one.
 
 Trouble with the file (cannot open, write or read) never stops the sentinel: the channel
 reports itself ``degraded`` in its stats, logs the change once, and tries again every
@@ -32,8 +42,12 @@ interval, so storage that comes back is used again.
 """
 from __future__ import annotations
 
+import errno
+import fcntl
+import json
 import mmap
 import os
+import stat
 import struct
 import threading
 import time
@@ -51,6 +65,9 @@ VERSION = 1
 _NAME_BYTES = 64
 _BODY = struct.Struct(f"!4sB3xQ{_NAME_BYTES}s{_NAME_BYTES}s")
 _CRC = struct.Struct("!I")
+# <linux/fs.h> BLKSSZGET: a block device's logical block size, an int.
+BLKSSZGET = 0x1268
+FILE_BLOCK_SIZE = 4096
 
 _COUNTERS = (
     "writes", "reads", "open_errors", "write_errors", "read_errors",
@@ -62,6 +79,20 @@ def encode_slot(server: str, cluster: str, counter: int) -> bytes:
     """One slot's bytes, padded to ``SLOT_SIZE``."""
     body = _BODY.pack(MAGIC, VERSION, counter, server.encode("utf-8"), cluster.encode("utf-8"))
     return (body + _CRC.pack(zlib.crc32(body))).ljust(SLOT_SIZE, b"\0")
+
+
+def wants_direct(direct: bool | None, mode: int) -> bool:
+    """Whether to open with O_DIRECT: as configured, else for a block device only
+    (``mode``: ``st_mode`` of the path, 0 when it does not exist yet)."""
+    return stat.S_ISBLK(mode) if direct is None else direct
+
+
+def block_size(fd: int, mode: int) -> int:
+    """The logical block size O_DIRECT I/O on ``fd`` must be aligned to."""
+    if not stat.S_ISBLK(mode):
+        return FILE_BLOCK_SIZE
+    raw = fcntl.ioctl(fd, BLKSSZGET, b"\0" * 4)
+    return int(struct.unpack("i", raw)[0])
 
 
 class DiskChannel(Channel):
@@ -77,7 +108,7 @@ class DiskChannel(Channel):
         interval: float = 0.5,
         timeout: float = 3.0,
         sync: bool = False,
-        direct: bool = False,
+        direct: bool | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         problems: list[str] = []
@@ -103,7 +134,9 @@ class DiskChannel(Channel):
         self._servers = tuple(servers)
         self._slot = self._servers.index(me)
         self._interval = interval
-        self._flags = os.O_RDWR | os.O_CREAT | (os.O_DSYNC if sync else 0) | (os.O_DIRECT if direct else 0)
+        self._flags = os.O_RDWR | os.O_CREAT | (os.O_DSYNC if sync else 0)
+        self._direct = direct
+        self._opened: tuple[bool, int] | None = None   # (direct, block size) of the last open
         self._monotonic = monotonic
 
         self._lock = threading.Lock()
@@ -177,11 +210,11 @@ class DiskChannel(Channel):
     def _pulse(self) -> str | None:
         """Write our slot, read everyone's; what went wrong, or None."""
         if self._fd is None:
-            try:
-                self._fd = os.open(self._path, self._flags, 0o600)
-            except OSError as exc:
-                return self._failed("open", os_error_name(exc))
+            trouble = self._open()
+            if trouble is not None:
+                return trouble
         fd = self._fd
+        assert fd is not None
         self._counter += 1
         self._write_buf[:] = encode_slot(self._me, self._cluster, self._counter)
         try:
@@ -205,12 +238,42 @@ class DiskChannel(Channel):
                 self._look(index, self._read_buf[offset:offset + _BODY.size + _CRC.size], now)
         return None
 
-    def _failed(self, op: str, error: str) -> str:
+    def _open(self) -> str | None:
+        """Open the path, with O_DIRECT if wanted; what went wrong, or None."""
+        try:
+            mode = os.stat(self._path).st_mode
+        except FileNotFoundError:
+            mode = 0        # a file, created by the open below
+        except OSError as exc:
+            return self._failed("open", os_error_name(exc))
+        direct = wants_direct(self._direct, mode)
+        try:
+            fd = os.open(self._path, self._flags | (os.O_DIRECT if direct else 0), 0o600)
+        except OSError as exc:
+            if direct and exc.errno == errno.EINVAL:
+                return self._failed("open", "EINVAL", "the filesystem refuses O_DIRECT; "
+                                    "set channels.disk.direct: false")
+            return self._failed("open", os_error_name(exc))
+        self._fd = fd
+        try:
+            size = block_size(fd, mode)
+        except OSError as exc:
+            return self._failed("open", os_error_name(exc), "cannot read the logical block size")
+        if direct and (size <= 0 or SLOT_SIZE % size):
+            return self._failed("open", f"block_size_{size}", f"O_DIRECT needs {SLOT_SIZE}-byte "
+                                "slots aligned to the block size; set channels.disk.direct: false")
+        if self._opened != (direct, size):
+            log.info("event=disk_opened channel=disk path=%s direct=%d sync=%d block_size=%d",
+                     self._path, direct, bool(self._flags & os.O_DSYNC), size)
+            self._opened = (direct, size)
+        return None
+
+    def _failed(self, op: str, error: str, detail: str = "") -> str:
         with self._lock:
             self._stats[f"{op}_errors"] += 1
         # Reopen next round: the storage may have been remounted or reconnected.
         self._close()
-        return f"op={op} error={error}"
+        return f"op={op} error={error}" + (f" detail={json.dumps(detail)}" if detail else "")
 
     def _close(self) -> None:
         if self._fd is not None:
