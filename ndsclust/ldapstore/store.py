@@ -112,8 +112,8 @@ class Store:
         if self._conn is not None and self.providers.dead(self._index):
             # The channels find this provider's server dead: a connection to it would only
             # time out (FACTS: a dropped provider costs seconds), so move on now.
-            log.warning("event=provider_failover provider_dead=%s reason=server_dead",
-                        self.providers.uris[self._index])
+            log.debug("event=provider_dropped provider=%s reason=server_dead",
+                      self.providers.uris[self._index])
             self._drop()
         if (self._conn is not None and self._index > 0
                 and now - self._last_return_check > RETURN_CHECK_INTERVAL):

@@ -523,26 +523,30 @@ class Sentinel:
         self._rejoin_why = why
         self._rejoin_wanted.set()
 
-    def _begin_rejoin(self, now: float, why: str, *, stalled: bool = True) -> None:
-        """Start (or restart) a rejoin (``rejoin.py``). After a stall or a fence every peer
-        gets a failover timeout's grace and the view must be proved current; a new write
-        provider needs only the barrier."""
+    def _begin_rejoin(self, now: float, why: str) -> None:
+        """Start (or restart) a rejoin (``rejoin.py``): every peer gets a failover timeout's
+        grace, and nothing is decided until the view is proved current and the barrier
+        has come back."""
         self._last_key = None
-        if self.rejoin.begin(now, why, grace=self.cfg.timeouts.failover if stalled else 0.0,
-                             check_view=stalled):
-            log_event(logging.WARNING if stalled else logging.INFO, "rejoin", server=self.me,
-                      reason=why)
+        if self.rejoin.begin(now, why, grace=self.cfg.timeouts.failover):
+            log_event(logging.WARNING, "rejoin", server=self.me, reason=why)
 
     def _follow_write_provider(self, now: float, liveness: Liveness) -> None:
-        """Tell the provider list which providers' servers the channels find dead or hear;
-        when that changes where writes go, rejoin through the new write provider."""
+        """Tell the provider list which providers' servers the channels find dead or hear,
+        so the next write skips a dead server's provider without a socket timeout.
+
+        No rejoin follows a change of write provider: what this view may lack of the new
+        write provider's writes can only make a compare-and-swap fail (re-read, decide
+        again), never succeed on an old value, and a failover must not wait for a barrier."""
         heard = {s for s, chans in liveness.seen.items() if chans} | {self.me}
         self.providers.set_liveness(liveness.dead(), heard)
         first = self.providers.order()[0]
         if first != self._write_provider:
             was, self._write_provider = self._write_provider, first
-            self._begin_rejoin(now, f"write provider {self.providers.uris[first]} "
-                                    f"replaces {self.providers.uris[was]}", stalled=False)
+            log_event(logging.INFO, "write_provider", server=self.me,
+                      provider=self.providers.uris[first], was=self.providers.uris[was],
+                      reason=("its server is dead on every channel" if self.providers.dead(was)
+                              else "its server is heard again"))
 
     def _advance_rejoin(self, now: float, view: View) -> None:
         """Take in the answers of the rejoin's probes and writes; start its next step."""

@@ -17,10 +17,9 @@ replication catches up. So before it decides anything again it *rejoins*, in two
    barrier reached it has then been delivered, so the cache holds what step 1 proved.
    A barrier whose echo is overdue is written again (its write may be lost with a provider).
 
-A rejoin after a stall or a fence also gives every peer a grace of one failover timeout:
-silence this server suffered while it was not listening says nothing about them. A change
-of write provider (its server died) needs only the barrier, and no grace: a failover must
-not wait for it.
+A rejoin also gives every peer a grace of one failover timeout: silence this server
+suffered while it was not listening says nothing about them. (``begin(check_view=False)``
+asks for the barrier alone.)
 
 ``Rejoin`` is pure: time comes in as ``now``, and the shell carries out the step that
 ``next_step`` returns. A new trigger while a rejoin is under way restarts it (a new

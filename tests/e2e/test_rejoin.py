@@ -104,8 +104,8 @@ def test_write_provider_server_cut_off_is_replaced_without_socket_timeouts(
     f.settle()
     failover = TIMINGS["timeouts"]["failover"]
     f.disk_cut(A)
-    cut = time.monotonic()
     f.partition([[B, C], [A]])
+    cut = time.monotonic()    # the cut is complete once the ports have moved
     c.wait_running("web", B, timeout=20)
     started = c.first_start_after("web", cut, server=B)
     assert started is not None
