@@ -63,7 +63,11 @@ def test_example_sentinel_configuration_is_valid(tmp_path: Path) -> None:
     assert cfg.witness is not None and cfg.programs.user is not None
     # The safety argument of its comment, in numbers (config.check_timing).
     t = cfg.timeouts
-    assert t.failover > max(t.lease, t.fence) + t.margin(1.0)
+    intervals = [c.interval for c in (cfg.lan, cfg.directory_channel, cfg.disk, cfg.witness)
+                 if c is not None]
+    assert cfg.witness is not None
+    bound = config.fence_bound(t, cfg.witness.timeout)
+    assert t.failover > max(t.lease, bound) + t.margin(max(*intervals, t.loop_interval))
 
 
 def allowed_keys(data: dict[str, Any], path: tuple[str, ...]) -> set[str]:
