@@ -35,6 +35,8 @@ What ``decide`` guarantees, per application (``me`` is this server):
 - Fenced (DESIGN.md section 4): every local program is unloaded; nothing else happens.
 - Replication not caught up (FIG. 6 step 614): nothing is claimed, loaded, unloaded or
   written, except ``replication-pending`` on the applications this server would start.
+- Starts held (just rejoined, ``View.starts_held``): an application whose actions would
+  start its program here gets no action at all this cycle.
 - Host is ``me`` (FIG. 8 step 908, FIG. 9): requests first (``requests``); then a move away
   if this server is in maintenance or, as a backup, the primary is back (``failback``;
   not when an operator migrated it here, nor right after a hand-off);
@@ -61,6 +63,7 @@ from ndsclust.sentinel.actions import (
     EventKind,
     Load,
     Notify,
+    Restart,
     STARTS,
     Unload,
     announce,
@@ -84,6 +87,10 @@ def decide(view: View, me: ServerName, now: float, policy: Policy = Policy()) ->
         actions = _orphan(vp, tag) if app is None else _for_app(vp, app)
         if not view.replication_caught_up:
             actions = _hold(vp, app, actions)
+        elif view.starts_held and any(isinstance(a, (Load, Restart)) for a in actions):
+            # Just rejoined: a peer's claim decided while this server was silent may land
+            # within the grace; start nothing here until it is over (or the claim shows).
+            actions = []
         out += actions
     return out
 

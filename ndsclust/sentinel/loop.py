@@ -107,6 +107,11 @@ def policy_of(cfg: Config) -> Policy:
                   flap_max_failovers=sv.flap_max_failovers, flap_window=sv.flap_window)
 
 
+class _Void(Exception):
+    """An action the executor found void before carrying it out (logged where raised):
+    the rest of its group is dropped, and the next cycle decides again."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Record:
     kind: EventKind
@@ -401,7 +406,9 @@ class Sentinel:
             procs = dict(self.supervisor.table())
         return View(apps=snap.apps, servers=servers, liveness=liveness, procs=procs,
                     resources=self.cfg.resources, replication_caught_up=self._caught_up.is_set(),
-                    fenced=self._fenced.is_set(), registering=self._registering,
+                    fenced=self._fenced.is_set() or self._cut_off(now, list(servers)),
+                    registering=self._registering,
+                    starts_held=self.rejoin.in_grace(now),
                     history=history, said=dict(self._said))
 
     def cycle(self, now: float) -> list[Action]:
@@ -497,6 +504,8 @@ class Sentinel:
         for action in group:
             try:
                 self._do(action, view, now, move)
+            except _Void:
+                return
             except SwapConflict as e:
                 # Someone changed the entry first: re-read and decide again next cycle.
                 log_event(logging.INFO, "swap_conflict", tag=tag, server=self.me,
@@ -666,6 +675,13 @@ class Sentinel:
         tag = action.tag
         w = self._writer
         if isinstance(action, Claim):
+            host = action.expect_host
+            if host is not None and host != self.me and self._heard_now(host):
+                # Decided while the host was silent; it is heard again before the swap
+                # leaves (a write held up by a provider change): the claim is void.
+                log_event(logging.INFO, "claim_void", tag=tag, server=self.me,
+                          host=host, reason="the host is heard again")
+                raise _Void()
             self._seen_write(tag, w.swap_host(tag, action.expect_host, self.me,
                                               state=StateValue(AppState.LOADING),
                                               post_read=APP_ATTRS))
@@ -704,6 +720,11 @@ class Sentinel:
             self._records.put(_Record(action.kind, tag, action.text, False))
         elif isinstance(action, Notify):
             self._records.put(_Record(action.kind, tag, action.text, True))
+
+    def _heard_now(self, server: ServerName) -> bool:
+        """Whether any channel hears ``server`` at this instant."""
+        now = self.clock()
+        return bool(self.detector.liveness(self._observations(), now, [server]).channels(server))
 
     def _start(self, view: View, tag: Tag, *, paused: bool) -> None:
         app = self._app(view, tag)
@@ -772,17 +793,15 @@ class Sentinel:
                         self.supervisor.renew_leases()
                 continue
             servers = list(self.cache.snapshot().servers)
-            fence_view: Liveness = self.fence_detector.liveness(self._fence_observations(now),
-                                                                now, servers)
-            reachable = self.witness.reachable(now) if self.witness else None
-            cut_off = must_fence(fence_view, reachable, len(servers))
+            cut_off = self._cut_off(now, servers)
             if cut_off and not self._fenced.is_set():
                 self._fenced.set()
                 with self._sup_lock:
                     self.supervisor.stop_all(0.0)
                 log_event(logging.ERROR, "fenced", server=self.me,
-                          reason="no peer on any channel" + ("" if reachable is None
-                                                             else ", witness unreachable"))
+                          reason="no majority of peers on any channel" + (
+                              "" if self.witness is None or self.witness.reachable(now)
+                              else ", witness unreachable"))
                 self._records.put(_Record(EventKind.FENCED, Tag("-"),
                                           f"{self.me} is cut off and stopped its programs", True))
             elif not cut_off and self._fenced.is_set():
@@ -795,6 +814,14 @@ class Sentinel:
             else:
                 log_event(logging.ERROR, "loop_hung", server=self.me,
                           seconds=round(now - self._progress, 1))
+
+    def _cut_off(self, now: float, servers: list[ServerName]) -> bool:
+        """Whether this server must fence itself now (``detector.must_fence``). The keeper
+        acts on it; the loop's view asks too, so a claim is never decided in the moment
+        between becoming a minority and the keeper's next round."""
+        fence_view = self.fence_detector.liveness(self._fence_observations(now), now, servers)
+        reachable = self.witness.reachable(now) if self.witness else None
+        return must_fence(fence_view, reachable, len(servers))
 
     def _pulse_writer(self) -> None:
         assert self.directory_channel is not None and self.cfg.directory_channel is not None

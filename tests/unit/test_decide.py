@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import TypeVar
 
 from ndsclust.model import (
@@ -782,3 +783,16 @@ def test_fig7b_crashing_paused_copy_is_not_restarted_beyond_the_budget() -> None
     spent = exited(stop=False, restarts=(NOW - 3, NOW - 2, NOW - 1))
     assert run(lab(app(B, aware=True), me=A, procs=[spent])) == []
     assert run(lab(app(B, aware=True), me=A, procs=[exited(stop=False)])) == [LoadPaused(WEB)]
+
+
+def test_just_rejoined_host_starts_nothing_until_the_grace_is_over() -> None:
+    """A peer's claim decided while this server was silent may still land: the host the
+    directory names starts no program within the rejoin's grace, and starts it after."""
+    view = lab(app(A, state=STOPPED), me=A)
+    assert run(replace(view, starts_held=True)) == []
+    assert run(view) == [Load(WEB), SetState(WEB, LOADING)]
+
+
+def test_just_rejoined_host_still_unloads_a_copy_another_server_hosts() -> None:
+    view = replace(lab(app(B), me=A, procs=[proc()]), starts_held=True)
+    assert [a for a in run(view) if isinstance(a, Unload)] == [Unload(WEB, "double claim: beta hosts it")]
