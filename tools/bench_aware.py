@@ -30,7 +30,9 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -85,13 +87,15 @@ def move(lab: LabCluster, tag: Tag, request: Request, to: ServerName) -> tuple[f
     return t0, stopped, active
 
 
-def run(trials: int, fast: bool) -> tuple[list[tuple[float, float]], list[tuple[float, float]], str]:
-    opts = FAST if fast else {}
+def run(trials: int, fast: bool, options: Mapping[str, Any] | None = None
+        ) -> tuple[list[tuple[float, float]], list[tuple[float, float]], str]:
+    """``options``: LabCluster timing options (``Timings.lab_options``), instead of ``fast``."""
+    opts: dict[str, Any] = dict(options) if options is not None else FAST if fast else {}
     aware: list[tuple[float, float]] = []
     capable: list[tuple[float, float]] = []
     # The program registers itself through alpha's sentinel: an operator under the ACLs.
     with LabCluster(2, log_level="warning", operator_servers=(A,),
-                    **opts) as lab:  # type: ignore[arg-type]
+                    **opts) as lab:
         lab.add_app(CAP, A, [B], auto_recover=False, extra=["--tick", "0.02"])
         register_by_hand(lab)
         lab.store().replace_app_attrs(AWR, {"ndsclustAutoRecover": ["FALSE"]})

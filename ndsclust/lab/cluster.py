@@ -30,6 +30,12 @@ that such a server may then create and change applications, commands included.
 ``witness=True`` adds a witness (claims 12, 43) to every sentinel's configuration: a TCP
 listener of this process, on the root namespace's dir-bridge address with ``netns``, so
 a server reaches it exactly while its dir link works.
+
+Timings: ``timeouts`` (the sentinel's ``timeouts`` section, over the lab's own start-up and
+stop grace, ``LAB_TIMEOUTS``), ``intervals`` (one number for every heartbeat channel, or a
+mapping channel -> seconds for ``lan``, ``directory`` and ``disk``; a channel left out
+keeps the sentinel's default) and ``witness_interval``/``witness_timeout``.
+``ndsclust.lab.timings`` builds all of them from a sentinel configuration file.
 """
 from __future__ import annotations
 
@@ -64,6 +70,11 @@ NETNS_LAN_PORT = 7946
 WITNESS_BACKLOG = 64
 WITNESS_INTERVAL = 0.1
 WITNESS_TIMEOUT = 0.35
+# Heartbeat channels whose interval ``intervals`` may set.
+INTERVAL_CHANNELS = ("lan", "directory", "disk")
+# The lab's own timeouts, which those given override: a lab sentinel starts and unloads
+# quickly.
+LAB_TIMEOUTS: Mapping[str, float] = {"stop_grace": 2.0, "startup_grace": 2.0}
 
 
 @dataclass
@@ -154,9 +165,11 @@ class LabCluster:
 
     def __init__(self, n: int = 3, base_dir: str | Path | None = None, *,
                  die_with_parent: bool = True, timeouts: Mapping[str, Any] | None = None,
-                 intervals: float | None = None, resources: Mapping[str, Sequence[str]] | None = None,
+                 intervals: float | Mapping[str, float] | None = None,
+                 resources: Mapping[str, Sequence[str]] | None = None,
                  log_level: str = "info", disk: bool = True, netns: bool = False,
-                 witness: bool = False, sentinel_wrapper: Sequence[str] = (),
+                 witness: bool = False, witness_interval: float | None = None,
+                 witness_timeout: float | None = None, sentinel_wrapper: Sequence[str] = (),
                  operator_servers: Sequence[str] = ()) -> None:
         """``sentinel_wrapper``: arguments put between the Python interpreter and
         ``-m ndsclust`` when a sentinel starts (a script that adjusts the process before it
@@ -168,7 +181,18 @@ class LabCluster:
         self.n = n
         self.die_with_parent = die_with_parent
         self.timeouts = dict(timeouts or {})
-        self.intervals = intervals
+        if isinstance(intervals, Mapping):
+            unknown = sorted(set(intervals) - set(INTERVAL_CHANNELS))
+            if unknown:
+                raise LabError(f"intervals for unknown channel(s) {', '.join(unknown)}; "
+                               f"channels: {', '.join(INTERVAL_CHANNELS)}")
+            self.intervals: dict[str, float] = {k: float(v) for k, v in intervals.items()}
+        elif intervals is not None:
+            self.intervals = {ch: float(intervals) for ch in INTERVAL_CHANNELS}
+        else:
+            self.intervals = {}
+        self.witness_interval = WITNESS_INTERVAL if witness_interval is None else witness_interval
+        self.witness_timeout = WITNESS_TIMEOUT if witness_timeout is None else witness_timeout
         self.resources = {k: tuple(v) for k, v in (resources or {}).items()}
         self.log_level = log_level
         self.disk = disk
@@ -286,22 +310,22 @@ class LabCluster:
 
     def sentinel_config(self, server: LabServer) -> dict[str, Any]:
         d = self.directory
-        interval = self.intervals
         channels: dict[str, Any] = {
             "lan": {"addresses": [server.address], "key_file": str(self.base_dir / "cluster.key")},
             "directory": {},
         }
         if self.disk:
             channels["disk"] = {"path": str(self.disk_path), "servers": self.names}
-        if interval is not None:
-            for ch in channels.values():
-                ch["interval"] = interval
+        for name, ch in channels.items():
+            if name in self.intervals:
+                ch["interval"] = self.intervals[name]
         if self.witness is not None:
             # Where the witness decides (two servers), fencing waits for it to be
             # unreachable: its timeout + 0.1 s counts as a fence time, which the default
             # failover timeout covers (config.fence_bound).
             channels["witness"] = {"address": self.witness.address,
-                                   "interval": WITNESS_INTERVAL, "timeout": WITNESS_TIMEOUT}
+                                   "interval": self.witness_interval,
+                                   "timeout": self.witness_timeout}
         cfg: dict[str, Any] = {
             "server": server.name,
             "cluster": "lab",
@@ -317,12 +341,16 @@ class LabCluster:
             },
             "resources": list(server.resources),
             "channels": channels,
-            "timeouts": {"stop_grace": 2.0, "startup_grace": 2.0, **self.timeouts},
+            "timeouts": {**LAB_TIMEOUTS, **self.timeouts},
             "programs": {"cwd": str(server.dir)},
             "control_socket": str(server.dir / "control.sock"),
             "log": {"level": self.log_level},
         }
         return cfg
+
+    def channel_interval(self, channel: str) -> float | None:
+        """The interval the lab sets for a heartbeat channel (None: the sentinel's default)."""
+        return self.intervals.get(channel)
 
     def write_config(self, server: LabServer) -> None:
         server.config_path.write_text(yaml.safe_dump(self.sentinel_config(server),

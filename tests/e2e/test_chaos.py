@@ -1,8 +1,18 @@
 """The CI part of the randomized fault suite (``tools/faults/chaos.py``): a few trials of a
-fixed seed on one namespace lab. ``chaos.py --trials 200`` is the full run."""
+fixed seed on one namespace lab. ``chaos.py --trials 200`` is the full run.
+
+These run with the lab's own fast timings (``--lab-timings``), not the deployed shape
+``chaos.py`` uses by default (``deploy/sentinel.example.yaml``): its trials scale with the
+failover timeout, and with the example file's they take ten times as long, which would
+turn these eight trials from about a minute into many. The schedules are the same apart
+from their time scale, the isolation of the write provider's server included (trial 5 of
+seed ``ci`` isolates alpha, tests/unit/test_chaos_plan.py)."""
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
+
+import pytest
 
 from ndsclust.lab.cluster import LabCluster
 from tools.faults import chaos
@@ -22,3 +32,26 @@ def test_chaos_trials_keep_every_invariant(lab: LabFactory) -> None:
     print("\n".join(lines + [summary]))
     assert summary == (f"chaos: trials={CI_TRIALS} double_runs=0 liveness_violations=0 "
                        f"diverged_entries=0 seed={CI_SEED}"), "\n".join(lines)
+
+
+@pytest.mark.e2e
+def test_replay_of_an_isolating_trial(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--replay`` plays an isolation trial again, on a lab of its own. Whether the trial
+    keeps the invariants is the test above's business: this one checks that the replay
+    injects the isolation and reports in the usual format."""
+    names = ["alpha", "beta", "gamma"]
+    i = next(i for i in range(40)
+             if any(s.kind == "isolate" for s in chaos.plan(i, f"{CI_SEED}-{i}", names).steps))
+    code = chaos.main(["--replay", f"{CI_SEED}-{i}", "--lab-timings"])
+    out = capsys.readouterr().out
+    print(out)
+    lines = out.splitlines()
+    assert lines[0].startswith("timings: file=lab-defaults ")
+    assert any(line.startswith((f"trial={i} ", f"FAILED trial={i} ")) for line in lines), out
+    assert "isolate alpha" in out, out
+    assert not re.search(r"skipped \+[0-9.]+s isolate", out), "the isolation was not injected"
+    last = re.fullmatch(r"chaos: trials=1 double_runs=(\d+) liveness_violations=(\d+) "
+                        rf"diverged_entries=(\d+) seed={CI_SEED} stress=off "
+                        r"timings=lab-defaults", lines[-1])
+    assert last is not None, lines[-1]
+    assert code == (0 if last.groups() == ("0", "0", "0") else 1)

@@ -1,27 +1,44 @@
 """Randomized fault schedules against one lab of network namespaces.
 
-    python tools/faults/chaos.py --trials N --seed S [--servers 3] [--budget 20]
+    python tools/faults/chaos.py --trials N --seed S [--servers 3] [--budget SECONDS]
+                                 [--timings FILE | --lab-timings] [--stress]
     python tools/faults/chaos.py --replay S-I        # trial I of seed S again
+
+The lab runs with the timings of a sentinel configuration file, by default
+``deploy/sentinel.example.yaml`` (its heartbeat intervals, witness and timeouts, read by
+``ndsclust.lab.timings``): the deployed shape. ``--lab-timings`` keeps the lab's own fast
+timings instead. Every time window of a trial scales with the failover timeout
+(``Scale``): the fault window lasts 1.5 to 3 failover timeouts (at least 3 to 6 s), and the
+waits for applications to start, providers to settle, programs to stop and the liveness
+budget grow with it, so a trial means the same with slow timings as with fast ones.
+``--stress`` runs the trials on a loaded machine (``tools/stress.py``: a CPU burner per
+core and a second lab cluster competing for the CPU).
 
 One lab (``harness.make_lab``) serves every trial, because starting one is the slow part.
 A trial adds fresh applications (new tags, so no restart budget or flap history carries
 over), waits until each runs on its primary, plays a schedule of 1 to 3 faults drawn from
-``random.Random("S-I")`` over a window of a few seconds, heals everything (``Faults.heal``),
+``random.Random("S-I")`` over the window, heals everything (``Faults.heal``),
 waits until the providers replicate and agree, then checks the invariants
 (``checker``): no double run in the ledger, each application running on exactly one server
-within ``--budget`` seconds of the heal, every provider holding the same entries (a
-divergence is counted once, by the first trial that finds it). It then
+within the budget (``--budget`` seconds) of the heal, every provider holding the same
+entries (a divergence is counted once, by the first trial that finds it). It then
 removes its applications; their programs must stop, which shows every sentinel follows
 the directory again. When they do not (or a trial's applications never start), that is
 the trial's liveness violation, and every sentinel is restarted before the next trial, so
 one wedged sentinel does not fail all the trials after it. A failing trial prints its
-seed, its schedule and what was found; the last line is always
+seed, its schedule and what was found (replay it with the same timings). One trial in
+four (``ISOLATE_SHARE``) isolates the write provider's server (the first of
+``directory.uris``, alpha): ``Faults.isolate``, every channel cut at once, next to up to
+two other faults. The last line is always
 
-    chaos: trials=<n> double_runs=<n> liveness_violations=<n> diverged_entries=<n> seed=<s>
+    chaos: trials=<n> double_runs=<n> liveness_violations=<n> diverged_entries=<n> seed=<s> \
+stress=<on|off> timings=<file>
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import random
 import sys
 import time
@@ -29,25 +46,48 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[2]
 if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    sys.path.insert(0, str(ROOT))
 
 from ndsclust.errors import NdsclustError
 from ndsclust.lab.cluster import LabCluster
 from ndsclust.lab.directory import LabError, wait_until
 from ndsclust.lab.netns import cleanup_stale
+from ndsclust.lab.timings import LAB_SOURCE, Timings, lab_defaults, read_timings
 from ndsclust.ledger import double_runs, lives
 from ndsclust.model import ServerName
 from tools.faults.checker import LivenessViolation, Report, check_directory, check_liveness
 from tools.faults.harness import FaultError, Faults, live_copies, make_lab
+from tools.stress import Stress
 
 APPS_PER_TRIAL = 2
 MAX_FAULTS = 3
-WINDOW = (3.0, 6.0)          # seconds from the first fault to the heal
-SETTLE_TIMEOUT = 30.0
-START_TIMEOUT = 20.0
-REMOVE_TIMEOUT = 20.0
+ISOLATE_SHARE = 0.25         # trials that isolate the write provider's server
+DEFAULT_TIMINGS = "deploy/sentinel.example.yaml"
 Out = Callable[[str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Scale:
+    """A trial's time windows, in seconds, for a given failover timeout: long enough for
+    a failover to happen inside the fault window, and for the waits after it to cover
+    one. With the lab's default 0.8 s they stay close to the fixed ones the suite had
+    before (a 3 to 6 s window, waits of 20 to 30 s)."""
+    window: tuple[float, float]     # from the first fault to the heal
+    settle: float                   # providers replicating and agreeing after the heal
+    start: float                    # a trial's applications running on their primaries
+    remove: float                   # their programs stopped once their entries are removed
+    budget: float                   # each application on exactly one server after the heal
+
+    @classmethod
+    def of(cls, failover: float) -> Scale:
+        return cls(window=(max(3.0, 1.5 * failover), max(6.0, 3.0 * failover)),
+                   settle=30.0 + 2 * failover, start=20.0 + 2 * failover,
+                   remove=20.0 + 2 * failover, budget=20.0 + 3 * failover)
+
+
+WINDOW = Scale.of(lab_defaults().failover).window
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,10 +133,16 @@ class Totals:
     diverged: int = 0
     failed: list[str] = field(default_factory=list)
 
-    def line(self, seed: str) -> str:
-        return (f"chaos: trials={self.trials} double_runs={self.double_runs} "
-                f"liveness_violations={self.liveness} diverged_entries={self.diverged} "
-                f"seed={seed}")
+    def line(self, seed: str, *, stress: bool | None = None,
+             timings: str | None = None) -> str:
+        out = (f"chaos: trials={self.trials} double_runs={self.double_runs} "
+               f"liveness_violations={self.liveness} diverged_entries={self.diverged} "
+               f"seed={seed}")
+        if stress is not None:
+            out += f" stress={'on' if stress else 'off'}"
+        if timings is not None:
+            out += f" timings={timings}"
+        return out
 
 
 def _nets(rng: random.Random) -> tuple[str, ...]:
@@ -110,8 +156,11 @@ def _split(rng: random.Random, names: Sequence[str]) -> tuple[tuple[str, ...], .
     return tuple(sorted(shuffled[:k])), tuple(sorted(shuffled[k:]))
 
 
-def plan(index: int, seed: str, names: Sequence[str]) -> Trial:
-    """The trial drawn from ``seed``: its applications and its fault schedule."""
+def plan(index: int, seed: str, names: Sequence[str],
+         window_range: tuple[float, float] = WINDOW, writer: str | None = None) -> Trial:
+    """The trial drawn from ``seed``: its applications and its fault schedule, over a
+    window drawn from ``window_range``; ``writer`` (default the first of ``names``) is
+    the server an isolation cuts off."""
     rng = random.Random(seed)
     apps = []
     for k in range(APPS_PER_TRIAL):
@@ -119,9 +168,12 @@ def plan(index: int, seed: str, names: Sequence[str]) -> Trial:
         rng.shuffle(order)
         apps.append((f"t{index}x{k}", order[0], tuple(order[1:])))
     hosts = [a[1] for a in apps]
-    window = rng.uniform(*WINDOW)
+    window = rng.uniform(*window_range)
     steps = []
-    for _ in range(rng.randint(1, MAX_FAULTS)):
+    if rng.random() < ISOLATE_SHARE:
+        steps.append(Step(rng.uniform(0.0, window * 0.6), "isolate",
+                          (writer or names[0],)))
+    for _ in range(rng.randint(0 if steps else 1, MAX_FAULTS - len(steps))):
         at = rng.uniform(0.0, window * 0.6)
         s = rng.choice(names)
         h = rng.choice(hosts)
@@ -198,20 +250,25 @@ def apply(faults: Faults, step: Step) -> None:
         faults.disk_cut(str(a[0]))
     elif k == "clock_step":
         faults.clock_step(str(a[0]), float(str(a[1])))
+    elif k == "isolate":
+        faults.isolate(str(a[0]))
     else:
         raise FaultError(f"unknown fault {k!r}")
 
 
 def run_trial(lab: LabCluster, faults: Faults, trial: Trial, budget: float,
-              known: Collection[str] = ()) -> tuple[Report, list[str]]:
+              known: Collection[str] = (), scale: Scale | None = None
+              ) -> tuple[Report, list[str]]:
     """Play one trial; its report and its fault log (``known``: divergences found by
-    earlier trials, not waited for again)."""
+    earlier trials, not waited for again; ``scale``: its waits, default the lab's
+    default timings')."""
+    sc = scale or Scale.of(lab_defaults().failover)
     faults.log.clear()
     notes: list[str] = []
     for tag, primary, backups in trial.apps:
         lab.add_app(tag, primary, backups)
     for tag, primary, _ in trial.apps:
-        lab.wait_running(tag, primary, timeout=START_TIMEOUT)
+        lab.wait_running(tag, primary, timeout=sc.start)
     began = time.monotonic()
     for step in trial.steps:
         delay = began + step.at - time.monotonic()
@@ -226,7 +283,7 @@ def run_trial(lab: LabCluster, faults: Faults, trial: Trial, budget: float,
         time.sleep(delay)
     faults.heal()
     try:
-        faults.settle(SETTLE_TIMEOUT)
+        faults.settle(sc.settle)
     except LabError as e:
         notes.append(f"providers did not settle: {e}")
     tags = [tag for tag, _, _ in trial.apps]
@@ -239,49 +296,72 @@ def run_trial(lab: LabCluster, faults: Faults, trial: Trial, budget: float,
         return f"host={app.host or '-'} state={app.state}"
 
     liveness = check_liveness(tags, lambda t: set(live_copies(lab, t)), describe, budget)
-    diverged = check_directory(lab.directory, timeout=SETTLE_TIMEOUT, known=known)
+    diverged = check_directory(lab.directory, timeout=sc.settle, known=known)
     doubles = double_runs(life for life in lives(lab.ledger_lines()) if life.tag in tags)
     return (Report(double_runs=tuple(doubles), liveness=tuple(liveness),
                    diverged=tuple(diverged), notes=tuple(notes)), list(faults.log))
 
 
-def remove_apps(lab: LabCluster, trial: Trial) -> list[str]:
-    """Delete the trial's applications and wait for their programs to stop; problems."""
+def remove_apps(lab: LabCluster, trial: Trial, timeout: float) -> list[str]:
+    """Delete the trial's applications and wait up to ``timeout`` seconds for their
+    programs to stop; problems."""
     tags = [tag for tag, _, _ in trial.apps]
     try:
         for tag in tags:
             if tag in lab.store().apps()[0]:
                 lab.store().delete_app(tag)
-        wait_until(lambda: not any(live_copies(lab, t) for t in tags), timeout=REMOVE_TIMEOUT,
+        wait_until(lambda: not any(live_copies(lab, t) for t in tags), timeout=timeout,
                    what="the trial's programs to stop after their entries were removed")
     except NdsclustError as e:
         return [f"removing the trial's applications: {e}"]
     return []
 
 
-def run(trials: int, seed: str, *, n: int = 3, budget: float = 20.0,
-        replay: int | None = None, out: Out = print, lab: LabCluster | None = None) -> Totals:
-    """``trials`` trials (or only trial ``replay``) of seed ``seed``; prints as it goes."""
+def write_server(lab: LabCluster) -> str:
+    """The server whose provider is the write provider (the first of directory.uris)."""
+    first = lab.directory.uris[0]
+    for name, server in lab.servers.items():
+        if lab.directory.providers[server.index].url == first:
+            return name
+    raise LabError(f"no server of the lab runs the write provider {first}")
+
+
+def replay_options(timings: Timings) -> str:
+    """The command-line options that give a replay the same timings."""
+    return "--lab-timings" if timings.source == LAB_SOURCE else f"--timings {timings.source}"
+
+
+def run(trials: int, seed: str, *, n: int = 3, budget: float | None = None,
+        replay: int | None = None, out: Out = print, lab: LabCluster | None = None,
+        timings: Timings | None = None) -> Totals:
+    """``trials`` trials (or only trial ``replay``) of seed ``seed``; prints as it goes.
+    ``timings``: those of the lab (made here with them, or given as ``lab``), default the
+    lab's own; the trials' windows scale with their failover timeout, and ``budget``
+    defaults to the scaled one."""
+    timings = timings or lab_defaults()
+    scale = Scale.of(timings.failover)
+    budget = scale.budget if budget is None else budget
     own = lab is None
     if lab is None:
         cleanup_stale()
-        lab = make_lab(n)
+        lab = make_lab(n, **timings.lab_options())
     totals = Totals()
     try:
         faults = Faults(lab)
         names = [ServerName(s) for s in lab.names]
+        writer = write_server(lab)
         indexes = [replay] if replay is not None else list(range(trials))
         known: set[str] = set()      # divergences already counted by an earlier trial
         for i in indexes:
-            trial = plan(i, f"{seed}-{i}", names)
+            trial = plan(i, f"{seed}-{i}", names, scale.window, writer)
             began = time.monotonic()
             marks = _log_marks(lab)
             try:
-                report, log = run_trial(lab, faults, trial, budget, known)
+                report, log = run_trial(lab, faults, trial, budget, known, scale)
             except NdsclustError as e:
                 report, log = Report(liveness=(_aborted(trial, e),)), list(faults.log)
                 faults.heal()
-            left = remove_apps(lab, trial)
+            left = remove_apps(lab, trial, scale.remove)
             if left:
                 stuck = LivenessViolation(",".join(t for t, _, _ in trial.apps),
                                           tuple(sorted({s for t, _, _ in trial.apps
@@ -299,8 +379,8 @@ def run(trials: int, seed: str, *, n: int = 3, budget: float = 20.0,
                     "by an earlier trial persist",))
             if report.liveness:
                 try:
-                    faults.restart_sentinels()
-                    remove_apps(lab, trial)
+                    faults.restart_sentinels(scale.start)
+                    remove_apps(lab, trial, scale.remove)
                 except NdsclustError as e:
                     out(f"trial={i} could not restart the sentinels: {e}")
             totals.trials += 1
@@ -311,10 +391,12 @@ def run(trials: int, seed: str, *, n: int = 3, budget: float = 20.0,
             if report.ok:
                 out(f"trial={i} seed={trial.seed} ok {took:.1f}s "
                     + "; ".join(str(s) for s in trial.steps))
+                for note in report.notes:       # e.g. a fault that could not be injected
+                    out(f"  note {note}")
                 continue
             totals.failed.append(trial.seed)
             out(f"FAILED trial={i} seed={trial.seed} ({took:.1f}s); replay with "
-                f"--replay {trial.seed}")
+                f"--replay {trial.seed} {replay_options(timings)}")
             for line in trial.describe() + [f"  fault {x}" for x in log] + \
                     [f"  found {x}" for x in report.lines()] + _log_excerpt(lab, marks, trial):
                 out(line)
@@ -326,7 +408,8 @@ def run(trials: int, seed: str, *, n: int = 3, budget: float = 20.0,
 
 # Sentinel log lines worth seeing when a trial fails, besides those naming its applications.
 _NOTABLE = (b"event=fenced", b"event=unfenced", b"event=rejoin", b"event=provider_failover",
-            b"event=watch_connected", b"event=watch_provider_silent")
+            b"event=watch_connected", b"event=watch_provider_silent",
+            b"event=witness_unreachable", b"event=witness_reachable")
 
 
 def _log_marks(lab: LabCluster) -> dict[str, int]:
@@ -362,9 +445,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--replay", default=None, metavar="SEED-TRIAL",
                    help="run only this trial, as printed by a failing run")
     p.add_argument("--servers", type=int, default=3)
-    p.add_argument("--budget", type=float, default=20.0,
-                   help="seconds after the heal for every application to run once")
+    p.add_argument("--budget", type=float, default=None,
+                   help="seconds after the heal for every application to run once "
+                        "(default: 20 + 3 failover timeouts)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--timings", metavar="FILE", default=DEFAULT_TIMINGS,
+                   help="sentinel configuration whose timings the lab uses "
+                        f"(default {DEFAULT_TIMINGS})")
+    g.add_argument("--lab-timings", action="store_true",
+                   help="the lab's own fast timings instead of a file's")
+    p.add_argument("--stress", action="store_true",
+                   help="load the machine during the trials (tools/stress.py)")
     a = p.parse_args(argv)
+    if a.lab_timings:
+        timings = lab_defaults()
+    else:
+        path = Path(a.timings)
+        if not path.is_absolute() and not path.exists() and (ROOT / path).exists():
+            path = ROOT / path
+        try:
+            timings = read_timings(path)
+        except LabError as e:
+            p.error(str(e))
+        timings = dataclasses.replace(timings, source=a.timings)   # as given, for a replay
     replay = None
     seed = a.seed or str(random.SystemRandom().randrange(10**6))
     if a.replay:
@@ -372,12 +475,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not seed or not idx.isdigit():
             p.error(f"--replay {a.replay!r}: expected SEED-TRIAL, e.g. 42-7")
         replay = int(idx)
+    print(timings.line(), flush=True)
     began = time.monotonic()
-    totals = run(a.trials, seed, n=a.servers, budget=a.budget, replay=replay,
-                 out=lambda s: print(s, flush=True))
+    with Stress(out=lambda s: print(s, flush=True)) if a.stress else contextlib.nullcontext():
+        totals = run(a.trials, seed, n=a.servers, budget=a.budget, replay=replay,
+                     out=lambda s: print(s, flush=True), timings=timings)
     print(f"elapsed={time.monotonic() - began:.0f}s failed_trials={' '.join(totals.failed) or '-'}",
           flush=True)
-    print(totals.line(seed), flush=True)
+    print(totals.line(seed, stress=a.stress, timings=timings.source), flush=True)
     return 0 if not (totals.double_runs or totals.liveness or totals.diverged) else 1
 
 

@@ -9,6 +9,9 @@ processes   SIGKILL of a sentinel, a program or a provider; SIGSTOP and SIGCONT 
 network     links down; a partition into groups, both ways or one way; random loss;
             delay and jitter (``ndsclust.lab.netns``: tc BPF filters, bridges, and a
             userspace relay for delay, since the kernel here has no netem)
+isolation   one server cut off on every channel at once (``isolate``): both its links on a
+            bridge of its own, its disk-pulse path cut, and so the witness (which listens
+            on the main dir bridge) out of its reach
 disk        the shared disk-pulse file unwritable for every server (``chattr +i``: ext4
             refuses writes even on descriptors already open), or cut off for one server
             (a read-only file bind-mounted over the path in that sentinel's mount
@@ -43,8 +46,10 @@ WALLCLOCK = HERE / "wallclock.py"
 OFFSET_FILE = "wall-offset"
 DISK_STAND_IN = "disk.cut"
 # How long the shared file stays immutable to make every sentinel reopen it: a few disk
-# intervals, well under the disk channel's timeout.
+# intervals (DISK_BLIP_INTERVALS of the lab's, at least DISK_BLIP), well under the disk
+# channel's timeout.
 DISK_BLIP = 0.3
+DISK_BLIP_INTERVALS = 3
 DISK_REOPEN_TRIES = 5
 
 
@@ -230,6 +235,25 @@ class Faults:
         self.net.delay(self._server(name), seconds, jitter, nets)
         self._note(f"delay {name} {seconds:.2f}s+{jitter:.2f}s on {','.join(nets)}")
 
+    def isolate(self, name: str) -> None:
+        """Cut server ``name`` off on every channel: both its links onto bridges of its own
+        (the others and the root namespace stay together, so the lab's witness, on the
+        root namespace's dir address, is out of its reach too) and its disk-pulse path cut.
+        Its own provider and processes keep running: a server whose network and storage
+        paths all failed at once. ``heal`` undoes it."""
+        self._server(name)
+        others = [s for s in self.lab.servers if s != name]
+        if not others:
+            raise FaultError(f"isolating {name} needs another server to cut it off from")
+        self.net.partition([others, [name]], NETS)
+        witness = self.lab.witness.address if self.lab.witness is not None else None
+        self._note(f"isolate {name}: partition {','.join(sorted(others))} | {name} on "
+                   f"{','.join(NETS)}" + (f"; witness {witness} unreachable" if witness else ""))
+        try:
+            self.disk_cut(name)
+        except FaultError as e:
+            raise FaultError(f"isolate {name}: partitioned, but its disk path stays: {e}") from e
+
     # -- disk ---------------------------------------------------------------------------------
 
     def _chattr(self, flag: str) -> None:
@@ -268,11 +292,12 @@ class Faults:
     def _reopen_disk(self, name: str) -> None:
         """Make every sentinel's disk channel fail once, so it reopens the path."""
         log = self.lab.servers[self._server(name)].log_path
+        blip = max(DISK_BLIP, DISK_BLIP_INTERVALS * (self.lab.channel_interval("disk") or 0.0))
         for _ in range(DISK_REOPEN_TRIES):
             mark = log.stat().st_size
             self._chattr("+i")
             try:
-                time.sleep(DISK_BLIP)
+                time.sleep(blip)
             finally:
                 self._chattr("-i")
             if b"channel_degraded channel=disk" in log.read_bytes()[mark:]:
