@@ -21,10 +21,10 @@ Threads, and why each exists:
   starts, grants a paused copy its start on ``Load`` and asks for the unload on ``Unload``.
 
 Coming back. A sentinel that was not running for a while (SIGSTOP, a hung host, a long
-scheduling stall: a loop cycle or keeper round later than ``stall_limit``), that leaves
-fencing, or whose write provider changed decides nothing until it has *rejoined*
-(``rejoin.py``): its view proved current against every provider it reaches, then a barrier
-written through the write provider and echoed by its watch.
+scheduling stall: a loop cycle or keeper round later than ``stall_limit``) or that leaves
+fencing decides nothing until it has *rejoined* (``rejoin.py``): its view proved current
+against every provider it reaches, then a barrier written through the write provider and
+echoed by its watch, then a grace in which it starts nothing.
 """
 from __future__ import annotations
 
