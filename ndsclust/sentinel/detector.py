@@ -90,10 +90,16 @@ class Detector:
         observations: Mapping[str, Mapping[ServerName, float]],
         now: float,
         peers: Collection[ServerName],
+        blind: Collection[str] = (),
     ) -> Liveness:
         """``observations[channel][peer]`` is the monotonic time ``channel`` last heard ``peer``.
 
         Channels missing from ``observations`` heard nobody; channels not configured are ignored.
+        ``blind`` channels fail at this server's end (its shared-disk path lost, its socket
+        gone): their silence says nothing about the peers, so they count as hearing every
+        peer. A peer is then dead only by the channels that work here; a server whose disk
+        path is cut does not take a peer that the others still hear on the disk for dead.
+        (Fencing asks the opposite question and never passes ``blind``.)
         """
         seen: dict[ServerName, frozenset[str]] = {}
         grace: set[ServerName] = set()
@@ -104,6 +110,9 @@ class Detector:
             ever_heard = False
             current: set[str] = set()
             for channel, timeout in self._timeouts.items():
+                if channel in blind:
+                    current.add(channel)
+                    continue
                 last = observations.get(channel, {}).get(peer)
                 if last is None:
                     continue

@@ -396,7 +396,8 @@ class Sentinel:
         if self.lan and self.cache.version != self._peers_version:
             self._peers_version = self.cache.version
             self.lan.set_peers({s.name: s.addresses for s in servers.values() if s.name != self.me})
-        liveness = self.detector.liveness(self._observations(), now, list(servers))
+        liveness = self.detector.liveness(self._observations(), now, list(servers),
+                                          blind=self._blind())
         self._follow_write_provider(now, liveness)
         if self.rejoin.in_grace(now):
             # Just out of fencing: a peer not heard since may be a live host; count every
@@ -724,7 +725,12 @@ class Sentinel:
     def _heard_now(self, server: ServerName) -> bool:
         """Whether any channel hears ``server`` at this instant."""
         now = self.clock()
-        return bool(self.detector.liveness(self._observations(), now, [server]).channels(server))
+        return bool(self.detector.liveness(self._observations(), now, [server],
+                                           blind=self._blind()).channels(server))
+
+    def _blind(self) -> frozenset[str]:
+        """Channels that report themselves degraded: failing at this server's end."""
+        return frozenset(n for n, ch in self.channels.items() if ch.stats().get("degraded"))
 
     def _start(self, view: View, tag: Tag, *, paused: bool) -> None:
         app = self._app(view, tag)

@@ -158,3 +158,12 @@ def test_peers_heard_then_lost_fence_even_inside_the_start_up_grace() -> None:
     d = detector()
     lv = d.liveness({"lan": {B: 0.1, C: 0.1}}, 2.0, [B, C])
     assert lv.grace == frozenset() and must_fence(lv, None, 3)
+
+
+def test_a_channel_failing_at_this_end_proves_no_peer_dead() -> None:
+    """This server's disk path is lost (the channel degraded here) while the peer's LAN and
+    directory are silent: others may still hear the peer on the disk, so it is not dead."""
+    obs = {"lan": {B: 10.0}, "directory": {B: 10.0}}
+    assert not detector().liveness(obs, 100.0, [B]).alive(B)
+    lv = detector().liveness(obs, 100.0, [B], blind={"disk"})
+    assert lv.alive(B) and lv.channels(B) == frozenset({"disk"})
