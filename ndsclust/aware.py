@@ -1,6 +1,6 @@
 """The cluster-aware application API: register, wait until hosted, keep a marker, unload on request.
 
-A cluster-aware program (the patent's claims 17-24, 29-35, 45-50; DESIGN.md section 3)
+A cluster-aware program (the patent's claims 17-24, 29-35, 45-50; docs/design.md section 3)
 registers its own entry when it starts (FIG. 6 step 604), waits loaded but paused until
 this server hosts it (FIG. 6 step 612, FIG. 7B), continues from the marker the previous
 host left (the "ASI pointer", claims 34-35) and unloads itself when its sentinel asks::

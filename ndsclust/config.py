@@ -1,10 +1,10 @@
-"""Sentinel configuration: YAML in, a frozen, validated ``Config`` out (STYLE.md section 9).
+"""Sentinel configuration: YAML in, a frozen, validated ``Config`` out (docs/style.md section 6).
 
 All problems are collected and reported together, each with its YAML path; ``main()``
 prints them and exits 2. Cross-field rules live here too, above all the fencing
 inequality that the no-double-run invariant rests on (see ``check_timing``).
 
-Timing assumptions that safety depends on (README "Fencing and timing"):
+Timing assumptions that safety depends on (README, "The timing argument"):
 
 * a backup declares the host dead only after every channel has been silent for
   ``timeouts.failover`` seconds;
@@ -475,7 +475,7 @@ def fence_bound(t: Timeouts, witness_timeout: float | None) -> float:
 
 def check_timing(t: Timeouts, intervals: list[float], r: _Reader,
                  witness_timeout: float | None = None) -> None:
-    """The fencing inequality (DESIGN.md section 4): a backup may start a program only after
+    """The fencing inequality (docs/design.md section 4): a backup may start a program only after
     the old host's copy is certainly dead, by lease (frozen sentinel) or fence (cut off)."""
     max_interval = max(intervals, default=0.0)
     margin = t.margin(max(max_interval, t.loop_interval))

@@ -124,7 +124,7 @@ INSTALL_FIX = "as root on that provider's server: ndsclust --uri ldapi:/// -Y sc
 
 def check_schema(readings: Sequence[SchemaReading]) -> list[Finding]:
     """Every provider holds this ndsclust's schema version: replication into a provider that
-    lacks it stalls silently (FACTS.md fact 3)."""
+    lacks it stalls silently (docs/platform.md fact 3)."""
     out = []
     for r in readings:
         if r.error is not None:
@@ -212,11 +212,11 @@ def check_replication(first: Mapping[str, CsnReading],
 
 def check_convergence(first: Mapping[str, TreeReading],
                       later: Mapping[str, TreeReading] | None) -> list[Finding]:
-    """Every provider holds the same cluster entries with the same values (DESIGN.md
+    """Every provider holds the same cluster entries with the same values (docs/design.md
     invariant 3). Equal contextCSNs do not prove it: after a provider was killed and caught
     up from two peers at once, OpenLDAP 2.5 can leave it without an entry the others have,
-    or with one they deleted, for good (FACTS 10). Compared by values (FACTS 9); only what
-    still differs on the second look is reported."""
+    or with one they deleted, for good (docs/platform.md fact 10). Compared by values
+    (docs/platform.md fact 9); only what still differs on the second look is reported."""
     readable = {u: t for u, t in first.items() if not isinstance(t, str)}
     if len(readable) < 2:
         return []
@@ -241,7 +241,7 @@ _BOOKKEEPING = frozenset({"entrycsn", "modifiersname", "modifytimestamp"})
 
 
 def check_overwrites(logs: Mapping[str, LogReading], since: str = "") -> list[Finding]:
-    """Values lost to a conflicting write (DESIGN.md invariant 3, FACTS 6).
+    """Values lost to a conflicting write (docs/design.md invariant 3, docs/platform.md fact 6).
 
     During a partition two providers can accept writes to one attribute of one entry;
     when replication resumes, delta-syncrepl keeps the write with the newer CSN everywhere
@@ -374,7 +374,7 @@ def check_clock_skew(pulses: Mapping[ServerName, PulseReading], max_skew: float)
 
 def check_timing(cfg: Config | None) -> list[Finding]:
     """failover > max(lease, fence) + margin: the configuration loader refuses anything
-    else (DESIGN.md section 4), so a configuration that loaded is consistent."""
+    else (docs/design.md section 4), so a configuration that loaded is consistent."""
     if cfg is None:
         return [Finding("timing", Level.INFO, "config", "no sentinel configuration given: "
                         "timeouts not checked", "run doctor with --config FILE on a server")]

@@ -1,4 +1,4 @@
-"""Reading program ledgers and finding double runs (invariant 1, DESIGN.md section 4).
+"""Reading program ledgers and finding double runs (invariant 1, docs/design.md section 4).
 
 A ledger line is ``<server> <pid> <tag> start|tick|stop <monotonic seconds>``
 (``ndsclust.lab.sample_app`` writes them). A copy lives from its start line to its stop line,

@@ -1,4 +1,4 @@
-"""Typed, frozen snapshots of what the directory holds (DESIGN.md section 2).
+"""Typed, frozen snapshots of what the directory holds (docs/design.md section 2).
 
 Only ``ndsclust.ldapstore`` builds these from LDAP entries; everything else reads them.
 Field names mirror the attributes: ``ndsclustHostServer`` is ``App.host`` and so on.

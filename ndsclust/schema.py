@@ -74,7 +74,7 @@ class ObjectClass:
 def _s(n: int, name: str, desc: str, *, single: bool = True, exact: bool = True,
        ordered: bool = False) -> AttributeType:
     """A Directory String attribute. Exact matching where a compare-and-swap must match
-    only the value it expects (DESIGN.md section 2, 'Exact values')."""
+    only the value it expects (docs/design.md section 2, 'Exact values')."""
     if exact:
         return AttributeType(n, name, desc, DIRECTORY_STRING, "caseExactMatch", single,
                              "caseExactSubstringsMatch", ordered_values=ordered)

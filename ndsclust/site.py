@@ -164,7 +164,7 @@ def naming_context(dn: str) -> tuple[list[str], list[str]]:
 
 
 class _Problems:
-    """Collects every problem of a site file with its path (STYLE.md section 9)."""
+    """Collects every problem of a site file with its path (docs/style.md section 6)."""
 
     def __init__(self) -> None:
         self.found: list[str] = []

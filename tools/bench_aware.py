@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Failback time of a cluster-aware program next to a cluster-capable one (DESIGN.md
+"""Failback time of a cluster-aware program next to a cluster-capable one (docs/design.md
 sections 3 and 6; patent FIG. 7B and its comparison of the two kinds).
 
 A two-server lab runs, with alpha as primary and beta as backup, the sample program

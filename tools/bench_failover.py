@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Failover and failback time on a local lab cluster (DESIGN.md section 6).
+"""Failover and failback time on a local lab cluster (docs/design.md section 6).
 
 Each trial SIGKILLs the host server of a sample program (its sentinel, lease guard,
 program and slapd provider at once) and measures, on CLOCK_MONOTONIC, from the kill to the
@@ -96,8 +96,8 @@ def run(trials: int, fast: bool,
             lab.wait_running("web", A, timeout=60 + slack)
             # Failback of db on the operator's word, timed from the request, once the
             # restarted provider's peers replicate from it again (they reconnect at their
-            # next syncrepl retry, up to 1 s later, FACTS 4): the hand-over itself, not
-            # the directory's recovery, which the failover figure already includes.
+            # next syncrepl retry, up to 1 s later, docs/platform.md fact 4): the hand-over
+            # itself, not the directory's recovery, which the failover figure already includes.
             wait_until(lambda: lab.app("db").state.state.value == "awaiting-failback",
                        timeout=30 + slack, what="db awaiting failback")
             lab.directory.wait_replicating(timeout=10)

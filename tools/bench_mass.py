@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A thousand applications fail over at once (DESIGN.md section 6).
+"""A thousand applications fail over at once (docs/design.md section 6).
 
 A 3-server lab; N applications with primary alpha and backups beta, gamma, each a tiny
 program (``/bin/sleep``). When all run on alpha, alpha is killed (sentinel, guard,

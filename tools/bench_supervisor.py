@@ -1,4 +1,4 @@
-"""Benchmark the supervisor and its one lease guard (claim 57, DESIGN.md sections 4 and 6).
+"""Benchmark the supervisor and its one lease guard (claim 57, docs/design.md sections 4 and 6).
 
 Measures, on this machine:
 

@@ -5,7 +5,7 @@ Starts its own 3-provider lab cluster, follows a test OU with a ``Watch`` on the
 provider (index 1), and modifies one entry on the first (index 0, the write provider) one
 change at a time: each modify waits for its event before the next is sent. The latency of
 a change runs from just before the modify request is sent to the moment ``Watch.get()``
-returns its ``Changed`` event, so it covers the write, the replication hop (FACTS.md fact
+returns its ``Changed`` event, so it covers the write, the replication hop (docs/platform.md fact
 5), the RFC 4533 persist message and the watch's own queue.
 
 Budget: p50 <= 50 ms, p99 <= 200 ms. The last line is machine-readable:

@@ -1,4 +1,4 @@
-"""The dedicated fuzz run (DESIGN.md invariant 4: bad input is contained).
+"""The dedicated fuzz run (docs/design.md invariant 4: bad input is contained).
 
 Runs the targets of the CI fuzz suites (``tests/unit/test_fuzz_*.py``, each offering
 ``fuzz_targets()``) with many more generated cases: directory entries and the cluster

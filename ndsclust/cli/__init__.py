@@ -1,4 +1,4 @@
-"""The ``ndsclust`` command: one subcommand per verb (STYLE.md section 14).
+"""The ``ndsclust`` command: one subcommand per verb (docs/style.md section 9).
 
 Exit codes: 0 ok, 1 the operation failed (or ``doctor`` found problems), 2 bad usage or
 configuration, 3 no provider reachable.

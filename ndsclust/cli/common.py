@@ -268,7 +268,7 @@ def rich_table(title: str, columns: Sequence[str], rows: Sequence[Mapping[str, A
 
 
 def print_rows(title: str, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> None:
-    """A rich table on a terminal, tab-separated lines otherwise (STYLE.md section 14)."""
+    """A rich table on a terminal, tab-separated lines otherwise (docs/style.md section 9)."""
     if sys.stdout.isatty():
         from rich.console import Console
         Console().print(rich_table(title, columns, rows))

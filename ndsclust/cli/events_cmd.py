@@ -1,6 +1,6 @@
 """``ndsclust events [--follow]``: the audit trail under ou=events.
 
-Every failover, failback, refusal and operator action is an entry there (DESIGN.md
+Every failover, failback, refusal and operator action is an entry there (docs/design.md
 section 2). ``--follow`` prints the newest ones, then each new one as the RFC 4533 watch
 delivers it.
 """

@@ -1,6 +1,6 @@
 """``ndsclust servers [list|add|remove]``: the server entries under ou=servers.
 
-Applications name servers by their ``cn`` (DESIGN.md section 2), so a server is added
+Applications name servers by their ``cn`` (docs/design.md section 2), so a server is added
 before any application names it and removed only after none does.
 """
 from __future__ import annotations

@@ -7,7 +7,7 @@ with ``tls``) and on an ldapi socket. Everything the lab itself does over LDAP (
 reads) goes through the ldapi socket, so it also works when a provider runs inside a
 network namespace this process cannot route to.
 
-Databases per provider, in this order (DESIGN.md section 2, FACTS 1-4):
+Databases per provider, in this order (docs/design.md section 2, docs/platform.md facts 1-4):
 
 1. ``cn=accesslog``: the change log that delta-syncrepl replays. It comes before the main
    database, and the replication identity is its root DN, so a catch-up is never capped by
@@ -422,10 +422,11 @@ def provider_config(*, server_id: int, dir: Path, peers: Sequence[tuple[int, str
                     durable: bool = True) -> str:
     """The cn=config LDIF of one provider, for ``slapadd -n0``. ``peers`` are the
     (server id, ldap URL) of every other provider. It follows a measured working
-    delta-syncrepl multi-provider setup (FACTS 1-2). ``durable=False`` turns off the fsync
-    of every commit (``olcDbNoSync``) for throwaway lab and test directories: a thousand
-    applications failing over cost three writes each, and with one fsync per commit on each
-    of three providers the disk, not ndsclust, sets the pace (deploy/ keeps it on)."""
+    delta-syncrepl multi-provider setup (docs/platform.md facts 1-2). ``durable=False``
+    turns off the fsync of every commit (``olcDbNoSync``) for throwaway lab and test
+    directories: a thousand applications failing over cost three writes each, and with one
+    fsync per commit on each of three providers the disk, not ndsclust, sets the pace
+    (deploy/ keeps it on)."""
     nosync = {} if durable else {"olcDbNoSync": "TRUE"}
     replication = replication_config(peers=peers, suffix=suffix, pulse_suffix=pulse_suffix,
                                      admin_dn=admin_dn, admin_password=admin_password,
@@ -455,8 +456,8 @@ def provider_config(*, server_id: int, dir: Path, peers: Sequence[tuple[int, str
                olcDatabase="{-1}frontend"),
         _entry("olcDatabase={0}config,cn=config", objectClass="olcDatabaseConfig",
                olcDatabase="{0}config", olcAccess=config_access),
-        # Before the main database (FACT 2): delta-syncrepl reads it as the replication
-        # identity, which must not meet the default size limit of 500 during a catch-up.
+        # Before the main database (docs/platform.md fact 2): delta-syncrepl reads it as the
+        # replication identity, which must not meet the default size limit of 500 during a catch-up.
         _entry("olcDatabase={1}mdb,cn=config",
                objectClass=["olcDatabaseConfig", "olcMdbConfig"], olcDatabase="{1}mdb",
                olcDbDirectory=str(dir / "accesslog"), olcSuffix=ACCESSLOG_SUFFIX,
@@ -925,8 +926,9 @@ class DirectoryCluster:
     def wait_replicating(self, timeout: float = 5.0) -> None:
         """Wait until every agreement between two running, unpaused providers is in the
         persist phase: from then on a write anywhere reaches them all within milliseconds
-        (FACT 5). An agreement whose first connect was refused waits a whole ``retry``
-        interval (FACT 4), so this is what bounds a start or a restart."""
+        (docs/platform.md fact 5). An agreement whose first connect was refused waits a
+        whole ``retry`` interval (docs/platform.md fact 4), so this is what bounds a start or
+        a restart."""
         live = {p.server_id for p in self._answering()}
         pending: list[str] = []
 
@@ -991,6 +993,6 @@ class DirectoryCluster:
         """Every entry under ``base`` (default: the main suffix) on one provider, as
         lower-cased DN -> attribute -> sorted values, user attributes only; empty when
         ``base`` does not exist there. Compare providers by values: one may keep another
-        entryCSN for equal values (FACT 9)."""
+        entryCSN for equal values (docs/platform.md fact 9)."""
         with self._bound(self._providers[index]) as conn:
             return search_tree(conn, base or self._suffix)

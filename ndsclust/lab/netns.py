@@ -14,7 +14,7 @@ The root namespace holds ``.254`` on both bridges, so the test process reaches e
 provider, and a witness listening there is reachable exactly while a server's dir link is.
 
 Faults, all of them undone by ``heal()`` (the kernel of this machine has no ``sch_netem``
-and no tc drop action, FACTS 18, so everything is built from what it has):
+and no tc drop action, docs/platform.md fact 18, so everything is built from what it has):
 
 - link down/up: the root-side end of the veth goes down, so the namespace keeps its
   address and its own services (a server whose cable was pulled still reaches itself);
@@ -171,11 +171,11 @@ def drop_random(fraction: float) -> list[Insn]:
 
 class Relay:
     """Carries Ethernet frames both ways between two interfaces of the root namespace, each
-    frame held for ``delay`` plus a uniform draw from ``[0, jitter)`` seconds (FACTS 18: the
-    kernel has no netem). Frames are reordered when the jitter exceeds their spacing, as
-    on a real path. UDP over IPv4 leaves with a zero checksum ("none", RFC 768): a veth
-    hands frames over with the checksum still to be filled in, and a frame re-sent from a
-    packet socket would otherwise fail verification."""
+    frame held for ``delay`` plus a uniform draw from ``[0, jitter)`` seconds
+    (docs/platform.md fact 18: the kernel has no netem). Frames are reordered when the
+    jitter exceeds their spacing, as on a real path. UDP over IPv4 leaves with a zero
+    checksum ("none", RFC 768): a veth hands frames over with the checksum still to be
+    filled in, and a frame re-sent from a packet socket would otherwise fail verification."""
 
     def __init__(self, a: str, b: str, delay: float, jitter: float = 0.0) -> None:
         if delay < 0 or jitter < 0:

@@ -1,7 +1,7 @@
 """Connections to the providers, with failover across the ordered provider list.
 
 Every write ndsclust makes goes to the **write provider**: the first reachable provider of
-the cluster's ordered list, the same list on every server (DESIGN.md section 2), so that
+the cluster's ordered list, the same list on every server (docs/design.md section 2), so that
 compare-and-swaps are serialized by one slapd. ``Providers.connect()`` therefore always
 tries the list from the top; reads and watches may start elsewhere (``prefer``).
 
@@ -77,8 +77,8 @@ def open_connection(uri: str, creds: Credentials, *, stream: bool = False,
     """Open and bind one connection to ``uri``; raise ProviderUnreachable with the reason.
 
     ``stream=True`` gives an ASYNC_STREAM connection, the only ldap3 strategy that hands
-    over RFC 4533 intermediate messages (FACTS.md fact 12). Schema is not read at
-    connect time: ldap3 would cache it and refuse attributes added later (fact 15).
+    over RFC 4533 intermediate messages (docs/platform.md fact 12). Schema is not read at
+    connect time: ldap3 would cache it and refuse attributes added later (docs/platform.md fact 15).
     """
     scheme = urlsplit(uri).scheme.lower()
     if scheme == "ldap" and not creds.start_tls and not creds.allow_plain:
@@ -150,8 +150,8 @@ class Providers:
     through ``set_liveness``:
 
     - a provider whose server is **dead** on every channel is tried last: a server cut off
-      by dropped packets costs no socket timeout (DESIGN section 7, "a provider that is cut
-      off is not a provider that refuses");
+      by dropped packets costs no socket timeout (docs/design.md section 2, "a provider that
+      is cut off is not a provider that refuses");
     - a provider whose server is **heard** is not left because it is slow: a pass with
       ``patient=True`` (the write provider's) stops at such a provider when it stays silent
       instead of moving on, so writes stay serialized by one slapd; only a refusal (or the

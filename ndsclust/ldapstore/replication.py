@@ -4,7 +4,7 @@ A provider's contextCSN holds one CSN per serverID that has written to the datab
 Provider P has caught up with provider Q when, for every serverID in Q's set, P's CSN is at
 least Q's (CSNs start with a GeneralizedTime, so they compare as strings). FIG. 6 step 614:
 after a simultaneous failure a sentinel runs nothing until its own provider has caught up.
-Convergence is judged by values elsewhere (FACTS.md fact 9); this is about lag.
+Convergence is judged by values elsewhere (docs/platform.md fact 9); this is about lag.
 """
 from __future__ import annotations
 
@@ -168,7 +168,7 @@ def access_log(uri: str, creds: Credentials, base: str, *, since: str,
 
 
 # A subtree as one provider holds it: lower-cased DN -> attribute -> sorted values (user
-# attributes only: providers may keep different operational ones, FACTS 9).
+# attributes only: providers may keep different operational ones, docs/platform.md fact 9).
 Tree = dict[str, dict[str, tuple[str, ...]]]
 
 

@@ -1,7 +1,7 @@
 """Loading the ndsclust schema into a provider's cn=config (not replicated: every provider).
 
 Replication from a provider that has the schema into one that lacks it stalls silently
-(FACTS.md fact 3), so ``install`` is run against every provider and is idempotent.
+(docs/platform.md fact 3), so ``install`` is run against every provider and is idempotent.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The cluster store: reads, writes and compare-and-swaps against the write provider.
 
-Layout under the cluster base (DESIGN.md section 2)::
+Layout under the cluster base (docs/design.md section 2)::
 
     ou=ndsclust,<suffix>    ou=servers / ou=applications / ou=events
     <pulse suffix>          cn=<server>: one pulse entry per server (own database)
@@ -9,7 +9,7 @@ Every write goes to the write provider, the first reachable provider of the orde
 (``connection.Providers``). A compare-and-swap is one modify request that deletes the
 expected value and adds the new one: atomic on one provider, it fails with result 16
 (noSuchAttribute) when someone changed the value first, and that becomes ``SwapConflict``
-(STYLE.md section 7: re-read and decide again, never retry the same write).
+(docs/style.md section 5: re-read and decide again, never retry the same write).
 """
 from __future__ import annotations
 
@@ -111,7 +111,7 @@ class Store:
         now = time.monotonic()
         if self._conn is not None and self.providers.dead(self._index):
             # The channels find this provider's server dead: a connection to it would only
-            # time out (FACTS: a dropped provider costs seconds), so move on now.
+            # time out (docs/platform.md fact 23: a cut-off provider costs seconds), so move on now.
             log.debug("event=provider_dropped provider=%s reason=server_dead",
                       self.providers.uris[self._index])
             self._drop()
@@ -308,7 +308,8 @@ class Store:
         if self.pulse_base and not self.search(self.pulse_base, "(objectClass=*)",
                                                scope=ldap3.BASE, attributes=["1.1"]):
             raise StoreError(f"pulse database {self.pulse_base} has no base entry; "
-                             "configure the pulse database on every provider (deploy/README)")
+                             "configure the pulse database on every provider "
+                             "(deploy/INSTALL.md, step 4)")
 
     # -- servers --------------------------------------------------------------------------
 

@@ -2,7 +2,7 @@
 
 ldap3 knows nothing of RFC 4533: it sends a control given as ``(oid, criticality, bytes)``
 and hands the values of unknown controls and of intermediate responses over as raw bytes
-(FACTS.md fact 12). This module turns those bytes into frozen dataclasses and back; it does
+(docs/platform.md fact 12). This module turns those bytes into frozen dataclasses and back; it does
 no I/O, so every message slapd sends is a plain unit test.
 
 The ASN.1 module of RFC 4533 section 2 uses IMPLICIT TAGS, like RFC 4511::
@@ -233,7 +233,8 @@ def decode_sync_request(data: bytes) -> SyncRequest:
 def sync_request_control(cookie: bytes | None,
                          mode: SyncMode = SyncMode.REFRESH_AND_PERSIST) -> tuple[str, bool, bytes]:
     """The control as ldap3 takes it. Critical: a provider without syncprov must refuse
-    the search instead of answering it as a plain one that silently ends (fact 11)."""
+    the search instead of answering it as a plain one that silently ends
+    (docs/platform.md fact 11)."""
     return SYNC_REQUEST_OID, True, encode_sync_request(SyncRequest(mode, cookie))
 
 

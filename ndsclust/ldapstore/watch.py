@@ -11,7 +11,7 @@ which updates the ``SyncSession`` (pure RFC 4533 consumer state) and puts events
 queue; it never blocks. The supervisor thread connects, watches the connection and
 reconnects. The consumer calls ``get()``.
 
-What ldap3 does not do for us (FACTS.md facts 12 and 13):
+What ldap3 does not do for us (docs/platform.md facts 12 and 13):
 
 - It hands RFC 4533 messages over only through its per-message hook
   ``strategy.accumulate_stream``, and keeps every message of a search in memory unless
@@ -32,7 +32,7 @@ What ldap3 does not do for us (FACTS.md facts 12 and 13):
 
 Resuming: each event carries the cookie that was current when it was received, and
 ``Watch.cookie`` is the cookie of the last event the consumer took out, so a consumer that
-saves it after applying a batch replays, never loses (STYLE.md section 12). Reconnections
+saves it after applying a batch replays, never loses (docs/style.md section 8). Reconnections
 within the watch resume from the last cookie received; a provider that answers
 e-syncRefreshRequired gets a new search without a cookie.
 """

@@ -415,7 +415,7 @@ class ControlServer:
                             if events & selectors.EVENT_WRITE:
                                 self._writable(conn)
                     except Exception:
-                        # One client's trouble must not end the server (DESIGN.md invariant 4).
+                        # One client's trouble must not end the server (docs/design.md invariant 4).
                         self._log.exception("event=control_error server=%s", self.server)
                         if isinstance(key.data, _Conn):
                             self._close(sel, key.data)

@@ -32,7 +32,7 @@ What the shell must guarantee:
 
 What ``decide`` guarantees, per application (``me`` is this server):
 
-- Fenced (DESIGN.md section 4): every local program is unloaded; nothing else happens.
+- Fenced (docs/design.md section 4): every local program is unloaded; nothing else happens.
 - Replication not caught up (FIG. 6 step 614): nothing is claimed, loaded, unloaded or
   written, except ``replication-pending`` on the applications this server would start.
 - Starts held (just rejoined, ``View.starts_held``): an application whose actions would

@@ -126,7 +126,7 @@ class Detector:
 
 
 def isolated(liveness: Liveness, witness_reachable: bool | None, n_servers: int) -> bool:
-    """True when this server must fence itself: it is the one cut off (DESIGN.md section 4).
+    """True when this server must fence itself: it is the one cut off (docs/design.md section 4).
 
     With three or more servers the majority decides: fewer than a majority visible, counting
     this server, means the others may be failing our applications over, whatever the witness

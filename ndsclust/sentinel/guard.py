@@ -1,7 +1,7 @@
 """Lease guard: one process per sentinel, the parent of all its programs, which kills them
 all when the sentinel's lease lapses.
 
-DESIGN.md section 4: "a frozen or killed sentinel cannot leave a program running past its
+docs/design.md section 4: "a frozen or killed sentinel cannot leave a program running past its
 lease"; claim 57: the sentinel supervises each program it started. One guard serves every
 program of one ``Supervisor``: it is started once, with the supervisor, so starting a
 program costs one message and one fork, not a Python start-up (the guard's start would

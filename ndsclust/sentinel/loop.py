@@ -9,7 +9,7 @@ Threads, and why each exists:
   renews only while the main loop has made progress within ``HANG_LIMIT`` (a hung loop
   lets the lease expire), and when this server is cut off (no peer on any channel within
   ``fence - KILL_ALLOWANCE`` and no witness, or no majority) it kills every program at once
-  and marks the sentinel fenced (DESIGN.md section 4). A SIGSTOPped or killed sentinel
+  and marks the sentinel fenced (docs/design.md section 4). A SIGSTOPped or killed sentinel
   stops renewing altogether: the guard kills the programs when the lease runs out.
 - pulse writer: advances this server's directory pulse (claim 44) through its own
   connection, so a slow provider never delays the main loop and vice versa.
@@ -22,9 +22,10 @@ Threads, and why each exists:
 
 Coming back. A sentinel that was not running for a while (SIGSTOP, a hung host, a long
 scheduling stall: a loop cycle or keeper round later than ``stall_limit``) or that leaves
-fencing decides nothing until it has *rejoined* (``rejoin.py``): its view proved current
-against every provider it reaches, then a barrier written through the write provider and
-echoed by its watch, then a grace in which it starts nothing.
+fencing decides nothing until it has *rejoined* (``rejoin.py``; docs/operating.md,
+"Rejoin"): its view proved current against every provider it reaches, then a barrier
+written through the write provider and echoed by its watch, then a grace in which it
+starts nothing.
 """
 from __future__ import annotations
 
@@ -391,7 +392,7 @@ class Sentinel:
         servers = dict(snap.servers)
         if self._leaving and self.me in servers:
             # A stopping sentinel behaves as a server in maintenance: it unloads its
-            # programs and hands them to the next eligible server (DESIGN.md section 3).
+            # programs and hands them to the next eligible server (docs/design.md section 3).
             servers[self.me] = replace(servers[self.me], state=ServerState.MAINTENANCE)
         if self.lan and self.cache.version != self._peers_version:
             self._peers_version = self.cache.version
@@ -782,7 +783,7 @@ class Sentinel:
     # -- helper threads -----------------------------------------------------------------------
 
     def _keeper(self) -> None:
-        """Lease renewal and self-fencing (DESIGN.md section 4)."""
+        """Lease renewal and self-fencing (docs/design.md section 4)."""
         interval = self.cfg.timeouts.loop_interval
         last = self.clock()
         while not self._stop.wait(interval):

@@ -3,7 +3,7 @@
 Step 606 reads the host of each application whose primary is this server:
 
 - host absent: an operator unloaded it (step 610 in the patent makes the primary the host
-  again; here it stays unloaded until someone loads it, DESIGN.md section 3);
+  again; here it stays unloaded until someone loads it, docs/design.md section 3);
 - host = another server: this primary is "phoenixing" (step 612): the application runs
   elsewhere and comes back by failback (FIGS. 7B, 8); a cluster-aware one is loaded
   paused meanwhile;

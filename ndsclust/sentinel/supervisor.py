@@ -8,7 +8,7 @@ every program, holds one lease for all of them, and SIGKILLs every program's pro
 group when the sentinel stops renewing the lease, when the sentinel dies, or when the
 guard is told to end; if the guard itself is killed, the kernel kills the programs and
 the supervisor kills what is left of their groups. So a frozen or killed sentinel cannot
-leave a program running (DESIGN.md section 4, fencing). The sentinel must call
+leave a program running (docs/design.md section 4, fencing). The sentinel must call
 ``renew_leases()`` more often than ``lease_timeout``.
 
 Nothing here blocks on a program or on the guard: commands are queued and sent as the
@@ -216,7 +216,7 @@ def _prioritize(pid: int) -> tuple[int, dict[str, str]]:
 
 
 class Supervisor:
-    """This server's programs, all under one lease guard (claim 57, DESIGN.md section 4).
+    """This server's programs, all under one lease guard (claim 57, docs/design.md section 4).
 
     ``lease_timeout``: seconds the guard lets the programs run after the last renewal.
     ``clock`` is CLOCK_MONOTONIC in production; it stamps ``started_at`` and restarts.

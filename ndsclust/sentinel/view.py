@@ -58,7 +58,7 @@ class View:
     alive (``liveness.me`` is this server); ``procs`` is this server's process table;
     ``resources`` is what this server offers (its own word beats its server entry);
     ``replication_caught_up`` is FIG. 6 step 614: the local provider has caught up with its
-    peers; ``fenced``: this server is cut off and must stop everything (DESIGN.md section 4);
+    peers; ``fenced``: this server is cut off and must stop everything (docs/design.md section 4);
     ``registering``: this sentinel has not yet had a cycle with replication caught up, the
     FIG. 6 registration check is due; ``starts_held``: this sentinel has just rejoined after
     a fence or a stall, and a claim a peer decided before it heard this server again may

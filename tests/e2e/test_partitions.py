@@ -190,8 +190,9 @@ def test_partition_heals_after_both_sides_claimed(nslab: NsLab) -> None:
     c.wait_running("web", C)
     # The story starts from a directory that agrees: gamma's own writes (running) have
     # reached every provider before the split. A split that cuts them off mid-flight, with
-    # the provider holding them killed and restarted, is the restart weakness of FACTS 10,
-    # which the fault suite and doctor's convergence check cover, not this test.
+    # the provider holding them killed and restarted, is the restart weakness of
+    # docs/platform.md fact 10, which the fault suite and doctor's convergence check cover,
+    # not this test.
     wait_until(lambda: c.app("web").state.state is AppState.RUNNING, timeout=10,
                what="web running on gamma in the directory")
     f.settle()
@@ -226,8 +227,8 @@ def test_partition_heals_after_both_sides_claimed(nslab: NsLab) -> None:
 def test_operator_edits_on_both_sides_of_a_partition_converge(nslab: NsLab) -> None:
     """Invariant 3: an operator edits one application on alpha's provider and on beta's
     while the directory is split. Different attributes are both kept (delta-syncrepl
-    merges them, FACTS 6); on the same attribute the later write wins; every provider ends
-    with the same values."""
+    merges them, docs/platform.md fact 6); on the same attribute the later write wins;
+    every provider ends with the same values."""
     c, f = nslab(3)
     c.add_app("cfg", A, [B, C], host=False)
     f.partition([[B, C], [A]], nets=["dir"])

@@ -343,7 +343,7 @@ def test_two_writers_never_interleave(connect: Connect, server: ControlServer,
     assert store.app(T).marker == "30"          # no increment lost
 
 
-# -- bad input (DESIGN.md invariant 4)
+# -- bad input (docs/design.md invariant 4)
 
 
 def test_garbage_is_answered_with_errors_and_the_server_carries_on(

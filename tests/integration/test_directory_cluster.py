@@ -182,7 +182,7 @@ def test_schema_loads_over_ldapi_and_replication_waits_for_it(fresh_directory: F
     load_schema(cluster, 0)
     load_schema(cluster, 1)
     add(cluster, 0, dn, ["ndsclustServer"], {"cn": "alpha", "ndsclustServerState": "up"})
-    # FACT 3: a provider without the schema silently stops replicating...
+    # docs/platform.md fact 3: a provider without the schema silently stops replicating...
     with pytest.raises(LabTimeout, match=r"provider 2: dc=ndsclust,dc=test: \d"):
         cluster.wait_converged(timeout=0.5)
     assert not cluster.read_tree(2, dn)

@@ -1,4 +1,4 @@
-"""The supervisor and its lease guard with real processes (claim 57, DESIGN.md section 4).
+"""The supervisor and its lease guard with real processes (claim 57, docs/design.md section 4).
 
 No directory is needed. Every test kills what it started, even when it fails: the
 ``reaper`` fixture SIGKILLs the process groups and processes it was given.
@@ -513,7 +513,7 @@ def test_claim57_health_check_without_answer_times_out(
     assert gone.reason == "health check failed: no answer within 0.5s"
 
 
-# -- the lease guard (DESIGN.md section 4)
+# -- the lease guard (docs/design.md section 4)
 
 
 def test_guard_killed_takes_every_program_with_it(sup: Supervisor, reaper: Reaper) -> None:

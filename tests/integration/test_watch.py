@@ -1,4 +1,4 @@
-"""The RFC 4533 change watch against a real 3-provider cluster (DESIGN.md section 2).
+"""The RFC 4533 change watch against a real 3-provider cluster (docs/design.md section 2).
 
 Writes go through the ldap-utils command-line tools, as an operator's would. Each test
 works in its own OU under the suffix, so tests sharing the session cluster do not see each

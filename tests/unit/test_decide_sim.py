@@ -6,7 +6,7 @@ then the servers' actions run one server after another against the shared direct
 programs advance (STARTING -> RUNNING, STOPPING -> EXITED). The invariant checked after
 every single action: no two live servers run (or are still stopping) the same program.
 
-Timing follows DESIGN.md section 4: a cut-off server fences itself after one silent
+Timing follows docs/design.md section 4: a cut-off server fences itself after one silent
 cycle, its peers declare it dead only after ``DETECT`` silent cycles; a server that starts
 or stops being cut off counts its peers alive until it has had time to hear them (the
 detector's grace).

@@ -1,7 +1,7 @@
-"""Bad input containment (DESIGN.md invariant 4) for the sentinel's YAML configuration:
+"""Bad input containment (docs/design.md invariant 4) for the sentinel's YAML configuration:
 random documents, a valid configuration with random parts replaced, and random YAML text
 yield a Config or one ConfigError whose every line starts with the YAML path at fault
-(STYLE.md section 9), never another exception. ``fuzz_targets()`` hands the same checks
+(docs/style.md section 6), never another exception. ``fuzz_targets()`` hands the same checks
 to ``tools/fuzz.py``.
 """
 from __future__ import annotations

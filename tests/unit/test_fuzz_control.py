@@ -1,4 +1,4 @@
-"""Bad input containment (DESIGN.md invariant 4) for the control socket: lines of random
+"""Bad input containment (docs/design.md invariant 4) for the control socket: lines of random
 bytes, JSON that is no object, objects with random ops, ids and fields, registrations with
 random attributes, hellos with random tokens. Every line gets exactly one answer, a typed
 error or a success, never the answer of an unexpected exception, and the server goes on

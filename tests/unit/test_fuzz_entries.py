@@ -1,4 +1,4 @@
-"""Bad input containment (DESIGN.md invariant 4) for directory entries: an application or
+"""Bad input containment (docs/design.md invariant 4) for directory entries: an application or
 server entry with any attribute malformed (random text, huge values, control characters,
 bytes that are not UTF-8, unknown servers, several values, missing) yields EntryInvalid
 naming the DN and an attribute that was changed, never another exception; in the

@@ -1,4 +1,4 @@
-"""Bad input containment (DESIGN.md invariant 4) for LAN heartbeats (claim 11 packets):
+"""Bad input containment (docs/design.md invariant 4) for LAN heartbeats (claim 11 packets):
 random bytes, truncated, bit-flipped, extended, forged (wrong key, unknown key id), stale,
 from another cluster, from an unknown or our own name, and replayed datagrams.
 

@@ -1,4 +1,4 @@
-"""Pure parts of the supervisor and its lease guard (claim 57, DESIGN.md section 4)."""
+"""Pure parts of the supervisor and its lease guard (claim 57, docs/design.md section 4)."""
 from __future__ import annotations
 
 import errno
@@ -161,7 +161,7 @@ def test_line_reader_joins_pieces_and_bounds_a_line() -> None:
     assert reader.feed(b"renew\n") == ["renew"]
 
 
-# -- lease (DESIGN.md section 4: a frozen sentinel cannot keep a program past its lease)
+# -- lease (docs/design.md section 4: a frozen sentinel cannot keep a program past its lease)
 
 
 def test_lease_expires_timeout_after_the_last_renewal() -> None:

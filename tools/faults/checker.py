@@ -1,4 +1,4 @@
-"""The invariants of DESIGN.md section 4, checked from the outside after faults.
+"""The invariants of docs/design.md section 4, checked from the outside after faults.
 
 - double runs (invariant 1): two copies of one tag alive at one instant on two servers,
   from the shared ledger (``ndsclust.ledger``);
@@ -7,8 +7,8 @@
   (none running, or more than one) is a violation, reported with what the directory says;
 - lost or diverged entries (invariant 3): every provider holds the same entries with the
   same values under the cluster suffix, compared by value (a provider may keep another
-  entryCSN for equal values, FACTS 9), once replication has had ``timeout`` seconds to
-  settle; and every entry in ``expected`` is there with the values given.
+  entryCSN for equal values, docs/platform.md fact 9), once replication has had
+  ``timeout`` seconds to settle; and every entry in ``expected`` is there with the values given.
 
     python tools/faults/checker.py LAB_DIR
 

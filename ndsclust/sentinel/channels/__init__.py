@@ -1,4 +1,4 @@
-"""Liveness channels: independent ways for a sentinel to hear its peers (DESIGN.md section 4).
+"""Liveness channels: independent ways for a sentinel to hear its peers (docs/design.md section 4).
 
 Every channel has the shape of ``Channel``; the failure detector combines what they heard
 (``ndsclust.sentinel.detector``). The channels are the edge of the sentinel: they own
