@@ -45,6 +45,16 @@ class ProviderUnreachable(StoreError):
         self.answered = answered
 
 
+class Withdrawn(StoreError):
+    """A write its caller withdrew at the last moment before sending it (its reason no
+    longer holds): nothing was sent."""
+
+    def __init__(self, dn: str, why: str) -> None:
+        super().__init__(f"{dn}: write withdrawn: {why}")
+        self.dn = dn
+        self.why = why
+
+
 class SwapConflict(StoreError):
     """A compare-and-swap did not find the value it expected: re-read and decide again."""
 

@@ -30,6 +30,7 @@ from ldap3.utils.dn import escape_rdn
 
 from ndsclust.errors import (
     EntryExists, EntryInvalid, NoSuchEntry, ProviderUnreachable, StoreError, SwapConflict,
+    Withdrawn,
 )
 from ndsclust.ldapstore import entries
 from ndsclust.ldapstore.connection import Providers, open_connection
@@ -234,14 +235,19 @@ class Store:
 
     def modify(self, dn: str, changes: Mapping[str, list[tuple[str, list[str]]]], *,
                swap: tuple[str, str | None, str | None] | None = None,
-               post_read: Sequence[str] | None = None) -> dict[str, list[Any]] | None:
+               post_read: Sequence[str] | None = None,
+               unless: Callable[[], str | None] | None = None) -> dict[str, list[Any]] | None:
         """One modify request. ``swap`` = (attribute, expected, new) names the compare-and-swap
         part so a conflict is reported as SwapConflict rather than a generic error.
         ``post_read`` asks for those attributes of the entry as the modify left it (RFC 4527
-        post-read control, answered in the same response): saves a read after the write."""
+        post-read control, answered in the same response): saves a read after the write.
+        ``unless`` is asked once a provider is connected, just before each send: a reason
+        it returns withdraws the write (``Withdrawn``), however long the connect took."""
         controls = [post_read_control(list(post_read))] if post_read else None
 
         def op(conn: ldap3.Connection) -> dict[str, list[Any]] | None:
+            if unless is not None and (why := unless()):
+                raise Withdrawn(dn, why)
             ok = conn.modify(dn, {k: list(v) for k, v in changes.items()}, controls=controls)
             result = self._check(conn, ok, "modify")
             if ok:
@@ -272,7 +278,8 @@ class Store:
 
     def swap(self, dn: str, attribute: str, expected: str | None, new: str | None, *,
              also: Mapping[str, list[str] | None] | None = None,
-             post_read: Sequence[str] | None = None) -> dict[str, list[Any]] | None:
+             post_read: Sequence[str] | None = None,
+             unless: Callable[[], str | None] | None = None) -> dict[str, list[Any]] | None:
         """Compare-and-swap one single-valued attribute in one modify request.
 
         expected None = the attribute must be absent; new None = remove it. ``also`` replaces
@@ -288,7 +295,8 @@ class Store:
         changes[attribute] = ops
         for k, v in (also or {}).items():
             changes[k] = [(ldap3.MODIFY_REPLACE, v or [])]
-        return self.modify(dn, changes, swap=(attribute, expected, new), post_read=post_read)
+        return self.modify(dn, changes, swap=(attribute, expected, new), post_read=post_read,
+                           unless=unless)
 
     # -- cluster base ---------------------------------------------------------------------
 
@@ -386,15 +394,16 @@ class Store:
         self.delete(self.app_dn(tag))
 
     def swap_host(self, tag: str, expected: ServerName | None, new: ServerName | None, *,
-                  state: StateValue | None = None,
-                  post_read: Sequence[str] | None = None) -> dict[str, list[Any]] | None:
+                  state: StateValue | None = None, post_read: Sequence[str] | None = None,
+                  unless: Callable[[], str | None] | None = None) -> dict[str, list[Any]] | None:
         """Move the host from ``expected`` to ``new`` (None = absent) atomically, optionally
-        setting the state in the same request. SwapConflict when the host was not ``expected``."""
+        setting the state in the same request. SwapConflict when the host was not ``expected``;
+        Withdrawn when ``unless`` gives a reason just before the send (see ``modify``)."""
         also: dict[str, list[str] | None] = {}
         if state is not None:
             also["ndsclustState"] = [str(state)]
         return self.swap(self.app_dn(tag), "ndsclustHostServer", expected, new, also=also,
-                         post_read=post_read)
+                         post_read=post_read, unless=unless)
 
     def set_state(self, tag: str, state: StateValue, *,
                   post_read: Sequence[str] | None = None) -> dict[str, list[Any]] | None:

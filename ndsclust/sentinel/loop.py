@@ -42,7 +42,9 @@ from dataclasses import dataclass, replace
 import ldap3
 
 from ndsclust.config import KILL_ALLOWANCE, Config
-from ndsclust.errors import ConfigError, NdsclustError, StoreError, SupervisorError, SwapConflict
+from ndsclust.errors import (
+    ConfigError, NdsclustError, StoreError, SupervisorError, SwapConflict, Withdrawn,
+)
 from ndsclust.ldapstore.cache import ClusterCache
 from ndsclust.ldapstore.connection import Providers
 from ndsclust.ldapstore.replication import caught_up
@@ -108,11 +110,6 @@ def policy_of(cfg: Config) -> Policy:
                   flap_max_failovers=sv.flap_max_failovers, flap_window=sv.flap_window)
 
 
-class _Void(Exception):
-    """An action the executor found void before carrying it out (logged where raised):
-    the rest of its group is dropped, and the next cycle decides again."""
-
-
 @dataclass(frozen=True, slots=True)
 class _Record:
     kind: EventKind
@@ -150,6 +147,9 @@ class Sentinel:
         self.witness: WitnessChannel | None = None
         self._build_channels()
         started = clock()
+        # A peer's claim decided while this server was down may still be on its way: for one
+        # failover timeout after start, as after a rejoin, no program is started here.
+        self._hold_starts_until = started + cfg.timeouts.failover
         timeouts = {name: ch.timeout for name, ch in self.channels.items()}
         self.detector = Detector(timeouts, self.me, started, cfg.timeouts.startup_grace)
         fence_detect = cfg.timeouts.fence - KILL_ALLOWANCE
@@ -410,7 +410,7 @@ class Sentinel:
                     resources=self.cfg.resources, replication_caught_up=self._caught_up.is_set(),
                     fenced=self._fenced.is_set() or self._cut_off(now, list(servers)),
                     registering=self._registering,
-                    starts_held=self.rejoin.in_grace(now),
+                    starts_held=self.rejoin.in_grace(now) or now < self._hold_starts_until,
                     history=history, said=dict(self._said))
 
     def cycle(self, now: float) -> list[Action]:
@@ -506,7 +506,8 @@ class Sentinel:
         for action in group:
             try:
                 self._do(action, view, now, move)
-            except _Void:
+            except Withdrawn as e:
+                log_event(logging.INFO, "claim_withdrawn", tag=tag, server=self.me, why=e.why)
                 return
             except SwapConflict as e:
                 # Someone changed the entry first: re-read and decide again next cycle.
@@ -678,15 +679,13 @@ class Sentinel:
         w = self._writer
         if isinstance(action, Claim):
             host = action.expect_host
-            if host is not None and host != self.me and self._heard_now(host):
-                # Decided while the host was silent; it is heard again before the swap
-                # leaves (a write held up by a provider change): the claim is void.
-                log_event(logging.INFO, "claim_void", tag=tag, server=self.me,
-                          host=host, reason="the host is heard again")
-                raise _Void()
-            self._seen_write(tag, w.swap_host(tag, action.expect_host, self.me,
-                                              state=StateValue(AppState.LOADING),
-                                              post_read=APP_ATTRS))
+            # Decided while the host was silent: if it is heard again by the time the swap
+            # leaves (a connect held up by a provider change or a partition), the claim is
+            # withdrawn, so a claim never lands long after its host came back.
+            self._seen_write(tag, w.swap_host(
+                tag, host, self.me, state=StateValue(AppState.LOADING), post_read=APP_ATTRS,
+                unless=None if host is None or host == self.me else
+                lambda: "the host is heard again" if self._heard_now(host) else None))
             log_event(logging.INFO, "claim", tag=tag, server=self.me,
                       **{"from": action.expect_host or "-"}, reason=action.reason)
         elif isinstance(action, Release):

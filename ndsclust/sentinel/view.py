@@ -60,9 +60,9 @@ class View:
     ``replication_caught_up`` is FIG. 6 step 614: the local provider has caught up with its
     peers; ``fenced``: this server is cut off and must stop everything (docs/design.md section 4);
     ``registering``: this sentinel has not yet had a cycle with replication caught up, the
-    FIG. 6 registration check is due; ``starts_held``: this sentinel has just rejoined after
-    a fence or a stall, and a claim a peer decided before it heard this server again may
-    still land: no program it hosts is started until that grace is over; ``history``: recent moves per tag; ``said``:
+    FIG. 6 registration check is due; ``starts_held``: this sentinel has just started, or
+    rejoined after a fence or a stall, and a claim a peer decided before it heard this server
+    again may still land: no program it hosts is started until that grace is over; ``history``: recent moves per tag; ``said``:
     when this server last recorded each standing condition (``decide`` returns
     ``RecordEvent`` of kinds ``resource_missing`` and ``maintenance_blocked`` at most once
     per ``Policy.repeat_after``; the shell stores the time it recorded them).

@@ -64,3 +64,37 @@ def test_patient_pass_leaves_a_provider_that_refuses(monkeypatch: pytest.MonkeyP
     p.set_liveness(set(), {"alpha", "beta"})
     assert p.connect(patient=True) == (1, URIS[1])
     assert tried == [URIS[0], URIS[1]]
+
+
+class _Conn:
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.result = {"result": 0}
+        self.closed = False
+
+    def modify(self, dn: str, changes: object, controls: object = None) -> bool:
+        self.sent.append(dn)
+        return True
+
+
+def test_a_claim_withdrawn_at_the_last_moment_sends_nothing(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reason is asked once the provider is connected, however long that took: a claim
+    whose host is heard again meanwhile never leaves."""
+    from ndsclust.errors import Withdrawn
+    from ndsclust.ldapstore.store import Store
+    from ndsclust.model import ServerName
+    conn = _Conn()
+    store = Store(Providers(URIS, Credentials()), "dc=example,dc=com")
+    monkeypatch.setattr(store, "_connection", lambda: conn)
+    heard = [False]
+
+    def unless() -> str | None:
+        return "the host is heard again" if heard[0] else None
+
+    store.swap_host("web", ServerName("alpha"), ServerName("beta"), unless=unless)
+    assert len(conn.sent) == 1
+    heard[0] = True
+    with pytest.raises(Withdrawn, match="heard again"):
+        store.swap_host("web", ServerName("alpha"), ServerName("beta"), unless=unless)
+    assert len(conn.sent) == 1
