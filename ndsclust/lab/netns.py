@@ -37,6 +37,8 @@ leftovers of a dead run from a live run's interfaces.
 from __future__ import annotations
 
 import atexit
+import contextlib
+import fcntl
 import ipaddress
 import json
 import os
@@ -51,7 +53,7 @@ import struct
 import subprocess
 import threading
 import time
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -63,6 +65,8 @@ SPACE = ipaddress.IPv4Network("198.18.0.0/15")
 KILL_WAIT = 5.0
 ROOT_HOST = 254
 ALIAS_TAG = "ndsclust-netns"
+# Held while a run makes its first devices and while leftovers are looked for.
+LOCK_FILE = "/run/ndsclust-netns.lock"
 MAX_SERVERS = 9            # one digit per port name keeps it within IFNAMSIZ
 IP = "ip"
 TC = "tc"
@@ -343,11 +347,16 @@ class NetLab:
         self._started = True
         atexit.register(self.teardown)
         try:
-            for net in NETS:
-                self._add_bridge(self.bridge(net))
-                run([IP, "addr", "add", f"{self.root_address(net)}/24", "dev", self.bridge(net)])
-            run([IP, "link", "set", "dev", self.bridge("lan"), "alias",
-                 f"{ALIAS_TAG} owner={os.getpid()}"])
+            # Until the lan bridge carries its owner, another process's cleanup_stale would
+            # take this run for a leftover and remove it: make and mark it under the lock.
+            with _netns_lock():
+                for net in NETS:
+                    self._add_bridge(self.bridge(net))
+                    run([IP, "addr", "add", f"{self.root_address(net)}/24", "dev",
+                         self.bridge(net)])
+                    if net == "lan":
+                        run([IP, "link", "set", "dev", self.bridge("lan"), "alias",
+                             f"{ALIAS_TAG} owner={os.getpid()}"])
             for name in self.names:
                 ns = self.namespace(name)
                 run([IP, "netns", "add", ns])
@@ -589,10 +598,26 @@ def _remove_run(prefix: str, namespaces: Iterable[str]) -> list[str]:
     return problems
 
 
+@contextlib.contextmanager
+def _netns_lock() -> Iterator[None]:
+    """One process at a time makes a run's first devices or looks for leftovers."""
+    with open(LOCK_FILE, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def cleanup_stale(prefix: str = PREFIX) -> list[str]:
     """Remove the namespaces, veths and bridges left by runs whose creating process is gone
     (names starting with ``prefix``); returns the run prefixes removed. A run whose
     creator still lives is left alone, whoever it is."""
+    with _netns_lock():
+        return _cleanup_stale(prefix)
+
+
+def _cleanup_stale(prefix: str) -> list[str]:
     runs: dict[str, list[str]] = {}
     for item in _json([IP, "-j", "netns", "list"]):
         ns = str(item.get("name", ""))
