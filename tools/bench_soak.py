@@ -55,6 +55,7 @@ from ndsclust.lab.netns import cleanup_stale  # noqa: E402
 from ndsclust.lab.timings import Timings, read_timings  # noqa: E402
 from ndsclust.ledger import lives  # noqa: E402
 from ndsclust.model import ServerName, Tag  # noqa: E402
+from tools.faults.harness import log_lines_since, log_marks  # noqa: E402
 from tools.stress import Stress  # noqa: E402
 
 SERVERS = 3
@@ -83,31 +84,19 @@ class Count:
                 + self.restarts)
 
 
-def _log_marks(lab: LabCluster) -> dict[str, int]:
-    return {name: s.log_path.stat().st_size if s.log_path.exists() else 0
-            for name, s in lab.servers.items()}
-
-
 def _log_signs(lab: LabCluster, marks: dict[str, int], count: Count) -> None:
-    for name, server in lab.servers.items():
-        try:
-            with open(server.log_path, "rb") as f:
-                f.seek(marks.get(name, 0))
-                text = f.read()
-        except OSError:
+    for name, line in log_lines_since(lab, marks):
+        m = SIGNS.search(line)
+        if not m:
             continue
-        for line in text.splitlines():
-            m = SIGNS.search(line)
-            if not m:
-                continue
-            kind = m.group(1).decode()
-            if kind == "failover":
-                count.failover_lines += 1
-            elif kind == "claim":
-                count.claim_lines += 1
-            else:
-                count.fenced += 1
-            count.seen.append(f"log {name} {line.decode(errors='replace')[:240]}")
+        kind = m.group(1).decode()
+        if kind == "failover":
+            count.failover_lines += 1
+        elif kind == "claim":
+            count.claim_lines += 1
+        else:
+            count.fenced += 1
+        count.seen.append(f"log {name} {line.decode(errors='replace')[:240]}")
 
 
 class Soak:
@@ -209,7 +198,7 @@ def run(timings: Timings, minutes: float, stress: bool, pause_s: float,
         for k, tag in enumerate(tags):
             lab.wait_running(tag, names[k], timeout=60 + 3 * failover)
         soak = Soak(lab, tags)
-        marks = _log_marks(lab)
+        marks = log_marks(lab)
         copies = [life for life in lives(lab.ledger_lines()) if life.tag in tags]
         if len(copies) != len(tags):
             raise LabError(f"{len(copies)} copies of {len(tags)} programs before the soak")

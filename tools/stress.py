@@ -40,7 +40,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ndsclust.lab.cluster import SERVER_NAMES, LabCluster, descendants  # noqa: E402
+from ndsclust.lab.cluster import SERVER_NAMES, LabCluster, alive, descendants  # noqa: E402
 
 BURN = "while 1: pass"
 PR_SET_PDEATHSIG = 1
@@ -52,15 +52,6 @@ Out = Callable[[str], None]
 
 def _die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-def _alive(pid: int) -> bool:
-    """The process exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):
-        return False
 
 
 class Stress:

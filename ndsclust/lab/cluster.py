@@ -95,13 +95,14 @@ class LabServer:
     def running(self) -> bool:
         if self.process is not None:
             return self.process.poll() is None
-        return self.pid is not None and _alive(self.pid)
+        return self.pid is not None and alive(self.pid)
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """The process exists and is neither a zombie nor dead."""
     try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
     except (OSError, IndexError):
         return False
 
@@ -500,7 +501,7 @@ class LabCluster:
                     live[key] = True
                 elif parts[3] == "stop":
                     live[key] = False
-        return {srv for (srv, pid), up in live.items() if up and _alive(int(pid))}
+        return {srv for (srv, pid), up in live.items() if up and alive(int(pid))}
 
     def first_start_after(self, tag: str, t: float, server: str | None = None) -> float | None:
         for line in self.ledger_lines():

@@ -17,7 +17,7 @@ from ndsclust.lab.netns import cleanup_stale
 from ndsclust.ledger import double_runs, lives
 from ndsclust.model import ServerName
 from tools.faults.checker import check_directory
-from tools.faults.harness import Faults, lab_options, live_copies, wait_log
+from tools.faults.harness import Faults, hold, lab_options, live_copies, wait_log
 
 pytestmark = pytest.mark.e2e
 
@@ -27,14 +27,6 @@ A, B, C = ServerName("alpha"), ServerName("beta"), ServerName("gamma")
 PARTITION_HOLD = 8.0
 TIMINGS: dict[str, Any] = {"timeouts": {"failover": 1.6, "fence": 0.8, "lease": 0.8},
                            "intervals": 0.1}
-
-
-def hold(cond: Callable[[], bool], seconds: float, what: str) -> None:
-    """Assert that ``cond`` stays true for ``seconds`` (checked every 50 ms)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        assert cond(), f"{what} stopped holding"
-        time.sleep(0.05)
 
 
 @pytest.fixture

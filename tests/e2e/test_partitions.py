@@ -28,7 +28,7 @@ from ndsclust.lab.netns import cleanup_stale
 from ndsclust.ledger import Life, lives
 from ndsclust.model import AppState, ServerName
 from tools.faults.checker import check_directory
-from tools.faults.harness import Faults, lab_options, live_copies, provider_store, wait_log
+from tools.faults.harness import Faults, hold, lab_options, live_copies, provider_store, wait_log
 
 LabFactory = Callable[..., LabCluster]
 NsLab = Callable[..., tuple[LabCluster, Faults]]
@@ -52,14 +52,6 @@ def nslab(lab: LabFactory) -> Iterator[NsLab]:
     yield make
     for f in made:
         f.release()
-
-
-def hold(cond: Callable[[], bool], seconds: float, what: str) -> None:
-    """Assert that ``cond`` stays true for ``seconds`` (checked every 50 ms)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        assert cond(), f"{what} stopped holding"
-        time.sleep(0.05)
 
 
 def copies(c: LabCluster, tag: str) -> list[Life]:

@@ -58,7 +58,9 @@ from ndsclust.lab.timings import LAB_SOURCE, Timings, lab_defaults, read_timings
 from ndsclust.ledger import double_runs, lives
 from ndsclust.model import ServerName
 from tools.faults.checker import LivenessViolation, Report, check_directory, check_liveness
-from tools.faults.harness import FaultError, Faults, live_copies, make_lab
+from tools.faults.harness import (
+    FaultError, Faults, live_copies, log_lines_since, log_marks, make_lab,
+)
 from tools.stress import Stress
 
 APPS_PER_TRIAL = 2
@@ -355,7 +357,7 @@ def run(trials: int, seed: str, *, n: int = 3, budget: float | None = None,
         for i in indexes:
             trial = plan(i, f"{seed}-{i}", names, scale.window, writer)
             began = time.monotonic()
-            marks = _log_marks(lab)
+            marks = log_marks(lab)
             try:
                 report, log = run_trial(lab, faults, trial, budget, known, scale)
             except NdsclustError as e:
@@ -412,26 +414,12 @@ _NOTABLE = (b"event=fenced", b"event=unfenced", b"event=rejoin", b"event=provide
             b"event=witness_unreachable", b"event=witness_reachable")
 
 
-def _log_marks(lab: LabCluster) -> dict[str, int]:
-    return {name: s.log_path.stat().st_size if s.log_path.exists() else 0
-            for name, s in lab.servers.items()}
-
-
 def _log_excerpt(lab: LabCluster, marks: dict[str, int], trial: Trial) -> list[str]:
     """The trial's own lines from every sentinel's log: what each server decided, when."""
     tags = [f"tag={t} ".encode() for t, _, _ in trial.apps]
-    out: list[str] = []
-    for name, server in lab.servers.items():
-        try:
-            with open(server.log_path, "rb") as f:
-                f.seek(marks.get(name, 0))
-                text = f.read()
-        except OSError:
-            continue
-        out += [f"  log {name} {line.decode(errors='replace')[:300]}"
-                for line in text.splitlines()
-                if any(t in line for t in tags) or any(n in line for n in _NOTABLE)]
-    return out
+    return [f"  log {name} {line.decode(errors='replace')[:300]}"
+            for name, line in log_lines_since(lab, marks)
+            if any(t in line for t in tags) or any(n in line for n in _NOTABLE)]
 
 
 def _aborted(trial: Trial, e: Exception) -> LivenessViolation:

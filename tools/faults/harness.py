@@ -30,11 +30,11 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ndsclust.lab.cluster import LabCluster
+from ndsclust.lab.cluster import LabCluster, alive
 from ndsclust.lab.directory import LabError, wait_until
 from ndsclust.lab.netns import NETS
 from ndsclust.ldapstore.connection import Providers
@@ -51,15 +51,6 @@ DISK_STAND_IN = "disk.cut"
 DISK_BLIP = 0.3
 DISK_BLIP_INTERVALS = 3
 DISK_REOPEN_TRIES = 5
-
-
-def _alive(pid: int) -> bool:
-    """The process exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):
-        return False
 
 
 class FaultError(LabError):
@@ -96,7 +87,7 @@ def live_copies(lab: LabCluster, tag: str) -> dict[str, int]:
         parts = line.split()
         if len(parts) == 5 and parts[2] == tag and parts[3] in ("start", "stop"):
             live[(parts[0], int(parts[1]))] = parts[3] == "start"
-    return {srv: pid for (srv, pid), up in live.items() if up and _alive(pid)}
+    return {srv: pid for (srv, pid), up in live.items() if up and alive(pid)}
 
 
 class Faults:
@@ -310,7 +301,7 @@ class Faults:
             self._disk_immutable = False
             self._note("disk_writable")
         for name, pid in sorted(self._disk_cut.items()):
-            if _alive(pid):
+            if alive(pid):
                 _run(["nsenter", "-t", str(pid), "-m", "--", "umount", str(self.lab.disk_path)])
             self._note(f"disk_restored {name}")
         self._disk_cut.clear()
@@ -393,3 +384,31 @@ def wait_log(lab: LabCluster, name: str, text: str, timeout: float, after: int =
     log = lab.servers[ServerName(name)].log_path
     wait_until(lambda: text.encode() in log.read_bytes()[after:], timeout=timeout,
                interval=0.05, what=f"{text!r} in the log of {name}")
+
+
+def log_marks(lab: LabCluster) -> dict[str, int]:
+    """Where every sentinel's log ends now: what ``log_lines_since`` reads from."""
+    return {name: s.log_path.stat().st_size if s.log_path.exists() else 0
+            for name, s in lab.servers.items()}
+
+
+def log_lines_since(lab: LabCluster, marks: dict[str, int]) -> list[tuple[str, bytes]]:
+    """(server, line) for every line each sentinel logged since ``marks``."""
+    out: list[tuple[str, bytes]] = []
+    for name, server in lab.servers.items():
+        try:
+            with open(server.log_path, "rb") as f:
+                f.seek(marks.get(name, 0))
+                text = f.read()
+        except OSError:
+            continue
+        out += [(name, line) for line in text.splitlines()]
+    return out
+
+
+def hold(cond: Callable[[], bool], seconds: float, what: str) -> None:
+    """Assert that ``cond`` stays true for ``seconds`` (checked every 50 ms)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert cond(), f"{what} stopped holding"
+        time.sleep(0.05)
