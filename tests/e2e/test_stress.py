@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ndsclust.lab.cluster import _alive
+from ndsclust.lab.cluster import alive
 from tools.stress import Stress
 
 pytestmark = pytest.mark.e2e
@@ -25,11 +25,11 @@ def test_stress_starts_its_load_and_stops_all_of_it() -> None:
         assert s.lab.running_on("stress0") == {"alpha"}
         pids = s.pids()
         assert set(burners) <= set(pids) and len(pids) > len(burners)
-        assert all(_alive(pid) for pid in pids)
+        assert all(alive(pid) for pid in pids)
     deadline = time.monotonic() + 10
-    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not [pid for pid in pids if _alive(pid)], "stress left processes behind"
+    assert not [pid for pid in pids if alive(pid)], "stress left processes behind"
     assert not base.exists(), "stress left its cluster's directory behind"
     assert s.pids() == [] and lines[-1] == "stress: off"
     s.stop()                  # idempotent
