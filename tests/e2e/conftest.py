@@ -7,9 +7,12 @@ from typing import Any
 import pytest
 
 from ndsclust.lab.cluster import LabCluster
+from ndsclust.lab.netns import cleanup_stale
 from ndsclust.ledger import double_runs, lives
+from tools.faults.harness import Faults, lab_options
 
 LabFactory = Callable[..., LabCluster]
+NsLab = Callable[..., tuple[LabCluster, Faults]]
 
 
 @pytest.fixture
@@ -44,3 +47,21 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     outcome = yield
     rep = outcome.get_result()
     setattr(item, "rep_" + rep.when, rep)
+
+
+@pytest.fixture
+def nslab(lab: LabFactory) -> Iterator[NsLab]:
+    """``nslab(n=3, **options)``: a lab whose servers are network namespaces, and its fault
+    injector. Disk faults are undone before the ``lab`` fixture removes the lab's files."""
+    cleanup_stale()   # leftovers of runs whose process was killed; live runs are kept
+    made: list[Faults] = []
+
+    def make(n: int = 3, **options: Any) -> tuple[LabCluster, Faults]:
+        c = lab(n, **{**lab_options(), **options})
+        f = Faults(c)
+        made.append(f)
+        return c, f
+
+    yield make
+    for f in made:
+        f.release()

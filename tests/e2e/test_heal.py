@@ -7,54 +7,39 @@ the write provider's server off by dropped packets must cost its peers no socket
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ndsclust.lab.cluster import LabCluster
-from ndsclust.lab.netns import cleanup_stale
+from ndsclust.lab.timings import read_timings
 from ndsclust.ledger import double_runs, lives
 from ndsclust.model import ServerName
 from tools.faults.checker import check_directory
-from tools.faults.harness import Faults, hold, lab_options, live_copies, wait_log
+from tools.faults.harness import Faults, hold, live_copies, wait_log
 
 pytestmark = pytest.mark.e2e
 
-LabFactory = Callable[..., LabCluster]
+NsLab = Callable[..., tuple[LabCluster, Faults]]
 A, B, C = ServerName("alpha"), ServerName("beta"), ServerName("gamma")
-# The shape of deploy/sentinel.example.yaml's timings: failover well above lease and fence.
 PARTITION_HOLD = 8.0
-TIMINGS: dict[str, Any] = {"timeouts": {"failover": 1.6, "fence": 0.8, "lease": 0.8},
-                           "intervals": 0.1}
-
-
-@pytest.fixture
-def nslab(lab: LabFactory) -> Iterator[Callable[..., tuple[LabCluster, Faults]]]:
-    cleanup_stale()
-    made: list[Faults] = []
-
-    def make(**options: Any) -> tuple[LabCluster, Faults]:
-        c = lab(3, **{**lab_options(), **TIMINGS, **options})
-        f = Faults(c)
-        made.append(f)
-        return c, f
-
-    yield make
-    for f in made:
-        f.release()
+# What operators deploy: deploy/sentinel.example.yaml's heartbeat intervals and timeouts.
+EXAMPLE = read_timings(Path(__file__).resolve().parents[2] / "deploy" / "sentinel.example.yaml")
+TIMINGS: dict[str, Any] = EXAMPLE.lab_options()
 
 
 @pytest.mark.parametrize("auto_recover", [False, True], ids=["approve", "auto"])
 def test_isolated_write_provider_server_heals_without_a_second_copy(
-        nslab: Callable[..., tuple[LabCluster, Faults]], auto_recover: bool) -> None:
+        nslab: NsLab, auto_recover: bool) -> None:
     """alpha (host, beside the first provider) is cut off on every channel, witness
     included: it fences, beta takes over through its own provider. On the heal alpha's
     provider still names alpha host until replication brings beta's claim; alpha must wait
     for that before it decides, so it never starts a second copy. Without auto-recover the
     application stays on beta awaiting approval (the sharp case: a copy alpha started on
     its stale view would run beside beta's); with it, it comes back to alpha by failback."""
-    c, f = nslab(witness=True)
+    c, f = nslab(**TIMINGS)   # the example has a witness: alpha loses it too
     c.add_app("web", A, [B, C], auto_recover=auto_recover)
     c.wait_running("web", A)
     f.settle()
@@ -84,17 +69,17 @@ def test_isolated_write_provider_server_heals_without_a_second_copy(
 
 
 def test_write_provider_server_cut_off_is_replaced_without_socket_timeouts(
-        nslab: Callable[..., tuple[LabCluster, Faults]]) -> None:
+        nslab: NsLab) -> None:
     """alpha, host of web and beside the write provider, is cut off: its packets are
     dropped (links onto a bridge of their own, its disk path lost), nothing is refused.
     beta's writes must move to its own provider as soon as the channels find alpha dead,
     so web runs on beta within the failover timeout + 0.3 s of the cut, not after a
     multi-second socket timeout on the silent provider."""
-    c, f = nslab()
+    c, f = nslab(**TIMINGS)
     c.add_app("web", A, [B, C])
     c.wait_running("web", A)
     f.settle()
-    failover = TIMINGS["timeouts"]["failover"]
+    failover = EXAMPLE.failover
     f.disk_cut(A)
     f.partition([[B, C], [A]])
     cut = time.monotonic()    # the cut is complete once the ports have moved

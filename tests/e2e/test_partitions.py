@@ -17,41 +17,20 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-import pytest
 
 from ndsclust.lab.cluster import LabCluster
 from ndsclust.lab.directory import LabTimeout, wait_until
-from ndsclust.lab.netns import cleanup_stale
 from ndsclust.ledger import Life, lives
 from ndsclust.model import AppState, ServerName
 from tools.faults.checker import check_directory
-from tools.faults.harness import Faults, hold, lab_options, live_copies, provider_store, wait_log
+from tools.faults.harness import Faults, hold, live_copies, provider_store, wait_log
 
-LabFactory = Callable[..., LabCluster]
 NsLab = Callable[..., tuple[LabCluster, Faults]]
 
 A, B, C = ServerName("alpha"), ServerName("beta"), ServerName("gamma")
-
-
-@pytest.fixture
-def nslab(lab: LabFactory) -> Iterator[NsLab]:
-    """``nslab(n, **options)``: a namespace lab and its fault injector. Disk faults are
-    undone before the ``lab`` fixture removes the lab's files."""
-    cleanup_stale()   # leftovers of runs whose process was killed; live runs are kept
-    made: list[Faults] = []
-
-    def make(n: int = 3, **options: Any) -> tuple[LabCluster, Faults]:
-        c = lab(n, **{**lab_options(), **options})
-        f = Faults(c)
-        made.append(f)
-        return c, f
-
-    yield make
-    for f in made:
-        f.release()
 
 
 def copies(c: LabCluster, tag: str) -> list[Life]:
