@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,24 +24,11 @@ from ndsclust.lab.directory import wait_until
 from ndsclust.model import ServerName
 from ndsclust.sentinel.channels import disk as disk_module
 from ndsclust.sentinel.channels.disk import SLOT_SIZE, DiskChannel, block_size
+from test_channels import running  # the channels module beside this one: one thread check
 
 A, B = ServerName("alpha"), ServerName("beta")
 # Not /tmp: it may be tmpfs, which refuses O_DIRECT on older kernels.
 DIRECT_BASE = "/var/tmp"
-
-
-@contextmanager
-def running(*channels: DiskChannel) -> Iterator[None]:
-    before = set(threading.enumerate())
-    try:
-        for channel in channels:
-            channel.start()
-        yield
-    finally:
-        for channel in channels:
-            channel.stop()
-        leftover = [t.name for t in set(threading.enumerate()) - before if t.name.startswith("ndsclust-")]
-        assert leftover == [], f"channel threads still running: {leftover}"
 
 
 def channel(me: ServerName, path: str | Path, **kw: Any) -> DiskChannel:
@@ -89,7 +75,8 @@ def direct_dir() -> Iterator[Path]:
         try:
             os.close(os.open(where / "probe", os.O_RDWR | os.O_CREAT | os.O_DIRECT, 0o600))
         except OSError as e:
-            pytest.skip(f"{DIRECT_BASE} refuses O_DIRECT: {e.strerror}")
+            pytest.fail(f"{DIRECT_BASE} refuses O_DIRECT ({e.strerror}): the suite needs a "
+                        "filesystem that accepts it there (ext4, xfs)")
         yield where
     finally:
         shutil.rmtree(where, ignore_errors=True)
@@ -99,15 +86,14 @@ def direct_dir() -> Iterator[Path]:
 def loop_device(backing: Path, sector_size: int = 512) -> Iterator[str]:
     """``/dev/loopN`` over ``backing`` (buffered, so the backing file's own page cache is
     the one the device reads through), detached on the way out."""
-    if os.geteuid() != 0 or shutil.which("losetup") is None:
-        pytest.skip("loop devices need root and losetup")
+    assert os.geteuid() == 0 and shutil.which("losetup"), \
+        "loop devices need root and losetup (util-linux): run the suite as root, as make test does"
     with open(backing, "wb") as f:
         f.truncate(1 << 20)
     done = subprocess.run(["losetup", "--show", "--find", "--direct-io=off",
                            f"--sector-size={sector_size}", str(backing)],
                           capture_output=True, text=True, timeout=30)
-    if done.returncode != 0:
-        pytest.skip(f"losetup cannot attach a loop device here: {done.stderr.strip()}")
+    assert done.returncode == 0, f"losetup cannot attach a loop device: {done.stderr.strip()}"
     device = done.stdout.strip()
     try:
         yield device

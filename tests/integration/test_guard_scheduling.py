@@ -9,8 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from ndsclust.sentinel.guard import SCHED_POLICY
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,8 +34,8 @@ with Supervisor(ServerName("alpha"), lease_timeout=30.0) as sup:
 
 
 def test_refused_realtime_is_logged_and_the_guard_still_supervises() -> None:
-    if os.geteuid() != 0 or shutil.which("setpriv") is None:
-        pytest.skip("needs root and setpriv to take CAP_SYS_NICE away")
+    assert os.geteuid() == 0 and shutil.which("setpriv"), \
+        "needs root and setpriv (util-linux) to take CAP_SYS_NICE away: run the suite as root"
     done = subprocess.run(
         ["setpriv", "--bounding-set", "-sys_nice", "--inh-caps", "-sys_nice",
          sys.executable, "-c", OWNER],
