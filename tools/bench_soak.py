@@ -234,11 +234,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error(f"--pause-sentinel {a.pause_sentinel:g}: from 0 to {PAUSE_MAX:g} seconds")
     if a.minutes <= 0:
         p.error("--minutes must be positive")
-    path = Path(a.timings)
-    if not path.is_absolute() and not path.exists() and (ROOT / path).exists():
-        path = ROOT / path
     try:
-        timings = read_timings(path)
+        timings = read_timings(a.timings)
     except LabError as e:
         p.error(str(e))
 
@@ -247,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, stop_now)
-    print(timings.line().replace(f"file={path}", f"file={a.timings}"), flush=True)
+    print(timings.line(), flush=True)
     try:
         count = run(timings, a.minutes, a.stress, a.pause_sentinel,
                     out=lambda s: print(s, flush=True))

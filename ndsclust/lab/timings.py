@@ -108,11 +108,20 @@ def _parse(channels: Mapping[str, Mapping[str, Any]], timeouts: Mapping[str, Any
                            f"{e}") from None
 
 
+# The checkout this package runs from: a relative path such as deploy/sentinel.example.yaml
+# is found there too when the tools run from another directory.
+CHECKOUT = Path(__file__).resolve().parents[2]
+
+
 def read_timings(path: str | Path) -> Timings:
-    """The timings of the sentinel configuration at ``path`` (see the module docstring)."""
+    """The timings of the sentinel configuration at ``path`` (see the module docstring); a
+    relative path missing here is looked for in the checkout."""
     source = str(path)
+    file = Path(path)
+    if not file.is_absolute() and not file.exists() and (CHECKOUT / file).exists():
+        file = CHECKOUT / file
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
     except OSError as e:
         raise LabError(f"{source}: {e.strerror}") from None
     except yaml.YAMLError as e:

@@ -448,11 +448,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if a.lab_timings:
         timings = lab_defaults()
     else:
-        path = Path(a.timings)
-        if not path.is_absolute() and not path.exists() and (ROOT / path).exists():
-            path = ROOT / path
         try:
-            timings = read_timings(path)
+            timings = read_timings(a.timings)
         except LabError as e:
             p.error(str(e))
         timings = dataclasses.replace(timings, source=a.timings)   # as given, for a replay
