@@ -1,6 +1,6 @@
 # ndsclust: `make demo` shows a failover and a failback on a local lab cluster;
 # `make test` runs the whole test suite. Both install what is missing first.
-.PHONY: demo test bootstrap unit integration e2e schema typecheck bench clean
+.PHONY: demo test bootstrap unit integration e2e schema typecheck bench clean format
 
 PY := .venv/bin/python
 
@@ -11,6 +11,8 @@ demo: bootstrap
 	$(PY) -m ndsclust lab demo
 
 test: bootstrap
+	.venv/bin/ruff check ndsclust tools tests
+	.venv/bin/ruff format --check ndsclust tools tests
 	$(PY) -m mypy
 	$(PY) -m pytest -q tests
 
@@ -30,6 +32,11 @@ schema: bootstrap
 
 bench: bootstrap
 	$(PY) tools/bench_watch.py
+
+# Rewrite the code the way `make test` checks it.
+format: bootstrap
+	.venv/bin/ruff check --fix ndsclust tools tests
+	.venv/bin/ruff format ndsclust tools tests
 
 clean:
 	rm -rf .venv .pytest_cache .mypy_cache

@@ -67,6 +67,7 @@ Errors (all ``ndsclust.errors.NdsclustError``)::
     ├── StopRequested        the sentinel asked the program to unload itself
     └── WaitTimeout          wait_until_host's timeout passed
 """
+
 from __future__ import annotations
 
 import atexit
@@ -86,16 +87,25 @@ from typing import Final
 from ndsclust.errors import EntryInvalid, NdsclustError
 from ndsclust.ldapstore import entries
 from ndsclust.model import (
-    MAX_MARKER, App, AppState, AppType, ServerName, StateValue, Tag, check_resource,
-    check_server_name, check_tag, parse_command,
+    MAX_MARKER,
+    App,
+    AppState,
+    AppType,
+    ServerName,
+    StateValue,
+    Tag,
+    check_resource,
+    check_server_name,
+    check_tag,
+    parse_command,
 )
 
 PROTOCOL = 1
 DEFAULT_SOCKET = "/run/ndsclust/control.sock"
-MAX_LINE = 1 << 20          # bytes per protocol line, newline excluded
-CONNECT_TIMEOUT = 10.0      # seconds to connect and say hello
-CALL_TIMEOUT = 30.0         # seconds any request but ``wait`` may take
-UPDATE_ATTEMPTS = 8         # compare-and-swap rounds update_marker tries
+MAX_LINE = 1 << 20  # bytes per protocol line, newline excluded
+CONNECT_TIMEOUT = 10.0  # seconds to connect and say hello
+CALL_TIMEOUT = 30.0  # seconds any request but ``wait`` may take
+UPDATE_ATTEMPTS = 8  # compare-and-swap rounds update_marker tries
 
 _log = logging.getLogger("ndsclust.aware")
 
@@ -135,8 +145,10 @@ class MarkerConflict(AwareError):
     def __init__(self, expected: str | None, current: str | None) -> None:
         self.expected = expected
         self.current = current
-        super().__init__(f"the marker is {current!r}, not {expected!r}: another writer changed "
-                         "it first; re-read it and decide again")
+        super().__init__(
+            f"the marker is {current!r}, not {expected!r}: another writer changed "
+            "it first; re-read it and decide again"
+        )
 
 
 class StopRequested(AwareError):
@@ -174,8 +186,9 @@ class ProtocolError(ValueError):
 
 def encode(message: Mapping[str, object]) -> bytes:
     """One message as a protocol line: compact JSON, UTF-8, ending in a newline."""
-    data = json.dumps(message, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False).encode("utf-8")
+    data = json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode(
+        "utf-8"
+    )
     if len(data) > MAX_LINE:
         raise ProtocolError(f"message of {len(data)} bytes exceeds the {MAX_LINE}-byte line limit")
     return data + b"\n"
@@ -262,13 +275,25 @@ class Registration:
 
     def app(self) -> App:
         """The entry a first registration creates: hosted by its primary, to be loaded."""
-        return App(tag=self.tag, type=AppType.AWARE, command=self.command,
-                   primary=self.primary, backups=self.backups, host=self.primary,
-                   resources=self.resources, state=StateValue(AppState.LOADING))
+        return App(
+            tag=self.tag,
+            type=AppType.AWARE,
+            command=self.command,
+            primary=self.primary,
+            backups=self.backups,
+            host=self.primary,
+            resources=self.resources,
+            state=StateValue(AppState.LOADING),
+        )
 
     def to_wire(self) -> dict[str, object]:
-        return {"tag": self.tag, "command": list(self.command), "primary": self.primary,
-                "backups": list(self.backups), "resources": sorted(self.resources)}
+        return {
+            "tag": self.tag,
+            "command": list(self.command),
+            "primary": self.primary,
+            "backups": list(self.backups),
+            "resources": sorted(self.resources),
+        }
 
     @classmethod
     def from_wire(cls, raw: object) -> Registration:
@@ -289,13 +314,22 @@ class Registration:
         primary = raw.get("primary")
         if not isinstance(primary, str):
             raise RegistrationRefused(name, "ndsclustPrimaryServer", "'primary' must be a string")
-        return registration(tag, strings("command", "ndsclustCommand"), primary,
-                            strings("backups", "ndsclustBackupServer"),
-                            strings("resources", "ndsclustResource"))
+        return registration(
+            tag,
+            strings("command", "ndsclustCommand"),
+            primary,
+            strings("backups", "ndsclustBackupServer"),
+            strings("resources", "ndsclustResource"),
+        )
 
 
-def registration(tag: str, command: Sequence[str], primary: str, backups: Iterable[str] = (),
-                 resources: Iterable[str] = ()) -> Registration:
+def registration(
+    tag: str,
+    command: Sequence[str],
+    primary: str,
+    backups: Iterable[str] = (),
+    resources: Iterable[str] = (),
+) -> Registration:
     """Check every attribute as the directory would; RegistrationRefused names the first
     that is wrong (and nothing has been written)."""
     try:
@@ -326,7 +360,9 @@ def registration(tag: str, command: Sequence[str], primary: str, backups: Iterab
         except ValueError as e:
             raise refuse("ndsclustBackupServer", str(e)) from None
         if name == good_primary:
-            raise refuse("ndsclustBackupServer", f"names the primary {name!r}; a backup is another server")
+            raise refuse(
+                "ndsclustBackupServer", f"names the primary {name!r}; a backup is another server"
+            )
         if name in good_backups:
             raise refuse("ndsclustBackupServer", f"names {name!r} twice")
         good_backups.append(name)
@@ -357,8 +393,12 @@ class Registered:
 # ---------------------------------------------------------------------------- markers
 
 
-def cas_update(current: str | None, swap: Callable[[str | None, str], None],
-               fn: Callable[[str | None], str], attempts: int = UPDATE_ATTEMPTS) -> str:
+def cas_update(
+    current: str | None,
+    swap: Callable[[str | None, str], None],
+    fn: Callable[[str | None], str],
+    attempts: int = UPDATE_ATTEMPTS,
+) -> str:
     """Compare-and-swap loop: ``swap(current, fn(current))`` until no other writer came first.
 
     On ``MarkerConflict`` the new value is computed again from the value found (never the
@@ -386,12 +426,17 @@ def error_from_reply(reply: Mapping[str, object]) -> AwareError:
     if code == "refused":
         attribute = reply.get("attribute")
         tag = reply.get("tag")
-        return RegistrationRefused(tag if isinstance(tag, str) else "?",
-                                   attribute if isinstance(attribute, str) else "app", text)
+        return RegistrationRefused(
+            tag if isinstance(tag, str) else "?",
+            attribute if isinstance(attribute, str) else "app",
+            text,
+        )
     if code == "conflict":
         expected, current = reply.get("expected"), reply.get("current")
-        return MarkerConflict(expected if isinstance(expected, str) else None,
-                              current if isinstance(current, str) else None)
+        return MarkerConflict(
+            expected if isinstance(expected, str) else None,
+            current if isinstance(current, str) else None,
+        )
     if code == "stopping":
         return StopRequested(text)
     cls = ERROR_CODES.get(code, AwareError) if isinstance(code, str) else AwareError
@@ -426,8 +471,14 @@ class Session:
     run on it (keep them short: set a flag, wake the main loop).
     """
 
-    def __init__(self, sock: socket.socket, *, tag: Tag | None, token: str | None,
-                 handle_sigterm: bool = True) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        *,
+        tag: Tag | None,
+        token: str | None,
+        handle_sigterm: bool = True,
+    ) -> None:
         self._sock = sock
         self._tag = tag
         self._token = token
@@ -442,7 +493,7 @@ class Session:
         self._callbacks: list[Callable[[str], None]] = []
         self._closed = False
         self._gone = False
-        self._seen: str | None | _Unread = _UNREAD
+        self._seen: str | _Unread | None = _UNREAD
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._old_handler: Callable[[int, FrameType | None], object] | int | None = None
         if handle_sigterm and threading.current_thread() is threading.main_thread():
@@ -454,8 +505,12 @@ class Session:
     def __enter__(self) -> Session:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()
 
     # -- what the sentinel said at hello
@@ -476,8 +531,9 @@ class Session:
         return self._token is not None
 
     def _hello(self, timeout: float) -> None:
-        reply = self._call("hello", timeout=timeout, protocol=PROTOCOL, tag=self._tag,
-                           token=self._token)
+        reply = self._call(
+            "hello", timeout=timeout, protocol=PROTOCOL, tag=self._tag, token=self._token
+        )
         server, tag = reply.get("server"), reply.get("tag")
         if not isinstance(server, str) or not (tag is None or isinstance(tag, str)):
             raise AwareError(f"the sentinel's answer to hello makes no sense: {reply!r}")
@@ -487,8 +543,15 @@ class Session:
 
     # -- the API
 
-    def register(self, *, command: Sequence[str], primary: str, backups: Iterable[str] = (),
-                 resources: Iterable[str] = (), tag: str | None = None) -> Registered:
+    def register(
+        self,
+        *,
+        command: Sequence[str],
+        primary: str,
+        backups: Iterable[str] = (),
+        resources: Iterable[str] = (),
+        tag: str | None = None,
+    ) -> Registered:
         """Create or update this application's entry (FIG. 6 steps 602-604), idempotently.
 
         ``tag`` defaults to the session's. Writes only attributes that differ; never touches
@@ -502,7 +565,9 @@ class Session:
         reg = registration(name, command, primary, backups, resources)
         reply = self._call("register", app=reg.to_wire())
         result, host = reply.get("result"), reply.get("host")
-        if result not in ("created", "updated", "unchanged") or not (host is None or isinstance(host, str)):
+        if result not in ("created", "updated", "unchanged") or not (
+            host is None or isinstance(host, str)
+        ):
             raise AwareError(f"the sentinel's answer to register makes no sense: {reply!r}")
         if self._tag is None:
             self._tag = reg.tag
@@ -516,8 +581,10 @@ class Session:
         after ``timeout`` seconds (None: no limit).
         """
         if self._token is None:
-            raise NotSupervised("this copy was not started by the sentinel (no NDSCLUST_TOKEN): "
-                                "it may register but never runs; the sentinel starts the program")
+            raise NotSupervised(
+                "this copy was not started by the sentinel (no NDSCLUST_TOKEN): "
+                "it may register but never runs; the sentinel starts the program"
+            )
         if self._stop_reason is not None or self._sigterm:
             raise StopRequested(self._stop_reason or "SIGTERM")
         self._call("wait", timeout=timeout)
@@ -536,20 +603,23 @@ class Session:
     def marker(self, value: str) -> None:
         self.set_marker(value)
 
-    def set_marker(self, value: str, *, expected: str | None | _Unread = _UNREAD) -> None:
+    def set_marker(self, value: str, *, expected: str | _Unread | None = _UNREAD) -> None:
         """Compare-and-swap the marker from ``expected`` (default: the value this session
         last read or wrote) to ``value``. MarkerConflict when it was not ``expected``."""
         check_marker(value)
         if isinstance(expected, _Unread):
             expected = self._seen
             if isinstance(expected, _Unread):
-                raise AwareError("read the marker (session.marker) before setting it, or pass "
-                                 "expected=: a compare-and-swap needs the value it replaces")
+                raise AwareError(
+                    "read the marker (session.marker) before setting it, or pass "
+                    "expected=: a compare-and-swap needs the value it replaces"
+                )
         self._call("set_marker", expected=expected, value=value)
         self._seen = value
 
-    def update_marker(self, fn: Callable[[str | None], str],
-                      attempts: int = UPDATE_ATTEMPTS) -> str:
+    def update_marker(
+        self, fn: Callable[[str | None], str], attempts: int = UPDATE_ATTEMPTS
+    ) -> str:
         """Read the marker and swap in ``fn(marker)``, recomputed on every conflict."""
         current = self.marker
 
@@ -569,7 +639,7 @@ class Session:
     def stop_reason(self) -> str | None:
         """Why the sentinel asked for the unload; None while it has not."""
         if self._stop_reason is None and self._sigterm:
-            return "SIGTERM"     # the handler has run; the reader thread has not yet
+            return "SIGTERM"  # the handler has run; the reader thread has not yet
         return self._stop_reason
 
     def on_stop(self, callback: Callable[[str], None]) -> None:
@@ -595,13 +665,16 @@ class Session:
                 return
             self._closed = True
             asked = self._stop_reason is not None or self._sigterm
-        if (self._old_handler is not None and not asked
-                and threading.current_thread() is threading.main_thread()):
+        if (
+            self._old_handler is not None
+            and not asked
+            and threading.current_thread() is threading.main_thread()
+        ):
             signal.signal(signal.SIGTERM, self._old_handler)
             self._old_handler = None
             atexit.unregister(self._ignore_sigterm_at_exit)
         try:
-            self._sock.shutdown(socket.SHUT_RDWR)   # the reader sees the end and cleans up
+            self._sock.shutdown(socket.SHUT_RDWR)  # the reader sees the end and cleans up
         except OSError:
             pass
         if threading.current_thread() is not self._reader:
@@ -630,7 +703,9 @@ class Session:
         if signal.getsignal(signal.SIGTERM) == self._on_sigterm:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
-    def _call(self, op: str, *, timeout: float | None = CALL_TIMEOUT, **args: object) -> dict[str, object]:
+    def _call(
+        self, op: str, *, timeout: float | None = CALL_TIMEOUT, **args: object
+    ) -> dict[str, object]:
         with self._lock:
             if self._closed or self._gone:
                 raise ControlUnavailable(f"the control socket is closed; cannot {op}")
@@ -700,13 +775,15 @@ class Session:
             return
         if msg.get("event") == "stop":
             reason = msg.get("reason")
-            self._stop(reason if isinstance(reason, str) and reason else "requested by the sentinel")
+            self._stop(
+                reason if isinstance(reason, str) and reason else "requested by the sentinel"
+            )
             return
         rid = msg.get("id")
         with self._lock:
             pending = self._pending.pop(rid, None) if isinstance(rid, int) else None
         if pending is None:
-            return      # the answer to a wait that timed out on this side
+            return  # the answer to a wait that timed out on this side
         if msg.get("ok") is True:
             pending.reply = msg
         else:
@@ -735,7 +812,7 @@ class Session:
 
     def _lost(self, reason: str) -> None:
         if not self._closed:
-            self._stop(reason)     # the sentinel is gone: nothing more can be saved
+            self._stop(reason)  # the sentinel is gone: nothing more can be saved
         with self._lock:
             self._gone = True
             pending, self._pending = list(self._pending.values()), {}
@@ -744,8 +821,14 @@ class Session:
             p.done.set()
 
 
-def connect(path: str | None = None, *, tag: str | None = None, token: str | None = None,
-            handle_sigterm: bool = True, timeout: float = CONNECT_TIMEOUT) -> Session:
+def connect(
+    path: str | None = None,
+    *,
+    tag: str | None = None,
+    token: str | None = None,
+    handle_sigterm: bool = True,
+    timeout: float = CONNECT_TIMEOUT,
+) -> Session:
     """Connect to the local sentinel and say hello.
 
     ``path`` defaults to NDSCLUST_SOCKET, then ``DEFAULT_SOCKET``; ``tag`` and ``token`` to
@@ -768,10 +851,14 @@ def connect(path: str | None = None, *, tag: str | None = None, token: str | Non
         sock.connect(where)
     except OSError as e:
         sock.close()
-        raise ControlUnavailable(f"cannot reach the sentinel's control socket {where}: {e.strerror or e}; "
-                                 "is the sentinel running with control_socket set?") from None
+        raise ControlUnavailable(
+            f"cannot reach the sentinel's control socket {where}: {e.strerror or e}; "
+            "is the sentinel running with control_socket set?"
+        ) from None
     sock.settimeout(None)
-    session = Session(sock, tag=Tag(tag) if tag else None, token=token, handle_sigterm=handle_sigterm)
+    session = Session(
+        sock, tag=Tag(tag) if tag else None, token=token, handle_sigterm=handle_sigterm
+    )
     try:
         session._hello(timeout)
     except BaseException:

@@ -19,6 +19,7 @@ Timing assumptions that safety depends on (README, "The timing argument"):
   interval on each side and the relative clock-rate error of two servers
   (``clock_rate_error``, default 0.1%, monotonic clocks only: wall-clock steps do not matter).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -49,7 +50,7 @@ class DirectorySettings:
     base: str
     pulse_suffix: str
     credentials: Credentials
-    local_uri: str | None = None      # this server's own provider: replication catch-up checks
+    local_uri: str | None = None  # this server's own provider: replication catch-up checks
     # URI -> the server that runs that provider: a provider whose server is dead on every
     # channel is skipped at once, and one whose server is alive is never left for latency.
     provider_servers: Mapping[str, ServerName] = field(default_factory=dict)
@@ -57,21 +58,21 @@ class DirectorySettings:
 
 @dataclass(frozen=True, slots=True)
 class LanSettings:
-    addresses: tuple[str, ...]        # "ip:port" this server binds and peers send to
+    addresses: tuple[str, ...]  # "ip:port" this server binds and peers send to
     interval: float
     timeout: float
-    keys: Mapping[str, bytes]         # key id -> cluster key; two during a rotation
+    keys: Mapping[str, bytes]  # key id -> cluster key; two during a rotation
     send_key: str
 
 
 @dataclass(frozen=True, slots=True)
 class DiskSettings:
     path: str
-    servers: tuple[ServerName, ...]   # slot order, the same list on every server
+    servers: tuple[ServerName, ...]  # slot order, the same list on every server
     interval: float
     timeout: float
-    direct: bool | None = None        # O_DIRECT; None: decided at open, on for a block device
-    sync: bool = False                # O_DSYNC
+    direct: bool | None = None  # O_DIRECT; None: decided at open, on for a block device
+    sync: bool = False  # O_DSYNC
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +117,7 @@ class Programs:
     user: str | None = None
     cwd: str = "/"
     env: Mapping[str, str] = field(default_factory=dict)
-    allowed_commands: tuple[str, ...] = ()   # empty: any absolute path
+    allowed_commands: tuple[str, ...] = ()  # empty: any absolute path
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,8 +159,15 @@ class _Reader:
     def bad(self, path: str, msg: str) -> None:
         self.problems.append(f"{path}: {msg}")
 
-    def section(self, data: Mapping[str, Any], key: str, path: str, *, required: bool = False,
-                known: set[str] | None = None) -> Mapping[str, Any] | None:
+    def section(
+        self,
+        data: Mapping[str, Any],
+        key: str,
+        path: str,
+        *,
+        required: bool = False,
+        known: set[str] | None = None,
+    ) -> Mapping[str, Any] | None:
         value = data.get(key)
         p = f"{path}{key}"
         if value is None:
@@ -175,8 +183,15 @@ class _Reader:
                     self.bad(f"{p}.{k}", f"unknown key; allowed: {', '.join(sorted(known))}")
         return value
 
-    def string(self, data: Mapping[str, Any], key: str, path: str, *, required: bool = False,
-               default: str | None = None) -> str | None:
+    def string(
+        self,
+        data: Mapping[str, Any],
+        key: str,
+        path: str,
+        *,
+        required: bool = False,
+        default: str | None = None,
+    ) -> str | None:
         value = data.get(key, default)
         if value is None:
             if required:
@@ -187,8 +202,16 @@ class _Reader:
             return None
         return str(value)
 
-    def number(self, data: Mapping[str, Any], key: str, path: str, default: float, *,
-               low: float, high: float) -> float:
+    def number(
+        self,
+        data: Mapping[str, Any],
+        key: str,
+        path: str,
+        default: float,
+        *,
+        low: float,
+        high: float,
+    ) -> float:
         value = data.get(key, default)
         if isinstance(value, str):
             m = re.fullmatch(r"\s*([0-9.]+)\s*(ms|s)?\s*", value)
@@ -205,16 +228,18 @@ class _Reader:
             return default
         return float(value)
 
-    def integer(self, data: Mapping[str, Any], key: str, path: str, default: int, *,
-                low: int, high: int) -> int:
+    def integer(
+        self, data: Mapping[str, Any], key: str, path: str, default: int, *, low: int, high: int
+    ) -> int:
         value = data.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             self.bad(f"{path}{key}", f"{value!r} must be a whole number from {low} to {high}")
             return default
         return value
 
-    def flag(self, data: Mapping[str, Any], key: str, path: str,
-             default: bool | None) -> bool | None:
+    def flag(
+        self, data: Mapping[str, Any], key: str, path: str, default: bool | None
+    ) -> bool | None:
         value = data.get(key)
         if value is None:
             return default
@@ -249,18 +274,33 @@ class _Reader:
         except OSError as e:
             self.bad(path, f"{path_value}: {e.strerror}")
             return None
-        except ValueError as e:      # a NUL in the path
+        except ValueError as e:  # a NUL in the path
             self.bad(path, f"{path_value!r}: {e}")
             return None
         if len(data) < 16:
-            self.bad(path, f"{path_value}: key is {len(data)} bytes; at least 16 are needed "
-                           "(generate one with: head -c 32 /dev/urandom | base64 > FILE)")
+            self.bad(
+                path,
+                f"{path_value}: key is {len(data)} bytes; at least 16 are needed "
+                "(generate one with: head -c 32 /dev/urandom | base64 > FILE)",
+            )
             return None
         return data
 
 
-TOP_KEYS = {"server", "cluster", "directory", "resources", "channels", "timeouts",
-            "supervision", "programs", "notify", "control_socket", "events", "log"}
+TOP_KEYS = {
+    "server",
+    "cluster",
+    "directory",
+    "resources",
+    "channels",
+    "timeouts",
+    "supervision",
+    "programs",
+    "notify",
+    "control_socket",
+    "events",
+    "log",
+}
 
 
 def parse(data: Any, source: str = "<config>") -> Config:
@@ -281,9 +321,31 @@ def parse(data: Any, source: str = "<config>") -> Config:
             r.bad("server", str(e))
     cluster = r.string(data, "cluster", "", default="ndsclust") or "ndsclust"
 
-    d = r.section(data, "directory", "", required=True, known={
-        "uris", "local_uri", "provider_servers", "suffix", "base", "pulse_suffix", "bind_dn",
-        "password_file", "sasl_external", "ca_file", "cert_file", "key_file", "start_tls", "allow_plain_ldap"}) or {}
+    d = (
+        r.section(
+            data,
+            "directory",
+            "",
+            required=True,
+            known={
+                "uris",
+                "local_uri",
+                "provider_servers",
+                "suffix",
+                "base",
+                "pulse_suffix",
+                "bind_dn",
+                "password_file",
+                "sasl_external",
+                "ca_file",
+                "cert_file",
+                "key_file",
+                "start_tls",
+                "allow_plain_ldap",
+            },
+        )
+        or {}
+    )
     uris: list[str] = []
     raw_uris = r.string_list(d, "uris", "directory.")
     for i, u in enumerate(raw_uris):
@@ -301,14 +363,18 @@ def parse(data: Any, source: str = "<config>") -> Config:
             password = Path(pw_file).read_text(encoding="utf-8").rstrip("\n")
         except OSError as e:
             r.bad("directory.password_file", f"{pw_file}: {e.strerror}")
-        except ValueError as e:      # a NUL in the path, or a file that is not UTF-8
+        except ValueError as e:  # a NUL in the path, or a file that is not UTF-8
             r.bad("directory.password_file", f"{pw_file!r}: {e}")
     creds = Credentials(
-        bind_dn=r.string(d, "bind_dn", "directory."), password=password,
+        bind_dn=r.string(d, "bind_dn", "directory."),
+        password=password,
         sasl_external=bool(d.get("sasl_external", False)),
-        ca_file=r.string(d, "ca_file", "directory."), cert_file=r.string(d, "cert_file", "directory."),
-        key_file=r.string(d, "key_file", "directory."), start_tls=bool(d.get("start_tls", False)),
-        allow_plain=bool(d.get("allow_plain_ldap", False)))
+        ca_file=r.string(d, "ca_file", "directory."),
+        cert_file=r.string(d, "cert_file", "directory."),
+        key_file=r.string(d, "key_file", "directory."),
+        start_tls=bool(d.get("start_tls", False)),
+        allow_plain=bool(d.get("allow_plain_ldap", False)),
+    )
     local_uri = r.string(d, "local_uri", "directory.")
     provider_servers: dict[str, ServerName] = {}
     ps = r.section(d, "provider_servers", "directory.")
@@ -324,10 +390,14 @@ def parse(data: Any, source: str = "<config>") -> Config:
             except ValueError as e:
                 r.bad(key, str(e))
     directory = DirectorySettings(
-        uris=tuple(uris), suffix=suffix,
+        uris=tuple(uris),
+        suffix=suffix,
         base=r.string(d, "base", "directory.") or f"ou=ndsclust,{suffix}",
         pulse_suffix=r.string(d, "pulse_suffix", "directory.", default="o=ndsclust-pulse") or "",
-        credentials=creds, local_uri=local_uri, provider_servers=provider_servers)
+        credentials=creds,
+        local_uri=local_uri,
+        provider_servers=provider_servers,
+    )
 
     resources = []
     for i, res in enumerate(r.string_list(data, "resources", "")):
@@ -336,20 +406,44 @@ def parse(data: Any, source: str = "<config>") -> Config:
         except ValueError as e:
             r.bad(f"resources[{i}]", str(e))
 
-    ch = r.section(data, "channels", "", required=True,
-                   known={"lan", "directory", "disk", "witness"}) or {}
+    ch = (
+        r.section(
+            data, "channels", "", required=True, known={"lan", "directory", "disk", "witness"}
+        )
+        or {}
+    )
     lan = disk = witness = None
     directory_channel = None
     intervals: list[float] = []
-    t = r.section(data, "timeouts", "", known={"failover", "fence", "lease", "loop_interval",
-                                               "startup_grace", "stop_grace",
-                                               "clock_rate_error"}) or {}
+    t = (
+        r.section(
+            data,
+            "timeouts",
+            "",
+            known={
+                "failover",
+                "fence",
+                "lease",
+                "loop_interval",
+                "startup_grace",
+                "stop_grace",
+                "clock_rate_error",
+            },
+        )
+        or {}
+    )
     failover = r.number(t, "failover", "timeouts.", 0.8, low=0.05, high=600)
 
-    if (c := r.section(ch, "lan", "channels.", known={"addresses", "interval", "key_file",
-                                                       "old_key_file"})) is not None:
-        addrs = [a for i, a in enumerate(r.string_list(c, "addresses", "channels.lan."))
-                 if r.address(a, f"channels.lan.addresses[{i}]")]
+    if (
+        c := r.section(
+            ch, "lan", "channels.", known={"addresses", "interval", "key_file", "old_key_file"}
+        )
+    ) is not None:
+        addrs = [
+            a
+            for i, a in enumerate(r.string_list(c, "addresses", "channels.lan."))
+            if r.address(a, f"channels.lan.addresses[{i}]")
+        ]
         if not addrs:
             r.bad("channels.lan.addresses", "is missing; list this server's heartbeat ip:port")
         keys: dict[str, bytes] = {}
@@ -368,8 +462,11 @@ def parse(data: Any, source: str = "<config>") -> Config:
         interval = r.number(c, "interval", "channels.directory.", 0.1, low=0.01, high=60)
         intervals.append(interval)
         directory_channel = DirectoryChannelSettings(interval, failover)
-    if (c := r.section(ch, "disk", "channels.", known={"path", "servers", "interval",
-                                                        "direct", "sync"})) is not None:
+    if (
+        c := r.section(
+            ch, "disk", "channels.", known={"path", "servers", "interval", "direct", "sync"}
+        )
+    ) is not None:
         servers = []
         for i, s in enumerate(r.string_list(c, "servers", "channels.disk.")):
             try:
@@ -377,23 +474,37 @@ def parse(data: Any, source: str = "<config>") -> Config:
             except ValueError as e:
                 r.bad(f"channels.disk.servers[{i}]", str(e))
         if server and servers and server not in servers:
-            r.bad("channels.disk.servers", f"does not list this server {server!r}; every server "
-                                           "needs a slot, in the same order everywhere")
+            r.bad(
+                "channels.disk.servers",
+                f"does not list this server {server!r}; every server "
+                "needs a slot, in the same order everywhere",
+            )
         interval = r.number(c, "interval", "channels.disk.", 0.1, low=0.005, high=60)
         intervals.append(interval)
-        disk = DiskSettings(r.string(c, "path", "channels.disk.", required=True) or "",
-                            tuple(servers), interval, failover,
-                            direct=r.flag(c, "direct", "channels.disk.", None),
-                            sync=bool(r.flag(c, "sync", "channels.disk.", False)))
-    if (c := r.section(ch, "witness", "channels.", known={"address", "interval", "timeout"})) is not None:
+        disk = DiskSettings(
+            r.string(c, "path", "channels.disk.", required=True) or "",
+            tuple(servers),
+            interval,
+            failover,
+            direct=r.flag(c, "direct", "channels.disk.", None),
+            sync=bool(r.flag(c, "sync", "channels.disk.", False)),
+        )
+    if (
+        c := r.section(ch, "witness", "channels.", known={"address", "interval", "timeout"})
+    ) is not None:
         addr = r.string(c, "address", "channels.witness.", required=True) or ""
         if addr:
             r.address(addr, "channels.witness.address")
-        witness = WitnessSettings(addr, r.number(c, "interval", "channels.witness.", 0.1, low=0.01, high=60),
-                                  r.number(c, "timeout", "channels.witness.", 0.35, low=0.01, high=60))
+        witness = WitnessSettings(
+            addr,
+            r.number(c, "interval", "channels.witness.", 0.1, low=0.01, high=60),
+            r.number(c, "timeout", "channels.witness.", 0.35, low=0.01, high=60),
+        )
         if witness.timeout <= witness.interval:
-            r.bad("channels.witness.timeout", f"{witness.timeout}s must exceed the interval "
-                                              f"({witness.interval}s)")
+            r.bad(
+                "channels.witness.timeout",
+                f"{witness.timeout}s must exceed the interval ({witness.interval}s)",
+            )
     if ch and not (lan or directory_channel or disk):
         r.bad("channels", "configure at least one of lan, directory, disk")
 
@@ -408,31 +519,48 @@ def parse(data: Any, source: str = "<config>") -> Config:
     )
     check_timing(timeouts, intervals, r, witness.timeout if witness else None)
 
-    sv = r.section(data, "supervision", "", known={"max_restarts", "restart_window",
-                                                  "flap_max_failovers", "flap_window",
-                                                  "health_interval", "health_timeout"}) or {}
+    sv = (
+        r.section(
+            data,
+            "supervision",
+            "",
+            known={
+                "max_restarts",
+                "restart_window",
+                "flap_max_failovers",
+                "flap_window",
+                "health_interval",
+                "health_timeout",
+            },
+        )
+        or {}
+    )
     supervision = Supervision(
         max_restarts=r.integer(sv, "max_restarts", "supervision.", 3, low=0, high=1000),
         restart_window=r.number(sv, "restart_window", "supervision.", 900, low=1, high=86400),
         flap_max_failovers=r.integer(sv, "flap_max_failovers", "supervision.", 3, low=1, high=1000),
         flap_window=r.number(sv, "flap_window", "supervision.", 3600, low=1, high=7 * 86400),
         health_interval=r.number(sv, "health_interval", "supervision.", 10, low=0.1, high=3600),
-        health_timeout=r.number(sv, "health_timeout", "supervision.", 5, low=0.1, high=3600))
+        health_timeout=r.number(sv, "health_timeout", "supervision.", 5, low=0.1, high=3600),
+    )
 
     p = r.section(data, "programs", "", known={"user", "cwd", "env", "allowed_commands"}) or {}
     env = p.get("env", {}) or {}
-    if not isinstance(env, Mapping) or not all(isinstance(k, str) and isinstance(v, (str, int))
-                                               for k, v in env.items()):
+    if not isinstance(env, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, (str, int)) for k, v in env.items()
+    ):
         r.bad("programs.env", "must map variable names to strings")
         env = {}
     allowed = r.string_list(p, "allowed_commands", "programs.")
     for i, a in enumerate(allowed):
         if not a.startswith("/"):
             r.bad(f"programs.allowed_commands[{i}]", f"{a!r} is not an absolute path")
-    programs = Programs(user=r.string(p, "user", "programs."),
-                        cwd=r.string(p, "cwd", "programs.", default="/") or "/",
-                        env={str(k): str(v) for k, v in env.items()},
-                        allowed_commands=tuple(allowed))
+    programs = Programs(
+        user=r.string(p, "user", "programs."),
+        cwd=r.string(p, "cwd", "programs.", default="/") or "/",
+        env={str(k): str(v) for k, v in env.items()},
+        allowed_commands=tuple(allowed),
+    )
 
     n = r.section(data, "notify", "", known={"command"}) or {}
     notify = r.string_list(n, "command", "notify.") or None
@@ -448,13 +576,23 @@ def parse(data: Any, source: str = "<config>") -> Config:
     if r.problems:
         raise ConfigError(source, r.problems)
     return Config(
-        path=source, server=server, cluster=cluster, directory=directory,
-        resources=frozenset(resources), lan=lan, disk=disk, witness=witness,
-        directory_channel=directory_channel, timeouts=timeouts, supervision=supervision,
-        programs=programs, notify_command=tuple(notify) if notify else None,
+        path=source,
+        server=server,
+        cluster=cluster,
+        directory=directory,
+        resources=frozenset(resources),
+        lan=lan,
+        disk=disk,
+        witness=witness,
+        directory_channel=directory_channel,
+        timeouts=timeouts,
+        supervision=supervision,
+        programs=programs,
+        notify_command=tuple(notify) if notify else None,
         control_socket=r.string(data, "control_socket", ""),
         event_limit=r.integer(ev, "limit", "events.", 1000, low=10, high=1_000_000),
-        log_level=level)
+        log_level=level,
+    )
 
 
 def key_id(key: bytes) -> str:
@@ -473,8 +611,9 @@ def fence_bound(t: Timeouts, witness_timeout: float | None) -> float:
     return max(t.fence, witness_timeout + KILL_ALLOWANCE)
 
 
-def check_timing(t: Timeouts, intervals: list[float], r: _Reader,
-                 witness_timeout: float | None = None) -> None:
+def check_timing(
+    t: Timeouts, intervals: list[float], r: _Reader, witness_timeout: float | None = None
+) -> None:
     """The fencing inequality (docs/design.md section 4): a backup may start a program only after
     the old host's copy is certainly dead, by lease (frozen sentinel) or fence (cut off)."""
     max_interval = max(intervals, default=0.0)
@@ -482,25 +621,39 @@ def check_timing(t: Timeouts, intervals: list[float], r: _Reader,
     fence = fence_bound(t, witness_timeout)
     bound = max(t.lease, fence) + margin
     if t.failover <= bound:
-        by_witness = (f", or witness timeout {witness_timeout}s + {KILL_ALLOWANCE}s"
-                      if fence != t.fence else "")
-        r.bad("timeouts.failover",
-              f"{t.failover}s must exceed max(lease {t.lease}s, fence {t.fence}s{by_witness}) "
-              f"+ margin {margin:.3f}s (2 x heartbeat interval "
-              f"{max(max_interval, t.loop_interval)}s + clock rate error "
-              f"{t.clock_rate_error:g} x failover + {SCHEDULING_SLACK}s) = "
-              f"{bound:.3f}s; raise failover or lower lease/fence"
-              + ("/channels.witness.timeout" if by_witness else ""))
+        by_witness = (
+            f", or witness timeout {witness_timeout}s + {KILL_ALLOWANCE}s"
+            if fence != t.fence
+            else ""
+        )
+        r.bad(
+            "timeouts.failover",
+            f"{t.failover}s must exceed max(lease {t.lease}s, fence {t.fence}s{by_witness}) "
+            f"+ margin {margin:.3f}s (2 x heartbeat interval "
+            f"{max(max_interval, t.loop_interval)}s + clock rate error "
+            f"{t.clock_rate_error:g} x failover + {SCHEDULING_SLACK}s) = "
+            f"{bound:.3f}s; raise failover or lower lease/fence"
+            + ("/channels.witness.timeout" if by_witness else ""),
+        )
     if t.fence <= KILL_ALLOWANCE + 2 * max_interval:
-        r.bad("timeouts.fence", f"{t.fence}s leaves no time to notice isolation: it must exceed "
-                                f"{KILL_ALLOWANCE}s + 2 x heartbeat interval ({max_interval}s)")
+        r.bad(
+            "timeouts.fence",
+            f"{t.fence}s leaves no time to notice isolation: it must exceed "
+            f"{KILL_ALLOWANCE}s + 2 x heartbeat interval ({max_interval}s)",
+        )
     if t.lease < 3 * t.loop_interval:
-        r.bad("timeouts.lease", f"{t.lease}s must be at least 3 x loop_interval "
-                                f"({t.loop_interval}s) so a busy loop does not kill programs")
+        r.bad(
+            "timeouts.lease",
+            f"{t.lease}s must be at least 3 x loop_interval "
+            f"({t.loop_interval}s) so a busy loop does not kill programs",
+        )
     for i in intervals:
         if t.failover < 3 * i:
-            r.bad("timeouts.failover", f"{t.failover}s must be at least 3 heartbeat intervals "
-                                       f"({i}s): one lost packet must not fail anything over")
+            r.bad(
+                "timeouts.failover",
+                f"{t.failover}s must be at least 3 heartbeat intervals "
+                f"({i}s): one lost packet must not fail anything over",
+            )
             break
 
 

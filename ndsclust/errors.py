@@ -13,6 +13,7 @@
 
 ldap3's exceptions never leave ``ndsclust.ldapstore``: they are translated at that boundary.
 """
+
 from __future__ import annotations
 
 

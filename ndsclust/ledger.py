@@ -5,6 +5,7 @@ A ledger line is ``<server> <pid> <tag> start|tick|stop <monotonic seconds>``
 or to its last tick when it was killed (then its end is known to within one tick).
 Two copies of one tag on different servers whose lives overlap are a double run.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -18,9 +19,9 @@ class Life:
     tag: str
     start: float
     end: float
-    stopped: bool        # ended with a stop line (clean unload), not killed
+    stopped: bool  # ended with a stop line (clean unload), not killed
 
-    def overlaps(self, other: "Life") -> float:
+    def overlaps(self, other: Life) -> float:
         return min(self.end, other.end) - max(self.start, other.start)
 
 
@@ -53,8 +54,10 @@ def lives(lines: Iterable[str]) -> list[Life]:
         rec[1] = max(float(rec[1]), t)
         if parts[3] == "stop":
             rec[2] = True
-    return [Life(k[0], k[1], k[2], float(seen[k][0]), float(seen[k][1]), bool(seen[k][2]))
-            for k in order]
+    return [
+        Life(k[0], k[1], k[2], float(seen[k][0]), float(seen[k][1]), bool(seen[k][2]))
+        for k in order
+    ]
 
 
 def double_runs(all_lives: Iterable[Life], *, tolerance: float = 0.0) -> list[DoubleRun]:
@@ -67,7 +70,7 @@ def double_runs(all_lives: Iterable[Life], *, tolerance: float = 0.0) -> list[Do
     for tag, ls in by_tag.items():
         ls.sort(key=lambda x: x.start)
         for i, a in enumerate(ls):
-            for b in ls[i + 1:]:
+            for b in ls[i + 1 :]:
                 if b.start > a.end:
                     break
                 if a.server != b.server and a.overlaps(b) > tolerance:

@@ -5,6 +5,7 @@ Field names mirror the attributes: ``ndsclustHostServer`` is ``App.host`` and so
 The value rules (what a server name, a state or a request may look like) live here too,
 so the store, the CLI and the sentinel agree on them.
 """
+
 from __future__ import annotations
 
 import re
@@ -87,7 +88,9 @@ def check_resource(value: str) -> str:
 def parse_command(value: str) -> tuple[str, ...]:
     """Split a command line into an argument list (run without a shell)."""
     if not value.strip():
-        raise ValueError("is empty: give the program and its arguments, e.g. '/usr/bin/myapp --serve'")
+        raise ValueError(
+            "is empty: give the program and its arguments, e.g. '/usr/bin/myapp --serve'"
+        )
     if len(value) > MAX_COMMAND:
         raise ValueError(f"is {len(value)} characters long; at most {MAX_COMMAND} are allowed")
     if any(ord(c) < 32 and c != "\t" for c in value):
@@ -95,9 +98,13 @@ def parse_command(value: str) -> tuple[str, ...]:
     try:
         argv = tuple(shlex.split(value))
     except ValueError as e:
-        raise ValueError(f"{value!r} cannot be split into arguments ({e}); check the quotes") from None
+        raise ValueError(
+            f"{value!r} cannot be split into arguments ({e}); check the quotes"
+        ) from None
     if not argv[0].startswith("/"):
-        raise ValueError(f"program {argv[0]!r} is not an absolute path; write e.g. '/usr/bin/{argv[0]}'")
+        raise ValueError(
+            f"program {argv[0]!r} is not an absolute path; write e.g. '/usr/bin/{argv[0]}'"
+        )
     return argv
 
 
@@ -112,11 +119,13 @@ class StateValue:
         return f"{self.state.value}({self.reason})" if self.reason else self.state.value
 
     @classmethod
-    def parse(cls, value: str) -> "StateValue":
+    def parse(cls, value: str) -> StateValue:
         m = re.fullmatch(r"([a-z-]+)(?:\((.*)\))?", value, re.S)
         allowed = ", ".join(s.value for s in AppState)
         if not m:
-            raise ValueError(f"{value!r} is not a state; allowed: {allowed}, optionally with '(reason)'")
+            raise ValueError(
+                f"{value!r} is not a state; allowed: {allowed}, optionally with '(reason)'"
+            )
         try:
             state = AppState(m.group(1))
         except ValueError:
@@ -135,9 +144,9 @@ class Request:
         return f"migrate:{self.target}" if self.kind is RequestKind.MIGRATE else self.kind.value
 
     @classmethod
-    def parse(cls, value: str) -> "Request":
+    def parse(cls, value: str) -> Request:
         if value.startswith("migrate:"):
-            return cls(RequestKind.MIGRATE, check_server_name(value[len("migrate:"):]))
+            return cls(RequestKind.MIGRATE, check_server_name(value[len("migrate:") :]))
         try:
             kind = RequestKind(value)
         except ValueError:
@@ -158,7 +167,7 @@ class App:
     command: tuple[str, ...]
     primary: ServerName
     backups: tuple[ServerName, ...]
-    host: ServerName | None = None          # None: an operator unloaded it (FIG. 6, step 606)
+    host: ServerName | None = None  # None: an operator unloaded it (FIG. 6, step 606)
     unload_command: tuple[str, ...] | None = None
     health_command: tuple[str, ...] | None = None
     resources: frozenset[str] = frozenset()
@@ -167,8 +176,8 @@ class App:
     state: StateValue = StateValue(AppState.STOPPED)
     request: Request | None = None
     dn: str = ""
-    uuid: str = ""          # entryUUID: how the watch names a deleted entry
-    csn: str = ""           # entryCSN: which copy is more current (FIGS. 4E-4H)
+    uuid: str = ""  # entryUUID: how the watch names a deleted entry
+    csn: str = ""  # entryCSN: which copy is more current (FIGS. 4E-4H)
 
     def servers(self) -> tuple[ServerName, ...]:
         """Primary then backups in the operator's order, without repeats."""
@@ -184,7 +193,7 @@ class Server:
     """One ``ndsclustServer`` entry."""
 
     name: ServerName
-    addresses: tuple[str, ...] = ()          # heartbeat addresses, "ip:port"
+    addresses: tuple[str, ...] = ()  # heartbeat addresses, "ip:port"
     resources: frozenset[str] = frozenset()  # resources this server offers
     state: ServerState = ServerState.UP
     dn: str = ""
@@ -198,7 +207,7 @@ class Pulse:
 
     server: ServerName
     counter: int
-    stamp: str = ""   # the writer's wall time, only for display and clock-skew checks
+    stamp: str = ""  # the writer's wall time, only for display and clock-skew checks
     dn: str = ""
     uuid: str = ""
 
@@ -208,8 +217,8 @@ class Event:
     """One entry of the audit trail under ``ou=events``."""
 
     id: str
-    time: str            # GeneralizedTime, UTC
-    kind: str            # failover, failback, swap_conflict, ...
+    time: str  # GeneralizedTime, UTC
+    kind: str  # failover, failback, swap_conflict, ...
     server: ServerName | None = None
     tag: Tag | None = None
     text: str = ""

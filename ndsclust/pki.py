@@ -18,6 +18,7 @@ final mode and renamed into place, so no key is ever readable by others, not eve
 moment. Nothing is overwritten unless asked (``force``), and an issue that would overwrite
 one file writes none. Time is a parameter (``now``); keys come from the OS's randomness.
 """
+
 from __future__ import annotations
 
 import base64
@@ -49,8 +50,10 @@ HEARTBEAT_KEY_BYTES = 32
 CA_CERT = "ca.crt"
 CA_KEY = "ca.key"
 _CLUSTER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-_DNS_RE = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)"
-                     r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$")
+_DNS_RE = re.compile(
+    r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)"
+    r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +75,10 @@ class Issued:
 def check_cluster(name: str) -> str:
     """A cluster name usable in a certificate subject and an olcAuthzRegexp."""
     if not _CLUSTER_RE.match(name):
-        raise ValueError(f"{name!r} is not a cluster name: letters, digits, '_', '.', '-', "
-                         "1-63 characters, starting with a letter or digit")
+        raise ValueError(
+            f"{name!r} is not a cluster name: letters, digits, '_', '.', '-', "
+            "1-63 characters, starting with a letter or digit"
+        )
     return name
 
 
@@ -90,19 +95,28 @@ def _new_key() -> ec.EllipticCurvePrivateKey:
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     # Unencrypted PKCS#8: slapd reads its key at start with nobody to type a passphrase;
     # the file mode protects it.
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def ca_subject(cluster: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, cluster),
-                      x509.NameAttribute(NameOID.COMMON_NAME, "ndsclust CA")])
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, cluster),
+            x509.NameAttribute(NameOID.COMMON_NAME, "ndsclust CA"),
+        ]
+    )
 
 
 def server_subject(cluster: str, server: ServerName) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, cluster),
-                      x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "servers"),
-                      x509.NameAttribute(NameOID.COMMON_NAME, server)])
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, cluster),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "servers"),
+            x509.NameAttribute(NameOID.COMMON_NAME, server),
+        ]
+    )
 
 
 def authz_regexp(cluster: str, base: str) -> str:
@@ -129,18 +143,31 @@ def make_ca(cluster: str, now: datetime, lifetime: timedelta = CA_LIFETIME) -> I
     ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
     cert = (
         x509.CertificateBuilder()
-        .subject_name(name).issuer_name(name)
+        .subject_name(name)
+        .issuer_name(name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - BACKDATE).not_valid_after(now + lifetime)
+        .not_valid_before(now - BACKDATE)
+        .not_valid_after(now + lifetime)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(
-            digital_signature=False, content_commitment=False, key_encipherment=False,
-            data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
-            encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .add_extension(ski, critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski),
-                       critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
+        )
         .sign(key, hashes.SHA256())
     )
     return Issued(_key_pem(key), cert.public_bytes(serialization.Encoding.PEM))
@@ -152,8 +179,15 @@ def _ca_cluster(ca_cert: x509.Certificate) -> str:
     return value if isinstance(value, str) else value.decode()
 
 
-def issue_server(ca: Issued, server: ServerName, now: datetime, *, ips: Sequence[str] = (),
-                 dns: Sequence[str] = (), lifetime: timedelta = SERVER_LIFETIME) -> Issued:
+def issue_server(
+    ca: Issued,
+    server: ServerName,
+    now: datetime,
+    *,
+    ips: Sequence[str] = (),
+    dns: Sequence[str] = (),
+    lifetime: timedelta = SERVER_LIFETIME,
+) -> Issued:
     """A key and certificate for ``server``, signed by ``ca``: serverAuth and clientAuth,
     subjectAltName with the server's name, its DNS names and its IP addresses (the names
     clients put in provider URIs are checked against these)."""
@@ -177,24 +211,39 @@ def issue_server(ca: Issued, server: ServerName, now: datetime, *, ips: Sequence
     ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     cert = (
         x509.CertificateBuilder()
-        .subject_name(server_subject(cluster, server)).issuer_name(ca_cert.subject)
+        .subject_name(server_subject(cluster, server))
+        .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - BACKDATE)
         # Never beyond the CA: a chain is only as valid as its shortest-lived link.
         .not_valid_after(min(now + lifetime, ca_cert.not_valid_after_utc))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(
-            digital_signature=True, content_commitment=False, key_encipherment=False,
-            data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
-            encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
-                                              ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
         .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
-                       critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski),
-                       critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False
+        )
         .sign(ca_key, hashes.SHA256())
     )
     return Issued(_key_pem(key), cert.public_bytes(serialization.Encoding.PEM))
@@ -214,8 +263,9 @@ def _refuse_existing(paths: Sequence[Path], force: bool) -> None:
         return
     there = [str(p) for p in paths if p.exists() or p.is_symlink()]
     if there:
-        raise ConfigError("pki", [f"{p} exists; nothing was written (use --force to replace "
-                                  "it)" for p in there])
+        raise ConfigError(
+            "pki", [f"{p} exists; nothing was written (use --force to replace it)" for p in there]
+        )
 
 
 def _write(path: Path, data: bytes, mode: int) -> Written:
@@ -224,10 +274,10 @@ def _write(path: Path, data: bytes, mode: int) -> Written:
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
     try:
-        os.fchmod(fd, mode)          # the umask may have narrowed it; make it exact
+        os.fchmod(fd, mode)  # the umask may have narrowed it; make it exact
         view = memoryview(data)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
         os.fsync(fd)
     except BaseException:
         os.close(fd)
@@ -251,22 +301,26 @@ def _prepare_dir(directory: Path) -> None:
         raise ConfigError("pki", [f"{directory} is not a directory"])
 
 
-def write_pair(directory: Path, stem: str, issued: Issued, *,
-               force: bool) -> tuple[Written, Written]:
+def write_pair(
+    directory: Path, stem: str, issued: Issued, *, force: bool
+) -> tuple[Written, Written]:
     """Write ``<stem>.key`` (0600) and ``<stem>.crt`` (0644) in ``directory``; ConfigError
     without writing anything when either exists and ``force`` is false."""
     _prepare_dir(directory)
     key_path, cert_path = directory / f"{stem}.key", directory / f"{stem}.crt"
     _refuse_existing((key_path, cert_path), force)
     try:
-        return (_write(key_path, issued.key_pem, KEY_MODE),
-                _write(cert_path, issued.cert_pem, CERT_MODE))
+        return (
+            _write(key_path, issued.key_pem, KEY_MODE),
+            _write(cert_path, issued.cert_pem, CERT_MODE),
+        )
     except OSError as e:
         raise ConfigError("pki", [f"{directory}: cannot write: {e.strerror}"]) from None
 
 
-def init_ca(directory: Path, cluster: str, now: datetime, *,
-            force: bool = False) -> tuple[Written, Written]:
+def init_ca(
+    directory: Path, cluster: str, now: datetime, *, force: bool = False
+) -> tuple[Written, Written]:
     """``ndsclust pki init``: the cluster CA in ``directory`` (ca.key, ca.crt)."""
     try:
         check_cluster(cluster)
@@ -281,8 +335,13 @@ def load_ca(directory: Path) -> Issued:
     try:
         issued = Issued((directory / CA_KEY).read_bytes(), (directory / CA_CERT).read_bytes())
     except OSError as e:
-        raise ConfigError("pki", [f"{e.filename}: {e.strerror}; create the CA first: "
-                                  f"ndsclust pki init --dir {directory}"]) from None
+        raise ConfigError(
+            "pki",
+            [
+                f"{e.filename}: {e.strerror}; create the CA first: "
+                f"ndsclust pki init --dir {directory}"
+            ],
+        ) from None
     try:
         serialization.load_pem_private_key(issued.key_pem, password=None)
         x509.load_pem_x509_certificate(issued.cert_pem)
@@ -291,8 +350,15 @@ def load_ca(directory: Path) -> Issued:
     return issued
 
 
-def issue(directory: Path, server: str, now: datetime, *, ips: Sequence[str] = (),
-          dns: Sequence[str] = (), force: bool = False) -> tuple[Written, Written]:
+def issue(
+    directory: Path,
+    server: str,
+    now: datetime,
+    *,
+    ips: Sequence[str] = (),
+    dns: Sequence[str] = (),
+    force: bool = False,
+) -> tuple[Written, Written]:
     """``ndsclust pki issue``: ``<server>.key`` and ``<server>.crt`` in ``directory``,
     signed by the CA there. Every bad argument is reported at once (ConfigError)."""
     problems = []

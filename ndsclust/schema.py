@@ -7,6 +7,7 @@ are generated from the tables below by ``ndsclust schema show --format schema|ld
 OIDs live under a ``2.25.<uuid>`` arc (ITU-T X.667: no registration needed):
 ``ARC.1.n`` attribute types, ``ARC.2.n`` object classes.
 """
+
 from __future__ import annotations
 
 import re
@@ -32,7 +33,7 @@ class AttributeType:
     single: bool
     substr: str | None = None
     ordering: str | None = None
-    ordered_values: bool = False   # OpenLDAP X-ORDERED 'VALUES': keeps the operator's order
+    ordered_values: bool = False  # OpenLDAP X-ORDERED 'VALUES': keeps the operator's order
 
     def definition(self) -> str:
         parts = [f"( {ARC}.1.{self.n}", f"NAME '{self.name}'", f"DESC '{self.desc}'"]
@@ -61,8 +62,13 @@ class ObjectClass:
     sup: str = "top"
 
     def definition(self) -> str:
-        parts = [f"( {ARC}.2.{self.n}", f"NAME '{self.name}'", f"DESC '{self.desc}'",
-                 f"SUP {self.sup}", self.kind]
+        parts = [
+            f"( {ARC}.2.{self.n}",
+            f"NAME '{self.name}'",
+            f"DESC '{self.desc}'",
+            f"SUP {self.sup}",
+            self.kind,
+        ]
         for word, names in (("MUST", self.must), ("MAY", self.may)):
             if len(names) == 1:
                 parts.append(f"{word} {names[0]}")
@@ -71,64 +77,177 @@ class ObjectClass:
         return " ".join(parts) + " )"
 
 
-def _s(n: int, name: str, desc: str, *, single: bool = True, exact: bool = True,
-       ordered: bool = False) -> AttributeType:
+def _s(
+    n: int, name: str, desc: str, *, single: bool = True, exact: bool = True, ordered: bool = False
+) -> AttributeType:
     """A Directory String attribute. Exact matching where a compare-and-swap must match
     only the value it expects (docs/design.md section 2, 'Exact values')."""
     if exact:
-        return AttributeType(n, name, desc, DIRECTORY_STRING, "caseExactMatch", single,
-                             "caseExactSubstringsMatch", ordered_values=ordered)
-    return AttributeType(n, name, desc, DIRECTORY_STRING, "caseIgnoreMatch", single,
-                         "caseIgnoreSubstringsMatch", ordered_values=ordered)
+        return AttributeType(
+            n,
+            name,
+            desc,
+            DIRECTORY_STRING,
+            "caseExactMatch",
+            single,
+            "caseExactSubstringsMatch",
+            ordered_values=ordered,
+        )
+    return AttributeType(
+        n,
+        name,
+        desc,
+        DIRECTORY_STRING,
+        "caseIgnoreMatch",
+        single,
+        "caseIgnoreSubstringsMatch",
+        ordered_values=ordered,
+    )
 
 
 ATTRIBUTES: tuple[AttributeType, ...] = (
     _s(1, "ndsclustTag", "unique identifier of a clustered application (TAG)", exact=False),
     _s(2, "ndsclustType", "capable or aware", exact=False),
-    _s(3, "ndsclustCommand", "command line that loads and runs the application, run without a shell"),
-    _s(4, "ndsclustUnloadCommand", "command line that unloads the application; default SIGTERM then SIGKILL"),
-    _s(5, "ndsclustHostServer", "server running the application now; absent: unloaded by an operator"),
+    _s(
+        3,
+        "ndsclustCommand",
+        "command line that loads and runs the application, run without a shell",
+    ),
+    _s(
+        4,
+        "ndsclustUnloadCommand",
+        "command line that unloads the application; default SIGTERM then SIGKILL",
+    ),
+    _s(
+        5,
+        "ndsclustHostServer",
+        "server running the application now; absent: unloaded by an operator",
+    ),
     _s(6, "ndsclustPrimaryServer", "server that normally runs the application"),
-    _s(7, "ndsclustBackupServer", "backup servers in order of preference", single=False, ordered=True),
-    _s(8, "ndsclustResource", "resource an application needs or a server offers", single=False, exact=False),
-    AttributeType(9, "ndsclustAutoRecover", "TRUE: fail back by itself; FALSE: wait for an operator",
-                  BOOLEAN, "booleanMatch", True),
+    _s(
+        7,
+        "ndsclustBackupServer",
+        "backup servers in order of preference",
+        single=False,
+        ordered=True,
+    ),
+    _s(
+        8,
+        "ndsclustResource",
+        "resource an application needs or a server offers",
+        single=False,
+        exact=False,
+    ),
+    AttributeType(
+        9,
+        "ndsclustAutoRecover",
+        "TRUE: fail back by itself; FALSE: wait for an operator",
+        BOOLEAN,
+        "booleanMatch",
+        True,
+    ),
     _s(10, "ndsclustMarker", "resume point written by a cluster-aware application"),
-    _s(11, "ndsclustState", "loading, running, unloading, stopped, failed(reason), awaiting-failback, "
-                            "replication-pending, error(reason)"),
+    _s(
+        11,
+        "ndsclustState",
+        "loading, running, unloading, stopped, failed(reason), awaiting-failback, "
+        "replication-pending, error(reason)",
+    ),
     _s(12, "ndsclustRequest", "operator request: load, unload, failback, migrate:<server>"),
     _s(13, "ndsclustHealthCommand", "command whose exit status 0 means the application is healthy"),
     _s(14, "ndsclustAddress", "heartbeat address of a server, ip:port", single=False, exact=False),
     _s(15, "ndsclustServerState", "up, down or maintenance"),
-    AttributeType(16, "ndsclustPulse", "pulse counter advanced by the server sentinel",
-                  INTEGER, "integerMatch", True, ordering="integerOrderingMatch"),
-    AttributeType(17, "ndsclustPulseTime", "wall time of the last pulse", GENERALIZED_TIME,
-                  "generalizedTimeMatch", True, ordering="generalizedTimeOrderingMatch"),
+    AttributeType(
+        16,
+        "ndsclustPulse",
+        "pulse counter advanced by the server sentinel",
+        INTEGER,
+        "integerMatch",
+        True,
+        ordering="integerOrderingMatch",
+    ),
+    AttributeType(
+        17,
+        "ndsclustPulseTime",
+        "wall time of the last pulse",
+        GENERALIZED_TIME,
+        "generalizedTimeMatch",
+        True,
+        ordering="generalizedTimeOrderingMatch",
+    ),
     _s(18, "ndsclustEventId", "unique identifier of an event"),
-    AttributeType(19, "ndsclustEventTime", "when the event happened", GENERALIZED_TIME,
-                  "generalizedTimeMatch", True, ordering="generalizedTimeOrderingMatch"),
-    _s(20, "ndsclustEventKind", "what happened: failover, failback, swap_conflict, ...", exact=False),
+    AttributeType(
+        19,
+        "ndsclustEventTime",
+        "when the event happened",
+        GENERALIZED_TIME,
+        "generalizedTimeMatch",
+        True,
+        ordering="generalizedTimeOrderingMatch",
+    ),
+    _s(
+        20,
+        "ndsclustEventKind",
+        "what happened: failover, failback, swap_conflict, ...",
+        exact=False,
+    ),
     _s(21, "ndsclustEventServer", "server that recorded the event"),
     _s(22, "ndsclustEventTag", "application the event is about", exact=False),
     _s(23, "ndsclustEventText", "the event in words"),
 )
 
 OBJECT_CLASSES: tuple[ObjectClass, ...] = (
-    ObjectClass(1, "ndsclustCluster", f"ndsclust cluster base; ndsclust schema version {VERSION}",
-                "AUXILIARY", (), ("description",)),
-    ObjectClass(2, "ndsclustServer", "a server of the cluster", "STRUCTURAL", ("cn",),
-                ("ndsclustAddress", "ndsclustResource", "ndsclustServerState", "description")),
-    ObjectClass(3, "ndsclustApplication", "a clustered application (patent FIG. 2 object)",
-                "STRUCTURAL",
-                ("ndsclustTag", "ndsclustType", "ndsclustCommand", "ndsclustPrimaryServer"),
-                ("ndsclustUnloadCommand", "ndsclustHealthCommand", "ndsclustHostServer",
-                 "ndsclustBackupServer", "ndsclustResource", "ndsclustAutoRecover",
-                 "ndsclustMarker", "ndsclustState", "ndsclustRequest", "description")),
-    ObjectClass(4, "ndsclustEvent", "one entry of the ndsclust audit trail", "STRUCTURAL",
-                ("ndsclustEventId", "ndsclustEventTime", "ndsclustEventKind"),
-                ("ndsclustEventServer", "ndsclustEventTag", "ndsclustEventText")),
-    ObjectClass(5, "ndsclustPulseEntry", "the directory pulse of one server", "STRUCTURAL",
-                ("cn", "ndsclustPulse"), ("ndsclustPulseTime",)),
+    ObjectClass(
+        1,
+        "ndsclustCluster",
+        f"ndsclust cluster base; ndsclust schema version {VERSION}",
+        "AUXILIARY",
+        (),
+        ("description",),
+    ),
+    ObjectClass(
+        2,
+        "ndsclustServer",
+        "a server of the cluster",
+        "STRUCTURAL",
+        ("cn",),
+        ("ndsclustAddress", "ndsclustResource", "ndsclustServerState", "description"),
+    ),
+    ObjectClass(
+        3,
+        "ndsclustApplication",
+        "a clustered application (patent FIG. 2 object)",
+        "STRUCTURAL",
+        ("ndsclustTag", "ndsclustType", "ndsclustCommand", "ndsclustPrimaryServer"),
+        (
+            "ndsclustUnloadCommand",
+            "ndsclustHealthCommand",
+            "ndsclustHostServer",
+            "ndsclustBackupServer",
+            "ndsclustResource",
+            "ndsclustAutoRecover",
+            "ndsclustMarker",
+            "ndsclustState",
+            "ndsclustRequest",
+            "description",
+        ),
+    ),
+    ObjectClass(
+        4,
+        "ndsclustEvent",
+        "one entry of the ndsclust audit trail",
+        "STRUCTURAL",
+        ("ndsclustEventId", "ndsclustEventTime", "ndsclustEventKind"),
+        ("ndsclustEventServer", "ndsclustEventTag", "ndsclustEventText"),
+    ),
+    ObjectClass(
+        5,
+        "ndsclustPulseEntry",
+        "the directory pulse of one server",
+        "STRUCTURAL",
+        ("cn", "ndsclustPulse"),
+        ("ndsclustPulseTime",),
+    ),
 )
 
 _HEADER = (
@@ -149,10 +268,12 @@ def render_schema() -> str:
 
 def render_ldif() -> str:
     """cn=config form: ``ldapadd -Y EXTERNAL -H ldapi:/// -f ndsclust.ldif``."""
-    lines = [_HEADER.format(v=VERSION, arc=ARC),
-             f"dn: cn={SCHEMA_NAME},cn=schema,cn=config",
-             "objectClass: olcSchemaConfig",
-             f"cn: {SCHEMA_NAME}"]
+    lines = [
+        _HEADER.format(v=VERSION, arc=ARC),
+        f"dn: cn={SCHEMA_NAME},cn=schema,cn=config",
+        "objectClass: olcSchemaConfig",
+        f"cn: {SCHEMA_NAME}",
+    ]
     lines += [f"olcAttributeTypes: {a.definition()}" for a in ATTRIBUTES]
     lines += [f"olcObjectClasses: {o.definition()}" for o in OBJECT_CLASSES]
     return "\n".join(lines) + "\n"

@@ -7,6 +7,7 @@
 Every cluster is stopped (processes killed, directories removed) in a ``finally``; its
 slapd processes also die with the test process if it is killed (PR_SET_PDEATHSIG).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
@@ -19,8 +20,9 @@ from ndsclust.lab.directory import DirectoryCluster, wait_until
 __all__ = ["wait_until"]
 
 
-def _started(tmp_path_factory: pytest.TempPathFactory, name: str,
-             **kwargs: Any) -> DirectoryCluster:
+def _started(
+    tmp_path_factory: pytest.TempPathFactory, name: str, **kwargs: Any
+) -> DirectoryCluster:
     cluster = DirectoryCluster(base_dir=tmp_path_factory.mktemp(name), **kwargs)
     cluster.start()  # stops and cleans up by itself when it fails
     return cluster
@@ -46,7 +48,8 @@ def slapd_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DirectoryCl
 
 @pytest.fixture
 def fresh_directory(
-        tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., DirectoryCluster]]:
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., DirectoryCluster]]:
     """``fresh_directory(n=3, **DirectoryCluster options)``: a started private cluster,
     stopped when the test ends."""
     clusters: list[DirectoryCluster] = []

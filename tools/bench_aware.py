@@ -21,6 +21,7 @@ The last line is exactly ``aware_failback_ms=<n> capable_failback_ms=<n>`` (medi
 
 ``--fast`` uses the shortest timings the configuration loader allows for 10 ms heartbeats.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,19 +37,21 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ndsclust.lab import aware_counter  # noqa: E402
-from ndsclust.lab.cluster import LabCluster  # noqa: E402
-from ndsclust.lab.directory import wait_until  # noqa: E402
-from ndsclust.ledger import double_runs, lives  # noqa: E402
-from ndsclust.model import Request, RequestKind, ServerName, Tag  # noqa: E402
+from ndsclust.lab import aware_counter
+from ndsclust.lab.cluster import LabCluster
+from ndsclust.lab.directory import wait_until
+from ndsclust.ledger import double_runs, lives
+from ndsclust.model import Request, RequestKind, ServerName, Tag
 
 A, B = ServerName("alpha"), ServerName("beta")
 CAP, AWR = Tag("cap"), Tag("awr")
 
 # The shortest timings the loader allows with 10 ms heartbeats: fence > 0.1 s kill
 # allowance + 2 intervals; failover > max(lease, fence) + 2 x 0.01 + 0.001 x failover + 0.05.
-FAST = {"timeouts": {"failover": 0.2, "fence": 0.125, "lease": 0.1, "loop_interval": 0.01},
-        "intervals": 0.01}
+FAST = {
+    "timeouts": {"failover": 0.2, "fence": 0.125, "lease": 0.1, "loop_interval": 0.01},
+    "intervals": 0.01,
+}
 
 
 def line_time(lab: LabCluster, tag: str, kind: str, server: str, after: float) -> float | None:
@@ -56,8 +59,13 @@ def line_time(lab: LabCluster, tag: str, kind: str, server: str, after: float) -
     written at or after ``after``."""
     for line in lab.ledger_lines():
         parts = line.split()
-        if (len(parts) == 5 and parts[0] == server and parts[2] == tag and parts[3] == kind
-                and float(parts[4]) >= after):
+        if (
+            len(parts) == 5
+            and parts[0] == server
+            and parts[2] == tag
+            and parts[3] == kind
+            and float(parts[4]) >= after
+        ):
             return float(parts[4])
     return None
 
@@ -67,9 +75,27 @@ def register_by_hand(lab: LabCluster) -> None:
     wait_until(sock.exists, timeout=30, what="alpha's control socket")
     env = {k: v for k, v in os.environ.items() if not k.startswith("NDSCLUST_")}
     done = subprocess.run(
-        [sys.executable, "-m", aware_counter.MODULE, "--output", str(lab.ledger), "--tag", AWR,
-         "--primary", A, "--backups", B, "--socket", str(sock)],
-        env=env, capture_output=True, text=True, timeout=60, check=False)
+        [
+            sys.executable,
+            "-m",
+            aware_counter.MODULE,
+            "--output",
+            str(lab.ledger),
+            "--tag",
+            AWR,
+            "--primary",
+            A,
+            "--backups",
+            B,
+            "--socket",
+            str(sock),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     if done.returncode != 0:
         raise SystemExit(f"registering {AWR} failed: {done.stderr.strip()}")
 
@@ -79,23 +105,26 @@ def move(lab: LabCluster, tag: Tag, request: Request, to: ServerName) -> tuple[f
     frm = B if to == A else A
     t0 = time.monotonic()
     lab.store().set_request(tag, request)
-    wait_until(lambda: line_time(lab, tag, "start", to, t0) is not None, timeout=30,
-               what=f"{tag} active on {to}")
+    wait_until(
+        lambda: line_time(lab, tag, "start", to, t0) is not None,
+        timeout=30,
+        what=f"{tag} active on {to}",
+    )
     stopped = line_time(lab, tag, "stop", frm, t0)
     active = line_time(lab, tag, "start", to, t0)
     assert stopped is not None and active is not None
     return t0, stopped, active
 
 
-def run(trials: int, fast: bool, options: Mapping[str, Any] | None = None
-        ) -> tuple[list[tuple[float, float]], list[tuple[float, float]], str]:
+def run(
+    trials: int, fast: bool, options: Mapping[str, Any] | None = None
+) -> tuple[list[tuple[float, float]], list[tuple[float, float]], str]:
     """``options``: LabCluster timing options (``Timings.lab_options``), instead of ``fast``."""
     opts: dict[str, Any] = dict(options) if options is not None else FAST if fast else {}
     aware: list[tuple[float, float]] = []
     capable: list[tuple[float, float]] = []
     # The program registers itself through alpha's sentinel: an operator under the ACLs.
-    with LabCluster(2, log_level="warning", operator_servers=(A,),
-                    **opts) as lab:
+    with LabCluster(2, log_level="warning", operator_servers=(A,), **opts) as lab:
         lab.add_app(CAP, A, [B], auto_recover=False, extra=["--tick", "0.02"])
         register_by_hand(lab)
         lab.store().replace_app_attrs(AWR, {"ndsclustAutoRecover": ["FALSE"]})
@@ -106,15 +135,21 @@ def run(trials: int, fast: bool, options: Mapping[str, Any] | None = None
             for tag in (CAP, AWR):
                 move(lab, tag, Request(RequestKind.MIGRATE, B), B)
             # FIG. 7B: alpha loads the aware program paused while beta hosts it.
-            wait_until(lambda: line_time(lab, AWR, "waiting", A, t) is not None, timeout=30,
-                       what="the paused copy on alpha")
+            wait_until(
+                lambda: line_time(lab, AWR, "waiting", A, t) is not None,
+                timeout=30,
+                what="the paused copy on alpha",
+            )
             for tag, out in ((CAP, capable), (AWR, aware)):
                 t0, stopped, active = move(lab, tag, Request(RequestKind.FAILBACK), A)
                 out.append(((stopped - t0) * 1000, (active - stopped) * 1000))
-            print(f"trial {i + 1}: capable {sum(capable[-1]):.0f} ms "
-                  f"(unload {capable[-1][0]:.0f} + start {capable[-1][1]:.0f}), "
-                  f"aware {sum(aware[-1]):.0f} ms "
-                  f"(unload {aware[-1][0]:.0f} + start {aware[-1][1]:.0f})", flush=True)
+            print(
+                f"trial {i + 1}: capable {sum(capable[-1]):.0f} ms "
+                f"(unload {capable[-1][0]:.0f} + start {capable[-1][1]:.0f}), "
+                f"aware {sum(aware[-1]):.0f} ms "
+                f"(unload {aware[-1][0]:.0f} + start {aware[-1][1]:.0f})",
+                flush=True,
+            )
         lines = lab.ledger_lines()
     doubles = double_runs(lives(aware_counter.ledger_lines(lines)))
     nums = [it.n for it in aware_counter.items(lines, AWR)]
@@ -126,8 +161,10 @@ def run(trials: int, fast: bool, options: Mapping[str, Any] | None = None
 
 def summary_line(aware: list[tuple[float, float]], capable: list[tuple[float, float]]) -> str:
     """``aware_failback_ms=<n> capable_failback_ms=<n>``: medians of ``run``'s trials."""
-    return (f"aware_failback_ms={statistics.median(u + s for u, s in aware):.0f} "
-            f"capable_failback_ms={statistics.median(u + s for u, s in capable):.0f}")
+    return (
+        f"aware_failback_ms={statistics.median(u + s for u, s in aware):.0f} "
+        f"capable_failback_ms={statistics.median(u + s for u, s in capable):.0f}"
+    )
 
 
 def passed(check: str) -> bool:
@@ -143,10 +180,12 @@ def main() -> int:
     aware, capable, check = run(a.trials, a.fast)
     settings = "fastest allowed (10 ms heartbeats)" if a.fast else "default"
     for name, parts in (("capable", capable), ("aware", aware)):
-        print(f"{name}: unload median={statistics.median(u for u, _ in parts):.0f} ms, "
-              f"swap+start median={statistics.median(s for _, s in parts):.0f} ms, "
-              f"total min={min(u + s for u, s in parts):.0f} "
-              f"max={max(u + s for u, s in parts):.0f} ms")
+        print(
+            f"{name}: unload median={statistics.median(u for u, _ in parts):.0f} ms, "
+            f"swap+start median={statistics.median(s for _, s in parts):.0f} ms, "
+            f"total min={min(u + s for u, s in parts):.0f} "
+            f"max={max(u + s for u, s in parts):.0f} ms"
+        )
     print(f"settings: {settings}; trials={a.trials}; {check}")
     print(summary_line(aware, capable))
     return 0 if passed(check) else 1

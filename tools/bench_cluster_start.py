@@ -6,6 +6,7 @@ Prints, per run, the seconds from the first slapd spawn until every provider ans
 replicates from every other one (start_s), and the whole ``start()`` call including the
 configuration and slapadd before it (total_s); then the median and the maximum.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,10 @@ def main(argv: list[str] | None = None) -> int:
             cluster.stop()
         starts.append(start)
         print(f"run={run} providers={args.providers} start_s={start:.3f} total_s={total:.3f}")
-    print(f"providers={args.providers} runs={args.runs} "
-          f"median_start_s={statistics.median(starts):.3f} max_start_s={max(starts):.3f}")
+    print(
+        f"providers={args.providers} runs={args.runs} "
+        f"median_start_s={statistics.median(starts):.3f} max_start_s={max(starts):.3f}"
+    )
     return 0
 
 

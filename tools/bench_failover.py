@@ -18,6 +18,7 @@ The ledger of every trial is checked for double runs. The last line is exactly
 configuration file (e.g. ``deploy/sentinel.example.yaml``, ``ndsclust.lab.timings``), and
 prints them on a ``timings:`` line before the last.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,18 +36,20 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ndsclust.lab.cluster import LabCluster  # noqa: E402
-from ndsclust.lab.directory import LabError, wait_until  # noqa: E402
-from ndsclust.lab.timings import Timings, read_timings  # noqa: E402
-from ndsclust.ledger import double_runs, lives  # noqa: E402
-from ndsclust.model import Request, RequestKind, ServerName, Tag  # noqa: E402
+from ndsclust.lab.cluster import LabCluster
+from ndsclust.lab.directory import LabError, wait_until
+from ndsclust.lab.timings import Timings, read_timings
+from ndsclust.ledger import double_runs, lives
+from ndsclust.model import Request, RequestKind, ServerName, Tag
 
 A, B, C = ServerName("alpha"), ServerName("beta"), ServerName("gamma")
 
 # The shortest timings the loader allows with 10 ms heartbeats: fence > 0.1 s kill
 # allowance + 2 intervals; failover > max(lease, fence) + 2 x 0.01 + 0.001 x failover + 0.05.
-FAST = {"timeouts": {"failover": 0.2, "fence": 0.125, "lease": 0.1, "loop_interval": 0.01},
-        "intervals": 0.01}
+FAST = {
+    "timeouts": {"failover": 0.2, "fence": 0.125, "lease": 0.1, "loop_interval": 0.01},
+    "intervals": 0.01,
+}
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -60,8 +63,11 @@ def allow_flapping(lab: LabCluster) -> None:
     rightly keep it in place after 3 failovers an hour) through a configuration reload."""
     for server in lab.servers.values():
         # A sentinel takes SIGHUP once its handlers are in place (before its watch is up).
-        wait_until(lambda: "event=directory_ready" in lab.log_tail(server.name), timeout=30,
-                   what=f"sentinel of {server.name} ready")
+        wait_until(
+            lambda: "event=directory_ready" in lab.log_tail(server.name),
+            timeout=30,
+            what=f"sentinel of {server.name} ready",
+        )
         cfg = yaml.safe_load(server.config_path.read_text())
         cfg["supervision"] = {"flap_max_failovers": 1000}
         server.config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -69,8 +75,9 @@ def allow_flapping(lab: LabCluster) -> None:
             os.kill(server.pid, signal.SIGHUP)
 
 
-def run(trials: int, fast: bool,
-        options: Mapping[str, Any] | None = None) -> tuple[list[float], list[float], int]:
+def run(
+    trials: int, fast: bool, options: Mapping[str, Any] | None = None
+) -> tuple[list[float], list[float], int]:
     """``options``: LabCluster timing options (``Timings.lab_options``), instead of ``fast``."""
     opts: dict[str, Any] = dict(options) if options is not None else FAST if fast else {}
     # Every wait covers a failover of the timings in use (30 s was sized for lab timings).
@@ -86,8 +93,11 @@ def run(trials: int, fast: bool,
         lab.wait_running("db", A, timeout=30)
         for i in range(trials):
             t0 = lab.kill_server(A)
-            wait_until(lambda: lab.first_start_after("web", t0, server=B) is not None,
-                       timeout=30 + slack, what="web started on beta")
+            wait_until(
+                lambda: lab.first_start_after("web", t0, server=B) is not None,
+                timeout=30 + slack,
+                what="web started on beta",
+            )
             started = lab.first_start_after("web", t0, server=B)
             assert started is not None
             failovers.append((started - t0) * 1000)
@@ -98,18 +108,26 @@ def run(trials: int, fast: bool,
             # restarted provider's peers replicate from it again (they reconnect at their
             # next syncrepl retry, up to 1 s later, docs/platform.md fact 4): the hand-over
             # itself, not the directory's recovery, which the failover figure already includes.
-            wait_until(lambda: lab.app("db").state.state.value == "awaiting-failback",
-                       timeout=30 + slack, what="db awaiting failback")
+            wait_until(
+                lambda: lab.app("db").state.state.value == "awaiting-failback",
+                timeout=30 + slack,
+                what="db awaiting failback",
+            )
             lab.directory.wait_replicating(timeout=10)
             t1 = time.monotonic()
             lab.store().set_request(Tag("db"), Request(RequestKind.FAILBACK))
-            wait_until(lambda: lab.first_start_after("db", t1, server=A) is not None,
-                       timeout=30 + slack, what="db failed back to alpha")
+            wait_until(
+                lambda: lab.first_start_after("db", t1, server=A) is not None,
+                timeout=30 + slack,
+                what="db failed back to alpha",
+            )
             back = lab.first_start_after("db", t1, server=A)
             assert back is not None
             failbacks.append((back - t1) * 1000)
-            print(f"trial {i + 1}: failover {failovers[-1]:.0f} ms, failback {failbacks[-1]:.0f} ms",
-                  flush=True)
+            print(
+                f"trial {i + 1}: failover {failovers[-1]:.0f} ms, failback {failbacks[-1]:.0f} ms",
+                flush=True,
+            )
         doubles = len(double_runs(lives(lab.ledger_lines())))
     return failovers, failbacks, doubles
 
@@ -119,10 +137,18 @@ def main() -> int:
     p.add_argument("--trials", type=int, default=20)
     g = p.add_mutually_exclusive_group()
     g.add_argument("--fast", action="store_true", help="shortest timings the loader allows")
-    g.add_argument("--timings", metavar="FILE", default=None,
-                   help="timings of this sentinel configuration (deploy/sentinel.example.yaml)")
-    p.add_argument("--aware-trials", type=int, default=5,
-                   help="trials of the cluster-aware failback comparison (0: skip)")
+    g.add_argument(
+        "--timings",
+        metavar="FILE",
+        default=None,
+        help="timings of this sentinel configuration (deploy/sentinel.example.yaml)",
+    )
+    p.add_argument(
+        "--aware-trials",
+        type=int,
+        default=5,
+        help="trials of the cluster-aware failback comparison (0: skip)",
+    )
     a = p.parse_args()
     timings: Timings | None = None
     if a.timings:
@@ -137,19 +163,29 @@ def main() -> int:
         # Cluster-aware failback next to a capable one (tools/bench_aware.py): the aware
         # primary's copy is already loaded and paused when the hand-over starts.
         import bench_aware
+
         aware, capable, check = bench_aware.run(a.aware_trials, a.fast, options)
         aware_ok = bench_aware.passed(check)
         print(f"aware check: {check}")
         print(bench_aware.summary_line(aware, capable))
-    settings = ("fastest allowed (10 ms heartbeats)" if a.fast
-                else f"from {a.timings}" if a.timings else "default")
+    settings = (
+        "fastest allowed (10 ms heartbeats)"
+        if a.fast
+        else f"from {a.timings}"
+        if a.timings
+        else "default"
+    )
     if timings is not None:
         print(timings.line())
-    print(f"settings: {settings}; failover min={min(failovers):.0f} ms "
-          f"median={statistics.median(failovers):.0f} ms max={max(failovers):.0f} ms")
-    print(f"failover: p50_ms={percentile(failovers, 50):.0f} p99_ms={percentile(failovers, 99):.0f} "
-          f"failback_ms={statistics.median(failbacks):.0f} trials={len(failovers)} "
-          f"double_runs={doubles}")
+    print(
+        f"settings: {settings}; failover min={min(failovers):.0f} ms "
+        f"median={statistics.median(failovers):.0f} ms max={max(failovers):.0f} ms"
+    )
+    print(
+        f"failover: p50_ms={percentile(failovers, 50):.0f} p99_ms={percentile(failovers, 99):.0f} "
+        f"failback_ms={statistics.median(failbacks):.0f} trials={len(failovers)} "
+        f"double_runs={doubles}"
+    )
     return 0 if doubles == 0 and aware_ok else 1
 
 

@@ -10,6 +10,7 @@ application hosted by a survivor and ``running`` (the backup's sentinel writes
 
     tools/bench_mass.py [--apps 1000]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,9 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ndsclust.lab.cluster import LabCluster  # noqa: E402
-from ndsclust.lab.directory import wait_until  # noqa: E402
-from ndsclust.model import App, AppState, AppType, ServerName, StateValue, Tag  # noqa: E402
+from ndsclust.lab.cluster import LabCluster
+from ndsclust.lab.directory import wait_until
+from ndsclust.model import App, AppState, AppType, ServerName, StateValue, Tag
 
 A, B, C = ServerName("alpha"), ServerName("beta"), ServerName("gamma")
 SLEEP = ("/bin/sleep", "1000000")
@@ -29,8 +30,7 @@ SLEEP = ("/bin/sleep", "1000000")
 
 def settled(lab: LabCluster, n: int, hosts: set[str]) -> tuple[int, int]:
     apps, _ = lab.store().apps()
-    ok = sum(1 for a in apps.values()
-             if a.host in hosts and a.state.state is AppState.RUNNING)
+    ok = sum(1 for a in apps.values() if a.host in hosts and a.state.state is AppState.RUNNING)
     return ok, len(apps)
 
 
@@ -42,17 +42,33 @@ def main() -> int:
         store = lab.store()
         t_add = time.monotonic()
         for i in range(a.apps):
-            store.add_app(App(tag=Tag(f"m{i:04d}"), type=AppType.CAPABLE, command=SLEEP,
-                              primary=A, backups=(B, C), host=A,
-                              state=StateValue(AppState.LOADING)))
+            store.add_app(
+                App(
+                    tag=Tag(f"m{i:04d}"),
+                    type=AppType.CAPABLE,
+                    command=SLEEP,
+                    primary=A,
+                    backups=(B, C),
+                    host=A,
+                    state=StateValue(AppState.LOADING),
+                )
+            )
         print(f"registered {a.apps} applications in {time.monotonic() - t_add:.1f}s", flush=True)
         t_up = time.monotonic()
-        wait_until(lambda: settled(lab, a.apps, {A})[0] == a.apps, timeout=300, interval=0.2,
-                   what=f"{a.apps} applications running on alpha")
+        wait_until(
+            lambda: settled(lab, a.apps, {A})[0] == a.apps,
+            timeout=300,
+            interval=0.2,
+            what=f"{a.apps} applications running on alpha",
+        )
         print(f"all running on alpha after {time.monotonic() - t_up:.1f}s", flush=True)
         t0 = lab.kill_server(A)
-        wait_until(lambda: settled(lab, a.apps, {B, C})[0] == a.apps, timeout=300,
-                   interval=0.05, what=f"{a.apps} applications running on beta or gamma")
+        wait_until(
+            lambda: settled(lab, a.apps, {B, C})[0] == a.apps,
+            timeout=300,
+            interval=0.05,
+            what=f"{a.apps} applications running on beta or gamma",
+        )
         took = (time.monotonic() - t0) * 1000
         apps, _ = store.apps()
         on_b = sum(1 for x in apps.values() if x.host == B)

@@ -30,6 +30,7 @@ restarts=<n> timings=<file>
 
 and the exit status is 1 when false_failovers > 0 (2 when the lab could not be set up).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,20 +49,20 @@ ROOT = Path(__file__).resolve().parents[1]
 if __package__ in (None, ""):
     sys.path.insert(0, str(ROOT))
 
-from ndsclust.errors import NdsclustError  # noqa: E402
-from ndsclust.lab.cluster import LabCluster  # noqa: E402
-from ndsclust.lab.directory import LabError  # noqa: E402
-from ndsclust.lab.netns import cleanup_stale  # noqa: E402
-from ndsclust.lab.timings import Timings, read_timings  # noqa: E402
-from ndsclust.ledger import lives  # noqa: E402
-from ndsclust.model import ServerName, Tag  # noqa: E402
-from tools.faults.harness import log_lines_since, log_marks  # noqa: E402
-from tools.stress import Stress  # noqa: E402
+from ndsclust.errors import NdsclustError
+from ndsclust.lab.cluster import LabCluster
+from ndsclust.lab.directory import LabError
+from ndsclust.lab.netns import cleanup_stale
+from ndsclust.lab.timings import Timings, read_timings
+from ndsclust.ledger import lives
+from ndsclust.model import ServerName, Tag
+from tools.faults.harness import log_lines_since, log_marks
+from tools.stress import Stress
 
 SERVERS = 3
 POLL = 0.5
-PAUSE_AT = 10.0           # seconds into each minute a sentinel is paused
-PAUSE_MAX = 45.0          # a pause ends within its minute, before the next one
+PAUSE_AT = 10.0  # seconds into each minute a sentinel is paused
+PAUSE_MAX = 45.0  # a pause ends within its minute, before the next one
 SHOW_LINES = 20
 DEFAULT_TIMINGS = "deploy/sentinel.example.yaml"
 SIGNS = re.compile(rb"event=(failover|claim|fenced)(?=\s|$)")
@@ -76,12 +77,13 @@ class Count:
     fenced: int = 0
     restarts: int = 0
     directory_errors: int = 0
-    seen: list[str] = field(default_factory=list)     # what was counted, for the report
+    seen: list[str] = field(default_factory=list)  # what was counted, for the report
 
     @property
     def false_failovers(self) -> int:
-        return (self.host_changes + self.failover_lines + self.claim_lines + self.fenced
-                + self.restarts)
+        return (
+            self.host_changes + self.failover_lines + self.claim_lines + self.fenced + self.restarts
+        )
 
 
 def _log_signs(lab: LabCluster, marks: dict[str, int], count: Count) -> None:
@@ -128,8 +130,10 @@ class Soak:
         for tag, host in now.items():
             if host != self.hosts.get(tag):
                 self.count.host_changes += 1
-                self.count.seen.append(f"host of {tag}: {self.hosts.get(tag) or '-'} -> "
-                                       f"{host or '-'} at {time.monotonic():.3f}")
+                self.count.seen.append(
+                    f"host of {tag}: {self.hosts.get(tag) or '-'} -> "
+                    f"{host or '-'} at {time.monotonic():.3f}"
+                )
                 self.hosts[tag] = host
 
     def pause(self, name: ServerName) -> bool:
@@ -156,9 +160,11 @@ class Soak:
         began = time.monotonic()
         end = began + seconds
         # (when, whose): minute m pauses server m mod n, PAUSE_AT s into it, if it ends in time.
-        pauses = [(began + 60 * m + PAUSE_AT, names[m % len(names)])
-                  for m in range(int(seconds // 60) + 1)
-                  if pause_s > 0 and began + 60 * m + PAUSE_AT + pause_s < end]
+        pauses = [
+            (began + 60 * m + PAUSE_AT, names[m % len(names)])
+            for m in range(int(seconds // 60) + 1)
+            if pause_s > 0 and began + 60 * m + PAUSE_AT + pause_s < end
+        ]
         resume_at = 0.0
         reported = 0
         try:
@@ -173,8 +179,10 @@ class Soak:
                 self.poll()
                 if (now - began) // 60 > reported and now < end:
                     reported += 1
-                    out(f"minute={reported} host_changes={self.count.host_changes} "
-                        f"restarts={self._restarts()}")
+                    out(
+                        f"minute={reported} host_changes={self.count.host_changes} "
+                        f"restarts={self._restarts()}"
+                    )
                 time.sleep(min(POLL, max(0.01, (resume_at - now) if self.paused else POLL)))
         finally:
             self.resume()
@@ -184,8 +192,7 @@ class Soak:
         return copies - len(self.tags)
 
 
-def run(timings: Timings, minutes: float, stress: bool, pause_s: float,
-        out: Out = print) -> Count:
+def run(timings: Timings, minutes: float, stress: bool, pause_s: float, out: Out = print) -> Count:
     failover = timings.failover
     cleanup_stale()
     lab = LabCluster(SERVERS, netns=True, **timings.lab_options())
@@ -212,8 +219,9 @@ def run(timings: Timings, minutes: float, stress: bool, pause_s: float,
         before = {(life.server, life.pid, life.tag) for life in copies}
         for life in lives(lab.ledger_lines()):
             if life.tag in tags and (life.server, life.pid, life.tag) not in before:
-                soak.count.seen.append(f"copy of {life.tag} on {life.server} pid {life.pid} "
-                                       f"from {life.start:.3f}")
+                soak.count.seen.append(
+                    f"copy of {life.tag} on {life.server} pid {life.pid} from {life.start:.3f}"
+                )
         return soak.count
     finally:
         lab.stop()
@@ -221,14 +229,23 @@ def run(timings: Timings, minutes: float, stress: bool, pause_s: float,
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    p.add_argument("--timings", metavar="FILE", default=DEFAULT_TIMINGS,
-                   help=f"sentinel configuration whose timings the lab uses "
-                        f"(default {DEFAULT_TIMINGS})")
+    p.add_argument(
+        "--timings",
+        metavar="FILE",
+        default=DEFAULT_TIMINGS,
+        help=f"sentinel configuration whose timings the lab uses (default {DEFAULT_TIMINGS})",
+    )
     p.add_argument("--minutes", type=float, default=10.0)
-    p.add_argument("--stress", action="store_true",
-                   help="load the machine meanwhile (tools/stress.py)")
-    p.add_argument("--pause-sentinel", type=float, default=0.0, metavar="SECONDS",
-                   help="SIGSTOP one sentinel for this long every minute (default 0: never)")
+    p.add_argument(
+        "--stress", action="store_true", help="load the machine meanwhile (tools/stress.py)"
+    )
+    p.add_argument(
+        "--pause-sentinel",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="SIGSTOP one sentinel for this long every minute (default 0: never)",
+    )
     a = p.parse_args(argv)
     if not 0 <= a.pause_sentinel <= PAUSE_MAX:
         p.error(f"--pause-sentinel {a.pause_sentinel:g}: from 0 to {PAUSE_MAX:g} seconds")
@@ -246,8 +263,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(sig, stop_now)
     print(timings.line(), flush=True)
     try:
-        count = run(timings, a.minutes, a.stress, a.pause_sentinel,
-                    out=lambda s: print(s, flush=True))
+        count = run(
+            timings, a.minutes, a.stress, a.pause_sentinel, out=lambda s: print(s, flush=True)
+        )
     except NdsclustError as e:
         print(f"soak: could not set the lab up: {e}", file=sys.stderr, flush=True)
         return 2
@@ -255,11 +273,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  {line}")
     if len(count.seen) > SHOW_LINES:
         print(f"  ... and {len(count.seen) - SHOW_LINES} more")
-    print(f"soak: host_changes={count.host_changes} failover_lines={count.failover_lines} "
-          f"claim_lines={count.claim_lines} directory_errors={count.directory_errors}")
-    print(f"soak: minutes={a.minutes:g} stress={'on' if a.stress else 'off'} "
-          f"pause_s={a.pause_sentinel:g} false_failovers={count.false_failovers} "
-          f"fenced={count.fenced} restarts={count.restarts} timings={a.timings}", flush=True)
+    print(
+        f"soak: host_changes={count.host_changes} failover_lines={count.failover_lines} "
+        f"claim_lines={count.claim_lines} directory_errors={count.directory_errors}"
+    )
+    print(
+        f"soak: minutes={a.minutes:g} stress={'on' if a.stress else 'off'} "
+        f"pause_s={a.pause_sentinel:g} false_failovers={count.false_failovers} "
+        f"fenced={count.fenced} restarts={count.restarts} timings={a.timings}",
+        flush=True,
+    )
     return 1 if count.false_failovers else 0
 
 

@@ -11,6 +11,7 @@ Measures, on this machine:
 Usage: ``python tools/bench_supervisor.py [--starts 1000] [--latency-runs 50]``.
 The last line is ``supervisor: starts=<n> all_started_ms=<n>``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,11 +25,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ndsclust.model import ServerName, Tag  # noqa: E402
-from ndsclust.sentinel.procs import ProcState  # noqa: E402
-from ndsclust.sentinel.supervisor import Supervisor  # noqa: E402
+from ndsclust.model import ServerName, Tag
+from ndsclust.sentinel.procs import ProcState
+from ndsclust.sentinel.supervisor import Supervisor
 
-POLL_PAUSE = 0.0002   # seconds between two polls while waiting
+POLL_PAUSE = 0.0002  # seconds between two polls while waiting
 
 
 class Watcher(logging.Handler):
@@ -79,10 +80,14 @@ def latency(sup: Supervisor, outputs: Watcher, runs: int) -> None:
         output_ms.append((outputs.at[tag] - t0) * 1000)
         wait(sup, lambda: sup.table()[tag].state is ProcState.EXITED, 10.0)
         sup.forget(tag)
-    print(f"start_to_started_ms: p50={statistics.median(started_ms):.2f} "
-          f"p90={percentile(started_ms, 0.9):.2f} max={max(started_ms):.2f} runs={runs}")
-    print(f"start_to_first_output_ms: p50={statistics.median(output_ms):.2f} "
-          f"p90={percentile(output_ms, 0.9):.2f} max={max(output_ms):.2f} runs={runs}")
+    print(
+        f"start_to_started_ms: p50={statistics.median(started_ms):.2f} "
+        f"p90={percentile(started_ms, 0.9):.2f} max={max(started_ms):.2f} runs={runs}"
+    )
+    print(
+        f"start_to_first_output_ms: p50={statistics.median(output_ms):.2f} "
+        f"p90={percentile(output_ms, 0.9):.2f} max={max(output_ms):.2f} runs={runs}"
+    )
 
 
 def guard_figures(pid: int) -> str:
@@ -105,13 +110,17 @@ def mass_start(sup: Supervisor, watcher: Watcher, count: int) -> int:
     table = sup.table()
     failed = [t for t in tags if table[t].state is not ProcState.RUNNING]
     if failed:
-        raise SystemExit(f"bench_supervisor: {len(failed)} programs did not start, "
-                         f"e.g. {failed[0]}: {table[failed[0]].reason}")
+        raise SystemExit(
+            f"bench_supervisor: {len(failed)} programs did not start, "
+            f"e.g. {failed[0]}: {table[failed[0]].reason}"
+        )
     first = table[tags[0]].pid
     assert first is not None
     guard = int(Path(f"/proc/{first}/stat").read_text().rpartition(")")[2].split()[1])
-    print(f"mass_start: starts={count} start_calls_ms={queued_ms:.0f} all_started_ms={all_ms} "
-          f"{guard_figures(guard)}")
+    print(
+        f"mass_start: starts={count} start_calls_ms={queued_ms:.0f} all_started_ms={all_ms} "
+        f"{guard_figures(guard)}"
+    )
     t1 = time.monotonic()
     sup.stop_all(0.0)
     wait(sup, lambda: all(info.state is ProcState.EXITED for info in sup.table().values()), 120.0)
@@ -134,8 +143,10 @@ def main() -> int:
     with Supervisor(ServerName("bench"), lease_timeout=5.0, logger=logger) as sup:
         sup.start(Tag("first"), ["/bin/true"])
         wait(sup, lambda: sup.table()[Tag("first")].state is ProcState.EXITED, 30.0)
-        print(f"construction_to_first_exit_ms: {(time.monotonic() - t0) * 1000:.0f} "
-              "(includes the guard's one Python start-up)")
+        print(
+            f"construction_to_first_exit_ms: {(time.monotonic() - t0) * 1000:.0f} "
+            "(includes the guard's one Python start-up)"
+        )
         latency(sup, outputs, args.latency_runs)
         all_ms = mass_start(sup, outputs, args.starts)
     print(f"supervisor: starts={args.starts} all_started_ms={all_ms}")

@@ -11,6 +11,7 @@ returns its ``Changed`` event, so it covers the write, the replication hop (docs
 Budget: p50 <= 50 ms, p99 <= 200 ms. The last line is machine-readable:
 ``watch: p50_ms=<n> p99_ms=<n> changes=<n>``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,17 +41,25 @@ def wait_for(watch: Watch, match: type | tuple[str, str], timeout: float) -> Non
         if isinstance(match, type):
             if isinstance(event, match):
                 return
-        elif (isinstance(event, Changed) and event.entry.dn == match[0]
-              and event.entry.attributes.get("description") == (match[1],)):
+        elif (
+            isinstance(event, Changed)
+            and event.entry.dn == match[0]
+            and event.entry.attributes.get("description") == (match[1],)
+        ):
             return
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--changes", type=int, default=300,
-                        help="number of modifies, one after another (default 300)")
-    parser.add_argument("--timeout", type=float, default=5.0,
-                        help="seconds to wait for any one event (default 5)")
+    parser.add_argument(
+        "--changes",
+        type=int,
+        default=300,
+        help="number of modifies, one after another (default 300)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds to wait for any one event (default 5)"
+    )
     args = parser.parse_args(argv)
     if args.changes < 1:
         parser.error("--changes must be at least 1")
@@ -86,10 +95,14 @@ def main(argv: list[str] | None = None) -> int:
 
         ordered = sorted(latencies)
         p50, p99 = percentile(ordered, 50), percentile(ordered, 99)
-        print(f"latency ms: min={ordered[0]:.1f} p50={p50:.1f} p90={percentile(ordered, 90):.1f} "
-              f"p99={p99:.1f} max={ordered[-1]:.1f}")
-        print(f"budget: p50 <= 50 ms {'ok' if p50 <= 50 else 'MISSED'}, "
-              f"p99 <= 200 ms {'ok' if p99 <= 200 else 'MISSED'}; stats {watch.stats}")
+        print(
+            f"latency ms: min={ordered[0]:.1f} p50={p50:.1f} p90={percentile(ordered, 90):.1f} "
+            f"p99={p99:.1f} max={ordered[-1]:.1f}"
+        )
+        print(
+            f"budget: p50 <= 50 ms {'ok' if p50 <= 50 else 'MISSED'}, "
+            f"p99 <= 200 ms {'ok' if p99 <= 200 else 'MISSED'}; stats {watch.stats}"
+        )
         print(f"watch: p50_ms={p50:.1f} p99_ms={p99:.1f} changes={len(latencies)}")
         return 0
     finally:

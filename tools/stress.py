@@ -22,6 +22,7 @@ without it, and which SIGTERM and SIGHUP reach too (while a ``Stress`` runs they
 
     python tools/stress.py --seconds 60      # the load alone, beside a manual test
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,7 +41,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ndsclust.lab.cluster import SERVER_NAMES, LabCluster, alive, descendants  # noqa: E402
+from ndsclust.lab.cluster import SERVER_NAMES, LabCluster, descendants
 
 BURN = "while 1: pass"
 PR_SET_PDEATHSIG = 1
@@ -58,9 +59,16 @@ class Stress:
     """CPU burners and a competing lab cluster; see the module docstring. Context manager;
     ``start``/``stop`` work too (``stop`` is idempotent)."""
 
-    def __init__(self, *, burners: int | None = None, servers: int = 3, apps: int = 4,
-                 cluster: bool = True, out: Out | None = None,
-                 start_timeout: float = START_TIMEOUT) -> None:
+    def __init__(
+        self,
+        *,
+        burners: int | None = None,
+        servers: int = 3,
+        apps: int = 4,
+        cluster: bool = True,
+        out: Out | None = None,
+        start_timeout: float = START_TIMEOUT,
+    ) -> None:
         self.burners = (os.cpu_count() or 1) if burners is None else burners
         self.servers = servers
         self.apps = apps
@@ -77,8 +85,12 @@ class Stress:
         self.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
     def _say(self, text: str) -> None:
@@ -100,9 +112,11 @@ class Stress:
         except BaseException:
             self.stop()
             raise
-        self._say(f"stress: on burners={len(self._procs)} "
-                  f"cluster={self.servers if self.lab else 0} servers/"
-                  f"{self.apps if self.lab else 0} apps")
+        self._say(
+            f"stress: on burners={len(self._procs)} "
+            f"cluster={self.servers if self.lab else 0} servers/"
+            f"{self.apps if self.lab else 0} apps"
+        )
 
     def _catch_signals(self) -> None:
         def stop_now(signum: int, frame: FrameType | None) -> None:
@@ -111,7 +125,7 @@ class Stress:
         for sig in STOP_SIGNALS:
             try:
                 self._old_handlers[sig] = signal.signal(sig, stop_now)
-            except ValueError:      # not the main thread: atexit and __exit__ still stop it
+            except ValueError:  # not the main thread: atexit and __exit__ still stop it
                 break
 
     def _restore_signals(self) -> None:
@@ -138,9 +152,14 @@ class Stress:
     def _start_burners(self) -> None:
         for _ in range(self.burners):
             group = 0 if self.pgid is None else self.pgid
-            p = subprocess.Popen([sys.executable, "-S", "-c", BURN], stdin=subprocess.DEVNULL,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                 process_group=group, preexec_fn=_die_with_parent)
+            p = subprocess.Popen(
+                [sys.executable, "-S", "-c", BURN],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                process_group=group,
+                preexec_fn=_die_with_parent,
+            )
             self._procs.append(p)
             if self.pgid is None:
                 self.pgid = p.pid
@@ -153,8 +172,7 @@ class Stress:
             for server in self.lab.servers.values():
                 if server.pid is not None and server.running:
                     out += [server.pid, *descendants(server.pid)]
-            out += [p.pid for p in self.lab.directory.providers
-                    if p.pid is not None and p.running]
+            out += [p.pid for p in self.lab.directory.providers if p.pid is not None and p.running]
         return out
 
     def stop(self) -> None:
@@ -194,8 +212,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--apps", type=int, default=4, help="of the competing cluster")
     p.add_argument("--no-cluster", action="store_true", help="burners only")
     a = p.parse_args(argv)
-    with Stress(burners=a.burners, servers=a.servers, apps=a.apps, cluster=not a.no_cluster,
-                out=lambda s: print(s, flush=True)):
+    with Stress(
+        burners=a.burners,
+        servers=a.servers,
+        apps=a.apps,
+        cluster=not a.no_cluster,
+        out=lambda s: print(s, flush=True),
+    ):
         time.sleep(max(0.0, a.seconds))
     return 0
 

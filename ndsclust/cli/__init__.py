@@ -3,6 +3,7 @@
 Exit codes: 0 ok, 1 the operation failed (or ``doctor`` found problems), 2 bad usage or
 configuration, 3 no provider reachable.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -11,23 +12,43 @@ import sys
 from collections.abc import Callable, Sequence
 
 from ndsclust.cli import (
-    app_cmd, common, doctor_cmd, events_cmd, lab_cmd, pki_cmd, request_cmd, schema_cmd,
-    sentinel_cmd, servers_cmd, status_cmd,
+    app_cmd,
+    common,
+    doctor_cmd,
+    events_cmd,
+    lab_cmd,
+    pki_cmd,
+    request_cmd,
+    schema_cmd,
+    sentinel_cmd,
+    servers_cmd,
+    status_cmd,
 )
 from ndsclust.errors import ConfigError, NdsclustError, ProviderUnreachable
 
 Handler = Callable[[argparse.Namespace], int]
 
 # Each command module offers register(subparsers); its parsers set `handler`.
-MODULES = [status_cmd, servers_cmd, app_cmd, request_cmd, events_cmd, doctor_cmd, schema_cmd,
-           pki_cmd, sentinel_cmd, lab_cmd]
+MODULES = [
+    status_cmd,
+    servers_cmd,
+    app_cmd,
+    request_cmd,
+    events_cmd,
+    doctor_cmd,
+    schema_cmd,
+    pki_cmd,
+    sentinel_cmd,
+    lab_cmd,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ndsclust",
         description="Keep applications running when a server dies: status and control of an "
-                    "ndsclust cluster whose state lives in an OpenLDAP directory.")
+        "ndsclust cluster whose state lives in an OpenLDAP directory.",
+    )
     common.add_global_options(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -39,8 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(message)s",
+    )
     handler: Handler = args.handler
     try:
         return handler(args)

@@ -7,6 +7,7 @@ is checked with the same rules the sentinels apply (``ndsclust.model``,
 ``ldapstore.entries.parse_app``) and every server named is looked up in ou=servers before
 anything is written: bad input writes nothing.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,7 +23,14 @@ from ndsclust.errors import ConfigError, EntryExists, EntryInvalid, NoSuchEntry
 from ndsclust.ldapstore import entries
 from ndsclust.ldapstore.store import Store
 from ndsclust.model import (
-    App, AppState, AppType, Request, StateValue, check_resource, check_server_name, check_tag,
+    App,
+    AppState,
+    AppType,
+    Request,
+    StateValue,
+    check_resource,
+    check_server_name,
+    check_tag,
     parse_command,
 )
 
@@ -38,8 +46,10 @@ OPERATIONAL = {"entryuuid", "entrycsn", "modifytimestamp", "objectclass"}
 def _type(value: str) -> str:
     v = value.strip().lower()
     if v not in {t.value for t in AppType}:
-        raise ValueError(f"{value!r} is not an application type; allowed: capable (ndsclust "
-                         "starts and stops it), aware (it uses the ndsclust API)")
+        raise ValueError(
+            f"{value!r} is not an application type; allowed: capable (ndsclust "
+            "starts and stops it), aware (it uses the ndsclust API)"
+        )
     return v
 
 
@@ -77,13 +87,13 @@ def _marker(value: str) -> str:
 class Field:
     """One application attribute as the CLI offers it."""
 
-    attr: str                       # LDAP attribute name
-    name: str                       # short name for ``app edit --set NAME=VALUE``
-    flag: str | None                # ``app add`` option; None: edit only
+    attr: str  # LDAP attribute name
+    name: str  # short name for ``app edit --set NAME=VALUE``
+    flag: str | None  # ``app add`` option; None: edit only
     prompt: str
-    check: Callable[[str], str]     # one value -> its canonical form, or ValueError
+    check: Callable[[str], str]  # one value -> its canonical form, or ValueError
     required: bool = False
-    multi: bool = False             # several values, comma-separated on the command line
+    multi: bool = False  # several values, comma-separated on the command line
     default: str = ""
 
     def label(self) -> str:
@@ -100,36 +110,90 @@ class Field:
 
 
 FIELDS: tuple[Field, ...] = (
-    Field("ndsclustTag", "tag", "--tag", "Tag (unique name of the application)", check_tag,
-          required=True),
-    Field("ndsclustType", "type", "--type",
-          "Type: capable (ndsclust starts and stops it) or aware (uses the ndsclust API)",
-          _type, required=True, default="capable"),
-    Field("ndsclustCommand", "command", "--command",
-          "Command line that loads and runs it (absolute path, no shell)", _command,
-          required=True),
-    Field("ndsclustUnloadCommand", "unload-command", "--unload-command",
-          "Command line that unloads it (empty: SIGTERM, then SIGKILL)", _command),
-    Field("ndsclustHealthCommand", "health-command", "--health-command",
-          "Command line that checks its health, exit 0 = healthy (empty: none)", _command),
-    Field("ndsclustPrimaryServer", "primary", "--primary",
-          "Primary server (normally runs it)", _server, required=True),
-    Field("ndsclustBackupServer", "backups", "--backup",
-          "Backup servers in order of preference, comma-separated", _server, multi=True),
-    Field("ndsclustResource", "resources", "--resource",
-          "Resources it needs, comma-separated (a server lacking one will not take it)",
-          check_resource, multi=True),
-    Field("ndsclustAutoRecover", "auto-recover", "--auto-recover",
-          "Fail back to the primary by itself when it returns? (no: wait for an operator)",
-          _boolean, default="yes"),
+    Field(
+        "ndsclustTag",
+        "tag",
+        "--tag",
+        "Tag (unique name of the application)",
+        check_tag,
+        required=True,
+    ),
+    Field(
+        "ndsclustType",
+        "type",
+        "--type",
+        "Type: capable (ndsclust starts and stops it) or aware (uses the ndsclust API)",
+        _type,
+        required=True,
+        default="capable",
+    ),
+    Field(
+        "ndsclustCommand",
+        "command",
+        "--command",
+        "Command line that loads and runs it (absolute path, no shell)",
+        _command,
+        required=True,
+    ),
+    Field(
+        "ndsclustUnloadCommand",
+        "unload-command",
+        "--unload-command",
+        "Command line that unloads it (empty: SIGTERM, then SIGKILL)",
+        _command,
+    ),
+    Field(
+        "ndsclustHealthCommand",
+        "health-command",
+        "--health-command",
+        "Command line that checks its health, exit 0 = healthy (empty: none)",
+        _command,
+    ),
+    Field(
+        "ndsclustPrimaryServer",
+        "primary",
+        "--primary",
+        "Primary server (normally runs it)",
+        _server,
+        required=True,
+    ),
+    Field(
+        "ndsclustBackupServer",
+        "backups",
+        "--backup",
+        "Backup servers in order of preference, comma-separated",
+        _server,
+        multi=True,
+    ),
+    Field(
+        "ndsclustResource",
+        "resources",
+        "--resource",
+        "Resources it needs, comma-separated (a server lacking one will not take it)",
+        check_resource,
+        multi=True,
+    ),
+    Field(
+        "ndsclustAutoRecover",
+        "auto-recover",
+        "--auto-recover",
+        "Fail back to the primary by itself when it returns? (no: wait for an operator)",
+        _boolean,
+        default="yes",
+    ),
     Field("ndsclustHostServer", "host", None, "", _server),
     Field("ndsclustState", "state", None, "", _state),
     Field("ndsclustRequest", "request", None, "", _request),
     Field("ndsclustMarker", "marker", None, "", _marker),
 )
 ADD_FIELDS = tuple(f for f in FIELDS if f.flag)
-_ALIASES = {"backup": "backups", "resource": "resources", "unload": "unload-command",
-            "health": "health-command", "autorecover": "auto-recover"}
+_ALIASES = {
+    "backup": "backups",
+    "resource": "resources",
+    "unload": "unload-command",
+    "health": "health-command",
+    "autorecover": "auto-recover",
+}
 
 
 def field_named(name: str) -> Field:
@@ -139,8 +203,11 @@ def field_named(name: str) -> Field:
     for f in FIELDS:
         if key in (f.name, f.attr.lower()):
             return f
-    raise ValueError(f"{name!r} is not an application attribute; allowed: "
-                     + ", ".join(f.name for f in FIELDS) + " (or their ndsclust* LDAP names)")
+    raise ValueError(
+        f"{name!r} is not an application attribute; allowed: "
+        + ", ".join(f.name for f in FIELDS)
+        + " (or their ndsclust* LDAP names)"
+    )
 
 
 def ldap_values(f: Field, values: Sequence[str]) -> list[str]:
@@ -158,8 +225,10 @@ def check_references(app: App, servers: Sequence[str], flags: bool) -> None:
     except EntryInvalid as e:
         f = field_named(e.attribute)
         known = ", ".join(sorted(servers)) or "none yet"
-        raise NoSuchEntry(f"{f.label() if flags else f.attr}: {e.problem}; known servers: "
-                          f"{known} ('ndsclust servers add NAME' adds one)") from None
+        raise NoSuchEntry(
+            f"{f.label() if flags else f.attr}: {e.problem}; known servers: "
+            f"{known} ('ndsclust servers add NAME' adds one)"
+        ) from None
 
 
 # -- app add -------------------------------------------------------------------------------
@@ -205,8 +274,9 @@ def check_given(given: Mapping[str, str]) -> dict[str, list[str]]:
     return values
 
 
-def prompt_values(given: Mapping[str, str], ask: Ask, servers: Sequence[str],
-                  say: Callable[[str], None]) -> dict[str, list[str]]:
+def prompt_values(
+    given: Mapping[str, str], ask: Ask, servers: Sequence[str], say: Callable[[str], None]
+) -> dict[str, list[str]]:
     """Ask for every attribute not given as a flag, again until the answer is valid."""
     values: dict[str, list[str]] = {}
     for f in ADD_FIELDS:
@@ -224,12 +294,15 @@ def prompt_values(given: Mapping[str, str], ask: Ask, servers: Sequence[str],
                 if f.check is _server:
                     unknown = [v for v in vals if v not in servers]
                     if unknown:
-                        raise ValueError(f"names unknown server {unknown[0]!r}; known: "
-                                         f"{', '.join(sorted(servers)) or 'none yet'}")
+                        raise ValueError(
+                            f"names unknown server {unknown[0]!r}; known: "
+                            f"{', '.join(sorted(servers)) or 'none yet'}"
+                        )
                 primary = values.get("ndsclustPrimaryServer", [""])[0]
                 if f.attr == "ndsclustBackupServer" and primary in vals:
-                    raise ValueError(f"names the primary server {primary!r}; a backup must "
-                                     "be another server")
+                    raise ValueError(
+                        f"names the primary server {primary!r}; a backup must be another server"
+                    )
             except ValueError as e:
                 say(f"  {f.attr}: {e}")
                 text = None
@@ -284,8 +357,11 @@ def _add(args: argparse.Namespace, st: Store) -> int:
     if interactive:
         servers, _ = st.servers()
         values = prompt_values(given, input, list(servers), print)
-        load = args.load if args.load is not None else yes(
-            input, f"Start it on {values['ndsclustPrimaryServer'][0]} now?", True)
+        load = (
+            args.load
+            if args.load is not None
+            else yes(input, f"Start it on {values['ndsclustPrimaryServer'][0]} now?", True)
+        )
     else:
         values = check_given(given)
         load = args.load if args.load is not None else True
@@ -296,19 +372,28 @@ def _add(args: argparse.Namespace, st: Store) -> int:
     servers, _ = st.servers()
     check_references(app, list(servers), flags=not interactive)
     if st.search(st.app_dn(app.tag), "(objectClass=*)", scope=ldap3.BASE, attributes=["1.1"]):
-        raise EntryExists(f"application {app.tag!r} already exists; change it with "
-                          f"'ndsclust app edit {app.tag} --set NAME=VALUE'")
+        raise EntryExists(
+            f"application {app.tag!r} already exists; change it with "
+            f"'ndsclust app edit {app.tag} --set NAME=VALUE'"
+        )
     if interactive:
         _print_app(app)
         if not yes(input, f"Add {app.tag}?", True):
             print("nothing written")
             return 1
     st.add_app(app)
-    common.audit(st, "app_add", tag=app.tag,
-                 text=f"primary={app.primary} backups={','.join(app.backups) or '-'} "
-                      f"load={'yes' if load else 'no'}")
-    where = (f"loading on {app.primary}" if load
-             else f"not loaded; start it with 'ndsclust load {app.tag}'")
+    common.audit(
+        st,
+        "app_add",
+        tag=app.tag,
+        text=f"primary={app.primary} backups={','.join(app.backups) or '-'} "
+        f"load={'yes' if load else 'no'}",
+    )
+    where = (
+        f"loading on {app.primary}"
+        if load
+        else f"not loaded; start it with 'ndsclust load {app.tag}'"
+    )
     print(f"{app.tag}: added, {where}")
     return 0
 
@@ -317,21 +402,37 @@ def _add(args: argparse.Namespace, st: Store) -> int:
 
 
 def _decoded(raw: Mapping[str, Sequence[Any]]) -> dict[str, list[str]]:
-    return {k: [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in vs]
-            for k, vs in raw.items()}
+    return {
+        k: [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in vs]
+        for k, vs in raw.items()
+    }
 
 
 def read_raw(st: Store, tag: str) -> tuple[str, dict[str, list[str]]]:
     found = st.search(st.app_dn(tag), "(objectClass=ndsclustApplication)", scope=ldap3.BASE)
     if not found:
-        raise NoSuchEntry(f"no application with tag {tag!r} under {st.apps_dn}; "
-                          "'ndsclust status' lists them")
+        raise NoSuchEntry(
+            f"no application with tag {tag!r} under {st.apps_dn}; 'ndsclust status' lists them"
+        )
     return found[0][0], _decoded(found[0][1])
 
 
-SHOW_ORDER = ("tag", "type", "state", "host", "primary", "backups", "resources",
-              "auto_recover", "request", "command", "unload_command", "health_command",
-              "marker", "dn")
+SHOW_ORDER = (
+    "tag",
+    "type",
+    "state",
+    "host",
+    "primary",
+    "backups",
+    "resources",
+    "auto_recover",
+    "request",
+    "command",
+    "unload_command",
+    "health_command",
+    "marker",
+    "dn",
+)
 
 
 def _print_app(app: App) -> None:
@@ -350,8 +451,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         except EntryInvalid as e:
             # The entry is there but the sentinels ignore it: show what it holds and why.
             if args.json:
-                common.print_json({"dn": dn, "attributes": raw,
-                                   "invalid": common.invalid_json(e)})
+                common.print_json({"dn": dn, "attributes": raw, "invalid": common.invalid_json(e)})
             else:
                 for k in sorted(raw):
                     for v in raw[k]:
@@ -362,14 +462,20 @@ def cmd_show(args: argparse.Namespace) -> int:
     finally:
         st.close()
     if args.json:
-        common.print_json({**common.app_json(app),
-                           "last_event": common.event_json(events[-1]) if events else None})
+        common.print_json(
+            {
+                **common.app_json(app),
+                "last_event": common.event_json(events[-1]) if events else None,
+            }
+        )
         return 0
     _print_app(app)
     if events:
         last = events[-1]
-        print(f"{'last_event':<{max(len(k) for k in SHOW_ORDER)}}  {common.event_time(last)} "
-              f"{last.kind} {last.server or ''} {last.text}".rstrip())
+        print(
+            f"{'last_event':<{max(len(k) for k in SHOW_ORDER)}}  {common.event_time(last)} "
+            f"{last.kind} {last.server or ''} {last.text}".rstrip()
+        )
     return 0
 
 
@@ -391,8 +497,10 @@ def parse_sets(items: Sequence[str]) -> dict[Field, list[str]]:
             problems.append(f"--set {item!r}: {e}")
             continue
         if f.attr == "ndsclustTag":
-            problems.append("ndsclustTag (tag): the tag names the entry and cannot change; add "
-                            "the application under the new tag and remove the old one")
+            problems.append(
+                "ndsclustTag (tag): the tag names the entry and cannot change; add "
+                "the application under the new tag and remove the old one"
+            )
             continue
         try:
             vals = f.values(text)
@@ -428,16 +536,18 @@ def cmd_edit(args: argparse.Namespace) -> int:
         try:
             before = entries.parse_app(dn, raw)
         except EntryInvalid:
-            before = None          # an edit may be what makes it valid again
+            before = None  # an edit may be what makes it valid again
         try:
             app = entries.parse_app(dn, edited(raw, sets))
         except EntryInvalid as e:
             raise ConfigError("app edit", [f"{e.attribute}: {e.problem}"]) from None
         servers, _ = st.servers()
         check_references(app, list(servers), flags=False)
-        changes: dict[str, list[str] | None] = {f.attr: ldap_values(f, v) or None
-                                                 for f, v in sets.items()
-                                                 if f.attr != "ndsclustHostServer"}
+        changes: dict[str, list[str] | None] = {
+            f.attr: ldap_values(f, v) or None
+            for f, v in sets.items()
+            if f.attr != "ndsclustHostServer"
+        }
         host_field = field_named("host")
         old_host = _first(raw, "ndsclustHostServer")
         new_host = sets[host_field][0] if sets.get(host_field) else None
@@ -447,8 +557,12 @@ def cmd_edit(args: argparse.Namespace) -> int:
             st.swap(dn, "ndsclustHostServer", old_host, new_host, also=changes)
         elif changes:
             st.replace_app_attrs(args.tag, changes)
-        common.audit(st, "app_edit", tag=app.tag,
-                     text=" ".join(f"{f.name}={','.join(v) or '(removed)'}" for f, v in sets.items()))
+        common.audit(
+            st,
+            "app_edit",
+            tag=app.tag,
+            text=" ".join(f"{f.name}={','.join(v) or '(removed)'}" for f, v in sets.items()),
+        )
     finally:
         st.close()
     for f in sets:
@@ -475,13 +589,15 @@ def cmd_remove(args: argparse.Namespace) -> int:
         _, raw = read_raw(st, args.tag)
         host = _first(raw, "ndsclustHostServer")
         if host and not args.force:
-            print(f"ndsclust: {args.tag} is hosted on {host}: unload it first "
-                  f"('ndsclust unload {args.tag} --wait'), then remove it; --force removes "
-                  "the entry while it is hosted", file=sys.stderr)
+            print(
+                f"ndsclust: {args.tag} is hosted on {host}: unload it first "
+                f"('ndsclust unload {args.tag} --wait'), then remove it; --force removes "
+                "the entry while it is hosted",
+                file=sys.stderr,
+            )
             return 1
         st.delete_app(args.tag)
-        common.audit(st, "app_remove", tag=args.tag,
-                     text=f"host={host} force=yes" if host else "")
+        common.audit(st, "app_remove", tag=args.tag, text=f"host={host} force=yes" if host else "")
     finally:
         st.close()
     print(f"{args.tag}: removed")
@@ -492,70 +608,112 @@ def cmd_remove(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("app", help="add, show, edit or remove a clustered application",
-                       description="Manage the application entries under ou=applications.")
+    p = sub.add_parser(
+        "app",
+        help="add, show, edit or remove a clustered application",
+        description="Manage the application entries under ou=applications.",
+    )
     s = p.add_subparsers(dest="app_command", metavar="ACTION")
     s.required = True
 
     add = s.add_parser(
-        "add", help="register an application (asks for every attribute on a terminal)",
+        "add",
+        help="register an application (asks for every attribute on a terminal)",
         description="Register a clustered application. On a terminal every attribute not "
-                    "given as a flag is asked for; otherwise --tag, --command and --primary "
-                    "are required. By default the application starts on its primary at "
-                    "once (--no-load: registered, not running). Nothing is written when a "
-                    "value is invalid or a server named is unknown.",
+        "given as a flag is asked for; otherwise --tag, --command and --primary "
+        "are required. By default the application starts on its primary at "
+        "once (--no-load: registered, not running). Nothing is written when a "
+        "value is invalid or a server named is unknown.",
         epilog="example: ndsclust app add --tag web --command '/usr/sbin/nginx -g \"daemon off;\"' "
-               "--primary alpha --backup beta --backup gamma --resource vip-10.0.0.5")
+        "--primary alpha --backup beta --backup gamma --resource vip-10.0.0.5",
+    )
     add.add_argument("--tag", help="unique name of the application (also its RDN)")
-    add.add_argument("--type", choices=[t.value for t in AppType],
-                     help="capable: ndsclust starts and stops it (default); aware: it uses "
-                          "the ndsclust API")
-    add.add_argument("--command", help="command line that loads and runs it (run without a "
-                                       "shell; the program as an absolute path)")
-    add.add_argument("--unload-command", help="command line that unloads it (default: "
-                                              "SIGTERM, then SIGKILL after a grace period)")
+    add.add_argument(
+        "--type",
+        choices=[t.value for t in AppType],
+        help="capable: ndsclust starts and stops it (default); aware: it uses the ndsclust API",
+    )
+    add.add_argument(
+        "--command",
+        help="command line that loads and runs it (run without a "
+        "shell; the program as an absolute path)",
+    )
+    add.add_argument(
+        "--unload-command",
+        help="command line that unloads it (default: SIGTERM, then SIGKILL after a grace period)",
+    )
     add.add_argument("--health-command", help="command line that exits 0 while it is healthy")
     add.add_argument("--primary", help="server that normally runs it")
-    add.add_argument("--backup", action="append", metavar="SERVER",
-                     help="backup server; repeat in order of preference (or comma-separate)")
-    add.add_argument("--resource", action="append", metavar="NAME",
-                     help="resource it needs; repeat for several. A server lacking one "
-                          "will not take it")
-    add.add_argument("--auto-recover", action=argparse.BooleanOptionalAction, default=None,
-                     help="fail back to the primary by itself when it returns (default); "
-                          "--no-auto-recover: wait in awaiting-failback for 'ndsclust failback'")
-    add.add_argument("--load", action=argparse.BooleanOptionalAction, default=None,
-                     help="start it on its primary now (default); --no-load: register only")
-    add.add_argument("--no-input", action="store_true",
-                     help="never ask, even on a terminal: take the flags as they are")
+    add.add_argument(
+        "--backup",
+        action="append",
+        metavar="SERVER",
+        help="backup server; repeat in order of preference (or comma-separate)",
+    )
+    add.add_argument(
+        "--resource",
+        action="append",
+        metavar="NAME",
+        help="resource it needs; repeat for several. A server lacking one will not take it",
+    )
+    add.add_argument(
+        "--auto-recover",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="fail back to the primary by itself when it returns (default); "
+        "--no-auto-recover: wait in awaiting-failback for 'ndsclust failback'",
+    )
+    add.add_argument(
+        "--load",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="start it on its primary now (default); --no-load: register only",
+    )
+    add.add_argument(
+        "--no-input",
+        action="store_true",
+        help="never ask, even on a terminal: take the flags as they are",
+    )
     add.set_defaults(handler=cmd_add)
 
-    show = s.add_parser("show", help="every attribute of one application",
-                        description="Print every attribute of the application and its last "
-                                    "event. An entry the sentinels ignore because it is "
-                                    "invalid is shown raw, with the problem (exit 1).")
+    show = s.add_parser(
+        "show",
+        help="every attribute of one application",
+        description="Print every attribute of the application and its last "
+        "event. An entry the sentinels ignore because it is "
+        "invalid is shown raw, with the problem (exit 1).",
+    )
     show.add_argument("tag")
     show.add_argument("--json", action="store_true", help="print JSON (stable keys)")
     show.set_defaults(handler=cmd_show)
 
     edit = s.add_parser(
-        "edit", help="change attributes: --set NAME=VALUE",
+        "edit",
+        help="change attributes: --set NAME=VALUE",
         description="Change attributes of an application. NAME is a short name or the LDAP "
-                    "name: " + ", ".join(f"{f.name} ({f.attr})" for f in FIELDS if f.name != "tag")
-                    + ". backups and resources take comma-separated lists (backups in order "
-                    "of preference); an empty VALUE removes an optional attribute. Only the "
-                    "attributes named are written, and only when the result is valid.",
-        epilog="example: ndsclust app edit web --set backups=gamma,beta --set auto-recover=no")
+        "name: "
+        + ", ".join(f"{f.name} ({f.attr})" for f in FIELDS if f.name != "tag")
+        + ". backups and resources take comma-separated lists (backups in order "
+        "of preference); an empty VALUE removes an optional attribute. Only the "
+        "attributes named are written, and only when the result is valid.",
+        epilog="example: ndsclust app edit web --set backups=gamma,beta --set auto-recover=no",
+    )
     edit.add_argument("tag")
-    edit.add_argument("--set", action="append", required=True, metavar="NAME=VALUE",
-                      help="attribute to change; repeat for several")
+    edit.add_argument(
+        "--set",
+        action="append",
+        required=True,
+        metavar="NAME=VALUE",
+        help="attribute to change; repeat for several",
+    )
     edit.set_defaults(handler=cmd_edit)
 
-    rm = s.add_parser("remove", help="delete an application's entry",
-                      description="Delete the application's entry. Refused while a server "
-                                  "hosts it: unload it first ('ndsclust unload TAG --wait').")
+    rm = s.add_parser(
+        "remove",
+        help="delete an application's entry",
+        description="Delete the application's entry. Refused while a server "
+        "hosts it: unload it first ('ndsclust unload TAG --wait').",
+    )
     rm.add_argument("tag")
-    rm.add_argument("--force", action="store_true",
-                    help="delete the entry even while it is hosted")
+    rm.add_argument("--force", action="store_true", help="delete the entry even while it is hosted")
     rm.set_defaults(handler=cmd_remove)
-

@@ -7,6 +7,7 @@ Where the directory settings come from, first match wins: the command-line optio
 (``--config FILE``, else ``$NDSCLUST_CONFIG``, else /etc/ndsclust/sentinel.yaml when it
 exists), built-in defaults.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,7 +22,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
@@ -45,41 +46,83 @@ PROVIDER_TIMEOUT = 2.0
 
 def add_global_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("directory")
-    g.add_argument("--config", metavar="FILE",
-                   help="sentinel YAML configuration to take the directory settings from "
-                        "(default: $NDSCLUST_CONFIG, else /etc/ndsclust/sentinel.yaml if present); "
-                        "options and NDSCLUST_* variables given explicitly win over it")
-    g.add_argument("--uri", action="append", metavar="URI",
-                   help="provider URI, repeat for several, in write-provider order "
-                        "(default: $NDSCLUST_URI, space-separated)")
-    g.add_argument("--suffix", help="directory suffix holding the cluster "
-                                    f"(default: $NDSCLUST_SUFFIX, else {DEFAULT_SUFFIX})")
-    g.add_argument("--base", metavar="DN",
-                   help="cluster base entry; several clusters may share one directory "
-                        "(default: $NDSCLUST_BASE, else ou=ndsclust,<suffix>)")
-    g.add_argument("--pulse-suffix", help="suffix of the pulse database "
-                                          f"(default: $NDSCLUST_PULSE_SUFFIX, else {DEFAULT_PULSE_SUFFIX})")
+    g.add_argument(
+        "--config",
+        metavar="FILE",
+        help="sentinel YAML configuration to take the directory settings from "
+        "(default: $NDSCLUST_CONFIG, else /etc/ndsclust/sentinel.yaml if present); "
+        "options and NDSCLUST_* variables given explicitly win over it",
+    )
+    g.add_argument(
+        "--uri",
+        action="append",
+        metavar="URI",
+        help="provider URI, repeat for several, in write-provider order "
+        "(default: $NDSCLUST_URI, space-separated)",
+    )
+    g.add_argument(
+        "--suffix",
+        help="directory suffix holding the cluster "
+        f"(default: $NDSCLUST_SUFFIX, else {DEFAULT_SUFFIX})",
+    )
+    g.add_argument(
+        "--base",
+        metavar="DN",
+        help="cluster base entry; several clusters may share one directory "
+        "(default: $NDSCLUST_BASE, else ou=ndsclust,<suffix>)",
+    )
+    g.add_argument(
+        "--pulse-suffix",
+        help="suffix of the pulse database "
+        f"(default: $NDSCLUST_PULSE_SUFFIX, else {DEFAULT_PULSE_SUFFIX})",
+    )
     g.add_argument("--bind-dn", "-D", help="bind DN ($NDSCLUST_BIND_DN)")
-    g.add_argument("--password-file", "-y", metavar="FILE",
-                   help="file holding the bind password ($NDSCLUST_PASSWORD_FILE)")
-    g.add_argument("--sasl-external", "-Y", action="store_true",
-                   help="bind with SASL EXTERNAL (ldapi:// as root, or a TLS client certificate)")
-    g.add_argument("--ca-file", metavar="FILE",
-                   help="CA certificate that signed the providers' certificates "
-                        "($NDSCLUST_CA_FILE); without it, the system's CAs")
-    g.add_argument("--cert-file", metavar="FILE",
-                   help="client certificate, for SASL EXTERNAL over TLS ($NDSCLUST_CERT_FILE)")
-    g.add_argument("--key-file", metavar="FILE",
-                   help="key of the client certificate ($NDSCLUST_KEY_FILE)")
-    g.add_argument("--start-tls", "-Z", action="store_true",
-                   help="use StartTLS on ldap:// URIs ($NDSCLUST_START_TLS=1)")
-    g.add_argument("--allow-plain-ldap", action="store_true",
-                   help="permit ldap:// without TLS, which is refused by default "
-                        "($NDSCLUST_ALLOW_PLAIN_LDAP=1); ldapi:// needs no TLS")
-    g.add_argument("--connect-timeout", type=positive_float, metavar="SECONDS",
-                   default=DEFAULT_CONNECT_TIMEOUT,
-                   help="give up when no provider answers within this time (exit 3; "
-                        f"default {DEFAULT_CONNECT_TIMEOUT:g})")
+    g.add_argument(
+        "--password-file",
+        "-y",
+        metavar="FILE",
+        help="file holding the bind password ($NDSCLUST_PASSWORD_FILE)",
+    )
+    g.add_argument(
+        "--sasl-external",
+        "-Y",
+        action="store_true",
+        help="bind with SASL EXTERNAL (ldapi:// as root, or a TLS client certificate)",
+    )
+    g.add_argument(
+        "--ca-file",
+        metavar="FILE",
+        help="CA certificate that signed the providers' certificates "
+        "($NDSCLUST_CA_FILE); without it, the system's CAs",
+    )
+    g.add_argument(
+        "--cert-file",
+        metavar="FILE",
+        help="client certificate, for SASL EXTERNAL over TLS ($NDSCLUST_CERT_FILE)",
+    )
+    g.add_argument(
+        "--key-file", metavar="FILE", help="key of the client certificate ($NDSCLUST_KEY_FILE)"
+    )
+    g.add_argument(
+        "--start-tls",
+        "-Z",
+        action="store_true",
+        help="use StartTLS on ldap:// URIs ($NDSCLUST_START_TLS=1)",
+    )
+    g.add_argument(
+        "--allow-plain-ldap",
+        action="store_true",
+        help="permit ldap:// without TLS, which is refused by default "
+        "($NDSCLUST_ALLOW_PLAIN_LDAP=1); ldapi:// needs no TLS",
+    )
+    g.add_argument(
+        "--connect-timeout",
+        type=positive_float,
+        metavar="SECONDS",
+        default=DEFAULT_CONNECT_TIMEOUT,
+        help="give up when no provider answers within this time (exit 3; "
+        f"default {DEFAULT_CONNECT_TIMEOUT:g})",
+    )
     p.add_argument("--verbose", "-v", action="store_true", help="log what happens to stderr")
 
 
@@ -119,14 +162,14 @@ def load_config(args: argparse.Namespace) -> config_mod.Config | None:
     Read once per command. A file that is named (``--config``, ``$NDSCLUST_CONFIG``) or present
     at the default path is validated as a whole, as the sentinel would: a broken one is a
     configuration error (exit 2), never silently half-used."""
-    cached: config_mod.Config | None | bool = getattr(args, "_loaded_config", False)
+    cached: config_mod.Config | bool | None = getattr(args, "_loaded_config", False)
     if cached is not False:
         return cached if isinstance(cached, config_mod.Config) else None
     path = getattr(args, "config", None) or _env("NDSCLUST_CONFIG")
     if path is None and os.path.exists(config_mod.DEFAULT_PATH):
         path = config_mod.DEFAULT_PATH
     loaded = config_mod.load(path) if path else None
-    setattr(args, "_loaded_config", loaded)
+    args._loaded_config = loaded
     return loaded
 
 
@@ -153,9 +196,13 @@ def credentials(args: argparse.Namespace) -> Credentials:
         c = d.credentials
         if not identity:
             return dataclasses.replace(
-                c, ca_file=ca_file or c.ca_file, cert_file=cert_file or c.cert_file,
-                key_file=key_file or c.key_file, start_tls=start_tls or c.start_tls,
-                allow_plain=allow_plain or c.allow_plain)
+                c,
+                ca_file=ca_file or c.ca_file,
+                cert_file=cert_file or c.cert_file,
+                key_file=key_file or c.key_file,
+                start_tls=start_tls or c.start_tls,
+                allow_plain=allow_plain or c.allow_plain,
+            )
         ca_file, cert_file, key_file = c.ca_file, c.cert_file, c.key_file
         start_tls, allow_plain = c.start_tls, c.allow_plain
     password = None
@@ -184,8 +231,10 @@ def uris(args: argparse.Namespace) -> list[str]:
     if not found and (d := _directory(args)) is not None:
         found = list(d.uris)
     if not found:
-        raise ConfigError("ndsclust", ["no provider given: use --uri URI (repeatable), "
-                                       "NDSCLUST_URI, or --config FILE"])
+        raise ConfigError(
+            "ndsclust",
+            ["no provider given: use --uri URI (repeatable), NDSCLUST_URI, or --config FILE"],
+        )
     return found
 
 
@@ -200,8 +249,13 @@ def store(args: argparse.Namespace) -> Store:
         suffix = suffix or d.suffix
         pulse = pulse or d.pulse_suffix
     providers = Providers(uris(args), credentials(args), timeout=PROVIDER_TIMEOUT)
-    return Store(providers, suffix or DEFAULT_SUFFIX, base=base,
-                 pulse_base=pulse or DEFAULT_PULSE_SUFFIX, op_deadline=args.connect_timeout)
+    return Store(
+        providers,
+        suffix or DEFAULT_SUFFIX,
+        base=base,
+        pulse_base=pulse or DEFAULT_PULSE_SUFFIX,
+        op_deadline=args.connect_timeout,
+    )
 
 
 def operator() -> str:
@@ -212,16 +266,18 @@ def operator() -> str:
         return f"uid{os.getuid()}"
 
 
-def audit(st: Store, kind: str, *, tag: str | None = None, server: str | None = None,
-          text: str = "") -> None:
+def audit(
+    st: Store, kind: str, *, tag: str | None = None, server: str | None = None, text: str = ""
+) -> None:
     """Record what an operator did in ou=events. The change itself is already written, so
     a refused audit write (ACLs) is reported, not turned into a failure of the command."""
     words = [f"by={operator()}"] + ([text] if text else [])
     try:
         st.record_event(kind, tag=tag, text=" ".join(words))
     except NdsclustError as e:
-        print(f"ndsclust: warning: could not record the event in {st.events_dn}: {e}",
-              file=sys.stderr)
+        print(
+            f"ndsclust: warning: could not record the event in {st.events_dn}: {e}", file=sys.stderr
+        )
     if server:
         log.info("event=%s server=%s %s", kind, server, " ".join(words))
     else:
@@ -259,6 +315,7 @@ NO_WRAP = frozenset({"time", "kind", "level", "check", "server", "tag", "state",
 
 def rich_table(title: str, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> Any:
     from rich.table import Table
+
     table = Table(title=title, title_justify="left")
     for c in columns:
         table.add_column(c, no_wrap=c in NO_WRAP)
@@ -271,6 +328,7 @@ def print_rows(title: str, columns: Sequence[str], rows: Sequence[Mapping[str, A
     """A rich table on a terminal, tab-separated lines otherwise (docs/style.md section 9)."""
     if sys.stdout.isatty():
         from rich.console import Console
+
         Console().print(rich_table(title, columns, rows))
         return
     print("\t".join(columns))
@@ -287,7 +345,7 @@ def parse_time(value: str) -> float | None:
     value = value.split("#", 1)[0]
     for fmt in ("%Y%m%d%H%M%S.%fZ", "%Y%m%d%H%M%SZ"):
         try:
-            return datetime.strptime(value, fmt).replace(tzinfo=timezone.utc).timestamp()
+            return datetime.strptime(value, fmt).replace(tzinfo=UTC).timestamp()
         except ValueError:
             continue
     return None
@@ -302,7 +360,7 @@ def parse_iso(value: str) -> float | None:
 
 
 def iso_time(t: float) -> str:
-    return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.fromtimestamp(t, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def event_time(e: Event) -> str:
@@ -323,20 +381,33 @@ def age_text(seconds: float) -> str:
 
 
 def event_json(e: Event) -> dict[str, Any]:
-    return {"id": e.id, "time": event_time(e), "kind": e.kind, "server": e.server,
-            "tag": e.tag, "text": e.text}
+    return {
+        "id": e.id,
+        "time": event_time(e),
+        "kind": e.kind,
+        "server": e.server,
+        "tag": e.tag,
+        "text": e.text,
+    }
 
 
 def app_json(a: App) -> dict[str, Any]:
     """Every field of an application, with stable keys (``app show``, ``status --json``)."""
     return {
-        "tag": a.tag, "type": a.type.value, "host": a.host, "primary": a.primary,
-        "backups": list(a.backups), "state": str(a.state), "request": str(a.request) if a.request else None,
-        "auto_recover": a.auto_recover, "resources": sorted(a.resources),
+        "tag": a.tag,
+        "type": a.type.value,
+        "host": a.host,
+        "primary": a.primary,
+        "backups": list(a.backups),
+        "state": str(a.state),
+        "request": str(a.request) if a.request else None,
+        "auto_recover": a.auto_recover,
+        "resources": sorted(a.resources),
         "command": shlex.join(a.command),
         "unload_command": shlex.join(a.unload_command) if a.unload_command else None,
         "health_command": shlex.join(a.health_command) if a.health_command else None,
-        "marker": a.marker, "dn": a.dn,
+        "marker": a.marker,
+        "dn": a.dn,
     }
 
 
@@ -351,14 +422,25 @@ def want_wait(args: argparse.Namespace) -> bool:
 
 def add_wait_options(p: argparse.ArgumentParser, default_timeout: float = 30.0) -> None:
     w = p.add_mutually_exclusive_group()
-    w.add_argument("--wait", dest="wait", action="store_true", default=None,
-                   help="follow the directory until the sentinels acted, then print the "
-                        "outcome (default when stdout is a terminal)")
-    w.add_argument("--no-wait", dest="wait", action="store_false",
-                   help="write the request and return at once")
-    p.add_argument("--timeout", type=positive_float, default=default_timeout, metavar="SECONDS",
-                   help=f"how long --wait waits for the sentinels (default {default_timeout:g}); "
-                        "exit 1 when they did not act in time")
+    w.add_argument(
+        "--wait",
+        dest="wait",
+        action="store_true",
+        default=None,
+        help="follow the directory until the sentinels acted, then print the "
+        "outcome (default when stdout is a terminal)",
+    )
+    w.add_argument(
+        "--no-wait", dest="wait", action="store_false", help="write the request and return at once"
+    )
+    p.add_argument(
+        "--timeout",
+        type=positive_float,
+        default=default_timeout,
+        metavar="SECONDS",
+        help=f"how long --wait waits for the sentinels (default {default_timeout:g}); "
+        "exit 1 when they did not act in time",
+    )
 
 
 # -- the live view -----------------------------------------------------------------------
@@ -374,12 +456,19 @@ class Follower:
     following.
     """
 
-    def __init__(self, st: Store, *, cluster: bool = True, events: bool = True,
-                 pulses: bool = False, event_filter: str | None = None) -> None:
+    def __init__(
+        self,
+        st: Store,
+        *,
+        cluster: bool = True,
+        events: bool = True,
+        pulses: bool = False,
+        event_filter: str | None = None,
+    ) -> None:
         self.store = st
         self.cache = ClusterCache()
         self.events: dict[str, Event] = {}
-        self.new_events: list[tuple[str, Event]] = []     # (entryCSN, event)
+        self.new_events: list[tuple[str, Event]] = []  # (entryCSN, event)
         self.pulses: dict[str, Pulse] = {}
         self._queue: queue.Queue[tuple[str, WatchEvent]] = queue.Queue()
         self._stop = threading.Event()
@@ -390,28 +479,39 @@ class Follower:
         if cluster:
             self.watches["cluster"] = Watch(st.providers, st.base, name="cli-cluster")
         elif events:
-            self.watches["cluster"] = Watch(st.providers, st.events_dn,
-                                            filter=event_filter or "(objectClass=ndsclustEvent)",
-                                            name="cli-events")
+            self.watches["cluster"] = Watch(
+                st.providers,
+                st.events_dn,
+                filter=event_filter or "(objectClass=ndsclustEvent)",
+                name="cli-events",
+            )
         if pulses and st.pulse_base:
-            self.watches["pulses"] = Watch(st.providers, st.pulse_base,
-                                           filter="(objectClass=ndsclustPulseEntry)",
-                                           name="cli-pulses")
+            self.watches["pulses"] = Watch(
+                st.providers,
+                st.pulse_base,
+                filter="(objectClass=ndsclustPulseEntry)",
+                name="cli-pulses",
+            )
         self._want_events = events
 
     def __enter__(self) -> Follower:
         self.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
     def start(self) -> None:
         for name, w in self.watches.items():
             w.start()
-            t = threading.Thread(target=self._pump, args=(name, w), name=f"{name}-pump",
-                                 daemon=True)
+            t = threading.Thread(
+                target=self._pump, args=(name, w), name=f"{name}-pump", daemon=True
+            )
             t.start()
             self._pumps.append(t)
 
@@ -440,7 +540,8 @@ class Follower:
             if left <= 0:
                 raise ProviderUnreachable(
                     f"the directory watch got no complete answer within {timeout:g}s "
-                    f"from {', '.join(self.store.providers.uris)}")
+                    f"from {', '.join(self.store.providers.uris)}"
+                )
             self.wait_change(left)
 
     def wait_change(self, timeout: float) -> bool:
@@ -469,10 +570,14 @@ class Follower:
             self.events.pop(ev.uuid, None)
             return True
         if not isinstance(ev, Changed):
-            return False          # Reconnected: the watch resumes by itself
+            return False  # Reconnected: the watch resumes by itself
         entry = ev.entry
-        classes = {c.lower() for k, vs in entry.attributes.items() if k.lower() == "objectclass"
-                   for c in vs}
+        classes = {
+            c.lower()
+            for k, vs in entry.attributes.items()
+            if k.lower() == "objectclass"
+            for c in vs
+        }
         if name == "pulses":
             try:
                 self.pulses[entry.uuid] = entries.parse_pulse(entry.dn, entry.attributes)
@@ -490,8 +595,10 @@ class Follower:
                 return False
             self.events[entry.uuid] = event
             if name in self._ready and ev.kind is ChangeKind.ADD:
-                csn = next((vs[0] for k, vs in entry.attributes.items()
-                            if k.lower() == "entrycsn" and vs), "")
+                csn = next(
+                    (vs[0] for k, vs in entry.attributes.items() if k.lower() == "entrycsn" and vs),
+                    "",
+                )
                 self.new_events.append((csn, event))
             return True
         self.cache.put(entry.uuid, entry.dn, entry.attributes)

@@ -3,6 +3,7 @@
 This module only reads: provider by provider (schema, contextCSN) and through the store
 (entries, pulses). The judgement is ``ndsclust.doctor``, pure and unit-tested.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,29 +35,43 @@ DEFAULT_OVERWRITES_HOURS = 24.0
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
-        "doctor", help="check the deployment; each finding comes with a fix",
+        "doctor",
+        help="check the deployment; each finding comes with a fix",
         description="Check the schema on every provider, replication convergence "
-                    "(contextCSN), every sentinel's directory pulse, clock skew between "
-                    "servers, that every provider holds the same cluster entries (by value), "
-                    "values lost to conflicting writes (the providers' accesslogs), "
-                    "the sentinel timeouts and channels (with --config), invalid "
-                    "entries, application references and resources, and security: plain LDAP "
-                    "or unverified TLS, and with --config the heartbeat key, the programs' "
-                    "user and allow-list, and the modes of key and password files. Exit 0 "
-                    "when nothing is "
-                    "a problem, 1 otherwise. cn=config is read when the bind may (as root: "
-                    "ndsclust --uri ldapi:/// -Y doctor).")
+        "(contextCSN), every sentinel's directory pulse, clock skew between "
+        "servers, that every provider holds the same cluster entries (by value), "
+        "values lost to conflicting writes (the providers' accesslogs), "
+        "the sentinel timeouts and channels (with --config), invalid "
+        "entries, application references and resources, and security: plain LDAP "
+        "or unverified TLS, and with --config the heartbeat key, the programs' "
+        "user and allow-list, and the modes of key and password files. Exit 0 "
+        "when nothing is "
+        "a problem, 1 otherwise. cn=config is read when the bind may (as root: "
+        "ndsclust --uri ldapi:/// -Y doctor).",
+    )
     p.add_argument("--json", action="store_true", help="print JSON (stable keys)")
-    p.add_argument("--pulse-max-age", type=common.positive_float,
-                   default=doctor.DEFAULT_PULSE_MAX_AGE, metavar="SECONDS",
-                   help="a pulse older than this is a silent sentinel (default %(default)g)")
-    p.add_argument("--max-skew", type=common.positive_float, default=doctor.DEFAULT_MAX_SKEW,
-                   metavar="SECONDS",
-                   help="largest clock difference between servers tolerated (default %(default)g)")
-    p.add_argument("--overwrites-since", type=common.positive_float,
-                   default=DEFAULT_OVERWRITES_HOURS, metavar="HOURS",
-                   help="look this far back in the accesslogs for values lost to conflicting "
-                        "writes (default %(default)g)")
+    p.add_argument(
+        "--pulse-max-age",
+        type=common.positive_float,
+        default=doctor.DEFAULT_PULSE_MAX_AGE,
+        metavar="SECONDS",
+        help="a pulse older than this is a silent sentinel (default %(default)g)",
+    )
+    p.add_argument(
+        "--max-skew",
+        type=common.positive_float,
+        default=doctor.DEFAULT_MAX_SKEW,
+        metavar="SECONDS",
+        help="largest clock difference between servers tolerated (default %(default)g)",
+    )
+    p.add_argument(
+        "--overwrites-since",
+        type=common.positive_float,
+        default=DEFAULT_OVERWRITES_HOURS,
+        metavar="HOURS",
+        help="look this far back in the accesslogs for values lost to conflicting "
+        "writes (default %(default)g)",
+    )
     p.set_defaults(handler=cmd_doctor)
 
 
@@ -65,8 +80,13 @@ def _subschema_version(uri: str, creds: Credentials) -> int | None:
     usually read: the fallback when cn=config is closed to this bind."""
     conn = open_connection(uri, creds)
     try:
-        conn.search("cn=Subschema", "(objectClass=subschema)", search_scope=ldap3.BASE,
-                    attributes=["objectClasses"], dereference_aliases=ldap3.DEREF_NEVER)
+        conn.search(
+            "cn=Subschema",
+            "(objectClass=subschema)",
+            search_scope=ldap3.BASE,
+            attributes=["objectClasses"],
+            dereference_aliases=ldap3.DEREF_NEVER,
+        )
         for r in conn.response or []:
             if r.get("type") == "searchResEntry":
                 values = [v.decode() for v in r["raw_attributes"].get("objectClasses", [])]
@@ -81,8 +101,13 @@ def _subschema_version(uri: str, creds: Credentials) -> int | None:
 def _config_readable(uri: str, creds: Credentials) -> bool:
     conn = open_connection(uri, creds)
     try:
-        conn.search("cn=schema,cn=config", "(objectClass=*)", search_scope=ldap3.BASE,
-                    attributes=["1.1"], dereference_aliases=ldap3.DEREF_NEVER)
+        conn.search(
+            "cn=schema,cn=config",
+            "(objectClass=*)",
+            search_scope=ldap3.BASE,
+            attributes=["1.1"],
+            dereference_aliases=ldap3.DEREF_NEVER,
+        )
         return any(r.get("type") == "searchResEntry" for r in conn.response or [])
     except LDAPException:
         return False
@@ -98,13 +123,14 @@ def schema_reading(uri: str, creds: Credentials) -> doctor.SchemaReading:
         except ProviderUnreachable:
             raise
         except StoreError:
-            status = None            # cn=config refused outright
+            status = None  # cn=config refused outright
         # slapd answers "no such object" where a bind may not look: an empty answer means
         # "not loaded" only if this bind can see cn=schema,cn=config at all.
         if status is not None and (status.dn is not None or _config_readable(uri, creds)):
             return doctor.SchemaReading(uri, status.version)
-        return doctor.SchemaReading(uri, _subschema_version(uri, creds), source="subschema",
-                                    config_readable=False)
+        return doctor.SchemaReading(
+            uri, _subschema_version(uri, creds), source="subschema", config_readable=False
+        )
     except ProviderUnreachable as e:
         return doctor.SchemaReading(uri, error=str(e))
 
@@ -131,8 +157,9 @@ def tree_readings(uris: list[str], creds: Credentials, base: str) -> dict[str, d
     return per_provider(uris, lambda uri: replication.read_tree(uri, creds, base))
 
 
-def log_readings(uris: list[str], creds: Credentials, base: str,
-                 since: str) -> dict[str, doctor.LogReading]:
+def log_readings(
+    uris: list[str], creds: Credentials, base: str, since: str
+) -> dict[str, doctor.LogReading]:
     return per_provider(uris, lambda uri: replication.access_log(uri, creds, base, since=since))
 
 
@@ -140,16 +167,18 @@ def pulse_readings(st: Store) -> dict[ServerName, doctor.PulseReading]:
     out: dict[ServerName, doctor.PulseReading] = {}
     if not st.pulse_base:
         return out
-    for dn, attrs in st.search(st.pulse_base, "(objectClass=ndsclustPulseEntry)",
-                               scope=ldap3.LEVEL):
+    for dn, attrs in st.search(
+        st.pulse_base, "(objectClass=ndsclustPulseEntry)", scope=ldap3.LEVEL
+    ):
         try:
             p = entries.parse_pulse(dn, attrs)
         except StoreError:
-            continue          # an invalid pulse entry: the server shows as without pulse
+            continue  # an invalid pulse entry: the server shows as without pulse
         csn = next((v[0] for k, v in attrs.items() if k.lower() == "entrycsn" and v), b"")
         written = common.parse_time(csn.decode() if isinstance(csn, bytes) else str(csn))
-        out[p.server] = doctor.PulseReading(p.server, p.counter, common.parse_time(p.stamp),
-                                            written)
+        out[p.server] = doctor.PulseReading(
+            p.server, p.counter, common.parse_time(p.stamp), written
+        )
     return out
 
 
@@ -159,12 +188,19 @@ def transports(cfg: Config | None, uris: list[str], creds: Credentials) -> list[
     out = []
     if cfg is not None:
         c = cfg.directory.credentials
-        out.append(doctor.Transport("sentinel configuration", cfg.directory.uris, c.start_tls,
-                                    c.ca_file, c.allow_plain))
-    mine = doctor.Transport("this command", tuple(uris), creds.start_tls, creds.ca_file,
-                            creds.allow_plain)
-    if not out or (out[0].uris, out[0].start_tls, out[0].ca_file) != (mine.uris, mine.start_tls,
-                                                                       mine.ca_file):
+        out.append(
+            doctor.Transport(
+                "sentinel configuration", cfg.directory.uris, c.start_tls, c.ca_file, c.allow_plain
+            )
+        )
+    mine = doctor.Transport(
+        "this command", tuple(uris), creds.start_tls, creds.ca_file, creds.allow_plain
+    )
+    if not out or (out[0].uris, out[0].start_tls, out[0].ca_file) != (
+        mine.uris,
+        mine.start_tls,
+        mine.ca_file,
+    ):
         out.append(mine)
     return out
 
@@ -178,7 +214,7 @@ def secret_files(cfg: Config | None) -> list[doctor.SecretFile]:
         with open(cfg.path, encoding="utf-8") as f:
             raw = yaml.safe_load(f)
     except (OSError, yaml.YAMLError):
-        return []          # it loaded a moment ago; a file replaced since is the next run's
+        return []  # it loaded a moment ago; a file replaced since is the next run's
     out = []
     for setting, path in doctor.secret_paths(raw):
         try:
@@ -217,8 +253,7 @@ def gather(args: argparse.Namespace) -> doctor.Facts:
             later = csn_readings(uris, creds, st.suffix)
         trees = tree_readings(uris, creds, st.base)
         trees_later = None
-        if replication.tree_differences({u: t for u, t in trees.items()
-                                         if not isinstance(t, str)}):
+        if replication.tree_differences({u: t for u, t in trees.items() if not isinstance(t, str)}):
             time.sleep(SECOND_LOOK_AFTER)
             trees_later = tree_readings(uris, creds, st.base)
         since = generalized_time(now - args.overwrites_since * 3600)
@@ -226,12 +261,25 @@ def gather(args: argparse.Namespace) -> doctor.Facts:
     finally:
         st.close()
     return doctor.Facts(
-        now=now, schema=readings, csns=csns, csns_later=later, servers=servers,
-        apps=list(apps.values()), invalid=[*bad_servers, *bad_apps], pulses=pulses,
-        config=cfg, pulse_max_age=args.pulse_max_age, max_skew=args.max_skew,
-        transports=transports(cfg, uris, creds), secret_files=secret_files(cfg),
-        programs_uid=programs_uid(cfg), logs=logs, logs_since=since, trees=trees,
-        trees_later=trees_later)
+        now=now,
+        schema=readings,
+        csns=csns,
+        csns_later=later,
+        servers=servers,
+        apps=list(apps.values()),
+        invalid=[*bad_servers, *bad_apps],
+        pulses=pulses,
+        config=cfg,
+        pulse_max_age=args.pulse_max_age,
+        max_skew=args.max_skew,
+        transports=transports(cfg, uris, creds),
+        secret_files=secret_files(cfg),
+        programs_uid=programs_uid(cfg),
+        logs=logs,
+        logs_since=since,
+        trees=trees,
+        trees_later=trees_later,
+    )
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -239,14 +287,39 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     problems = sum(f.level is doctor.Level.PROBLEM for f in findings)
     warnings = sum(f.level is doctor.Level.WARNING for f in findings)
     if args.json:
-        common.print_json({
-            "findings": [{"check": f.check, "level": f.level.value, "subject": f.subject,
-                          "message": f.message, "fix": f.fix} for f in findings],
-            "problems": problems, "warnings": warnings})
+        common.print_json(
+            {
+                "findings": [
+                    {
+                        "check": f.check,
+                        "level": f.level.value,
+                        "subject": f.subject,
+                        "message": f.message,
+                        "fix": f.fix,
+                    }
+                    for f in findings
+                ],
+                "problems": problems,
+                "warnings": warnings,
+            }
+        )
     else:
-        common.print_rows("ndsclust doctor", COLUMNS,
-                          [{"level": f.level.value, "check": f.check, "subject": f.subject,
-                            "message": f.message, "fix": f.fix} for f in findings])
-        print(f"doctor: {problems} problem{'s' if problems != 1 else ''}, "
-              f"{warnings} warning{'s' if warnings != 1 else ''}")
+        common.print_rows(
+            "ndsclust doctor",
+            COLUMNS,
+            [
+                {
+                    "level": f.level.value,
+                    "check": f.check,
+                    "subject": f.subject,
+                    "message": f.message,
+                    "fix": f.fix,
+                }
+                for f in findings
+            ],
+        )
+        print(
+            f"doctor: {problems} problem{'s' if problems != 1 else ''}, "
+            f"{warnings} warning{'s' if warnings != 1 else ''}"
+        )
     return doctor.exit_code(findings)

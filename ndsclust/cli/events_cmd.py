@@ -4,6 +4,7 @@ Every failover, failback, refusal and operator action is an entry there (docs/de
 section 2). ``--follow`` prints the newest ones, then each new one as the RFC 4533 watch
 delivers it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,20 +24,42 @@ DEFAULT_LIMIT = 50
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
-        "events", help="the audit trail: what sentinels and operators did",
+        "events",
+        help="the audit trail: what sentinels and operators did",
         description="Print the newest events of the audit trail (ou=events), oldest first. "
-                    "--follow keeps printing new ones as they happen, until Ctrl-C.")
+        "--follow keeps printing new ones as they happen, until Ctrl-C.",
+    )
     p.add_argument("--tag", type=_tag, help="only events of this application")
-    p.add_argument("--limit", type=common.positive_int, default=DEFAULT_LIMIT, metavar="N",
-                   help="print at most the N newest (default %(default)s)")
-    p.add_argument("--json", action="store_true",
-                   help="JSON (stable keys): a list; with --follow one event per line")
-    p.add_argument("--follow", "-f", action="store_true",
-                   help="keep printing new events as the directory receives them")
-    p.add_argument("--count", type=common.positive_int, metavar="N",
-                   help="with --follow: stop after N new events")
-    p.add_argument("--timeout", type=common.positive_float, metavar="SECONDS",
-                   help="with --follow: stop after this many seconds")
+    p.add_argument(
+        "--limit",
+        type=common.positive_int,
+        default=DEFAULT_LIMIT,
+        metavar="N",
+        help="print at most the N newest (default %(default)s)",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="JSON (stable keys): a list; with --follow one event per line",
+    )
+    p.add_argument(
+        "--follow",
+        "-f",
+        action="store_true",
+        help="keep printing new events as the directory receives them",
+    )
+    p.add_argument(
+        "--count",
+        type=common.positive_int,
+        metavar="N",
+        help="with --follow: stop after N new events",
+    )
+    p.add_argument(
+        "--timeout",
+        type=common.positive_float,
+        metavar="SECONDS",
+        help="with --follow: stop after this many seconds",
+    )
     p.set_defaults(handler=cmd_events)
 
 
@@ -48,8 +71,13 @@ def _tag(value: str) -> str:
 
 
 def event_row(e: Event) -> dict[str, Any]:
-    return {"time": common.event_time(e), "kind": e.kind, "server": e.server, "tag": e.tag,
-            "text": e.text}
+    return {
+        "time": common.event_time(e),
+        "kind": e.kind,
+        "server": e.server,
+        "tag": e.tag,
+        "text": e.text,
+    }
 
 
 def _print_lines(events: Sequence[Event], json_out: bool) -> None:
@@ -85,7 +113,7 @@ def _follow(args: argparse.Namespace, st: Store) -> int:
             f.wait_ready(args.connect_timeout)
             if not args.json:
                 print("\t".join(COLUMNS))
-            _print_lines(f.event_list()[-args.limit:], args.json)
+            _print_lines(f.event_list()[-args.limit :], args.json)
             done = 0
             while not (args.count and done >= args.count):
                 left = 1.0 if deadline is None else deadline - time.monotonic()
@@ -97,5 +125,5 @@ def _follow(args: argparse.Namespace, st: Store) -> int:
                 _print_lines(sorted(fresh, key=lambda e: (e.time, e.id)), args.json)
                 done += len(fresh)
     except KeyboardInterrupt:
-        return 0             # Ctrl-C is how an operator stops following
+        return 0  # Ctrl-C is how an operator stops following
     return 0

@@ -7,6 +7,7 @@ of its own and always removes it at the end: status, kill the primary server, th
 live, bring the server back, the failback live, a summary. Its last line is
 ``demo: failover_ms=<n> failback_ms=<n> double_runs=<n>``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,8 +58,10 @@ def register(sub: Any) -> None:
 def cmd_up(args: argparse.Namespace) -> int:
     base = Path(args.dir)
     if (base / "lab.json").exists():
-        print(f"ndsclust: a lab already lives in {base}; 'ndsclust lab down --dir {base}' first",
-              file=sys.stderr)
+        print(
+            f"ndsclust: a lab already lives in {base}; 'ndsclust lab down --dir {base}' first",
+            file=sys.stderr,
+        )
         return 1
     if base.exists():
         shutil.rmtree(base)
@@ -77,20 +80,22 @@ def cmd_up(args: argparse.Namespace) -> int:
     uris = " ".join(f"--uri {u}" for u in d.uris)
     print(f"lab: {args.servers} servers up in {took:.1f}s under {base}")
     for name, srv in lab.servers.items():
-        print(f"  {name}: provider {d.providers[srv.index].url}, heartbeat {srv.address}, "
-              f"log {srv.log_path}")
+        print(
+            f"  {name}: provider {d.providers[srv.index].url}, heartbeat {srv.address}, "
+            f"log {srv.log_path}"
+        )
     print(f"""
 Talk to it (the providers speak ldaps:// only, with certificates of the lab CA; each
 sentinel binds as its own server entry, the admin below is the lab's):
-  export NDSCLUST_URI="{' '.join(d.uris)}" NDSCLUST_SUFFIX={d.suffix} \\
+  export NDSCLUST_URI="{" ".join(d.uris)}" NDSCLUST_SUFFIX={d.suffix} \\
          NDSCLUST_PULSE_SUFFIX={d.pulse_suffix} NDSCLUST_BIND_DN={d.admin_dn} \\
-         NDSCLUST_PASSWORD_FILE={base / 'admin.pw'} NDSCLUST_CA_FILE={d.ca_file}
+         NDSCLUST_PASSWORD_FILE={base / "admin.pw"} NDSCLUST_CA_FILE={d.ca_file}
   ndsclust status
   ndsclust migrate app1 beta
   ndsclust doctor
 
 or with plain LDAP tools:
-  LDAPTLS_CACERT={d.ca_file} ldapmodify -x -H {d.uris[0]} -D {d.admin_dn} -y {base / 'admin.pw'} <<EOF
+  LDAPTLS_CACERT={d.ca_file} ldapmodify -x -H {d.uris[0]} -D {d.admin_dn} -y {base / "admin.pw"} <<EOF
   dn: ndsclustTag=app1,ou=applications,{d.base}
   changetype: modify
   replace: ndsclustRequest
@@ -143,14 +148,16 @@ def _say(text: str) -> None:
 
 def _status(lab: LabCluster) -> None:
     from ndsclust.cli.status_cmd import _print_text
+
     st = lab.store()
     data = status_data(st.snapshot(), st.pulses(), st.events(), time.time(), 5.0)
     _print_text(data, time.time())
     sys.stdout.flush()
 
 
-def _follow(lab: LabCluster, tag: str, until: Any, event: str, timeout: float,
-            act: Callable[[], float]) -> float:
+def _follow(
+    lab: LabCluster, tag: str, until: Any, event: str, timeout: float, act: Callable[[], float]
+) -> float:
     """Run ``act`` (it returns the CLOCK_MONOTONIC time it acted at) once the watch is
     ready, then print each change of the application's host and state, and its events, as
     the watch delivers them, until ``until()`` holds and the ``event`` of the tag has been
@@ -159,8 +166,11 @@ def _follow(lab: LabCluster, tag: str, until: Any, event: str, timeout: float,
 
     The watch follows beta's provider: alpha's is the one that dies and comes back."""
     d = lab.directory
-    st = Store(Providers(d.uris[1:] + d.uris[:1], d.admin_credentials(), timeout=1.0), d.suffix,
-               pulse_base=d.pulse_suffix)
+    st = Store(
+        Providers(d.uris[1:] + d.uris[:1], d.admin_credentials(), timeout=1.0),
+        d.suffix,
+        pulse_base=d.pulse_suffix,
+    )
     last = ""
     seen: set[str] = set()
     try:
@@ -178,16 +188,17 @@ def _follow(lab: LabCluster, tag: str, until: Any, event: str, timeout: float,
                 for _, e in f.new_events:
                     if e.tag == tag:
                         seen.add(e.kind)
-                        _say(f"  +{(time.monotonic() - since) * 1000:6.0f} ms  event {e.kind} "
-                             f"by {e.server}: {e.text}")
+                        _say(
+                            f"  +{(time.monotonic() - since) * 1000:6.0f} ms  event {e.kind} "
+                            f"by {e.server}: {e.text}"
+                        )
                 f.new_events.clear()
                 if event in seen and until():
                     return since
                 f.wait_change(0.05)
     finally:
         st.close()
-    raise LabError(f"the demo did not see {tag} settle with a {event} event within "
-                   f"{timeout:.0f}s")
+    raise LabError(f"the demo did not see {tag} settle with a {event} event within {timeout:.0f}s")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -201,34 +212,48 @@ def cmd_demo(args: argparse.Namespace) -> int:
         _say(f"demo: cluster up in {took:.1f}s; 'web' runs on alpha (backups: beta, gamma)\n")
         _status(lab)
         _say("\ndemo: killing server alpha (sentinel, lease guard, program and slapd, SIGKILL)")
-        t0 = _follow(lab, "web", lambda: lab.running_on("web") == {B}
-                     and lab.app("web").state.state.value == "running", "failover", 30,
-                     lambda: lab.kill_server(A))
+        t0 = _follow(
+            lab,
+            "web",
+            lambda: lab.running_on("web") == {B} and lab.app("web").state.state.value == "running",
+            "failover",
+            30,
+            lambda: lab.kill_server(A),
+        )
         started = lab.first_start_after("web", t0, server=B)
         failover_ms = (started - t0) * 1000 if started else float("nan")
         _say(f"demo: web runs on beta {failover_ms:.0f} ms after alpha died\n")
         _status(lab)
         _say("\ndemo: bringing alpha back (slapd, then its sentinel)")
+
         def restart() -> float:
             t = time.monotonic()
             lab.restart_server(A)
             return t
 
-        t1 = _follow(lab, "web", lambda: lab.running_on("web") == {A}
-                     and lab.app("web").state.state.value == "running", "failback", 60,
-                     restart)
+        t1 = _follow(
+            lab,
+            "web",
+            lambda: lab.running_on("web") == {A} and lab.app("web").state.state.value == "running",
+            "failback",
+            60,
+            restart,
+        )
         back = lab.first_start_after("web", t1, server=A)
         stopped_on_b = _last_stop(lab, "web", B, t1)
-        failback_ms = ((back - stopped_on_b) * 1000 if back and stopped_on_b
-                       else float("nan"))
+        failback_ms = (back - stopped_on_b) * 1000 if back and stopped_on_b else float("nan")
         _say("")
         _status(lab)
         doubles = double_runs(lives(lab.ledger_lines()))
-        _say(f"\nsummary: failover {failover_ms:.0f} ms (alpha killed -> web started on beta); "
-             f"failback hand-over {failback_ms:.0f} ms (stopped on beta -> started on alpha); "
-             f"double runs in the ledger: {len(doubles)}")
-        _say(f"demo: failover_ms={failover_ms:.0f} failback_ms={failback_ms:.0f} "
-             f"double_runs={len(doubles)}")
+        _say(
+            f"\nsummary: failover {failover_ms:.0f} ms (alpha killed -> web started on beta); "
+            f"failback hand-over {failback_ms:.0f} ms (stopped on beta -> started on alpha); "
+            f"double runs in the ledger: {len(doubles)}"
+        )
+        _say(
+            f"demo: failover_ms={failover_ms:.0f} failback_ms={failback_ms:.0f} "
+            f"double_runs={len(doubles)}"
+        )
         return 0 if not doubles else 1
     finally:
         lab.stop()
@@ -239,7 +264,12 @@ def _last_stop(lab: LabCluster, tag: str, server: str, after: float) -> float | 
     found = None
     for line in lab.ledger_lines():
         parts = line.split()
-        if (len(parts) == 5 and parts[0] == server and parts[2] == tag and parts[3] == "stop"
-                and float(parts[4]) >= after):
+        if (
+            len(parts) == 5
+            and parts[0] == server
+            and parts[2] == tag
+            and parts[3] == "stop"
+            and float(parts[4]) >= after
+        ):
             found = float(parts[4])
     return found

@@ -10,6 +10,7 @@ request consumed and the application where it was asked to be, or a refusal reco
 the audit trail, or the deadline. The judgement is pure (``judge_request``,
 ``judge_maintenance``) so every outcome is a unit test.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,14 +27,22 @@ from ndsclust.cli import common
 from ndsclust.errors import EntryInvalid, NoSuchEntry
 from ndsclust.ldapstore.store import Snapshot, Store
 from ndsclust.model import (
-    App, AppState, Event, Request, RequestKind, ServerName, ServerState, Tag,
+    App,
+    AppState,
+    Event,
+    Request,
+    RequestKind,
+    ServerName,
+    ServerState,
+    Tag,
     check_server_name,
 )
 from ndsclust.sentinel.actions import EventKind
 
 # Events by which a sentinel says that it will not or cannot do what was asked.
-REFUSALS = frozenset({EventKind.REQUEST_REJECTED, EventKind.FAILED, EventKind.ERROR,
-                      EventKind.MAINTENANCE_BLOCKED})
+REFUSALS = frozenset(
+    {EventKind.REQUEST_REJECTED, EventKind.FAILED, EventKind.ERROR, EventKind.MAINTENANCE_BLOCKED}
+)
 BROKEN = frozenset({AppState.FAILED, AppState.ERROR})
 
 
@@ -69,8 +78,9 @@ def describe(app: App) -> str:
     return f"{app.state} {where}" + (f", request {app.request} pending" if app.request else "")
 
 
-def judge_request(before: App, request: Request, written_csn: str, snap: Snapshot,
-                  events: Sequence[Event]) -> Verdict:
+def judge_request(
+    before: App, request: Request, written_csn: str, snap: Snapshot, events: Sequence[Event]
+) -> Verdict:
     """Where a request stands, from the watched snapshot and the events recorded since.
 
     ``written_csn`` is the entry's entryCSN read back right after the request was written:
@@ -80,13 +90,18 @@ def judge_request(before: App, request: Request, written_csn: str, snap: Snapsho
     if app is None:
         bad = next((e for e in snap.invalid if e.dn.lower() == before.dn.lower()), None)
         if bad is not None:
-            return Verdict(Outcome.FAILED, f"the entry became invalid and the sentinels ignore "
-                                           f"it: {bad.attribute}: {bad.problem}")
+            return Verdict(
+                Outcome.FAILED,
+                f"the entry became invalid and the sentinels ignore "
+                f"it: {bad.attribute}: {bad.problem}",
+            )
         return Verdict(Outcome.PENDING, "the entry is not in the watched directory")
     for e in events:
         if e.tag == tag and e.kind in REFUSALS:
-            return Verdict(Outcome.FAILED, f"{e.server or 'a sentinel'} recorded {e.kind}: "
-                                           f"{e.text or '(no text)'}")
+            return Verdict(
+                Outcome.FAILED,
+                f"{e.server or 'a sentinel'} recorded {e.kind}: {e.text or '(no text)'}",
+            )
     if app.csn < written_csn:
         return Verdict(Outcome.PENDING, "waiting for the directory to show the request")
     if app.request == request:
@@ -98,16 +113,27 @@ def judge_request(before: App, request: Request, written_csn: str, snap: Snapsho
         return Verdict(Outcome.DONE, where)
     for e in events:
         if e.tag == tag and e.kind == EventKind.REQUEST_IGNORED:
-            return Verdict(Outcome.FAILED, f"{e.server or 'a sentinel'} ignored the request: "
-                                           f"{e.text or '(no text)'} (now {describe(app)})")
+            return Verdict(
+                Outcome.FAILED,
+                f"{e.server or 'a sentinel'} ignored the request: "
+                f"{e.text or '(no text)'} (now {describe(app)})",
+            )
     if app.state.state in BROKEN and app.state != before.state:
-        return Verdict(Outcome.FAILED, f"the application is {app.state}"
-                                       + (f" on {app.host}" if app.host else ""))
+        return Verdict(
+            Outcome.FAILED,
+            f"the application is {app.state}" + (f" on {app.host}" if app.host else ""),
+        )
     return Verdict(Outcome.PENDING, describe(app))
 
 
-def judge_maintenance(server: ServerName, on: bool, moving: frozenset[Tag], written_csn: str,
-                      snap: Snapshot, events: Sequence[Event]) -> Verdict:
+def judge_maintenance(
+    server: ServerName,
+    on: bool,
+    moving: frozenset[Tag],
+    written_csn: str,
+    snap: Snapshot,
+    events: Sequence[Event],
+) -> Verdict:
     """Maintenance on: done when every application that ``server`` hosted runs elsewhere
     (or was unloaded). Off: done when the directory shows the server up."""
     s = snap.servers.get(server)
@@ -119,12 +145,17 @@ def judge_maintenance(server: ServerName, on: bool, moving: frozenset[Tag], writ
     if s.state is not wanted:
         return Verdict(Outcome.FAILED, f"someone set {server} to {s.state.value} meanwhile")
     if not on:
-        return Verdict(Outcome.DONE, f"{server} is up; applications whose primary it is "
-                                     "come back by their auto-recover setting")
+        return Verdict(
+            Outcome.DONE,
+            f"{server} is up; applications whose primary it is "
+            "come back by their auto-recover setting",
+        )
     for e in events:
         if e.tag in moving and e.kind in REFUSALS:
-            return Verdict(Outcome.FAILED, f"{e.tag}: {e.server or 'a sentinel'} recorded "
-                                           f"{e.kind}: {e.text or '(no text)'}")
+            return Verdict(
+                Outcome.FAILED,
+                f"{e.tag}: {e.server or 'a sentinel'} recorded {e.kind}: {e.text or '(no text)'}",
+            )
     waiting = []
     for tag in sorted(moving):
         app = snap.apps.get(tag)
@@ -134,10 +165,13 @@ def judge_maintenance(server: ServerName, on: bool, moving: frozenset[Tag], writ
             waiting.append(f"{tag} {describe(app)}")
     if waiting:
         return Verdict(Outcome.PENDING, "moving: " + "; ".join(waiting))
-    moved = ", ".join(f"{t}->{a.host}" for t in sorted(moving)
-                      if (a := snap.apps.get(t)) is not None and a.host)
-    return Verdict(Outcome.DONE, f"{server} is in maintenance" + (f"; moved {moved}" if moved else
-                                                                 "; it hosted nothing"))
+    moved = ", ".join(
+        f"{t}->{a.host}" for t in sorted(moving) if (a := snap.apps.get(t)) is not None and a.host
+    )
+    return Verdict(
+        Outcome.DONE,
+        f"{server} is in maintenance" + (f"; moved {moved}" if moved else "; it hosted nothing"),
+    )
 
 
 # -- shell -------------------------------------------------------------------------------
@@ -153,8 +187,13 @@ def _entry_csn(st: Store, dn: str) -> str:
     raise NoSuchEntry(f"{dn} vanished right after the write")
 
 
-def _follow(f: common.Follower, judge: Callable[[Sequence[Event]], Verdict],
-            written_csn: str, timeout: float, subject: str) -> int:
+def _follow(
+    f: common.Follower,
+    judge: Callable[[Sequence[Event]], Verdict],
+    written_csn: str,
+    timeout: float,
+    subject: str,
+) -> int:
     """Wait for a final verdict; print the outcome. 0 done, 1 failed or timed out."""
     began = time.monotonic()
     deadline = began + timeout
@@ -173,10 +212,13 @@ def _follow(f: common.Follower, judge: Callable[[Sequence[Event]], Verdict],
             shown = verdict.text
         left = deadline - time.monotonic()
         if left <= 0:
-            print(f"ndsclust: {subject}: the sentinels did not act within {timeout:g}s: "
-                  f"{verdict.text}. Is a sentinel running? See 'ndsclust status' and "
-                  f"'ndsclust events'. The request stays in the directory until a sentinel "
-                  "takes it.", file=sys.stderr)
+            print(
+                f"ndsclust: {subject}: the sentinels did not act within {timeout:g}s: "
+                f"{verdict.text}. Is a sentinel running? See 'ndsclust status' and "
+                f"'ndsclust events'. The request stays in the directory until a sentinel "
+                "takes it.",
+                file=sys.stderr,
+            )
             return 1
         f.wait_change(left)
 
@@ -188,8 +230,12 @@ def _valid_app(snap: Snapshot, st: Store, tag: str) -> App:
     dn = st.app_dn(tag).lower()
     bad = next((e for e in snap.invalid if e.dn.lower() == dn), None)
     if bad is not None:
-        raise EntryInvalid(bad.dn, bad.attribute, f"{bad.problem}; the sentinels ignore this "
-                                                  "entry until it is fixed ('ndsclust app edit')")
+        raise EntryInvalid(
+            bad.dn,
+            bad.attribute,
+            f"{bad.problem}; the sentinels ignore this "
+            "entry until it is fixed ('ndsclust app edit')",
+        )
     known = ", ".join(sorted(snap.apps)) or "none"
     raise NoSuchEntry(f"no application with tag {tag!r} under {st.apps_dn} (known: {known})")
 
@@ -224,13 +270,19 @@ def request_verb(args: argparse.Namespace, make: Callable[[Snapshot], Request]) 
         written = _entry_csn(st, app.dn)
         common.audit(st, f"request_{request.kind.value}", tag=app.tag, text=f"request={request}")
         if follower is None:
-            print(f"{app.tag}: request {request} written; 'ndsclust status --watch' shows "
-                  "when the sentinels act")
+            print(
+                f"{app.tag}: request {request} written; 'ndsclust status --watch' shows "
+                "when the sentinels act"
+            )
             return 0
         fol = follower
-        return _follow(fol, lambda events: judge_request(app, request, written, fol.snapshot(),
-                                                         events),
-                       written, args.timeout, app.tag)
+        return _follow(
+            fol,
+            lambda events: judge_request(app, request, written, fol.snapshot(), events),
+            written,
+            args.timeout,
+            app.tag,
+        )
     finally:
         if follower is not None:
             follower.stop()
@@ -257,9 +309,11 @@ def migrate_request(snap: Snapshot, tag: str, server: str) -> Request:
     if app is not None:
         missing = sorted(app.resources - snap.servers[name].resources)
         if missing:
-            print(f"ndsclust: warning: {name} does not publish {', '.join(missing)}, which "
-                  f"{tag} needs: its sentinel will refuse unless it offers them",
-                  file=sys.stderr)
+            print(
+                f"ndsclust: warning: {name} does not publish {', '.join(missing)}, which "
+                f"{tag} needs: its sentinel will refuse unless it offers them",
+                file=sys.stderr,
+            )
     return Request(RequestKind.MIGRATE, name)
 
 
@@ -281,16 +335,27 @@ def cmd_maintenance(args: argparse.Namespace) -> int:
             follower.wait_ready(args.connect_timeout)
         st.set_server_state(name, ServerState.MAINTENANCE if on else ServerState.UP)
         written = _entry_csn(st, st.server_dn(name))
-        common.audit(st, "maintenance_on" if on else "maintenance_off", server=name,
-                     text=f"server={name}")
+        common.audit(
+            st, "maintenance_on" if on else "maintenance_off", server=name, text=f"server={name}"
+        )
         if follower is None:
-            print(f"{name}: maintenance {args.mode} written"
-                  + (f"; the sentinels move {', '.join(sorted(moving))} away" if on and moving else ""))
+            print(
+                f"{name}: maintenance {args.mode} written"
+                + (
+                    f"; the sentinels move {', '.join(sorted(moving))} away"
+                    if on and moving
+                    else ""
+                )
+            )
             return 0
         fol = follower
-        return _follow(fol, lambda events: judge_maintenance(name, on, moving, written,
-                                                             fol.snapshot(), events),
-                       written, args.timeout, name)
+        return _follow(
+            fol,
+            lambda events: judge_maintenance(name, on, moving, written, fol.snapshot(), events),
+            written,
+            args.timeout,
+            name,
+        )
     finally:
         if follower is not None:
             follower.stop()
@@ -299,15 +364,27 @@ def cmd_maintenance(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     verbs = (
-        ("load", cmd_load, "start an unloaded application",
-         "Ask the sentinels to load the application: its primary takes it when alive, else "
-         "the first live backup with every resource it needs. Writes ndsclustRequest: load."),
-        ("unload", cmd_unload, "stop an application and leave it unloaded",
-         "Ask the sentinels to stop the application; it stays unloaded (no host) until "
-         "someone loads it. Writes ndsclustRequest: unload."),
-        ("failback", cmd_failback, "approve the return to the primary (awaiting-failback)",
-         "Approve failback (FIG. 7B): the backup unloads the application and its primary "
-         "takes it. Needed when auto-recover is off. Writes ndsclustRequest: failback."),
+        (
+            "load",
+            cmd_load,
+            "start an unloaded application",
+            "Ask the sentinels to load the application: its primary takes it when alive, else "
+            "the first live backup with every resource it needs. Writes ndsclustRequest: load.",
+        ),
+        (
+            "unload",
+            cmd_unload,
+            "stop an application and leave it unloaded",
+            "Ask the sentinels to stop the application; it stays unloaded (no host) until "
+            "someone loads it. Writes ndsclustRequest: unload.",
+        ),
+        (
+            "failback",
+            cmd_failback,
+            "approve the return to the primary (awaiting-failback)",
+            "Approve failback (FIG. 7B): the backup unloads the application and its primary "
+            "takes it. Needed when auto-recover is off. Writes ndsclustRequest: failback.",
+        ),
     )
     for name, handler, short, long in verbs:
         p = sub.add_parser(name, help=short, description=long)
@@ -315,21 +392,26 @@ def register(sub: Any) -> None:
         common.add_wait_options(p)
         p.set_defaults(handler=handler)
 
-    p = sub.add_parser("migrate", help="move an application to a named server",
-                       description="Ask the sentinels to move the application to SERVER: the "
-                                   "host unloads it, then SERVER loads it. SERVER must be in "
-                                   "ou=servers. Writes ndsclustRequest: migrate:SERVER.")
+    p = sub.add_parser(
+        "migrate",
+        help="move an application to a named server",
+        description="Ask the sentinels to move the application to SERVER: the "
+        "host unloads it, then SERVER loads it. SERVER must be in "
+        "ou=servers. Writes ndsclustRequest: migrate:SERVER.",
+    )
     p.add_argument("tag", help="the application's tag")
     p.add_argument("server", help="the server to move it to")
     common.add_wait_options(p)
     p.set_defaults(handler=cmd_migrate)
 
-    p = sub.add_parser("maintenance", help="take a server out of service, or back",
-                       description="on: the sentinels move every application off SERVER and "
-                                   "none moves onto it. off: SERVER takes part again. Writes "
-                                   "ndsclustServerState (maintenance or up).")
+    p = sub.add_parser(
+        "maintenance",
+        help="take a server out of service, or back",
+        description="on: the sentinels move every application off SERVER and "
+        "none moves onto it. off: SERVER takes part again. Writes "
+        "ndsclustServerState (maintenance or up).",
+    )
     p.add_argument("server", help="the server's name")
     p.add_argument("mode", choices=("on", "off"))
     common.add_wait_options(p, default_timeout=60.0)
     p.set_defaults(handler=cmd_maintenance)
-

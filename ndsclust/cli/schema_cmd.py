@@ -1,4 +1,5 @@
 """``ndsclust schema install|show``: load the schema into every provider's cn=config."""
+
 from __future__ import annotations
 
 import argparse
@@ -22,8 +23,9 @@ def register(sub: Any) -> None:
         "install",
         help="load the schema into each provider's cn=config (idempotent)",
         description="Load the schema into each provider given by --uri. cn=config is not "
-                    "replicated: run it against every provider. Typical use as root on each "
-                    "server: ndsclust --uri ldapi:/// -Y schema install")
+        "replicated: run it against every provider. Typical use as root on each "
+        "server: ndsclust --uri ldapi:/// -Y schema install",
+    )
     inst.set_defaults(handler=cmd_install)
 
 

@@ -1,4 +1,5 @@
 """``ndsclust sentinel run``: the per-server daemon."""
+
 from __future__ import annotations
 
 import argparse
@@ -13,12 +14,19 @@ def register(sub: Any) -> None:
     s = p.add_subparsers(dest="sentinel_command", metavar="ACTION")
     s.required = True
     run = s.add_parser(
-        "run", help="run the sentinel (foreground for systemd, or --daemon)",
+        "run",
+        help="run the sentinel (foreground for systemd, or --daemon)",
         description="Run this server's sentinel. A bad configuration exits with status 2 and "
-                    "names every wrong key. SIGTERM unloads this server's programs, hands them "
-                    "to their backups and exits; SIGHUP reloads the configuration.")
-    run.add_argument("--config", dest="sentinel_config", default=None, metavar="FILE",
-                     help=f"sentinel YAML configuration (default: {DEFAULT_PATH})")
+        "names every wrong key. SIGTERM unloads this server's programs, hands them "
+        "to their backups and exits; SIGHUP reloads the configuration.",
+    )
+    run.add_argument(
+        "--config",
+        dest="sentinel_config",
+        default=None,
+        metavar="FILE",
+        help=f"sentinel YAML configuration (default: {DEFAULT_PATH})",
+    )
     run.add_argument("--daemon", action="store_true", help="detach (python-daemon)")
     run.add_argument("--pidfile", help="with --daemon: write the pid here")
     run.set_defaults(handler=cmd_run)

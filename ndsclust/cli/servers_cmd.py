@@ -3,6 +3,7 @@
 Applications name servers by their ``cn`` (docs/design.md section 2), so a server is added
 before any application names it and removed only after none does.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,14 +20,16 @@ from ndsclust.model import Server, ServerState, check_server_name
 
 COLUMNS = ("server", "state", "addresses", "resources", "hosting", "primary_for")
 # Attributes of an application entry that name servers; backups carry "{n}" order prefixes.
-NAMING = ("ndsclustPrimaryServer", "ndsclustBackupServer", "ndsclustHostServer",
-          "ndsclustRequest")
+NAMING = ("ndsclustPrimaryServer", "ndsclustBackupServer", "ndsclustHostServer", "ndsclustRequest")
 _ORDER_PREFIX = re.compile(r"^\{\d+\}")
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("servers", help="list, add or remove servers",
-                       description="Without an action: list the servers (as 'servers list').")
+    p = sub.add_parser(
+        "servers",
+        help="list, add or remove servers",
+        description="Without an action: list the servers (as 'servers list').",
+    )
     p.add_argument("--json", action="store_true", help="print JSON (stable keys)")
     p.set_defaults(handler=cmd_list)
     s = p.add_subparsers(dest="servers_command", metavar="ACTION")
@@ -37,24 +40,43 @@ def register(sub: Any) -> None:
     ls.set_defaults(handler=cmd_list)
 
     add = s.add_parser(
-        "add", help="add a server",
+        "add",
+        help="add a server",
         description="Add a server entry (and the cluster base, when this is the first). NAME "
-                    "is what applications and sentinel configurations call it: lower-case "
-                    "letters, digits and '-'.",
-        epilog="example: ndsclust servers add alpha --address 198.18.0.1:7946 --resource vip1")
+        "is what applications and sentinel configurations call it: lower-case "
+        "letters, digits and '-'.",
+        epilog="example: ndsclust servers add alpha --address 198.18.0.1:7946 --resource vip1",
+    )
     add.add_argument("name")
-    add.add_argument("--address", action="append", default=[], metavar="IP:PORT",
-                     help="heartbeat address of its sentinel; repeat for redundant rings")
-    add.add_argument("--resource", action="append", default=[], metavar="NAME",
-                     help="resource it offers (an application needing it may run there); repeat")
-    add.add_argument("--state", choices=[s.value for s in ServerState], default="up",
-                     help="initial state (default %(default)s)")
+    add.add_argument(
+        "--address",
+        action="append",
+        default=[],
+        metavar="IP:PORT",
+        help="heartbeat address of its sentinel; repeat for redundant rings",
+    )
+    add.add_argument(
+        "--resource",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="resource it offers (an application needing it may run there); repeat",
+    )
+    add.add_argument(
+        "--state",
+        choices=[s.value for s in ServerState],
+        default="up",
+        help="initial state (default %(default)s)",
+    )
     add.set_defaults(handler=cmd_add)
 
-    rm = s.add_parser("remove", help="remove a server no application names",
-                      description="Delete the server's entry and its pulse. Refused while an "
-                                  "application names it as primary, backup, host or migrate "
-                                  "target: edit or remove those first.")
+    rm = s.add_parser(
+        "remove",
+        help="remove a server no application names",
+        description="Delete the server's entry and its pulse. Refused while an "
+        "application names it as primary, backup, host or migrate "
+        "target: edit or remove those first.",
+    )
     rm.add_argument("name")
     rm.set_defaults(handler=cmd_remove)
 
@@ -64,14 +86,18 @@ def server_data(snap: Snapshot) -> list[dict[str, Any]]:
     for name in sorted(snap.servers):
         s = snap.servers[name]
         apps = snap.apps.values()
-        out.append({
-            "name": name, "state": s.state.value, "addresses": list(s.addresses),
-            "resources": sorted(s.resources),
-            "hosting": sorted(a.tag for a in apps if a.host == name),
-            "primary_for": sorted(a.tag for a in apps if a.primary == name),
-            "backup_for": sorted(a.tag for a in apps if name in a.backups),
-            "dn": s.dn,
-        })
+        out.append(
+            {
+                "name": name,
+                "state": s.state.value,
+                "addresses": list(s.addresses),
+                "resources": sorted(s.resources),
+                "hosting": sorted(a.tag for a in apps if a.host == name),
+                "primary_for": sorted(a.tag for a in apps if a.primary == name),
+                "backup_for": sorted(a.tag for a in apps if name in a.backups),
+                "dn": s.dn,
+            }
+        )
     return out
 
 
@@ -92,27 +118,35 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_server(st: Store, name: str, addresses: Sequence[str], resources: Sequence[str],
-                 state: str) -> Server:
+def build_server(
+    st: Store, name: str, addresses: Sequence[str], resources: Sequence[str], state: str
+) -> Server:
     """The server the options describe, checked as the sentinels check it; ConfigError
     naming the option and what is allowed."""
     try:
         check_server_name(name)
     except ValueError as e:
         raise ConfigError("servers add", [f"NAME: {e}"]) from None
-    attrs: dict[str, list[str]] = {"objectClass": ["top", "ndsclustServer"], "cn": [name],
-                                   "ndsclustServerState": [state]}
+    attrs: dict[str, list[str]] = {
+        "objectClass": ["top", "ndsclustServer"],
+        "cn": [name],
+        "ndsclustServerState": [state],
+    }
     if addresses:
         attrs["ndsclustAddress"] = list(addresses)
     if resources:
         attrs["ndsclustResource"] = list(resources)
-    flags = {"ndsclustAddress": "--address", "ndsclustResource": "--resource",
-             "ndsclustServerState": "--state"}
+    flags = {
+        "ndsclustAddress": "--address",
+        "ndsclustResource": "--resource",
+        "ndsclustServerState": "--state",
+    }
     try:
         return entries.parse_server(st.server_dn(name), attrs)
     except EntryInvalid as e:
-        raise ConfigError("servers add", [f"{e.attribute} ({flags.get(e.attribute, e.attribute)})"
-                                          f": {e.problem}"]) from None
+        raise ConfigError(
+            "servers add", [f"{e.attribute} ({flags.get(e.attribute, e.attribute)}): {e.problem}"]
+        ) from None
 
 
 def cmd_add(args: argparse.Namespace) -> int:
@@ -124,12 +158,18 @@ def cmd_add(args: argparse.Namespace) -> int:
             st.add_server(server)
         except EntryExists:
             raise EntryExists(f"server {server.name!r} already exists ({server.dn})") from None
-        common.audit(st, "server_add", server=server.name,
-                     text=f"server={server.name} addresses={','.join(server.addresses) or '-'}")
+        common.audit(
+            st,
+            "server_add",
+            server=server.name,
+            text=f"server={server.name} addresses={','.join(server.addresses) or '-'}",
+        )
     finally:
         st.close()
-    print(f"{server.name}: added" + ("" if server.addresses else
-                                     " (no heartbeat address: the lan channel cannot reach it)"))
+    print(
+        f"{server.name}: added"
+        + ("" if server.addresses else " (no heartbeat address: the lan channel cannot reach it)")
+    )
     return 0
 
 
@@ -152,22 +192,28 @@ def naming_apps(found: Sequence[tuple[str, Mapping[str, Sequence[Any]]]], name: 
 def cmd_remove(args: argparse.Namespace) -> int:
     st = common.store(args)
     try:
-        if not st.search(st.server_dn(args.name), "(objectClass=ndsclustServer)",
-                         scope="BASE", attributes=["1.1"]):
+        if not st.search(
+            st.server_dn(args.name),
+            "(objectClass=ndsclustServer)",
+            scope="BASE",
+            attributes=["1.1"],
+        ):
             raise NoSuchEntry(f"no server {args.name!r} under {st.servers_dn}")
-        found = st.search(st.apps_dn, "(objectClass=ndsclustApplication)",
-                          attributes=list(NAMING))
+        found = st.search(st.apps_dn, "(objectClass=ndsclustApplication)", attributes=list(NAMING))
         users = naming_apps(found, args.name)
         if users:
-            print(f"ndsclust: {args.name} is still named by: {'; '.join(users)}. Move or edit "
-                  "those applications first ('ndsclust migrate', 'ndsclust app edit TAG --set "
-                  "backups=...')", file=sys.stderr)
+            print(
+                f"ndsclust: {args.name} is still named by: {'; '.join(users)}. Move or edit "
+                "those applications first ('ndsclust migrate', 'ndsclust app edit TAG --set "
+                "backups=...')",
+                file=sys.stderr,
+            )
             return 1
         st.delete_server(args.name)
         try:
             st.delete(st.pulse_dn(args.name))
         except NoSuchEntry:
-            pass                    # its sentinel never published a pulse
+            pass  # its sentinel never published a pulse
         except StoreError as e:
             print(f"ndsclust: warning: its pulse entry stays: {e}", file=sys.stderr)
         common.audit(st, "server_remove", server=args.name, text=f"server={args.name}")

@@ -5,6 +5,7 @@ the sentinel went silent), applications with host, primary, backups, state and t
 event of the audit trail. ``--watch`` follows the RFC 4533 watch and redraws on every
 change; it never polls the directory.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,21 +29,37 @@ REDRAW_INTERVAL = 1.0
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
-        "status", help="servers and applications: what runs where",
+        "status",
+        help="servers and applications: what runs where",
         description="Show every server (state, directory pulse) and every application "
-                    "(host, primary, backups, state, last event). A table on a terminal, "
-                    "tab-separated text when piped, JSON with --json. --watch keeps the view "
-                    "current from the directory's change stream until Ctrl-C.")
+        "(host, primary, backups, state, last event). A table on a terminal, "
+        "tab-separated text when piped, JSON with --json. --watch keeps the view "
+        "current from the directory's change stream until Ctrl-C.",
+    )
     p.add_argument("--json", action="store_true", help="print JSON (stable keys) for scripts")
-    p.add_argument("--watch", "-w", action="store_true",
-                   help="redraw on every change until Ctrl-C; piped, print one view (one JSON "
-                        "line with --json) per change")
-    p.add_argument("--count", type=common.positive_int, metavar="N",
-                   help="with --watch: stop after N views")
-    p.add_argument("--timeout", type=common.positive_float, metavar="SECONDS",
-                   help="with --watch: stop after this many seconds")
-    p.add_argument("--stale", type=common.positive_float, default=DEFAULT_STALE, metavar="SECONDS",
-                   help="a pulse older than this counts as silent (default %(default)g)")
+    p.add_argument(
+        "--watch",
+        "-w",
+        action="store_true",
+        help="redraw on every change until Ctrl-C; piped, print one view (one JSON "
+        "line with --json) per change",
+    )
+    p.add_argument(
+        "--count", type=common.positive_int, metavar="N", help="with --watch: stop after N views"
+    )
+    p.add_argument(
+        "--timeout",
+        type=common.positive_float,
+        metavar="SECONDS",
+        help="with --watch: stop after this many seconds",
+    )
+    p.add_argument(
+        "--stale",
+        type=common.positive_float,
+        default=DEFAULT_STALE,
+        metavar="SECONDS",
+        help="a pulse older than this counts as silent (default %(default)g)",
+    )
     p.set_defaults(handler=cmd_status)
 
 
@@ -65,35 +82,50 @@ def pulse_json(p: Pulse | None, now: float, stale: float) -> tuple[dict[str, Any
     t = common.parse_time(p.stamp)
     age = None if t is None else round(now - t, 3)
     fresh = age is not None and age <= stale
-    return {"counter": p.counter, "time": common.iso_time(t) if t is not None else p.stamp,
-            "age": age}, fresh
+    return {
+        "counter": p.counter,
+        "time": common.iso_time(t) if t is not None else p.stamp,
+        "age": age,
+    }, fresh
 
 
-def status_data(snap: Snapshot, pulses: Mapping[ServerName, Pulse], events: Sequence[Event],
-                now: float, stale: float = DEFAULT_STALE) -> dict[str, Any]:
+def status_data(
+    snap: Snapshot,
+    pulses: Mapping[ServerName, Pulse],
+    events: Sequence[Event],
+    now: float,
+    stale: float = DEFAULT_STALE,
+) -> dict[str, Any]:
     """Everything ``status`` shows, with stable keys (the ``--json`` document)."""
     latest = last_events(events)
     servers = []
     for name in sorted(snap.servers):
         s = snap.servers[name]
         pulse, fresh = pulse_json(pulses.get(name), now, stale)
-        servers.append({
-            "name": name, "state": s.state.value, "addresses": list(s.addresses),
-            "resources": sorted(s.resources),
-            "hosting": sorted(a.tag for a in snap.apps.values() if a.host == name),
-            "pulse": pulse, "pulse_fresh": fresh,
-            # What the directory shows of the server; the sentinels' own channel views
-            # (lan, disk) are theirs and are not published.
-            "seen": ["directory"] if fresh else [],
-        })
+        servers.append(
+            {
+                "name": name,
+                "state": s.state.value,
+                "addresses": list(s.addresses),
+                "resources": sorted(s.resources),
+                "hosting": sorted(a.tag for a in snap.apps.values() if a.host == name),
+                "pulse": pulse,
+                "pulse_fresh": fresh,
+                # What the directory shows of the server; the sentinels' own channel views
+                # (lan, disk) are theirs and are not published.
+                "seen": ["directory"] if fresh else [],
+            }
+        )
     apps = []
     for tag in sorted(snap.apps):
         a = snap.apps[tag]
         last = latest.get(tag)
-        apps.append({**common.app_json(a),
-                     "last_event": common.event_json(last) if last else None})
-    return {"servers": servers, "applications": apps,
-            "invalid": [common.invalid_json(e) for e in snap.invalid]}
+        apps.append({**common.app_json(a), "last_event": common.event_json(last) if last else None})
+    return {
+        "servers": servers,
+        "applications": apps,
+        "invalid": [common.invalid_json(e) for e in snap.invalid],
+    }
 
 
 def _event_cell(e: Mapping[str, Any] | None, now: float) -> str:
@@ -114,14 +146,26 @@ def server_rows(data: Mapping[str, Any]) -> list[dict[str, Any]]:
             age = "unreadable"
         else:
             age = common.age_text(pulse["age"]) + ("" if s["pulse_fresh"] else " (silent)")
-        rows.append({"server": s["name"], "state": s["state"], "seen": s["seen"],
-                     "pulse_age": age, "hosting": s["hosting"]})
+        rows.append(
+            {
+                "server": s["name"],
+                "state": s["state"],
+                "seen": s["seen"],
+                "pulse_age": age,
+                "hosting": s["hosting"],
+            }
+        )
     return rows
 
 
 def app_rows(data: Mapping[str, Any], now: float) -> list[dict[str, Any]]:
-    return [{**{k: a[k] for k in APP_COLUMNS if k != "last_event"},
-             "last_event": _event_cell(a["last_event"], now)} for a in data["applications"]]
+    return [
+        {
+            **{k: a[k] for k in APP_COLUMNS if k != "last_event"},
+            "last_event": _event_cell(a["last_event"], now),
+        }
+        for a in data["applications"]
+    ]
 
 
 def change_key(data: Mapping[str, Any]) -> str:
@@ -140,20 +184,25 @@ def _print_text(data: Mapping[str, Any], now: float) -> None:
     common.print_rows("applications", APP_COLUMNS, app_rows(data, now))
     if data["invalid"]:
         print()
-        common.print_rows("invalid entries (ignored by the sentinels)", INVALID_COLUMNS,
-                          data["invalid"])
+        common.print_rows(
+            "invalid entries (ignored by the sentinels)", INVALID_COLUMNS, data["invalid"]
+        )
 
 
 def _renderable(data: Mapping[str, Any], now: float, base: str) -> Any:
     from rich.console import Group
     from rich.text import Text
+
     parts: list[Any] = [
         common.rich_table("servers", SERVER_COLUMNS, server_rows(data)),
         common.rich_table("applications", APP_COLUMNS, app_rows(data, now)),
     ]
     if data["invalid"]:
-        parts.append(common.rich_table("invalid entries (ignored by the sentinels)",
-                                       INVALID_COLUMNS, data["invalid"]))
+        parts.append(
+            common.rich_table(
+                "invalid entries (ignored by the sentinels)", INVALID_COLUMNS, data["invalid"]
+            )
+        )
     parts.append(Text(f"{base} at {time.strftime('%H:%M:%S')}; Ctrl-C to stop", style="dim"))
     return Group(*parts)
 
@@ -171,8 +220,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         common.print_json(data)
     else:
         if not data["servers"] and not data["applications"]:
-            print(f"ndsclust: no servers and no applications under {st.base}; add servers "
-                  "with 'ndsclust servers add NAME --address IP:PORT'", file=sys.stderr)
+            print(
+                f"ndsclust: no servers and no applications under {st.base}; add servers "
+                "with 'ndsclust servers add NAME --address IP:PORT'",
+                file=sys.stderr,
+            )
         _print_text(data, time.time())
     return 0
 
@@ -183,14 +235,18 @@ def _watch(args: argparse.Namespace, st: Store) -> int:
     last_key = ""
 
     def left() -> float:
-        return REDRAW_INTERVAL if deadline is None else min(REDRAW_INTERVAL,
-                                                            deadline - time.monotonic())
+        return (
+            REDRAW_INTERVAL
+            if deadline is None
+            else min(REDRAW_INTERVAL, deadline - time.monotonic())
+        )
 
     try:
         with common.Follower(st, pulses=True) as f:
             f.wait_ready(args.connect_timeout)
             if sys.stdout.isatty() and not args.json:
                 from rich.live import Live
+
                 now = time.time()
                 data = status_data(f.snapshot(), f.pulse_map(), f.event_list(), now, args.stale)
                 with Live(_renderable(data, now, st.base), auto_refresh=False) as live:
@@ -203,8 +259,9 @@ def _watch(args: argparse.Namespace, st: Store) -> int:
                             return 0
                         f.wait_change(left())
                         now = time.time()
-                        data = status_data(f.snapshot(), f.pulse_map(), f.event_list(), now,
-                                           args.stale)
+                        data = status_data(
+                            f.snapshot(), f.pulse_map(), f.event_list(), now, args.stale
+                        )
             while True:
                 now = time.time()
                 data = status_data(f.snapshot(), f.pulse_map(), f.event_list(), now, args.stale)

@@ -33,6 +33,7 @@ marker write that a dying provider had acknowledged but not yet replicated. Mark
 would turn each of those into a skipped item, which nobody can detect afterwards; a
 duplicate carries its number and can be dropped by whoever reads the output.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -86,12 +87,29 @@ def ledger_lines(lines: Iterable[str]) -> list[str]:
     return out
 
 
-def command(output: str, tag: str, primary: str, backups: Sequence[str] = (),
-            resources: Sequence[str] = (), interval: float = 0.02) -> list[str]:
+def command(
+    output: str,
+    tag: str,
+    primary: str,
+    backups: Sequence[str] = (),
+    resources: Sequence[str] = (),
+    interval: float = 0.02,
+) -> list[str]:
     """The command line the program registers (an entry written with it is "unchanged"
     when the program registers): how any server loads it."""
-    cmd = [sys.executable, "-m", MODULE, "--output", os.path.abspath(output), "--tag", tag,
-           "--primary", primary, "--interval", repr(interval)]
+    cmd = [
+        sys.executable,
+        "-m",
+        MODULE,
+        "--output",
+        os.path.abspath(output),
+        "--tag",
+        tag,
+        "--primary",
+        primary,
+        "--interval",
+        repr(interval),
+    ]
     if backups:
         cmd += ["--backups", ",".join(backups)]
     if resources:
@@ -127,18 +145,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     with session:
         try:
-            reg = session.register(command=command(args.output, args.tag, args.primary,
-                                                   args.backups, args.resources, args.interval),
-                                   primary=args.primary,
-                                   backups=args.backups, resources=args.resources)
+            reg = session.register(
+                command=command(
+                    args.output, args.tag, args.primary, args.backups, args.resources, args.interval
+                ),
+                primary=args.primary,
+                backups=args.backups,
+                resources=args.resources,
+            )
         except aware.AwareError as e:
             print(f"{args.tag}: {e}", file=sys.stderr)
             return 1
         if not session.supervised:
-            where = (f"hosted by {reg.host}" if reg.host
-                     else f"unloaded; 'ndsclust load {args.tag}' starts it")
-            print(f"{args.tag}: registration {reg.result}, {where}; the sentinels run it "
-                  "from now on", flush=True)
+            where = (
+                f"hosted by {reg.host}"
+                if reg.host
+                else f"unloaded; 'ndsclust load {args.tag}' starts it"
+            )
+            print(
+                f"{args.tag}: registration {reg.result}, {where}; the sentinels run it from now on",
+                flush=True,
+            )
             return 0
         return _run(session, args)
 
@@ -155,15 +182,15 @@ def _run(session: aware.Session, args: argparse.Namespace) -> int:
         try:
             session.wait_until_host()
         except aware.StopRequested:
-            return 0        # unloaded before it was ever the active copy: nothing to save
+            return 0  # unloaded before it was ever the active copy: nothing to save
         write("start")
         marker = session.marker
         done = int(marker) if marker is not None else 0
         write(f"resume {done}")
         while not session.should_stop():
             n = done + 1
-            write(f"item {n}")            # process ...
-            session.marker = str(n)       # ... then mark (see the module docstring)
+            write(f"item {n}")  # process ...
+            session.marker = str(n)  # ... then mark (see the module docstring)
             done = n
             session.should_stop(timeout=args.interval)
         write("stop")

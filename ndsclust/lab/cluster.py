@@ -37,6 +37,7 @@ mapping channel -> seconds for ``lan``, ``directory`` and ``disk``; a channel le
 keeps the sentinel's default) and ``witness_interval``/``witness_timeout``.
 ``ndsclust.lab.timings`` builds all of them from a sentinel configuration file.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -81,11 +82,11 @@ LAB_TIMEOUTS: Mapping[str, float] = {"stop_grace": 2.0, "startup_grace": 2.0}
 class LabServer:
     name: ServerName
     index: int
-    address: str                      # LAN heartbeat ip:port
+    address: str  # LAN heartbeat ip:port
     dir: Path
     config_path: Path
     log_path: Path
-    bind_dn: str = ""                 # the server entry its sentinel binds as
+    bind_dn: str = ""  # the server entry its sentinel binds as
     resources: tuple[str, ...] = ()
     timeouts: Mapping[str, Any] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
@@ -164,14 +165,24 @@ class Witness:
 class LabCluster:
     """N servers on this machine; see the module docstring. Context manager."""
 
-    def __init__(self, n: int = 3, base_dir: str | Path | None = None, *,
-                 die_with_parent: bool = True, timeouts: Mapping[str, Any] | None = None,
-                 intervals: float | Mapping[str, float] | None = None,
-                 resources: Mapping[str, Sequence[str]] | None = None,
-                 log_level: str = "info", disk: bool = True, netns: bool = False,
-                 witness: bool = False, witness_interval: float | None = None,
-                 witness_timeout: float | None = None, sentinel_wrapper: Sequence[str] = (),
-                 operator_servers: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        n: int = 3,
+        base_dir: str | Path | None = None,
+        *,
+        die_with_parent: bool = True,
+        timeouts: Mapping[str, Any] | None = None,
+        intervals: float | Mapping[str, float] | None = None,
+        resources: Mapping[str, Sequence[str]] | None = None,
+        log_level: str = "info",
+        disk: bool = True,
+        netns: bool = False,
+        witness: bool = False,
+        witness_interval: float | None = None,
+        witness_timeout: float | None = None,
+        sentinel_wrapper: Sequence[str] = (),
+        operator_servers: Sequence[str] = (),
+    ) -> None:
         """``sentinel_wrapper``: arguments put between the Python interpreter and
         ``-m ndsclust`` when a sentinel starts (a script that adjusts the process before it
         runs the module); ``{dir}`` and ``{name}`` in them become the server's directory
@@ -185,8 +196,10 @@ class LabCluster:
         if isinstance(intervals, Mapping):
             unknown = sorted(set(intervals) - set(INTERVAL_CHANNELS))
             if unknown:
-                raise LabError(f"intervals for unknown channel(s) {', '.join(unknown)}; "
-                               f"channels: {', '.join(INTERVAL_CHANNELS)}")
+                raise LabError(
+                    f"intervals for unknown channel(s) {', '.join(unknown)}; "
+                    f"channels: {', '.join(INTERVAL_CHANNELS)}"
+                )
             self.intervals: dict[str, float] = {k: float(v) for k, v in intervals.items()}
         elif intervals is not None:
             self.intervals = {ch: float(intervals) for ch in INTERVAL_CHANNELS}
@@ -204,14 +217,19 @@ class LabCluster:
         if self.net is not None:
             net = self.net
             self.directory = DirectoryCluster(
-                n=n, base_dir=base_dir, die_with_parent=die_with_parent, durable=False,
+                n=n,
+                base_dir=base_dir,
+                die_with_parent=die_with_parent,
+                durable=False,
                 hosts=[net.address(name, "dir") for name in names],
-                exec_prefixes=[net.exec_prefix(name) for name in names], tls=True)
+                exec_prefixes=[net.exec_prefix(name) for name in names],
+                tls=True,
+            )
         else:
             # A lab directory is thrown away: no fsync per commit (see provider_config).
-            self.directory = DirectoryCluster(n=n, base_dir=base_dir,
-                                              die_with_parent=die_with_parent, durable=False,
-                                              tls=True)
+            self.directory = DirectoryCluster(
+                n=n, base_dir=base_dir, die_with_parent=die_with_parent, durable=False, tls=True
+            )
         self.want_witness = witness
         self.witness: Witness | None = None
         self.servers: dict[ServerName, LabServer] = {}
@@ -239,8 +257,12 @@ class LabCluster:
     def store(self) -> Store:
         if self._store is None:
             d = self.directory
-            self._store = Store(Providers(d.uris, d.admin_credentials(), timeout=1.0), d.suffix,
-                                pulse_base=d.pulse_suffix, op_deadline=15.0)
+            self._store = Store(
+                Providers(d.uris, d.admin_credentials(), timeout=1.0),
+                d.suffix,
+                pulse_base=d.pulse_suffix,
+                op_deadline=15.0,
+            )
         return self._store
 
     def __enter__(self) -> LabCluster:
@@ -286,13 +308,19 @@ class LabCluster:
             name = ServerName(SERVER_NAMES[i])
             sdir = self.base_dir / name
             sdir.mkdir(exist_ok=True)
-            server = LabServer(name=name, index=i, address=self.lan_address(i, ports[i]),
-                               dir=sdir, config_path=sdir / "sentinel.yaml",
-                               log_path=sdir / "sentinel.log",
-                               resources=self.resources.get(name, ()))
+            server = LabServer(
+                name=name,
+                index=i,
+                address=self.lan_address(i, ports[i]),
+                dir=sdir,
+                config_path=sdir / "sentinel.yaml",
+                log_path=sdir / "sentinel.log",
+                resources=self.resources.get(name, ()),
+            )
             self.servers[name] = server
             server.bind_dn, password = self.directory.add_server_identity(
-                name, (server.address,), server.resources)
+                name, (server.address,), server.resources
+            )
             if name in self.operator_servers:
                 self.directory.add_operator(server.bind_dn)
             pw_file = self.password_file(server)
@@ -324,9 +352,11 @@ class LabCluster:
             # Where the witness decides (two servers), fencing waits for it to be
             # unreachable: its timeout + 0.1 s counts as a fence time, which the default
             # failover timeout covers (config.fence_bound).
-            channels["witness"] = {"address": self.witness.address,
-                                   "interval": self.witness_interval,
-                                   "timeout": self.witness_timeout}
+            channels["witness"] = {
+                "address": self.witness.address,
+                "interval": self.witness_interval,
+                "timeout": self.witness_timeout,
+            }
         cfg: dict[str, Any] = {
             "server": server.name,
             "cluster": "lab",
@@ -354,8 +384,7 @@ class LabCluster:
         return self.intervals.get(channel)
 
     def write_config(self, server: LabServer) -> None:
-        server.config_path.write_text(yaml.safe_dump(self.sentinel_config(server),
-                                                     sort_keys=False))
+        server.config_path.write_text(yaml.safe_dump(self.sentinel_config(server), sort_keys=False))
 
     def start_sentinel(self, name: ServerName) -> None:
         server = self.servers[name]
@@ -363,14 +392,27 @@ class LabCluster:
             raise LabError(f"the sentinel of {name} is already running (pid {server.pid})")
         prefix = self.net.exec_prefix(name) if self.net is not None else ()
         wrapper = [a.format(dir=server.dir, name=name) for a in self.sentinel_wrapper]
-        log = open(server.log_path, "ab")
+        log = open(server.log_path, "ab")  # noqa: SIM115 (the child keeps it; closed below)
         try:
             server.process = subprocess.Popen(
-                [*prefix, sys.executable, *wrapper, "-m", "ndsclust", "sentinel", "run",
-                 "--config", str(server.config_path)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=str(server.dir),
+                [
+                    *prefix,
+                    sys.executable,
+                    *wrapper,
+                    "-m",
+                    "ndsclust",
+                    "sentinel",
+                    "run",
+                    "--config",
+                    str(server.config_path),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                cwd=str(server.dir),
                 preexec_fn=_die_with_parent if self.die_with_parent else None,
-                start_new_session=True)
+                start_new_session=True,
+            )
         finally:
             log.close()
         server.pid = server.process.pid
@@ -382,8 +424,11 @@ class LabCluster:
         if not server.running or server.pid is None:
             return
         os.kill(server.pid, signal.SIGTERM)
-        wait_until(lambda: not server.running, timeout=timeout,
-                   what=f"sentinel of {name} to exit after SIGTERM")
+        wait_until(
+            lambda: not server.running,
+            timeout=timeout,
+            what=f"sentinel of {name} to exit after SIGTERM",
+        )
 
     def kill_sentinel(self, name: ServerName, sig: int = signal.SIGKILL) -> None:
         server = self.servers[name]
@@ -456,9 +501,18 @@ class LabCluster:
                 self.net.teardown()
 
     def _save_state(self) -> None:
-        state = {"servers": {s.name: {"pid": s.pid, "address": s.address, "index": s.index,
-                                      "config": str(s.config_path), "log": str(s.log_path)}
-                             for s in self.servers.values()}}
+        state = {
+            "servers": {
+                s.name: {
+                    "pid": s.pid,
+                    "address": s.address,
+                    "index": s.index,
+                    "config": str(s.config_path),
+                    "log": str(s.log_path),
+                }
+                for s in self.servers.values()
+            }
+        }
         (self.base_dir / "lab.json").write_text(json.dumps(state, indent=2))
 
     # -- applications -----------------------------------------------------------------------
@@ -467,19 +521,42 @@ class LabCluster:
         # The sample program needs only the standard library: without the site module (and
         # the package finders it loads) Python starts it in about 15 ms instead of 75, so a
         # failover timed to its first ledger line times ndsclust rather than the interpreter.
-        return (sys.executable, "-S", str(SAMPLE_APP), "--ledger", str(self.ledger),
-                "--tag", tag, *extra)
+        return (
+            sys.executable,
+            "-S",
+            str(SAMPLE_APP),
+            "--ledger",
+            str(self.ledger),
+            "--tag",
+            tag,
+            *extra,
+        )
 
-    def add_app(self, tag: str, primary: str, backups: Iterable[str], *,
-                auto_recover: bool = True, resources: Iterable[str] = (),
-                extra: Sequence[str] = (), host: str | None | bool = True,
-                app_type: AppType = AppType.CAPABLE) -> App:
+    def add_app(
+        self,
+        tag: str,
+        primary: str,
+        backups: Iterable[str],
+        *,
+        auto_recover: bool = True,
+        resources: Iterable[str] = (),
+        extra: Sequence[str] = (),
+        host: str | bool | None = True,
+        app_type: AppType = AppType.CAPABLE,
+    ) -> App:
         """Register a sample program; by default its host is its primary (load at once)."""
         h = ServerName(primary) if host is True else (ServerName(host) if host else None)
-        app = App(tag=Tag(tag), type=app_type, command=self.sample_command(tag, *extra),
-                  primary=ServerName(primary), backups=tuple(ServerName(b) for b in backups),
-                  host=h, resources=frozenset(resources), auto_recover=auto_recover,
-                  state=StateValue(AppState.LOADING if h else AppState.STOPPED))
+        app = App(
+            tag=Tag(tag),
+            type=app_type,
+            command=self.sample_command(tag, *extra),
+            primary=ServerName(primary),
+            backups=tuple(ServerName(b) for b in backups),
+            host=h,
+            resources=frozenset(resources),
+            auto_recover=auto_recover,
+            state=StateValue(AppState.LOADING if h else AppState.STOPPED),
+        )
         self.store().add_app(app)
         return app
 
@@ -506,20 +583,30 @@ class LabCluster:
     def first_start_after(self, tag: str, t: float, server: str | None = None) -> float | None:
         for line in self.ledger_lines():
             parts = line.split()
-            if (len(parts) == 5 and parts[2] == tag and parts[3] == "start"
-                    and (server is None or parts[0] == server) and float(parts[4]) >= t):
+            if (
+                len(parts) == 5
+                and parts[2] == tag
+                and parts[3] == "start"
+                and (server is None or parts[0] == server)
+                and float(parts[4]) >= t
+            ):
                 return float(parts[4])
         return None
 
     def wait_running(self, tag: str, server: str, timeout: float = 20.0) -> None:
-        wait_until(lambda: self.running_on(tag) == {server}, timeout=timeout,
-                   what=f"{tag} running on {server} only (now: {sorted(self.running_on(tag))})")
+        wait_until(
+            lambda: self.running_on(tag) == {server},
+            timeout=timeout,
+            what=f"{tag} running on {server} only (now: {sorted(self.running_on(tag))})",
+        )
 
     def app(self, tag: str) -> App:
         return self.store().app(tag)
 
     def log_tail(self, name: str, lines: int = 30) -> str:
         try:
-            return "\n".join(self.servers[ServerName(name)].log_path.read_text().splitlines()[-lines:])
+            return "\n".join(
+                self.servers[ServerName(name)].log_path.read_text().splitlines()[-lines:]
+            )
         except FileNotFoundError:
             return ""

@@ -33,6 +33,7 @@ groups, and the seed entries of deploy/ (cluster base, operators, auditors). The
 then stays root of every database for the lab's own bookkeeping; sentinels bind as their
 server entries (``add_server_identity``).
 """
+
 from __future__ import annotations
 
 import atexit
@@ -49,7 +50,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -74,17 +75,22 @@ PULSE_DB = "olcDatabase={3}mdb,cn=config"
 # Root over ldapi (SASL EXTERNAL) manages cn=config, e.g. loads a schema on a live provider.
 LDAPI_ROOT = "gidNumber=0+uidNumber=0,cn=peercred,cn=external,cn=auth"
 # Attributes the store searches by equality; indexed only when the ndsclust schema is loaded.
-NDSCLUST_EQ_INDEXES = ("ndsclustTag", "ndsclustHostServer", "ndsclustPrimaryServer",
-                       "ndsclustBackupServer", "ndsclustEventTime")
-MAIN_RID_BASE = 100    # rid = base + server id of the provider replicated from
+NDSCLUST_EQ_INDEXES = (
+    "ndsclustTag",
+    "ndsclustHostServer",
+    "ndsclustPrimaryServer",
+    "ndsclustBackupServer",
+    "ndsclustEventTime",
+)
+MAIN_RID_BASE = 100  # rid = base + server id of the provider replicated from
 PULSE_RID_BASE = 200
-MAX_PROVIDERS = 99     # keeps every rid within syncrepl's three decimal digits
-SUN_PATH_MAX = 107     # AF_UNIX path limit, minus the terminating NUL
+MAX_PROVIDERS = 99  # keeps every rid within syncrepl's three decimal digits
+SUN_PATH_MAX = 107  # AF_UNIX path limit, minus the terminating NUL
 PR_SET_PDEATHSIG = 1
 LOG_TAIL_LINES = 20
 PKI_DIR = "pki"
 LAB_CLUSTER_NAME = "lab"
-SECRET_BYTES = 24       # random passwords: 32 url-safe characters
+SECRET_BYTES = 24  # random passwords: 32 url-safe characters
 
 
 class LabError(NdsclustError):
@@ -95,8 +101,9 @@ class LabTimeout(LabError):
     """A bounded wait of the lab ran out."""
 
 
-def wait_until(cond: Callable[[], T], timeout: float = 5.0, interval: float = 0.01,
-               what: str = "condition") -> T:
+def wait_until(
+    cond: Callable[[], T], timeout: float = 5.0, interval: float = 0.01, what: str = "condition"
+) -> T:
     """Call ``cond`` until it returns something truthy and return that; raise LabTimeout
     naming ``what`` when ``timeout`` seconds pass first. ``cond`` is called at least once,
     and once more at the deadline, so a slow poll cannot miss its last chance."""
@@ -122,10 +129,12 @@ def _die_with(parent: int, libc: ctypes.CDLL) -> Callable[[], None]:
     """preexec_fn: SIGKILL the child when the thread that spawned it exits, so an
     interrupted test run cannot leave a slapd behind. The getppid() check closes the race
     of the parent dying between fork and prctl."""
+
     def arm() -> None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if os.getppid() != parent:
             os._exit(1)
+
     return arm
 
 
@@ -135,7 +144,7 @@ def _proc_state(pid: int) -> str | None:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except (FileNotFoundError, ProcessLookupError):
         return None
-    return stat[stat.rindex(")") + 2:].split(" ", 1)[0]
+    return stat[stat.rindex(")") + 2 :].split(" ", 1)[0]
 
 
 def _cmdline(pid: int) -> list[str]:
@@ -198,9 +207,18 @@ def _decode(values: Sequence[bytes]) -> tuple[str, ...]:
 class Provider:
     """One slapd provider: its directories, its process, and the signals sent to it."""
 
-    def __init__(self, index: int, host: str, port: int, dir: Path,
-                 exec_prefix: Sequence[str] = (), die_with_parent: bool = True,
-                 pid: int | None = None, log_level: str = "0", tls: bool = False) -> None:
+    def __init__(
+        self,
+        index: int,
+        host: str,
+        port: int,
+        dir: Path,
+        exec_prefix: Sequence[str] = (),
+        die_with_parent: bool = True,
+        pid: int | None = None,
+        log_level: str = "0",
+        tls: bool = False,
+    ) -> None:
         """``tls``: listen on ``ldaps://`` instead of ``ldap://``."""
         self.index = index
         self.server_id = index + 1
@@ -221,8 +239,10 @@ class Provider:
         self.on_spawn: Callable[[Provider], None] | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         if len(str(self.ldapi_path)) > SUN_PATH_MAX:
-            raise LabError(f"provider {index}: ldapi socket path {self.ldapi_path} is longer "
-                           f"than {SUN_PATH_MAX} bytes; use a shorter base_dir")
+            raise LabError(
+                f"provider {index}: ldapi socket path {self.ldapi_path} is longer "
+                f"than {SUN_PATH_MAX} bytes; use a shorter base_dir"
+            )
 
     def __repr__(self) -> str:
         return f"Provider(index={self.index}, url={self.url!r}, pid={self.pid})"
@@ -249,8 +269,15 @@ class Provider:
         # -d keeps slapd in the foreground (the child PID is slapd's) and sends its debug
         # output, the only log slapd 2.5 writes without syslog, to the log file.
         debug = [a for level in self.log_level.split() for a in ("-d", level)]
-        return [*self.exec_prefix, _tool("slapd"), *debug, "-F", str(self.conf_dir),
-                "-h", f"{self.url} {self.ldapi_url}"]
+        return [
+            *self.exec_prefix,
+            _tool("slapd"),
+            *debug,
+            "-F",
+            str(self.conf_dir),
+            "-h",
+            f"{self.url} {self.ldapi_url}",
+        ]
 
     def spawn(self) -> None:
         """Launch slapd from the existing config and data without waiting for it. With
@@ -259,16 +286,25 @@ class Provider:
         if self.running:
             raise LabError(f"{self.name} is already running as pid {self.pid}")
         if not self.conf_dir.is_dir():
-            raise LabError(f"{self.name}: no configuration in {self.conf_dir}; "
-                           "the cluster was stopped or never built")
+            raise LabError(
+                f"{self.name}: no configuration in {self.conf_dir}; "
+                "the cluster was stopped or never built"
+            )
         with open(self.log_path, "ab") as log:
             self._proc = subprocess.Popen(
-                self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                self.command(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 close_fds=True,
-                preexec_fn=(_die_with(os.getpid(), ctypes.CDLL(None, use_errno=True))
-                            if self.die_with_parent else None),
+                preexec_fn=(
+                    _die_with(os.getpid(), ctypes.CDLL(None, use_errno=True))
+                    if self.die_with_parent
+                    else None
+                ),
                 # A cluster meant to outlive its creator must not get the terminal's Ctrl-C.
-                start_new_session=not self.die_with_parent)
+                start_new_session=not self.die_with_parent,
+            )
         self.pid = self._proc.pid
         self.paused = False
         if self.on_spawn is not None:
@@ -286,12 +322,15 @@ class Provider:
         try:
             conn = ldap3.Connection(
                 ldap3.Server(self.ldapi_url, connect_timeout=1, get_info=ldap3.NONE),
-                auto_bind=ldap3.AUTO_BIND_NO_TLS, receive_timeout=1)
+                auto_bind=ldap3.AUTO_BIND_NO_TLS,
+                receive_timeout=1,
+            )
         except LDAPException:
             return False
         try:
-            return bool(conn.search("", "(objectClass=*)", ldap3.BASE,
-                                    attributes=["namingContexts"]))
+            return bool(
+                conn.search("", "(objectClass=*)", ldap3.BASE, attributes=["namingContexts"])
+            )
         except LDAPException:
             return False
         finally:
@@ -302,13 +341,17 @@ class Provider:
         with the tail of its log if it exits first or the monotonic ``deadline`` passes."""
         while True:
             if not self.running:
-                raise LabError(f"{self.name} exited during start-up; its log "
-                               f"({self.log_path}) ends with:\n{self.log_tail()}")
+                raise LabError(
+                    f"{self.name} exited during start-up; its log "
+                    f"({self.log_path}) ends with:\n{self.log_tail()}"
+                )
             if self._answers():
                 return
             if time.monotonic() >= deadline:
-                raise LabTimeout(f"{self.name} (pid {self.pid}) did not answer in time; "
-                                 f"its log ({self.log_path}) ends with:\n{self.log_tail()}")
+                raise LabTimeout(
+                    f"{self.name} (pid {self.pid}) did not answer in time; "
+                    f"its log ({self.log_path}) ends with:\n{self.log_tail()}"
+                )
             time.sleep(0.005)
 
     def start(self, timeout: float = 10.0) -> None:
@@ -394,32 +437,55 @@ def _config_managers() -> list[str]:
     return [LDAPI_ROOT] if own == LDAPI_ROOT else [LDAPI_ROOT, own]
 
 
-def replication_config(*, peers: Sequence[tuple[int, str]], suffix: str, pulse_suffix: str,
-                       admin_dn: str, admin_password: str,
-                       retry: str) -> dict[str, dict[str, list[str]]]:
+def replication_config(
+    *,
+    peers: Sequence[tuple[int, str]],
+    suffix: str,
+    pulse_suffix: str,
+    admin_dn: str,
+    admin_password: str,
+    retry: str,
+) -> dict[str, dict[str, list[str]]]:
     """The replication attributes of one provider's main and pulse database entries: one
     syncrepl agreement per other provider (``peers``: server id, ldap URL) and
     multi-provider mode. Main: delta-syncrepl from the peer's accesslog; pulse: plain."""
     if not peers:
         return {}
-    common = (f'bindmethod=simple binddn="{admin_dn}" credentials="{admin_password}" '
-              f'type=refreshAndPersist retry="{retry}" timeout=3 network-timeout=2 '
-              f'keepalive=30:3:5')
-    main = [f'{{{i}}}rid={MAIN_RID_BASE + sid:03d} provider={url} {common} '
-            f'searchbase="{suffix}" syncdata=accesslog logbase="{ACCESSLOG_SUFFIX}" '
-            f'logfilter="(&(objectClass=auditWriteObject)(reqResult=0))"'
-            for i, (sid, url) in enumerate(peers)]
-    pulse = [f'{{{i}}}rid={PULSE_RID_BASE + sid:03d} provider={url} {common} '
-             f'searchbase="{pulse_suffix}"'
-             for i, (sid, url) in enumerate(peers)]
-    return {MAIN_DB: {"olcSyncrepl": main, "olcMultiProvider": ["TRUE"]},
-            PULSE_DB: {"olcSyncrepl": pulse, "olcMultiProvider": ["TRUE"]}}
+    common = (
+        f'bindmethod=simple binddn="{admin_dn}" credentials="{admin_password}" '
+        f'type=refreshAndPersist retry="{retry}" timeout=3 network-timeout=2 '
+        f"keepalive=30:3:5"
+    )
+    main = [
+        f"{{{i}}}rid={MAIN_RID_BASE + sid:03d} provider={url} {common} "
+        f'searchbase="{suffix}" syncdata=accesslog logbase="{ACCESSLOG_SUFFIX}" '
+        f'logfilter="(&(objectClass=auditWriteObject)(reqResult=0))"'
+        for i, (sid, url) in enumerate(peers)
+    ]
+    pulse = [
+        f'{{{i}}}rid={PULSE_RID_BASE + sid:03d} provider={url} {common} searchbase="{pulse_suffix}"'
+        for i, (sid, url) in enumerate(peers)
+    ]
+    return {
+        MAIN_DB: {"olcSyncrepl": main, "olcMultiProvider": ["TRUE"]},
+        PULSE_DB: {"olcSyncrepl": pulse, "olcMultiProvider": ["TRUE"]},
+    }
 
 
-def provider_config(*, server_id: int, dir: Path, peers: Sequence[tuple[int, str]],
-                    suffix: str, pulse_suffix: str, admin_dn: str, admin_password: str,
-                    retry: str, accesslog_purge: str, with_schema: bool,
-                    durable: bool = True) -> str:
+def provider_config(
+    *,
+    server_id: int,
+    dir: Path,
+    peers: Sequence[tuple[int, str]],
+    suffix: str,
+    pulse_suffix: str,
+    admin_dn: str,
+    admin_password: str,
+    retry: str,
+    accesslog_purge: str,
+    with_schema: bool,
+    durable: bool = True,
+) -> str:
     """The cn=config LDIF of one provider, for ``slapadd -n0``. ``peers`` are the
     (server id, ldap URL) of every other provider. It follows a measured working
     delta-syncrepl multi-provider setup (docs/platform.md facts 1-2). ``durable=False``
@@ -428,71 +494,138 @@ def provider_config(*, server_id: int, dir: Path, peers: Sequence[tuple[int, str
     fsync per commit on each of three providers the disk, not ndsclust, sets the pace
     (deploy/ keeps it on)."""
     nosync = {} if durable else {"olcDbNoSync": "TRUE"}
-    replication = replication_config(peers=peers, suffix=suffix, pulse_suffix=pulse_suffix,
-                                     admin_dn=admin_dn, admin_password=admin_password,
-                                     retry=retry)
+    replication = replication_config(
+        peers=peers,
+        suffix=suffix,
+        pulse_suffix=pulse_suffix,
+        admin_dn=admin_dn,
+        admin_password=admin_password,
+        retry=retry,
+    )
     limits = f'dn.exact="{admin_dn}" time=unlimited size=unlimited'
-    config_access = ("{0}to * "
-                     + " ".join(f"by dn.exact={dn} manage" for dn in _config_managers())
-                     + " by * break")
+    config_access = (
+        "{0}to * "
+        + " ".join(f"by dn.exact={dn} manage" for dn in _config_managers())
+        + " by * break"
+    )
     main_index = ["objectClass eq", "entryCSN eq", "entryUUID eq"]
     if with_schema:
         main_index += [f"{a} eq" for a in NDSCLUST_EQ_INDEXES]
     blocks = [
-        _entry("cn=config", objectClass="olcGlobal", cn="config", olcServerID=str(server_id),
-               olcPidFile=str(dir / "slapd.pid"), olcArgsFile=str(dir / "slapd.args"),
-               olcLogLevel="none"),
-        _entry("cn=module{0},cn=config", objectClass="olcModuleList", cn="module{0}",
-               olcModulePath="/usr/lib/ldap",
-               olcModuleLoad=["back_mdb", "back_monitor", "syncprov", "accesslog"]),
+        _entry(
+            "cn=config",
+            objectClass="olcGlobal",
+            cn="config",
+            olcServerID=str(server_id),
+            olcPidFile=str(dir / "slapd.pid"),
+            olcArgsFile=str(dir / "slapd.args"),
+            olcLogLevel="none",
+        ),
+        _entry(
+            "cn=module{0},cn=config",
+            objectClass="olcModuleList",
+            cn="module{0}",
+            olcModulePath="/usr/lib/ldap",
+            olcModuleLoad=["back_mdb", "back_monitor", "syncprov", "accesslog"],
+        ),
         _entry("cn=schema,cn=config", objectClass="olcSchemaConfig", cn="schema"),
         *(f"include: file://{SCHEMA_DIR / name}.ldif" for name in STANDARD_SCHEMAS),
     ]
     if with_schema:
         blocks.append(schema.render_ldif().strip())
     blocks += [
-        _entry("olcDatabase={-1}frontend,cn=config",
-               objectClass=["olcDatabaseConfig", "olcFrontendConfig"],
-               olcDatabase="{-1}frontend"),
-        _entry("olcDatabase={0}config,cn=config", objectClass="olcDatabaseConfig",
-               olcDatabase="{0}config", olcAccess=config_access),
+        _entry(
+            "olcDatabase={-1}frontend,cn=config",
+            objectClass=["olcDatabaseConfig", "olcFrontendConfig"],
+            olcDatabase="{-1}frontend",
+        ),
+        _entry(
+            "olcDatabase={0}config,cn=config",
+            objectClass="olcDatabaseConfig",
+            olcDatabase="{0}config",
+            olcAccess=config_access,
+        ),
         # Before the main database (docs/platform.md fact 2): delta-syncrepl reads it as the
         # replication identity, which must not meet the default size limit of 500 during a catch-up.
-        _entry("olcDatabase={1}mdb,cn=config",
-               objectClass=["olcDatabaseConfig", "olcMdbConfig"], olcDatabase="{1}mdb",
-               olcDbDirectory=str(dir / "accesslog"), olcSuffix=ACCESSLOG_SUFFIX,
-               olcRootDN=admin_dn, olcDbMaxSize="1073741824",
-               olcDbIndex=["default eq", "entryCSN,objectClass,reqEnd,reqResult,reqStart,reqDN"],
-               olcLimits=limits, **nosync),
-        _entry("olcOverlay={0}syncprov,olcDatabase={1}mdb,cn=config",
-               objectClass=["olcOverlayConfig", "olcSyncProvConfig"],
-               olcOverlay="{0}syncprov", olcSpNoPresent="TRUE", olcSpReloadHint="TRUE"),
-        _entry(MAIN_DB, objectClass=["olcDatabaseConfig", "olcMdbConfig"],
-               olcDatabase="{2}mdb", olcDbDirectory=str(dir / "db"), olcSuffix=suffix,
-               olcRootDN=admin_dn, olcRootPW=admin_password, olcDbMaxSize="1073741824",
-               olcDbIndex=main_index, olcLimits=limits, **nosync,
-               **replication.get(MAIN_DB, {})),
-        _entry(f"olcOverlay={{0}}syncprov,{MAIN_DB}",
-               objectClass=["olcOverlayConfig", "olcSyncProvConfig"],
-               olcOverlay="{0}syncprov", olcSpCheckpoint="100 10", olcSpSessionLog="10000"),
-        _entry(f"olcOverlay={{1}}accesslog,{MAIN_DB}",
-               objectClass=["olcOverlayConfig", "olcAccessLogConfig"],
-               olcOverlay="{1}accesslog", olcAccessLogDB=ACCESSLOG_SUFFIX,
-               olcAccessLogOps="writes", olcAccessLogSuccess="TRUE",
-               olcAccessLogPurge=accesslog_purge),
+        _entry(
+            "olcDatabase={1}mdb,cn=config",
+            objectClass=["olcDatabaseConfig", "olcMdbConfig"],
+            olcDatabase="{1}mdb",
+            olcDbDirectory=str(dir / "accesslog"),
+            olcSuffix=ACCESSLOG_SUFFIX,
+            olcRootDN=admin_dn,
+            olcDbMaxSize="1073741824",
+            olcDbIndex=["default eq", "entryCSN,objectClass,reqEnd,reqResult,reqStart,reqDN"],
+            olcLimits=limits,
+            **nosync,
+        ),
+        _entry(
+            "olcOverlay={0}syncprov,olcDatabase={1}mdb,cn=config",
+            objectClass=["olcOverlayConfig", "olcSyncProvConfig"],
+            olcOverlay="{0}syncprov",
+            olcSpNoPresent="TRUE",
+            olcSpReloadHint="TRUE",
+        ),
+        _entry(
+            MAIN_DB,
+            objectClass=["olcDatabaseConfig", "olcMdbConfig"],
+            olcDatabase="{2}mdb",
+            olcDbDirectory=str(dir / "db"),
+            olcSuffix=suffix,
+            olcRootDN=admin_dn,
+            olcRootPW=admin_password,
+            olcDbMaxSize="1073741824",
+            olcDbIndex=main_index,
+            olcLimits=limits,
+            **nosync,
+            **replication.get(MAIN_DB, {}),
+        ),
+        _entry(
+            f"olcOverlay={{0}}syncprov,{MAIN_DB}",
+            objectClass=["olcOverlayConfig", "olcSyncProvConfig"],
+            olcOverlay="{0}syncprov",
+            olcSpCheckpoint="100 10",
+            olcSpSessionLog="10000",
+        ),
+        _entry(
+            f"olcOverlay={{1}}accesslog,{MAIN_DB}",
+            objectClass=["olcOverlayConfig", "olcAccessLogConfig"],
+            olcOverlay="{1}accesslog",
+            olcAccessLogDB=ACCESSLOG_SUFFIX,
+            olcAccessLogOps="writes",
+            olcAccessLogSuccess="TRUE",
+            olcAccessLogPurge=accesslog_purge,
+        ),
         # Pulses (claim 44) are rewritten every few seconds, each by one writer: whole-entry
         # syncrepl is exact for them and keeps them out of the accesslog; losing the last
         # pulses in a crash is harmless, so durability is off.
-        _entry(PULSE_DB, objectClass=["olcDatabaseConfig", "olcMdbConfig"],
-               olcDatabase="{3}mdb", olcDbDirectory=str(dir / "pulse"),
-               olcSuffix=pulse_suffix, olcRootDN=admin_dn, olcDbMaxSize="67108864",
-               olcDbNoSync="TRUE", olcDbIndex=["objectClass eq", "entryCSN eq", "entryUUID eq"],
-               olcLimits=limits, **replication.get(PULSE_DB, {})),
-        _entry(f"olcOverlay={{0}}syncprov,{PULSE_DB}",
-               objectClass=["olcOverlayConfig", "olcSyncProvConfig"],
-               olcOverlay="{0}syncprov", olcSpCheckpoint="100 10", olcSpSessionLog="1000"),
-        _entry("olcDatabase={4}monitor,cn=config", objectClass="olcDatabaseConfig",
-               olcDatabase="{4}monitor", olcRootDN=admin_dn, olcAccess="{0}to * by * none"),
+        _entry(
+            PULSE_DB,
+            objectClass=["olcDatabaseConfig", "olcMdbConfig"],
+            olcDatabase="{3}mdb",
+            olcDbDirectory=str(dir / "pulse"),
+            olcSuffix=pulse_suffix,
+            olcRootDN=admin_dn,
+            olcDbMaxSize="67108864",
+            olcDbNoSync="TRUE",
+            olcDbIndex=["objectClass eq", "entryCSN eq", "entryUUID eq"],
+            olcLimits=limits,
+            **replication.get(PULSE_DB, {}),
+        ),
+        _entry(
+            f"olcOverlay={{0}}syncprov,{PULSE_DB}",
+            objectClass=["olcOverlayConfig", "olcSyncProvConfig"],
+            olcOverlay="{0}syncprov",
+            olcSpCheckpoint="100 10",
+            olcSpSessionLog="1000",
+        ),
+        _entry(
+            "olcDatabase={4}monitor,cn=config",
+            objectClass="olcDatabaseConfig",
+            olcDatabase="{4}monitor",
+            olcRootDN=admin_dn,
+            olcAccess="{0}to * by * none",
+        ),
     ]
     return "\n\n".join(blocks) + "\n"
 
@@ -503,25 +636,47 @@ def base_entry_ldif(dn: str, admin_dn: str, server_id: int, now: datetime) -> st
     everywhere, exactly as if it had replicated."""
     classes, attrs = _base_entry(dn)
     stamp = now.strftime("%Y%m%d%H%M%SZ")
-    return _entry(
-        dn, objectClass=classes, **attrs, structuralObjectClass=classes[-1],
-        entryUUID=str(uuid.uuid4()), creatorsName=admin_dn, createTimestamp=stamp,
-        modifiersName=admin_dn, modifyTimestamp=stamp,
-        entryCSN=f"{now.strftime('%Y%m%d%H%M%S.%f')}Z#000000#{server_id:03x}#000000") + "\n"
+    return (
+        _entry(
+            dn,
+            objectClass=classes,
+            **attrs,
+            structuralObjectClass=classes[-1],
+            entryUUID=str(uuid.uuid4()),
+            creatorsName=admin_dn,
+            createTimestamp=stamp,
+            modifiersName=admin_dn,
+            modifyTimestamp=stamp,
+            entryCSN=f"{now.strftime('%Y%m%d%H%M%S.%f')}Z#000000#{server_id:03x}#000000",
+        )
+        + "\n"
+    )
 
 
 def _slapadd_all(jobs: Sequence[tuple[Provider, Sequence[str]]]) -> None:
     """Run ``slapadd -F CONFDIR ARGS`` for every (provider, ARGS) at once; raise LabError
     with the output of each one that failed."""
-    procs = [(p, args, subprocess.Popen(
-        [_tool("slapadd"), "-F", str(p.conf_dir), *args], stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)) for p, args in jobs]
+    procs = [
+        (
+            p,
+            args,
+            subprocess.Popen(
+                [_tool("slapadd"), "-F", str(p.conf_dir), *args],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            ),
+        )
+        for p, args in jobs
+    ]
     failures = []
     for p, args, proc in procs:
         out, _ = proc.communicate(timeout=60)
         if proc.returncode != 0:
-            failures.append(f"{p.name}: slapadd {' '.join(args)} exited {proc.returncode}:\n"
-                            f"{out.decode(errors='replace').strip()}")
+            failures.append(
+                f"{p.name}: slapadd {' '.join(args)} exited {proc.returncode}:\n"
+                f"{out.decode(errors='replace').strip()}"
+            )
     if failures:
         raise LabError("could not load the providers\n" + "\n".join(failures))
 
@@ -545,15 +700,25 @@ class DirectoryCluster:
     creator, and another process takes it over with ``DirectoryCluster.attach(base_dir)``.
     """
 
-    def __init__(self, n: int = 3, base_dir: str | Path | None = None,
-                 host: str = "127.0.0.1", hosts: Sequence[str] | None = None,
-                 suffix: str = "dc=ndsclust,dc=test", pulse_suffix: str = "o=ndsclust-pulse",
-                 admin_password: str | None = None, retry: str = "1 +",
-                 die_with_parent: bool = True,
-                 accesslog_purge: str = "07+00:00 01+00:00", with_schema: bool = True,
-                 exec_prefixes: Sequence[Sequence[str]] | None = None,
-                 log_level: str = "0", durable: bool = True, tls: bool = False,
-                 replicator_password: str | None = None) -> None:
+    def __init__(
+        self,
+        n: int = 3,
+        base_dir: str | Path | None = None,
+        host: str = "127.0.0.1",
+        hosts: Sequence[str] | None = None,
+        suffix: str = "dc=ndsclust,dc=test",
+        pulse_suffix: str = "o=ndsclust-pulse",
+        admin_password: str | None = None,
+        retry: str = "1 +",
+        die_with_parent: bool = True,
+        accesslog_purge: str = "07+00:00 01+00:00",
+        with_schema: bool = True,
+        exec_prefixes: Sequence[Sequence[str]] | None = None,
+        log_level: str = "0",
+        durable: bool = True,
+        tls: bool = False,
+        replicator_password: str | None = None,
+    ) -> None:
         """``base_dir``: a new or empty directory (removed by ``stop()``), default a fresh
         temporary one. ``hosts``: one listen address per provider (default ``host`` for
         all). ``exec_prefixes``: one command prefix per provider, e.g.
@@ -564,16 +729,19 @@ class DirectoryCluster:
         if not 1 <= n <= MAX_PROVIDERS:
             raise LabError(f"a lab cluster has 1 to {MAX_PROVIDERS} providers, not {n}")
         self._hosts = tuple(hosts) if hosts is not None else (host,) * n
-        self._exec_prefixes = (tuple(tuple(p) for p in exec_prefixes)
-                               if exec_prefixes is not None else ((),) * n)
+        self._exec_prefixes = (
+            tuple(tuple(p) for p in exec_prefixes) if exec_prefixes is not None else ((),) * n
+        )
         for what, seq in (("hosts", self._hosts), ("exec_prefixes", self._exec_prefixes)):
             if len(seq) != n:
                 raise LabError(f"{what} has {len(seq)} items for {n} providers")
         _base_entry(suffix)
         _base_entry(pulse_suffix)
         if tls and not with_schema:
-            raise LabError("tls=True renders the deploy/ configuration, which holds the "
-                           "ndsclust schema: it needs with_schema=True")
+            raise LabError(
+                "tls=True renders the deploy/ configuration, which holds the "
+                "ndsclust schema: it needs with_schema=True"
+            )
         self.n = n
         self.tls = tls
         self._replicator_password = replicator_password or secrets.token_urlsafe(SECRET_BYTES)
@@ -638,8 +806,12 @@ class DirectoryCluster:
     def admin_credentials(self) -> Credentials:
         """How the lab's own admin reaches the providers' URIs: over verified TLS in the
         ``tls`` mode, else plain LDAP (allowed explicitly: it is the plain mode)."""
-        return Credentials(bind_dn=self.admin_dn, password=self._admin_password,
-                           ca_file=self.ca_file, allow_plain=not self.tls)
+        return Credentials(
+            bind_dn=self.admin_dn,
+            password=self._admin_password,
+            ca_file=self.ca_file,
+            allow_plain=not self.tls,
+        )
 
     def deploy_site(self, provider: Provider | None = None) -> site.Site:
         """The deploy/ site description of this cluster (``tls`` mode), with the TLS files
@@ -650,21 +822,33 @@ class DirectoryCluster:
         pki_dir = self.base_dir / PKI_DIR
         stem = _cert_stem(p)
         return site.Site(
-            suffix=self._suffix, base=self.base, pulse_suffix=self._pulse_suffix,
-            admin_dn=self.admin_dn, replicator_dn=f"cn=replicator,{self._suffix}",
+            suffix=self._suffix,
+            base=self.base,
+            pulse_suffix=self._pulse_suffix,
+            admin_dn=self.admin_dn,
+            replicator_dn=f"cn=replicator,{self._suffix}",
             replicator_password=self._replicator_password,
             providers=tuple(site.Provider(q.server_id, q.url) for q in self._providers),
             # Groups need a member; the admin is root anyway, so membership grants it
             # nothing it does not have.
-            operators=(self.admin_dn,), auditors=(self.admin_dn,),
-            tls=site.Tls(str(pki_dir / pki.CA_CERT), str(pki_dir / f"{stem}.crt"),
-                         str(pki_dir / f"{stem}.key")),
-            data_dir=str(p.dir), run_dir=str(p.dir), module_path="/usr/lib/ldap",
-            schema_dir=str(SCHEMA_DIR), retry=self.retry,
-            accesslog_purge=self.accesslog_purge)
+            operators=(self.admin_dn,),
+            auditors=(self.admin_dn,),
+            tls=site.Tls(
+                str(pki_dir / pki.CA_CERT),
+                str(pki_dir / f"{stem}.crt"),
+                str(pki_dir / f"{stem}.key"),
+            ),
+            data_dir=str(p.dir),
+            run_dir=str(p.dir),
+            module_path="/usr/lib/ldap",
+            schema_dir=str(SCHEMA_DIR),
+            retry=self.retry,
+            accesslog_purge=self.accesslog_purge,
+        )
 
-    def add_server_identity(self, name: str, addresses: Sequence[str],
-                            resources: Sequence[str] = ()) -> tuple[str, str]:
+    def add_server_identity(
+        self, name: str, addresses: Sequence[str], resources: Sequence[str] = ()
+    ) -> tuple[str, str]:
         """Add the entry of server ``name`` as deploy/render.py's ``server`` verb renders
         it: the identity its sentinel binds as, with a new random password. Written as the
         admin on the write provider (its ldapi socket). Returns (DN, password)."""
@@ -672,8 +856,10 @@ class DirectoryCluster:
         dn, attrs = site.server_entry(self.deploy_site(), name, addresses, resources, password)
         with self._bound(self._providers[0]) as conn:
             if not conn.add(dn, attributes=attrs):
-                raise LabError(f"cannot add {dn}: {conn.result.get('description')} "
-                               f"{conn.result.get('message', '')}".rstrip())
+                raise LabError(
+                    f"cannot add {dn}: {conn.result.get('description')} "
+                    f"{conn.result.get('message', '')}".rstrip()
+                )
         return dn, password
 
     def add_operator(self, dn: str) -> None:
@@ -682,8 +868,10 @@ class DirectoryCluster:
         group = f"cn=operators,{self.base}"
         with self._bound(self._providers[0]) as conn:
             if not conn.modify(group, {"member": [(ldap3.MODIFY_ADD, [dn])]}):
-                raise LabError(f"cannot add {dn} to {group}: {conn.result.get('description')} "
-                               f"{conn.result.get('message', '')}".rstrip())
+                raise LabError(
+                    f"cannot add {dn} to {group}: {conn.result.get('description')} "
+                    f"{conn.result.get('message', '')}".rstrip()
+                )
 
     @property
     def base_dir(self) -> Path:
@@ -700,8 +888,12 @@ class DirectoryCluster:
         self.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
     def start(self, timeout: float = 15.0) -> float:
@@ -748,9 +940,18 @@ class DirectoryCluster:
         base = self.base_dir
         ports = free_ports(self._hosts)
         self._providers = tuple(
-            Provider(i, self._hosts[i], ports[i], base / f"p{i}", self._exec_prefixes[i],
-                     self.die_with_parent, log_level=self.log_level, tls=self.tls)
-            for i in range(self.n))
+            Provider(
+                i,
+                self._hosts[i],
+                ports[i],
+                base / f"p{i}",
+                self._exec_prefixes[i],
+                self.die_with_parent,
+                log_level=self.log_level,
+                tls=self.tls,
+            )
+            for i in range(self.n)
+        )
         if self.tls:
             self._build_tls()
             return
@@ -761,13 +962,21 @@ class DirectoryCluster:
                 (p.dir / sub).mkdir(parents=True)
             ldif = p.dir / "config.ldif"
             ldif.touch(0o600)  # it holds the admin password
-            ldif.write_text(provider_config(
-                server_id=p.server_id, dir=p.dir,
-                peers=[(q.server_id, q.url) for q in self._providers if q is not p],
-                suffix=self._suffix, pulse_suffix=self._pulse_suffix, admin_dn=self.admin_dn,
-                admin_password=self._admin_password, retry=self.retry,
-                accesslog_purge=self.accesslog_purge, with_schema=self.with_schema,
-                durable=self.durable))
+            ldif.write_text(
+                provider_config(
+                    server_id=p.server_id,
+                    dir=p.dir,
+                    peers=[(q.server_id, q.url) for q in self._providers if q is not p],
+                    suffix=self._suffix,
+                    pulse_suffix=self._pulse_suffix,
+                    admin_dn=self.admin_dn,
+                    admin_password=self._admin_password,
+                    retry=self.retry,
+                    accesslog_purge=self.accesslog_purge,
+                    with_schema=self.with_schema,
+                    durable=self.durable,
+                )
+            )
             configs.append((p, ["-n0", "-l", str(ldif)]))
         _slapadd_all(configs)
         # Every provider gets the same naming context entries (same entryUUID and entryCSN;
@@ -775,7 +984,7 @@ class DirectoryCluster:
         # start instead, every agreement's first refresh would find no search base on some
         # peer, fail with noSuchObject and wait a retry interval: measured 1.8 s to a
         # replicating cluster instead of 0.8 s.
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         seeds = []
         for i, dn in enumerate((self._suffix, self._pulse_suffix)):
             path = base / f"base-{i}.ldif"
@@ -787,7 +996,7 @@ class DirectoryCluster:
         """The ``tls`` mode of ``_build``: lab CA and provider certificates, then the
         deploy/ configuration and seed entries, rendered by ``ndsclust.site``."""
         base = self.base_dir
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         pki_dir = base / PKI_DIR
         pki.init_ca(pki_dir, LAB_CLUSTER_NAME, now)
         configs = []
@@ -799,9 +1008,15 @@ class DirectoryCluster:
             pki.issue(pki_dir, _cert_stem(p), now, ips=[p.host])
             ldif = p.dir / "config.ldif"
             ldif.touch(0o600)  # it holds the admin and replication passwords
-            ldif.write_text(site.provider_ldif(
-                self.deploy_site(p), p.server_id, root_password=self._admin_password,
-                durable=self.durable, config_managers=_config_managers()))
+            ldif.write_text(
+                site.provider_ldif(
+                    self.deploy_site(p),
+                    p.server_id,
+                    root_password=self._admin_password,
+                    durable=self.durable,
+                    config_managers=_config_managers(),
+                )
+            )
             configs.append((p, ["-n0", "-l", str(ldif)]))
         _slapadd_all(configs)
         seeds = []
@@ -835,17 +1050,34 @@ class DirectoryCluster:
 
     def _write_state(self) -> None:
         state = {
-            "n": self.n, "suffix": self._suffix, "pulse_suffix": self._pulse_suffix,
-            "admin_dn": self.admin_dn, "pulse_admin_dn": self.pulse_admin_dn,
-            "admin_password": self._admin_password, "retry": self.retry,
-            "die_with_parent": self.die_with_parent, "accesslog_purge": self.accesslog_purge,
-            "with_schema": self.with_schema, "log_level": self.log_level, "uris": self.uris,
-            "tls": self.tls, "replicator_password": self._replicator_password,
+            "n": self.n,
+            "suffix": self._suffix,
+            "pulse_suffix": self._pulse_suffix,
+            "admin_dn": self.admin_dn,
+            "pulse_admin_dn": self.pulse_admin_dn,
+            "admin_password": self._admin_password,
+            "retry": self.retry,
+            "die_with_parent": self.die_with_parent,
+            "accesslog_purge": self.accesslog_purge,
+            "with_schema": self.with_schema,
+            "log_level": self.log_level,
+            "uris": self.uris,
+            "tls": self.tls,
+            "replicator_password": self._replicator_password,
             "providers": [
-                {"index": p.index, "server_id": p.server_id, "host": p.host, "port": p.port,
-                 "url": p.url, "ldapi_url": p.ldapi_url, "dir": str(p.dir), "pid": p.pid,
-                 "exec_prefix": list(p.exec_prefix)}
-                for p in self._providers],
+                {
+                    "index": p.index,
+                    "server_id": p.server_id,
+                    "host": p.host,
+                    "port": p.port,
+                    "url": p.url,
+                    "ldapi_url": p.ldapi_url,
+                    "dir": str(p.dir),
+                    "pid": p.pid,
+                    "exec_prefix": list(p.exec_prefix),
+                }
+                for p in self._providers
+            ],
         }
         path = self.base_dir / STATE_FILE
         tmp = path.with_suffix(".tmp")
@@ -863,18 +1095,34 @@ class DirectoryCluster:
         try:
             state = json.loads((base / STATE_FILE).read_text())
             cluster = cls(
-                n=state["n"], hosts=[p["host"] for p in state["providers"]],
-                suffix=state["suffix"], pulse_suffix=state["pulse_suffix"],
-                admin_password=state["admin_password"], retry=state["retry"],
+                n=state["n"],
+                hosts=[p["host"] for p in state["providers"]],
+                suffix=state["suffix"],
+                pulse_suffix=state["pulse_suffix"],
+                admin_password=state["admin_password"],
+                retry=state["retry"],
                 die_with_parent=state["die_with_parent"],
-                accesslog_purge=state["accesslog_purge"], with_schema=state["with_schema"],
+                accesslog_purge=state["accesslog_purge"],
+                with_schema=state["with_schema"],
                 exec_prefixes=[p["exec_prefix"] for p in state["providers"]],
-                log_level=state["log_level"], tls=state["tls"],
-                replicator_password=state["replicator_password"])
+                log_level=state["log_level"],
+                tls=state["tls"],
+                replicator_password=state["replicator_password"],
+            )
             cluster._providers = tuple(
-                Provider(p["index"], p["host"], p["port"], Path(p["dir"]), p["exec_prefix"],
-                         state["die_with_parent"], p["pid"], state["log_level"], state["tls"])
-                for p in state["providers"])
+                Provider(
+                    p["index"],
+                    p["host"],
+                    p["port"],
+                    Path(p["dir"]),
+                    p["exec_prefix"],
+                    state["die_with_parent"],
+                    p["pid"],
+                    state["log_level"],
+                    state["tls"],
+                )
+                for p in state["providers"]
+            )
         except FileNotFoundError as e:
             raise LabError(f"{base} holds no lab cluster ({STATE_FILE} is missing)") from e
         except (ValueError, KeyError, TypeError) as e:
@@ -892,11 +1140,15 @@ class DirectoryCluster:
         try:
             conn = ldap3.Connection(
                 ldap3.Server(p.ldapi_url, connect_timeout=2, get_info=ldap3.NONE),
-                user=self.admin_dn, password=self._admin_password,
-                auto_bind=ldap3.AUTO_BIND_NO_TLS, receive_timeout=2)
+                user=self.admin_dn,
+                password=self._admin_password,
+                auto_bind=ldap3.AUTO_BIND_NO_TLS,
+                receive_timeout=2,
+            )
         except LDAPException as e:
-            raise LabError(f"{p.name}: cannot bind as {self.admin_dn} over {p.ldapi_url}: "
-                           f"{e}") from e
+            raise LabError(
+                f"{p.name}: cannot bind as {self.admin_dn} over {p.ldapi_url}: {e}"
+            ) from e
         try:
             yield conn
         except LDAPException as e:
@@ -915,12 +1167,19 @@ class DirectoryCluster:
         out: dict[int, dict[int, str]] = {}
         for p in self._answering():
             with self._bound(p) as conn:
-                conn.search("cn=Databases,cn=Monitor", "(objectClass=olmSyncReplInstance)",
-                            ldap3.SUBTREE, attributes=["olmSRSyncPhase"])
+                conn.search(
+                    "cn=Databases,cn=Monitor",
+                    "(objectClass=olmSyncReplInstance)",
+                    ldap3.SUBTREE,
+                    attributes=["olmSRSyncPhase"],
+                )
                 out[p.index] = {
-                    int(e["dn"].split(",", 1)[0].rsplit(" ", 1)[1]):
-                        (_decode(e["raw_attributes"].get("olmSRSyncPhase", [])) or ("",))[0]
-                    for e in conn.response if e["type"] == "searchResEntry"}
+                    int(e["dn"].split(",", 1)[0].rsplit(" ", 1)[1]): (
+                        _decode(e["raw_attributes"].get("olmSRSyncPhase", [])) or ("",)
+                    )[0]
+                    for e in conn.response
+                    if e["type"] == "searchResEntry"
+                }
         return out
 
     def wait_replicating(self, timeout: float = 5.0) -> None:
@@ -938,14 +1197,21 @@ class DirectoryCluster:
             except LabError as e:
                 pending[:] = [str(e)]
                 return False
-            pending[:] = [f"provider {i} rid {rid}: {phase or 'not connected'}"
-                          for i, phases in state.items() for rid, phase in phases.items()
-                          if _peer_of(rid) in live and phase != "Persist"]
+            pending[:] = [
+                f"provider {i} rid {rid}: {phase or 'not connected'}"
+                for i, phases in state.items()
+                for rid, phase in phases.items()
+                if _peer_of(rid) in live and phase != "Persist"
+            ]
             return not pending
 
         try:
-            wait_until(replicating, timeout, interval=0.02,
-                       what="every replication agreement to reach the persist phase")
+            wait_until(
+                replicating,
+                timeout,
+                interval=0.02,
+                what="every replication agreement to reach the persist phase",
+            )
         except LabTimeout as e:
             raise LabTimeout(f"{e}; still waiting: " + "; ".join(pending)) from e
 
@@ -984,9 +1250,10 @@ class DirectoryCluster:
             wait_until(converged, timeout, interval=0.02, what="the providers to converge")
         except LabTimeout as e:
             detail = error or "\n".join(
-                f"  provider {i}: " + "; ".join(
-                    f"{dn}: {', '.join(sorted(csns)) or '-'}" for dn, csns in by_dn.items())
-                for i, by_dn in last.items())
+                f"  provider {i}: "
+                + "; ".join(f"{dn}: {', '.join(sorted(csns)) or '-'}" for dn, csns in by_dn.items())
+                for i, by_dn in last.items()
+            )
             raise LabTimeout(f"{e}; contextCSN per provider:\n{detail}") from e
 
     def read_tree(self, index: int, base: str | None = None) -> Tree:

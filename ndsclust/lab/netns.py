@@ -34,16 +34,17 @@ and no tc drop action, docs/platform.md fact 18, so everything is built from wha
 carries the creating process's pid in its alias, which is how ``cleanup_stale`` tells
 leftovers of a dead run from a live run's interfaces.
 """
+
 from __future__ import annotations
 
 import atexit
 import contextlib
 import fcntl
+import heapq
 import ipaddress
+import itertools
 import json
 import os
-import heapq
-import itertools
 import random
 import secrets
 import selectors
@@ -67,7 +68,7 @@ ROOT_HOST = 254
 ALIAS_TAG = "ndsclust-netns"
 # Held while a run makes its first devices and while leftovers are looked for.
 LOCK_FILE = "/run/ndsclust-netns.lock"
-MAX_SERVERS = 9            # one digit per port name keeps it within IFNAMSIZ
+MAX_SERVERS = 9  # one digit per port name keeps it within IFNAMSIZ
 IP = "ip"
 TC = "tc"
 # tc filter priorities: one-way drops before random loss; both end in TC_ACT_UNSPEC when
@@ -85,7 +86,7 @@ SKF_AD_RANDOM = 0xFFFFF000 + 56
 TC_ACT_SHOT = 2
 TC_ACT_UNSPEC = 0xFFFFFFFF
 ETH_P_IP = 0x0800
-OFF_ETHERTYPE = 12          # the mac header is pushed back before a tc classifier runs
+OFF_ETHERTYPE = 12  # the mac header is pushed back before a tc classifier runs
 OFF_IP_SRC = 14 + 12
 
 
@@ -103,6 +104,7 @@ class NetError(LabError):
 @dataclass(frozen=True, slots=True)
 class Port:
     """One veth link of a server: ``inner`` in its namespace, ``outer`` on a bridge."""
+
     server: str
     net: str
     inner: str
@@ -113,8 +115,9 @@ class Port:
 def run(args: Sequence[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(list(args), capture_output=True, text=True, timeout=30, check=False)
     if check and done.returncode != 0:
-        raise NetError(f"{' '.join(args)} exited {done.returncode}: "
-                       f"{(done.stderr or done.stdout).strip()}")
+        raise NetError(
+            f"{' '.join(args)} exited {done.returncode}: {(done.stderr or done.stdout).strip()}"
+        )
     return done
 
 
@@ -149,9 +152,11 @@ def drop_from(sources: Sequence[str]) -> list[Insn]:
     n = len(addrs)
     # 0: ldh ethertype; 1: not IPv4 -> pass; 2: ld src; 3..3+n-1: match -> drop;
     # 3+n: pass; 4+n: drop.
-    prog: list[Insn] = [(BPF_LDH_ABS, 0, 0, OFF_ETHERTYPE),
-                        (BPF_JEQ_K, 0, n + 1, ETH_P_IP),
-                        (BPF_LDW_ABS, 0, 0, OFF_IP_SRC)]
+    prog: list[Insn] = [
+        (BPF_LDH_ABS, 0, 0, OFF_ETHERTYPE),
+        (BPF_JEQ_K, 0, n + 1, ETH_P_IP),
+        (BPF_LDW_ABS, 0, 0, OFF_IP_SRC),
+    ]
     for i, a in enumerate(addrs):
         prog.append((BPF_JEQ_K, n - i, 0, a))
     prog += [(BPF_RET_K, 0, 0, TC_ACT_UNSPEC), (BPF_RET_K, 0, 0, TC_ACT_SHOT)]
@@ -165,12 +170,14 @@ def drop_random(fraction: float) -> list[Insn]:
     threshold = min(int(fraction * 2**32), 2**32 - 1)
     # 0: ldh ethertype; 1: not IPv4 -> pass; 2: ld random; 3: >= threshold -> pass;
     # 4: drop; 5: pass. A fraction of 1 drops every IPv4 packet but one in 2**32.
-    return [(BPF_LDH_ABS, 0, 0, OFF_ETHERTYPE),
-            (BPF_JEQ_K, 0, 3, ETH_P_IP),
-            (BPF_LDW_ABS, 0, 0, SKF_AD_RANDOM),
-            (BPF_JGE_K, 1, 0, threshold),
-            (BPF_RET_K, 0, 0, TC_ACT_SHOT),
-            (BPF_RET_K, 0, 0, TC_ACT_UNSPEC)]
+    return [
+        (BPF_LDH_ABS, 0, 0, OFF_ETHERTYPE),
+        (BPF_JEQ_K, 0, 3, ETH_P_IP),
+        (BPF_LDW_ABS, 0, 0, SKF_AD_RANDOM),
+        (BPF_JGE_K, 1, 0, threshold),
+        (BPF_RET_K, 0, 0, TC_ACT_SHOT),
+        (BPF_RET_K, 0, 0, TC_ACT_UNSPEC),
+    ]
 
 
 class Relay:
@@ -212,7 +219,7 @@ class Relay:
                     try:
                         out.send(frame)
                     except OSError:
-                        continue   # the interface went down: the frame is lost, as on a wire
+                        continue  # the interface went down: the frame is lost, as on a wire
                 wait = RELAY_TICK if not self._queue else max(0.0, self._queue[0][0] - now)
                 for key, _ in sel.select(min(wait, RELAY_TICK)):
                     self._receive(str(key.data))
@@ -229,10 +236,11 @@ class Relay:
             except (BlockingIOError, OSError):
                 return
             if addr[2] == PACKET_OUTGOING:
-                continue   # our own sends, seen again on the way out
+                continue  # our own sends, seen again on the way out
             at = time.monotonic() + self.delay + self._rng.uniform(0.0, self.jitter)
-            heapq.heappush(self._queue, (at, next(self._seq), self._other[dev],
-                                         _udp_checksum_none(frame)))
+            heapq.heappush(
+                self._queue, (at, next(self._seq), self._other[dev], _udp_checksum_none(frame))
+            )
 
     def stop(self) -> None:
         self._stop.set()
@@ -247,7 +255,7 @@ def _udp_checksum_none(frame: bytes) -> bytes:
     at = 14 + ihl + 6
     if len(frame) < at + 2:
         return frame
-    return frame[:at] + struct.pack("!H", 0) + frame[at + 2:]
+    return frame[:at] + struct.pack("!H", 0) + frame[at + 2 :]
 
 
 def _used_subnets() -> set[ipaddress.IPv4Network]:
@@ -278,7 +286,7 @@ class NetLab:
         self.prefix = f"{PREFIX}{self.run_id}"
         self._subnets = self._choose_subnets()
         self._groups: list[frozenset[str]] = []
-        self._qdiscs: set[tuple[str | None, str]] = set()   # (namespace or None, device)
+        self._qdiscs: set[tuple[str | None, str]] = set()  # (namespace or None, device)
         self._filters: set[tuple[str | None, str, int]] = set()
         self._down: set[tuple[str, str]] = set()
         self._relays: dict[tuple[str, str], Relay] = {}
@@ -300,8 +308,13 @@ class NetLab:
         i = self._index(name)
         if net not in NETS:
             raise NetError(f"network {net!r}: choose one of {', '.join(NETS)}")
-        return Port(server=name, net=net, inner=f"{net}0", outer=f"{self.prefix}{net[0]}{i}",
-                    address=str(self.subnet(net)[i + 1]))
+        return Port(
+            server=name,
+            net=net,
+            inner=f"{net}0",
+            outer=f"{self.prefix}{net[0]}{i}",
+            address=str(self.subnet(net)[i + 1]),
+        )
 
     def subnet(self, net: str) -> ipaddress.IPv4Network:
         """The /24 of ``net``, chosen when the lab was made (among those no interface of
@@ -327,8 +340,9 @@ class NetLab:
         try:
             return self.names.index(name)
         except ValueError:
-            raise NetError(f"no server {name!r} in this lab; servers: "
-                           f"{', '.join(self.names)}") from None
+            raise NetError(
+                f"no server {name!r} in this lab; servers: {', '.join(self.names)}"
+            ) from None
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -336,8 +350,12 @@ class NetLab:
         self.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.teardown()
 
     def start(self) -> None:
@@ -352,19 +370,42 @@ class NetLab:
             with _netns_lock():
                 for net in NETS:
                     self._add_bridge(self.bridge(net))
-                    run([IP, "addr", "add", f"{self.root_address(net)}/24", "dev",
-                         self.bridge(net)])
+                    run(
+                        [IP, "addr", "add", f"{self.root_address(net)}/24", "dev", self.bridge(net)]
+                    )
                     if net == "lan":
-                        run([IP, "link", "set", "dev", self.bridge("lan"), "alias",
-                             f"{ALIAS_TAG} owner={os.getpid()}"])
+                        run(
+                            [
+                                IP,
+                                "link",
+                                "set",
+                                "dev",
+                                self.bridge("lan"),
+                                "alias",
+                                f"{ALIAS_TAG} owner={os.getpid()}",
+                            ]
+                        )
             for name in self.names:
                 ns = self.namespace(name)
                 run([IP, "netns", "add", ns])
                 run([IP, "-n", ns, "link", "set", "lo", "up"])
                 for net in NETS:
                     p = self.port(name, net)
-                    run([IP, "link", "add", p.outer, "type", "veth", "peer", "name", p.inner,
-                         "netns", ns])
+                    run(
+                        [
+                            IP,
+                            "link",
+                            "add",
+                            p.outer,
+                            "type",
+                            "veth",
+                            "peer",
+                            "name",
+                            p.inner,
+                            "netns",
+                            ns,
+                        ]
+                    )
                     run([IP, "-n", ns, "addr", "add", f"{p.address}/24", "dev", p.inner])
                     run([IP, "-n", ns, "link", "set", p.inner, "up"])
                     run([IP, "link", "set", p.outer, "master", self.bridge(net), "up"])
@@ -377,8 +418,11 @@ class NetLab:
     def _choose_subnets() -> dict[str, ipaddress.IPv4Network]:
         used = _used_subnets()
         pairs = list(SPACE.subnets(new_prefix=24))
-        free = [k for k in range(len(pairs) // 2)
-                if pairs[2 * k] not in used and pairs[2 * k + 1] not in used]
+        free = [
+            k
+            for k in range(len(pairs) // 2)
+            if pairs[2 * k] not in used and pairs[2 * k + 1] not in used
+        ]
         if not free:
             raise NetError(f"every /24 pair of {SPACE} is in use on this machine")
         k = secrets.choice(free)
@@ -386,8 +430,22 @@ class NetLab:
 
     def _add_bridge(self, br: str) -> None:
         # No STP and no forwarding delay: a port moved between bridges forwards at once.
-        run([IP, "link", "add", br, "type", "bridge", "stp_state", "0", "forward_delay", "0",
-             "mcast_snooping", "0"])
+        run(
+            [
+                IP,
+                "link",
+                "add",
+                br,
+                "type",
+                "bridge",
+                "stp_state",
+                "0",
+                "forward_delay",
+                "0",
+                "mcast_snooping",
+                "0",
+            ]
+        )
         run([IP, "link", "set", br, "up"])
 
     def teardown(self) -> None:
@@ -420,8 +478,7 @@ class NetLab:
     def links_down(self) -> frozenset[tuple[str, str]]:
         return frozenset(self._down)
 
-    def partition(self, groups: Sequence[Collection[str]],
-                  nets: Iterable[str] = NETS) -> None:
+    def partition(self, groups: Sequence[Collection[str]], nets: Iterable[str] = NETS) -> None:
         """Cut the servers into ``groups`` both ways on ``nets``: the first group stays on
         the main bridges (with the root namespace), each other group gets bridges of its
         own. Servers named in no group stay with the first."""
@@ -433,8 +490,9 @@ class NetLab:
         nets = tuple(nets)
         self._move_all_home(nets)
         rest = frozenset(self.names) - frozenset(named)
-        final = [frozenset(groups[0]) | rest, *(frozenset(g) for g in groups[1:])] \
-            if groups else [rest]
+        final = (
+            [frozenset(groups[0]) | rest, *(frozenset(g) for g in groups[1:])] if groups else [rest]
+        )
         for gi, group in enumerate(final[1:], start=1):
             for net in nets:
                 br = self.bridge(net, gi)
@@ -447,8 +505,9 @@ class NetLab:
     def groups(self) -> list[frozenset[str]]:
         return list(self._groups)
 
-    def one_way(self, senders: Collection[str], receivers: Collection[str],
-                nets: Iterable[str] = NETS) -> None:
+    def one_way(
+        self, senders: Collection[str], receivers: Collection[str], nets: Iterable[str] = NETS
+    ) -> None:
         """Packets from ``senders`` to ``receivers`` are dropped on ``nets``; the other
         direction still flows (a one-way partition)."""
         sources = [self.address(s, net) for s in senders for net in NETS]
@@ -469,8 +528,9 @@ class NetLab:
             self._filter(self.namespace(name), p.inner, PREF_LOSS, prog)
             self._filter(None, p.outer, PREF_LOSS, prog)
 
-    def delay(self, name: str, seconds: float, jitter: float = 0.0,
-              nets: Iterable[str] = ("lan",)) -> None:
+    def delay(
+        self, name: str, seconds: float, jitter: float = 0.0, nets: Iterable[str] = ("lan",)
+    ) -> None:
         """Hold every frame to and from the server on ``nets`` for ``seconds`` (+ up to
         ``jitter``) through a ``Relay``; ``heal()`` puts the link back on the bridge."""
         for net in nets:
@@ -494,8 +554,11 @@ class NetLab:
     def _bridge_port(self, name: str, net: str) -> str:
         """The device that is the server's port on a bridge: its link's root-side end, or
         the relay's port while its frames are delayed."""
-        return self._relay_ends(name, net)[1] if (name, net) in self._relays \
+        return (
+            self._relay_ends(name, net)[1]
+            if (name, net) in self._relays
             else self.port(name, net).outer
+        )
 
     def _master(self, dev: str) -> str:
         for link in _json([IP, "-j", "link", "show", "dev", dev]):
@@ -518,8 +581,22 @@ class NetLab:
             self._qdiscs.add((ns, dev))
         if (ns, dev, pref) in self._filters:
             run([*tc, "filter", "del", "dev", dev, "ingress", "pref", str(pref)])
-        run([*tc, "filter", "add", "dev", dev, "ingress", "pref", str(pref), "bpf", "da",
-             "bytecode", bytecode(prog)])
+        run(
+            [
+                *tc,
+                "filter",
+                "add",
+                "dev",
+                dev,
+                "ingress",
+                "pref",
+                str(pref),
+                "bpf",
+                "da",
+                "bytecode",
+                bytecode(prog),
+            ]
+        )
         self._filters.add((ns, dev, pref))
 
     def clear_filters(self) -> None:
@@ -543,12 +620,14 @@ class NetLab:
     def _move_all_home(self, nets: Sequence[str]) -> None:
         for net in nets:
             for name in self.names:
-                run([IP, "link", "set", self._bridge_port(name, net), "master",
-                     self.bridge(net)])
+                run([IP, "link", "set", self._bridge_port(name, net), "master", self.bridge(net)])
         for link in _json([IP, "-j", "link", "show", "type", "bridge"]):
             br = str(link.get("ifname", ""))
-            if br.startswith(self.prefix) and br not in (self.bridge(n) for n in NETS) \
-                    and br[len(self.prefix)].lower() in (n[0] for n in nets):
+            if (
+                br.startswith(self.prefix)
+                and br not in (self.bridge(n) for n in NETS)
+                and br[len(self.prefix)].lower() in (n[0] for n in nets)
+            ):
                 run([IP, "link", "del", br])
 
 
@@ -628,7 +707,7 @@ def _cleanup_stale(prefix: str) -> list[str]:
         dev = str(link.get("ifname", ""))
         if not (dev.startswith(prefix) and dev.startswith(PREFIX)):
             continue
-        run_prefix = dev[:len(PREFIX) + 6]
+        run_prefix = dev[: len(PREFIX) + 6]
         runs.setdefault(run_prefix, [])
         alias = str(link.get("ifalias", ""))
         if alias.startswith(ALIAS_TAG):
@@ -641,7 +720,8 @@ def _cleanup_stale(prefix: str) -> list[str]:
             continue
         problems = _remove_run(run_prefix, namespaces)
         if problems:
-            raise NetError(f"could not remove the leftovers of {run_prefix}: "
-                           + "; ".join(problems))
+            raise NetError(
+                f"could not remove the leftovers of {run_prefix}: " + "; ".join(problems)
+            )
         removed.append(run_prefix)
     return removed

@@ -11,6 +11,7 @@ machine (network namespaces share the kernel's monotonic clock) can share one le
 A copy killed with SIGKILL writes no stop line; its last tick bounds when it died.
 ``--crash-after N`` exits with status 3 after N seconds (supervision tests).
 """
+
 from __future__ import annotations
 
 import os
@@ -18,8 +19,10 @@ import signal
 import sys
 import time
 
-USAGE = ("usage: sample_app.py --ledger FILE [--tag TAG] [--server NAME] [--tick SECONDS] "
-         "[--crash-after SECONDS]")
+USAGE = (
+    "usage: sample_app.py --ledger FILE [--tag TAG] [--server NAME] [--tick SECONDS] "
+    "[--crash-after SECONDS]"
+)
 NUMBERS = ("tick", "crash_after")
 
 

@@ -13,6 +13,7 @@ a file whose timings break the fencing inequality is refused here, before a lab 
 values), and, when the file configures a witness, the lab's witness with the file's
 interval and timeout. ``lab_defaults()`` describes a lab given none of these options.
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -29,8 +30,15 @@ from ndsclust.lab.cluster import LAB_TIMEOUTS
 from ndsclust.lab.directory import LabError
 
 CHANNELS = ("lan", "directory", "disk")
-TIMEOUT_KEYS = ("failover", "fence", "lease", "loop_interval", "startup_grace", "stop_grace",
-                "clock_rate_error")
+TIMEOUT_KEYS = (
+    "failover",
+    "fence",
+    "lease",
+    "loop_interval",
+    "startup_grace",
+    "stop_grace",
+    "clock_rate_error",
+)
 LAB_SOURCE = "lab-defaults"
 # The skeleton's stand-ins for what the loader wants besides timings; never used to connect.
 _SKELETON_URI = "ldapi://%2Frun%2Fndsclust-timings"
@@ -39,11 +47,11 @@ _SKELETON_ADDRESS = "127.0.0.1:9"
 
 @dataclass(frozen=True, slots=True)
 class Timings:
-    source: str                                   # the file read, or LAB_SOURCE
-    intervals: Mapping[str, float]                # channel -> heartbeat interval, as the file sets
-    timeouts: Mapping[str, float]                 # timeouts.* the file sets
-    witness: tuple[float, float] | None           # (interval, timeout) when the file has one
-    effective: config.Timeouts = field(compare=False)   # with the loader's defaults filled in
+    source: str  # the file read, or LAB_SOURCE
+    intervals: Mapping[str, float]  # channel -> heartbeat interval, as the file sets
+    timeouts: Mapping[str, float]  # timeouts.* the file sets
+    witness: tuple[float, float] | None  # (interval, timeout) when the file has one
+    effective: config.Timeouts = field(compare=False)  # with the loader's defaults filled in
     effective_intervals: Mapping[str, float] = field(default_factory=dict, compare=False)
 
     @property
@@ -58,20 +66,29 @@ class Timings:
         if self.timeouts:
             opts["timeouts"] = dict(self.timeouts)
         if self.witness is not None:
-            opts.update(witness=True, witness_interval=self.witness[0],
-                        witness_timeout=self.witness[1])
+            opts.update(
+                witness=True, witness_interval=self.witness[0], witness_timeout=self.witness[1]
+            )
         return opts
 
     def line(self) -> str:
         """The timings on one line: ``timings: file=... failover=8 ... witness=0.5/2``."""
         t = self.effective
-        parts = [f"timings: file={self.source}", f"failover={t.failover:g}",
-                 f"fence={t.fence:g}", f"lease={t.lease:g}",
-                 f"loop_interval={t.loop_interval:g}"]
-        parts += [f"{ch}={self.effective_intervals[ch]:g}" for ch in CHANNELS
-                  if ch in self.effective_intervals]
-        parts.append("witness=" + (f"{self.witness[0]:g}/{self.witness[1]:g}"
-                                   if self.witness else "none"))
+        parts = [
+            f"timings: file={self.source}",
+            f"failover={t.failover:g}",
+            f"fence={t.fence:g}",
+            f"lease={t.lease:g}",
+            f"loop_interval={t.loop_interval:g}",
+        ]
+        parts += [
+            f"{ch}={self.effective_intervals[ch]:g}"
+            for ch in CHANNELS
+            if ch in self.effective_intervals
+        ]
+        parts.append(
+            "witness=" + (f"{self.witness[0]:g}/{self.witness[1]:g}" if self.witness else "none")
+        )
         return " ".join(parts)
 
 
@@ -83,29 +100,40 @@ def _mapping(data: Any, where: str, source: str) -> Mapping[str, Any]:
     return data
 
 
-def _parse(channels: Mapping[str, Mapping[str, Any]], timeouts: Mapping[str, Any],
-           source: str) -> config.Config:
+def _parse(
+    channels: Mapping[str, Mapping[str, Any]], timeouts: Mapping[str, Any], source: str
+) -> config.Config:
     """Run the timing values through the sentinel's loader on a skeleton configuration."""
     with tempfile.TemporaryDirectory(prefix="ndsclust-timings-") as tmp:
         key = Path(tmp) / "cluster.key"
         key.write_text("0" * 32)
         ch: dict[str, Any] = {
-            "lan": {"addresses": [_SKELETON_ADDRESS], "key_file": str(key),
-                    **channels.get("lan", {})},
+            "lan": {
+                "addresses": [_SKELETON_ADDRESS],
+                "key_file": str(key),
+                **channels.get("lan", {}),
+            },
             "directory": dict(channels.get("directory", {})),
-            "disk": {"path": str(Path(tmp) / "disk"), "servers": ["lab"],
-                     **channels.get("disk", {})},
+            "disk": {
+                "path": str(Path(tmp) / "disk"),
+                "servers": ["lab"],
+                **channels.get("disk", {}),
+            },
         }
         if "witness" in channels:
             ch["witness"] = {"address": _SKELETON_ADDRESS, **channels["witness"]}
-        doc = {"server": "lab",
-               "directory": {"uris": [_SKELETON_URI], "suffix": "dc=lab"},
-               "channels": ch, "timeouts": dict(timeouts)}
+        doc = {
+            "server": "lab",
+            "directory": {"uris": [_SKELETON_URI], "suffix": "dc=lab"},
+            "channels": ch,
+            "timeouts": dict(timeouts),
+        }
         try:
             return config.parse(doc, source)
         except ConfigError as e:
-            raise LabError(f"the timings of {source} are refused by the sentinel's loader: "
-                           f"{e}") from None
+            raise LabError(
+                f"the timings of {source} are refused by the sentinel's loader: {e}"
+            ) from None
 
 
 # The checkout this package runs from: a relative path such as deploy/sentinel.example.yaml
@@ -141,14 +169,19 @@ def read_timings(path: str | Path) -> Timings:
     timeouts = {k: timeouts_in[k] for k in TIMEOUT_KEYS if k in timeouts_in}
     cfg = _parse(channels, timeouts, source)
     assert cfg.lan is not None and cfg.directory_channel is not None and cfg.disk is not None
-    effective = {"lan": cfg.lan.interval, "directory": cfg.directory_channel.interval,
-                 "disk": cfg.disk.interval}
+    effective = {
+        "lan": cfg.lan.interval,
+        "directory": cfg.directory_channel.interval,
+        "disk": cfg.disk.interval,
+    }
     return Timings(
         source=source,
         intervals={ch: effective[ch] for ch in CHANNELS if ch in channels},
         timeouts={k: float(getattr(cfg.timeouts, k)) for k in timeouts},
         witness=(cfg.witness.interval, cfg.witness.timeout) if cfg.witness else None,
-        effective=cfg.timeouts, effective_intervals=effective)
+        effective=cfg.timeouts,
+        effective_intervals=effective,
+    )
 
 
 def lab_defaults() -> Timings:
@@ -156,8 +189,15 @@ def lab_defaults() -> Timings:
     the lab's own start-up and stop grace (``LabCluster.sentinel_config``)."""
     cfg = _parse({}, LAB_TIMEOUTS, LAB_SOURCE)
     assert cfg.lan is not None and cfg.directory_channel is not None and cfg.disk is not None
-    return Timings(source=LAB_SOURCE, intervals={}, timeouts={}, witness=None,
-                   effective=cfg.timeouts,
-                   effective_intervals={"lan": cfg.lan.interval,
-                                        "directory": cfg.directory_channel.interval,
-                                        "disk": cfg.disk.interval})
+    return Timings(
+        source=LAB_SOURCE,
+        intervals={},
+        timeouts={},
+        witness=None,
+        effective=cfg.timeouts,
+        effective_intervals={
+            "lan": cfg.lan.interval,
+            "directory": cfg.directory_channel.interval,
+            "disk": cfg.disk.interval,
+        },
+    )

@@ -13,20 +13,20 @@ copy hides the watch's copy until the watch delivers the entry with a CSN at lea
 look as if the claim had not happened; it also lapses after ``LOCAL_TTL`` seconds, should
 the echo never come.
 """
+
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timezone
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from ndsclust.errors import EntryInvalid
 from ndsclust.ldapstore import entries
 from ndsclust.ldapstore.store import Snapshot
 from ndsclust.model import App, Server, ServerName, Tag
-
 
 LOCAL_TTL = 10.0
 
@@ -35,8 +35,8 @@ LOCAL_TTL = 10.0
 class _Held:
     dn: str
     csn: str
-    value: App | Server | EntryInvalid | None   # None: an entry of no interest (ou=...)
-    since: float = 0.0                           # local copies: when we wrote it
+    value: App | Server | EntryInvalid | None  # None: an entry of no interest (ou=...)
+    since: float = 0.0  # local copies: when we wrote it
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +45,7 @@ class Move:
 
     tag: Tag
     kind: str
-    wall: float          # seconds since the epoch (the event's ndsclustEventTime)
+    wall: float  # seconds since the epoch (the event's ndsclustEventTime)
 
 
 def _csn_of(attrs: Mapping[str, Sequence[Any]]) -> str:
@@ -66,8 +66,9 @@ def _object_classes(attrs: Mapping[str, Sequence[Any]]) -> set[str]:
 class ClusterCache:
     """Thread-safe map entryUUID -> typed entry; ``snapshot()`` gives a frozen Snapshot."""
 
-    def __init__(self, move_kinds: frozenset[str] = frozenset(),
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, move_kinds: frozenset[str] = frozenset(), clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._lock = threading.Lock()
         self._held: dict[str, _Held] = {}
         self._local: dict[str, _Held] = {}
@@ -82,8 +83,9 @@ class ClusterCache:
         """Grows with every change that was applied: cheap 'did anything change?' checks."""
         return self._version
 
-    def put(self, uuid: str, dn: str, attrs: Mapping[str, Sequence[Any]], *,
-            local: bool = False) -> None:
+    def put(
+        self, uuid: str, dn: str, attrs: Mapping[str, Sequence[Any]], *, local: bool = False
+    ) -> None:
         """Apply one entry: from the watch, or (``local``) as our own write left it."""
         csn = _csn_of(attrs)
         classes = _object_classes(attrs)
@@ -107,7 +109,7 @@ class ClusterCache:
                 self._held[uuid] = _Held(dn, csn, value)
                 mine = self._local.get(uuid)
                 if mine is not None and (not mine.csn or (csn and csn >= mine.csn)):
-                    del self._local[uuid]          # the watch has caught up with our write
+                    del self._local[uuid]  # the watch has caught up with our write
             self._version += 1
             self._snap = None
 
@@ -119,7 +121,7 @@ class ClusterCache:
         if event.kind not in self._move_kinds or event.tag is None:
             return
         try:
-            when = datetime.strptime(event.time, "%Y%m%d%H%M%S.%fZ").replace(tzinfo=timezone.utc)
+            when = datetime.strptime(event.time, "%Y%m%d%H%M%S.%fZ").replace(tzinfo=UTC)
         except ValueError:
             return
         with self._lock:
@@ -176,6 +178,6 @@ class ClusterCache:
                     invalid.append(e)
         snap = Snapshot(apps, servers, tuple(sorted(invalid, key=lambda e: e.dn)))
         with self._lock:
-            if self._version == version:      # nothing changed while we built it
+            if self._version == version:  # nothing changed while we built it
                 self._snap = snap
         return snap

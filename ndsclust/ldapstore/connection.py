@@ -9,6 +9,7 @@ Authentication: simple bind (DN + password), SASL EXTERNAL (over ldapi://, or wi
 client certificate over TLS), and TLS by ldaps:// or StartTLS with CA verification.
 Only this package ever sees an ldap3 object.
 """
+
 from __future__ import annotations
 
 import logging
@@ -39,24 +40,28 @@ class Credentials:
     bind_dn: str | None = None
     password: str | None = None
     sasl_external: bool = False
-    ca_file: str | None = None        # CA that signed the providers' certificates
-    cert_file: str | None = None      # client certificate (SASL EXTERNAL over TLS)
+    ca_file: str | None = None  # CA that signed the providers' certificates
+    cert_file: str | None = None  # client certificate (SASL EXTERNAL over TLS)
     key_file: str | None = None
-    start_tls: bool = False           # upgrade ldap:// with StartTLS
-    allow_plain: bool = False         # permit ldap:// without TLS (ldapi:// needs none)
+    start_tls: bool = False  # upgrade ldap:// with StartTLS
+    allow_plain: bool = False  # permit ldap:// without TLS (ldapi:// needs none)
 
-    def __repr__(self) -> str:        # never print the password
-        return (f"Credentials(bind_dn={self.bind_dn!r}, sasl_external={self.sasl_external}, "
-                f"ca_file={self.ca_file!r}, start_tls={self.start_tls}, "
-                f"allow_plain={self.allow_plain})")
+    def __repr__(self) -> str:  # never print the password
+        return (
+            f"Credentials(bind_dn={self.bind_dn!r}, sasl_external={self.sasl_external}, "
+            f"ca_file={self.ca_file!r}, start_tls={self.start_tls}, "
+            f"allow_plain={self.allow_plain})"
+        )
 
 
 def check_uri(uri: str) -> str:
     """Return the URI if its scheme is one we speak, else raise ValueError saying which are."""
     scheme = urlsplit(uri).scheme.lower()
     if scheme not in ("ldap", "ldaps", "ldapi"):
-        raise ValueError(f"{uri!r} is not an LDAP URI; use ldap://host:port, ldaps://host:port "
-                         "or ldapi://<percent-encoded socket path>")
+        raise ValueError(
+            f"{uri!r} is not an LDAP URI; use ldap://host:port, ldaps://host:port "
+            "or ldapi://<percent-encoded socket path>"
+        )
     return uri
 
 
@@ -72,8 +77,9 @@ def _tls(creds: Credentials) -> ldap3.Tls:
     )
 
 
-def open_connection(uri: str, creds: Credentials, *, stream: bool = False,
-                    timeout: float = 2.0) -> ldap3.Connection:
+def open_connection(
+    uri: str, creds: Credentials, *, stream: bool = False, timeout: float = 2.0
+) -> ldap3.Connection:
     """Open and bind one connection to ``uri``; raise ProviderUnreachable with the reason.
 
     ``stream=True`` gives an ASYNC_STREAM connection, the only ldap3 strategy that hands
@@ -82,12 +88,18 @@ def open_connection(uri: str, creds: Credentials, *, stream: bool = False,
     """
     scheme = urlsplit(uri).scheme.lower()
     if scheme == "ldap" and not creds.start_tls and not creds.allow_plain:
-        raise ConfigError("ldap", [f"{uri}: plain LDAP without TLS is refused; use ldaps://, "
-                                   "start_tls: true, ldapi://, or set allow_plain_ldap: true"])
+        raise ConfigError(
+            "ldap",
+            [
+                f"{uri}: plain LDAP without TLS is refused; use ldaps://, "
+                "start_tls: true, ldapi://, or set allow_plain_ldap: true"
+            ],
+        )
     tls = _tls(creds)
     try:
-        server = ldap3.Server(uri, use_ssl=(scheme == "ldaps"), tls=tls, get_info=ldap3.NONE,
-                              connect_timeout=timeout)
+        server = ldap3.Server(
+            uri, use_ssl=(scheme == "ldaps"), tls=tls, get_info=ldap3.NONE, connect_timeout=timeout
+        )
         kwargs: dict[str, object] = {
             "client_strategy": ldap3.ASYNC_STREAM if stream else ldap3.SYNC,
             # ldap3 packs this into SO_RCVTIMEO with struct: it must be an int.
@@ -100,31 +112,40 @@ def open_connection(uri: str, creds: Credentials, *, stream: bool = False,
             "return_empty_attributes": False,
         }
         if creds.sasl_external:
-            conn = ldap3.Connection(server, authentication=ldap3.SASL,
-                                    sasl_mechanism=ldap3.EXTERNAL, sasl_credentials="",
-                                    **kwargs)
+            conn = ldap3.Connection(
+                server,
+                authentication=ldap3.SASL,
+                sasl_mechanism=ldap3.EXTERNAL,
+                sasl_credentials="",
+                **kwargs,
+            )
         elif creds.bind_dn:
-            conn = ldap3.Connection(server, user=creds.bind_dn, password=creds.password or "",
-                                    authentication=ldap3.SIMPLE, **kwargs)
+            conn = ldap3.Connection(
+                server,
+                user=creds.bind_dn,
+                password=creds.password or "",
+                authentication=ldap3.SIMPLE,
+                **kwargs,
+            )
         else:
             conn = ldap3.Connection(server, authentication=ldap3.ANONYMOUS, **kwargs)
         conn.open()
-        if creds.start_tls and scheme == "ldap":
-            if not conn.start_tls():
-                conn.unbind()
-                raise ProviderUnreachable(f"{uri}: StartTLS refused: {conn.result}",
-                                          answered=True)
+        if creds.start_tls and scheme == "ldap" and not conn.start_tls():
+            conn.unbind()
+            raise ProviderUnreachable(f"{uri}: StartTLS refused: {conn.result}", answered=True)
         if not conn.bind():
             result = conn.result or {}
             conn.unbind()
             raise ProviderUnreachable(
                 f"{uri}: bind as {creds.bind_dn or ('SASL EXTERNAL' if creds.sasl_external else 'anonymous')}"
                 f" refused: {result.get('description')} {result.get('message', '')}".rstrip(),
-                answered=bool(result))
+                answered=bool(result),
+            )
         return conn
     except LDAPException as e:
-        raise ProviderUnreachable(f"{uri}: {type(e).__name__}: {e}",
-                                  answered=_refusal(str(e))) from None
+        raise ProviderUnreachable(
+            f"{uri}: {type(e).__name__}: {e}", answered=_refusal(str(e))
+        ) from None
     except ssl.SSLError as e:
         raise ProviderUnreachable(f"{uri}: {e}", answered=True) from None
     except OSError as e:
@@ -134,8 +155,10 @@ def open_connection(uri: str, creds: Credentials, *, stream: bool = False,
 def _refusal(text: str) -> bool:
     """Whether a connection error is the provider's host saying no (RST, certificate) rather
     than silence: ldap3 hands socket errors over as text."""
-    return any(s in text for s in ("Connection refused", "Connection reset", "certificate",
-                                   "SSL", "No such file"))
+    return any(
+        s in text
+        for s in ("Connection refused", "Connection reset", "certificate", "SSL", "No such file")
+    )
 
 
 class Providers:
@@ -158,9 +181,16 @@ class Providers:
       server's death) moves them on.
     """
 
-    def __init__(self, uris: Sequence[str], creds: Credentials, *, timeout: float = 2.0,
-                 backoff_initial: float = 0.05, backoff_max: float = 2.0,
-                 servers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        uris: Sequence[str],
+        creds: Credentials,
+        *,
+        timeout: float = 2.0,
+        backoff_initial: float = 0.05,
+        backoff_max: float = 2.0,
+        servers: Mapping[str, str] | None = None,
+    ) -> None:
         if not uris:
             raise ConfigError("providers", ["no provider URI given; list at least one"])
         self.uris = tuple(check_uri(u) for u in uris)
@@ -178,8 +208,7 @@ class Providers:
         which providers count as dead."""
         was = self._dead
         self._dead = frozenset(i for i, s in self.servers.items() if s is not None and s in dead)
-        self._heard = frozenset(i for i, s in self.servers.items()
-                                if s is not None and s in heard)
+        self._heard = frozenset(i for i, s in self.servers.items() if s is not None and s in heard)
         return self._dead != was
 
     def dead(self, index: int) -> bool:
@@ -192,27 +221,35 @@ class Providers:
         first = [prefer] + [i for i in range(len(self.uris)) if i != prefer]
         return [i for i in first if i not in self._dead] + [i for i in first if i in self._dead]
 
-    def connect(self, *, stream: bool = False, prefer: int = 0,
-                patient: bool = False) -> tuple[int, ldap3.Connection]:
+    def connect(
+        self, *, stream: bool = False, prefer: int = 0, patient: bool = False
+    ) -> tuple[int, ldap3.Connection]:
         """One pass (see ``order``). Returns (index, connection)."""
         reasons = []
         for i in self.order(prefer):
             try:
-                return i, open_connection(self.uris[i], self.creds, stream=stream,
-                                          timeout=self.timeout)
+                return i, open_connection(
+                    self.uris[i], self.creds, stream=stream, timeout=self.timeout
+                )
             except ProviderUnreachable as e:
                 reasons.append(str(e))
                 if patient and i in self._heard and not e.answered:
                     # Its server is alive: silence here is latency (or a cut we cannot tell
                     # from it). Moving on would give up the serialization; try it again.
-                    raise ProviderUnreachable(f"write provider {self.uris[i]} (server "
-                                              f"{self.servers[i]}, alive) did not answer: "
-                                              + str(e)) from None
+                    raise ProviderUnreachable(
+                        f"write provider {self.uris[i]} (server "
+                        f"{self.servers[i]}, alive) did not answer: " + str(e)
+                    ) from None
         raise ProviderUnreachable("no provider reachable: " + "; ".join(reasons))
 
-    def connect_retrying(self, *, stream: bool = False, prefer: int = 0,
-                         deadline: float | None = None,
-                         patient: bool = False) -> tuple[int, ldap3.Connection]:
+    def connect_retrying(
+        self,
+        *,
+        stream: bool = False,
+        prefer: int = 0,
+        deadline: float | None = None,
+        patient: bool = False,
+    ) -> tuple[int, ldap3.Connection]:
         """Passes over the list with bounded exponential backoff until ``deadline``
         (time.monotonic) or ``close()``; then ProviderUnreachable."""
         delay = self.backoff_initial

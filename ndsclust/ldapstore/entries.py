@@ -7,6 +7,7 @@ never stops anything else: callers collect the error and carry on with the rest.
 Attribute maps come from ldap3 or the watch as ``{name: [str, ...]}``; names are matched
 case-insensitively, as LDAP does.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -17,8 +18,20 @@ from typing import Any
 
 from ndsclust.errors import EntryInvalid
 from ndsclust.model import (
-    MAX_MARKER, App, AppType, Event, Pulse, Request, Server, ServerName, ServerState,
-    StateValue, check_resource, check_server_name, check_tag, parse_command,
+    MAX_MARKER,
+    App,
+    AppType,
+    Event,
+    Pulse,
+    Request,
+    Server,
+    ServerName,
+    ServerState,
+    StateValue,
+    check_resource,
+    check_server_name,
+    check_tag,
+    parse_command,
 )
 
 Attrs = Mapping[str, Sequence[Any]]
@@ -34,8 +47,10 @@ class _Entry:
         self.dn = dn
         self._a: dict[str, list[str]] = {}
         for k, vs in attrs.items():
-            vals = [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
-                    for v in (vs if isinstance(vs, (list, tuple)) else [vs])]
+            vals = [
+                v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+                for v in (vs if isinstance(vs, (list, tuple)) else [vs])
+            ]
             self._a.setdefault(k.lower(), []).extend(vals)
 
     def bad(self, attr: str, problem: str) -> EntryInvalid:
@@ -98,22 +113,30 @@ def parse_app(dn: str, attrs: Attrs) -> App:
     try:
         app_type = AppType(type_value.lower())
     except ValueError:
-        raise e.bad("ndsclustType", f"{type_value!r} is not an application type; allowed: "
-                                    "capable, aware") from None
-    command = e.check("ndsclustCommand", e.one("ndsclustCommand", required=True) or "",
-                      parse_command)
+        raise e.bad(
+            "ndsclustType", f"{type_value!r} is not an application type; allowed: capable, aware"
+        ) from None
+    command = e.check(
+        "ndsclustCommand", e.one("ndsclustCommand", required=True) or "", parse_command
+    )
     unload = e.one("ndsclustUnloadCommand")
     health = e.one("ndsclustHealthCommand")
-    primary = e.check("ndsclustPrimaryServer", e.one("ndsclustPrimaryServer", required=True) or "",
-                      check_server_name)
+    primary = e.check(
+        "ndsclustPrimaryServer",
+        e.one("ndsclustPrimaryServer", required=True) or "",
+        check_server_name,
+    )
     backups = _servers(e, "ndsclustBackupServer", e.ordered("ndsclustBackupServer"))
     if primary in backups:
-        raise e.bad("ndsclustBackupServer", f"names the primary server {primary!r}; a backup must "
-                                            "be another server")
+        raise e.bad(
+            "ndsclustBackupServer",
+            f"names the primary server {primary!r}; a backup must be another server",
+        )
     host_value = e.one("ndsclustHostServer")
     host = e.check("ndsclustHostServer", host_value, check_server_name) if host_value else None
-    resources = frozenset(e.check("ndsclustResource", r, check_resource)
-                          for r in e.all("ndsclustResource"))
+    resources = frozenset(
+        e.check("ndsclustResource", r, check_resource) for r in e.all("ndsclustResource")
+    )
     auto = e.one("ndsclustAutoRecover")
     if auto is not None and auto not in ("TRUE", "FALSE"):
         raise e.bad("ndsclustAutoRecover", f"{auto!r} is not a boolean; allowed: TRUE, FALSE")
@@ -132,7 +155,9 @@ def parse_app(dn: str, attrs: Attrs) -> App:
         resources=resources,
         auto_recover=auto != "FALSE",
         marker=marker,
-        state=e.check("ndsclustState", state_value, StateValue.parse) if state_value else StateValue.parse("stopped"),
+        state=e.check("ndsclustState", state_value, StateValue.parse)
+        if state_value
+        else StateValue.parse("stopped"),
         request=e.check("ndsclustRequest", request_value, Request.parse) if request_value else None,
         dn=dn,
         uuid=e.uuid,
@@ -142,34 +167,45 @@ def parse_app(dn: str, attrs: Attrs) -> App:
 
 def check_references(app: App, servers: Collection[str]) -> None:
     """Raise EntryInvalid when the application names a server that has no entry."""
-    for attr, names in (("ndsclustPrimaryServer", (app.primary,)),
-                        ("ndsclustBackupServer", app.backups),
-                        ("ndsclustHostServer", (app.host,) if app.host else ())):
+    for attr, names in (
+        ("ndsclustPrimaryServer", (app.primary,)),
+        ("ndsclustBackupServer", app.backups),
+        ("ndsclustHostServer", (app.host,) if app.host else ()),
+    ):
         for name in names:
             if name not in servers:
-                raise EntryInvalid(app.dn, attr, f"names unknown server {name!r}; add "
-                                   f"cn={name},ou=servers or remove the value")
+                raise EntryInvalid(
+                    app.dn,
+                    attr,
+                    f"names unknown server {name!r}; add cn={name},ou=servers or remove the value",
+                )
     if app.request and app.request.target and app.request.target not in servers:
-        raise EntryInvalid(app.dn, "ndsclustRequest", f"migrate names unknown server "
-                           f"{app.request.target!r}")
+        raise EntryInvalid(
+            app.dn, "ndsclustRequest", f"migrate names unknown server {app.request.target!r}"
+        )
 
 
 def parse_server(dn: str, attrs: Attrs) -> Server:
     """An ``ndsclustServer`` entry as a Server, or EntryInvalid."""
     e = _Entry(dn, attrs)
     name = e.check("cn", e.one("cn", required=True) or "", check_server_name)
-    addresses = tuple(e.check("ndsclustAddress", a, _check_address) for a in e.all("ndsclustAddress"))
+    addresses = tuple(
+        e.check("ndsclustAddress", a, _check_address) for a in e.all("ndsclustAddress")
+    )
     state_value = e.one("ndsclustServerState") or "up"
     try:
         state = ServerState(state_value)
     except ValueError:
-        raise e.bad("ndsclustServerState", f"{state_value!r} is not a server state; allowed: "
-                                           "up, down, maintenance") from None
+        raise e.bad(
+            "ndsclustServerState",
+            f"{state_value!r} is not a server state; allowed: up, down, maintenance",
+        ) from None
     return Server(
         name=name,
         addresses=addresses,
-        resources=frozenset(e.check("ndsclustResource", r, check_resource)
-                            for r in e.all("ndsclustResource")),
+        resources=frozenset(
+            e.check("ndsclustResource", r, check_resource) for r in e.all("ndsclustResource")
+        ),
         state=state,
         dn=dn,
         uuid=e.uuid,

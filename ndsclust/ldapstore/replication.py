@@ -6,6 +6,7 @@ least Q's (CSNs start with a GeneralizedTime, so they compare as strings). FIG. 
 after a simultaneous failure a sentinel runs nothing until its own provider has caught up.
 Convergence is judged by values elsewhere (docs/platform.md fact 9); this is about lag.
 """
+
 from __future__ import annotations
 
 import re
@@ -17,7 +18,7 @@ import ldap3
 from ndsclust.errors import ProviderUnreachable, StoreError
 from ndsclust.ldapstore.connection import Credentials, open_connection
 
-ContextCSNs = Mapping[str, str]        # serverID (3 hex digits) -> CSN
+ContextCSNs = Mapping[str, str]  # serverID (3 hex digits) -> CSN
 ACCESSLOG_BASE = "cn=accesslog"
 _REQ_MOD = re.compile(r"^([^:]+):([=+\-#])(?: (.*))?$", re.DOTALL)
 
@@ -28,11 +29,11 @@ class LogWrite:
     provider applied it: ``start`` orders a provider's own log, ``csn`` says where and when
     the write was first made (its serverID is the third field)."""
 
-    start: str                                  # reqStart on this provider
-    uuid: str                                   # reqEntryUUID
-    dn: str                                     # reqDN
-    csn: str                                    # entryCSN of the write
-    mods: tuple[tuple[str, str, str | None], ...]   # (attribute, op '=' '+' '-' '#', value)
+    start: str  # reqStart on this provider
+    uuid: str  # reqEntryUUID
+    dn: str  # reqDN
+    csn: str  # entryCSN of the write
+    mods: tuple[tuple[str, str, str | None], ...]  # (attribute, op '=' '+' '-' '#', value)
 
     @property
     def sid(self) -> str:
@@ -52,7 +53,9 @@ def parse_csns(values: Iterable[str]) -> dict[str, str]:
     return out
 
 
-def context_csns(uri: str, creds: Credentials, suffix: str, *, timeout: float = 2.0) -> dict[str, str]:
+def context_csns(
+    uri: str, creds: Credentials, suffix: str, *, timeout: float = 2.0
+) -> dict[str, str]:
     conn = open_connection(uri, creds, timeout=timeout)
     try:
         return read_context_csns(conn, suffix) or {}
@@ -63,8 +66,13 @@ def context_csns(uri: str, creds: Credentials, suffix: str, *, timeout: float = 
 def read_context_csns(conn: ldap3.Connection, suffix: str) -> dict[str, str] | None:
     """The contextCSNs of the database ``suffix`` through the bound ``conn``; None when the
     provider does not answer the read."""
-    ok = conn.search(suffix, "(objectClass=*)", search_scope=ldap3.BASE,
-                     attributes=["contextCSN"], dereference_aliases=ldap3.DEREF_NEVER)
+    ok = conn.search(
+        suffix,
+        "(objectClass=*)",
+        search_scope=ldap3.BASE,
+        attributes=["contextCSN"],
+        dereference_aliases=ldap3.DEREF_NEVER,
+    )
     if not ok:
         return None
     for r in conn.response or []:
@@ -75,13 +83,19 @@ def read_context_csns(conn: ldap3.Connection, suffix: str) -> dict[str, str] | N
 
 def behind(local: ContextCSNs, peer: ContextCSNs) -> dict[str, tuple[str, str]]:
     """serverIDs where ``local`` lags ``peer``: sid -> (local csn, peer csn)."""
-    return {sid: (local.get(sid, ""), csn) for sid, csn in peer.items()
-            if local.get(sid, "") < csn}
+    return {sid: (local.get(sid, ""), csn) for sid, csn in peer.items() if local.get(sid, "") < csn}
 
 
-def caught_up(local_uri: str, peer_uris: Sequence[str], creds: Credentials,
-              suffixes: Sequence[str], *, required: Collection[str] = (), quorum: int = 1,
-              timeout: float = 2.0) -> tuple[bool, str]:
+def caught_up(
+    local_uri: str,
+    peer_uris: Sequence[str],
+    creds: Credentials,
+    suffixes: Sequence[str],
+    *,
+    required: Collection[str] = (),
+    quorum: int = 1,
+    timeout: float = 2.0,
+) -> tuple[bool, str]:
     """Has the local provider caught up with every reachable peer? (answer, why-not text).
 
     The peers are read first and the local provider last: a write accepted between the two
@@ -103,8 +117,10 @@ def caught_up(local_uri: str, peer_uris: Sequence[str], creds: Credentials,
                 return False, f"{uri} does not answer, and its server is alive: {e}"
             continue
     if len(peers) + 1 < quorum:
-        return False, (f"only {len(peers) + 1} of {len(set(peer_uris) | {local_uri})} "
-                       f"providers answer; {quorum} needed")
+        return False, (
+            f"only {len(peers) + 1} of {len(set(peer_uris) | {local_uri})} "
+            f"providers answer; {quorum} needed"
+        )
     try:
         local = {s: context_csns(local_uri, creds, s, timeout=timeout) for s in suffixes}
     except ProviderUnreachable as e:
@@ -126,23 +142,35 @@ def parse_req_mod(value: str) -> tuple[str, str, str | None]:
     return m[1], m[2], m[3]
 
 
-def access_log(uri: str, creds: Credentials, base: str, *, since: str,
-               timeout: float = 5.0) -> list[LogWrite]:
+def access_log(
+    uri: str, creds: Credentials, base: str, *, since: str, timeout: float = 5.0
+) -> list[LogWrite]:
     """The modifies of entries under ``base`` that ``uri``'s accesslog holds from ``since``
     (GeneralizedTime) on. Needs read access to ``cn=accesslog`` (the replication identity
     or the directory's administrator have it)."""
     conn = open_connection(uri, creds, timeout=timeout)
     try:
-        conn.search(ACCESSLOG_BASE, "(objectClass=*)", search_scope=ldap3.BASE,
-                    dereference_aliases=ldap3.DEREF_NEVER, attributes=["1.1"])
+        conn.search(
+            ACCESSLOG_BASE,
+            "(objectClass=*)",
+            search_scope=ldap3.BASE,
+            dereference_aliases=ldap3.DEREF_NEVER,
+            attributes=["1.1"],
+        )
         if not any(r.get("type") == "searchResEntry" for r in conn.response or []):
-            raise StoreError(f"{uri}: {ACCESSLOG_BASE} is not readable with this identity "
-                             f"({conn.result.get('description') if conn.result else 'no answer'})")
+            raise StoreError(
+                f"{uri}: {ACCESSLOG_BASE} is not readable with this identity "
+                f"({conn.result.get('description') if conn.result else 'no answer'})"
+            )
         entries = conn.extend.standard.paged_search(
-            ACCESSLOG_BASE, f"(&(objectClass=auditModify)(reqStart>={since}))",
-            search_scope=ldap3.LEVEL, dereference_aliases=ldap3.DEREF_NEVER,
+            ACCESSLOG_BASE,
+            f"(&(objectClass=auditModify)(reqStart>={since}))",
+            search_scope=ldap3.LEVEL,
+            dereference_aliases=ldap3.DEREF_NEVER,
             attributes=["reqStart", "reqDN", "reqEntryUUID", "entryCSN", "reqMod"],
-            paged_size=500, generator=True)
+            paged_size=500,
+            generator=True,
+        )
         out: list[LogWrite] = []
         suffix = "," + base.lower()
         for r in entries:
@@ -157,9 +185,18 @@ def access_log(uri: str, creds: Credentials, base: str, *, since: str,
             dn = one("reqDN")
             if not (dn.lower().endswith(suffix) or dn.lower() == base.lower()):
                 continue
-            out.append(LogWrite(one("reqStart"), one("reqEntryUUID"), dn, one("entryCSN"),
-                                tuple(parse_req_mod(bytes(v).decode("utf-8", "replace"))
-                                      for v in raw.get("reqMod") or [])))
+            out.append(
+                LogWrite(
+                    one("reqStart"),
+                    one("reqEntryUUID"),
+                    dn,
+                    one("entryCSN"),
+                    tuple(
+                        parse_req_mod(bytes(v).decode("utf-8", "replace"))
+                        for v in raw.get("reqMod") or []
+                    ),
+                )
+            )
         if conn.result and conn.result.get("result") not in (0, None):
             raise StoreError(f"{uri}: reading {ACCESSLOG_BASE}: {conn.result.get('description')}")
         return out
@@ -184,13 +221,22 @@ def read_tree(uri: str, creds: Credentials, base: str, *, timeout: float = 5.0) 
 def search_tree(conn: ldap3.Connection, base: str) -> Tree:
     """Every entry under ``base`` through the bound connection ``conn``, as a Tree."""
     entries = conn.extend.standard.paged_search(
-        base, "(objectClass=*)", search_scope=ldap3.SUBTREE,
-        dereference_aliases=ldap3.DEREF_NEVER, attributes=[ldap3.ALL_ATTRIBUTES],
-        paged_size=500, generator=True)
-    return {str(e["dn"]).lower(): {str(a): tuple(sorted(bytes(v).decode("utf-8", "replace")
-                                                        for v in vs))
-                                   for a, vs in e["raw_attributes"].items()}
-            for e in entries if e.get("type") == "searchResEntry"}
+        base,
+        "(objectClass=*)",
+        search_scope=ldap3.SUBTREE,
+        dereference_aliases=ldap3.DEREF_NEVER,
+        attributes=[ldap3.ALL_ATTRIBUTES],
+        paged_size=500,
+        generator=True,
+    )
+    return {
+        str(e["dn"]).lower(): {
+            str(a): tuple(sorted(bytes(v).decode("utf-8", "replace") for v in vs))
+            for a, vs in e["raw_attributes"].items()
+        }
+        for e in entries
+        if e.get("type") == "searchResEntry"
+    }
 
 
 def tree_differences(trees: Mapping[str, Tree]) -> list[tuple[str, str]]:
@@ -210,8 +256,14 @@ def tree_differences(trees: Mapping[str, Tree]) -> list[tuple[str, str]]:
             assert other is not None
             diff = sorted(a for a in {*first, *other} if first.get(a) != other.get(a))
             if diff:
-                out.append((dn, f"{names[0]} and {n} differ in " + ", ".join(
-                    f"{a}={list(first.get(a, ()))}/{list(other.get(a, ()))}" for a in diff)))
+                out.append(
+                    (
+                        dn,
+                        f"{names[0]} and {n} differ in "
+                        + ", ".join(
+                            f"{a}={list(first.get(a, ()))}/{list(other.get(a, ()))}" for a in diff
+                        ),
+                    )
+                )
                 break
     return out
-

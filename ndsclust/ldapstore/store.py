@@ -11,6 +11,7 @@ expected value and adds the new one: atomic on one provider, it fails with resul
 (noSuchAttribute) when someone changed the value first, and that becomes ``SwapConflict``
 (docs/style.md section 5: re-read and decide again, never retry the same write).
 """
+
 from __future__ import annotations
 
 import logging
@@ -19,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import ldap3
@@ -29,14 +30,27 @@ from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import escape_rdn
 
 from ndsclust.errors import (
-    EntryExists, EntryInvalid, NoSuchEntry, ProviderUnreachable, StoreError, SwapConflict,
+    EntryExists,
+    EntryInvalid,
+    NoSuchEntry,
+    ProviderUnreachable,
+    StoreError,
+    SwapConflict,
     Withdrawn,
 )
 from ndsclust.ldapstore import entries
 from ndsclust.ldapstore.connection import Providers, open_connection
 from ndsclust.ldapstore.replication import behind, read_context_csns
 from ndsclust.model import (
-    App, Event, Pulse, Request, Server, ServerName, ServerState, StateValue, Tag,
+    App,
+    Event,
+    Pulse,
+    Request,
+    Server,
+    ServerName,
+    ServerState,
+    StateValue,
+    Tag,
 )
 
 log = logging.getLogger("ndsclust.ldapstore")
@@ -50,7 +64,7 @@ ATTRIBUTE_OR_VALUE_EXISTS = 20
 CONSTRAINT_VIOLATION = 19
 ALREADY_EXISTS = 68
 BUSY_CODES = {51, 52, 80}
-POST_READ = "1.3.6.1.1.13.2"        # busy, unavailable, other: try the next provider
+POST_READ = "1.3.6.1.1.13.2"  # busy, unavailable, other: try the next provider
 
 # How long the store keeps trying the provider list for one operation.
 DEFAULT_OP_DEADLINE = 10.0
@@ -63,7 +77,7 @@ APP_ATTRS = ["*", "entryUUID", "entryCSN", "modifyTimestamp"]
 
 
 def generalized_time(t: float | None = None) -> str:
-    dt = datetime.fromtimestamp(time.time() if t is None else t, tz=timezone.utc)
+    dt = datetime.fromtimestamp(time.time() if t is None else t, tz=UTC)
     return dt.strftime("%Y%m%d%H%M%S.%fZ")
 
 
@@ -83,9 +97,16 @@ class _Transient(Exception):
 class Store:
     """Typed CRUD and compare-and-swap over the provider list. Thread-safe."""
 
-    def __init__(self, providers: Providers, suffix: str, *, base: str | None = None,
-                 pulse_base: str | None = None, op_deadline: float = DEFAULT_OP_DEADLINE,
-                 event_limit: int = 1000) -> None:
+    def __init__(
+        self,
+        providers: Providers,
+        suffix: str,
+        *,
+        base: str | None = None,
+        pulse_base: str | None = None,
+        op_deadline: float = DEFAULT_OP_DEADLINE,
+        event_limit: int = 1000,
+    ) -> None:
         self.providers = providers
         self.suffix = suffix
         self.base = base or f"ou=ndsclust,{suffix}"
@@ -113,20 +134,29 @@ class Store:
         if self._conn is not None and self.providers.dead(self._index):
             # The channels find this provider's server dead: a connection to it would only
             # time out (docs/platform.md fact 23: a cut-off provider costs seconds), so move on now.
-            log.debug("event=provider_dropped provider=%s reason=server_dead",
-                      self.providers.uris[self._index])
+            log.debug(
+                "event=provider_dropped provider=%s reason=server_dead",
+                self.providers.uris[self._index],
+            )
             self._drop()
-        if (self._conn is not None and self._index > 0
-                and now - self._last_return_check > RETURN_CHECK_INTERVAL):
+        if (
+            self._conn is not None
+            and self._index > 0
+            and now - self._last_return_check > RETURN_CHECK_INTERVAL
+        ):
             self._last_return_check = now
             self._try_return()
         if self._conn is None or self._conn.closed:
             self._drop()
-            index, conn = self.providers.connect_retrying(prefer=0, deadline=now + self.op_deadline,
-                                                          patient=True)
+            index, conn = self.providers.connect_retrying(
+                prefer=0, deadline=now + self.op_deadline, patient=True
+            )
             if self._index not in (-1, index):
-                log.warning("event=provider_failover provider=%s was=%s", self.providers.uris[index],
-                            self.providers.uris[self._index])
+                log.warning(
+                    "event=provider_failover provider=%s was=%s",
+                    self.providers.uris[index],
+                    self.providers.uris[self._index],
+                )
             self._conn, self._index = conn, index
             self._last_return_check = now
         return self._conn
@@ -141,8 +171,9 @@ class Store:
         if not earlier:
             return
         try:
-            conn = open_connection(self.providers.uris[earlier[0]], self.providers.creds,
-                                   timeout=RETURN_PROBE_TIMEOUT)
+            conn = open_connection(
+                self.providers.uris[earlier[0]], self.providers.creds, timeout=RETURN_PROBE_TIMEOUT
+            )
         except ProviderUnreachable:
             return
         try:
@@ -154,8 +185,11 @@ class Store:
         if ours is None or theirs is None or behind(theirs, ours):
             conn.unbind()
             return
-        log.info("event=write_provider provider=%s was=%s", self.providers.uris[earlier[0]],
-                 self.providers.uris[self._index])
+        log.info(
+            "event=write_provider provider=%s was=%s",
+            self.providers.uris[earlier[0]],
+            self.providers.uris[self._index],
+        )
         self._drop()
         self._conn, self._index = conn, earlier[0]
 
@@ -184,12 +218,17 @@ class Store:
                 try:
                     return fn(self._connection())
                 except (LDAPCommunicationError, LDAPResponseTimeoutError, _Transient) as e:
-                    log.warning("event=provider_lost provider=%s op=%s error=%s",
-                                self.provider, what, type(e).__name__)
+                    log.warning(
+                        "event=provider_lost provider=%s op=%s error=%s",
+                        self.provider,
+                        what,
+                        type(e).__name__,
+                    )
                     self._drop()
                     if time.monotonic() > deadline:
-                        raise ProviderUnreachable(f"{what}: no provider answered within "
-                                                  f"{self.op_deadline:.0f}s") from None
+                        raise ProviderUnreachable(
+                            f"{what}: no provider answered within {self.op_deadline:.0f}s"
+                        ) from None
 
     def close(self) -> None:
         with self._lock:
@@ -204,19 +243,36 @@ class Store:
             raise _Transient(what)
         return result
 
-    def search(self, base: str, filt: str, *, scope: str = ldap3.SUBTREE,
-               attributes: Sequence[str] = APP_ATTRS) -> list[tuple[str, dict[str, list[Any]]]]:
+    def search(
+        self,
+        base: str,
+        filt: str,
+        *,
+        scope: str = ldap3.SUBTREE,
+        attributes: Sequence[str] = APP_ATTRS,
+    ) -> list[tuple[str, dict[str, list[Any]]]]:
         def op(conn: ldap3.Connection) -> list[tuple[str, dict[str, list[Any]]]]:
-            ok = conn.search(base, filt, search_scope=scope, attributes=list(attributes),
-                             dereference_aliases=ldap3.DEREF_NEVER)
+            ok = conn.search(
+                base,
+                filt,
+                search_scope=scope,
+                attributes=list(attributes),
+                dereference_aliases=ldap3.DEREF_NEVER,
+            )
             result = self._check(conn, ok, "search")
             if not ok and result.get("result") == NO_SUCH_OBJECT:
                 return []
             if not ok and result.get("result") not in (0, None):
-                raise StoreError(f"search {base} {filt}: {result.get('description')} "
-                                 f"{result.get('message', '')}".rstrip())
-            return [(r["dn"], dict(r["raw_attributes"])) for r in conn.response or []
-                    if r.get("type") == "searchResEntry"]
+                raise StoreError(
+                    f"search {base} {filt}: {result.get('description')} "
+                    f"{result.get('message', '')}".rstrip()
+                )
+            return [
+                (r["dn"], dict(r["raw_attributes"]))
+                for r in conn.response or []
+                if r.get("type") == "searchResEntry"
+            ]
+
         return self._run("search", op)
 
     def add(self, dn: str, attrs: Mapping[str, Sequence[str]]) -> None:
@@ -231,12 +287,19 @@ class Store:
             return
         if result.get("result") == ALREADY_EXISTS:
             raise EntryExists(f"{dn} already exists")
-        raise StoreError(f"add {dn}: {result.get('description')} {result.get('message', '')}".rstrip())
+        raise StoreError(
+            f"add {dn}: {result.get('description')} {result.get('message', '')}".rstrip()
+        )
 
-    def modify(self, dn: str, changes: Mapping[str, list[tuple[str, list[str]]]], *,
-               swap: tuple[str, str | None, str | None] | None = None,
-               post_read: Sequence[str] | None = None,
-               unless: Callable[[], str | None] | None = None) -> dict[str, list[Any]] | None:
+    def modify(
+        self,
+        dn: str,
+        changes: Mapping[str, list[tuple[str, list[str]]]],
+        *,
+        swap: tuple[str, str | None, str | None] | None = None,
+        post_read: Sequence[str] | None = None,
+        unless: Callable[[], str | None] | None = None,
+    ) -> dict[str, list[Any]] | None:
         """One modify request. ``swap`` = (attribute, expected, new) names the compare-and-swap
         part so a conflict is reported as SwapConflict rather than a generic error.
         ``post_read`` asks for those attributes of the entry as the modify left it (RFC 4527
@@ -258,10 +321,16 @@ class Store:
             code = result.get("result")
             if code == NO_SUCH_OBJECT:
                 raise NoSuchEntry(f"{dn} does not exist")
-            if swap and code in (NO_SUCH_ATTRIBUTE, ATTRIBUTE_OR_VALUE_EXISTS, CONSTRAINT_VIOLATION):
+            if swap and code in (
+                NO_SUCH_ATTRIBUTE,
+                ATTRIBUTE_OR_VALUE_EXISTS,
+                CONSTRAINT_VIOLATION,
+            ):
                 raise SwapConflict(dn, *swap)
-            raise StoreError(f"modify {dn}: {result.get('description')} "
-                             f"{result.get('message', '')}".rstrip())
+            raise StoreError(
+                f"modify {dn}: {result.get('description')} {result.get('message', '')}".rstrip()
+            )
+
         return self._run("modify", op)
 
     def delete(self, dn: str) -> None:
@@ -272,14 +341,23 @@ class Store:
                 return
             if result.get("result") == NO_SUCH_OBJECT:
                 raise NoSuchEntry(f"{dn} does not exist")
-            raise StoreError(f"delete {dn}: {result.get('description')} "
-                             f"{result.get('message', '')}".rstrip())
+            raise StoreError(
+                f"delete {dn}: {result.get('description')} {result.get('message', '')}".rstrip()
+            )
+
         self._run("delete", op)
 
-    def swap(self, dn: str, attribute: str, expected: str | None, new: str | None, *,
-             also: Mapping[str, list[str] | None] | None = None,
-             post_read: Sequence[str] | None = None,
-             unless: Callable[[], str | None] | None = None) -> dict[str, list[Any]] | None:
+    def swap(
+        self,
+        dn: str,
+        attribute: str,
+        expected: str | None,
+        new: str | None,
+        *,
+        also: Mapping[str, list[str] | None] | None = None,
+        post_read: Sequence[str] | None = None,
+        unless: Callable[[], str | None] | None = None,
+    ) -> dict[str, list[Any]] | None:
         """Compare-and-swap one single-valued attribute in one modify request.
 
         expected None = the attribute must be absent; new None = remove it. ``also`` replaces
@@ -295,29 +373,41 @@ class Store:
         changes[attribute] = ops
         for k, v in (also or {}).items():
             changes[k] = [(ldap3.MODIFY_REPLACE, v or [])]
-        return self.modify(dn, changes, swap=(attribute, expected, new), post_read=post_read,
-                           unless=unless)
+        return self.modify(
+            dn, changes, swap=(attribute, expected, new), post_read=post_read, unless=unless
+        )
 
     # -- cluster base ---------------------------------------------------------------------
 
     def ensure_base(self) -> None:
         """Create the cluster base and its three branches when missing (idempotent)."""
         ou = self.base.split(",", 1)[0].split("=", 1)[1]
-        wanted = [(self.base, {"objectClass": ["top", "organizationalUnit", "ndsclustCluster"],
-                               "ou": [ou]})]
+        wanted = [
+            (
+                self.base,
+                {"objectClass": ["top", "organizationalUnit", "ndsclustCluster"], "ou": [ou]},
+            )
+        ]
         for name in ("servers", "applications", "events"):
-            wanted.append((f"ou={name},{self.base}", {"objectClass": ["top", "organizationalUnit"],
-                                                      "ou": [name]}))
+            wanted.append(
+                (
+                    f"ou={name},{self.base}",
+                    {"objectClass": ["top", "organizationalUnit"], "ou": [name]},
+                )
+            )
         for dn, attrs in wanted:
             try:
                 self.add(dn, attrs)
             except EntryExists:
                 pass
-        if self.pulse_base and not self.search(self.pulse_base, "(objectClass=*)",
-                                               scope=ldap3.BASE, attributes=["1.1"]):
-            raise StoreError(f"pulse database {self.pulse_base} has no base entry; "
-                             "configure the pulse database on every provider "
-                             "(deploy/INSTALL.md, step 4)")
+        if self.pulse_base and not self.search(
+            self.pulse_base, "(objectClass=*)", scope=ldap3.BASE, attributes=["1.1"]
+        ):
+            raise StoreError(
+                f"pulse database {self.pulse_base} has no base entry; "
+                "configure the pulse database on every provider "
+                "(deploy/INSTALL.md, step 4)"
+            )
 
     # -- servers --------------------------------------------------------------------------
 
@@ -339,8 +429,9 @@ class Store:
         return good, bad
 
     def set_server_state(self, name: str, state: ServerState) -> None:
-        self.modify(self.server_dn(name), {"ndsclustServerState": [(ldap3.MODIFY_REPLACE,
-                                                                    [state.value])]})
+        self.modify(
+            self.server_dn(name), {"ndsclustServerState": [(ldap3.MODIFY_REPLACE, [state.value])]}
+        )
 
     def delete_server(self, name: str) -> None:
         self.delete(self.server_dn(name))
@@ -387,46 +478,67 @@ class Store:
 
     def replace_app_attrs(self, tag: str, values: Mapping[str, list[str] | None]) -> None:
         """Replace attributes of one application (None or [] removes the attribute)."""
-        self.modify(self.app_dn(tag), {k: [(ldap3.MODIFY_REPLACE, v or [])]
-                                       for k, v in values.items()})
+        self.modify(
+            self.app_dn(tag), {k: [(ldap3.MODIFY_REPLACE, v or [])] for k, v in values.items()}
+        )
 
     def delete_app(self, tag: str) -> None:
         self.delete(self.app_dn(tag))
 
-    def swap_host(self, tag: str, expected: ServerName | None, new: ServerName | None, *,
-                  state: StateValue | None = None, post_read: Sequence[str] | None = None,
-                  unless: Callable[[], str | None] | None = None) -> dict[str, list[Any]] | None:
+    def swap_host(
+        self,
+        tag: str,
+        expected: ServerName | None,
+        new: ServerName | None,
+        *,
+        state: StateValue | None = None,
+        post_read: Sequence[str] | None = None,
+        unless: Callable[[], str | None] | None = None,
+    ) -> dict[str, list[Any]] | None:
         """Move the host from ``expected`` to ``new`` (None = absent) atomically, optionally
         setting the state in the same request. SwapConflict when the host was not ``expected``;
         Withdrawn when ``unless`` gives a reason just before the send (see ``modify``)."""
         also: dict[str, list[str] | None] = {}
         if state is not None:
             also["ndsclustState"] = [str(state)]
-        return self.swap(self.app_dn(tag), "ndsclustHostServer", expected, new, also=also,
-                         post_read=post_read, unless=unless)
+        return self.swap(
+            self.app_dn(tag),
+            "ndsclustHostServer",
+            expected,
+            new,
+            also=also,
+            post_read=post_read,
+            unless=unless,
+        )
 
-    def set_state(self, tag: str, state: StateValue, *,
-                  post_read: Sequence[str] | None = None) -> dict[str, list[Any]] | None:
-        return self.modify(self.app_dn(tag), {"ndsclustState": [(ldap3.MODIFY_REPLACE,
-                                                                  [str(state)])]},
-                           post_read=post_read)
+    def set_state(
+        self, tag: str, state: StateValue, *, post_read: Sequence[str] | None = None
+    ) -> dict[str, list[Any]] | None:
+        return self.modify(
+            self.app_dn(tag),
+            {"ndsclustState": [(ldap3.MODIFY_REPLACE, [str(state)])]},
+            post_read=post_read,
+        )
 
     def set_request(self, tag: str, request: Request | None) -> None:
         self.replace_app_attrs(tag, {"ndsclustRequest": [str(request)] if request else None})
 
-    def consume_request(self, tag: str, request: Request, *,
-                        post_read: Sequence[str] | None = None) -> dict[str, list[Any]] | None:
+    def consume_request(
+        self, tag: str, request: Request, *, post_read: Sequence[str] | None = None
+    ) -> dict[str, list[Any]] | None:
         """Remove exactly this request; SwapConflict if an operator replaced it meanwhile."""
-        return self.swap(self.app_dn(tag), "ndsclustRequest", str(request), None,
-                         post_read=post_read)
+        return self.swap(
+            self.app_dn(tag), "ndsclustRequest", str(request), None, post_read=post_read
+        )
 
     def swap_marker(self, tag: str, expected: str | None, new: str) -> None:
         self.swap(self.app_dn(tag), "ndsclustMarker", expected, new)
 
     # -- events ---------------------------------------------------------------------------
 
-    def record_event(self, kind: str, *, server: str | None = None, tag: str | None = None,
-                     text: str = "") -> Event:
+    def record_event(
+        self, kind: str, *, server: str | None = None, tag: str | None = None, text: str = ""
+    ) -> Event:
         """Append one event to the audit trail; prune the oldest beyond ``event_limit``.
 
         Every attempt adds under a new name: an add whose answer was lost with its provider
@@ -478,19 +590,27 @@ class Store:
 
     def prune_events(self) -> int:
         """Delete the oldest events beyond ``event_limit``; returns how many went."""
-        found = self.search(self.events_dn, "(objectClass=ndsclustEvent)", scope=ldap3.LEVEL,
-                            attributes=["ndsclustEventTime", "ndsclustEventId"])
+        found = self.search(
+            self.events_dn,
+            "(objectClass=ndsclustEvent)",
+            scope=ldap3.LEVEL,
+            attributes=["ndsclustEventTime", "ndsclustEventId"],
+        )
         if len(found) <= self.event_limit:
             return 0
-        found.sort(key=lambda r: (r[1].get("ndsclustEventTime", [b""])[0],
-                                  r[1].get("ndsclustEventId", [b""])[0]))
+        found.sort(
+            key=lambda r: (
+                r[1].get("ndsclustEventTime", [b""])[0],
+                r[1].get("ndsclustEventId", [b""])[0],
+            )
+        )
         gone = 0
         for dn, _ in found[: len(found) - self.event_limit]:
             try:
                 self.delete(dn)
                 gone += 1
             except NoSuchEntry:
-                pass     # another sentinel pruned it first
+                pass  # another sentinel pruned it first
         return gone
 
     # -- pulses ---------------------------------------------------------------------------
@@ -513,8 +633,9 @@ class Store:
         out: dict[ServerName, Pulse] = {}
         if not self.pulse_base:
             return out
-        for dn, attrs in self.search(self.pulse_base, "(objectClass=ndsclustPulseEntry)",
-                                     scope=ldap3.LEVEL):
+        for dn, attrs in self.search(
+            self.pulse_base, "(objectClass=ndsclustPulseEntry)", scope=ldap3.LEVEL
+        ):
             try:
                 p = entries.parse_pulse(dn, attrs)
                 out[p.server] = p

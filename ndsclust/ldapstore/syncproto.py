@@ -26,6 +26,7 @@ Cookies are opaque to RFC 4533; OpenLDAP's have a known form (``rid=NNN,sid=NNN,
 which ``parse_openldap_cookie`` checks so that a damaged saved cookie is noticed before slapd
 silently treats it as no cookie at all.
 """
+
 from __future__ import annotations
 
 import re
@@ -79,7 +80,7 @@ class SyncState:
     """Sync State control value, attached to every searchResEntry of a sync search."""
 
     state: EntryState
-    uuid: str                 # entryUUID, canonical lower-case form
+    uuid: str  # entryUUID, canonical lower-case form
     cookie: bytes | None = None
 
 
@@ -108,7 +109,7 @@ class RefreshPresent:
 class SyncIdSet:
     """Many entries at once by entryUUID: deleted ones (``refresh_deletes``) or present ones."""
 
-    uuids: frozenset[str]     # a SET OF: the order on the wire means nothing
+    uuids: frozenset[str]  # a SET OF: the order on the wire means nothing
     cookie: bytes | None = None
     refresh_deletes: bool = False
 
@@ -137,42 +138,60 @@ class _UUID(univ.OctetString):  # type: ignore[misc]
 
 class _RequestValue(univ.Sequence):  # type: ignore[misc]
     componentType = namedtype.NamedTypes(
-        namedtype.NamedType("mode", univ.Enumerated(namedValues=namedval.NamedValues(
-            ("refreshOnly", 1), ("refreshAndPersist", 3)))),
+        namedtype.NamedType(
+            "mode",
+            univ.Enumerated(
+                namedValues=namedval.NamedValues(("refreshOnly", 1), ("refreshAndPersist", 3))
+            ),
+        ),
         namedtype.OptionalNamedType("cookie", _Cookie()),
-        namedtype.DefaultedNamedType("reloadHint", univ.Boolean(False)))
+        namedtype.DefaultedNamedType("reloadHint", univ.Boolean(False)),
+    )
 
 
 class _StateValue(univ.Sequence):  # type: ignore[misc]
     componentType = namedtype.NamedTypes(
-        namedtype.NamedType("state", univ.Enumerated(namedValues=namedval.NamedValues(
-            ("present", 0), ("add", 1), ("modify", 2), ("delete", 3)))),
+        namedtype.NamedType(
+            "state",
+            univ.Enumerated(
+                namedValues=namedval.NamedValues(
+                    ("present", 0), ("add", 1), ("modify", 2), ("delete", 3)
+                )
+            ),
+        ),
         namedtype.NamedType("entryUUID", _UUID()),
-        namedtype.OptionalNamedType("cookie", _Cookie()))
+        namedtype.OptionalNamedType("cookie", _Cookie()),
+    )
 
 
 class _DoneValue(univ.Sequence):  # type: ignore[misc]
     componentType = namedtype.NamedTypes(
         namedtype.OptionalNamedType("cookie", _Cookie()),
-        namedtype.DefaultedNamedType("refreshDeletes", univ.Boolean(False)))
+        namedtype.DefaultedNamedType("refreshDeletes", univ.Boolean(False)),
+    )
 
 
 class _Refresh(univ.Sequence):  # type: ignore[misc]
     componentType = namedtype.NamedTypes(
         namedtype.OptionalNamedType("cookie", _Cookie()),
-        namedtype.DefaultedNamedType("refreshDone", univ.Boolean(True)))
+        namedtype.DefaultedNamedType("refreshDone", univ.Boolean(True)),
+    )
 
 
 class _IdSet(univ.Sequence):  # type: ignore[misc]
     componentType = namedtype.NamedTypes(
         namedtype.OptionalNamedType("cookie", _Cookie()),
         namedtype.DefaultedNamedType("refreshDeletes", univ.Boolean(False)),
-        namedtype.NamedType("syncUUIDs", univ.SetOf(componentType=_UUID())))
+        namedtype.NamedType("syncUUIDs", univ.SetOf(componentType=_UUID())),
+    )
 
 
 def _ctx(number: int, constructed: bool) -> tag.Tag:
-    return tag.Tag(tag.tagClassContext,
-                   tag.tagFormatConstructed if constructed else tag.tagFormatSimple, number)
+    return tag.Tag(
+        tag.tagClassContext,
+        tag.tagFormatConstructed if constructed else tag.tagFormatSimple,
+        number,
+    )
 
 
 class _InfoValue(univ.Choice):  # type: ignore[misc]
@@ -180,7 +199,8 @@ class _InfoValue(univ.Choice):  # type: ignore[misc]
         namedtype.NamedType("newcookie", _Cookie().subtype(implicitTag=_ctx(0, False))),
         namedtype.NamedType("refreshDelete", _Refresh().subtype(implicitTag=_ctx(1, True))),
         namedtype.NamedType("refreshPresent", _Refresh().subtype(implicitTag=_ctx(2, True))),
-        namedtype.NamedType("syncIdSet", _IdSet().subtype(implicitTag=_ctx(3, True))))
+        namedtype.NamedType("syncIdSet", _IdSet().subtype(implicitTag=_ctx(3, True))),
+    )
 
 
 # ---- helpers -------------------------------------------------------------------------
@@ -230,8 +250,9 @@ def decode_sync_request(data: bytes) -> SyncRequest:
     return SyncRequest(SyncMode(int(v["mode"])), _cookie(v), bool(v["reloadHint"]))
 
 
-def sync_request_control(cookie: bytes | None,
-                         mode: SyncMode = SyncMode.REFRESH_AND_PERSIST) -> tuple[str, bool, bytes]:
+def sync_request_control(
+    cookie: bytes | None, mode: SyncMode = SyncMode.REFRESH_AND_PERSIST
+) -> tuple[str, bool, bytes]:
     """The control as ldap3 takes it. Critical: a provider without syncprov must refuse
     the search instead of answering it as a plain one that silently ends
     (docs/platform.md fact 11)."""
@@ -263,8 +284,11 @@ def encode_sync_info(info: SyncInfo) -> bytes:
     if isinstance(info, NewCookie):
         v["newcookie"] = info.cookie
         return _encode(v)
-    name = {RefreshDelete: "refreshDelete", RefreshPresent: "refreshPresent",
-            SyncIdSet: "syncIdSet"}[type(info)]
+    name = {
+        RefreshDelete: "refreshDelete",
+        RefreshPresent: "refreshPresent",
+        SyncIdSet: "syncIdSet",
+    }[type(info)]
     inner = v.componentType[name].asn1Object.clone()
     if info.cookie is not None:
         inner["cookie"] = info.cookie
@@ -289,8 +313,9 @@ def decode_sync_info(data: bytes) -> SyncInfo:
         return RefreshDelete(_cookie(c), bool(c["refreshDone"]))
     if name == "refreshPresent":
         return RefreshPresent(_cookie(c), bool(c["refreshDone"]))
-    return SyncIdSet(frozenset(_uuid_text(u) for u in c["syncUUIDs"]), _cookie(c),
-                     bool(c["refreshDeletes"]))
+    return SyncIdSet(
+        frozenset(_uuid_text(u) for u in c["syncUUIDs"]), _cookie(c), bool(c["refreshDeletes"])
+    )
 
 
 # ---- Sync Done -----------------------------------------------------------------------
@@ -314,7 +339,8 @@ def decode_sync_done(data: bytes) -> SyncDone:
 _CSN = r"\d{14}\.\d{6}Z#[0-9a-f]{6}#[0-9a-f]{3}#[0-9a-f]{6}"
 _COOKIE_RE = re.compile(
     rf"rid=(?P<rid>\d{{3}})(?:,sid=(?P<sid>[0-9a-f]{{3}}))?"
-    rf"(?:,csn=(?P<csns>{_CSN}(?:;{_CSN})*))?(?:,delcsn=(?P<delcsn>{_CSN}))?")
+    rf"(?:,csn=(?P<csns>{_CSN}(?:;{_CSN})*))?(?:,delcsn=(?P<delcsn>{_CSN}))?"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,7 +349,7 @@ class OpenLDAPCookie:
 
     rid: int
     sid: int | None
-    csns: tuple[str, ...]     # one contextCSN per provider that wrote to the database
+    csns: tuple[str, ...]  # one contextCSN per provider that wrote to the database
     delcsn: str | None
 
 
@@ -333,11 +359,16 @@ def parse_openldap_cookie(cookie: bytes) -> OpenLDAPCookie:
     held nothing, so deletions made meanwhile would go unreported."""
     m = _COOKIE_RE.fullmatch(cookie.decode("ascii", errors="replace"))
     if m is None:
-        raise SyncProtocolError(f"cookie {cookie[:80]!r} is not an OpenLDAP syncprov cookie "
-                                "(rid=NNN[,sid=NNN][,csn=...])")
+        raise SyncProtocolError(
+            f"cookie {cookie[:80]!r} is not an OpenLDAP syncprov cookie "
+            "(rid=NNN[,sid=NNN][,csn=...])"
+        )
     return OpenLDAPCookie(
-        int(m["rid"]), int(m["sid"], 16) if m["sid"] else None,
-        tuple(m["csns"].split(";")) if m["csns"] else (), m["delcsn"])
+        int(m["rid"]),
+        int(m["sid"], 16) if m["sid"] else None,
+        tuple(m["csns"].split(";")) if m["csns"] else (),
+        m["delcsn"],
+    )
 
 
 _SID_RE = re.compile(rb",sid=[0-9a-f]{3}(?=,|$)")
@@ -353,4 +384,3 @@ def resume_cookie(cookie: bytes) -> bytes:
     provider A would never hear of a write made through A, which is where every ndsclust
     write goes (the write provider). We are a consumer, not a provider: no sid."""
     return _SID_RE.sub(b"", cookie)
-

@@ -36,6 +36,7 @@ saves it after applying a batch replays, never loses (docs/style.md section 8). 
 within the watch resume from the last cookie received; a provider that answers
 e-syncRefreshRequired gets a new search without a cookie.
 """
+
 from __future__ import annotations
 
 import logging
@@ -53,19 +54,34 @@ from ldap3.core.exceptions import LDAPException
 from ndsclust.errors import NdsclustError, StoreError
 from ndsclust.ldapstore.connection import Providers
 from ndsclust.ldapstore.syncproto import (
-    E_SYNC_REFRESH_REQUIRED, SYNC_DONE_OID, SYNC_INFO_OID, SYNC_STATE_OID, EntryState,
-    RefreshDelete, RefreshPresent, SyncDone, SyncIdSet, SyncInfo, SyncProtocolError,
-    SyncState, decode_sync_done, decode_sync_info, decode_sync_state, parse_openldap_cookie,
-    resume_cookie, sync_request_control,
+    E_SYNC_REFRESH_REQUIRED,
+    SYNC_DONE_OID,
+    SYNC_INFO_OID,
+    SYNC_STATE_OID,
+    EntryState,
+    RefreshDelete,
+    RefreshPresent,
+    SyncDone,
+    SyncIdSet,
+    SyncInfo,
+    SyncProtocolError,
+    SyncState,
+    decode_sync_done,
+    decode_sync_info,
+    decode_sync_state,
+    parse_openldap_cookie,
+    resume_cookie,
+    sync_request_control,
 )
 
 log = logging.getLogger("ndsclust.ldapstore.watch")
 
-POLL = 0.05                                   # supervisor tick, seconds
-WHOAMI_OID = "1.3.6.1.4.1.4203.1.11.3"        # RFC 4532: the cheapest request slapd answers
-RECEIVER_JOIN = 1.0                           # seconds to wait for ldap3's thread to end
-_SYNC_MESSAGES = frozenset({"searchResEntry", "searchResRef", "intermediateResponse",
-                            "searchResDone"})
+POLL = 0.05  # supervisor tick, seconds
+WHOAMI_OID = "1.3.6.1.4.1.4203.1.11.3"  # RFC 4532: the cheapest request slapd answers
+RECEIVER_JOIN = 1.0  # seconds to wait for ldap3's thread to end
+_SYNC_MESSAGES = frozenset(
+    {"searchResEntry", "searchResRef", "intermediateResponse", "searchResDone"}
+)
 
 
 # ---- events --------------------------------------------------------------------------
@@ -81,20 +97,20 @@ class SyncEntry:
     """An entry as slapd sent it: attribute names as returned, values decoded as UTF-8."""
 
     dn: str
-    uuid: str                                            # entryUUID, canonical form
+    uuid: str  # entryUUID, canonical form
     attributes: Mapping[str, tuple[str, ...]] = field(hash=False)
 
 
 @dataclass(frozen=True, slots=True)
 class Changed:
     entry: SyncEntry
-    kind: ChangeKind      # ADD: the watch did not know this entryUUID before
+    kind: ChangeKind  # ADD: the watch did not know this entryUUID before
 
 
 @dataclass(frozen=True, slots=True)
 class Deleted:
     uuid: str
-    dn: str | None        # None: deleted before the watch ever saw it
+    dn: str | None  # None: deleted before the watch ever saw it
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +121,7 @@ class RefreshDone:
 @dataclass(frozen=True, slots=True)
 class Reconnected:
     provider_uri: str
-    resumed: bool         # True: resumed from a cookie; False: a full refresh follows
+    resumed: bool  # True: resumed from a cookie; False: a full refresh follows
 
 
 WatchEvent = Changed | Deleted | RefreshDone | Reconnected
@@ -116,14 +132,15 @@ Emitted = tuple[WatchEvent | None, bytes | None]
 
 @dataclass(frozen=True, slots=True)
 class WatchStats:
-    entries: int          # searchResEntry messages received
+    entries: int  # searchResEntry messages received
     reconnects: int
-    full_refreshes: int   # searches sent without a cookie (the first one included)
+    full_refreshes: int  # searches sent without a cookie (the first one included)
 
 
 def _decode_attributes(raw: Mapping[str, Sequence[bytes]]) -> Mapping[str, tuple[str, ...]]:
-    return MappingProxyType({name: tuple(v.decode("utf-8", "replace") for v in values)
-                             for name, values in raw.items()})
+    return MappingProxyType(
+        {name: tuple(v.decode("utf-8", "replace") for v in values) for name, values in raw.items()}
+    )
 
 
 # ---- the RFC 4533 consumer, without I/O ----------------------------------------------
@@ -138,8 +155,9 @@ class SyncSession:
     each paired with the cookie to record once the consumer has taken that event.
     """
 
-    def __init__(self, cookie: bytes | None = None,
-                 known: Mapping[str, str | None] | None = None) -> None:
+    def __init__(
+        self, cookie: bytes | None = None, known: Mapping[str, str | None] | None = None
+    ) -> None:
         self.cookie = cookie
         self.known: dict[str, str | None] = dict(known or {})
         self._present: set[str] | None = None
@@ -157,8 +175,9 @@ class SyncSession:
         """The provider cannot resume from our cookie (e-syncRefreshRequired)."""
         self.cookie = None
 
-    def on_entry(self, dn: str, attributes: Mapping[str, Sequence[bytes]],
-                 state: SyncState) -> list[Emitted]:
+    def on_entry(
+        self, dn: str, attributes: Mapping[str, Sequence[bytes]], state: SyncState
+    ) -> list[Emitted]:
         u = state.uuid
         events: list[WatchEvent] = []
         if state.state is EntryState.DELETE:
@@ -168,9 +187,11 @@ class SyncSession:
             if self._present is not None:
                 self._present.add(u)
             if state.state is not EntryState.PRESENT:
-                kind = (ChangeKind.MODIFY
-                        if state.state is EntryState.MODIFY or u in self.known
-                        else ChangeKind.ADD)
+                kind = (
+                    ChangeKind.MODIFY
+                    if state.state is EntryState.MODIFY or u in self.known
+                    else ChangeKind.ADD
+                )
                 events.append(Changed(SyncEntry(dn, u, _decode_attributes(attributes)), kind))
             self.known[u] = dn
         return self._emit(events, state.cookie)
@@ -235,8 +256,8 @@ class SyncSession:
 
 class _End(Enum):
     STOPPED = "stopped"
-    LOST = "lost"         # connection gone or provider silent: reconnect elsewhere
-    FAILED = "failed"     # the provider ended the search: back off, then reconnect
+    LOST = "lost"  # connection gone or provider silent: reconnect elsewhere
+    FAILED = "failed"  # the provider ended the search: back off, then reconnect
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,24 +274,36 @@ class Watch:
     (a stalled receiver would look like a silent provider): take events out promptly.
     """
 
-    def __init__(self, providers: Providers, base: str, *, filter: str = "(objectClass=*)",
-                 attributes: Sequence[str] = ("*", "+"), prefer: int = 0,
-                 cookie: bytes | None = None,
-                 known: Mapping[str, str | None] | None = None,
-                 keepalive: float = 2.0, name: str = "watch") -> None:
+    def __init__(
+        self,
+        providers: Providers,
+        base: str,
+        *,
+        filter: str = "(objectClass=*)",
+        attributes: Sequence[str] = ("*", "+"),
+        prefer: int = 0,
+        cookie: bytes | None = None,
+        known: Mapping[str, str | None] | None = None,
+        keepalive: float = 2.0,
+        name: str = "watch",
+    ) -> None:
         """``cookie`` and ``known`` (entryUUID -> DN of what the consumer already holds)
         resume from a saved state; ``known`` lets a full refresh report what vanished."""
         if keepalive <= 0:
             raise ValueError(f"keepalive must be positive, not {keepalive}")
         if not 0 <= prefer < len(providers.uris):
-            raise ValueError(f"prefer={prefer} is not an index of the "
-                             f"{len(providers.uris)} provider URIs")
+            raise ValueError(
+                f"prefer={prefer} is not an index of the {len(providers.uris)} provider URIs"
+            )
         if cookie is not None:
             try:
                 parse_openldap_cookie(cookie)
             except SyncProtocolError as e:
-                log.warning("event=watch_cookie_invalid watch=%s reason=%r action=full_refresh",
-                            name, str(e))
+                log.warning(
+                    "event=watch_cookie_invalid watch=%s reason=%r action=full_refresh",
+                    name,
+                    str(e),
+                )
                 cookie = None
         self._providers = providers
         self._base = base
@@ -302,8 +335,9 @@ class Watch:
     def start(self) -> None:
         if self._thread is not None:
             raise StoreError(f"watch {self._name} was already started")
-        self._thread = threading.Thread(target=self._run, name=f"{self._name}-supervisor",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name=f"{self._name}-supervisor", daemon=True
+        )
         self._thread.start()
 
     def stop(self, timeout: float = 25.0) -> None:
@@ -321,8 +355,12 @@ class Watch:
         self.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
     def get(self, timeout: float) -> WatchEvent | None:
@@ -367,8 +405,9 @@ class Watch:
 
     # -- receiver side (ldap3's thread) -------------------------------------------------
 
-    def _on_message(self, generation: int, conn: ldap3.Connection, message_id: int,
-                    response: dict[str, object]) -> None:
+    def _on_message(
+        self, generation: int, conn: ldap3.Connection, message_id: int, response: dict[str, object]
+    ) -> None:
         kind = response.get("type")
         if kind in _SYNC_MESSAGES:
             # ldap3 appended it to strategy._responses for a get_response() that a
@@ -392,8 +431,13 @@ class Watch:
                     self._wake.set()
             except SyncProtocolError as e:
                 # One malformed message must not stop the watch (invariant 4).
-                log.warning("event=watch_bad_message watch=%s provider=%s dn=%r reason=%r",
-                            self._name, self._provider, response.get("dn"), str(e))
+                log.warning(
+                    "event=watch_bad_message watch=%s provider=%s dn=%r reason=%r",
+                    self._name,
+                    self._provider,
+                    response.get("dn"),
+                    str(e),
+                )
 
     def _put(self, items: list[Emitted]) -> None:
         for item in items:
@@ -408,11 +452,14 @@ class Watch:
             raise SyncProtocolError(f"{dn}: entry without a Sync State control")
         state = decode_sync_state(value)
         self._entries += 1
-        raw = response.get("raw_attributes")     # ldap3's CaseInsensitiveDict
+        raw = response.get("raw_attributes")  # ldap3's CaseInsensitiveDict
         attributes: dict[str, Sequence[bytes]] = {}
         if isinstance(raw, Mapping):
-            attributes = {str(k): [v for v in vs if isinstance(v, bytes)]
-                          for k, vs in raw.items() if isinstance(vs, Sequence)}
+            attributes = {
+                str(k): [v for v in vs if isinstance(v, bytes)]
+                for k, vs in raw.items()
+                if isinstance(vs, Sequence)
+            }
         return self._session.on_entry(dn, attributes, state)
 
     def _on_intermediate(self, response: Mapping[str, object]) -> list[Emitted]:
@@ -423,9 +470,11 @@ class Watch:
 
     def _on_search_done(self, response: Mapping[str, object]) -> list[Emitted]:
         result = response.get("result")
-        self._done = _Done(result if isinstance(result, int) else -1,
-                           str(response.get("description") or ""),
-                           str(response.get("message") or ""))
+        self._done = _Done(
+            result if isinstance(result, int) else -1,
+            str(response.get("description") or ""),
+            str(response.get("message") or ""),
+        )
         if result != 0:
             return []
         value = _control_value(response, SYNC_DONE_OID)
@@ -445,13 +494,20 @@ class Watch:
             try:
                 end = self._follow(conn, self._providers.uris[index], first)
             except (LDAPException, OSError) as e:
-                log.warning("event=watch_connection_lost watch=%s provider=%s reason=%r",
-                            self._name, self._providers.uris[index], str(e))
+                log.warning(
+                    "event=watch_connection_lost watch=%s provider=%s reason=%r",
+                    self._name,
+                    self._providers.uris[index],
+                    str(e),
+                )
                 end = _End.LOST
             except Exception:
                 # The supervisor must outlive any surprise, or the watch would go silent.
-                log.exception("event=watch_error watch=%s provider=%s", self._name,
-                              self._providers.uris[index])
+                log.exception(
+                    "event=watch_error watch=%s provider=%s",
+                    self._name,
+                    self._providers.uris[index],
+                )
                 end = _End.FAILED
             finally:
                 self._close(conn)
@@ -477,9 +533,14 @@ class Watch:
                 return self._providers.connect(stream=True, prefer=prefer)
             except NdsclustError as e:
                 failures += 1
-                log.log(logging.WARNING if failures == 1 else logging.DEBUG,
-                        "event=watch_unreachable watch=%s attempts=%d retry_in=%.2f reason=%r",
-                        self._name, failures, delay, str(e))
+                log.log(
+                    logging.WARNING if failures == 1 else logging.DEBUG,
+                    "event=watch_unreachable watch=%s attempts=%d retry_in=%.2f reason=%r",
+                    self._name,
+                    failures,
+                    delay,
+                    str(e),
+                )
             if self._stopping.wait(delay):
                 return None
             delay = min(delay * 2, self._providers.backoff_max)
@@ -487,7 +548,7 @@ class Watch:
 
     def _follow(self, conn: ldap3.Connection, uri: str, first: bool) -> _End:
         sock = conn.socket
-        if sock is None:          # the provider hung up right after the bind
+        if sock is None:  # the provider hung up right after the bind
             return _End.LOST
         sock.settimeout(None)
         receiver = conn.strategy.receiver
@@ -504,11 +565,16 @@ class Watch:
             if not first:
                 self._reconnects += 1
                 self._queue.put((Reconnected(uri, resumed), self._session.cookie))
-        conn.strategy.accumulate_stream = (
-            lambda message_id, response: self._on_message(generation, conn, message_id,
-                                                          response))
-        log.info("event=watch_connected watch=%s provider=%s base=%r resumed=%s",
-                 self._name, uri, self._base, str(resumed).lower())
+        conn.strategy.accumulate_stream = lambda message_id, response: self._on_message(
+            generation, conn, message_id, response
+        )
+        log.info(
+            "event=watch_connected watch=%s provider=%s base=%r resumed=%s",
+            self._name,
+            uri,
+            self._base,
+            str(resumed).lower(),
+        )
         self._search(conn)
         probe: int | None = None
         tick = time.monotonic()
@@ -529,18 +595,32 @@ class Watch:
                 heard = self._heard
             if done is not None:
                 if done.result != E_SYNC_REFRESH_REQUIRED:
-                    log.warning("event=watch_search_ended watch=%s provider=%s result=%d "
-                                "description=%s message=%r", self._name, uri, done.result,
-                                done.description, done.message)
+                    log.warning(
+                        "event=watch_search_ended watch=%s provider=%s result=%d "
+                        "description=%s message=%r",
+                        self._name,
+                        uri,
+                        done.result,
+                        done.description,
+                        done.message,
+                    )
                     return _End.FAILED
-                log.warning("event=watch_refresh_required watch=%s provider=%s message=%r "
-                            "action=full_refresh", self._name, uri, done.message)
+                log.warning(
+                    "event=watch_refresh_required watch=%s provider=%s message=%r "
+                    "action=full_refresh",
+                    self._name,
+                    uri,
+                    done.message,
+                )
                 with self._lock:
                     self._session.drop_cookie()
                 self._search(conn)
             if conn.closed or not receiver.is_alive():
-                log.warning("event=watch_connection_lost watch=%s provider=%s reason=closed",
-                            self._name, uri)
+                log.warning(
+                    "event=watch_connection_lost watch=%s provider=%s reason=closed",
+                    self._name,
+                    uri,
+                )
                 return _End.LOST
             for message_id in answered:
                 # The reply is already there; taking it frees ldap3's records of the request.
@@ -549,8 +629,12 @@ class Watch:
                     probe = None
             silent = time.monotonic() - heard
             if silent >= 2 * self._keepalive:
-                log.warning("event=watch_provider_silent watch=%s provider=%s silent_s=%.1f",
-                            self._name, uri, silent)
+                log.warning(
+                    "event=watch_provider_silent watch=%s provider=%s silent_s=%.1f",
+                    self._name,
+                    uri,
+                    silent,
+                )
                 return _End.LOST
             if silent >= self._keepalive and probe is None:
                 probe = conn.extended(WHOAMI_OID)
@@ -560,14 +644,19 @@ class Watch:
             cookie = self._session.begin()
             if cookie is None:
                 self._full_refreshes += 1
-        conn.search(self._base, self._filter, ldap3.SUBTREE,
-                    # ldap3's default (always) is refused by syncprov with protocolError.
-                    dereference_aliases=ldap3.DEREF_NEVER,
-                    attributes=self._attributes, controls=[sync_request_control(cookie)])
+        conn.search(
+            self._base,
+            self._filter,
+            ldap3.SUBTREE,
+            # ldap3's default (always) is refused by syncprov with protocolError.
+            dereference_aliases=ldap3.DEREF_NEVER,
+            attributes=self._attributes,
+            controls=[sync_request_control(cookie)],
+        )
 
     def _close(self, conn: ldap3.Connection) -> None:
         with self._lock:
-            self._generation += 1          # late messages of this connection are ignored
+            self._generation += 1  # late messages of this connection are ignored
             self._provider = None
         receiver = conn.strategy.receiver
         try:

@@ -15,6 +15,7 @@ the shell can drop the rest of one application's actions when a compare-and-swap
     RecordEvent   add an event under ou=events and log it as one ``event=...`` line
     Notify        tell the operators (mail, hook, ...) through the configured notifier
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -26,44 +27,61 @@ from ndsclust.model import Request, ServerName, StateValue, Tag
 class EventKind(StrEnum):
     """The kinds of events the core records; the value is what ``ndsclustEvent`` stores."""
 
-    REGISTRATION = "registration"          # FIG. 6: what this primary found on start
-    FAILOVER = "failover"                  # FIGS. 7A, 9: took over from a dead host
-    FAILBACK = "failback"                  # FIGS. 7B, 8: handed back to the primary
+    REGISTRATION = "registration"  # FIG. 6: what this primary found on start
+    FAILOVER = "failover"  # FIGS. 7A, 9: took over from a dead host
+    FAILBACK = "failback"  # FIGS. 7B, 8: handed back to the primary
     AWAITING_FAILBACK = "awaiting_failback"  # FIG. 7B, 864: the operator must approve
-    HANDOFF = "handoff"                    # claim 57: the program kept failing here
-    RESTART = "restart"                    # claim 57: restarted in place
+    HANDOFF = "handoff"  # claim 57: the program kept failing here
+    RESTART = "restart"  # claim 57: restarted in place
     RESOURCE_MISSING = "resource_missing"  # claim 57: "sufficient resources" not met here
-    FAILED = "failed"                      # no server can run it
-    FLAP_DAMPED = "flap_damped"            # too many failovers: it stays put
-    DOUBLE_CLAIM = "double_claim"          # FIGS. 4E-4H: the loser unloads
+    FAILED = "failed"  # no server can run it
+    FLAP_DAMPED = "flap_damped"  # too many failovers: it stays put
+    DOUBLE_CLAIM = "double_claim"  # FIGS. 4E-4H: the loser unloads
     LOAD = "load"
     UNLOAD = "unload"
     MIGRATE = "migrate"
-    MAINTENANCE = "maintenance"            # moved off a server in maintenance
+    MAINTENANCE = "maintenance"  # moved off a server in maintenance
     MAINTENANCE_BLOCKED = "maintenance_blocked"
-    REQUEST_IGNORED = "request_ignored"    # nothing to do for that request
+    REQUEST_IGNORED = "request_ignored"  # nothing to do for that request
     REQUEST_REJECTED = "request_rejected"  # the request cannot be honoured
-    ERROR = "error"                        # the entry contradicts itself
-    FENCED = "fenced"                      # this server is cut off and stops everything
-    REJOIN = "rejoin"                      # back from a stall or fencing: the sync barrier
+    ERROR = "error"  # the entry contradicts itself
+    FENCED = "fenced"  # this server is cut off and stops everything
+    REJOIN = "rejoin"  # back from a stall or fencing: the sync barrier
 
 
 # Kinds worth an operator's attention beyond the audit trail (FIG. 7A process 810 notifies
 # every failover; FIG. 7B process 864 prompts for failback approval).
-NOTIFY_KINDS: frozenset[EventKind] = frozenset({
-    EventKind.FAILOVER, EventKind.FAILBACK, EventKind.AWAITING_FAILBACK, EventKind.HANDOFF,
-    EventKind.RESOURCE_MISSING, EventKind.FAILED, EventKind.FLAP_DAMPED,
-    EventKind.DOUBLE_CLAIM, EventKind.MAINTENANCE_BLOCKED, EventKind.REQUEST_REJECTED,
-    EventKind.ERROR, EventKind.FENCED,
-})
+NOTIFY_KINDS: frozenset[EventKind] = frozenset(
+    {
+        EventKind.FAILOVER,
+        EventKind.FAILBACK,
+        EventKind.AWAITING_FAILBACK,
+        EventKind.HANDOFF,
+        EventKind.RESOURCE_MISSING,
+        EventKind.FAILED,
+        EventKind.FLAP_DAMPED,
+        EventKind.DOUBLE_CLAIM,
+        EventKind.MAINTENANCE_BLOCKED,
+        EventKind.REQUEST_REJECTED,
+        EventKind.ERROR,
+        EventKind.FENCED,
+    }
+)
 
 # Events that feed ``History`` (the shell reads them back from the audit trail): every
 # change of host, and among them the moves that happened because something failed, which
 # flap damping counts.
-MOVES: frozenset[EventKind] = frozenset({
-    EventKind.FAILOVER, EventKind.HANDOFF, EventKind.FAILBACK, EventKind.MIGRATE,
-    EventKind.MAINTENANCE, EventKind.LOAD, EventKind.UNLOAD,
-})
+MOVES: frozenset[EventKind] = frozenset(
+    {
+        EventKind.FAILOVER,
+        EventKind.HANDOFF,
+        EventKind.FAILBACK,
+        EventKind.MIGRATE,
+        EventKind.MAINTENANCE,
+        EventKind.LOAD,
+        EventKind.UNLOAD,
+    }
+)
 FAILURE_MOVES: frozenset[EventKind] = frozenset({EventKind.FAILOVER, EventKind.HANDOFF})
 
 
@@ -129,8 +147,18 @@ class Notify:
     text: str
 
 
-Action = (Claim | Release | ConsumeRequest | Load | LoadPaused | Restart | Unload
-          | SetState | RecordEvent | Notify)
+Action = (
+    Claim
+    | Release
+    | ConsumeRequest
+    | Load
+    | LoadPaused
+    | Restart
+    | Unload
+    | SetState
+    | RecordEvent
+    | Notify
+)
 
 # Actions that make this server run a program; while the local provider has not caught up
 # (FIG. 6 step 614) the core withholds them and shows replication-pending instead.

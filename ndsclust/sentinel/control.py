@@ -51,6 +51,7 @@ work runs on a few worker threads, so a slow provider delays only the requests t
 it. The sentinel's main loop calls ``admit``, ``grant``, ``request_stop`` and ``ended``,
 which never block on a client.
 """
+
 from __future__ import annotations
 
 import errno
@@ -69,27 +70,43 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from ndsclust.aware import (
-    MAX_LINE, PROTOCOL, LineBuffer, ProtocolError, Registration, RegistrationRefused, check_marker,
-    decode, encode,
+    MAX_LINE,
+    PROTOCOL,
+    LineBuffer,
+    ProtocolError,
+    Registration,
+    RegistrationRefused,
+    check_marker,
+    decode,
+    encode,
 )
 from ndsclust.errors import (
-    ConfigError, EntryExists, EntryInvalid, NoSuchEntry, StoreError, SwapConflict,
+    ConfigError,
+    EntryExists,
+    EntryInvalid,
+    NoSuchEntry,
+    StoreError,
+    SwapConflict,
 )
 from ndsclust.ldapstore import entries
 from ndsclust.ldapstore.store import Store
 from ndsclust.model import App, AppType, ServerName, Tag, check_tag
 
-MAX_CLIENTS = 1024         # connections at once; more are told so and closed
-MAX_IN_FLIGHT = 16         # directory requests one connection may have waiting
-MAX_OUT = 4 << 20          # unsent bytes to one client beyond which it is dropped
-WORKERS = 2                # threads doing directory work for clients
+MAX_CLIENTS = 1024  # connections at once; more are told so and closed
+MAX_IN_FLIGHT = 16  # directory requests one connection may have waiting
+MAX_OUT = 4 << 20  # unsent bytes to one client beyond which it is dropped
+WORKERS = 2  # threads doing directory work for clients
 SOCKET_MODE = 0o600
-MAX_PATH = 107             # sun_path holds 108 bytes with the terminating NUL
+MAX_PATH = 107  # sun_path holds 108 bytes with the terminating NUL
 
 # What a registration writes, and so what it may change on an existing entry: never the
 # host, the state, the marker or an operator's request.
-REGISTERED: Final = ("ndsclustCommand", "ndsclustPrimaryServer", "ndsclustBackupServer",
-                     "ndsclustResource")
+REGISTERED: Final = (
+    "ndsclustCommand",
+    "ndsclustPrimaryServer",
+    "ndsclustBackupServer",
+    "ndsclustResource",
+)
 
 _UCRED = struct.Struct("3i")
 
@@ -116,8 +133,9 @@ class Update:
     changes: Mapping[str, list[str] | None]
 
 
-def plan_registration(reg: Registration, existing: App | None,
-                      servers: Collection[str]) -> Create | Update:
+def plan_registration(
+    reg: Registration, existing: App | None, servers: Collection[str]
+) -> Create | Update:
     """What registering ``reg`` writes, given the entry as it is (FIG. 6 steps 602-604).
 
     RegistrationRefused when it names an unknown server or the tag belongs to a program of
@@ -132,18 +150,25 @@ def plan_registration(reg: Registration, existing: App | None,
         return Create(wanted)
     if existing.type is not AppType.AWARE:
         raise RegistrationRefused(
-            reg.tag, "ndsclustType",
+            reg.tag,
+            "ndsclustType",
             f"the tag belongs to a cluster-{existing.type.value} application, which an operator "
             "registered; a program registers only its own cluster-aware entry: choose another "
-            f"tag, or remove that entry first (ndsclust app remove {reg.tag})")
+            f"tag, or remove that entry first (ndsclust app remove {reg.tag})",
+        )
     have = entries.app_attributes(existing)
     want = entries.app_attributes(wanted)
     return Update({a: want.get(a) for a in REGISTERED if have.get(a) != want.get(a)})
 
 
 def error_reply(rid: object, code: str, message: str, **extra: object) -> dict[str, object]:
-    return {"id": rid if isinstance(rid, int) else None, "ok": False, "error": code,
-            "message": message, **extra}
+    return {
+        "id": rid if isinstance(rid, int) else None,
+        "ok": False,
+        "error": code,
+        "message": message,
+        **extra,
+    }
 
 
 class Refusal(Exception):
@@ -162,17 +187,17 @@ class Refusal(Exception):
 @dataclass(eq=False)
 class _Conn:
     sock: socket.socket
-    pid: int                   # the client's, for the log (SO_PEERCRED)
+    pid: int  # the client's, for the log (SO_PEERCRED)
     lines: LineBuffer = field(default_factory=LineBuffer)
     out: bytearray = field(default_factory=bytearray)
     tag: Tag | None = None
     admission: _Admission | None = None
     greeted: bool = False
     in_flight: int = 0
-    closing: bool = False      # close once what is queued has been sent
-    eof: bool = False          # the client sent everything it will send
-    events: int = selectors.EVENT_READ   # what the selector watches for
-    complained: bool = False   # a bad request was logged at WARNING already
+    closing: bool = False  # close once what is queued has been sent
+    eof: bool = False  # the client sent everything it will send
+    events: int = selectors.EVENT_READ  # what the selector watches for
+    complained: bool = False  # a bad request was logged at WARNING already
 
 
 @dataclass(eq=False)
@@ -198,8 +223,15 @@ class ControlServer:
     closes it when it stops. ``user``: ``programs.user``, the owner of the socket.
     """
 
-    def __init__(self, path: str, server: ServerName, store: Store, *, user: str | None = None,
-                 logger: logging.Logger | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        server: ServerName,
+        store: Store,
+        *,
+        user: str | None = None,
+        logger: logging.Logger | None = None,
+    ) -> None:
         self.path = path
         self.server = server
         self.store = store
@@ -226,8 +258,13 @@ class ControlServer:
         self._workers = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="control-worker")
         self._thread = threading.Thread(target=self._serve, name="sentinel-control", daemon=True)
         self._thread.start()
-        self._event(logging.INFO, "control_listening", path=self.path,
-                    owner=self.user or "sentinel", mode=f"{SOCKET_MODE:04o}")
+        self._event(
+            logging.INFO,
+            "control_listening",
+            path=self.path,
+            owner=self.user or "sentinel",
+            mode=f"{SOCKET_MODE:04o}",
+        )
 
     def _bind(self) -> socket.socket:
         path = self.path
@@ -252,12 +289,15 @@ class ControlServer:
             sock.setblocking(False)
         except KeyError:
             sock.close()
-            raise ConfigError("control_socket", [
-                f"programs.user: user {self.user!r} does not exist; it would own {path}"]) from None
+            raise ConfigError(
+                "control_socket",
+                [f"programs.user: user {self.user!r} does not exist; it would own {path}"],
+            ) from None
         except OSError as e:
             sock.close()
-            raise ConfigError("control_socket", [
-                f"control_socket: cannot listen on {path}: {e.strerror or e}"]) from None
+            raise ConfigError(
+                "control_socket", [f"control_socket: cannot listen on {path}: {e.strerror or e}"]
+            ) from None
         return sock
 
     @staticmethod
@@ -277,7 +317,7 @@ class ControlServer:
         except OSError as e:
             if e.errno not in (errno.ECONNREFUSED, errno.ENOENT):
                 return f"{path}: {e.strerror or e}"
-            os.unlink(path)      # nobody listens: a sentinel that died left it
+            os.unlink(path)  # nobody listens: a sentinel that died left it
             return None
         finally:
             probe.close()
@@ -379,7 +419,7 @@ class ControlServer:
             try:
                 os.write(self._wake_w, b"w")
             except OSError:
-                pass     # the pipe is full: the serving thread is awake already
+                pass  # the pipe is full: the serving thread is awake already
 
     def _event(self, level: int, event: str, **fields: object) -> None:
         parts = [f"event={event}", f"server={self.server}"]
@@ -446,13 +486,19 @@ class ControlServer:
             sock.setblocking(False)
             try:
                 pid = _UCRED.unpack(
-                    sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))[0]
+                    sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+                )[0]
             except OSError:
                 pid = 0
             if len(self._conns) >= MAX_CLIENTS:
                 try:
-                    sock.send(encode(error_reply(None, "unavailable",
-                                                 f"too many clients ({MAX_CLIENTS}); try again")))
+                    sock.send(
+                        encode(
+                            error_reply(
+                                None, "unavailable", f"too many clients ({MAX_CLIENTS}); try again"
+                            )
+                        )
+                    )
                 except OSError:
                     pass
                 sock.close()
@@ -499,11 +545,14 @@ class ControlServer:
     def _sync(self, sel: selectors.BaseSelector) -> None:
         """Watch each connection for what it needs now; close the ones that are done."""
         with self._lock:
-            todo = [(c, bool(c.out), c.closing or (c.eof and not c.in_flight))
-                    for c in self._conns.values()]
+            todo = [
+                (c, bool(c.out), c.closing or (c.eof and not c.in_flight))
+                for c in self._conns.values()
+            ]
         for conn, pending, done in todo:
-            events = ((0 if conn.eof or conn.closing else selectors.EVENT_READ)
-                      | (selectors.EVENT_WRITE if pending else 0))
+            events = (0 if conn.eof or conn.closing else selectors.EVENT_READ) | (
+                selectors.EVENT_WRITE if pending else 0
+            )
             if done and not pending:
                 self._close(sel, conn)
             elif events == conn.events:
@@ -603,7 +652,7 @@ class ControlServer:
             self._log.exception("event=control_error server=%s pid=%s", self.server, conn.pid)
             reply = error_reply(rid, "unavailable", f"the sentinel failed: {type(e).__name__}: {e}")
         else:
-            if result is None:      # answered already (hello), or later (a wait)
+            if result is None:  # answered already (hello), or later (a wait)
                 self._wake()
                 return
             reply = {"id": rid, "ok": True, **result}
@@ -615,8 +664,11 @@ class ControlServer:
         if conn.greeted:
             raise Refusal("bad-request", "hello was said already on this connection")
         if msg.get("protocol") != PROTOCOL:
-            raise Refusal("bad-request", f"protocol {msg.get('protocol')!r} is not spoken here; "
-                                         f"this sentinel speaks {PROTOCOL}")
+            raise Refusal(
+                "bad-request",
+                f"protocol {msg.get('protocol')!r} is not spoken here; "
+                f"this sentinel speaks {PROTOCOL}",
+            )
         tag, token = msg.get("tag"), msg.get("token")
         if tag is not None:
             if not isinstance(tag, str):
@@ -630,15 +682,26 @@ class ControlServer:
         with self._lock:
             adm = self._by_token.get(token) if token is not None else None
             if token is not None and adm is None:
-                raise Refusal("not-supervised", f"this token names no running start on {self.server}: "
-                                                "the start it belonged to has ended")
+                raise Refusal(
+                    "not-supervised",
+                    f"this token names no running start on {self.server}: "
+                    "the start it belonged to has ended",
+                )
             if adm is not None and tag is not None and tag != adm.tag:
                 raise Refusal("bad-request", f"the token belongs to {adm.tag}, not {tag}")
             conn.greeted = True
             conn.tag = adm.tag if adm is not None else (Tag(tag) if tag else None)
             conn.admission = adm
-            self._queue(conn, {"id": msg["id"], "ok": True, "server": self.server,
-                               "supervised": adm is not None, "tag": conn.tag})
+            self._queue(
+                conn,
+                {
+                    "id": msg["id"],
+                    "ok": True,
+                    "server": self.server,
+                    "supervised": adm is not None,
+                    "tag": conn.tag,
+                },
+            )
             if adm is not None:
                 adm.conns.add(conn)
                 if adm.stop_reason is not None:
@@ -653,30 +716,37 @@ class ControlServer:
         with self._lock:
             adm = conn.admission
             if adm is None:
-                raise Refusal("not-supervised", "only a copy the sentinel started can be granted "
-                                                "the start; this one was started by hand")
+                raise Refusal(
+                    "not-supervised",
+                    "only a copy the sentinel started can be granted "
+                    "the start; this one was started by hand",
+                )
             if adm.ended or adm.stop_reason is not None:
                 raise Refusal("stopping", adm.stop_reason or "the program has ended")
             if adm.granted:
                 return {"granted": True}
             rid = msg["id"]
-            assert isinstance(rid, int)              # checked by _line
-            adm.waits.append((conn, rid))            # answered by grant() or request_stop()
+            assert isinstance(rid, int)  # checked by _line
+            adm.waits.append((conn, rid))  # answered by grant() or request_stop()
         return None
 
     def _register(self, conn: _Conn, msg: dict[str, object]) -> dict[str, object]:
         reg = Registration.from_wire(msg.get("app"))
         adm = conn.admission
         if adm is not None and reg.tag != adm.tag:
-            raise RegistrationRefused(reg.tag, "ndsclustTag",
-                                      f"the program started as {adm.tag} registers only {adm.tag}")
+            raise RegistrationRefused(
+                reg.tag, "ndsclustTag", f"the program started as {adm.tag} registers only {adm.tag}"
+            )
         result, host = self._write_registration(reg)
         if result != "unchanged":
             self._event(logging.INFO, "aware_register", tag=reg.tag, pid=conn.pid, result=result)
             try:
-                self.store.record_event("registration", server=self.server, tag=reg.tag,
-                                        text=f"registered by the program (pid {conn.pid} on "
-                                             f"{self.server}): {result}")
+                self.store.record_event(
+                    "registration",
+                    server=self.server,
+                    tag=reg.tag,
+                    text=f"registered by the program (pid {conn.pid} on {self.server}): {result}",
+                )
             except StoreError as e:
                 self._event(logging.WARNING, "event_not_recorded", tag=reg.tag, error=str(e))
         return {"result": result, "host": host}
@@ -688,8 +758,11 @@ class ControlServer:
             except NoSuchEntry:
                 existing = None
             except EntryInvalid as e:
-                raise RegistrationRefused(reg.tag, e.attribute, f"the entry in the directory is "
-                                          f"invalid ({e.problem}); fix or remove it first") from None
+                raise RegistrationRefused(
+                    reg.tag,
+                    e.attribute,
+                    f"the entry in the directory is invalid ({e.problem}); fix or remove it first",
+                ) from None
             servers, _ = self.store.servers()
             plan = plan_registration(reg, existing, servers)
             try:
@@ -702,13 +775,17 @@ class ControlServer:
                 # The type is part of the swap: if an operator made it capable meanwhile,
                 # nothing is written.
                 aware = AppType.AWARE.value
-                self.store.swap(self.store.app_dn(reg.tag), "ndsclustType", aware, aware,
-                                also=plan.changes)
+                self.store.swap(
+                    self.store.app_dn(reg.tag), "ndsclustType", aware, aware, also=plan.changes
+                )
                 return "updated", existing.host
             except (EntryExists, SwapConflict, NoSuchEntry):
                 if attempt == 1:
-                    raise RegistrationRefused(reg.tag, "ndsclustTag", "the entry kept changing "
-                                              "while it was being registered; try again") from None
+                    raise RegistrationRefused(
+                        reg.tag,
+                        "ndsclustTag",
+                        "the entry kept changing while it was being registered; try again",
+                    ) from None
         raise AssertionError("unreachable")
 
     def _get_marker(self, conn: _Conn, msg: dict[str, object]) -> dict[str, object]:
@@ -728,17 +805,26 @@ class ControlServer:
         with self._lock:
             adm = conn.admission
             if adm is None:
-                raise Refusal("not-supervised", "only the copy the sentinel runs may set the marker")
+                raise Refusal(
+                    "not-supervised", "only the copy the sentinel runs may set the marker"
+                )
             if adm.ended or not adm.granted:
-                raise Refusal("not-granted", "the start has not been granted to this copy: a "
-                                             "paused copy does no work and writes no marker")
+                raise Refusal(
+                    "not-granted",
+                    "the start has not been granted to this copy: a "
+                    "paused copy does no work and writes no marker",
+                )
             tag = adm.tag
         try:
             self.store.swap_marker(tag, expected, value)
         except SwapConflict:
             current = self.store.app(tag).marker
-            raise Refusal("conflict", f"the marker is {current!r}, not {expected!r}",
-                          expected=expected, current=current) from None
+            raise Refusal(
+                "conflict",
+                f"the marker is {current!r}, not {expected!r}",
+                expected=expected,
+                current=current,
+            ) from None
         return {}
 
     _HANDLERS: Final[Mapping[str, tuple[bool, Handler]]] = {

@@ -8,6 +8,7 @@ applications down for a failover timeout). SIGHUP reloads the configuration: res
 supervision, notify and log level take effect at once; a change of server name, directory
 or channels is reported and needs a restart.
 """
+
 from __future__ import annotations
 
 import logging
@@ -22,8 +23,18 @@ from ndsclust.errors import ConfigError
 from ndsclust.sentinel.loop import Sentinel, log_event
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
-RESTART_KEYS = ("server", "cluster", "directory", "lan", "disk", "witness", "directory_channel",
-                "timeouts", "control_socket", "programs")
+RESTART_KEYS = (
+    "server",
+    "cluster",
+    "directory",
+    "lan",
+    "disk",
+    "witness",
+    "directory_channel",
+    "timeouts",
+    "control_socket",
+    "programs",
+)
 
 
 def sd_notify(state: str) -> bool:
@@ -61,9 +72,13 @@ def run(path: str, *, daemonize: bool = False, pidfile: str | None = None) -> in
     if daemonize:
         import daemon
         import daemon.pidfile
+
         context = daemon.DaemonContext(
             pidfile=daemon.pidfile.TimeoutPIDLockFile(pidfile) if pidfile else None,
-            stderr=sys.stderr, umask=0o022, working_directory="/")
+            stderr=sys.stderr,
+            umask=0o022,
+            working_directory="/",
+        )
         with context:
             return _run(cfg, path)
     return _run(cfg, path)
@@ -71,6 +86,7 @@ def run(path: str, *, daemonize: bool = False, pidfile: str | None = None) -> in
 
 def _run(cfg: config.Config, path: str) -> int:
     setup_logging(cfg.log_level)
+
     def ready() -> None:
         sd_notify("READY=1")
 
@@ -84,14 +100,16 @@ def _run(cfg: config.Config, path: str) -> int:
         try:
             new = config.load(path)
         except ConfigError as e:
-            log_event(logging.ERROR, "reload_refused", server=cfg.server,
-                      error=str(e).replace("\n", "; "))
+            log_event(
+                logging.ERROR, "reload_refused", server=cfg.server, error=str(e).replace("\n", "; ")
+            )
             return
         changed = [k for k in RESTART_KEYS if getattr(new, k) != getattr(sentinel.cfg, k)]
         sentinel.reload(new)
         logging.getLogger().setLevel(new.log_level.upper())
-        log_event(logging.INFO, "reloaded", server=cfg.server,
-                  needs_restart=",".join(changed) or "-")
+        log_event(
+            logging.INFO, "reloaded", server=cfg.server, needs_restart=",".join(changed) or "-"
+        )
 
     signal.signal(signal.SIGTERM, on_stop)
     signal.signal(signal.SIGINT, on_stop)

@@ -54,17 +54,18 @@ What ``decide`` guarantees, per application (``me`` is this server):
 - On the first cycle with replication caught up, a primary records which FIG. 6 case it
   found (``registration``).
 """
+
 from __future__ import annotations
 
 from ndsclust.model import App, AppState, RequestKind, ServerName, StateValue, Tag
 from ndsclust.sentinel import failback, failover, requests
 from ndsclust.sentinel.actions import (
+    STARTS,
     Action,
     EventKind,
     Load,
     Notify,
     Restart,
-    STARTS,
     Unload,
     announce,
 )
@@ -135,13 +136,21 @@ def _as_other(vp: Viewpoint, app: App, proc: ProcInfo | None) -> list[Action]:
     host = app.host
     if running(proc):
         if host is None:
-            return [Unload(app.tag, "host removed by an operator"),
-                    *announce(EventKind.UNLOAD, app.tag,
-                              f"host removed by an operator: stopping the copy on {vp.me}")]
+            return [
+                Unload(app.tag, "host removed by an operator"),
+                *announce(
+                    EventKind.UNLOAD,
+                    app.tag,
+                    f"host removed by an operator: stopping the copy on {vp.me}",
+                ),
+            ]
         # FIGS. 4E-4H: the directory converged on another host; the loser unloads.
-        return [Unload(app.tag, f"double claim: {host} hosts it"),
-                *announce(EventKind.DOUBLE_CLAIM, app.tag,
-                          f"{host} hosts it; stopping the copy on {vp.me}")]
+        return [
+            Unload(app.tag, f"double claim: {host} hosts it"),
+            *announce(
+                EventKind.DOUBLE_CLAIM, app.tag, f"{host} hosts it; stopping the copy on {vp.me}"
+            ),
+        ]
     if stopping(proc):
         return []
     if paused(proc) and not failback.wants_paused_copy(vp, app):
@@ -157,7 +166,7 @@ def _as_other(vp: Viewpoint, app: App, proc: ProcInfo | None) -> list[Action]:
 
 def _as_host(vp: Viewpoint, app: App, proc: ProcInfo | None) -> list[Action]:
     if stopping(proc):
-        return []   # an unload is in flight: decide again once it has ended
+        return []  # an unload is in flight: decide again once it has ended
     me = vp.me
     out: list[Action] = []
     if app.request is not None:
@@ -168,8 +177,10 @@ def _as_host(vp: Viewpoint, app: App, proc: ProcInfo | None) -> list[Action]:
             return list(answer.actions)
         out += answer.actions
     if me not in app.servers():
-        reason = (f"the host names {me}, which is neither its primary nor a backup; "
-                  "fix ndsclustHostServer or the server lists")
+        reason = (
+            f"the host names {me}, which is neither its primary nor a backup; "
+            "fix ndsclustHostServer or the server lists"
+        )
         if running(proc) or paused(proc):
             out.append(Unload(app.tag, reason))
         return out + vp.set_state(app, StateValue(AppState.ERROR, reason), EventKind.ERROR)
@@ -177,12 +188,16 @@ def _as_host(vp: Viewpoint, app: App, proc: ProcInfo | None) -> list[Action]:
     if vp.in_maintenance(me):
         target = vp.first_fit(app, me)
         if target is not None:
-            move = Move(target, EventKind.MAINTENANCE, f"{me} is in maintenance: moving to {target}")
+            move = Move(
+                target, EventKind.MAINTENANCE, f"{me} is in maintenance: moving to {target}"
+            )
             return out + failback.depart(vp, app, proc, move)
         # Better running here than nowhere: maintenance waits for a server to take it.
-        out += vp.say(app.tag, EventKind.MAINTENANCE_BLOCKED,
-                      f"{me} is in maintenance but no server can take it: "
-                      f"{vp.why_none_fit(app, me)}")
+        out += vp.say(
+            app.tag,
+            EventKind.MAINTENANCE_BLOCKED,
+            f"{me} is in maintenance but no server can take it: {vp.why_none_fit(app, me)}",
+        )
     elif me != app.primary:
         plan = failback.as_backup(vp, app)
         if isinstance(plan, Move):
@@ -191,8 +206,9 @@ def _as_host(vp: Viewpoint, app: App, proc: ProcInfo | None) -> list[Action]:
     return out + _keep_running(vp, app, proc, desired)
 
 
-def _keep_running(vp: Viewpoint, app: App, proc: ProcInfo | None,
-                  desired: StateValue) -> list[Action]:
+def _keep_running(
+    vp: Viewpoint, app: App, proc: ProcInfo | None, desired: StateValue
+) -> list[Action]:
     """This server hosts ``app`` and keeps it: the program must run (FIG. 8 step 908)."""
     if proc is None or paused(proc) or (proc.state is ProcState.EXITED and proc.stop_requested):
         return [Load(app.tag), *vp.set_state(app, failover.LOADING)]
@@ -201,7 +217,8 @@ def _keep_running(vp: Viewpoint, app: App, proc: ProcInfo | None,
     if proc.state is ProcState.RUNNING:
         if desired == failback.AWAITING:
             # FIG. 7B 864: ask the operators, once, when the state changes.
-            return vp.set_state(app, desired, EventKind.AWAITING_FAILBACK,
-                                failback.awaiting_text(app))
+            return vp.set_state(
+                app, desired, EventKind.AWAITING_FAILBACK, failback.awaiting_text(app)
+            )
         return vp.set_state(app, desired)
-    return []   # STARTING: the load is in flight
+    return []  # STARTING: the load is in flight

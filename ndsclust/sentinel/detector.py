@@ -7,6 +7,7 @@ while the drive pulse or the directory pulse still shows the peer working.
 
 Pure: the caller passes the channels' observations and the monotonic clock reading.
 """
+
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
@@ -75,7 +76,9 @@ class Detector:
             problems.append("channels: at least one liveness channel must be configured")
         for name, timeout in timeouts.items():
             if not timeout > 0:
-                problems.append(f"channels.{name}.timeout: {timeout} must be a positive number of seconds")
+                problems.append(
+                    f"channels.{name}.timeout: {timeout} must be a positive number of seconds"
+                )
         if startup_grace < 0:
             problems.append(f"timeouts.startup_grace: {startup_grace} must not be negative")
         if problems:

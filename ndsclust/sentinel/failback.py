@@ -12,6 +12,7 @@ and starts the moment the host names this server.
 migrate, maintenance, unload): unload first, swap the host only once the program has
 ended, so two servers never run it at once.
 """
+
 from __future__ import annotations
 
 from ndsclust.model import App, AppState, AppType, StateValue
@@ -34,9 +35,13 @@ AWAITING = StateValue(AppState.AWAITING_FAILBACK)
 def wants_paused_copy(vp: Viewpoint, app: App) -> bool:
     """FIG. 6 step 612 / FIG. 7B: a cluster-aware program waits paused on its primary while
     another server hosts it, if the primary may run it at all."""
-    return (app.type is AppType.AWARE and app.primary == vp.me
-            and app.host is not None and app.host != vp.me
-            and vp.unfit(app, vp.me) is None)
+    return (
+        app.type is AppType.AWARE
+        and app.primary == vp.me
+        and app.host is not None
+        and app.host != vp.me
+        and vp.unfit(app, vp.me) is None
+    )
 
 
 def as_primary(vp: Viewpoint, app: App, proc: ProcInfo | None) -> list[Action]:
@@ -69,8 +74,10 @@ def as_backup(vp: Viewpoint, app: App) -> Move | StateValue:
 
 
 def awaiting_text(app: App) -> str:
-    return (f"{app.primary} is back; failback waits for an operator's approval: "
-            f"ndsclust failback {app.tag}")
+    return (
+        f"{app.primary} is back; failback waits for an operator's approval: "
+        f"ndsclust failback {app.tag}"
+    )
 
 
 def depart(vp: Viewpoint, app: App, proc: ProcInfo | None, move: Move) -> list[Action]:
@@ -79,7 +86,7 @@ def depart(vp: Viewpoint, app: App, proc: ProcInfo | None, move: Move) -> list[A
         # FIG. 7B 868/870: the program ends here before the host may name anyone else.
         return [Unload(app.tag, move.text), *vp.set_state(app, StateValue(AppState.UNLOADING))]
     if not stopped(proc):
-        return []   # still stopping: the swap waits until the program has ended
+        return []  # still stopping: the swap waits until the program has ended
     out: list[Action] = [Release(app.tag, move.to, vp.me, move.text)]
     if move.request is not None:
         out.append(ConsumeRequest(app.tag, move.request))

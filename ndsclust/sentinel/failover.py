@@ -18,6 +18,7 @@ Flap damping: a failover or hand-off that would make more than ``flap_max_failov
 failure moves within ``flap_window`` does not happen; the application stays put, failed,
 until an operator's request moves it or the window passes.
 """
+
 from __future__ import annotations
 
 from ndsclust.model import App, AppState, Request, RequestKind, ServerName, StateValue
@@ -42,8 +43,9 @@ def failed(reason: str) -> StateValue:
     return StateValue(AppState.FAILED, reason)
 
 
-def claim_and_load(vp: Viewpoint, app: App, kind: EventKind, text: str,
-                   honours: Request | None = None) -> list[Action]:
+def claim_and_load(
+    vp: Viewpoint, app: App, kind: EventKind, text: str, honours: Request | None = None
+) -> list[Action]:
     """Swap the host from what the view shows to this server, then start the program.
 
     The swap comes first: if it fails (``SwapConflict``) the shell drops the rest, so a
@@ -66,8 +68,13 @@ def take_over(vp: Viewpoint, app: App) -> list[Action]:
         if target is not None and target != host and vp.unfit(app, target) is None:
             # The operator named the new host: it takes over directly, no detour.
             if target == vp.me:
-                return claim_and_load(vp, app, EventKind.MIGRATE,
-                                      f"migrate to {target} (host {host} is dead)", request)
+                return claim_and_load(
+                    vp,
+                    app,
+                    EventKind.MIGRATE,
+                    f"migrate to {target} (host {host} is dead)",
+                    request,
+                )
             return []
     out: list[Action] = []
     taker: ServerName | None = None
@@ -80,9 +87,11 @@ def take_over(vp: Viewpoint, app: App) -> list[Action]:
         missing = vp.missing(app, server)
         if missing:
             if server == vp.me:
-                out += vp.say(app.tag, EventKind.RESOURCE_MISSING,
-                              f"{vp.me} lacks {', '.join(sorted(missing))}: "
-                              f"cannot take it over from {host}")
+                out += vp.say(
+                    app.tag,
+                    EventKind.RESOURCE_MISSING,
+                    f"{vp.me} lacks {', '.join(sorted(missing))}: cannot take it over from {host}",
+                )
             else:
                 skipped.append(f"{server} lacks {', '.join(sorted(missing))}")
             continue
@@ -93,8 +102,10 @@ def take_over(vp: Viewpoint, app: App) -> list[Action]:
             reason = f"no server can take it over from {host}: {vp.why_none_fit(app, host)}"
             out += vp.set_state(app, failed(reason), EventKind.FAILED)
             if request is not None:
-                out += [ConsumeRequest(app.tag, request),
-                        *announce(EventKind.REQUEST_REJECTED, app.tag, f"{request}: {reason}")]
+                out += [
+                    ConsumeRequest(app.tag, request),
+                    *announce(EventKind.REQUEST_REJECTED, app.tag, f"{request}: {reason}"),
+                ]
         return out
     if taker != vp.me:
         return out
@@ -104,8 +115,9 @@ def take_over(vp: Viewpoint, app: App) -> list[Action]:
     silent = ",".join(sorted(vp.view.liveness.silent(host))) or "-"
     # A pending load is honoured by this claim; other requests wait for the new host.
     load = request if request is not None and request.kind is RequestKind.LOAD else None
-    taken = out + claim_and_load(vp, app, EventKind.FAILOVER,
-                                 f"failover from {host} (silent channels: {silent})", load)
+    taken = out + claim_and_load(
+        vp, app, EventKind.FAILOVER, f"failover from {host} (silent channels: {silent})", load
+    )
     for text in skipped:
         # The taker also names the backups it passed over (FIG. 7A): the skipped server may
         # not get to say it before the claim makes the question moot.
@@ -120,11 +132,17 @@ def supervise(vp: Viewpoint, app: App, proc: ProcInfo) -> list[Action]:
     left = vp.restarts_left(proc)
     if left > 0:
         n = policy.max_restarts - left + 1
-        return [Restart(app.tag),
-                RecordEvent(EventKind.RESTART, app.tag,
-                            f"{why}; restart {n} of {policy.max_restarts} "
-                            f"within {policy.restart_window:g}s")]
-    limit = f"{why}; restart limit reached ({policy.max_restarts} within {policy.restart_window:g}s)"
+        return [
+            Restart(app.tag),
+            RecordEvent(
+                EventKind.RESTART,
+                app.tag,
+                f"{why}; restart {n} of {policy.max_restarts} within {policy.restart_window:g}s",
+            ),
+        ]
+    limit = (
+        f"{why}; restart limit reached ({policy.max_restarts} within {policy.restart_window:g}s)"
+    )
     target = vp.first_fit(app, vp.me)
     if target is None:
         reason = f"{limit}; no other server can take it: {vp.why_none_fit(app, vp.me)}"

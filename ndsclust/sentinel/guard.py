@@ -93,6 +93,7 @@ A tag's ``exited`` or ``failed`` comes after everything else about that start (i
 and command results), and a later ``start`` of the same tag begins a new program. Lines
 about a tag the guard no longer holds (a ``stop`` crossing an exit) are ignored.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -114,13 +115,13 @@ from typing import NoReturn
 
 from ndsclust.model import Tag, check_tag
 
-MAX_MESSAGE = 1 << 20     # bytes per protocol line
-MAX_LINE = 4096           # bytes of program output per output line
+MAX_MESSAGE = 1 << 20  # bytes per protocol line
+MAX_LINE = 4096  # bytes of program output per output line
 OUTPUT_BACKLOG = 1 << 20  # unsent bytes beyond which output lines are dropped
-BATCH_SECONDS = 0.005     # work between two reads of the socket and lease checks
-FINAL_WAIT = 2.0          # seconds an ending guard waits for its SIGKILLed children
-FINAL_FLUSH = 0.5         # seconds an ending guard tries to hand over its last reports
-DRAIN_LIMIT = 1 << 20     # bytes read from an ended child's pipe before closing it
+BATCH_SECONDS = 0.005  # work between two reads of the socket and lease checks
+FINAL_WAIT = 2.0  # seconds an ending guard waits for its SIGKILLed children
+FINAL_FLUSH = 0.5  # seconds an ending guard tries to hand over its last reports
+DRAIN_LIMIT = 1 << 20  # bytes read from an ended child's pipe before closing it
 # The scheduling the sentinel gives the guard (supervisor._prioritize): real-time
 # round-robin at the lowest level, not inherited by its programs (SCHED_RESET_ON_FORK).
 SCHED_POLICY = os.SCHED_RR
@@ -128,7 +129,9 @@ SCHED_PRIORITY = 1
 PR_SET_PDEATHSIG = 1
 
 STREAMS = frozenset({"stdout", "stderr", "health", "unload"})
-EXIT_REASONS = frozenset({"exited", "stopped", "lease-expired", "sentinel-gone", "guard-terminated"})
+EXIT_REASONS = frozenset(
+    {"exited", "stopped", "lease-expired", "sentinel-gone", "guard-terminated"}
+)
 _STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
 # Python ignores SIGPIPE and SIGXFSZ; an ignored signal stays ignored across exec.
 _RESET_SIGNALS = (*_STOP_SIGNALS, signal.SIGCHLD, signal.SIGPIPE, signal.SIGXFSZ)
@@ -186,15 +189,15 @@ class Spec:
         if not isinstance(paused, bool):
             raise ValueError("spec field 'paused' must be true or false")
         groups = raw.get("groups")
-        if groups is not None and not (
-            isinstance(groups, list) and all(_is_id(g) for g in groups)
-        ):
+        if groups is not None and not (isinstance(groups, list) and all(_is_id(g) for g in groups)):
             raise ValueError("spec field 'groups' must be null or a list of group ids")
         return cls(
             argv=_argv(raw.get("argv"), "argv"),
             env=dict(env),
             cwd=cwd,
-            unload_argv=None if raw.get("unload_argv") is None else _argv(raw["unload_argv"], "unload_argv"),
+            unload_argv=None
+            if raw.get("unload_argv") is None
+            else _argv(raw["unload_argv"], "unload_argv"),
             uid=_opt_id(raw.get("uid"), "uid"),
             gid=_opt_id(raw.get("gid"), "gid"),
             groups=None if groups is None else tuple(groups),
@@ -474,7 +477,7 @@ class LineSplitter:
                 lines.append(bytes(self._buf[start:i]))
                 start = i + 1
             elif len(self._buf) - start >= self._max:
-                lines.append(bytes(self._buf[start:start + self._max]))
+                lines.append(bytes(self._buf[start : start + self._max]))
                 start += self._max
             else:
                 del self._buf[:start]
@@ -490,7 +493,9 @@ class LineSplitter:
 def clean_line(raw: bytes) -> str:
     """Program output as one printable line: UTF-8, control characters escaped."""
     text = raw.decode("utf-8", "backslashreplace").removesuffix("\r")
-    return "".join(c if c == "\t" or (c >= " " and c != "\x7f") else f"\\x{ord(c):02x}" for c in text)
+    return "".join(
+        c if c == "\t" or (c >= " " and c != "\x7f") else f"\\x{ord(c):02x}" for c in text
+    )
 
 
 # ---------------------------------------------------------------------------- lease
@@ -534,8 +539,17 @@ def describe_status(returncode: int) -> str:
 # ---------------------------------------------------------------------------- the child
 
 
-def _exec_child(argv: Sequence[str], spec: Spec, stdin: int, stdout: int, stderr: int,
-                status: int, guard_pid: int, nofile: int, libc: ctypes.CDLL) -> NoReturn:
+def _exec_child(
+    argv: Sequence[str],
+    spec: Spec,
+    stdin: int,
+    stdout: int,
+    stderr: int,
+    status: int,
+    guard_pid: int,
+    nofile: int,
+    libc: ctypes.CDLL,
+) -> NoReturn:
     """Runs in the forked child: set it up and exec ``argv``; never returns.
 
     A failure is written to ``status`` (close-on-exec: an exec that works closes it empty).
@@ -549,7 +563,9 @@ def _exec_child(argv: Sequence[str], spec: Spec, stdin: int, stdout: int, stderr
         os.dup2(stdin, 0)
         os.dup2(stdout, 1)
         os.dup2(stderr, 2)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+        resource.setrlimit(
+            resource.RLIMIT_NOFILE, (nofile, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+        )
         step = f"working directory {spec.cwd}"
         os.chdir(spec.cwd)
         step = "user"
@@ -594,13 +610,13 @@ class _Program:
 
     tag: Tag
     spec: Spec
-    child: _Child | None = None      # None: held paused
+    child: _Child | None = None  # None: held paused
     helpers: list[_Child] = field(default_factory=list)
     stopping: bool = False
-    kill_at: float | None = None     # after a stop: SIGKILL the group at this time
-    ending: str | None = None        # the guard is killing it: lease-expired, ...
-    done: bool = False               # the program's process has been reaped
-    dropped: int = 0                 # output lines dropped and not yet reported
+    kill_at: float | None = None  # after a stop: SIGKILL the group at this time
+    ending: str | None = None  # the guard is killing it: lease-expired, ...
+    done: bool = False  # the program's process has been reaped
+    dropped: int = 0  # output lines dropped and not yet reported
 
 
 @dataclass(eq=False)
@@ -608,15 +624,15 @@ class _Child:
     """A process the guard forked: a program, or its unload or health command."""
 
     prog: _Program
-    kind: str                        # "program", "unload", "health"
+    kind: str  # "program", "unload", "health"
     pid: int
     streams: list[_Stream] = field(default_factory=list)
-    exec_fd: int | None = None       # open until the exec succeeded or failed
+    exec_fd: int | None = None  # open until the exec succeeded or failed
     exec_error: str | None = None
-    timeout: float = 0.0             # health: seconds it may take
-    deadline: float | None = None    # health: SIGKILL it at this time
+    timeout: float = 0.0  # health: seconds it may take
+    deadline: float | None = None  # health: SIGKILL it at this time
     killed: bool = False
-    code: int | None = None          # once reaped
+    code: int | None = None  # once reaped
 
     @property
     def execed(self) -> bool:
@@ -640,8 +656,13 @@ class Guard:
     ``nofile`` is the RLIMIT_NOFILE soft limit the programs get (the guard raises its own).
     """
 
-    def __init__(self, sock: socket.socket, lease_timeout: float, nofile: int,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        lease_timeout: float,
+        nofile: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._sock = sock
         self._clock = clock
         self._lease = Lease(lease_timeout, clock())
@@ -649,8 +670,8 @@ class Guard:
         self._reader = LineReader()
         self._sel = selectors.DefaultSelector()
         self._progs: dict[Tag, _Program] = {}
-        self._children: dict[int, _Child] = {}    # by pid, until reaped
-        self._pending: deque[str] = deque()       # lines read, not yet carried out
+        self._children: dict[int, _Child] = {}  # by pid, until reaped
+        self._pending: deque[str] = deque()  # lines read, not yet carried out
         self._out = bytearray()
         self._writing = False
         self._dropping: set[_Program] = set()
@@ -697,7 +718,9 @@ class Guard:
                 self._carry_out()
             self._enforce(self._clock())
             self._flush()
-            if self._ending is not None and (not self._children or self._clock() >= self._final_deadline):
+            if self._ending is not None and (
+                not self._children or self._clock() >= self._final_deadline
+            ):
                 return
 
     def _timeout(self, now: float) -> float | None:
@@ -709,7 +732,9 @@ class Guard:
         for prog in self._timed:
             if prog.kill_at is not None and self._killable(prog):
                 times.append(prog.kill_at)
-            times.extend(h.deadline for h in prog.helpers if h.deadline is not None and not h.killed)
+            times.extend(
+                h.deadline for h in prog.helpers if h.deadline is not None and not h.killed
+            )
         return None if not times else max(0.0, min(times) - now)
 
     def _ready(self, what: object, mask: int) -> None:
@@ -724,9 +749,8 @@ class Guard:
         elif isinstance(what, _Stream):
             if what.open:
                 self._read_stream(what)
-        elif isinstance(what, _Child):
-            if what.exec_fd is not None:
-                self._exec_settled(what)
+        elif isinstance(what, _Child) and what.exec_fd is not None:
+            self._exec_settled(what)
 
     def _signals(self) -> None:
         try:
@@ -791,7 +815,7 @@ class Guard:
         now = self._clock()
         match cmd:
             case Renew():
-                return      # reading the line renewed the lease
+                return  # reading the line renewed the lease
             case Start(tag, spec):
                 self._start(tag, spec)
             case Resume(tag):
@@ -854,7 +878,7 @@ class Guard:
     def _health(self, tag: Tag, timeout: float, argv: tuple[str, ...], now: float) -> None:
         prog = self._progs.get(tag)
         if prog is None:
-            return      # it has ended; its exited report tells the sentinel
+            return  # it has ended; its exited report tells the sentinel
         if prog.child is None or not prog.child.execed or prog.stopping or prog.done or prog.ending:
             self._report(HealthResult(tag, False, "the program is not running"))
             return
@@ -887,12 +911,21 @@ class Guard:
             raise
         reads, writes = fds[0::2], fds[1::2]
         if pid == 0:
-            _exec_child(argv, prog.spec, self._devnull, writes[0], writes[len(names) - 1],
-                        writes[-1], self._pid, self._nofile, self._libc)
+            _exec_child(
+                argv,
+                prog.spec,
+                self._devnull,
+                writes[0],
+                writes[len(names) - 1],
+                writes[-1],
+                self._pid,
+                self._nofile,
+                self._libc,
+            )
         for fd in writes:
             os.close(fd)
         child = _Child(prog, kind, pid, exec_fd=reads[-1])
-        for name, fd in zip(names, reads):
+        for name, fd in zip(names, reads, strict=False):
             os.set_blocking(fd, False)
             stream = _Stream(child, name, fd)
             child.streams.append(stream)
@@ -914,7 +947,7 @@ class Guard:
             child.exec_error = data.decode("utf-8", "replace")
         elif child.kind == "program":
             if child.killed:
-                return      # killed before or while it exec'ed: whether it ran is unknowable
+                return  # killed before or while it exec'ed: whether it ran is unknowable
             self._report(Started(prog.tag, child.pid))
             # A stop that came during the exec begins now, unless the program has already
             # ended (settled while it is reaped: its pid is free again).
@@ -971,7 +1004,9 @@ class Guard:
             if child.killed:
                 self._report(HealthResult(tag, False, f"no answer within {child.timeout:g}s"))
             else:
-                self._report(HealthResult(tag, code == 0, "" if code == 0 else describe_status(code)))
+                self._report(
+                    HealthResult(tag, code == 0, "" if code == 0 else describe_status(code))
+                )
         else:
             self._report(UnloadResult(tag, code == 0, "" if code == 0 else describe_status(code)))
 
@@ -999,7 +1034,8 @@ class Guard:
 
     def _killable(self, prog: _Program) -> bool:
         return (prog.child is not None and not prog.done and not prog.child.killed) or any(
-            h.kind == "unload" and not h.killed for h in prog.helpers)
+            h.kind == "unload" and not h.killed for h in prog.helpers
+        )
 
     def _kill_all(self, reason: str) -> None:
         # Commands read before the lease lapsed are not carried out after it: a start
@@ -1128,8 +1164,10 @@ def _open_standard_fds() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ndsclust.sentinel.guard",
-                                     description="lease guard for a sentinel's programs")
+    parser = argparse.ArgumentParser(
+        prog="python -m ndsclust.sentinel.guard",
+        description="lease guard for a sentinel's programs",
+    )
     parser.add_argument("--fd", type=int, required=True, help="the guard's end of the socketpair")
     parser.add_argument("--lease-timeout", type=float, required=True, help="seconds")
     args = parser.parse_args(argv)

@@ -18,6 +18,7 @@ Every field is authenticated; nothing but the framing is looked at before the MA
 checked. Replay protection needs state: ``ReplayGuard`` keeps the highest sequence accepted
 per sender and key, and the timestamp window checked here bounds how long it must be kept.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -77,8 +78,8 @@ class Packet:
     sender: ServerName
     cluster: str
     sequence: int
-    echo: int           # the acknowledged request's sequence; 0 in a request
-    timestamp: float    # sender's wall clock, seconds
+    echo: int  # the acknowledged request's sequence; 0 in a request
+    timestamp: float  # sender's wall clock, seconds
     key_id: str
 
 
@@ -95,7 +96,9 @@ def encode(packet: Packet, key: bytes) -> bytes:
         if not 0 <= n <= MAX_SEQUENCE:
             raise ValueError(f"{what} {n} does not fit in 64 unsigned bits")
     body = (
-        _HEAD.pack(MAGIC, VERSION, packet.kind.value, packet.sequence, packet.echo, packet.timestamp)
+        _HEAD.pack(
+            MAGIC, VERSION, packet.kind.value, packet.sequence, packet.echo, packet.timestamp
+        )
         + _field(packet.sender, "sender")
         + _field(packet.cluster, "cluster")
         + _field(packet.key_id, "key id")
@@ -111,9 +114,11 @@ def _take_field(data: bytes, pos: int, end: int) -> tuple[str, int]:
     if stop > end:
         raise HeartbeatRejected(RejectReason.BAD_LENGTH, "a name runs past the end of the packet")
     try:
-        return data[pos + 1:stop].decode("utf-8"), stop
+        return data[pos + 1 : stop].decode("utf-8"), stop
     except UnicodeDecodeError as exc:
-        raise HeartbeatRejected(RejectReason.BAD_FIELD, f"name is not UTF-8: {exc.reason}") from None
+        raise HeartbeatRejected(
+            RejectReason.BAD_FIELD, f"name is not UTF-8: {exc.reason}"
+        ) from None
 
 
 def decode_and_verify(
@@ -133,7 +138,9 @@ def decode_and_verify(
     if magic != MAGIC:
         raise HeartbeatRejected(RejectReason.BAD_MAGIC, "not an ndsclust heartbeat")
     if version != VERSION:
-        raise HeartbeatRejected(RejectReason.BAD_VERSION, f"version {version}, this sentinel speaks {VERSION}")
+        raise HeartbeatRejected(
+            RejectReason.BAD_VERSION, f"version {version}, this sentinel speaks {VERSION}"
+        )
     end = len(data) - MAC_SIZE
     sender, pos = _take_field(data, _HEAD.size, end)
     packet_cluster, pos = _take_field(data, pos, end)
@@ -142,7 +149,9 @@ def decode_and_verify(
         raise HeartbeatRejected(RejectReason.BAD_LENGTH, f"{end - pos} stray bytes before the MAC")
     key = keys.get(key_id)
     if key is None:
-        raise HeartbeatRejected(RejectReason.UNKNOWN_KEY, f"key id {key_id!r} is not configured here")
+        raise HeartbeatRejected(
+            RejectReason.UNKNOWN_KEY, f"key id {key_id!r} is not configured here"
+        )
     expected = hmac.new(key, data[:end], hashlib.sha256).digest()
     if not hmac.compare_digest(expected, data[end:]):
         raise HeartbeatRejected(RejectReason.BAD_MAC, f"key id {key_id!r}")

@@ -27,6 +27,7 @@ fencing decides nothing until it has *rejoined* (``rejoin.py``; docs/operating.m
 written through the write provider and echoed by its watch, then a grace in which it
 starts nothing.
 """
+
 from __future__ import annotations
 
 import logging
@@ -43,7 +44,12 @@ import ldap3
 
 from ndsclust.config import KILL_ALLOWANCE, Config
 from ndsclust.errors import (
-    ConfigError, NdsclustError, StoreError, SupervisorError, SwapConflict, Withdrawn,
+    ConfigError,
+    NdsclustError,
+    StoreError,
+    SupervisorError,
+    SwapConflict,
+    Withdrawn,
 )
 from ndsclust.ldapstore.cache import ClusterCache
 from ndsclust.ldapstore.connection import Providers
@@ -52,8 +58,19 @@ from ndsclust.ldapstore.store import APP_ATTRS, Store
 from ndsclust.ldapstore.watch import Changed, Deleted, RefreshDone, Watch
 from ndsclust.model import App, AppState, AppType, ServerName, ServerState, StateValue, Tag
 from ndsclust.sentinel.actions import (
-    MOVES, Action, Claim, ConsumeRequest, EventKind, Load, LoadPaused, Notify,
-    RecordEvent, Release, Restart, SetState, Unload,
+    MOVES,
+    Action,
+    Claim,
+    ConsumeRequest,
+    EventKind,
+    Load,
+    LoadPaused,
+    Notify,
+    RecordEvent,
+    Release,
+    Restart,
+    SetState,
+    Unload,
 )
 from ndsclust.sentinel.channels import Channel
 from ndsclust.sentinel.channels.directory import DirectoryChannel
@@ -106,8 +123,12 @@ def log_event(level: int, event: str, **fields: object) -> None:
 def policy_of(cfg: Config) -> Policy:
     """The decision core's tunables from the supervision section of the configuration."""
     sv = cfg.supervision
-    return Policy(max_restarts=sv.max_restarts, restart_window=sv.restart_window,
-                  flap_max_failovers=sv.flap_max_failovers, flap_window=sv.flap_window)
+    return Policy(
+        max_restarts=sv.max_restarts,
+        restart_window=sv.restart_window,
+        flap_max_failovers=sv.flap_max_failovers,
+        flap_window=sv.flap_window,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,16 +142,26 @@ class _Record:
 class Sentinel:
     """One server's sentinel. ``run()`` blocks until ``stop()``; see the module docstring."""
 
-    def __init__(self, cfg: Config, *, clock: Callable[[], float] = time.monotonic,
-                 ready: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        ready: Callable[[], None] | None = None,
+    ) -> None:
         self.cfg = cfg
         self.me = cfg.server
         self.clock = clock
         self._ready_hook = ready
         d = cfg.directory
         self.providers = Providers(d.uris, d.credentials, servers=d.provider_servers)
-        self.store = Store(self.providers, d.suffix, base=d.base, pulse_base=d.pulse_suffix,
-                           event_limit=cfg.event_limit)
+        self.store = Store(
+            self.providers,
+            d.suffix,
+            base=d.base,
+            pulse_base=d.pulse_suffix,
+            event_limit=cfg.event_limit,
+        )
         # Reads and watches prefer this server's own provider when it is configured.
         read_uris = list(d.uris)
         if d.local_uri:
@@ -138,9 +169,13 @@ class Sentinel:
         self.read_providers = Providers(read_uris, d.credentials)
         self.cache = ClusterCache(move_kinds=frozenset(k.value for k in MOVES))
         self.watch = Watch(self.read_providers, d.base, attributes=APP_ATTRS, name="cluster")
-        self.pulse_watch = Watch(self.read_providers, d.pulse_suffix,
-                                 filter="(objectClass=ndsclustPulseEntry)",
-                                 attributes=("cn", "ndsclustPulse"), name="pulse")
+        self.pulse_watch = Watch(
+            self.read_providers,
+            d.pulse_suffix,
+            filter="(objectClass=ndsclustPulseEntry)",
+            attributes=("cn", "ndsclustPulse"),
+            name="pulse",
+        )
         self.channels: dict[str, Channel] = {}
         self.directory_channel: DirectoryChannel | None = None
         self.lan: LanChannel | None = None
@@ -153,21 +188,35 @@ class Sentinel:
         timeouts = {name: ch.timeout for name, ch in self.channels.items()}
         self.detector = Detector(timeouts, self.me, started, cfg.timeouts.startup_grace)
         fence_detect = cfg.timeouts.fence - KILL_ALLOWANCE
-        self.fence_detector = Detector({n: fence_detect for n in self._fence_channels()},
-                                       self.me, started, cfg.timeouts.startup_grace)
+        self.fence_detector = Detector(
+            {n: fence_detect for n in self._fence_channels()},
+            self.me,
+            started,
+            cfg.timeouts.startup_grace,
+        )
         self.policy = policy_of(cfg)
-        self.supervisor = Supervisor(self.me, logger=logging.getLogger("ndsclust.programs"),
-                                     control_socket=cfg.control_socket,
-                                     lease_timeout=cfg.timeouts.lease)
+        self.supervisor = Supervisor(
+            self.me,
+            logger=logging.getLogger("ndsclust.programs"),
+            control_socket=cfg.control_socket,
+            lease_timeout=cfg.timeouts.lease,
+        )
         # The cluster-aware API (ndsclust.aware) talks to this server through the control
         # socket; its own connection keeps programs' marker writes out of the loop's way.
         self.control: ControlServer | None = None
         if cfg.control_socket:
             self.control = ControlServer(
-                cfg.control_socket, self.me,
-                Store(Providers(d.uris, d.credentials), d.suffix, base=d.base,
-                      pulse_base=d.pulse_suffix, event_limit=cfg.event_limit),
-                user=cfg.programs.user)
+                cfg.control_socket,
+                self.me,
+                Store(
+                    Providers(d.uris, d.credentials),
+                    d.suffix,
+                    base=d.base,
+                    pulse_base=d.pulse_suffix,
+                    event_limit=cfg.event_limit,
+                ),
+                user=cfg.programs.user,
+            )
         self._sup_lock = threading.RLock()
         self._stop = threading.Event()
         self._leaving = False
@@ -180,8 +229,8 @@ class Sentinel:
         # smallest silence after which a channel, or the fence detector, would call a peer
         # dead (see "Coming back" above).
         self._stall_limit = min([fence_detect, *timeouts.values()])
-        self._rejoin_wanted = threading.Event()   # the keeper asks the loop to rejoin ...
-        self._rejoin_why = ""                       # ... for this reason
+        self._rejoin_wanted = threading.Event()  # the keeper asks the loop to rejoin ...
+        self._rejoin_why = ""  # ... for this reason
         self.rejoin = Rejoin(barrier_retry=BARRIER_RETRY, recheck=REPLICATION_CHECK_INTERVAL)
         # Answers of the rejoin's probes and barrier writes, from pool threads to the loop.
         self._rejoin_answers: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
@@ -206,24 +255,38 @@ class Sentinel:
     def _build_channels(self) -> None:
         cfg = self.cfg
         if cfg.lan:
-            self.lan = LanChannel(me=self.me, cluster=cfg.cluster, bind=list(cfg.lan.addresses),
-                                  keys=dict(cfg.lan.keys), send_key_id=cfg.lan.send_key,
-                                  interval=cfg.lan.interval, timeout=cfg.lan.timeout)
+            self.lan = LanChannel(
+                me=self.me,
+                cluster=cfg.cluster,
+                bind=list(cfg.lan.addresses),
+                keys=dict(cfg.lan.keys),
+                send_key_id=cfg.lan.send_key,
+                interval=cfg.lan.interval,
+                timeout=cfg.lan.timeout,
+            )
             self.channels["lan"] = self.lan
         if cfg.directory_channel:
-            self.directory_channel = DirectoryChannel(me=self.me,
-                                                      timeout=cfg.directory_channel.timeout)
+            self.directory_channel = DirectoryChannel(
+                me=self.me, timeout=cfg.directory_channel.timeout
+            )
             self.channels["directory"] = self.directory_channel
         if cfg.disk:
-            self.channels["disk"] = DiskChannel(me=self.me, cluster=cfg.cluster,
-                                                path=cfg.disk.path, servers=list(cfg.disk.servers),
-                                                interval=cfg.disk.interval,
-                                                timeout=cfg.disk.timeout,
-                                                direct=cfg.disk.direct, sync=cfg.disk.sync)
+            self.channels["disk"] = DiskChannel(
+                me=self.me,
+                cluster=cfg.cluster,
+                path=cfg.disk.path,
+                servers=list(cfg.disk.servers),
+                interval=cfg.disk.interval,
+                timeout=cfg.disk.timeout,
+                direct=cfg.disk.direct,
+                sync=cfg.disk.sync,
+            )
         if cfg.witness:
-            self.witness = WitnessChannel(address=cfg.witness.address,
-                                          interval=cfg.witness.interval,
-                                          timeout=cfg.witness.timeout)
+            self.witness = WitnessChannel(
+                address=cfg.witness.address,
+                interval=cfg.witness.interval,
+                timeout=cfg.witness.timeout,
+            )
 
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
         t = threading.Thread(target=target, name=f"sentinel-{name}", daemon=True)
@@ -234,15 +297,24 @@ class Sentinel:
 
     def run(self) -> int:
         """Run until ``stop()``; returns the process exit status."""
-        log_event(logging.INFO, "sentinel_start", server=self.me, pid=os.getpid(),
-                  channels=",".join(self.channels) or "-",
-                  witness=self.cfg.witness.address if self.cfg.witness else "-")
+        log_event(
+            logging.INFO,
+            "sentinel_start",
+            server=self.me,
+            pid=os.getpid(),
+            channels=",".join(self.channels) or "-",
+            witness=self.cfg.witness.address if self.cfg.witness else "-",
+        )
         if self.control:
             try:
                 self.control.start()
             except ConfigError as e:
-                log_event(logging.ERROR, "control_socket_failed", server=self.me,
-                          error=str(e).replace("\n", ";"))
+                log_event(
+                    logging.ERROR,
+                    "control_socket_failed",
+                    server=self.me,
+                    error=str(e).replace("\n", ";"),
+                )
                 return 2
         for ch in self.channels.values():
             ch.start()
@@ -262,10 +334,15 @@ class Sentinel:
                 if self._stop.is_set() and not self._leaving:
                     self._leaving = True
                     leave_deadline = now + self.cfg.timeouts.stop_grace + HANDOFF_DEADLINE_EXTRA
-                    log_event(logging.INFO, "sentinel_stopping", server=self.me,
-                              action="unload and hand programs to backups")
-                if self._leaving and (self._nothing_left() or
-                                      (leave_deadline is not None and now > leave_deadline)):
+                    log_event(
+                        logging.INFO,
+                        "sentinel_stopping",
+                        server=self.me,
+                        action="unload and hand programs to backups",
+                    )
+                if self._leaving and (
+                    self._nothing_left() or (leave_deadline is not None and now > leave_deadline)
+                ):
                     break
                 self.cycle(now)
                 self._progress = self.clock()
@@ -280,9 +357,14 @@ class Sentinel:
 
     def reload(self, new: Config) -> None:
         """Take over what can change while running: resources, supervision, notify, events."""
-        self.cfg = replace(self.cfg, resources=new.resources, supervision=new.supervision,
-                           notify_command=new.notify_command, event_limit=new.event_limit,
-                           log_level=new.log_level)
+        self.cfg = replace(
+            self.cfg,
+            resources=new.resources,
+            supervision=new.supervision,
+            notify_command=new.notify_command,
+            event_limit=new.event_limit,
+            log_level=new.log_level,
+        )
         self.store.event_limit = new.event_limit
         self.policy = policy_of(new)
 
@@ -328,15 +410,22 @@ class Sentinel:
         while (ev := self.watch.get(0)) is not None:
             if isinstance(ev, Changed):
                 self.cache.put(ev.entry.uuid, ev.entry.dn, ev.entry.attributes)
-                if self.rejoin.pending and _is_rejoin_of(ev.entry.attributes, self.me) \
-                        and self.rejoin.echoed(ev.entry.dn):
+                if (
+                    self.rejoin.pending
+                    and _is_rejoin_of(ev.entry.attributes, self.me)
+                    and self.rejoin.echoed(ev.entry.dn)
+                ):
                     self._rejoined()
             elif isinstance(ev, Deleted):
                 self.cache.delete(ev.uuid)
             elif isinstance(ev, RefreshDone) and not self._refreshed:
                 self._refreshed = True
-                log_event(logging.INFO, "directory_ready", server=self.me,
-                          provider=self.watch.provider or "-")
+                log_event(
+                    logging.INFO,
+                    "directory_ready",
+                    server=self.me,
+                    provider=self.watch.provider or "-",
+                )
                 if self._ready_hook:
                     self._ready_hook()
         while (ev := self.pulse_watch.get(0)) is not None:
@@ -377,18 +466,23 @@ class Sentinel:
             out.setdefault(m.tag, {}).setdefault(m.kind, []).append(now - (wall - m.wall))
             if m.tag not in last or m.wall >= last[m.tag][0]:
                 last[m.tag] = (m.wall, m.kind)
-        return {tag: History(failovers=tuple(sorted(k.get(EventKind.FAILOVER.value, []))),
-                             handoffs=tuple(sorted(k.get(EventKind.HANDOFF.value, []))),
-                             last_move=EventKind(last[tag][1]))
-                for tag, k in out.items()}
+        return {
+            tag: History(
+                failovers=tuple(sorted(k.get(EventKind.FAILOVER.value, []))),
+                handoffs=tuple(sorted(k.get(EventKind.HANDOFF.value, []))),
+                last_move=EventKind(last[tag][1]),
+            )
+            for tag, k in out.items()
+        }
 
     def view(self, now: float) -> View:
         snap = self.cache.snapshot()
         history = self._history(now)
         for tag, app in snap.apps.items():
             if app.state.state is AppState.LOADING and app.state.reason in MOVE_VALUES:
-                history[tag] = replace(history.get(tag, History()),
-                                       last_move=EventKind(app.state.reason))
+                history[tag] = replace(
+                    history.get(tag, History()), last_move=EventKind(app.state.reason)
+                )
         servers = dict(snap.servers)
         if self._leaving and self.me in servers:
             # A stopping sentinel behaves as a server in maintenance: it unloads its
@@ -397,8 +491,9 @@ class Sentinel:
         if self.lan and self.cache.version != self._peers_version:
             self._peers_version = self.cache.version
             self.lan.set_peers({s.name: s.addresses for s in servers.values() if s.name != self.me})
-        liveness = self.detector.liveness(self._observations(), now, list(servers),
-                                          blind=self._blind())
+        liveness = self.detector.liveness(
+            self._observations(), now, list(servers), blind=self._blind()
+        )
         self._follow_write_provider(now, liveness)
         if self.rejoin.in_grace(now):
             # Just out of fencing: a peer not heard since may be a live host; count every
@@ -406,12 +501,19 @@ class Sentinel:
             liveness = replace(liveness, grace=frozenset(s for s in servers if s != self.me))
         with self._sup_lock:
             procs = dict(self.supervisor.table())
-        return View(apps=snap.apps, servers=servers, liveness=liveness, procs=procs,
-                    resources=self.cfg.resources, replication_caught_up=self._caught_up.is_set(),
-                    fenced=self._fenced.is_set() or self._cut_off(now, list(servers)),
-                    registering=self._registering,
-                    starts_held=self.rejoin.in_grace(now) or now < self._hold_starts_until,
-                    history=history, said=dict(self._said))
+        return View(
+            apps=snap.apps,
+            servers=servers,
+            liveness=liveness,
+            procs=procs,
+            resources=self.cfg.resources,
+            replication_caught_up=self._caught_up.is_set(),
+            fenced=self._fenced.is_set() or self._cut_off(now, list(servers)),
+            registering=self._registering,
+            starts_held=self.rejoin.in_grace(now) or now < self._hold_starts_until,
+            history=history,
+            said=dict(self._said),
+        )
 
     def cycle(self, now: float) -> list[Action]:
         """One decision cycle (the patroni-style run_cycle, with the decision made pure)."""
@@ -440,9 +542,16 @@ class Sentinel:
             self._advance_rejoin(now, view)
             if self.rejoin.pending:
                 return []
-        key = (self.cache.version, view.fenced, view.replication_caught_up, view.registering,
-               self._leaving, tuple(sorted(view.liveness.seen.items())), view.liveness.grace,
-               tuple(sorted((t, p.state, p.paused, p.pid) for t, p in view.procs.items())))
+        key = (
+            self.cache.version,
+            view.fenced,
+            view.replication_caught_up,
+            view.registering,
+            self._leaving,
+            tuple(sorted(view.liveness.seen.items())),
+            view.liveness.grace,
+            tuple(sorted((t, p.state, p.paused, p.pid) for t, p in view.procs.items())),
+        )
         if key == self._last_key and now - self._last_decide < RECHECK_INTERVAL:
             # Nothing the decision depends on has changed: skip the work (a thousand
             # applications make a decision cycle cost milliseconds). Time-based rules
@@ -467,20 +576,33 @@ class Sentinel:
         for name, ch in self.channels.items():
             stats = dict(ch.stats())
             before = self._stats_seen.get(name, {})
-            grew = {k: v - before.get(k, 0) for k, v in stats.items()
-                    if (k.startswith(PROBLEM_PREFIXES) or k.endswith("_errors"))
-                    and v > before.get(k, 0)}
+            grew = {
+                k: v - before.get(k, 0)
+                for k, v in stats.items()
+                if (k.startswith(PROBLEM_PREFIXES) or k.endswith("_errors"))
+                and v > before.get(k, 0)
+            }
             self._stats_seen[name] = stats
             if grew or stats.get("degraded"):
-                log_event(logging.WARNING, "channel_counters", server=self.me, channel=name,
-                          degraded=stats.get("degraded", 0),
-                          **{k: f"+{v}" for k, v in sorted(grew.items())})
+                log_event(
+                    logging.WARNING,
+                    "channel_counters",
+                    server=self.me,
+                    channel=name,
+                    degraded=stats.get("degraded", 0),
+                    **{k: f"+{v}" for k, v in sorted(grew.items())},
+                )
 
     def _log_exit(self, info: ProcInfo) -> None:
         level = logging.INFO if info.stop_requested else logging.WARNING
-        log_event(level, "program_exit", tag=info.tag, server=self.me,
-                  code=info.exit_code if info.exit_code is not None else "-",
-                  reason=info.reason or ("unloaded" if info.stop_requested else "exited"))
+        log_event(
+            level,
+            "program_exit",
+            tag=info.tag,
+            server=self.me,
+            code=info.exit_code if info.exit_code is not None else "-",
+            reason=info.reason or ("unloaded" if info.stop_requested else "exited"),
+        )
 
     # -- executing actions ------------------------------------------------------------------
 
@@ -501,8 +623,7 @@ class Sentinel:
     def _run_group(self, group: list[Action], view: View, now: float) -> None:
         tag = group[0].tag
         # The kind of move the group makes (failover, migrate, ...), written with its swap.
-        move = next((a.kind for a in group if isinstance(a, RecordEvent) and a.kind in MOVES),
-                    None)
+        move = next((a.kind for a in group if isinstance(a, RecordEvent) and a.kind in MOVES), None)
         for action in group:
             try:
                 self._do(action, view, now, move)
@@ -511,17 +632,24 @@ class Sentinel:
                 return
             except SwapConflict as e:
                 # Someone changed the entry first: re-read and decide again next cycle.
-                log_event(logging.INFO, "swap_conflict", tag=tag, server=self.me,
-                          attribute=e.attribute, expected=e.expected or "-",
-                          wanted=e.new or "-")
+                log_event(
+                    logging.INFO,
+                    "swap_conflict",
+                    tag=tag,
+                    server=self.me,
+                    attribute=e.attribute,
+                    expected=e.expected or "-",
+                    wanted=e.new or "-",
+                )
                 self._read_back(tag)
                 return
             except SupervisorError as e:
                 said = (tag, EventKind.ERROR, str(e))
                 if now - self._said.get(said, -1e18) >= self.policy.repeat_after:
                     self._said[said] = now
-                    log_event(logging.ERROR, "supervisor_error", tag=tag, server=self.me,
-                              error=str(e))
+                    log_event(
+                        logging.ERROR, "supervisor_error", tag=tag, server=self.me, error=str(e)
+                    )
                     self._records.put(_Record(EventKind.ERROR, tag, str(e), False))
                     self._records.put(_Record(EventKind.ERROR, tag, str(e), True))
                 return
@@ -555,10 +683,18 @@ class Sentinel:
         first = self.providers.order()[0]
         if first != self._write_provider:
             was, self._write_provider = self._write_provider, first
-            log_event(logging.INFO, "write_provider", server=self.me,
-                      provider=self.providers.uris[first], was=self.providers.uris[was],
-                      reason=("its server is dead on every channel" if self.providers.dead(was)
-                              else "its server is heard again"))
+            log_event(
+                logging.INFO,
+                "write_provider",
+                server=self.me,
+                provider=self.providers.uris[first],
+                was=self.providers.uris[was],
+                reason=(
+                    "its server is dead on every channel"
+                    if self.providers.dead(was)
+                    else "its server is heard again"
+                ),
+            )
 
     def _advance_rejoin(self, now: float, view: View) -> None:
         """Take in the answers of the rejoin's probes and writes; start its next step."""
@@ -570,8 +706,13 @@ class Sentinel:
         if not self.rejoin.pending:
             return
         if self.rejoin.overdue(now):
-            log_event(logging.WARNING, "rejoin_barrier_overdue", server=self.me,
-                      waited_s=BARRIER_RETRY, provider=self.watch.provider or "-")
+            log_event(
+                logging.WARNING,
+                "rejoin_barrier_overdue",
+                server=self.me,
+                waited_s=BARRIER_RETRY,
+                provider=self.watch.provider or "-",
+            )
         step = self.rejoin.next_step(now)
         if isinstance(step, CheckView):
             self._pool.submit(self._check_view, step.generation, *self._view_rule(view))
@@ -585,38 +726,52 @@ class Sentinel:
         map, a majority, or every live server's share of it)."""
         peers = [u for i, u in enumerate(self.providers.uris) if not self.providers.dead(i)]
         servers = self.providers.servers
-        required = {self.providers.uris[i] for i, s in servers.items()
-                    if s is not None and s != self.me and view.liveness.alive(ServerName(s))}
+        required = {
+            self.providers.uris[i]
+            for i, s in servers.items()
+            if s is not None and s != self.me and view.liveness.alive(ServerName(s))
+        }
         if any(servers.values()):
             return peers, required, 1
         alive = 1 + sum(1 for s in view.servers if s != self.me and view.liveness.alive(s))
         return peers, required, min(len(self.providers.uris) // 2 + 1, alive)
 
-    def _check_view(self, generation: int, peers: list[str], required: set[str],
-                    quorum: int) -> None:
+    def _check_view(
+        self, generation: int, peers: list[str], required: set[str], quorum: int
+    ) -> None:
         uri = self.watch.provider
         if uri is None:
             ok, why = False, "the watch is reconnecting"
         else:
             try:
-                ok, why = caught_up(uri, peers, self.cfg.directory.credentials,
-                                    [self.cfg.directory.suffix], required=required,
-                                    quorum=quorum, timeout=VIEW_PROBE_TIMEOUT)
-            except Exception as e:   # a pool thread's exception would vanish with its future
+                ok, why = caught_up(
+                    uri,
+                    peers,
+                    self.cfg.directory.credentials,
+                    [self.cfg.directory.suffix],
+                    required=required,
+                    quorum=quorum,
+                    timeout=VIEW_PROBE_TIMEOUT,
+                )
+            except Exception as e:  # a pool thread's exception would vanish with its future
                 ok, why = False, f"view check failed: {e}"
 
         def answer() -> None:
             if self.rejoin.view_checked(generation, self.clock(), ok, why):
-                log_event(logging.WARNING, "rejoin_waits", server=self.me,
-                          provider=uri or "-", why=why)
+                log_event(
+                    logging.WARNING, "rejoin_waits", server=self.me, provider=uri or "-", why=why
+                )
+
         self._rejoin_answers.put(answer)
 
     def _write_barrier(self, generation: int) -> None:
         dn: str | None = None
         try:
             event = self._writer.record_event(
-                EventKind.REJOIN.value, server=self.me,
-                text=f"{self.me} rejoins: waits for its watch to deliver this event")
+                EventKind.REJOIN.value,
+                server=self.me,
+                text=f"{self.me} rejoins: waits for its watch to deliver this event",
+            )
             dn = event.dn
         except NdsclustError as e:
             # Written again at the next step: until then nothing is decided.
@@ -628,12 +783,18 @@ class Sentinel:
         def answer() -> None:
             if self.rejoin.barrier_written(generation, self.clock(), dn):
                 self._rejoined()
+
         self._rejoin_answers.put(answer)
 
     def _rejoined(self) -> None:
         self._last_key = None
-        log_event(logging.INFO, "rejoined", server=self.me, provider=self.watch.provider or "-",
-                  write_provider=self.providers.uris[self._write_provider])
+        log_event(
+            logging.INFO,
+            "rejoined",
+            server=self.me,
+            provider=self.watch.provider or "-",
+            write_provider=self.providers.uris[self._write_provider],
+        )
 
     @property
     def _writer(self) -> Store:
@@ -641,8 +802,13 @@ class Sentinel:
         store: Store | None = getattr(self._local, "store", None)
         if store is None:
             d = self.cfg.directory
-            store = Store(self.providers, d.suffix, base=d.base, pulse_base=d.pulse_suffix,
-                          event_limit=self.cfg.event_limit)
+            store = Store(
+                self.providers,
+                d.suffix,
+                base=d.base,
+                pulse_base=d.pulse_suffix,
+                event_limit=self.cfg.event_limit,
+            )
             self._local.store = store
             with self._writers_lock:
                 self._writers.append(store)
@@ -654,19 +820,25 @@ class Sentinel:
         uuid = entry.get("entryUUID") if entry else None
         if entry and isinstance(uuid, list) and uuid:
             raw = uuid[0]
-            self.cache.put(raw.decode() if isinstance(raw, bytes) else str(raw),
-                           self._writer.app_dn(tag), entry, local=True)  # type: ignore[arg-type]
+            self.cache.put(
+                raw.decode() if isinstance(raw, bytes) else str(raw),
+                self._writer.app_dn(tag),
+                entry,  # type: ignore[arg-type]
+                local=True,
+            )
         else:
             self._read_back(tag)
 
     def _read_back(self, tag: Tag) -> None:
         """Put the entry as the write provider has it now into the cache (see cache.py)."""
-        found = self._writer.search(self._writer.app_dn(tag), "(objectClass=*)",
-                                  scope=ldap3.BASE, attributes=APP_ATTRS)
+        found = self._writer.search(
+            self._writer.app_dn(tag), "(objectClass=*)", scope=ldap3.BASE, attributes=APP_ATTRS
+        )
         for dn, attrs in found:
             uuid = attrs.get("entryUUID", [b""])[0]
-            self.cache.put(uuid.decode() if isinstance(uuid, bytes) else str(uuid), dn, attrs,
-                           local=True)
+            self.cache.put(
+                uuid.decode() if isinstance(uuid, bytes) else str(uuid), dn, attrs, local=True
+            )
 
     def _app(self, view: View, tag: Tag) -> App:
         app = view.apps.get(tag)
@@ -682,25 +854,49 @@ class Sentinel:
             # Decided while the host was silent: if it is heard again by the time the swap
             # leaves (a connect held up by a provider change or a partition), the claim is
             # withdrawn, so a claim never lands long after its host came back.
-            self._seen_write(tag, w.swap_host(
-                tag, host, self.me, state=StateValue(AppState.LOADING), post_read=APP_ATTRS,
-                unless=None if host is None or host == self.me else
-                lambda: "the host is heard again" if self._heard_now(host) else None))
-            log_event(logging.INFO, "claim", tag=tag, server=self.me,
-                      **{"from": action.expect_host or "-"}, reason=action.reason)
+            self._seen_write(
+                tag,
+                w.swap_host(
+                    tag,
+                    host,
+                    self.me,
+                    state=StateValue(AppState.LOADING),
+                    post_read=APP_ATTRS,
+                    unless=None
+                    if host is None or host == self.me
+                    else lambda: "the host is heard again" if self._heard_now(host) else None,
+                ),
+            )
+            log_event(
+                logging.INFO,
+                "claim",
+                tag=tag,
+                server=self.me,
+                **{"from": action.expect_host or "-"},
+                reason=action.reason,
+            )
         elif isinstance(action, Release):
             # The new host learns why it got the application from the same atomic write
             # (loading(migrate), loading(failback), ...): a migrate must not be taken for a
             # failover and sent straight back before the audit-trail event reaches it.
             state = StateValue(AppState.LOADING, move.value) if move and action.to else None
-            self._seen_write(tag, w.swap_host(tag, action.expect_host, action.to, state=state,
-                                              post_read=APP_ATTRS))
-            log_event(logging.INFO, "release", tag=tag, server=self.me, to=action.to or "-",
-                      reason=action.reason)
+            self._seen_write(
+                tag,
+                w.swap_host(tag, action.expect_host, action.to, state=state, post_read=APP_ATTRS),
+            )
+            log_event(
+                logging.INFO,
+                "release",
+                tag=tag,
+                server=self.me,
+                to=action.to or "-",
+                reason=action.reason,
+            )
         elif isinstance(action, ConsumeRequest):
             self._seen_write(tag, w.consume_request(tag, action.request, post_read=APP_ATTRS))
-            log_event(logging.INFO, "request_done", tag=tag, server=self.me,
-                      request=str(action.request))
+            log_event(
+                logging.INFO, "request_done", tag=tag, server=self.me, request=str(action.request)
+            )
         elif isinstance(action, SetState):
             self._seen_write(tag, w.set_state(tag, action.value, post_read=APP_ATTRS))
         elif isinstance(action, (Load, Restart, LoadPaused)):
@@ -714,10 +910,15 @@ class Sentinel:
             log_event(logging.INFO, "unload", tag=tag, server=self.me, reason=action.reason)
         elif isinstance(action, RecordEvent):
             self._said[(tag, action.kind, action.text)] = now
-            log_event(logging.WARNING if action.kind in (EventKind.FAILED, EventKind.ERROR,
-                                                          EventKind.RESOURCE_MISSING)
-                      else logging.INFO, action.kind.value, tag=tag, server=self.me,
-                      text=action.text)
+            log_event(
+                logging.WARNING
+                if action.kind in (EventKind.FAILED, EventKind.ERROR, EventKind.RESOURCE_MISSING)
+                else logging.INFO,
+                action.kind.value,
+                tag=tag,
+                server=self.me,
+                text=action.text,
+            )
             self._records.put(_Record(action.kind, tag, action.text, False))
         elif isinstance(action, Notify):
             self._records.put(_Record(action.kind, tag, action.text, True))
@@ -725,8 +926,11 @@ class Sentinel:
     def _heard_now(self, server: ServerName) -> bool:
         """Whether any channel hears ``server`` at this instant."""
         now = self.clock()
-        return bool(self.detector.liveness(self._observations(), now, [server],
-                                           blind=self._blind()).channels(server))
+        return bool(
+            self.detector.liveness(
+                self._observations(), now, [server], blind=self._blind()
+            ).channels(server)
+        )
 
     def _blind(self) -> frozenset[str]:
         """Channels that report themselves degraded: failing at this server's end."""
@@ -746,21 +950,32 @@ class Sentinel:
                 return
             allowed = self.cfg.programs.allowed_commands
             if allowed and app.command[0] not in allowed:
-                raise SupervisorError(f"{app.command[0]} is not in programs.allowed_commands "
-                                      f"of server {self.me}; refusing to run it")
+                raise SupervisorError(
+                    f"{app.command[0]} is not in programs.allowed_commands "
+                    f"of server {self.me}; refusing to run it"
+                )
             env = dict(self.cfg.programs.env)
             aware = app.type is AppType.AWARE
             if aware:
                 if self.control is None:
-                    raise SupervisorError(f"{tag} is cluster-aware and needs the control socket; "
-                                          "set control_socket in the sentinel configuration")
+                    raise SupervisorError(
+                        f"{tag} is cluster-aware and needs the control socket; "
+                        "set control_socket in the sentinel configuration"
+                    )
                 # A cluster-aware program loads at once, paused or not; a paused one waits in
                 # wait_until_host until grant() (claims 17-24: paused in the program itself).
                 env["NDSCLUST_TOKEN"] = self.control.admit(tag, granted=not paused)
             try:
-                self.supervisor.start(tag, app.command, paused=paused, gated=aware,
-                                      user=self.cfg.programs.user, cwd=self.cfg.programs.cwd,
-                                      env=env, unload_argv=app.unload_command)
+                self.supervisor.start(
+                    tag,
+                    app.command,
+                    paused=paused,
+                    gated=aware,
+                    user=self.cfg.programs.user,
+                    cwd=self.cfg.programs.cwd,
+                    env=env,
+                    unload_argv=app.unload_command,
+                )
             except SupervisorError:
                 if self.control:
                     self.control.ended(tag)
@@ -769,15 +984,20 @@ class Sentinel:
     def _health_checks(self, view: View, now: float) -> None:
         for tag, app in view.apps.items():
             proc = view.procs.get(tag)
-            if app.health_command is None or app.host != self.me or proc is None \
-                    or proc.state.value != "running":
+            if (
+                app.health_command is None
+                or app.host != self.me
+                or proc is None
+                or proc.state.value != "running"
+            ):
                 continue
             if now < self._health_due.get(tag, 0.0):
                 continue
             self._health_due[tag] = now + self.cfg.supervision.health_interval
             with self._sup_lock:
-                self.supervisor.check_health(tag, app.health_command,
-                                             self.cfg.supervision.health_timeout)
+                self.supervisor.check_health(
+                    tag, app.health_command, self.cfg.supervision.health_timeout
+                )
 
     # -- helper threads -----------------------------------------------------------------------
 
@@ -804,12 +1024,25 @@ class Sentinel:
                 self._fenced.set()
                 with self._sup_lock:
                     self.supervisor.stop_all(0.0)
-                log_event(logging.ERROR, "fenced", server=self.me,
-                          reason="no majority of peers on any channel" + (
-                              "" if self.witness is None or self.witness.reachable(now)
-                              else ", witness unreachable"))
-                self._records.put(_Record(EventKind.FENCED, Tag("-"),
-                                          f"{self.me} is cut off and stopped its programs", True))
+                log_event(
+                    logging.ERROR,
+                    "fenced",
+                    server=self.me,
+                    reason="no majority of peers on any channel"
+                    + (
+                        ""
+                        if self.witness is None or self.witness.reachable(now)
+                        else ", witness unreachable"
+                    ),
+                )
+                self._records.put(
+                    _Record(
+                        EventKind.FENCED,
+                        Tag("-"),
+                        f"{self.me} is cut off and stopped its programs",
+                        True,
+                    )
+                )
             elif not cut_off and self._fenced.is_set():
                 self._fenced.clear()
                 self._ask_rejoin("it was cut off and hears its peers again")
@@ -818,8 +1051,12 @@ class Sentinel:
                 with self._sup_lock:
                     self.supervisor.renew_leases()
             else:
-                log_event(logging.ERROR, "loop_hung", server=self.me,
-                          seconds=round(now - self._progress, 1))
+                log_event(
+                    logging.ERROR,
+                    "loop_hung",
+                    server=self.me,
+                    seconds=round(now - self._progress, 1),
+                )
 
     def _cut_off(self, now: float, servers: list[ServerName]) -> bool:
         """Whether this server must fence itself now (``detector.must_fence``). The keeper
@@ -831,10 +1068,13 @@ class Sentinel:
 
     def _pulse_writer(self) -> None:
         assert self.directory_channel is not None and self.cfg.directory_channel is not None
-        store = Store(Providers(self.cfg.directory.uris, self.cfg.directory.credentials,
-                                timeout=1.0),
-                      self.cfg.directory.suffix, base=self.cfg.directory.base,
-                      pulse_base=self.cfg.directory.pulse_suffix, op_deadline=2.0)
+        store = Store(
+            Providers(self.cfg.directory.uris, self.cfg.directory.credentials, timeout=1.0),
+            self.cfg.directory.suffix,
+            base=self.cfg.directory.base,
+            pulse_base=self.cfg.directory.pulse_suffix,
+            op_deadline=2.0,
+        )
         interval = self.cfg.directory_channel.interval
         try:
             while not self._stop.wait(interval):
@@ -854,25 +1094,51 @@ class Sentinel:
                 self._notify(rec)
                 continue
             try:
-                self.store.record_event(rec.kind.value, server=self.me,
-                                        tag=None if rec.tag == "-" else rec.tag, text=rec.text)
+                self.store.record_event(
+                    rec.kind.value,
+                    server=self.me,
+                    tag=None if rec.tag == "-" else rec.tag,
+                    text=rec.text,
+                )
             except NdsclustError as e:
-                log_event(logging.WARNING, "event_not_recorded", tag=rec.tag, server=self.me,
-                          kind=rec.kind.value, error=str(e))
+                log_event(
+                    logging.WARNING,
+                    "event_not_recorded",
+                    tag=rec.tag,
+                    server=self.me,
+                    kind=rec.kind.value,
+                    error=str(e),
+                )
 
     def _notify(self, rec: _Record) -> None:
         cmd = self.cfg.notify_command
         if not cmd:
             return
-        env = {"PATH": os.defpath, "NDSCLUST_EVENT": rec.kind.value, "NDSCLUST_TAG": rec.tag,
-               "NDSCLUST_SERVER": self.me, "NDSCLUST_TEXT": rec.text}
+        env = {
+            "PATH": os.defpath,
+            "NDSCLUST_EVENT": rec.kind.value,
+            "NDSCLUST_TAG": rec.tag,
+            "NDSCLUST_SERVER": self.me,
+            "NDSCLUST_TEXT": rec.text,
+        }
         try:
-            done = subprocess.run(list(cmd), env=env, stdin=subprocess.DEVNULL,
-                                  capture_output=True, timeout=NOTIFY_TIMEOUT, check=False)
+            done = subprocess.run(
+                list(cmd),
+                env=env,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=NOTIFY_TIMEOUT,
+                check=False,
+            )
             if done.returncode != 0:
-                log_event(logging.WARNING, "notify_failed", tag=rec.tag, server=self.me,
-                          code=done.returncode,
-                          stderr=done.stderr.decode(errors="replace").strip()[:200])
+                log_event(
+                    logging.WARNING,
+                    "notify_failed",
+                    tag=rec.tag,
+                    server=self.me,
+                    code=done.returncode,
+                    stderr=done.stderr.decode(errors="replace").strip()[:200],
+                )
         except (OSError, subprocess.TimeoutExpired) as e:
             log_event(logging.WARNING, "notify_failed", tag=rec.tag, server=self.me, error=str(e))
 
@@ -898,5 +1164,6 @@ class Sentinel:
 def _is_rejoin_of(attrs: Mapping[str, Sequence[str]], me: ServerName) -> bool:
     """Whether an entry from the watch is a rejoin event written by server ``me``."""
     low = {k.lower(): v for k, v in attrs.items()}
-    return (tuple(low.get("ndsclusteventkind", ())) == (EventKind.REJOIN.value,)
-            and tuple(low.get("ndsclusteventserver", ())) == (me,))
+    return tuple(low.get("ndsclusteventkind", ())) == (EventKind.REJOIN.value,) and tuple(
+        low.get("ndsclusteventserver", ())
+    ) == (me,)

@@ -15,6 +15,7 @@ STARTING covers the time between asking the guard to start the program and the g
 confirming the pid; a paused program (a cluster-aware one loaded ahead of failback,
 FIG. 7B) stays in STARTING with ``paused`` set and no pid until it is resumed.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping

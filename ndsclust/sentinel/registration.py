@@ -15,6 +15,7 @@ loads aware copies paused, loads nothing unhosted, and holds every start until r
 has caught up); this module only says which case was found, once, on the first cycle with
 replication caught up.
 """
+
 from __future__ import annotations
 
 from ndsclust.model import App

@@ -25,6 +25,7 @@ asks for the barrier alone.)
 ``next_step`` returns. A new trigger while a rejoin is under way restarts it (a new
 generation): results of the old one are ignored.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -33,8 +34,8 @@ from enum import Enum
 
 class Phase(Enum):
     IDLE = "idle"
-    VIEW = "view"          # waiting for a current view (step 1)
-    BARRIER = "barrier"    # waiting for the barrier's echo (step 2)
+    VIEW = "view"  # waiting for a current view (step 1)
+    BARRIER = "barrier"  # waiting for the barrier's echo (step 2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,16 +59,16 @@ class Rejoin:
     """The rejoin state machine; see the module docstring."""
 
     def __init__(self, *, barrier_retry: float, recheck: float) -> None:
-        self.barrier_retry = barrier_retry      # seconds before an unechoed barrier is rewritten
-        self.recheck = recheck                  # seconds between two view probes
+        self.barrier_retry = barrier_retry  # seconds before an unechoed barrier is rewritten
+        self.recheck = recheck  # seconds between two view probes
         self.phase = Phase.IDLE
         self.generation = 0
         self.reason = ""
-        self.waiting = ""                        # why the last view probe said no
+        self.waiting = ""  # why the last view probe said no
         self.grace_until = 0.0
-        self._busy = False                       # a probe or a barrier write is under way
+        self._busy = False  # a probe or a barrier write is under way
         self._next_probe = 0.0
-        self._barrier: str | None = None         # DN of this generation's barrier, once written
+        self._barrier: str | None = None  # DN of this generation's barrier, once written
         self._retry_at = 0.0
         self._echoes: set[str] = set()
 
@@ -79,8 +80,9 @@ class Rejoin:
     def in_grace(self, now: float) -> bool:
         return now < self.grace_until
 
-    def begin(self, now: float, reason: str, *, grace: float = 0.0,
-              check_view: bool = True) -> bool:
+    def begin(
+        self, now: float, reason: str, *, grace: float = 0.0, check_view: bool = True
+    ) -> bool:
         """(Re)start a rejoin; True when none was under way (the shell logs it)."""
         started = not self.pending
         self.generation += 1

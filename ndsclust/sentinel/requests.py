@@ -14,6 +14,7 @@ it does:
 A request that cannot be honoured is consumed with a ``request_rejected`` event saying
 why; one with nothing to do, with ``request_ignored``. Nothing moves in either case.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -72,43 +73,88 @@ def as_host(vp: Viewpoint, app: App, proc: ProcInfo | None) -> Answer:
         case RequestKind.MIGRATE:
             target = request.target
             if target == me:
-                return Answer(actions=tuple(_decline(
-                    request, EventKind.REQUEST_IGNORED, f"{me} already hosts it", app)))
+                return Answer(
+                    actions=tuple(
+                        _decline(request, EventKind.REQUEST_IGNORED, f"{me} already hosts it", app)
+                    )
+                )
             problem = migrate_problem(vp, app, target)
             if problem is not None:
-                return Answer(actions=tuple(_decline(
-                    request, EventKind.REQUEST_REJECTED, f"nothing moves: {problem}", app)))
+                return Answer(
+                    actions=tuple(
+                        _decline(
+                            request, EventKind.REQUEST_REJECTED, f"nothing moves: {problem}", app
+                        )
+                    )
+                )
             return Answer(move=Move(target, EventKind.MIGRATE, f"migrate to {target}", request))
         case RequestKind.FAILBACK:
             primary = app.primary
             if primary == me:
-                return Answer(actions=tuple(_decline(
-                    request, EventKind.REQUEST_IGNORED,
-                    f"nothing to fail back: the primary {me} hosts it", app)))
+                return Answer(
+                    actions=tuple(
+                        _decline(
+                            request,
+                            EventKind.REQUEST_IGNORED,
+                            f"nothing to fail back: the primary {me} hosts it",
+                            app,
+                        )
+                    )
+                )
             problem = vp.unfit(app, primary)
             if problem is not None:
-                return Answer(actions=tuple(_decline(
-                    request, EventKind.REQUEST_IGNORED, f"cannot fail back: {problem}", app)))
+                return Answer(
+                    actions=tuple(
+                        _decline(
+                            request, EventKind.REQUEST_IGNORED, f"cannot fail back: {problem}", app
+                        )
+                    )
+                )
             # FIG. 7B 866: the operator approved.
-            return Answer(move=Move(primary, EventKind.FAILBACK,
-                                    f"failback to {primary} (approved)", request))
+            return Answer(
+                move=Move(primary, EventKind.FAILBACK, f"failback to {primary} (approved)", request)
+            )
         case RequestKind.LOAD:
             if me not in app.servers():
-                return Answer(actions=tuple(_decline(
-                    request, EventKind.REQUEST_REJECTED,
-                    f"{me} hosts it but is neither its primary nor a backup", app)))
+                return Answer(
+                    actions=tuple(
+                        _decline(
+                            request,
+                            EventKind.REQUEST_REJECTED,
+                            f"{me} hosts it but is neither its primary nor a backup",
+                            app,
+                        )
+                    )
+                )
             if vp.in_maintenance(me):
-                return Answer(actions=tuple(_decline(
-                    request, EventKind.REQUEST_IGNORED,
-                    f"{me} hosts it and is in maintenance: it moves to the next server", app)))
+                return Answer(
+                    actions=tuple(
+                        _decline(
+                            request,
+                            EventKind.REQUEST_IGNORED,
+                            f"{me} hosts it and is in maintenance: it moves to the next server",
+                            app,
+                        )
+                    )
+                )
             if running(proc):
-                return Answer(actions=tuple(_decline(
-                    request, EventKind.REQUEST_IGNORED, f"already running on {me}", app)))
+                return Answer(
+                    actions=tuple(
+                        _decline(
+                            request, EventKind.REQUEST_IGNORED, f"already running on {me}", app
+                        )
+                    )
+                )
             # An operator's load starts it again even past the restart limit (claim 57).
-            return Answer(final=True, actions=(
-                ConsumeRequest(app.tag, request), Load(app.tag),
-                *vp.set_state(app, LOADING),
-                *announce(EventKind.LOAD, app.tag, f"load on {me} (requested)")))
+            return Answer(
+                final=True,
+                actions=(
+                    ConsumeRequest(app.tag, request),
+                    Load(app.tag),
+                    *vp.set_state(app, LOADING),
+                    *announce(EventKind.LOAD, app.tag, f"load on {me} (requested)"),
+                ),
+            )
 
 
 def unhosted(vp: Viewpoint, app: App) -> list[Action]:
@@ -122,24 +168,35 @@ def unhosted(vp: Viewpoint, app: App) -> list[Action]:
         case RequestKind.LOAD:
             target = vp.first_fit(app, None)
             if target == vp.me:
-                return claim_and_load(vp, app, EventKind.LOAD, f"load on {vp.me} (requested)", request)
+                return claim_and_load(
+                    vp, app, EventKind.LOAD, f"load on {vp.me} (requested)", request
+                )
             if target is None and speaker:
-                return _decline(request, EventKind.REQUEST_REJECTED,
-                                f"no server can run it: {vp.why_none_fit(app, None)}", app)
+                return _decline(
+                    request,
+                    EventKind.REQUEST_REJECTED,
+                    f"no server can run it: {vp.why_none_fit(app, None)}",
+                    app,
+                )
             return []
         case RequestKind.MIGRATE:
             problem = migrate_problem(vp, app, request.target)
             if problem is None:
                 if request.target == vp.me:
-                    return claim_and_load(vp, app, EventKind.MIGRATE,
-                                          f"migrate to {vp.me} (it was unloaded)", request)
+                    return claim_and_load(
+                        vp, app, EventKind.MIGRATE, f"migrate to {vp.me} (it was unloaded)", request
+                    )
                 return []
             if speaker:
-                return _decline(request, EventKind.REQUEST_REJECTED, f"nothing moves: {problem}", app)
+                return _decline(
+                    request, EventKind.REQUEST_REJECTED, f"nothing moves: {problem}", app
+                )
             return []
         case RequestKind.UNLOAD | RequestKind.FAILBACK:
             if speaker:
-                return _decline(request, EventKind.REQUEST_IGNORED, "it is not loaded anywhere", app)
+                return _decline(
+                    request, EventKind.REQUEST_IGNORED, "it is not loaded anywhere", app
+                )
             return []
 
 
@@ -151,5 +208,9 @@ def unload_from_dead_host(vp: Viewpoint, app: App) -> list[Action]:
     if vp.speaker(app) != vp.me:
         return []
     text = f"unload requested; host {host} is dead"
-    return [Release(app.tag, None, host, text), ConsumeRequest(app.tag, request),
-            *vp.set_state(app, STOPPED), *announce(EventKind.UNLOAD, app.tag, text)]
+    return [
+        Release(app.tag, None, host, text),
+        ConsumeRequest(app.tag, request),
+        *vp.set_state(app, STOPPED),
+        *announce(EventKind.UNLOAD, app.tag, text),
+    ]

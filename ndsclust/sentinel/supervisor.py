@@ -40,6 +40,7 @@ File descriptors: the sentinel holds one for all of this (the guard's socket), s
 RLIMIT_NOFILE does not bound the number of programs; the guard holds the programs' pipes,
 raises its own limit, and its docstring counts them.
 """
+
 from __future__ import annotations
 
 import errno
@@ -87,9 +88,9 @@ from ndsclust.sentinel.guard import (
 )
 from ndsclust.sentinel.procs import ProcInfo, ProcState, check_transition
 
-MAX_RESTARTS_KEPT = 64     # restart times kept per tag; the core's window needs far fewer
-GUARD_REAP_TIMEOUT = 5.0   # seconds close() waits for the guard to kill everything and exit
-MAX_POLL_BYTES = 1 << 22   # report bytes one poll() reads; the rest waits for the next
+MAX_RESTARTS_KEPT = 64  # restart times kept per tag; the core's window needs far fewer
+GUARD_REAP_TIMEOUT = 5.0  # seconds close() waits for the guard to kill everything and exit
+MAX_POLL_BYTES = 1 << 22  # report bytes one poll() reads; the rest waits for the next
 
 _log = logging.getLogger(__name__)
 
@@ -108,8 +109,9 @@ def format_fields(event: str, **fields: object) -> str:
     return " ".join(parts)
 
 
-def program_env(env: Mapping[str, str] | None, tag: Tag, server: ServerName,
-                control_socket: str | None) -> dict[str, str]:
+def program_env(
+    env: Mapping[str, str] | None, tag: Tag, server: ServerName, control_socket: str | None
+) -> dict[str, str]:
     """The program's whole environment; the ``NDSCLUST_*`` values always come from the sentinel."""
     out: dict[str, str] = {}
     for key, value in (env or {}).items():
@@ -176,9 +178,15 @@ class _Run:
 
     def info(self) -> ProcInfo:
         return ProcInfo(
-            tag=self.tag, state=self.state, pid=self.pid, started_at=self.started_at,
-            exit_code=self.exit_code, restarts=self.restarts, paused=self.paused,
-            stop_requested=self.stop_requested, reason=self.reason,
+            tag=self.tag,
+            state=self.state,
+            pid=self.pid,
+            started_at=self.started_at,
+            exit_code=self.exit_code,
+            restarts=self.restarts,
+            paused=self.paused,
+            stop_requested=self.stop_requested,
+            reason=self.reason,
         )
 
 
@@ -203,15 +211,18 @@ def _prioritize(pid: int) -> tuple[int, dict[str, str]]:
     runtime), the guard keeps the ordinary policy and runs all the same; the log level
     and fields of ``guard_start`` say which."""
     try:
-        os.sched_setscheduler(pid, SCHED_POLICY | os.SCHED_RESET_ON_FORK,
-                              os.sched_param(SCHED_PRIORITY))
+        os.sched_setscheduler(
+            pid, SCHED_POLICY | os.SCHED_RESET_ON_FORK, os.sched_param(SCHED_PRIORITY)
+        )
     except OSError as e:
         error = errno.errorcode.get(e.errno or 0, type(e).__name__)
         return logging.WARNING, {
-            "scheduling": "ordinary", "error": error,
+            "scheduling": "ordinary",
+            "error": error,
             "detail": "real-time priority refused, so the lease kill may wait for a CPU on a "
-                      "saturated server; it needs root or CAP_SYS_NICE and, under systemd, "
-                      "RestrictRealtime=no"}
+            "saturated server; it needs root or CAP_SYS_NICE and, under systemd, "
+            "RestrictRealtime=no",
+        }
     return logging.INFO, {"scheduling": "realtime"}
 
 
@@ -223,14 +234,21 @@ class Supervisor:
     Not thread-safe: callers on several threads hold one lock around every call.
     """
 
-    def __init__(self, server: ServerName, *, lease_timeout: float,
-                 logger: logging.Logger | None = None,
-                 control_socket: str | None = None,
-                 clock: Callable[[], float] = time.monotonic,
-                 python: str = sys.executable,
-                 start_guard: bool = True) -> None:
+    def __init__(
+        self,
+        server: ServerName,
+        *,
+        lease_timeout: float,
+        logger: logging.Logger | None = None,
+        control_socket: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        python: str = sys.executable,
+        start_guard: bool = True,
+    ) -> None:
         if not (lease_timeout > 0 and lease_timeout != float("inf")):
-            raise SupervisorError(f"lease_timeout {lease_timeout!r} must be a finite number of seconds > 0")
+            raise SupervisorError(
+                f"lease_timeout {lease_timeout!r} must be a finite number of seconds > 0"
+            )
         self._server = server
         self._lease_timeout = lease_timeout
         self._logger = logger or _log
@@ -254,8 +272,12 @@ class Supervisor:
     def __enter__(self) -> Supervisor:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()
 
     # -- logging
@@ -287,10 +309,20 @@ class Supervisor:
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             proc = subprocess.Popen(
-                [self._python, "-m", "ndsclust.sentinel.guard",
-                 "--fd", str(theirs.fileno()), "--lease-timeout", repr(self._lease_timeout)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                pass_fds=(theirs.fileno(),), cwd="/", env=self._guard_env,
+                [
+                    self._python,
+                    "-m",
+                    "ndsclust.sentinel.guard",
+                    "--fd",
+                    str(theirs.fileno()),
+                    "--lease-timeout",
+                    repr(self._lease_timeout),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                pass_fds=(theirs.fileno(),),
+                cwd="/",
+                env=self._guard_env,
                 start_new_session=True,
             )
         except OSError as e:
@@ -301,14 +333,15 @@ class Supervisor:
         mine.setblocking(False)
         self._guard = _GuardLink(proc, mine)
         level, scheduling = _prioritize(proc.pid)
-        self._guard_event(level, "guard_start", guard_pid=proc.pid,
-                          lease=f"{self._lease_timeout:g}", **scheduling)
+        self._guard_event(
+            level, "guard_start", guard_pid=proc.pid, lease=f"{self._lease_timeout:g}", **scheduling
+        )
         return self._guard
 
     def _send(self, cmd: Command) -> None:
         guard = self._guard
         if guard is None:
-            return      # the guard is gone: every run it had is already EXITED
+            return  # the guard is gone: every run it had is already EXITED
         guard.out += encode_command(cmd)
         self._flush(guard)
 
@@ -321,7 +354,7 @@ class Supervisor:
             except BlockingIOError:
                 return
             except OSError:
-                guard.out.clear()   # the guard is gone; poll() reads the end of its socket
+                guard.out.clear()  # the guard is gone; poll() reads the end of its socket
                 return
             del guard.out[:sent]
 
@@ -331,8 +364,12 @@ class Supervisor:
         guard.sock.close()
         self._reaping.append(guard.proc)
         lost = [run for run in self._runs.values() if run.state is not ProcState.EXITED]
-        self._guard_event(logging.ERROR if lost else logging.WARNING, "guard_lost",
-                          guard_pid=guard.proc.pid, programs=len(lost))
+        self._guard_event(
+            logging.ERROR if lost else logging.WARNING,
+            "guard_lost",
+            guard_pid=guard.proc.pid,
+            programs=len(lost),
+        )
         for run in lost:
             # Killed without a report: the kernel SIGKILLed the program (parent-death
             # signal); what else is in its group is killed here.
@@ -343,10 +380,18 @@ class Supervisor:
 
     # -- starting
 
-    def start(self, tag: Tag, argv: Sequence[str], *, paused: bool = False,
-              gated: bool = False, user: str | int | None = None, cwd: str | None = None,
-              env: Mapping[str, str] | None = None,
-              unload_argv: Sequence[str] | None = None) -> ProcInfo:
+    def start(
+        self,
+        tag: Tag,
+        argv: Sequence[str],
+        *,
+        paused: bool = False,
+        gated: bool = False,
+        user: str | int | None = None,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        unload_argv: Sequence[str] | None = None,
+    ) -> ProcInfo:
         """Ask the guard to start ``argv``; the pid shows in ``table()`` once it runs.
 
         ``paused``: held until ``resume``, by the guard, or with ``gated`` by the program
@@ -364,11 +409,17 @@ class Supervisor:
                 f"program {tag} is {old.state.value} (pid {old.pid}); stop it before starting it again"
             )
         if not argv or not all(isinstance(a, str) and a for a in argv):
-            raise SupervisorError(f"program {tag}: the command must be a non-empty list of arguments")
+            raise SupervisorError(
+                f"program {tag}: the command must be a non-empty list of arguments"
+            )
         if unload_argv is not None and not unload_argv:
-            raise SupervisorError(f"program {tag}: the unload command is empty; omit it to use SIGTERM")
+            raise SupervisorError(
+                f"program {tag}: the unload command is empty; omit it to use SIGTERM"
+            )
         if cwd is not None and not cwd.startswith("/"):
-            raise SupervisorError(f"program {tag}: working directory {cwd!r} must be an absolute path")
+            raise SupervisorError(
+                f"program {tag}: working directory {cwd!r} must be an absolute path"
+            )
         creds = resolve_user(tag, user, os.geteuid(), os.getegid())
         spec = Spec(
             argv=tuple(argv),
@@ -387,24 +438,33 @@ class Supervisor:
         if old is not None:
             check_transition(tag, old.state, ProcState.STARTING)
             restarts = (*old.restarts, now)[-MAX_RESTARTS_KEPT:]
-        run = _Run(tag=tag, started_at=now, restarts=restarts, paused=paused,
-                   gated=paused and gated)
+        run = _Run(
+            tag=tag, started_at=now, restarts=restarts, paused=paused, gated=paused and gated
+        )
         self._runs[tag] = run
         self._send(Start(tag, spec))
-        self._event(logging.INFO, "program_start", tag, command=shlex.join(argv),
-                    paused="gated" if run.gated else str(paused).lower(), restarts=len(restarts))
+        self._event(
+            logging.INFO,
+            "program_start",
+            tag,
+            command=shlex.join(argv),
+            paused="gated" if run.gated else str(paused).lower(),
+            restarts=len(restarts),
+        )
         return run.info()
 
     def resume(self, tag: Tag) -> None:
         """Start a program that was started ``paused`` (FIG. 7B: the host now names this server)."""
         run = self._run_of(tag)
         if not (run.paused and run.state is ProcState.STARTING):
-            raise SupervisorError(f"program {tag} is {run.state.value} and not paused; nothing to resume")
+            raise SupervisorError(
+                f"program {tag} is {run.state.value} and not paused; nothing to resume"
+            )
         run.paused = False
         if not run.gated:
             self._send(Resume(tag))
         elif run.pid is not None:
-            self._move(run, ProcState.RUNNING)    # already running, held at its own gate
+            self._move(run, ProcState.RUNNING)  # already running, held at its own gate
         self._event(logging.INFO, "program_resume", tag)
 
     # -- stopping
@@ -430,9 +490,14 @@ class Supervisor:
         if run.state is not ProcState.STOPPING:
             self._move(run, ProcState.STOPPING)
             run.reason = reason
-            self._event(logging.INFO if requested else logging.WARNING, "program_stop",
-                        run.tag, pid=run.pid or "-", grace=f"{grace:g}",
-                        **({"reason": reason} if reason else {}))
+            self._event(
+                logging.INFO if requested else logging.WARNING,
+                "program_stop",
+                run.tag,
+                pid=run.pid or "-",
+                grace=f"{grace:g}",
+                **({"reason": reason} if reason else {}),
+            )
         # An unload asked for while a failed health check is already stopping the program
         # still makes the exit one the sentinel wanted: no restart follows.
         run.stop_requested = run.stop_requested or requested
@@ -440,8 +505,9 @@ class Supervisor:
 
     # -- health
 
-    def check_health(self, tag: Tag, argv: Sequence[str], timeout: float, *,
-                     grace: float = 5.0) -> bool:
+    def check_health(
+        self, tag: Tag, argv: Sequence[str], timeout: float, *, grace: float = 5.0
+    ) -> bool:
         """Start a health command for a running program; False if it cannot run now.
 
         The result arrives through ``poll()``. A failure (non-zero exit, a signal, or no
@@ -452,7 +518,9 @@ class Supervisor:
         if run.state is not ProcState.RUNNING or run.health_pending:
             return False
         if not argv or not timeout > 0:
-            raise SupervisorError(f"program {tag}: a health command needs arguments and a timeout > 0")
+            raise SupervisorError(
+                f"program {tag}: a health command needs arguments and a timeout > 0"
+            )
         run.health_pending = True
         run.health_grace = grace
         self._send(Health(tag, timeout, tuple(argv)))
@@ -529,8 +597,13 @@ class Supervisor:
                         run.paused = False
                     if run.state is ProcState.STARTING and not run.paused:
                         self._move(run, ProcState.RUNNING)
-                    self._event(logging.INFO, "program_running", tag, pid=pid,
-                                **({"paused": "gated"} if run.paused else {}))
+                    self._event(
+                        logging.INFO,
+                        "program_running",
+                        tag,
+                        pid=pid,
+                        **({"paused": "gated"} if run.paused else {}),
+                    )
             case Failed(tag, text):
                 if (run := self._live(tag)) is not None:
                     self._exited(run, None, f"could not start: {text}")
@@ -542,11 +615,19 @@ class Supervisor:
                     run.health_pending = False
                     if not ok and run.state is ProcState.RUNNING:
                         self._event(logging.WARNING, "health_failed", tag, pid=run.pid, text=text)
-                        self._begin_stop(run, run.health_grace, requested=False,
-                                         reason=f"health check failed: {text}")
+                        self._begin_stop(
+                            run,
+                            run.health_grace,
+                            requested=False,
+                            reason=f"health check failed: {text}",
+                        )
             case UnloadResult(tag, ok, text):
-                self._event(logging.INFO if ok else logging.WARNING, "unload_command",
-                            tag, result="ok" if ok else text)
+                self._event(
+                    logging.INFO if ok else logging.WARNING,
+                    "unload_command",
+                    tag,
+                    result="ok" if ok else text,
+                )
 
     def _exited(self, run: _Run, code: int | None, reason: str) -> None:
         if run.state is ProcState.EXITED:
@@ -556,9 +637,14 @@ class Supervisor:
         run.health_pending = False
         if not run.reason:
             run.reason = reason
-        self._event(logging.INFO if run.stop_requested else logging.WARNING, "program_exited",
-                    run.tag, pid=run.pid or "-", code="-" if code is None else code,
-                    reason=run.reason)
+        self._event(
+            logging.INFO if run.stop_requested else logging.WARNING,
+            "program_exited",
+            run.tag,
+            pid=run.pid or "-",
+            code="-" if code is None else code,
+            reason=run.reason,
+        )
         self._exits.append(run.info())
 
     # -- housekeeping
@@ -567,7 +653,9 @@ class Supervisor:
         """Drop an exited program's row, restart history included (e.g. after an unload)."""
         run = self._run_of(tag)
         if run.state is not ProcState.EXITED:
-            raise SupervisorError(f"program {tag} is {run.state.value}; only an exited program can be forgotten")
+            raise SupervisorError(
+                f"program {tag} is {run.state.value}; only an exited program can be forgotten"
+            )
         del self._runs[tag]
 
     def _check_open(self) -> None:

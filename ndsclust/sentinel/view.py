@@ -6,6 +6,7 @@ process table and a little bookkeeping of its own (``History``, ``said``). ``Pol
 the tunables. ``Viewpoint`` is the view seen from one server at one instant: the helpers
 every figure needs (is a server alive, may it run this application, and if not, why).
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -21,12 +22,12 @@ from ndsclust.sentinel.procs import ProcInfo, ProcState
 class Policy:
     """Tunables of the decision core; times in seconds."""
 
-    max_restarts: int = 3             # claim 57: restarts in place within restart_window
+    max_restarts: int = 3  # claim 57: restarts in place within restart_window
     restart_window: float = 900.0
-    flap_max_failovers: int = 3       # failovers + hand-offs allowed within flap_window
+    flap_max_failovers: int = 3  # failovers + hand-offs allowed within flap_window
     flap_window: float = 3600.0
-    failback_hold: float = 900.0      # no automatic failback this soon after a hand-off
-    repeat_after: float = 300.0       # a standing condition is recorded again after this
+    failback_hold: float = 900.0  # no automatic failback this soon after a hand-off
+    repeat_after: float = 300.0  # a standing condition is recorded again after this
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,9 +100,14 @@ class Move:
 # The states of the local copy, as the figures need them. A paused copy (FIG. 7B) is
 # STARTING with ``paused`` set: it holds no pid and runs nothing until resumed.
 
+
 def running(proc: ProcInfo | None) -> bool:
     """The local copy runs or is being started: this server is running the application."""
-    return proc is not None and proc.state in (ProcState.STARTING, ProcState.RUNNING) and not proc.paused
+    return (
+        proc is not None
+        and proc.state in (ProcState.STARTING, ProcState.RUNNING)
+        and not proc.paused
+    )
 
 
 def paused(proc: ProcInfo | None) -> bool:
@@ -190,8 +196,10 @@ class Viewpoint:
         return moves >= self.policy.flap_max_failovers
 
     def flap_reason(self, host: ServerName) -> str:
-        return (f"flapping: {self.policy.flap_max_failovers} failovers within "
-                f"{self.policy.flap_window:g}s; staying on {host}")
+        return (
+            f"flapping: {self.policy.flap_max_failovers} failovers within "
+            f"{self.policy.flap_window:g}s; staying on {host}"
+        )
 
     def history(self, tag: Tag) -> History:
         return self.view.history.get(tag, History())
@@ -211,8 +219,9 @@ class Viewpoint:
             return []
         return announce(kind, tag, text)
 
-    def set_state(self, app: App, value: StateValue, kind: EventKind | None = None,
-                  text: str = "") -> list[Action]:
+    def set_state(
+        self, app: App, value: StateValue, kind: EventKind | None = None, text: str = ""
+    ) -> list[Action]:
         """Write ``value`` unless the entry already holds it; announce with the change only,
         so a standing state is announced once."""
         if app.state == value:

@@ -1,4 +1,5 @@
 """End-to-end fixtures: a real lab cluster (slapd providers + sentinel processes) per test."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
@@ -16,8 +17,9 @@ NsLab = Callable[..., tuple[LabCluster, Faults]]
 
 
 @pytest.fixture
-def lab(tmp_path_factory: pytest.TempPathFactory,
-        request: pytest.FixtureRequest) -> Iterator[LabFactory]:
+def lab(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[LabFactory]:
     """``lab(n=3, **options)`` starts a LabCluster; all are stopped after the test, and the
     ledger of each is checked for double runs (invariant 1) whatever the test asserted."""
     started: list[LabCluster] = []
@@ -53,7 +55,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 def nslab(lab: LabFactory) -> Iterator[NsLab]:
     """``nslab(n=3, **options)``: a lab whose servers are network namespaces, and its fault
     injector. Disk faults are undone before the ``lab`` fixture removes the lab's files."""
-    cleanup_stale()   # leftovers of runs whose process was killed; live runs are kept
+    cleanup_stale()  # leftovers of runs whose process was killed; live runs are kept
     made: list[Faults] = []
 
     def make(n: int = 3, **options: Any) -> tuple[LabCluster, Faults]:

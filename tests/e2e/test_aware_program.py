@@ -2,6 +2,7 @@
 it registers itself, resumes from its marker after a failover, and after a failback from
 its paused primary copy the items form one gap-free, duplicate-free sequence. The
 program's output doubles as a ledger: no instant has two active copies."""
+
 from __future__ import annotations
 
 import os
@@ -27,15 +28,35 @@ T = Tag("count")
 REGISTRAR = {"operator_servers": (A,)}
 
 
-def by_hand(c: LabCluster, tag: str = T, server: ServerName = A) -> subprocess.CompletedProcess[str]:
+def by_hand(
+    c: LabCluster, tag: str = T, server: ServerName = A
+) -> subprocess.CompletedProcess[str]:
     """Start the example once by hand on ``server``, as an operator would (FIG. 6)."""
     sock = c.servers[server].dir / "control.sock"
     wait_until(sock.exists, timeout=20, what=f"control socket of {server}")
     env = {k: v for k, v in os.environ.items() if not k.startswith("NDSCLUST_")}
     return subprocess.run(
-        [sys.executable, "-m", aware_counter.MODULE, "--output", str(c.ledger), "--tag", tag,
-         "--primary", A, "--backups", B, "--socket", str(sock)],
-        env=env, capture_output=True, text=True, timeout=60, check=False)
+        [
+            sys.executable,
+            "-m",
+            aware_counter.MODULE,
+            "--output",
+            str(c.ledger),
+            "--tag",
+            tag,
+            "--primary",
+            A,
+            "--backups",
+            B,
+            "--socket",
+            str(sock),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def items(c: LabCluster) -> list[aware_counter.Item]:
@@ -47,8 +68,11 @@ def items_of(c: LabCluster, server: str, pid: int | None = None) -> list[int]:
 
 
 def waiting_pids(c: LabCluster, server: str) -> list[int]:
-    return [int(p[1]) for p in (ln.split() for ln in c.ledger_lines())
-            if len(p) == 5 and p[0] == server and p[2] == T and p[3] == "waiting"]
+    return [
+        int(p[1])
+        for p in (ln.split() for ln in c.ledger_lines())
+        if len(p) == 5 and p[0] == server and p[2] == T and p[3] == "waiting"
+    ]
 
 
 def test_fig6_example_registers_itself_and_bad_input_is_contained(lab: LabFactory) -> None:
@@ -78,8 +102,10 @@ def test_fig6_example_registers_itself_and_bad_input_is_contained(lab: LabFactor
     s.settimeout(10)
     s.connect(str(c.servers[A].dir / "control.sock"))
     try:
-        s.sendall(b"\x00\x01garbage\n" + encode({"id": 1, "op": "hello", "protocol": 1,
-                                                 "tag": T, "token": "forged"}))
+        s.sendall(
+            b"\x00\x01garbage\n"
+            + encode({"id": 1, "op": "hello", "protocol": 1, "tag": T, "token": "forged"})
+        )
         buf, got = LineBuffer(), list[dict[str, object]]()
         while len(got) < 2:
             got += [decode(line) for line in buf.feed(s.recv(65536))]
@@ -93,7 +119,8 @@ def test_fig6_example_registers_itself_and_bad_input_is_contained(lab: LabFactor
 
 
 def test_failover_resumes_at_the_marker_and_failback_continues_from_the_paused_copy(
-        lab: LabFactory) -> None:
+    lab: LabFactory,
+) -> None:
     c = lab(2, **REGISTRAR)
     assert by_hand(c).returncode == 0
     # Failback waits for the operator here, so that the paused copy is in place first.
@@ -115,8 +142,11 @@ def test_failover_resumes_at_the_marker_and_failback_continues_from_the_paused_c
     c.restart_server(A)
     wait_until(lambda: waiting_pids(c, A)[1:], timeout=30, what="a paused copy on alpha")
     paused_pid = waiting_pids(c, A)[-1]
-    wait_until(lambda: c.app(T).state.state is AppState.AWAITING_FAILBACK, timeout=30,
-               what="awaiting-failback")
+    wait_until(
+        lambda: c.app(T).state.state is AppState.AWAITING_FAILBACK,
+        timeout=30,
+        what="awaiting-failback",
+    )
     assert items_of(c, A, paused_pid) == []
     n_b = len(items_of(c, B))
     wait_until(lambda: len(items_of(c, B)) >= n_b + 3, timeout=10, what="beta still counting")
@@ -125,16 +155,22 @@ def test_failover_resumes_at_the_marker_and_failback_continues_from_the_paused_c
     # The operator approves: beta unloads after its item in hand, the host swaps, and the
     # copy already loaded on alpha continues where beta stopped.
     c.store().set_request(T, Request(RequestKind.FAILBACK))
-    wait_until(lambda: len(items_of(c, A, paused_pid)) >= 5, timeout=30,
-               what="the paused copy counting on alpha")
+    wait_until(
+        lambda: len(items_of(c, A, paused_pid)) >= 5,
+        timeout=30,
+        what="the paused copy counting on alpha",
+    )
     last_b = items_of(c, B)[-1]
     resumed_a = aware_counter.resumes(c.ledger_lines(), T)[-1]
     assert (resumed_a.server, resumed_a.pid, resumed_a.n) == (A, paused_pid, last_b)
     assert items_of(c, A, paused_pid)[0] == last_b + 1
     assert c.app(T).host == A
     assert f"program_exited tag={T} server=beta pid=" in c.log_tail(B, 400)
-    assert all(" code=0 " in ln for ln in c.log_tail(B, 400).splitlines()
-               if f"program_exited tag={T} " in ln), "the unloaded copy exits 0"
+    assert all(
+        " code=0 " in ln
+        for ln in c.log_tail(B, 400).splitlines()
+        if f"program_exited tag={T} " in ln
+    ), "the unloaded copy exits 0"
 
     # One sequence: no gap anywhere; repeats only at the kill, none at the clean hand-over.
     nums = [i.n for i in items(c)]

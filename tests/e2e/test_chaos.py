@@ -7,6 +7,7 @@ failover timeout, and with the example file's they take ten times as long, which
 turn these eight trials from about a minute into many. The schedules are the same apart
 from their time scale, the isolation of the write provider's server included (trial 5 of
 seed ``ci`` isolates alpha, tests/unit/test_chaos_plan.py)."""
+
 from __future__ import annotations
 
 import re
@@ -30,8 +31,10 @@ def test_chaos_trials_keep_every_invariant(lab: LabFactory) -> None:
     totals = chaos.run(CI_TRIALS, CI_SEED, lab=c, out=lines.append)
     summary = totals.line(CI_SEED)
     print("\n".join(lines + [summary]))
-    assert summary == (f"chaos: trials={CI_TRIALS} double_runs=0 liveness_violations=0 "
-                       f"diverged_entries=0 seed={CI_SEED}"), "\n".join(lines)
+    assert summary == (
+        f"chaos: trials={CI_TRIALS} double_runs=0 liveness_violations=0 "
+        f"diverged_entries=0 seed={CI_SEED}"
+    ), "\n".join(lines)
 
 
 @pytest.mark.e2e
@@ -40,8 +43,11 @@ def test_replay_of_an_isolating_trial(capsys: pytest.CaptureFixture[str]) -> Non
     keeps the invariants is the test above's business: this one checks that the replay
     injects the isolation and reports in the usual format."""
     names = ["alpha", "beta", "gamma"]
-    i = next(i for i in range(40)
-             if any(s.kind == "isolate" for s in chaos.plan(i, f"{CI_SEED}-{i}", names).steps))
+    i = next(
+        i
+        for i in range(40)
+        if any(s.kind == "isolate" for s in chaos.plan(i, f"{CI_SEED}-{i}", names).steps)
+    )
     code = chaos.main(["--replay", f"{CI_SEED}-{i}", "--lab-timings"])
     out = capsys.readouterr().out
     print(out)
@@ -50,8 +56,11 @@ def test_replay_of_an_isolating_trial(capsys: pytest.CaptureFixture[str]) -> Non
     assert any(line.startswith((f"trial={i} ", f"FAILED trial={i} ")) for line in lines), out
     assert "isolate alpha" in out, out
     assert not re.search(r"skipped \+[0-9.]+s isolate", out), "the isolation was not injected"
-    last = re.fullmatch(r"chaos: trials=1 double_runs=(\d+) liveness_violations=(\d+) "
-                        rf"diverged_entries=(\d+) seed={CI_SEED} stress=off "
-                        r"timings=lab-defaults", lines[-1])
+    last = re.fullmatch(
+        r"chaos: trials=1 double_runs=(\d+) liveness_violations=(\d+) "
+        rf"diverged_entries=(\d+) seed={CI_SEED} stress=off "
+        r"timings=lab-defaults",
+        lines[-1],
+    )
     assert last is not None, lines[-1]
     assert code == (0 if last.groups() == ("0", "0", "0") else 1)

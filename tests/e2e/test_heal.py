@@ -4,6 +4,7 @@ deploy/INSTALL.md lays them out. Healing a server that was cut off together with
 provider must not let it act on that provider's stale copy (two live copies), and cutting
 the write provider's server off by dropped packets must cost its peers no socket timeouts.
 """
+
 from __future__ import annotations
 
 import time
@@ -32,14 +33,15 @@ TIMINGS: dict[str, Any] = EXAMPLE.lab_options()
 
 @pytest.mark.parametrize("auto_recover", [False, True], ids=["approve", "auto"])
 def test_isolated_write_provider_server_heals_without_a_second_copy(
-        nslab: NsLab, auto_recover: bool) -> None:
+    nslab: NsLab, auto_recover: bool
+) -> None:
     """alpha (host, beside the first provider) is cut off on every channel, witness
     included: it fences, beta takes over through its own provider. On the heal alpha's
     provider still names alpha host until replication brings beta's claim; alpha must wait
     for that before it decides, so it never starts a second copy. Without auto-recover the
     application stays on beta awaiting approval (the sharp case: a copy alpha started on
     its stale view would run beside beta's); with it, it comes back to alpha by failback."""
-    c, f = nslab(**TIMINGS)   # the example has a witness: alpha loses it too
+    c, f = nslab(**TIMINGS)  # the example has a witness: alpha loses it too
     c.add_app("web", A, [B, C], auto_recover=auto_recover)
     c.wait_running("web", A)
     f.settle()
@@ -59,17 +61,25 @@ def test_isolated_write_provider_server_heals_without_a_second_copy(
     f.settle()
     if not auto_recover:
         # A copy started on a stale view would show within a few seconds.
-        hold(lambda: not [life for life in lives(c.ledger_lines())
-                          if life.tag == "web" and life.start >= healed], 3.0,
-             "no copy of web started after the heal")
-    print(c.log_tail(A, 30)); print(c.log_tail(B, 30))
+        hold(
+            lambda: (
+                not [
+                    life
+                    for life in lives(c.ledger_lines())
+                    if life.tag == "web" and life.start >= healed
+                ]
+            ),
+            3.0,
+            "no copy of web started after the heal",
+        )
+    print(c.log_tail(A, 30))
+    print(c.log_tail(B, 30))
     assert double_runs(lives(c.ledger_lines())) == []
     assert set(live_copies(c, "web")) == {home}
     assert not check_directory(c.directory)
 
 
-def test_write_provider_server_cut_off_is_replaced_without_socket_timeouts(
-        nslab: NsLab) -> None:
+def test_write_provider_server_cut_off_is_replaced_without_socket_timeouts(nslab: NsLab) -> None:
     """alpha, host of web and beside the write provider, is cut off: its packets are
     dropped (links onto a bridge of their own, its disk path lost), nothing is refused.
     beta's writes must move to its own provider as soon as the channels find alpha dead,
@@ -82,10 +92,11 @@ def test_write_provider_server_cut_off_is_replaced_without_socket_timeouts(
     failover = EXAMPLE.failover
     f.disk_cut(A)
     f.partition([[B, C], [A]])
-    cut = time.monotonic()    # the cut is complete once the ports have moved
+    cut = time.monotonic()  # the cut is complete once the ports have moved
     c.wait_running("web", B, timeout=20)
     started = c.first_start_after("web", cut, server=B)
     assert started is not None
     assert started - cut <= failover + 0.3, (
-        f"web started on beta {started - cut:.3f}s after the cut; failover timeout {failover}s")
+        f"web started on beta {started - cut:.3f}s after the cut; failover timeout {failover}s"
+    )
     assert "event=provider_lost" not in c.log_tail(B, 200)

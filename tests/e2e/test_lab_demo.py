@@ -1,5 +1,6 @@
 """`make demo` runs `ndsclust lab demo`: it must end with the demo line, no double run, and
 leave no process or temp dir behind."""
+
 from __future__ import annotations
 
 import glob
@@ -25,8 +26,12 @@ def _processes(word: str) -> set[int]:
 
 def test_lab_demo_shows_failover_and_failback_and_cleans_up() -> None:
     demo_dirs = set(glob.glob(os.path.join(tempfile.gettempdir(), "ndsclust-demo-*")))
-    out = subprocess.run([sys.executable, "-m", "ndsclust", "lab", "demo"], capture_output=True,
-                         text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "ndsclust", "lab", "demo"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     last = out.stdout.strip().splitlines()[-1]
     m = re.fullmatch(r"demo: failover_ms=(\d+) failback_ms=(\d+) double_runs=(\d+)", last)

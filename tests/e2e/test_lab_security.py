@@ -2,11 +2,12 @@
 bound as its own server entry, and the shipped ACLs enforced on what that identity writes
 (a server writes its own entry and the host, state, marker and request of applications;
 only operators change an application's command or create one)."""
+
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,9 @@ INSUFFICIENT_ACCESS = 50
 def identity(c: LabCluster, name: ServerName) -> Credentials:
     """What the sentinel of ``name`` binds with, read from its own configuration."""
     d = yaml.safe_load(c.servers[name].config_path.read_text())["directory"]
-    return Credentials(bind_dn=d["bind_dn"], password=Path(d["password_file"]).read_text(),
-                       ca_file=d["ca_file"])
+    return Credentials(
+        bind_dn=d["bind_dn"], password=Path(d["password_file"]).read_text(), ca_file=d["ca_file"]
+    )
 
 
 def modify(conn: ldap3.Connection, dn: str, attr: str, value: str) -> int:
@@ -55,8 +57,11 @@ def test_a_sentinel_identity_writes_only_what_the_acls_give_a_server(lab: LabFac
     st = c.store()
     web, alpha, beta = st.app_dn("web"), st.server_dn(A), st.server_dn(B)
     # The sentinel itself wrote the state through its own identity, not the lab admin's.
-    wait_until(lambda: modifiers_name(c, web) == alpha.lower(), timeout=10,
-               what="alpha's sentinel to write web as cn=alpha")
+    wait_until(
+        lambda: modifiers_name(c, web) == alpha.lower(),
+        timeout=10,
+        what="alpha's sentinel to write web as cn=alpha",
+    )
     cfg = yaml.safe_load(c.servers[A].config_path.read_text())["directory"]
     assert cfg["bind_dn"] == alpha and cfg["bind_dn"] != c.directory.admin_dn
     assert Path(cfg["password_file"]).stat().st_mode & 0o777 == 0o600
@@ -68,15 +73,27 @@ def test_a_sentinel_identity_writes_only_what_the_acls_give_a_server(lab: LabFac
         app = st.app("web")
         # Host and state, rewritten with the values they hold: a write the ACLs check,
         # which the sentinels see as no change.
-        conn.modify(web, {"ndsclustHostServer": [(ldap3.MODIFY_REPLACE, [str(app.host)])],
-                          "ndsclustState": [(ldap3.MODIFY_REPLACE, [str(app.state)])]})
+        conn.modify(
+            web,
+            {
+                "ndsclustHostServer": [(ldap3.MODIFY_REPLACE, [str(app.host)])],
+                "ndsclustState": [(ldap3.MODIFY_REPLACE, [str(app.state)])],
+            },
+        )
         assert conn.result["result"] == 0, conn.result
         assert modify(conn, web, "ndsclustCommand", "/bin/sh -c evil") == INSUFFICIENT_ACCESS
         assert modify(conn, web, "ndsclustBackupServer", "beta") == INSUFFICIENT_ACCESS
         assert modify(conn, alpha, "description", "not beta's") == INSUFFICIENT_ACCESS
-        conn.add(f"ndsclustTag=evil,{st.apps_dn}", ["top", "ndsclustApplication"],
-                 {"ndsclustTag": "evil", "ndsclustType": "capable",
-                  "ndsclustCommand": "/bin/true", "ndsclustPrimaryServer": "beta"})
+        conn.add(
+            f"ndsclustTag=evil,{st.apps_dn}",
+            ["top", "ndsclustApplication"],
+            {
+                "ndsclustTag": "evil",
+                "ndsclustType": "capable",
+                "ndsclustCommand": "/bin/true",
+                "ndsclustPrimaryServer": "beta",
+            },
+        )
         assert conn.result["result"] == INSUFFICIENT_ACCESS
     finally:
         conn.unbind()
@@ -85,19 +102,25 @@ def test_a_sentinel_identity_writes_only_what_the_acls_give_a_server(lab: LabFac
 
 
 def test_lab_providers_are_verified_and_doctor_sees_no_plain_ldap(
-        lab: LabFactory, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    lab: LabFactory, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     c = lab(2)
     other = tmp_path / "other-ca"
-    pki.init_ca(other, "lab", datetime.now(timezone.utc))
-    wrong = Credentials(bind_dn=c.directory.admin_dn, password=c.directory.admin_password,
-                        ca_file=str(other / pki.CA_CERT))
+    pki.init_ca(other, "lab", datetime.now(UTC))
+    wrong = Credentials(
+        bind_dn=c.directory.admin_dn,
+        password=c.directory.admin_password,
+        ca_file=str(other / pki.CA_CERT),
+    )
     for uri in c.directory.uris:
         with pytest.raises(ProviderUnreachable, match="CERTIFICATE_VERIFY_FAILED"):
             open_connection(uri, wrong)
     # Plain LDAP is refused by the client before anything is sent.
     with pytest.raises(ConfigError, match="plain LDAP without TLS is refused"):
-        open_connection(c.directory.uris[0].replace("ldaps://", "ldap://"),
-                        Credentials(bind_dn=c.directory.admin_dn, password="x"))
+        open_connection(
+            c.directory.uris[0].replace("ldaps://", "ldap://"),
+            Credentials(bind_dn=c.directory.admin_dn, password="x"),
+        )
 
     capsys.readouterr()
     main(["--config", str(c.servers[A].config_path), "doctor", "--json"])

@@ -11,6 +11,7 @@ partition informed and nothing fails over (the patent's reason for the drive pul
 tests that need a server cut off on every channel therefore also cut its disk path
 (``Faults.disk_cut``).
 """
+
 from __future__ import annotations
 
 import json
@@ -19,7 +20,6 @@ import sys
 import time
 from collections.abc import Callable
 from typing import Any
-
 
 from ndsclust.lab.cluster import LabCluster
 from ndsclust.lab.directory import LabTimeout, wait_until
@@ -48,7 +48,8 @@ def assert_handed_over(c: LabCluster, tag: str, old: str, new: str) -> None:
     assert on_new and on_old
     assert max(on_old) <= min(on_new), (
         f"{tag}: the copy on {old} lived until {max(on_old):.3f}, the one on {new} "
-        f"started at {min(on_new):.3f}")
+        f"started at {min(on_new):.3f}"
+    )
 
 
 def test_lan_cut_with_directory_and_disk_alive_fails_nothing_over(nslab: NsLab) -> None:
@@ -60,8 +61,11 @@ def test_lan_cut_with_directory_and_disk_alive_fails_nothing_over(nslab: NsLab) 
     c.wait_running("web", A)
     t = time.monotonic()
     f.link_down(A, ["lan"])
-    hold(lambda: c.running_on("web") == {A} and not starts_after(c, "web", t), 10.0,
-         "web running on alpha only")
+    hold(
+        lambda: c.running_on("web") == {A} and not starts_after(c, "web", t),
+        10.0,
+        "web running on alpha only",
+    )
     assert c.app("web").host == A
     assert "event=fenced" not in c.log_tail(A, 200)
 
@@ -80,8 +84,11 @@ def test_slow_lan_is_not_a_dead_lan(nslab: NsLab) -> None:
     hold(lambda: c.running_on("web") == {A}, 2.0, "web running on alpha")
     f.disk_cut(A)
     f.link_down(A, ["dir"])
-    hold(lambda: c.running_on("web") == {A} and not starts_after(c, "web", t), 5.0,
-         "web running on alpha only")
+    hold(
+        lambda: c.running_on("web") == {A} and not starts_after(c, "web", t),
+        5.0,
+        "web running on alpha only",
+    )
     assert "event=fenced" not in c.log_tail(A, 200)
 
 
@@ -166,8 +173,11 @@ def test_partition_heals_after_both_sides_claimed(nslab: NsLab) -> None:
     c.wait_running("web", C)
     # The story starts from a directory that agrees: gamma's own writes (running) have
     # reached every provider before the split.
-    wait_until(lambda: c.app("web").state.state is AppState.RUNNING, timeout=10,
-               what="web running on gamma in the directory")
+    wait_until(
+        lambda: c.app("web").state.state is AppState.RUNNING,
+        timeout=10,
+        what="web running on gamma in the directory",
+    )
     f.settle()
     f.partition([[B, C], [A]], nets=["dir"])
     f.kill_sentinel(C)
@@ -182,15 +192,20 @@ def test_partition_heals_after_both_sides_claimed(nslab: NsLab) -> None:
     c.wait_running("web", C, timeout=30)
     f.net.heal()
     try:
-        wait_until(lambda: any(e.kind == "double_claim" and e.server == C
-                               for e in c.store().events(tag="web")),
-                   timeout=30, what="a double_claim event from gamma")
+        wait_until(
+            lambda: any(
+                e.kind == "double_claim" and e.server == C for e in c.store().events(tag="web")
+            ),
+            timeout=30,
+            what="a double_claim event from gamma",
+        )
     except LabTimeout as e:
         raise AssertionError(f"{e}; {directory_view(c, 'web')}") from None
     # The takeover from the dead alpha comes once gamma's start-up grace has passed; only
     # then may heal() restart alpha's sentinel, which would otherwise find itself host.
-    wait_until(lambda: c.app("web").host == C, timeout=30,
-               what="gamma took web over from the dead alpha")
+    wait_until(
+        lambda: c.app("web").host == C, timeout=30, what="gamma took web over from the dead alpha"
+    )
     c.wait_running("web", C, timeout=30)
     f.heal()
     f.settle()
@@ -208,21 +223,29 @@ def test_operator_edits_on_both_sides_of_a_partition_converge(nslab: NsLab) -> N
     c.add_app("cfg", A, [B, C], host=False)
     f.partition([[B, C], [A]], nets=["dir"])
     provider_store(c, A).replace_app_attrs(
-        "cfg", {"ndsclustAutoRecover": ["FALSE"], "description": ["set at alpha"]})
+        "cfg", {"ndsclustAutoRecover": ["FALSE"], "description": ["set at alpha"]}
+    )
     provider_store(c, B).replace_app_attrs(
-        "cfg", {"ndsclustResource": ["disk1"], "description": ["set at beta"]})
+        "cfg", {"ndsclustResource": ["disk1"], "description": ["set at beta"]}
+    )
     assert provider_store(c, A).app("cfg").auto_recover is False
     assert provider_store(c, B).app("cfg").auto_recover is True
     f.heal()
     f.settle()
     dn = c.store().app_dn("cfg")
-    expected = {dn: {"ndsclustAutoRecover": ["FALSE"], "ndsclustResource": ["disk1"],
-                     "description": ["set at beta"]}}
+    expected = {
+        dn: {
+            "ndsclustAutoRecover": ["FALSE"],
+            "ndsclustResource": ["disk1"],
+            "description": ["set at beta"],
+        }
+    }
     assert check_directory(c.directory, expected=expected) == []
     # doctor names the value that was lost, from the providers' accesslogs.
     report = doctor_report(c)
-    [lost] = [f for f in report["findings"] if f["check"] == "overwrite"
-              and f["level"] == "warning"]
+    [lost] = [
+        f for f in report["findings"] if f["check"] == "overwrite" and f["level"] == "warning"
+    ]
     assert lost["subject"].lower() == dn.lower()
     assert lost["message"].startswith("description: 'set at alpha' written via serverID")
     assert "overwritten by 'set at beta'" in lost["message"]
@@ -251,10 +274,23 @@ def doctor_report(c: LabCluster) -> Any:
     pw.write_text(d.admin_password)
     pw.chmod(0o600)
     argv = [opt for uri in d.uris for opt in ("--uri", uri)]
-    argv += ["-D", d.admin_dn, "-y", str(pw), "--suffix", d.suffix,
-             "--pulse-suffix", d.pulse_suffix, "--ca-file", str(d.ca_file), "doctor", "--json"]
-    proc = subprocess.run([sys.executable, "-m", "ndsclust", *argv], capture_output=True,
-                          text=True, timeout=60)
+    argv += [
+        "-D",
+        d.admin_dn,
+        "-y",
+        str(pw),
+        "--suffix",
+        d.suffix,
+        "--pulse-suffix",
+        d.pulse_suffix,
+        "--ca-file",
+        str(d.ca_file),
+        "doctor",
+        "--json",
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-m", "ndsclust", *argv], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode in (0, 1), proc.stderr
     return json.loads(proc.stdout)
 
@@ -269,8 +305,11 @@ def test_clock_step_silences_only_the_lan_channel(nslab: NsLab) -> None:
     c.wait_running("web", A)
     t = time.monotonic()
     f.clock_step(A, 120.0)
-    hold(lambda: c.running_on("web") == {A} and not starts_after(c, "web", t), 5.0,
-         "web running on alpha only")
+    hold(
+        lambda: c.running_on("web") == {A} and not starts_after(c, "web", t),
+        5.0,
+        "web running on alpha only",
+    )
     f.disk_cut(A)
     f.link_down(A, ["dir"])
     c.wait_running("web", B, timeout=20)

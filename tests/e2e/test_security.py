@@ -1,6 +1,7 @@
 """Security on live sentinels: the allow-list refuses a command (error event, nothing runs),
 and neither replayed nor forged heartbeats keep a dead server alive. The ``lab`` fixture
 checks every ledger for double runs."""
+
 from __future__ import annotations
 
 import socket
@@ -16,7 +17,11 @@ from ndsclust.lab.cluster import LabCluster
 from ndsclust.lab.directory import wait_until
 from ndsclust.model import App, AppState, AppType, ServerName, StateValue, Tag
 from ndsclust.sentinel.heartbeat_codec import (
-    HeartbeatRejected, Kind, Packet, decode_and_verify, encode,
+    HeartbeatRejected,
+    Kind,
+    Packet,
+    decode_and_verify,
+    encode,
 )
 
 LabFactory = Callable[..., LabCluster]
@@ -31,18 +36,32 @@ def test_command_outside_the_allow_list_is_refused_and_never_runs(lab: LabFactor
     alpha = c.servers[A]
     c.stop_sentinel(A)
     cfg = c.sentinel_config(alpha)
-    cfg["programs"]["allowed_commands"] = [sys.executable]      # the sample programs' Python
+    cfg["programs"]["allowed_commands"] = [sys.executable]  # the sample programs' Python
     alpha.config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     c.start_sentinel(A)
     proof = c.base_dir / "evil-ran"
-    c.store().add_app(App(tag=Tag("evil"), type=AppType.CAPABLE,
-                          command=("/usr/bin/touch", str(proof)), primary=A, backups=(), host=A,
-                          state=StateValue(AppState.LOADING)))
+    c.store().add_app(
+        App(
+            tag=Tag("evil"),
+            type=AppType.CAPABLE,
+            command=("/usr/bin/touch", str(proof)),
+            primary=A,
+            backups=(),
+            host=A,
+            state=StateValue(AppState.LOADING),
+        )
+    )
     c.add_app("web", A, [])
-    c.wait_running("web", A)               # an allowed program runs as usual
-    wait_until(lambda: [e for e in c.store().events(tag="evil")
-                        if e.kind == "error" and "programs.allowed_commands" in e.text],
-               timeout=15, what="error event naming programs.allowed_commands")
+    c.wait_running("web", A)  # an allowed program runs as usual
+    wait_until(
+        lambda: [
+            e
+            for e in c.store().events(tag="evil")
+            if e.kind == "error" and "programs.allowed_commands" in e.text
+        ],
+        timeout=15,
+        what="error event naming programs.allowed_commands",
+    )
     assert not proof.exists()
     assert c.servers[A].running, c.log_tail(A)
 
@@ -64,7 +83,7 @@ def udp_payload(frame: bytes, src: str) -> bytes | None:
     ihl = (ip[0] & 0x0F) * 4
     if ip[9] != socket.IPPROTO_UDP or socket.inet_ntoa(ip[12:16]) != src:
         return None
-    return ip[ihl + 8:]
+    return ip[ihl + 8 :]
 
 
 def test_replayed_and_forged_heartbeats_do_not_keep_a_dead_server_alive(lab: LabFactory) -> None:
@@ -83,7 +102,7 @@ def test_replayed_and_forged_heartbeats_do_not_keep_a_dead_server_alive(lab: Lab
         sniffer.settimeout(0.2)
         c.add_app("web", B, [A])
         c.wait_running("web", B)
-        captured: dict[bytes, None] = {}     # each frame shows twice on lo: out and in
+        captured: dict[bytes, None] = {}  # each frame shows twice on lo: out and in
 
         def heard_beta() -> bool:
             try:
@@ -107,8 +126,10 @@ def test_replayed_and_forged_heartbeats_do_not_keep_a_dead_server_alive(lab: Lab
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as out:
                 while not stop.is_set():
                     seq += 1
-                    forged = encode(Packet(Kind.REQUEST, B, "lab", seq, 0, time.time(), key_id),
-                                    b"attacker key, not the cluster's" * 2)
+                    forged = encode(
+                        Packet(Kind.REQUEST, B, "lab", seq, 0, time.time(), key_id),
+                        b"attacker key, not the cluster's" * 2,
+                    )
                     for data in (*captured, forged):
                         for host, port in targets:
                             out.sendto(data, (host, int(port)))
@@ -124,9 +145,14 @@ def test_replayed_and_forged_heartbeats_do_not_keep_a_dead_server_alive(lab: Lab
             assert c.servers[name].running, c.log_tail(name)
             assert "channel_crashed" not in c.log_tail(name, 400)
         # The drops are counted and shown to the operator (one line per channel, every 10 s).
-        wait_until(lambda: any("event=channel_counters server=alpha channel=lan" in ln
-                               and "dropped_" in ln for ln in c.log_tail(A, 400).splitlines()),
-                   timeout=15, what="alpha reports the dropped heartbeats")
+        wait_until(
+            lambda: any(
+                "event=channel_counters server=alpha channel=lan" in ln and "dropped_" in ln
+                for ln in c.log_tail(A, 400).splitlines()
+            ),
+            timeout=15,
+            what="alpha reports the dropped heartbeats",
+        )
     finally:
         stop.set()
         if flood is not None:

@@ -1,5 +1,6 @@
 """The sentinel as a service: systemd readiness, SIGTERM hand-off, SIGHUP reload, bad
 configuration, and no false failover under heavy CPU load."""
+
 from __future__ import annotations
 
 import os
@@ -22,11 +23,12 @@ A, B, C = ServerName("alpha"), ServerName("beta"), ServerName("gamma")
 
 
 def test_notify_readiness_and_sigterm_hands_programs_to_the_backup(
-        lab: LabFactory, tmp_path: Path) -> None:
+    lab: LabFactory, tmp_path: Path
+) -> None:
     c = lab(2)
     c.add_app("web", B, [A])
     c.wait_running("web", B)
-    c.stop_sentinel(B)                       # SIGTERM: beta hands web to alpha
+    c.stop_sentinel(B)  # SIGTERM: beta hands web to alpha
     c.wait_running("web", A)
     assert c.app("web").host == A
     # Start beta's sentinel again by hand, as systemd would, with a notify socket.
@@ -35,9 +37,12 @@ def test_notify_readiness_and_sigterm_hands_programs_to_the_backup(
     notify.bind(sock_path)
     notify.settimeout(20)
     srv = c.servers[B]
-    proc = subprocess.Popen([sys.executable, "-m", "ndsclust", "sentinel", "run", "--config",
-                             str(srv.config_path)], env={**os.environ, "NOTIFY_SOCKET": sock_path},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ndsclust", "sentinel", "run", "--config", str(srv.config_path)],
+        env={**os.environ, "NOTIFY_SOCKET": sock_path},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         assert notify.recv(100) == b"READY=1"
         # web failed back to its primary beta (auto-recover) once beta was back.
@@ -59,28 +64,46 @@ def test_sighup_reloads_and_reports_what_needs_a_restart(lab: LabFactory) -> Non
     c = lab(2)
     srv = c.servers[A]
     # Signal handlers are installed before the sentinel starts its watches.
-    wait_until(lambda: "event=directory_ready server=alpha" in c.log_tail("alpha"), timeout=20,
-               what="alpha's sentinel ready")
+    wait_until(
+        lambda: "event=directory_ready server=alpha" in c.log_tail("alpha"),
+        timeout=20,
+        what="alpha's sentinel ready",
+    )
     cfg = yaml.safe_load(srv.config_path.read_text())
     cfg["resources"] = ["san9"]
     cfg["timeouts"]["failover"] = 5.0
     srv.config_path.write_text(yaml.safe_dump(cfg))
     assert srv.pid is not None
     os.kill(srv.pid, signal.SIGHUP)
-    wait_until(lambda: "event=reloaded server=alpha needs_restart=" in c.log_tail("alpha")
-               and "timeouts" in c.log_tail("alpha"),
-               timeout=10, what="reload logged")
+    wait_until(
+        lambda: (
+            "event=reloaded server=alpha needs_restart=" in c.log_tail("alpha")
+            and "timeouts" in c.log_tail("alpha")
+        ),
+        timeout=10,
+        what="reload logged",
+    )
 
 
 def test_bad_configuration_exits_2_naming_every_key(tmp_path: Path) -> None:
     bad = tmp_path / "s.yaml"
-    bad.write_text("server: Alpha\ndirectory: {uris: [http://x], suffix: dc=x}\n"
-                   "channels: {lan: {addresses: ['10.0.0.300:1']}}\n")
-    out = subprocess.run([sys.executable, "-m", "ndsclust", "sentinel", "run", "--config",
-                          str(bad)], capture_output=True, text=True, timeout=30)
+    bad.write_text(
+        "server: Alpha\ndirectory: {uris: [http://x], suffix: dc=x}\n"
+        "channels: {lan: {addresses: ['10.0.0.300:1']}}\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "ndsclust", "sentinel", "run", "--config", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert out.returncode == 2
-    for needle in ("server: 'Alpha' is not a server name", "directory.uris[0]",
-                   "channels.lan.addresses[0]", "channels.lan.key_file: is missing"):
+    for needle in (
+        "server: 'Alpha' is not a server name",
+        "directory.uris[0]",
+        "channels.lan.addresses[0]",
+        "channels.lan.key_file: is missing",
+    ):
         assert needle in out.stderr, out.stderr
 
 
@@ -108,16 +131,27 @@ def test_notify_command_hears_of_every_failover(lab: LabFactory, tmp_path: Path)
     c.wait_running("web", A)
     heard = tmp_path / "notified"
     for srv in c.servers.values():
-        wait_until(lambda: "event=directory_ready" in c.log_tail(srv.name), timeout=20,
-                   what=f"{srv.name} ready")
+        wait_until(
+            lambda: "event=directory_ready" in c.log_tail(srv.name),
+            timeout=20,
+            what=f"{srv.name} ready",
+        )
         cfg = yaml.safe_load(srv.config_path.read_text())
-        cfg["notify"] = {"command": ["/bin/sh", "-c",
-                                     f'echo "$NDSCLUST_EVENT $NDSCLUST_TAG $NDSCLUST_SERVER" >> {heard}']}
+        cfg["notify"] = {
+            "command": [
+                "/bin/sh",
+                "-c",
+                f'echo "$NDSCLUST_EVENT $NDSCLUST_TAG $NDSCLUST_SERVER" >> {heard}',
+            ]
+        }
         srv.config_path.write_text(yaml.safe_dump(cfg))
         assert srv.pid is not None
         os.kill(srv.pid, signal.SIGHUP)
         wait_until(lambda: "event=reloaded" in c.log_tail(srv.name), timeout=10, what="reloaded")
     c.kill_server(A)
     c.wait_running("web", B)
-    wait_until(lambda: heard.exists() and "failover web beta" in heard.read_text(), timeout=10,
-               what="the notify command ran for the failover")
+    wait_until(
+        lambda: heard.exists() and "failover web beta" in heard.read_text(),
+        timeout=10,
+        what="the notify command ran for the failover",
+    )

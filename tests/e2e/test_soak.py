@@ -1,5 +1,6 @@
 """The false-failover soak (tools/bench_soak.py), shortened: a quarter of a minute with the
 lab's fast timings and one sentinel stalled for well under its lease. Nothing may move."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """The machine load of tools/stress.py: it starts what it says and leaves nothing behind."""
+
 from __future__ import annotations
 
 import os
@@ -32,7 +33,7 @@ def test_stress_starts_its_load_and_stops_all_of_it() -> None:
     assert not [pid for pid in pids if alive(pid)], "stress left processes behind"
     assert not base.exists(), "stress left its cluster's directory behind"
     assert s.pids() == [] and lines[-1] == "stress: off"
-    s.stop()                  # idempotent
+    s.stop()  # idempotent
 
 
 def test_a_failed_start_stops_what_it_started(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -47,6 +48,6 @@ def test_a_failed_start_stops_what_it_started(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(Stress, "_start_burners", fail)
     with pytest.raises(OSError, match="no burner"):
         s.start()
-    assert len(dirs) == 1     # the cluster had started when the burners failed
+    assert len(dirs) == 1  # the cluster had started when the burners failed
     assert not dirs[0].exists()
     assert s.lab is None and s.pgid is None and s.pids() == []

@@ -1,4 +1,5 @@
 """Liveness channels over real UDP/TCP sockets on 127.0.0.1 and real files (no directory)."""
+
 from __future__ import annotations
 
 import os
@@ -37,13 +38,22 @@ def running(*channels: Channel) -> Iterator[None]:
     finally:
         for channel in channels:
             channel.stop()
-        leftover = [t.name for t in set(threading.enumerate()) - before if t.name.startswith("ndsclust-")]
+        leftover = [
+            t.name for t in set(threading.enumerate()) - before if t.name.startswith("ndsclust-")
+        ]
         assert leftover == [], f"channel threads still running: {leftover}"
 
 
 def lan(me: ServerName, *bind: str, interval: float = 0.05) -> LanChannel:
-    return LanChannel(me=me, cluster="test", bind=bind or ("127.0.0.1:0",), keys=KEYS,
-                      send_key_id="k1", interval=interval, timeout=0.5)
+    return LanChannel(
+        me=me,
+        cluster="test",
+        bind=bind or ("127.0.0.1:0",),
+        keys=KEYS,
+        send_key_id="k1",
+        interval=interval,
+        timeout=0.5,
+    )
 
 
 def free_udp_port() -> int:
@@ -59,9 +69,14 @@ def test_claim11_two_sentinels_hear_each_other_within_a_second() -> None:
     with running(a, b):
         a.set_peers({B: b.addresses()})
         b.set_peers({A: a.addresses()})
-        wait_until(lambda: B in a.observe(0) and A in b.observe(0), timeout=1.0, what="mutual heartbeats")
-        wait_until(lambda: a.stats()["acks_sent"] > 0 and b.stats()["acks_sent"] > 0, timeout=1.0,
-                   what="acknowledgements")
+        wait_until(
+            lambda: B in a.observe(0) and A in b.observe(0), timeout=1.0, what="mutual heartbeats"
+        )
+        wait_until(
+            lambda: a.stats()["acks_sent"] > 0 and b.stats()["acks_sent"] > 0,
+            timeout=1.0,
+            what="acknowledgements",
+        )
         assert a.stats()["degraded"] == 0
         dropped = {k: v for k, v in a.stats().items() if k.startswith("dropped_") and v}
         assert dropped == {}
@@ -76,7 +91,11 @@ def test_one_live_ring_of_several_is_enough() -> None:
         # to its requests on the one live ring, alpha hears beta through those requests.
         a.set_peers({B: (f"127.0.0.4:{free_udp_port()}",)})
         b.set_peers({A: (dead_ring, a.addresses()[1])})
-        wait_until(lambda: A in b.observe(0) and B in a.observe(0), timeout=1.0, what="heartbeats on one ring")
+        wait_until(
+            lambda: A in b.observe(0) and B in a.observe(0),
+            timeout=1.0,
+            what="heartbeats on one ring",
+        )
         assert a.stats()["acks_sent"] > 0
 
 
@@ -96,19 +115,58 @@ def test_forged_junk_and_replayed_packets_are_dropped_and_counted() -> None:
         host, port = b.addresses()[0].rsplit(":", 1)
         target = (host, int(port))
 
-        forged = encode(Packet(kind=Kind.REQUEST, sender=A, cluster="test", sequence=2**63,
-                               echo=0, timestamp=time.time(), key_id="k1"), b"x" * 32)
-        stranger = encode(Packet(kind=Kind.REQUEST, sender=ServerName("mallory"), cluster="test",
-                                 sequence=2**63, echo=0, timestamp=time.time(), key_id="k1"), KEY)
-        unknown_key = encode(Packet(kind=Kind.REQUEST, sender=A, cluster="test", sequence=2**63,
-                                    echo=0, timestamp=time.time(), key_id="k9"), KEY)
+        forged = encode(
+            Packet(
+                kind=Kind.REQUEST,
+                sender=A,
+                cluster="test",
+                sequence=2**63,
+                echo=0,
+                timestamp=time.time(),
+                key_id="k1",
+            ),
+            b"x" * 32,
+        )
+        stranger = encode(
+            Packet(
+                kind=Kind.REQUEST,
+                sender=ServerName("mallory"),
+                cluster="test",
+                sequence=2**63,
+                echo=0,
+                timestamp=time.time(),
+                key_id="k1",
+            ),
+            KEY,
+        )
+        unknown_key = encode(
+            Packet(
+                kind=Kind.REQUEST,
+                sender=A,
+                cluster="test",
+                sequence=2**63,
+                echo=0,
+                timestamp=time.time(),
+                key_id="k9",
+            ),
+            KEY,
+        )
         for data in (b"hello", os.urandom(200), forged, stranger, unknown_key, captured):
             spy.sendto(data, target)
 
         def counted() -> bool:
             s = b.stats()
-            return all(s[k] >= 1 for k in ("dropped_bad_length", "dropped_bad_mac", "dropped_unknown_sender",
-                                           "dropped_unknown_key", "dropped_replay"))
+            return all(
+                s[k] >= 1
+                for k in (
+                    "dropped_bad_length",
+                    "dropped_bad_mac",
+                    "dropped_unknown_sender",
+                    "dropped_unknown_key",
+                    "dropped_replay",
+                )
+            )
+
         wait_until(counted, timeout=1.0, what="every bad packet counted")
         assert ServerName("mallory") not in b.observe(0)
         # No acknowledge went back to the spy for anything it sent.
@@ -140,8 +198,11 @@ def test_stopped_sentinel_goes_silent_and_a_restarted_one_is_not_a_replay() -> N
         wait_until(lambda: b.stats()["sent"] >= sent + 3, timeout=1.0, what="more beta rounds")
         assert b.observe(0)[A] == heard
         assert heard < stopped_at + 0.2
-        wait_until(lambda: A in detector.liveness({"lan": b.observe(0)}, time.monotonic(), [A]).dead(),
-                   timeout=1.0, what="alpha dead on lan")
+        wait_until(
+            lambda: A in detector.liveness({"lan": b.observe(0)}, time.monotonic(), [A]).dead(),
+            timeout=1.0,
+            what="alpha dead on lan",
+        )
 
         # Same name, fresh process state: its sequence starts above the old run's.
         a2 = lan(A)
@@ -154,8 +215,15 @@ def test_stopped_sentinel_goes_silent_and_a_restarted_one_is_not_a_replay() -> N
 
 def test_lan_configuration_errors_are_all_reported() -> None:
     with pytest.raises(ConfigError) as info:
-        LanChannel(me=A, cluster="test", bind=("10.0.0.300:1", "127.0.0.1"), keys={"k1": b"short"},
-                   send_key_id="k2", interval=1.0, timeout=0.5)
+        LanChannel(
+            me=A,
+            cluster="test",
+            bind=("10.0.0.300:1", "127.0.0.1"),
+            keys={"k1": b"short"},
+            send_key_id="k2",
+            interval=1.0,
+            timeout=0.5,
+        )
     assert len(info.value.problems) == 5
 
 
@@ -171,8 +239,16 @@ def test_unbindable_address_degrades_instead_of_crashing() -> None:
 
 
 def disk(me: ServerName, path: Path, direct: bool = False) -> DiskChannel:
-    return DiskChannel(me=me, cluster="test", path=str(path), servers=(A, B), interval=0.05,
-                       timeout=0.5, sync=direct, direct=direct)
+    return DiskChannel(
+        me=me,
+        cluster="test",
+        path=str(path),
+        servers=(A, B),
+        interval=0.05,
+        timeout=0.5,
+        sync=direct,
+        direct=direct,
+    )
 
 
 @pytest.mark.parametrize("direct", [False, True], ids=["buffered", "direct"])
@@ -181,7 +257,9 @@ def test_fig7a_drive_pulse_between_two_servers(tmp_path: Path, direct: bool) -> 
     a, b = disk(A, path, direct), disk(B, path, direct)
     with running(b):
         with running(a):
-            wait_until(lambda: B in a.observe(0) and A in b.observe(0), timeout=1.0, what="drive pulses")
+            wait_until(
+                lambda: B in a.observe(0) and A in b.observe(0), timeout=1.0, what="drive pulses"
+            )
         assert path.stat().st_size == 2 * SLOT_SIZE
         # alpha's slot no longer changes: beta keeps reading it but hears nothing new.
         writes = b.stats()["writes"]
@@ -211,10 +289,15 @@ def test_garbage_in_a_slot_is_counted_not_heard(tmp_path: Path) -> None:
     try:
         os.pwrite(fd, b"NDSK" + os.urandom(200), 0)
         with running(b):
-            wait_until(lambda: b.stats()["bad_checksum"] + b.stats()["bad_version"] >= 2, timeout=1.0,
-                       what="garbage counted")
+            wait_until(
+                lambda: b.stats()["bad_checksum"] + b.stats()["bad_version"] >= 2,
+                timeout=1.0,
+                what="garbage counted",
+            )
             os.pwrite(fd, os.urandom(64), 0)
-            wait_until(lambda: b.stats()["bad_magic"] >= 2, timeout=1.0, what="foreign data counted")
+            wait_until(
+                lambda: b.stats()["bad_magic"] >= 2, timeout=1.0, what="foreign data counted"
+            )
             assert A not in b.observe(0)
             assert b.stats()["degraded"] == 0
     finally:
@@ -228,8 +311,11 @@ def test_unopenable_disk_file_degrades_then_recovers(tmp_path: Path) -> None:
         wait_until(lambda: b.stats()["open_errors"] >= 2, timeout=1.0, what="open retried")
         assert b.stats()["degraded"] == 1
         missing.parent.mkdir()
-        wait_until(lambda: b.stats()["degraded"] == 0 and b.stats()["writes"] >= 1, timeout=1.0,
-                   what="recovered")
+        wait_until(
+            lambda: b.stats()["degraded"] == 0 and b.stats()["writes"] >= 1,
+            timeout=1.0,
+            what="recovered",
+        )
 
 
 def test_unwritable_disk_degrades_instead_of_crashing() -> None:
@@ -250,8 +336,12 @@ def test_claim43_witness_reachable_while_it_listens() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(16)
-        w = WitnessChannel(address=f"127.0.0.1:{listener.getsockname()[1]}", interval=0.05, timeout=0.3,
-                           connect_timeout=0.05)
+        w = WitnessChannel(
+            address=f"127.0.0.1:{listener.getsockname()[1]}",
+            interval=0.05,
+            timeout=0.3,
+            connect_timeout=0.05,
+        )
         with running(w):
             wait_until(lambda: w.reachable(time.monotonic()), timeout=1.0, what="witness reachable")
             assert w.observe(time.monotonic()) == {}
@@ -264,7 +354,9 @@ def test_claim43_witness_closed_port_is_unreachable() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    w = WitnessChannel(address=f"127.0.0.1:{port}", interval=0.05, timeout=0.3, connect_timeout=0.05)
+    w = WitnessChannel(
+        address=f"127.0.0.1:{port}", interval=0.05, timeout=0.3, connect_timeout=0.05
+    )
     with running(w):
         wait_until(lambda: w.stats()["refused"] >= 3, timeout=1.0, what="probes refused")
         assert not w.reachable(time.monotonic())

@@ -6,6 +6,7 @@ prompts on a terminal) run as ``python -m ndsclust`` subprocesses. Each test wor
 its own cluster base (``--base``), and every refusal is checked by reading the directory
 afterwards: bad input writes nothing.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,7 +29,15 @@ from ndsclust.lab.directory import DirectoryCluster, wait_until
 from ndsclust.ldapstore.connection import Providers
 from ndsclust.ldapstore.store import Store
 from ndsclust.model import (
-    App, AppState, AppType, Request, RequestKind, Server, ServerName, ServerState, StateValue,
+    App,
+    AppState,
+    AppType,
+    Request,
+    RequestKind,
+    Server,
+    ServerName,
+    ServerState,
+    StateValue,
     Tag,
 )
 
@@ -50,7 +59,7 @@ class Cli:
         self.capsys.readouterr()
         try:
             rc = main([*self.options, *argv])
-        except SystemExit as e:        # argparse: usage errors and --help
+        except SystemExit as e:  # argparse: usage errors and --help
             rc = int(e.code or 0)
         out, err = self.capsys.readouterr()
         return rc, out, err
@@ -61,9 +70,13 @@ class Cli:
         return json.loads(out)
 
     def spawn(self, *argv: str, stdin: int = subprocess.DEVNULL) -> subprocess.Popen[str]:
-        return subprocess.Popen([sys.executable, "-m", "ndsclust", *self.options, *argv],
-                                text=True, stdin=stdin, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
+        return subprocess.Popen(
+            [sys.executable, "-m", "ndsclust", *self.options, *argv],
+            text=True,
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
 
     def raw(self, dn: str) -> dict[str, list[bytes]]:
         found = self.store.search(dn, "(objectClass=*)", scope=ldap3.BASE, attributes=["*"])
@@ -71,23 +84,38 @@ class Cli:
 
 
 @pytest.fixture
-def cli(directory: DirectoryCluster, tmp_path: Path,
-        capsys: pytest.CaptureFixture[str]) -> Iterator[Cli]:
+def cli(
+    directory: DirectoryCluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> Iterator[Cli]:
     base = f"ou=c{uuid.uuid4().hex[:8]},{directory.suffix}"
     pw = tmp_path / "pw"
     pw.write_text(directory.admin_password)
     creds = directory.admin_credentials()
-    st = Store(Providers(directory.uris, creds, timeout=2), directory.suffix, base=base,
-               pulse_base=directory.pulse_suffix)
+    st = Store(
+        Providers(directory.uris, creds, timeout=2),
+        directory.suffix,
+        base=base,
+        pulse_base=directory.pulse_suffix,
+    )
     st.ensure_base()
     st.add_server(Server(A, ("127.0.0.1:7101",), frozenset({"san1"})))
     st.add_server(Server(B, ("127.0.0.1:7102",)))
     st.add_server(Server(C, ("127.0.0.1:7103",), frozenset({"san1"})))
     options = [opt for uri in directory.uris for opt in ("--uri", uri)]
     # The bare directory cluster speaks plain LDAP, which the CLI refuses unless allowed.
-    options += ["--allow-plain-ldap", "-D", directory.admin_dn, "-y", str(pw),
-                "--suffix", directory.suffix,
-                "--pulse-suffix", directory.pulse_suffix, "--base", base]
+    options += [
+        "--allow-plain-ldap",
+        "-D",
+        directory.admin_dn,
+        "-y",
+        str(pw),
+        "--suffix",
+        directory.suffix,
+        "--pulse-suffix",
+        directory.pulse_suffix,
+        "--base",
+        base,
+    ]
     try:
         yield Cli(st, options, capsys)
     finally:
@@ -95,9 +123,17 @@ def cli(directory: DirectoryCluster, tmp_path: Path,
 
 
 def add_web(cli: Cli, host: ServerName | None = A, request: Request | None = None) -> App:
-    app = App(Tag("web"), AppType.CAPABLE, ("/bin/sleep", "1000"), A, (B, C), host=host,
-              resources=frozenset({"san1"}), state=StateValue(AppState.RUNNING),
-              request=request)
+    app = App(
+        Tag("web"),
+        AppType.CAPABLE,
+        ("/bin/sleep", "1000"),
+        A,
+        (B, C),
+        host=host,
+        resources=frozenset({"san1"}),
+        state=StateValue(AppState.RUNNING),
+        request=request,
+    )
     cli.store.add_app(app)
     return cli.store.app("web")
 
@@ -114,7 +150,7 @@ class Sentinel(threading.Thread):
     def run(self) -> None:
         try:
             self.act()
-        except BaseException as e:       # reported by finish() in the test's thread
+        except BaseException as e:  # reported by finish() in the test's thread
             self.error = e
 
     def finish(self) -> None:
@@ -124,13 +160,17 @@ class Sentinel(threading.Thread):
             raise self.error
 
 
-def on_request(cli: Cli, tag: str, request: Request,
-               act: Callable[[Store, App], None]) -> Sentinel:
+def on_request(cli: Cli, tag: str, request: Request, act: Callable[[Store, App], None]) -> Sentinel:
     """A sentinel that waits for ``request`` on ``tag``, then does ``act``."""
+
     def run() -> None:
-        wait_until(lambda: cli.store.app(tag).request == request, timeout=10,
-                   what=f"request {request} on {tag}")
+        wait_until(
+            lambda: cli.store.app(tag).request == request,
+            timeout=10,
+            what=f"request {request} on {tag}",
+        )
         act(cli.store, cli.store.app(tag))
+
     return Sentinel(run)
 
 
@@ -139,10 +179,19 @@ def on_request(cli: Cli, tag: str, request: Request,
 
 def test_servers_list_add_remove(cli: Cli) -> None:
     add_web(cli)
-    rc, out, err = cli("servers", "add", "delta", "--address", "127.0.0.1:7104",
-                       "--address", "127.0.0.2:7104", "--resource", "san2")
+    rc, out, err = cli(
+        "servers",
+        "add",
+        "delta",
+        "--address",
+        "127.0.0.1:7104",
+        "--address",
+        "127.0.0.2:7104",
+        "--resource",
+        "san2",
+    )
     assert rc == 0, err
-    listed = {s["name"]: s for s in cli.json("servers", "list")}   
+    listed = {s["name"]: s for s in cli.json("servers", "list")}
     assert set(listed) == {"alpha", "beta", "delta", "gamma"}
     assert listed["delta"]["addresses"] == ["127.0.0.1:7104", "127.0.0.2:7104"]
     assert listed["delta"]["resources"] == ["san2"] and listed["delta"]["state"] == "up"
@@ -168,9 +217,23 @@ def test_servers_list_add_remove(cli: Cli) -> None:
 
 
 def test_app_add_show_edit_remove(cli: Cli) -> None:
-    rc, out, err = cli("app", "add", "--tag", "web", "--command", "/bin/sleep 1000",
-                       "--primary", "alpha", "--backup", "beta", "--backup", "gamma",
-                       "--resource", "san1", "--no-auto-recover")
+    rc, out, err = cli(
+        "app",
+        "add",
+        "--tag",
+        "web",
+        "--command",
+        "/bin/sleep 1000",
+        "--primary",
+        "alpha",
+        "--backup",
+        "beta",
+        "--backup",
+        "gamma",
+        "--resource",
+        "san1",
+        "--no-auto-recover",
+    )
     assert rc == 0, err
     assert out.strip() == "web: added, loading on alpha"
     app = cli.store.app("web")
@@ -179,16 +242,35 @@ def test_app_add_show_edit_remove(cli: Cli) -> None:
 
     shown = cli.json("app", "show", "web")
     assert shown == {
-        "tag": "web", "type": "capable", "host": "alpha", "primary": "alpha",
-        "backups": ["beta", "gamma"], "state": "loading", "request": None,
-        "auto_recover": False, "resources": ["san1"], "command": "/bin/sleep 1000",
-        "unload_command": None, "health_command": None, "marker": None, "dn": app.dn,
+        "tag": "web",
+        "type": "capable",
+        "host": "alpha",
+        "primary": "alpha",
+        "backups": ["beta", "gamma"],
+        "state": "loading",
+        "request": None,
+        "auto_recover": False,
+        "resources": ["san1"],
+        "command": "/bin/sleep 1000",
+        "unload_command": None,
+        "health_command": None,
+        "marker": None,
+        "dn": app.dn,
         "last_event": shown["last_event"],
     }
     assert shown["last_event"]["kind"] == "app_add"
 
-    rc, out, err = cli("app", "edit", "web", "--set", "backups=gamma,beta",
-                       "--set", "ndsclustAutoRecover=yes", "--set", "health-command=/bin/true")
+    rc, out, err = cli(
+        "app",
+        "edit",
+        "web",
+        "--set",
+        "backups=gamma,beta",
+        "--set",
+        "ndsclustAutoRecover=yes",
+        "--set",
+        "health-command=/bin/true",
+    )
     assert rc == 0, err
     assert "web: backups: beta,gamma -> gamma,beta" in out
     app = cli.store.app("web")
@@ -201,8 +283,9 @@ def test_app_add_show_edit_remove(cli: Cli) -> None:
     assert rc == 0 and out.strip() == "web: removed"
     assert cli.raw(cli.store.app_dn("web")) == {}
 
-    rc, out, err = cli("app", "add", "--tag", "batch", "--command", "/bin/true", "--primary",
-                       "beta", "--no-load")
+    rc, out, err = cli(
+        "app", "add", "--tag", "batch", "--command", "/bin/true", "--primary", "beta", "--no-load"
+    )
     assert rc == 0 and "not loaded" in out, err
     idle = cli.store.app("batch")
     assert idle.host is None and idle.state.state is AppState.STOPPED
@@ -211,8 +294,18 @@ def test_app_add_show_edit_remove(cli: Cli) -> None:
 
 
 def test_bad_app_input_writes_nothing(cli: Cli) -> None:
-    rc, _, err = cli("app", "add", "--tag", "web", "--command", "sleep 1000", "--primary",
-                     "alpha", "--backup", "Beta")
+    rc, _, err = cli(
+        "app",
+        "add",
+        "--tag",
+        "web",
+        "--command",
+        "sleep 1000",
+        "--primary",
+        "alpha",
+        "--backup",
+        "Beta",
+    )
     assert rc == 2
     assert "ndsclustCommand (--command): program 'sleep' is not an absolute path" in err
     assert "ndsclustBackupServer (--backup): 'Beta' is not a server name" in err
@@ -232,7 +325,7 @@ def test_bad_app_input_writes_nothing(cli: Cli) -> None:
     assert rc == 2 and "names the primary server 'beta'" in err
     rc, _, err = cli("app", "show", "nope")
     assert rc == 1 and "no application with tag 'nope'" in err
-    assert cli.store.app("web") == before            # same values, same entryCSN
+    assert cli.store.app("web") == before  # same values, same entryCSN
 
 
 def test_interactive_add_prompts_for_every_attribute(cli: Cli) -> None:
@@ -245,8 +338,20 @@ def test_interactive_add_prompts_for_every_attribute(cli: Cli) -> None:
     try:
         # tag, type, command (first one invalid), unload, health, primary, backups,
         # resources, auto-recover, start now?, add?
-        answers = ["web", "", "sleep 1", "/bin/sleep 1000", "", "", "alpha", "gamma,beta",
-                   "san1", "no", "y", "y"]
+        answers = [
+            "web",
+            "",
+            "sleep 1",
+            "/bin/sleep 1000",
+            "",
+            "",
+            "alpha",
+            "gamma,beta",
+            "san1",
+            "no",
+            "y",
+            "y",
+        ]
         os.write(master, ("\n".join(answers) + "\n").encode())
         out, err = proc.communicate(timeout=PROC_TIMEOUT)
     finally:
@@ -268,18 +373,29 @@ def test_interactive_add_prompts_for_every_attribute(cli: Cli) -> None:
 def test_status_json_text_and_invalid_entries(cli: Cli) -> None:
     add_web(cli)
     cli.store.write_pulse(A, 7)
-    cli.store.add(cli.store.app_dn("broken"), {
-        "objectClass": ["top", "ndsclustApplication"], "ndsclustTag": ["broken"],
-        "ndsclustType": ["capable"], "ndsclustCommand": ["relative/path"],
-        "ndsclustPrimaryServer": ["alpha"]})
+    cli.store.add(
+        cli.store.app_dn("broken"),
+        {
+            "objectClass": ["top", "ndsclustApplication"],
+            "ndsclustTag": ["broken"],
+            "ndsclustType": ["capable"],
+            "ndsclustCommand": ["relative/path"],
+            "ndsclustPrimaryServer": ["alpha"],
+        },
+    )
     data = cli.json("status")
     assert isinstance(data, dict) and set(data) == {"servers", "applications", "invalid"}
     servers = {s["name"]: s for s in data["servers"]}
     assert servers["alpha"]["pulse"]["counter"] >= 7 and servers["alpha"]["pulse_fresh"]
     assert servers["alpha"]["seen"] == ["directory"] and servers["alpha"]["hosting"] == ["web"]
     [web] = data["applications"]
-    assert (web["tag"], web["host"], web["primary"], web["backups"], web["state"]) == \
-        ("web", "alpha", "alpha", ["beta", "gamma"], "running")
+    assert (web["tag"], web["host"], web["primary"], web["backups"], web["state"]) == (
+        "web",
+        "alpha",
+        "alpha",
+        ["beta", "gamma"],
+        "running",
+    )
     [bad] = data["invalid"]
     assert bad["dn"] == cli.store.app_dn("broken") and bad["attribute"] == "ndsclustCommand"
     assert "not an absolute path" in bad["problem"]
@@ -314,9 +430,12 @@ def test_status_watch_follows_changes(cli: Cli) -> None:
 
 def test_requests_are_written_without_wait(cli: Cli) -> None:
     add_web(cli)
-    for argv, want in ((["unload", "web"], "unload"), (["load", "web"], "load"),
-                       (["failback", "web"], "failback"),
-                       (["migrate", "web", "gamma"], "migrate:gamma")):
+    for argv, want in (
+        (["unload", "web"], "unload"),
+        (["load", "web"], "load"),
+        (["failback", "web"], "failback"),
+        (["migrate", "web", "gamma"], "migrate:gamma"),
+    ):
         rc, out, err = cli(*argv, "--no-wait")
         assert rc == 0, err
         assert out.startswith(f"web: request {want} written")
@@ -357,15 +476,16 @@ def test_wait_reports_the_sentinels_refusal(cli: Cli) -> None:
     request = Request(RequestKind.MIGRATE, B)
 
     def refuse(st: Store, app: App) -> None:
-        st.record_event("request_rejected", server="beta", tag="web",
-                        text="beta lacks resource san1")
+        st.record_event(
+            "request_rejected", server="beta", tag="web", text="beta lacks resource san1"
+        )
         st.consume_request("web", request)
 
     sentinel = on_request(cli, "web", request, refuse)
     rc, _, err = cli("migrate", "web", "beta", "--wait", "--timeout", "20")
     sentinel.finish()
     assert rc == 1
-    assert "beta does not publish san1" in err                  # warned before writing
+    assert "beta does not publish san1" in err  # warned before writing
     assert "beta recorded request_rejected: beta lacks resource san1" in err
 
 
@@ -373,8 +493,11 @@ def test_maintenance_on_waits_for_the_move_then_off(cli: Cli) -> None:
     add_web(cli)
 
     def move() -> None:
-        wait_until(lambda: cli.store.servers()[0][A].state is ServerState.MAINTENANCE,
-                   timeout=10, what="alpha in maintenance")
+        wait_until(
+            lambda: cli.store.servers()[0][A].state is ServerState.MAINTENANCE,
+            timeout=10,
+            what="alpha in maintenance",
+        )
         cli.store.swap_host(Tag("web"), A, B, state=StateValue(AppState.RUNNING))
 
     sentinel = Sentinel(move)
@@ -409,8 +532,8 @@ def test_events_follow_prints_new_events(cli: Cli) -> None:
     proc = cli.spawn("events", "--follow", "--tag", "web", "--count", "1", "--timeout", "20")
     try:
         assert proc.stdout is not None
-        assert proc.stdout.readline() == "time\tkind\tserver\ttag\ttext\n"   # following now
-        cli.store.record_event("fenced", server="gamma")                   # another tag: not shown
+        assert proc.stdout.readline() == "time\tkind\tserver\ttag\ttext\n"  # following now
+        cli.store.record_event("fenced", server="gamma")  # another tag: not shown
         cli.store.record_event("failover", server="beta", tag="web", text="alpha died")
         out, err = proc.communicate(timeout=PROC_TIMEOUT)
     finally:
@@ -428,7 +551,7 @@ def test_doctor_healthy_then_invalid_entry(cli: Cli) -> None:
     add_web(cli)
     for n, name in enumerate((A, B, C)):
         cli.store.write_pulse(name, n + 1)
-    rc, out, err = cli("doctor", "--json")
+    rc, out, _err = cli("doctor", "--json")
     report = json.loads(out)
     assert rc == 0, report
     by_check: dict[str, list[dict[str, str]]] = {}
@@ -443,10 +566,16 @@ def test_doctor_healthy_then_invalid_entry(cli: Cli) -> None:
     assert any(f["level"] == "ok" and "(subschema)" in f["message"] for f in by_check["schema"])
     assert report["problems"] == 0
 
-    cli.store.add(cli.store.app_dn("db"), {
-        "objectClass": ["top", "ndsclustApplication"], "ndsclustTag": ["db"],
-        "ndsclustType": ["sometimes"], "ndsclustCommand": ["/bin/true"],
-        "ndsclustPrimaryServer": ["alpha"]})
+    cli.store.add(
+        cli.store.app_dn("db"),
+        {
+            "objectClass": ["top", "ndsclustApplication"],
+            "ndsclustTag": ["db"],
+            "ndsclustType": ["sometimes"],
+            "ndsclustCommand": ["/bin/true"],
+            "ndsclustPrimaryServer": ["alpha"],
+        },
+    )
     rc, out, _ = cli("doctor")
     assert rc == 1
     line = next(ln for ln in out.splitlines() if ln.startswith("problem\tentry\t"))
@@ -458,25 +587,56 @@ def test_doctor_healthy_then_invalid_entry(cli: Cli) -> None:
 # -- process-level behaviour ---------------------------------------------------------------
 
 
-def test_unreachable_provider_exits_3_and_writes_nothing(cli: Cli, directory: DirectoryCluster) -> None:
+def test_unreachable_provider_exits_3_and_writes_nothing(
+    cli: Cli, directory: DirectoryCluster
+) -> None:
     add_web(cli)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]          # bound, not listening: connections are refused
+        port = s.getsockname()[1]  # bound, not listening: connections are refused
         options = [o for o in cli.options if not o.startswith("ldap://") and o != "--uri"]
         proc = subprocess.run(
-            [sys.executable, "-m", "ndsclust", "--uri", f"ldap://127.0.0.1:{port}",
-             "--connect-timeout", "0.5", *options, "unload", "web", "--no-wait"],
-            capture_output=True, text=True, timeout=PROC_TIMEOUT, stdin=subprocess.DEVNULL)
+            [
+                sys.executable,
+                "-m",
+                "ndsclust",
+                "--uri",
+                f"ldap://127.0.0.1:{port}",
+                "--connect-timeout",
+                "0.5",
+                *options,
+                "unload",
+                "web",
+                "--no-wait",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=PROC_TIMEOUT,
+            stdin=subprocess.DEVNULL,
+        )
     assert proc.returncode == 3, proc.stderr
     assert "no provider" in proc.stderr and f"127.0.0.1:{port}" in proc.stderr
     assert cli.store.app("web").request is None
 
 
 def test_every_verb_has_help(cli: Cli) -> None:
-    verbs = [["status"], ["servers"], ["servers", "add"], ["servers", "remove"], ["app", "add"],
-             ["app", "show"], ["app", "edit"], ["app", "remove"], ["load"], ["unload"],
-             ["migrate"], ["failback"], ["maintenance"], ["events"], ["doctor"]]
+    verbs = [
+        ["status"],
+        ["servers"],
+        ["servers", "add"],
+        ["servers", "remove"],
+        ["app", "add"],
+        ["app", "show"],
+        ["app", "edit"],
+        ["app", "remove"],
+        ["load"],
+        ["unload"],
+        ["migrate"],
+        ["failback"],
+        ["maintenance"],
+        ["events"],
+        ["doctor"],
+    ]
     for verb in verbs:
         rc, out, _ = cli(*verb, "--help")
         assert rc == 0 and out.startswith("usage: ndsclust"), verb

@@ -1,5 +1,6 @@
 """The control socket against a real 3-provider directory: registration, the paused copy's
 wait and grant, marker compare-and-swap, unload requests, bad input (claims 17-24, 29-35)."""
+
 from __future__ import annotations
 
 import os
@@ -15,8 +16,16 @@ import pytest
 
 from ndsclust import aware
 from ndsclust.aware import (
-    MAX_LINE, LineBuffer, MarkerConflict, NotGranted, NotSupervised, RegistrationRefused,
-    StopRequested, WaitTimeout, decode, encode,
+    MAX_LINE,
+    LineBuffer,
+    MarkerConflict,
+    NotGranted,
+    NotSupervised,
+    RegistrationRefused,
+    StopRequested,
+    WaitTimeout,
+    decode,
+    encode,
 )
 from ndsclust.errors import ConfigError, NoSuchEntry
 from ndsclust.lab.directory import DirectoryCluster, wait_until
@@ -36,8 +45,12 @@ Connect = Callable[..., aware.Session]
 
 def make_store(directory: DirectoryCluster, base: str) -> Store:
     creds = directory.admin_credentials()
-    return Store(Providers(directory.uris, creds, timeout=1.0), directory.suffix, base=base,
-                 pulse_base=directory.pulse_suffix)
+    return Store(
+        Providers(directory.uris, creds, timeout=1.0),
+        directory.suffix,
+        base=base,
+        pulse_base=directory.pulse_suffix,
+    )
 
 
 @pytest.fixture
@@ -58,8 +71,9 @@ def store(directory: DirectoryCluster, base: str) -> Iterator[Store]:
 
 
 @pytest.fixture
-def server(directory: DirectoryCluster, base: str, store: Store,
-           tmp_path: Path) -> Iterator[ControlServer]:
+def server(
+    directory: DirectoryCluster, base: str, store: Store, tmp_path: Path
+) -> Iterator[ControlServer]:
     srv = ControlServer(str(tmp_path / "control.sock"), A, make_store(directory, base))
     srv.start()
     try:
@@ -113,7 +127,8 @@ def test_socket_is_private_to_the_sentinels_user(server: ControlServer) -> None:
 
 
 def test_live_socket_is_refused_and_stale_one_replaced(
-        server: ControlServer, directory: DirectoryCluster, base: str, tmp_path: Path) -> None:
+    server: ControlServer, directory: DirectoryCluster, base: str, tmp_path: Path
+) -> None:
     second = ControlServer(server.path, A, make_store(directory, base))
     with pytest.raises(ConfigError, match="another process listens"):
         second.start()
@@ -121,7 +136,7 @@ def test_live_socket_is_refused_and_stale_one_replaced(
     stale = tmp_path / "stale.sock"
     s = socket.socket(socket.AF_UNIX)
     s.bind(str(stale))
-    s.close()                                  # a socket file nobody listens on
+    s.close()  # a socket file nobody listens on
     third = ControlServer(str(stale), A, make_store(directory, base))
     third.start()
     try:
@@ -141,7 +156,8 @@ def test_unreachable_socket_is_control_unavailable(tmp_path: Path) -> None:
 
 
 def test_fig6_first_registration_creates_an_aware_entry_hosted_by_the_primary(
-        connect: Connect, store: Store) -> None:
+    connect: Connect, store: Store
+) -> None:
     session = connect(tag=T)
     assert not session.supervised
     done = session.register(command=CMD, primary=A, backups=[B], resources=["san1"])
@@ -150,16 +166,27 @@ def test_fig6_first_registration_creates_an_aware_entry_hosted_by_the_primary(
     assert app.type is AppType.AWARE and app.host == A and app.command == tuple(CMD)
     assert app.backups == (B,) and app.resources == {"san1"}
     assert any(e.kind == "registration" and "created" in e.text for e in store.events(tag=T))
-    assert session.register(command=CMD, primary=A, backups=[B], resources=["san1"]).result == "unchanged"
-    assert store.app(T).csn == app.csn                      # nothing written
+    assert (
+        session.register(command=CMD, primary=A, backups=[B], resources=["san1"]).result
+        == "unchanged"
+    )
+    assert store.app(T).csn == app.csn  # nothing written
 
 
 def test_registering_again_updates_only_what_the_program_carries(
-        connect: Connect, store: Store) -> None:
+    connect: Connect, store: Store
+) -> None:
     session = connect(tag=T)
     session.register(command=CMD, primary=A, backups=[B])
-    store.replace_app_attrs(T, {"ndsclustHostServer": [B], "ndsclustMarker": ["17"],
-                                "ndsclustState": ["running"], "ndsclustType": ["Aware"]})
+    store.replace_app_attrs(
+        T,
+        {
+            "ndsclustHostServer": [B],
+            "ndsclustMarker": ["17"],
+            "ndsclustState": ["running"],
+            "ndsclustType": ["Aware"],
+        },
+    )
     done = session.register(command=[*CMD, "--fast"], primary=A, backups=[], resources=["x"])
     assert (done.result, done.host) == ("updated", B)
     app = store.app(T)
@@ -168,9 +195,19 @@ def test_registering_again_updates_only_what_the_program_carries(
 
 
 def test_tag_of_a_capable_application_is_refused_and_nothing_written(
-        connect: Connect, store: Store) -> None:
-    store.add_app(App(tag=T, type=AppType.CAPABLE, command=("/bin/sleep", "9"), primary=A,
-                      backups=(B,), host=A, state=StateValue(AppState.RUNNING)))
+    connect: Connect, store: Store
+) -> None:
+    store.add_app(
+        App(
+            tag=T,
+            type=AppType.CAPABLE,
+            command=("/bin/sleep", "9"),
+            primary=A,
+            backups=(B,),
+            host=A,
+            state=StateValue(AppState.RUNNING),
+        )
+    )
     before = store.app(T)
     with pytest.raises(RegistrationRefused, match="cluster-capable") as info:
         connect(tag=T).register(command=CMD, primary=A, backups=[B])
@@ -179,15 +216,18 @@ def test_tag_of_a_capable_application_is_refused_and_nothing_written(
 
 
 def test_malformed_registration_is_refused_by_the_sentinel_too(
-        server: ControlServer, store: Store) -> None:
+    server: ControlServer, store: Store
+) -> None:
     # Past the client's own checks, straight onto the socket: the sentinel checks again.
     s = raw(server.path)
     try:
         bad = {"tag": "count", "command": ["python3"], "primary": "alpha"}
         unknown = {"tag": "count", "command": CMD, "primary": "alpha", "backups": ["zeta"]}
-        s.sendall(encode({"id": 1, "op": "hello", "protocol": 1, "tag": None, "token": None})
-                  + encode({"id": 2, "op": "register", "app": bad})
-                  + encode({"id": 3, "op": "register", "app": unknown}))
+        s.sendall(
+            encode({"id": 1, "op": "hello", "protocol": 1, "tag": None, "token": None})
+            + encode({"id": 2, "op": "register", "app": bad})
+            + encode({"id": 3, "op": "register", "app": unknown})
+        )
         got = {r["id"]: r for r in replies(s, 3)}
     finally:
         s.close()
@@ -198,8 +238,9 @@ def test_malformed_registration_is_refused_by_the_sentinel_too(
         store.app(T)
 
 
-def test_a_started_program_registers_only_its_own_tag(connect: Connect, server: ControlServer,
-                                                      store: Store) -> None:
+def test_a_started_program_registers_only_its_own_tag(
+    connect: Connect, server: ControlServer, store: Store
+) -> None:
     token = server.admit(T, granted=True)
     with pytest.raises(RegistrationRefused, match="registers only count"):
         connect(token=token).register(tag="other", command=CMD, primary=A)
@@ -211,7 +252,8 @@ def test_a_started_program_registers_only_its_own_tag(connect: Connect, server: 
 
 
 def test_fig7b_paused_copy_waits_until_granted_and_may_not_mark(
-        connect: Connect, server: ControlServer, store: Store) -> None:
+    connect: Connect, server: ControlServer, store: Store
+) -> None:
     connect(tag=T).register(command=CMD, primary=A, backups=[B])
     token = server.admit(T, granted=False)
     session = connect(token=token)
@@ -235,14 +277,16 @@ def test_fig7b_paused_copy_waits_until_granted_and_may_not_mark(
     assert store.app(T).marker == "1"
 
 
-def test_fig7b_gated_paused_program_is_loaded_at_once_and_resumed_in_place(
-        tmp_path: Path) -> None:
+def test_fig7b_gated_paused_program_is_loaded_at_once_and_resumed_in_place(tmp_path: Path) -> None:
     # The supervisor's half of the paused copy: the program runs (blocked at its own gate,
     # the control socket), its row stays paused until resume, which restarts nothing.
     with Supervisor(A, lease_timeout=30.0) as sup:
         sup.start(T, ["/bin/sleep", "60"], paused=True, gated=True, cwd=str(tmp_path))
-        wait_until(lambda: (sup.poll(), sup.table()[T].pid)[1] is not None, timeout=10,
-                   what="the paused program's pid")
+        wait_until(
+            lambda: (sup.poll(), sup.table()[T].pid)[1] is not None,
+            timeout=10,
+            what="the paused program's pid",
+        )
         row = sup.table()[T]
         assert row.state is ProcState.STARTING and row.paused
         assert os.path.exists(f"/proc/{row.pid}")
@@ -251,12 +295,16 @@ def test_fig7b_gated_paused_program_is_loaded_at_once_and_resumed_in_place(
         assert resumed.state is ProcState.RUNNING and not resumed.paused
         assert resumed.pid == row.pid and resumed.restarts == ()
         sup.stop(T, 0.0)
-        wait_until(lambda: (sup.poll(), sup.table()[T].state)[1] is ProcState.EXITED,
-                   timeout=10, what="the program stopped")
+        wait_until(
+            lambda: (sup.poll(), sup.table()[T].state)[1] is ProcState.EXITED,
+            timeout=10,
+            what="the program stopped",
+        )
 
 
 def test_unload_request_wakes_a_paused_copy_and_tells_a_running_one(
-        connect: Connect, server: ControlServer, store: Store) -> None:
+    connect: Connect, server: ControlServer, store: Store
+) -> None:
     connect(tag=T).register(command=CMD, primary=A)
     paused = connect(token=server.admit(T, granted=False))
     reasons: list[str] = []
@@ -266,13 +314,13 @@ def test_unload_request_wakes_a_paused_copy_and_tells_a_running_one(
         paused.wait_until_host(timeout=10)
     assert paused.should_stop() and reasons == ["paused copy no longer needed"]
 
-    token = server.admit(T, granted=True)       # a new start ends the old token
+    token = server.admit(T, granted=True)  # a new start ends the old token
     running = connect(token=token)
     running.wait_until_host(timeout=10)
     assert running.marker is None
     server.request_stop(T, "failback to beta")
     assert running.should_stop(timeout=10) and running.stop_reason == "failback to beta"
-    running.marker = "9"                        # the marker is saved on the way out
+    running.marker = "9"  # the marker is saved on the way out
     assert store.app(T).marker == "9"
     server.ended(T)
     with pytest.raises(NotGranted):
@@ -287,7 +335,7 @@ def test_sigterm_is_an_unload_request(connect: Connect, server: ControlServer) -
         calm = connect(tag=T, handle_sigterm=True)
         assert signal.getsignal(signal.SIGTERM) != before
         calm.close()
-        assert signal.getsignal(signal.SIGTERM) == before     # no stop asked: restored
+        assert signal.getsignal(signal.SIGTERM) == before  # no stop asked: restored
         session = connect(token=server.admit(T, granted=False), handle_sigterm=True)
         threading.Thread(target=os.kill, args=(os.getpid(), signal.SIGTERM)).start()
         with pytest.raises(StopRequested):
@@ -314,14 +362,15 @@ def test_marker_compare_and_swap(connect: Connect, server: ControlServer, store:
     with pytest.raises(MarkerConflict) as info:
         session.set_marker("3", expected="1")
     assert info.value.current == "2"
-    assert by_hand.marker == "2"               # anyone may read it ...
+    assert by_hand.marker == "2"  # anyone may read it ...
     with pytest.raises(NotSupervised):
-        by_hand.marker = "3"                   # ... only the running copy writes it
+        by_hand.marker = "3"  # ... only the running copy writes it
     assert store.app(T).marker == "2"
 
 
-def test_two_writers_never_interleave(connect: Connect, server: ControlServer,
-                                      store: Store) -> None:
+def test_two_writers_never_interleave(
+    connect: Connect, server: ControlServer, store: Store
+) -> None:
     connect(tag=T).register(command=CMD, primary=A)
     token = server.admit(T, granted=True)
     writers = [connect(token=token) for _ in range(2)]
@@ -340,31 +389,40 @@ def test_two_writers_never_interleave(connect: Connect, server: ControlServer,
     for t in threads:
         t.join(timeout=60)
     assert errors == []
-    assert store.app(T).marker == "30"          # no increment lost
+    assert store.app(T).marker == "30"  # no increment lost
 
 
 # -- bad input (docs/design.md invariant 4)
 
 
 def test_garbage_is_answered_with_errors_and_the_server_carries_on(
-        connect: Connect, server: ControlServer) -> None:
+    connect: Connect, server: ControlServer
+) -> None:
     s = raw(server.path)
     try:
-        s.sendall(b"garbage\n" b"[1,2]\n" b"\xff\xfe\n" b'{"op":"hello"}\n'
-                  b'{"id":1,"op":"nope"}\n' b'{"id":2,"op":"get_marker"}\n'
-                  b'{"id":3,"op":"hello","protocol":99}\n')
+        s.sendall(
+            b"garbage\n"
+            b"[1,2]\n"
+            b"\xff\xfe\n"
+            b'{"op":"hello"}\n'
+            b'{"id":1,"op":"nope"}\n'
+            b'{"id":2,"op":"get_marker"}\n'
+            b'{"id":3,"op":"hello","protocol":99}\n'
+        )
         got = replies(s, 7)
         assert [r["error"] for r in got] == ["bad-request"] * 7
         assert "not JSON" in str(got[0]["message"]) and "say hello first" in str(got[5]["message"])
-        s.sendall(encode({"id": 4, "op": "hello", "protocol": 1, "tag": "count", "token": None})
-                  + encode({"id": 5, "op": "ping"}))
+        s.sendall(
+            encode({"id": 4, "op": "hello", "protocol": 1, "tag": "count", "token": None})
+            + encode({"id": 5, "op": "ping"})
+        )
         assert [(r["id"], r["ok"]) for r in replies(s, 2)] == [(4, True), (5, True)]
-        s.sendall(b"x" * (MAX_LINE + 2))          # over the limit: answered, then closed
+        s.sendall(b"x" * (MAX_LINE + 2))  # over the limit: answered, then closed
         last = replies(s, 2)
         assert len(last) == 1 and last[0]["error"] == "bad-request"
     finally:
         s.close()
-    assert connect(tag=T).server == A             # a new client is served as before
+    assert connect(tag=T).server == A  # a new client is served as before
 
 
 def test_lost_sentinel_is_a_stop_request(connect: Connect, server: ControlServer) -> None:
@@ -372,4 +430,4 @@ def test_lost_sentinel_is_a_stop_request(connect: Connect, server: ControlServer
     server.stop()
     assert session.should_stop(timeout=10) and session.stop_reason == aware.LOST
     with pytest.raises(aware.ControlUnavailable):
-        session.marker
+        _ = session.marker

@@ -2,6 +2,7 @@
 
 Writes go over TCP (the ldap:// URIs clients use); the lab reads over ldapi.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,11 +29,20 @@ Factory = Callable[..., DirectoryCluster]
 def connect(cluster: DirectoryCluster, index: int) -> ldap3.Connection:
     return ldap3.Connection(
         ldap3.Server(cluster.uris[index], connect_timeout=2, get_info=ldap3.NONE),
-        cluster.admin_dn, cluster.admin_password, auto_bind=True, receive_timeout=5)
+        cluster.admin_dn,
+        cluster.admin_password,
+        auto_bind=True,
+        receive_timeout=5,
+    )
 
 
-def add(cluster: DirectoryCluster, index: int, dn: str, classes: list[str],
-        attrs: dict[str, str | list[str]]) -> None:
+def add(
+    cluster: DirectoryCluster,
+    index: int,
+    dn: str,
+    classes: list[str],
+    attrs: dict[str, str | list[str]],
+) -> None:
     with connect(cluster, index) as conn:
         assert conn.add(dn, classes, attrs), conn.result
 
@@ -62,8 +72,20 @@ def slapd_alive(pid: int) -> bool:
 
 def load_schema(cluster: DirectoryCluster, index: int) -> None:
     done = subprocess.run(
-        ["ldapadd", "-Q", "-Y", "EXTERNAL", "-H", cluster.providers[index].ldapi_url,
-         "-f", str(SCHEMA_LDIF)], capture_output=True, text=True, timeout=10)
+        [
+            "ldapadd",
+            "-Q",
+            "-Y",
+            "EXTERNAL",
+            "-H",
+            cluster.providers[index].ldapi_url,
+            "-f",
+            str(SCHEMA_LDIF),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
     assert done.returncode == 0, done.stderr
 
 
@@ -80,20 +102,38 @@ def test_providers_are_described(directory: DirectoryCluster) -> None:
     assert "dc=ndsclust,dc=test" in directory.read_tree(2)
     assert "o=ndsclust-pulse" in directory.read_tree(2, directory.pulse_suffix)
     directory.wait_replicating(timeout=5)
-    assert all(phase == "Persist" for phases in directory.replication_state().values()
-               for phase in phases.values())
+    assert all(
+        phase == "Persist"
+        for phases in directory.replication_state().values()
+        for phase in phases.values()
+    )
 
 
 def test_write_on_provider_0_is_visible_on_provider_2(directory: DirectoryCluster) -> None:
     name = unique("app")
     dn = f"ndsclustTag={name},{directory.suffix}"
-    add(directory, 0, dn, ["ndsclustApplication"],
-        {"ndsclustTag": name, "ndsclustType": "capable", "ndsclustCommand": "/bin/true",
-         "ndsclustPrimaryServer": "alpha", "ndsclustHostServer": "alpha"})
+    add(
+        directory,
+        0,
+        dn,
+        ["ndsclustApplication"],
+        {
+            "ndsclustTag": name,
+            "ndsclustType": "capable",
+            "ndsclustCommand": "/bin/true",
+            "ndsclustPrimaryServer": "alpha",
+            "ndsclustHostServer": "alpha",
+        },
+    )
     wait_until(lambda: directory.read_tree(2, dn), timeout=5, what=f"{dn} on provider 2")
     modify(directory, 0, dn, "ndsclustHostServer", "beta")
-    wait_until(lambda: directory.read_tree(2, dn).get(dn.lower(), {})
-               .get("ndsclustHostServer") == ("beta",), timeout=5, what="the new host on 2")
+    wait_until(
+        lambda: (
+            directory.read_tree(2, dn).get(dn.lower(), {}).get("ndsclustHostServer") == ("beta",)
+        ),
+        timeout=5,
+        what="the new host on 2",
+    )
     with connect(directory, 0) as conn:
         assert conn.delete(dn), conn.result
     wait_until(lambda: not directory.read_tree(2, dn), timeout=5, what="the delete on 2")
@@ -102,22 +142,34 @@ def test_write_on_provider_0_is_visible_on_provider_2(directory: DirectoryCluste
 def test_pulse_suffix_replicates(directory: DirectoryCluster) -> None:
     dn = f"cn={unique('server')},{directory.pulse_suffix}"
     with ldap3.Connection(
-            ldap3.Server(directory.uris[1], get_info=ldap3.NONE), directory.pulse_admin_dn,
-            directory.admin_password, auto_bind=True) as conn:
-        assert conn.add(dn, ["ndsclustPulseEntry"],
-                        {"cn": dn[3:].split(",")[0], "ndsclustPulse": "1"}), conn.result
+        ldap3.Server(directory.uris[1], get_info=ldap3.NONE),
+        directory.pulse_admin_dn,
+        directory.admin_password,
+        auto_bind=True,
+    ) as conn:
+        assert conn.add(
+            dn, ["ndsclustPulseEntry"], {"cn": dn[3:].split(",")[0], "ndsclustPulse": "1"}
+        ), conn.result
         assert conn.modify(dn, {"ndsclustPulse": [(ldap3.MODIFY_REPLACE, ["2"])]}), conn.result
     for i in (0, 2):
-        wait_until(lambda: directory.read_tree(i, dn).get(dn.lower(), {})
-                   .get("ndsclustPulse") == ("2",), timeout=5, what=f"pulse 2 on provider {i}")
+        wait_until(
+            lambda: directory.read_tree(i, dn).get(dn.lower(), {}).get("ndsclustPulse") == ("2",),
+            timeout=5,
+            what=f"pulse 2 on provider {i}",
+        )
     directory.wait_converged(timeout=5)
 
 
 def test_wait_converged_after_writes_on_every_provider(directory: DirectoryCluster) -> None:
     for p in directory.providers:
         name = unique("conv")
-        add(directory, p.index, f"cn={name},{directory.suffix}", ["organizationalRole"],
-            {"cn": name})
+        add(
+            directory,
+            p.index,
+            f"cn={name},{directory.suffix}",
+            ["organizationalRole"],
+            {"cn": name},
+        )
     directory.wait_converged(timeout=5)
     csns = directory.contextcsns()
     assert set(csns) == {0, 1, 2}
@@ -146,8 +198,11 @@ def test_slapd_pair_replicates_both_ways(slapd_pair: DirectoryCluster) -> None:
     add(slapd_pair, 0, a, ["organizationalRole"], {"cn": a[3:].split(",")[0]})
     add(slapd_pair, 1, b, ["organizationalRole"], {"cn": b[3:].split(",")[0]})
     slapd_pair.wait_converged(timeout=5)
-    wait_until(lambda: slapd_pair.read_tree(0, b) and slapd_pair.read_tree(1, a),
-               timeout=5, what="each write on the other provider")
+    wait_until(
+        lambda: slapd_pair.read_tree(0, b) and slapd_pair.read_tree(1, a),
+        timeout=5,
+        what="each write on the other provider",
+    )
 
 
 def test_killed_provider_catches_up_after_restart(fresh_directory: Factory) -> None:
@@ -162,12 +217,16 @@ def test_killed_provider_catches_up_after_restart(fresh_directory: Factory) -> N
     # Changes written elsewhere while provider 2 is down, on two different providers.
     modify(cluster, 0, keep, "description", "during")
     for i in range(20):
-        add(cluster, i % 2, f"cn=missed{i},{cluster.suffix}", ["organizationalRole"],
-            {"cn": f"missed{i}"})
+        add(
+            cluster,
+            i % 2,
+            f"cn=missed{i},{cluster.suffix}",
+            ["organizationalRole"],
+            {"cn": f"missed{i}"},
+        )
     p2.start()
     assert p2.running and p2.pid != old_pid
-    wait_until(lambda: same_everywhere(cluster), timeout=5,
-               what="provider 2 to catch up by values")
+    wait_until(lambda: same_everywhere(cluster), timeout=5, what="provider 2 to catch up by values")
     assert cluster.read_tree(2, keep)[keep]["description"] == ("during",)
     assert len(cluster.read_tree(2)) == 1 + 1 + 20
     cluster.wait_converged(timeout=5)
@@ -199,8 +258,12 @@ def test_stop_leaves_no_process_and_no_directory(fresh_directory: Factory) -> No
     # store creates the rest.
     for p in cluster.providers:
         assert cluster.read_tree(p.index) == {
-            "dc=ndsclust,dc=test": {"objectClass": ("dcObject", "organization"),
-                                    "dc": ("ndsclust",), "o": ("ndsclust",)}}
+            "dc=ndsclust,dc=test": {
+                "objectClass": ("dcObject", "organization"),
+                "dc": ("ndsclust",),
+                "o": ("ndsclust",),
+            }
+        }
         assert set(cluster.read_tree(p.index, cluster.pulse_suffix)) == {"o=ndsclust-pulse"}
     pids = [p.pid for p in cluster.providers]
     assert all(pid is not None and slapd_alive(pid) for pid in pids)
@@ -239,7 +302,10 @@ if sys.argv[2] == "1":
 def run_starter(base: Path, die_with_parent: bool) -> tuple[subprocess.Popen[str], list[int]]:
     proc = subprocess.Popen(
         [sys.executable, "-c", START_AND_REPORT, str(base), "1" if die_with_parent else "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if not line:
@@ -278,8 +344,11 @@ def test_providers_die_with_a_killed_parent(tmp_path: Path) -> None:
         assert all(slapd_alive(pid) for pid in pids)
         proc.kill()
         proc.wait(timeout=10)
-        wait_until(lambda: not any(slapd_alive(pid) for pid in pids), timeout=5,
-                   what="the orphaned providers to die")
+        wait_until(
+            lambda: not any(slapd_alive(pid) for pid in pids),
+            timeout=5,
+            what="the orphaned providers to die",
+        )
     finally:
         proc.kill()
         proc.communicate(timeout=10)

@@ -1,6 +1,7 @@
 """The lease guard's real-time priority, refused for real: a supervisor without
 CAP_SYS_NICE (as under systemd's RestrictRealtime=yes, which answers EPERM too) logs one
 line saying so and supervises all the same."""
+
 from __future__ import annotations
 
 import os
@@ -34,13 +35,26 @@ with Supervisor(ServerName("alpha"), lease_timeout=30.0) as sup:
 
 
 def test_refused_realtime_is_logged_and_the_guard_still_supervises() -> None:
-    assert os.geteuid() == 0 and shutil.which("setpriv"), \
+    assert os.geteuid() == 0 and shutil.which("setpriv"), (
         "needs root and setpriv (util-linux) to take CAP_SYS_NICE away: run the suite as root"
+    )
     done = subprocess.run(
-        ["setpriv", "--bounding-set", "-sys_nice", "--inh-caps", "-sys_nice",
-         sys.executable, "-c", OWNER],
-        capture_output=True, text=True, timeout=60, cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)})
+        [
+            "setpriv",
+            "--bounding-set",
+            "-sys_nice",
+            "--inh-caps",
+            "-sys_nice",
+            sys.executable,
+            "-c",
+            OWNER,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     starts = [line for line in lines if "event=guard_start" in line]
@@ -50,4 +64,4 @@ def test_refused_realtime_is_logged_and_the_guard_still_supervises() -> None:
     assert "RestrictRealtime=no" in starts[0]
     # The guard runs with the ordinary policy and its program runs.
     assert f"RUNNING RUNNING GUARD_POLICY {os.SCHED_OTHER}" in lines
-    assert SCHED_POLICY != os.SCHED_OTHER      # what it would have had with the privilege
+    assert SCHED_POLICY != os.SCHED_OTHER  # what it would have had with the privilege

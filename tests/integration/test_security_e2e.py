@@ -1,6 +1,7 @@
 """``ndsclust doctor --config`` against a real directory flags what the sentinel's
 configuration leaves open: plain LDAP, commands running as root, key and password files
 that other users can read; and stops flagging them once they are fixed."""
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,9 @@ from ndsclust.ldapstore.connection import Providers
 from ndsclust.ldapstore.store import Store
 
 
-def doctor(config_path: Path,
-           capsys: pytest.CaptureFixture[str]) -> tuple[int, list[dict[str, Any]]]:
+def doctor(
+    config_path: Path, capsys: pytest.CaptureFixture[str]
+) -> tuple[int, list[dict[str, Any]]]:
     capsys.readouterr()
     rc = main(["--config", str(config_path), "doctor", "--json"])
     return rc, json.loads(capsys.readouterr().out)["findings"]
@@ -30,27 +32,40 @@ def found(findings: list[dict[str, Any]], check: str, subject: str) -> set[str]:
 
 
 def test_doctor_flags_plain_ldap_root_programs_and_open_key_files(
-        directory: DirectoryCluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    directory: DirectoryCluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     base = f"ou=sec{uuid.uuid4().hex[:8]},{directory.suffix}"
-    store = Store(Providers(directory.uris, directory.admin_credentials()),
-                  directory.suffix, base=base, pulse_base=directory.pulse_suffix)
+    store = Store(
+        Providers(directory.uris, directory.admin_credentials()),
+        directory.suffix,
+        base=base,
+        pulse_base=directory.pulse_suffix,
+    )
     try:
         store.ensure_base()
     finally:
         store.close()
     key = tmp_path / "cluster.key"
     pki.write_heartbeat_key(key)
-    key.chmod(0o644)                                   # as a careless copy leaves it
+    key.chmod(0o644)  # as a careless copy leaves it
     password = tmp_path / "directory.pw"
     password.write_text(directory.admin_password)
     password.chmod(0o640)
     cfg = {
         "server": "alpha",
-        "directory": {"uris": directory.uris, "suffix": directory.suffix, "base": base,
-                      "pulse_suffix": directory.pulse_suffix, "bind_dn": directory.admin_dn,
-                      "password_file": str(password), "allow_plain_ldap": True},
-        "channels": {"lan": {"addresses": ["127.0.0.1:7946"], "key_file": str(key)},
-                     "directory": {}},
+        "directory": {
+            "uris": directory.uris,
+            "suffix": directory.suffix,
+            "base": base,
+            "pulse_suffix": directory.pulse_suffix,
+            "bind_dn": directory.admin_dn,
+            "password_file": str(password),
+            "allow_plain_ldap": True,
+        },
+        "channels": {
+            "lan": {"addresses": ["127.0.0.1:7946"], "key_file": str(key)},
+            "directory": {},
+        },
         "timeouts": {"failover": 0.8, "fence": 0.5, "lease": 0.5},
     }
     path = tmp_path / "sentinel.yaml"

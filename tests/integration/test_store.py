@@ -1,4 +1,5 @@
 """The store against a real 3-provider cluster: typed CRUD, compare-and-swap, failover."""
+
 from __future__ import annotations
 
 import subprocess
@@ -14,7 +15,14 @@ from ndsclust.lab.directory import DirectoryCluster, wait_until
 from ndsclust.ldapstore.connection import Providers
 from ndsclust.ldapstore.store import Store
 from ndsclust.model import (
-    App, AppState, AppType, Server, ServerName, ServerState, StateValue, Tag,
+    App,
+    AppState,
+    AppType,
+    Server,
+    ServerName,
+    ServerState,
+    StateValue,
+    Tag,
 )
 
 A, B, C = ServerName("alpha"), ServerName("beta"), ServerName("gamma")
@@ -22,8 +30,12 @@ A, B, C = ServerName("alpha"), ServerName("beta"), ServerName("gamma")
 
 def make_store(directory: DirectoryCluster, base: str, uris: list[str] | None = None) -> Store:
     creds = directory.admin_credentials()
-    return Store(Providers(uris or directory.uris, creds, timeout=1.0), directory.suffix,
-                 base=base, pulse_base=directory.pulse_suffix)
+    return Store(
+        Providers(uris or directory.uris, creds, timeout=1.0),
+        directory.suffix,
+        base=base,
+        pulse_base=directory.pulse_suffix,
+    )
 
 
 @pytest.fixture
@@ -40,8 +52,15 @@ def store(directory: DirectoryCluster) -> Iterator[Store]:
 
 
 def web(host: ServerName | None = A) -> App:
-    return App(tag=Tag("web"), type=AppType.CAPABLE, command=("/bin/sleep", "1000"),
-               primary=A, backups=(B, C), host=host, state=StateValue(AppState.RUNNING))
+    return App(
+        tag=Tag("web"),
+        type=AppType.CAPABLE,
+        command=("/bin/sleep", "1000"),
+        primary=A,
+        backups=(B, C),
+        host=host,
+        state=StateValue(AppState.RUNNING),
+    )
 
 
 def test_ensure_base_is_idempotent(store: Store) -> None:
@@ -69,7 +88,7 @@ def test_swap_with_wrong_expected_host_is_a_conflict_and_changes_nothing(store: 
     app = store.app("web")
     assert app.host == A and app.state.state is AppState.RUNNING
     with pytest.raises(SwapConflict):
-        store.swap_host(Tag("web"), expected=None, new=C)   # expects no host: there is one
+        store.swap_host(Tag("web"), expected=None, new=C)  # expects no host: there is one
     assert store.app("web").host == A
 
 
@@ -84,8 +103,9 @@ def test_swap_moves_host_and_state_in_one_request(store: Store) -> None:
     assert store.app("web").host == C
 
 
-def test_racing_swaps_on_the_write_provider_have_one_winner(directory: DirectoryCluster,
-                                                           store: Store) -> None:
+def test_racing_swaps_on_the_write_provider_have_one_winner(
+    directory: DirectoryCluster, store: Store
+) -> None:
     store.add_app(web(host=A))
     winners: list[ServerName] = []
     conflicts: list[ServerName] = []
@@ -113,23 +133,39 @@ def test_racing_swaps_on_the_write_provider_have_one_winner(directory: Directory
 
 def test_invalid_entry_is_reported_and_the_rest_still_read(store: Store) -> None:
     store.add_app(web())
-    store.add(store.app_dn("broken"), {
-        "objectClass": ["top", "ndsclustApplication"], "ndsclustTag": ["broken"],
-        "ndsclustType": ["daemon"], "ndsclustCommand": ["/bin/true"],
-        "ndsclustPrimaryServer": ["alpha"]})
-    store.add(store.app_dn("orphan"), {
-        "objectClass": ["top", "ndsclustApplication"], "ndsclustTag": ["orphan"],
-        "ndsclustType": ["capable"], "ndsclustCommand": ["/bin/true"],
-        "ndsclustPrimaryServer": ["alpha"], "ndsclustBackupServer": ["{0}nowhere"]})
+    store.add(
+        store.app_dn("broken"),
+        {
+            "objectClass": ["top", "ndsclustApplication"],
+            "ndsclustTag": ["broken"],
+            "ndsclustType": ["daemon"],
+            "ndsclustCommand": ["/bin/true"],
+            "ndsclustPrimaryServer": ["alpha"],
+        },
+    )
+    store.add(
+        store.app_dn("orphan"),
+        {
+            "objectClass": ["top", "ndsclustApplication"],
+            "ndsclustTag": ["orphan"],
+            "ndsclustType": ["capable"],
+            "ndsclustCommand": ["/bin/true"],
+            "ndsclustPrimaryServer": ["alpha"],
+            "ndsclustBackupServer": ["{0}nowhere"],
+        },
+    )
     snap = store.snapshot()
     assert set(snap.apps) == {"web"}
     problems = {(e.dn.split(",")[0], e.attribute) for e in snap.invalid}
-    assert problems == {("ndsclustTag=broken", "ndsclustType"),
-                        ("ndsclustTag=orphan", "ndsclustBackupServer")}
+    assert problems == {
+        ("ndsclustTag=broken", "ndsclustType"),
+        ("ndsclustTag=orphan", "ndsclustBackupServer"),
+    }
 
 
 def test_requests_are_consumed_exactly_once(store: Store) -> None:
     from ndsclust.model import Request
+
     store.add_app(web())
     req = Request.parse("migrate:gamma")
     store.set_request(Tag("web"), req)
@@ -160,8 +196,9 @@ def test_server_state(store: Store) -> None:
     assert store.servers()[0][B].state is ServerState.MAINTENANCE
 
 
-def test_store_fails_over_when_the_write_provider_is_killed(directory: DirectoryCluster,
-                                                            store: Store) -> None:
+def test_store_fails_over_when_the_write_provider_is_killed(
+    directory: DirectoryCluster, store: Store
+) -> None:
     store.add_app(web(host=A))
     assert store.provider == directory.uris[0]
     first = directory.providers[0]
@@ -181,18 +218,29 @@ def test_schema_install_twice_succeeds(directory: DirectoryCluster) -> None:
     for p in directory.providers:
         args += ["--uri", p.ldapi_url]
     for _ in range(2):
-        out = subprocess.run(args + ["schema", "install"], capture_output=True, text=True,
-                             timeout=30)
+        out = subprocess.run(
+            args + ["schema", "install"], capture_output=True, text=True, timeout=30
+        )
         assert out.returncode == 0, out.stderr
         assert out.stdout.count("already loaded") == len(directory.providers)
 
 
-def test_schema_install_loads_a_provider_that_lacks_it(tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_schema_install_loads_a_provider_that_lacks_it(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
     bare = DirectoryCluster(n=1, base_dir=tmp_path_factory.mktemp("bare"), with_schema=False)
     try:
         bare.start()
-        args = [sys.executable, "-m", "ndsclust", "-Y", "--uri", bare.providers[0].ldapi_url,
-                "schema", "install"]
+        args = [
+            sys.executable,
+            "-m",
+            "ndsclust",
+            "-Y",
+            "--uri",
+            bare.providers[0].ldapi_url,
+            "schema",
+            "install",
+        ]
         first = subprocess.run(args, capture_output=True, text=True, timeout=30)
         assert first.returncode == 0, first.stderr
         assert "installed" in first.stdout and "already" not in first.stdout

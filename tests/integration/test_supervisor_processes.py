@@ -3,6 +3,7 @@
 No directory is needed. Every test kills what it started, even when it fails: the
 ``reaper`` fixture SIGKILLs the process groups and processes it was given.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -139,8 +140,9 @@ def log() -> Iterator[tuple[logging.Logger, Lines]]:
 
 @pytest.fixture
 def sup(log: tuple[logging.Logger, Lines], reaper: Reaper) -> Iterator[Supervisor]:
-    supervisor = Supervisor(ALPHA, lease_timeout=30.0, logger=log[0],
-                            control_socket="/run/ndsclust/control.sock")
+    supervisor = Supervisor(
+        ALPHA, lease_timeout=30.0, logger=log[0], control_socket="/run/ndsclust/control.sock"
+    )
     try:
         yield supervisor
     finally:
@@ -156,8 +158,9 @@ def files(tmp_path: Path) -> tuple[Path, Path, Path]:
     return program, unload, owner
 
 
-def wait_until(cond: Callable[[], T | None], timeout: float = 5.0,
-               sup: Supervisor | None = None) -> T:
+def wait_until(
+    cond: Callable[[], T | None], timeout: float = 5.0, sup: Supervisor | None = None
+) -> T:
     deadline = time.monotonic() + timeout
     while True:
         if sup is not None:
@@ -179,8 +182,8 @@ def parent_of(pid: int) -> int:
 def read_pidfile(path: Path, reaper: Reaper, sup: Supervisor | None = None) -> tuple[int, int, int]:
     text = wait_until(lambda: path.read_text() if path.exists() else None, sup=sup)
     pid, ppid, uid = (int(x) for x in text.split())
-    reaper.groups.append(pid)     # the program leads its own session and group
-    reaper.pids.append(ppid)      # its parent is the guard
+    reaper.groups.append(pid)  # the program leads its own session and group
+    reaper.pids.append(ppid)  # its parent is the guard
     return pid, ppid, uid
 
 
@@ -199,7 +202,9 @@ def seconds_until_dead(pids: list[int], timeout: float) -> float:
             left = timeout - (time.monotonic() - t0)
             ready, _, _ = select.select(list(waiting), [], [], max(0.0, left))
             if not ready:
-                raise AssertionError(f"{len(waiting)} of {len(pids)} processes still alive after {timeout} s")
+                raise AssertionError(
+                    f"{len(waiting)} of {len(pids)} processes still alive after {timeout} s"
+                )
             waiting -= set(ready)
     finally:
         for fd in fds:
@@ -219,13 +224,23 @@ def row(sup: Supervisor, state: ProcState, tag: Tag = WEB) -> Callable[[], ProcI
     def check() -> ProcInfo | None:
         info = sup.table().get(tag)
         return info if info is not None and info.state is state else None
+
     return check
 
 
-def start(sup: Supervisor, program: Path, pidfile: Path, mode: str = "run", *extra: str,
-          paused: bool = False, unload_argv: list[str] | None = None, tag: Tag = WEB) -> ProcInfo:
-    return sup.start(tag, [PY, str(program), mode, str(pidfile), *extra], paused=paused,
-                     unload_argv=unload_argv)
+def start(
+    sup: Supervisor,
+    program: Path,
+    pidfile: Path,
+    mode: str = "run",
+    *extra: str,
+    paused: bool = False,
+    unload_argv: list[str] | None = None,
+    tag: Tag = WEB,
+) -> ProcInfo:
+    return sup.start(
+        tag, [PY, str(program), mode, str(pidfile), *extra], paused=paused, unload_argv=unload_argv
+    )
 
 
 def sleeper(sup: Supervisor, tag: Tag, reaper: Reaper) -> ProcInfo:
@@ -240,9 +255,13 @@ def sleeper(sup: Supervisor, tag: Tag, reaper: Reaper) -> ProcInfo:
 # -- start, stop, exit
 
 
-def test_claim57_start_then_unload_with_sigterm(sup: Supervisor, files: tuple[Path, Path, Path],
-                                                tmp_path: Path, reaper: Reaper,
-                                                log: tuple[logging.Logger, Lines]) -> None:
+def test_claim57_start_then_unload_with_sigterm(
+    sup: Supervisor,
+    files: tuple[Path, Path, Path],
+    tmp_path: Path,
+    reaper: Reaper,
+    log: tuple[logging.Logger, Lines],
+) -> None:
     program, _, _ = files
     first = start(sup, program, tmp_path / "pid")
     assert first.state is ProcState.STARTING and first.pid is None
@@ -258,21 +277,25 @@ def test_claim57_start_then_unload_with_sigterm(sup: Supervisor, files: tuple[Pa
     assert time.monotonic() - t0 < 5.0
     assert gone.exit_code == -signal.SIGTERM and gone.stop_requested and not gone.failed
     assert gone.reason == "stopped"
-    assert any(line.startswith("event=program_exited tag=web server=alpha") for line in log[1].lines)
+    assert any(
+        line.startswith("event=program_exited tag=web server=alpha") for line in log[1].lines
+    )
     # The guard serves the next program: it outlives the one that stopped.
     assert alive(guard)
 
 
-def test_one_guard_is_the_parent_of_every_program(sup: Supervisor, reaper: Reaper,
-                                                  log: tuple[logging.Logger, Lines]) -> None:
+def test_one_guard_is_the_parent_of_every_program(
+    sup: Supervisor, reaper: Reaper, log: tuple[logging.Logger, Lines]
+) -> None:
     web, db = sleeper(sup, WEB, reaper), sleeper(sup, DB, reaper)
     assert web.pid is not None and db.pid is not None
     guard = parent_of(web.pid)
     assert parent_of(db.pid) == guard != os.getpid()
     # Started with the supervisor, before any program: no start waits for it.
-    assert log[1].lines[0] == (f"event=guard_start server=alpha guard_pid={guard} lease=30 "
-                               "scheduling=realtime")
-    assert os.getsid(guard) == guard != os.getsid(0)      # the guard has its own session
+    assert log[1].lines[0] == (
+        f"event=guard_start server=alpha guard_pid={guard} lease=30 scheduling=realtime"
+    )
+    assert os.getsid(guard) == guard != os.getsid(0)  # the guard has its own session
     # The guard runs real-time (its lease kills must not wait for a CPU); its programs do not.
     assert os.sched_getscheduler(guard) == os.SCHED_RR | os.SCHED_RESET_ON_FORK
     assert os.sched_getscheduler(web.pid) == os.SCHED_OTHER
@@ -281,11 +304,12 @@ def test_one_guard_is_the_parent_of_every_program(sup: Supervisor, reaper: Reape
     assert sorted(os.listdir(f"/proc/{web.pid}/fd")) == ["0", "1", "2"]
     soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     limits = Path(f"/proc/{web.pid}/limits").read_text().splitlines()
-    assert next(l for l in limits if l.startswith("Max open files")).split()[3] == str(soft)
+    assert next(ln for ln in limits if ln.startswith("Max open files")).split()[3] == str(soft)
 
 
 def test_claim57_program_ignoring_sigterm_gets_sigkill_after_grace(
-        sup: Supervisor, files: tuple[Path, Path, Path], tmp_path: Path, reaper: Reaper) -> None:
+    sup: Supervisor, files: tuple[Path, Path, Path], tmp_path: Path, reaper: Reaper
+) -> None:
     program, _, _ = files
     start(sup, program, tmp_path / "pid", "ignore-term")
     read_pidfile(tmp_path / "pid", reaper, sup)
@@ -299,8 +323,12 @@ def test_claim57_program_ignoring_sigterm_gets_sigkill_after_grace(
 
 
 def test_claim57_unload_command_is_used_when_given(
-        sup: Supervisor, files: tuple[Path, Path, Path], tmp_path: Path, reaper: Reaper,
-        log: tuple[logging.Logger, Lines]) -> None:
+    sup: Supervisor,
+    files: tuple[Path, Path, Path],
+    tmp_path: Path,
+    reaper: Reaper,
+    log: tuple[logging.Logger, Lines],
+) -> None:
     program, unload, _ = files
     pidfile = tmp_path / "pid"
     start(sup, program, pidfile, unload_argv=[PY, str(unload), str(pidfile)])
@@ -308,12 +336,13 @@ def test_claim57_unload_command_is_used_when_given(
     wait_until(row(sup, ProcState.RUNNING), sup=sup)
     sup.stop(WEB, grace=10.0)
     gone = wait_until(row(sup, ProcState.EXITED), sup=sup)
-    assert gone.exit_code == -signal.SIGINT       # the unload command's signal, not SIGTERM
+    assert gone.exit_code == -signal.SIGINT  # the unload command's signal, not SIGTERM
     assert gone.stop_requested
 
 
 def test_claim57_unload_command_that_cannot_run_falls_back_to_sigterm(
-        sup: Supervisor, reaper: Reaper, tmp_path: Path, log: tuple[logging.Logger, Lines]) -> None:
+    sup: Supervisor, reaper: Reaper, tmp_path: Path, log: tuple[logging.Logger, Lines]
+) -> None:
     sup.start(WEB, ["/bin/sleep", "1000"], unload_argv=[str(tmp_path / "missing")])
     info = wait_until(row(sup, ProcState.RUNNING), sup=sup)
     assert info.pid is not None
@@ -321,12 +350,15 @@ def test_claim57_unload_command_that_cannot_run_falls_back_to_sigterm(
     sup.stop(WEB, grace=10.0)
     gone = wait_until(row(sup, ProcState.EXITED), sup=sup)
     assert gone.exit_code == -signal.SIGTERM and gone.stop_requested
-    assert (f'event=unload_command tag=web server=alpha result="{tmp_path / "missing"}: '
-            'No such file or directory; sent SIGTERM"') in log[1].lines
+    assert (
+        f'event=unload_command tag=web server=alpha result="{tmp_path / "missing"}: '
+        'No such file or directory; sent SIGTERM"'
+    ) in log[1].lines
 
 
 def test_claim57_stop_right_after_start_unloads_once_the_program_runs(
-        sup: Supervisor, reaper: Reaper) -> None:
+    sup: Supervisor, reaper: Reaper
+) -> None:
     # The stop usually reaches the guard before the exec is confirmed; the SIGTERM waits
     # until the program leads its own process group.
     sup.start(WEB, ["/bin/sleep", "1000"])
@@ -338,7 +370,8 @@ def test_claim57_stop_right_after_start_unloads_once_the_program_runs(
 
 
 def test_claim57_exit_on_its_own_is_reported_with_its_code(
-        sup: Supervisor, files: tuple[Path, Path, Path], tmp_path: Path, reaper: Reaper) -> None:
+    sup: Supervisor, files: tuple[Path, Path, Path], tmp_path: Path, reaper: Reaper
+) -> None:
     program, _, _ = files
     start(sup, program, tmp_path / "pid", "exit", "3")
     gone = wait_until(row(sup, ProcState.EXITED), sup=sup)
@@ -346,7 +379,8 @@ def test_claim57_exit_on_its_own_is_reported_with_its_code(
 
 
 def test_claim57_restart_records_its_time_and_refuses_a_double_start(
-        sup: Supervisor, files: tuple[Path, Path, Path], tmp_path: Path, reaper: Reaper) -> None:
+    sup: Supervisor, files: tuple[Path, Path, Path], tmp_path: Path, reaper: Reaper
+) -> None:
     program, _, _ = files
     start(sup, program, tmp_path / "pid1", "exit", "1")
     assert wait_until(sup.poll)[0].exit_code == 1
@@ -354,7 +388,7 @@ def test_claim57_restart_records_its_time_and_refuses_a_double_start(
     assert len(again.restarts) == 1 and again.restarts[0] == again.started_at
     read_pidfile(tmp_path / "pid2", reaper, sup)
     wait_until(row(sup, ProcState.RUNNING), sup=sup)
-    with pytest.raises(SupervisorError, match="program web is running .*stop it before"):
+    with pytest.raises(SupervisorError, match=r"program web is running .*stop it before"):
         start(sup, program, tmp_path / "pid3")
     sup.stop(WEB, grace=5.0)
     wait_until(row(sup, ProcState.EXITED), sup=sup)
@@ -372,8 +406,9 @@ def test_claim57_program_that_cannot_start_is_reported(sup: Supervisor, tmp_path
     assert nowhere.reason.startswith(f"could not start: working directory {tmp_path / 'nowhere'}:")
 
 
-def test_many_programs_failing_at_once_leave_the_guard_standing(sup: Supervisor,
-                                                               tmp_path: Path) -> None:
+def test_many_programs_failing_at_once_leave_the_guard_standing(
+    sup: Supervisor, tmp_path: Path
+) -> None:
     # Each failed exec reports on its status pipe and exits at once: the pipe's event and
     # the SIGCHLD that reaps the child often come back from one select(). Once the reap has
     # settled the pipe, its event is stale and must not be handled a second time.
@@ -388,40 +423,54 @@ def test_many_programs_failing_at_once_leave_the_guard_standing(sup: Supervisor,
 
 
 def test_output_is_logged_line_by_line_and_environment_is_clean(
-        sup: Supervisor, log: tuple[logging.Logger, Lines]) -> None:
+    sup: Supervisor, log: tuple[logging.Logger, Lines]
+) -> None:
     sup.start(WEB, ["/usr/bin/env"], env={"GREETING": "hello world"})
     gone = wait_until(row(sup, ProcState.EXITED), sup=sup)
     assert gone.exit_code == 0
     # The guard forwards a program's last output before its exit.
     prefix = "event=output tag=web server=alpha stream=stdout line="
-    env = sorted(l[len(prefix):] for l in log[1].lines if l.startswith(prefix))
-    assert env == ["GREETING=hello world", "NDSCLUST_SERVER=alpha",
-                   "NDSCLUST_SOCKET=/run/ndsclust/control.sock", "NDSCLUST_TAG=web"]
+    env = sorted(ln[len(prefix) :] for ln in log[1].lines if ln.startswith(prefix))
+    assert env == [
+        "GREETING=hello world",
+        "NDSCLUST_SERVER=alpha",
+        "NDSCLUST_SOCKET=/run/ndsclust/control.sock",
+        "NDSCLUST_TAG=web",
+    ]
 
 
-def test_both_streams_are_logged(sup: Supervisor, files: tuple[Path, Path, Path], tmp_path: Path,
-                                 reaper: Reaper, log: tuple[logging.Logger, Lines]) -> None:
+def test_both_streams_are_logged(
+    sup: Supervisor,
+    files: tuple[Path, Path, Path],
+    tmp_path: Path,
+    reaper: Reaper,
+    log: tuple[logging.Logger, Lines],
+) -> None:
     program, _, _ = files
     start(sup, program, tmp_path / "pid", "exit", "0")
     wait_until(row(sup, ProcState.EXITED), sup=sup)
-    want = {"event=output tag=web server=alpha stream=stdout line=hello from web",
-            "event=output tag=web server=alpha stream=stderr line=complaint on stderr"}
+    want = {
+        "event=output tag=web server=alpha stream=stdout line=hello from web",
+        "event=output tag=web server=alpha stream=stderr line=complaint on stderr",
+    }
     assert want <= set(log[1].lines)
 
 
 def test_output_beyond_the_pipe_buffer_never_blocks_the_program(
-        sup: Supervisor, log: tuple[logging.Logger, Lines], tmp_path: Path) -> None:
+    sup: Supervisor, log: tuple[logging.Logger, Lines], tmp_path: Path
+) -> None:
     # 20000 lines (100 kB) overflow a 64 kB pipe; no poll() runs until the program is done.
     done = tmp_path / "done"
     sup.start(WEB, ["/bin/sh", "-c", f"/usr/bin/yes line | /usr/bin/head -n 20000; : > {done}"])
     wait_until(done.exists)
     assert wait_until(row(sup, ProcState.EXITED), sup=sup).exit_code == 0
     line = "event=output tag=web server=alpha stream=stdout line=line"
-    assert sum(1 for l in log[1].lines if l == line) == 20000
+    assert sum(1 for ln in log[1].lines if ln == line) == 20000
 
 
 def test_output_is_dropped_not_blocking_while_the_sentinel_does_not_read(
-        sup: Supervisor, log: tuple[logging.Logger, Lines], tmp_path: Path) -> None:
+    sup: Supervisor, log: tuple[logging.Logger, Lines], tmp_path: Path
+) -> None:
     # 100000 lines of 41 bytes (4 MB) are more than the guard keeps for a sentinel that
     # does not read; the program still finishes, and every line is logged or counted.
     done = tmp_path / "done"
@@ -429,14 +478,22 @@ def test_output_is_dropped_not_blocking_while_the_sentinel_does_not_read(
     sup.start(WEB, ["/bin/sh", "-c", f"/usr/bin/yes {text} | /usr/bin/head -n 100000; : > {done}"])
     wait_until(done.exists, timeout=20.0)
     wait_until(row(sup, ProcState.EXITED), sup=sup)
-    logged = sum(1 for l in log[1].lines if l == f"event=output tag=web server=alpha stream=stdout line={text}")
-    dropped = sum(int(l.rpartition("lines=")[2]) for l in log[1].lines
-                  if l.startswith("event=output_dropped tag=web server=alpha "))
+    logged = sum(
+        1
+        for ln in log[1].lines
+        if ln == f"event=output tag=web server=alpha stream=stdout line={text}"
+    )
+    dropped = sum(
+        int(ln.rpartition("lines=")[2])
+        for ln in log[1].lines
+        if ln.startswith("event=output_dropped tag=web server=alpha ")
+    )
     assert dropped > 0 and logged + dropped == 100000
 
 
 def test_program_runs_as_the_configured_user_in_its_directory(
-        sup: Supervisor, reaper: Reaper) -> None:
+    sup: Supervisor, reaper: Reaper
+) -> None:
     if os.geteuid() != 0:
         pytest.fail("this test needs root to switch users")
     sup.start(WEB, ["/bin/sleep", "60"], user="nobody", cwd="/tmp")
@@ -444,9 +501,9 @@ def test_program_runs_as_the_configured_user_in_its_directory(
     assert info.pid is not None
     reaper.groups.append(info.pid)
     status = Path(f"/proc/{info.pid}/status").read_text()
-    uid_line = next(l for l in status.splitlines() if l.startswith("Uid:"))
+    uid_line = next(ln for ln in status.splitlines() if ln.startswith("Uid:"))
     assert uid_line.split()[1:] == [str(65534)] * 4
-    groups_line = next(l for l in status.splitlines() if l.startswith("Groups:"))
+    groups_line = next(ln for ln in status.splitlines() if ln.startswith("Groups:"))
     assert groups_line.split()[1:] == [str(g) for g in os.getgrouplist("nobody", 65534)]
     assert os.readlink(f"/proc/{info.pid}/cwd") == "/tmp"
     sup.stop(WEB, grace=5.0)
@@ -456,8 +513,9 @@ def test_program_runs_as_the_configured_user_in_its_directory(
 # -- paused start (FIG. 7B)
 
 
-def test_fig7b_paused_program_starts_on_resume(sup: Supervisor, files: tuple[Path, Path, Path],
-                                               tmp_path: Path, reaper: Reaper) -> None:
+def test_fig7b_paused_program_starts_on_resume(
+    sup: Supervisor, files: tuple[Path, Path, Path], tmp_path: Path, reaper: Reaper
+) -> None:
     program, _, _ = files
     pidfile = tmp_path / "pid"
     info = start(sup, program, pidfile, paused=True)
@@ -472,7 +530,8 @@ def test_fig7b_paused_program_starts_on_resume(sup: Supervisor, files: tuple[Pat
 
 
 def test_fig7b_paused_program_stopped_before_resume_never_runs(
-        sup: Supervisor, files: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    sup: Supervisor, files: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
     program, _, _ = files
     start(sup, program, tmp_path / "pid", paused=True)
     sup.stop(WEB, grace=5.0)
@@ -484,17 +543,23 @@ def test_fig7b_paused_program_stopped_before_resume_never_runs(
 
 
 def test_claim57_failed_health_check_stops_the_program_as_a_failure(
-        sup: Supervisor, files: tuple[Path, Path, Path], tmp_path: Path, reaper: Reaper,
-        log: tuple[logging.Logger, Lines]) -> None:
+    sup: Supervisor,
+    files: tuple[Path, Path, Path],
+    tmp_path: Path,
+    reaper: Reaper,
+    log: tuple[logging.Logger, Lines],
+) -> None:
     program, _, _ = files
     start(sup, program, tmp_path / "pid")
     read_pidfile(tmp_path / "pid", reaper, sup)
     wait_until(row(sup, ProcState.RUNNING), sup=sup)
     assert sup.check_health(WEB, ["/bin/true"], timeout=5.0)
-    assert not sup.check_health(WEB, ["/bin/true"], timeout=5.0)   # one at a time
+    assert not sup.check_health(WEB, ["/bin/true"], timeout=5.0)  # one at a time
     # Once the passing check has reported, the next one can start.
-    wait_until(lambda: sup.check_health(WEB, ["/bin/sh", "-c", "echo port closed; exit 1"],
-                                        timeout=5.0), sup=sup)
+    wait_until(
+        lambda: sup.check_health(WEB, ["/bin/sh", "-c", "echo port closed; exit 1"], timeout=5.0),
+        sup=sup,
+    )
     assert sup.table()[WEB].state is ProcState.RUNNING
     gone = wait_until(row(sup, ProcState.EXITED), sup=sup)
     assert gone.failed and gone.reason == "health check failed: exit 1"
@@ -503,7 +568,8 @@ def test_claim57_failed_health_check_stops_the_program_as_a_failure(
 
 
 def test_claim57_health_check_without_answer_times_out(
-        sup: Supervisor, files: tuple[Path, Path, Path], tmp_path: Path, reaper: Reaper) -> None:
+    sup: Supervisor, files: tuple[Path, Path, Path], tmp_path: Path, reaper: Reaper
+) -> None:
     program, _, _ = files
     start(sup, program, tmp_path / "pid")
     read_pidfile(tmp_path / "pid", reaper, sup)
@@ -542,8 +608,11 @@ def test_guard_terminated_kills_every_program_and_says_so(sup: Supervisor, reape
 
 
 def test_closing_the_supervisor_kills_its_programs(
-        log: tuple[logging.Logger, Lines], files: tuple[Path, Path, Path], tmp_path: Path,
-        reaper: Reaper) -> None:
+    log: tuple[logging.Logger, Lines],
+    files: tuple[Path, Path, Path],
+    tmp_path: Path,
+    reaper: Reaper,
+) -> None:
     program, _, _ = files
     with Supervisor(ALPHA, lease_timeout=30.0, logger=log[0]) as sup:
         start(sup, program, tmp_path / "pid")
@@ -553,13 +622,15 @@ def test_closing_the_supervisor_kills_its_programs(
     assert seconds_until_dead([pid, db.pid, guard], 3.0) < 3.0
 
 
-def owner(files: tuple[Path, Path, Path], tmp_path: Path, reaper: Reaper, lease: float,
-          count: int) -> tuple[subprocess.Popen[bytes], list[int], int]:
+def owner(
+    files: tuple[Path, Path, Path], tmp_path: Path, reaper: Reaper, lease: float, count: int
+) -> tuple[subprocess.Popen[bytes], list[int], int]:
     """Start the sentinel stand-in; return it, its programs' pids and its guard's pid."""
     _, _, script = files
     out = tmp_path / "pids"
-    proc = subprocess.Popen([PY, str(script), str(lease), str(count), str(out)],
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [PY, str(script), str(lease), str(count), str(out)], start_new_session=True
+    )
     reaper.procs.append(proc)
     text = wait_until(lambda: out.read_text() if out.exists() else None, timeout=30.0)
     pids = [int(p) for p in text.split()]
@@ -571,17 +642,19 @@ def owner(files: tuple[Path, Path, Path], tmp_path: Path, reaper: Reaper, lease:
 
 
 def test_sentinel_sigkilled_fifty_programs_die_at_once(
-        files: tuple[Path, Path, Path], tmp_path: Path, reaper: Reaper) -> None:
+    files: tuple[Path, Path, Path], tmp_path: Path, reaper: Reaper
+) -> None:
     # A 30 s lease: a prompt death proves the end of the socket, not the lease, killed them.
     proc, pids, guard = owner(files, tmp_path, reaper, lease=30.0, count=50)
-    assert len({os.getpgid(pid) for pid in pids}) == 50     # one process group each
+    assert len({os.getpgid(pid) for pid in pids}) == 50  # one process group each
     proc.kill()
     proc.wait()
     assert seconds_until_dead([*pids, guard], 5.0) < 5.0
 
 
 def test_sentinel_sigstopped_every_program_dies_at_lease_expiry(
-        files: tuple[Path, Path, Path], tmp_path: Path, reaper: Reaper) -> None:
+    files: tuple[Path, Path, Path], tmp_path: Path, reaper: Reaper
+) -> None:
     lease = 1.5
     proc, pids, guard = owner(files, tmp_path, reaper, lease=lease, count=3)
     os.kill(proc.pid, signal.SIGSTOP)
@@ -593,7 +666,12 @@ def test_sentinel_sigstopped_every_program_dies_at_lease_expiry(
     assert lease - 0.5 <= elapsed <= lease + 3.0
     # Woken up, the sentinel learns why; the guard is still there to serve it.
     exits = tmp_path / "pids.exits"
-    lines = wait_until(lambda: exits.read_text().splitlines() if exits.exists()
-                       and len(exits.read_text().splitlines()) == 3 else None)
+    lines = wait_until(
+        lambda: (
+            exits.read_text().splitlines()
+            if exits.exists() and len(exits.read_text().splitlines()) == 3
+            else None
+        )
+    )
     assert sorted(lines) == [f"p{i} -9 lease-expired" for i in range(3)]
     assert alive(guard)

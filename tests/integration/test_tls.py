@@ -7,6 +7,7 @@ is on (wrong CA, wrong name refused), StartTLS works, plain ldap:// is refused b
 packet is sent when the configuration forbids it, and a server certificate binds with SASL
 EXTERNAL as that server's entry (olcAuthzRegexp from ``pki.authz_regexp``).
 """
+
 from __future__ import annotations
 
 import shutil
@@ -14,7 +15,7 @@ import socket
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import ldap3
@@ -30,7 +31,7 @@ BASE = f"ou=ndsclust,{SUFFIX}"
 ADMIN = f"cn=admin,{SUFFIX}"
 ADMIN_PW = "tls-test-secret"
 CLUSTER = "prod"
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(UTC)
 VERIFY_FAILED = "CERTIFICATE_VERIFY_FAILED|certificate verify failed"
 
 
@@ -44,14 +45,14 @@ class TlsProvider(Provider):
     def command(self) -> list[str]:
         cmd = super().command()
         i = cmd.index("-h")
-        return [*cmd[:i + 1], f"{cmd[i + 1]} {self.ldaps_url}", *cmd[i + 2:]]
+        return [*cmd[: i + 1], f"{cmd[i + 1]} {self.ldaps_url}", *cmd[i + 2 :]]
 
 
 @dataclass(frozen=True)
 class Setup:
     slapd: TlsProvider
     pki_dir: Path
-    other_dir: Path     # a second CA with a certificate for alpha: not this cluster's
+    other_dir: Path  # a second CA with a certificate for alpha: not this cluster's
 
     @property
     def ca(self) -> str:
@@ -118,8 +119,11 @@ def data_ldif() -> str:
     ]
     blocks = []
     for dn, classes, attrs in entries:
-        lines = [f"dn: {dn}", *(f"objectClass: {c}" for c in classes),
-                 *(f"{k}: {v}" for k, v in attrs.items())]
+        lines = [
+            f"dn: {dn}",
+            *(f"objectClass: {c}" for c in classes),
+            *(f"{k}: {v}" for k, v in attrs.items()),
+        ]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"
 
@@ -131,8 +135,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     slapd: TlsProvider | None = None
     try:
         pki.init_ca(pki_dir, CLUSTER, NOW)
-        pki.issue(pki_dir, "ldap", NOW, ips=["127.0.0.1"])       # slapd's own certificate
-        pki.issue(pki_dir, "alpha", NOW)                           # the sentinel of alpha
+        pki.issue(pki_dir, "ldap", NOW, ips=["127.0.0.1"])  # slapd's own certificate
+        pki.issue(pki_dir, "alpha", NOW)  # the sentinel of alpha
         pki.init_ca(other_dir, CLUSTER, NOW)
         pki.issue(other_dir, "alpha", NOW, ips=["127.0.0.1"])
         (d / "slapd.d").mkdir(parents=True)
@@ -141,10 +145,17 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         (root / "data.ldif").write_text(data_ldif())
         port, tls_port = free_ports(["127.0.0.1", "127.0.0.1"])
         slapd = TlsProvider(d, port, tls_port)
-        for args in (["-n0", "-l", str(root / "config.ldif")],
-                     ["-b", SUFFIX, "-l", str(root / "data.ldif")]):
-            subprocess.run(["/usr/sbin/slapadd", "-F", str(slapd.conf_dir), *args], check=True,
-                           stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+        for args in (
+            ["-n0", "-l", str(root / "config.ldif")],
+            ["-b", SUFFIX, "-l", str(root / "data.ldif")],
+        ):
+            subprocess.run(
+                ["/usr/sbin/slapadd", "-F", str(slapd.conf_dir), *args],
+                check=True,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=60,
+            )
         slapd.start()
         yield Setup(slapd, pki_dir, other_dir)
     finally:
@@ -161,9 +172,10 @@ def whoami(conn: ldap3.Connection) -> str:
 
 
 def test_ldaps_with_the_cluster_ca_connects_and_binds(setup: Setup) -> None:
-    conn = open_connection(setup.slapd.ldaps_url,
-                           Credentials(bind_dn=ADMIN, password=ADMIN_PW, ca_file=setup.ca,
-                                       allow_plain=False))
+    conn = open_connection(
+        setup.slapd.ldaps_url,
+        Credentials(bind_dn=ADMIN, password=ADMIN_PW, ca_file=setup.ca, allow_plain=False),
+    )
     assert whoami(conn) == f"dn:{ADMIN}"
 
 
@@ -179,7 +191,7 @@ def test_a_certificate_for_another_name_is_refused(setup: Setup) -> None:
     127.0.0.1 and DNS:ldap, not localhost): one server of the cluster cannot pose as
     another."""
     uri = setup.slapd.ldaps_url.replace("127.0.0.1", "localhost")
-    with pytest.raises(ProviderUnreachable, match="doesn't match any name in \\['localhost'\\]"):
+    with pytest.raises(ProviderUnreachable, match=r"doesn't match any name in \['localhost'\]"):
         open_connection(uri, Credentials(bind_dn=ADMIN, password=ADMIN_PW, ca_file=setup.ca))
 
 
@@ -190,14 +202,18 @@ def test_tls_without_a_ca_file_still_verifies_the_provider(setup: Setup) -> None
     with pytest.raises(ProviderUnreachable, match=VERIFY_FAILED):
         open_connection(setup.slapd.ldaps_url, creds)
     with pytest.raises(ProviderUnreachable, match=VERIFY_FAILED):
-        open_connection(setup.slapd.url, Credentials(bind_dn=ADMIN, password=ADMIN_PW,
-                                                     start_tls=True))
+        open_connection(
+            setup.slapd.url, Credentials(bind_dn=ADMIN, password=ADMIN_PW, start_tls=True)
+        )
 
 
 def test_starttls_upgrades_plain_ldap(setup: Setup) -> None:
-    conn = open_connection(setup.slapd.url,
-                           Credentials(bind_dn=ADMIN, password=ADMIN_PW, ca_file=setup.ca,
-                                       start_tls=True, allow_plain=False))
+    conn = open_connection(
+        setup.slapd.url,
+        Credentials(
+            bind_dn=ADMIN, password=ADMIN_PW, ca_file=setup.ca, start_tls=True, allow_plain=False
+        ),
+    )
     try:
         assert conn.tls_started
     finally:
@@ -205,8 +221,9 @@ def test_starttls_upgrades_plain_ldap(setup: Setup) -> None:
 
 
 def test_starttls_with_the_wrong_ca_is_refused(setup: Setup) -> None:
-    creds = Credentials(bind_dn=ADMIN, password=ADMIN_PW, start_tls=True,
-                        ca_file=str(setup.other_dir / "ca.crt"))
+    creds = Credentials(
+        bind_dn=ADMIN, password=ADMIN_PW, start_tls=True, ca_file=str(setup.other_dir / "ca.crt")
+    )
     with pytest.raises(ProviderUnreachable, match=VERIFY_FAILED):
         open_connection(setup.slapd.url, creds)
 
@@ -223,24 +240,32 @@ def test_plain_ldap_is_refused_before_connecting_when_not_allowed(setup: Setup) 
         with pytest.raises(ConfigError, match="plain LDAP without TLS is refused"):
             Providers([uri], Credentials(allow_plain=False)).connect()
         with pytest.raises(BlockingIOError):
-            listener.accept()        # no connection was even attempted: the password stayed
+            listener.accept()  # no connection was even attempted: the password stayed
     finally:
         listener.close()
 
 
 def test_ldapi_needs_no_tls_even_when_plain_is_refused(setup: Setup) -> None:
-    conn = open_connection(setup.slapd.ldapi_url,
-                           Credentials(sasl_external=True, allow_plain=False))
+    conn = open_connection(
+        setup.slapd.ldapi_url, Credentials(sasl_external=True, allow_plain=False)
+    )
     assert whoami(conn).lower().startswith("dn:gidnumber=0+uidnumber=0,cn=peercred")
 
 
 def test_server_certificate_binds_as_its_server_entry_with_sasl_external(setup: Setup) -> None:
     crt, key = setup.cert("alpha")
-    creds = Credentials(sasl_external=True, ca_file=setup.ca, cert_file=crt, key_file=key,
-                        allow_plain=False)
+    creds = Credentials(
+        sasl_external=True, ca_file=setup.ca, cert_file=crt, key_file=key, allow_plain=False
+    )
     assert whoami(open_connection(setup.slapd.ldaps_url, creds)) == f"dn:cn=alpha,ou=servers,{BASE}"
-    starttls = Credentials(sasl_external=True, ca_file=setup.ca, cert_file=crt, key_file=key,
-                           start_tls=True, allow_plain=False)
+    starttls = Credentials(
+        sasl_external=True,
+        ca_file=setup.ca,
+        cert_file=crt,
+        key_file=key,
+        start_tls=True,
+        allow_plain=False,
+    )
     assert whoami(open_connection(setup.slapd.url, starttls)) == f"dn:cn=alpha,ou=servers,{BASE}"
 
 
@@ -255,4 +280,3 @@ def test_a_client_certificate_from_another_ca_cannot_bind(setup: Setup) -> None:
 def test_sasl_external_without_a_certificate_is_refused(setup: Setup) -> None:
     with pytest.raises(ProviderUnreachable, match="SASL EXTERNAL"):
         open_connection(setup.slapd.ldaps_url, Credentials(sasl_external=True, ca_file=setup.ca))
-

@@ -1,6 +1,7 @@
 """Operator writes with ldapadd on provider 1 arrive as typed objects through a watch on
 provider 3; a malformed entry is reported with its DN and attribute while other changes keep
 flowing (invariant 4: bad input is contained)."""
+
 from __future__ import annotations
 
 import subprocess
@@ -15,14 +16,23 @@ from ndsclust.model import AppType, Server, ServerName
 
 
 def ldapadd(uri: str, d: DirectoryCluster, ldif: str) -> None:
-    out = subprocess.run(["ldapadd", "-x", "-H", uri, "-D", d.admin_dn, "-w", d.admin_password],
-                         input=ldif, capture_output=True, text=True, timeout=30)
+    out = subprocess.run(
+        ["ldapadd", "-x", "-H", uri, "-D", d.admin_dn, "-w", d.admin_password],
+        input=ldif,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert out.returncode == 0, out.stderr
 
 
 def app_ldif(dn: str, tag: str, **attrs: str) -> str:
-    base = {"ndsclustType": "capable", "ndsclustCommand": "/bin/sleep 100",
-            "ndsclustPrimaryServer": "alpha", "ndsclustBackupServer": "beta"}
+    base = {
+        "ndsclustType": "capable",
+        "ndsclustCommand": "/bin/sleep 100",
+        "ndsclustPrimaryServer": "alpha",
+        "ndsclustBackupServer": "beta",
+    }
     base.update(attrs)
     lines = [f"dn: {dn}", "objectClass: ndsclustApplication", f"ndsclustTag: {tag}"]
     lines += [f"{k}: {v}" for k, v in base.items() if v != ""]
@@ -30,7 +40,8 @@ def app_ldif(dn: str, tag: str, **attrs: str) -> str:
 
 
 def test_ldapadd_on_provider_1_arrives_typed_on_provider_3_and_bad_entries_are_contained(
-        directory: DirectoryCluster) -> None:
+    directory: DirectoryCluster,
+) -> None:
     creds = directory.admin_credentials()
     base = f"ou=t{uuid.uuid4().hex[:8]},{directory.suffix}"
     store = Store(Providers(directory.uris, creds), directory.suffix, base=base)
@@ -51,12 +62,21 @@ def test_ldapadd_on_provider_1_arrives_typed_on_provider_3_and_bad_entries_are_c
     try:
         apps = store.apps_dn
         ldapadd(directory.uris[0], directory, app_ldif(f"ndsclustTag=web,{apps}", "web"))
-        ldapadd(directory.uris[0], directory,
-                app_ldif(f"ndsclustTag=bad1,{apps}", "bad1", ndsclustType="daemon"))
-        ldapadd(directory.uris[0], directory,
-                app_ldif(f"ndsclustTag=bad2,{apps}", "bad2", ndsclustBackupServer="nowhere"))
-        ldapadd(directory.uris[0], directory,
-                app_ldif(f"ndsclustTag=bad3,{apps}", "bad3", ndsclustCommand="relative/path"))
+        ldapadd(
+            directory.uris[0],
+            directory,
+            app_ldif(f"ndsclustTag=bad1,{apps}", "bad1", ndsclustType="daemon"),
+        )
+        ldapadd(
+            directory.uris[0],
+            directory,
+            app_ldif(f"ndsclustTag=bad2,{apps}", "bad2", ndsclustBackupServer="nowhere"),
+        )
+        ldapadd(
+            directory.uris[0],
+            directory,
+            app_ldif(f"ndsclustTag=bad3,{apps}", "bad3", ndsclustCommand="relative/path"),
+        )
         ldapadd(directory.uris[0], directory, app_ldif(f"ndsclustTag=db,{apps}", "db"))
 
         def settled() -> bool:
@@ -66,16 +86,21 @@ def test_ldapadd_on_provider_1_arrives_typed_on_provider_3_and_bad_entries_are_c
 
         wait_until(settled, timeout=10, what="two typed applications and three invalid entries")
         snap = cache.snapshot()
-        web = snap.apps["web"]          # typed, frozen, from provider 3's watch
+        web = snap.apps["web"]  # typed, frozen, from provider 3's watch
         assert web.type is AppType.CAPABLE and web.command == ("/bin/sleep", "100")
         assert web.backups == ("beta",) and web.uuid
         problems = {(e.dn.split(",")[0], e.attribute) for e in snap.invalid}
-        assert problems == {("ndsclustTag=bad1", "ndsclustType"),
-                            ("ndsclustTag=bad2", "ndsclustBackupServer"),
-                            ("ndsclustTag=bad3", "ndsclustCommand")}
+        assert problems == {
+            ("ndsclustTag=bad1", "ndsclustType"),
+            ("ndsclustTag=bad2", "ndsclustBackupServer"),
+            ("ndsclustTag=bad3", "ndsclustCommand"),
+        }
         store.replace_app_attrs("db", {"ndsclustHostServer": ["alpha"]})
-        wait_until(lambda: (pump(), cache.snapshot().apps["db"].host == "alpha")[1],
-                   timeout=10, what="later change still delivered")
+        wait_until(
+            lambda: (pump(), cache.snapshot().apps["db"].host == "alpha")[1],
+            timeout=10,
+            what="later change still delivered",
+        )
     finally:
         watch.stop()
         store.close()

@@ -1,5 +1,6 @@
 """The cluster-aware API's logic (claims 17-24, 29-35, 45-50): wire format, registration
 checks and plans, compare-and-swap retries, error mapping, the session's dispatch."""
+
 from __future__ import annotations
 
 import json
@@ -11,9 +12,22 @@ import pytest
 
 from ndsclust import aware
 from ndsclust.aware import (
-    MAX_LINE, AwareError, LineBuffer, MarkerConflict, NotGranted, NotSupervised, ProtocolError,
-    Registration, RegistrationRefused, StopRequested, cas_update, check_marker, decode, encode,
-    error_from_reply, registration,
+    MAX_LINE,
+    AwareError,
+    LineBuffer,
+    MarkerConflict,
+    NotGranted,
+    NotSupervised,
+    ProtocolError,
+    Registration,
+    RegistrationRefused,
+    StopRequested,
+    cas_update,
+    check_marker,
+    decode,
+    encode,
+    error_from_reply,
+    registration,
 )
 from ndsclust.model import App, AppState, AppType, Request, RequestKind, ServerName, StateValue, Tag
 from ndsclust.sentinel.control import Create, Update, plan_registration
@@ -24,8 +38,13 @@ CMD = ("/usr/bin/python3", "-m", "counter", "--name", "two words")
 
 
 def reg(**kw: object) -> Registration:
-    args: dict[str, object] = {"tag": "count", "command": CMD, "primary": A, "backups": [B],
-                               "resources": []}
+    args: dict[str, object] = {
+        "tag": "count",
+        "command": CMD,
+        "primary": A,
+        "backups": [B],
+        "resources": [],
+    }
     args.update(kw)
     return registration(**args)  # type: ignore[arg-type]
 
@@ -39,13 +58,16 @@ def test_encode_decode_round_trip_is_one_line_of_compact_json() -> None:
     assert decode(line[:-1]) == {"id": 1, "op": "set_marker", "value": "é\nx"}
 
 
-@pytest.mark.parametrize("line, words", [
-    (b"\xff\xfe", "not UTF-8"),
-    (b"garbage", "not JSON"),
-    (b"[1, 2]", "JSON object, not list"),
-    (b'"hello"', "JSON object, not str"),
-    (b"[" * 100000, "nests too deeply"),
-])
+@pytest.mark.parametrize(
+    "line, words",
+    [
+        (b"\xff\xfe", "not UTF-8"),
+        (b"garbage", "not JSON"),
+        (b"[1, 2]", "JSON object, not list"),
+        (b'"hello"', "JSON object, not str"),
+        (b"[" * 100000, "nests too deeply"),
+    ],
+)
 def test_decode_names_what_is_wrong(line: bytes, words: str) -> None:
     with pytest.raises(ProtocolError, match=words):
         decode(line)
@@ -68,19 +90,22 @@ def test_line_buffer_overflow_drops_the_stream() -> None:
     buf = LineBuffer(limit=10)
     assert buf.feed(b"ok\n" + b"x" * 11) == [b"ok"]
     assert buf.overflowed
-    assert buf.feed(b"\nfine\n") == []       # never back in step after an overflow
+    assert buf.feed(b"\nfine\n") == []  # never back in step after an overflow
     too_long_complete = LineBuffer(limit=4)
     assert too_long_complete.feed(b"abcdef\nok\n") == []
     assert too_long_complete.overflowed
 
 
-@pytest.mark.parametrize("value, words", [
-    ("", "cannot be empty"),
-    ("x" * 65537, "at most 65536"),
-    (7, "string, not int"),
-    ("a\0b", "NUL"),
-    ("\ud800", "lone surrogates"),
-])
+@pytest.mark.parametrize(
+    "value, words",
+    [
+        ("", "cannot be empty"),
+        ("x" * 65537, "at most 65536"),
+        (7, "string, not int"),
+        ("a\0b", "NUL"),
+        ("\ud800", "lone surrogates"),
+    ],
+)
 def test_check_marker_refuses_what_the_directory_cannot_store(value: object, words: str) -> None:
     with pytest.raises(ValueError, match=words):
         check_marker(value)
@@ -97,33 +122,43 @@ def test_registration_carries_the_fig2_attributes_and_round_trips_the_wire() -> 
     assert app.type is AppType.AWARE and app.host == A and app.state.state is AppState.LOADING
 
 
-@pytest.mark.parametrize("kw, attribute, words", [
-    ({"tag": "bad tag"}, "ndsclustTag", "is not a tag"),
-    ({"command": []}, "ndsclustCommand", "non-empty list"),
-    ({"command": ["python3", "x"]}, "ndsclustCommand", "not an absolute path"),
-    ({"command": ["/bin/x", "a\x01b"]}, "ndsclustCommand", "control characters"),
-    ({"command": ["/bin/x", ""]}, "ndsclustCommand", "non-empty arguments"),
-    ({"primary": "Alpha"}, "ndsclustPrimaryServer", "lower case"),
-    ({"backups": [A]}, "ndsclustBackupServer", "names the primary"),
-    ({"backups": [B, B]}, "ndsclustBackupServer", "twice"),
-    ({"backups": ["be ta"]}, "ndsclustBackupServer", "not a server name"),
-    ({"resources": ["san 1"]}, "ndsclustResource", "not a resource name"),
-])
-def test_malformed_attribute_is_refused_naming_it(kw: dict[str, object], attribute: str,
-                                                  words: str) -> None:
+@pytest.mark.parametrize(
+    "kw, attribute, words",
+    [
+        ({"tag": "bad tag"}, "ndsclustTag", "is not a tag"),
+        ({"command": []}, "ndsclustCommand", "non-empty list"),
+        ({"command": ["python3", "x"]}, "ndsclustCommand", "not an absolute path"),
+        ({"command": ["/bin/x", "a\x01b"]}, "ndsclustCommand", "control characters"),
+        ({"command": ["/bin/x", ""]}, "ndsclustCommand", "non-empty arguments"),
+        ({"primary": "Alpha"}, "ndsclustPrimaryServer", "lower case"),
+        ({"backups": [A]}, "ndsclustBackupServer", "names the primary"),
+        ({"backups": [B, B]}, "ndsclustBackupServer", "twice"),
+        ({"backups": ["be ta"]}, "ndsclustBackupServer", "not a server name"),
+        ({"resources": ["san 1"]}, "ndsclustResource", "not a resource name"),
+    ],
+)
+def test_malformed_attribute_is_refused_naming_it(
+    kw: dict[str, object], attribute: str, words: str
+) -> None:
     with pytest.raises(RegistrationRefused, match=words) as info:
         reg(**kw)
     assert info.value.attribute == attribute
     assert "nothing was written" in str(info.value)
 
 
-@pytest.mark.parametrize("raw, attribute", [
-    ("not an object", "app"),
-    ({"command": ["/bin/x"], "primary": "alpha"}, "ndsclustTag"),
-    ({"tag": "t", "command": "/bin/x", "primary": "alpha"}, "ndsclustCommand"),
-    ({"tag": "t", "command": ["/bin/x"], "primary": 3}, "ndsclustPrimaryServer"),
-    ({"tag": "t", "command": ["/bin/x"], "primary": "alpha", "backups": [1]}, "ndsclustBackupServer"),
-])
+@pytest.mark.parametrize(
+    "raw, attribute",
+    [
+        ("not an object", "app"),
+        ({"command": ["/bin/x"], "primary": "alpha"}, "ndsclustTag"),
+        ({"tag": "t", "command": "/bin/x", "primary": "alpha"}, "ndsclustCommand"),
+        ({"tag": "t", "command": ["/bin/x"], "primary": 3}, "ndsclustPrimaryServer"),
+        (
+            {"tag": "t", "command": ["/bin/x"], "primary": "alpha", "backups": [1]},
+            "ndsclustBackupServer",
+        ),
+    ],
+)
 def test_from_wire_refuses_wrong_types(raw: object, attribute: str) -> None:
     with pytest.raises(RegistrationRefused) as info:
         Registration.from_wire(raw)
@@ -132,9 +167,16 @@ def test_from_wire_refuses_wrong_types(raw: object, attribute: str) -> None:
 
 def existing(**kw: object) -> App:
     base: dict[str, object] = {
-        "tag": Tag("count"), "type": AppType.AWARE, "command": CMD, "primary": A,
-        "backups": (B,), "host": B, "marker": "41", "state": StateValue(AppState.RUNNING),
-        "request": Request(RequestKind.FAILBACK)}
+        "tag": Tag("count"),
+        "type": AppType.AWARE,
+        "command": CMD,
+        "primary": A,
+        "backups": (B,),
+        "host": B,
+        "marker": "41",
+        "state": StateValue(AppState.RUNNING),
+        "request": Request(RequestKind.FAILBACK),
+    }
     base.update(kw)
     return App(**base)  # type: ignore[arg-type]
 
@@ -150,8 +192,9 @@ def test_registering_again_unchanged_writes_nothing() -> None:
 
 def test_update_writes_only_what_differs_and_never_host_state_marker_or_request() -> None:
     plan = plan_registration(reg(backups=[C, B], resources=["san1"]), existing(), SERVERS)
-    assert plan == Update({"ndsclustBackupServer": ["{0}gamma", "{1}beta"],
-                           "ndsclustResource": ["san1"]})
+    assert plan == Update(
+        {"ndsclustBackupServer": ["{0}gamma", "{1}beta"], "ndsclustResource": ["san1"]}
+    )
     removed = plan_registration(reg(backups=[]), existing(resources=frozenset({"san1"})), SERVERS)
     assert removed == Update({"ndsclustBackupServer": None, "ndsclustResource": None})
 
@@ -173,7 +216,10 @@ def test_unknown_server_is_refused() -> None:
 
 def test_cas_update_without_conflict_swaps_once() -> None:
     swaps: list[tuple[str | None, str]] = []
-    assert cas_update("4", lambda old, new: swaps.append((old, new)), lambda m: str(int(m or 0) + 1)) == "5"
+    assert (
+        cas_update("4", lambda old, new: swaps.append((old, new)), lambda m: str(int(m or 0) + 1))
+        == "5"
+    )
     assert swaps == [("4", "5")]
 
 
@@ -208,23 +254,32 @@ def test_cas_update_gives_up_after_attempts_with_the_last_conflict() -> None:
 # -- errors
 
 
-@pytest.mark.parametrize("reply, cls", [
-    ({"error": "not-supervised", "message": "m"}, NotSupervised),
-    ({"error": "not-granted", "message": "m"}, NotGranted),
-    ({"error": "stopping", "message": "failback to alpha"}, StopRequested),
-    ({"error": "bad-request", "message": "m"}, AwareError),
-    ({"error": "something new", "message": "m"}, AwareError),
-    ({"nonsense": True}, AwareError),
-])
+@pytest.mark.parametrize(
+    "reply, cls",
+    [
+        ({"error": "not-supervised", "message": "m"}, NotSupervised),
+        ({"error": "not-granted", "message": "m"}, NotGranted),
+        ({"error": "stopping", "message": "failback to alpha"}, StopRequested),
+        ({"error": "bad-request", "message": "m"}, AwareError),
+        ({"error": "something new", "message": "m"}, AwareError),
+        ({"nonsense": True}, AwareError),
+    ],
+)
 def test_error_replies_become_exceptions(reply: dict[str, object], cls: type[Exception]) -> None:
     assert type(error_from_reply(reply)) is cls
 
 
 def test_conflict_and_refusal_replies_keep_their_details() -> None:
-    conflict = error_from_reply({"error": "conflict", "message": "m", "expected": "1", "current": "2"})
-    assert isinstance(conflict, MarkerConflict) and (conflict.expected, conflict.current) == ("1", "2")
-    refused = error_from_reply({"error": "refused", "message": "is odd", "tag": "t",
-                                "attribute": "ndsclustType"})
+    conflict = error_from_reply(
+        {"error": "conflict", "message": "m", "expected": "1", "current": "2"}
+    )
+    assert isinstance(conflict, MarkerConflict) and (conflict.expected, conflict.current) == (
+        "1",
+        "2",
+    )
+    refused = error_from_reply(
+        {"error": "refused", "message": "is odd", "tag": "t", "attribute": "ndsclustType"}
+    )
     assert isinstance(refused, RegistrationRefused) and refused.attribute == "ndsclustType"
 
 
@@ -242,10 +297,12 @@ def pair() -> Iterator[tuple[aware.Session, socket.socket]]:
         theirs.close()
 
 
-def answer(peer: socket.socket, replies: list[dict[str, object]],
-           seen: list[dict[str, object]]) -> threading.Thread:
+def answer(
+    peer: socket.socket, replies: list[dict[str, object]], seen: list[dict[str, object]]
+) -> threading.Thread:
     """Play the sentinel: answer each request in turn with the next reply, after an answer
     to an id nobody asked for (which the session must ignore)."""
+
     def run() -> None:
         buf = LineBuffer()
         for reply in replies:
@@ -262,7 +319,8 @@ def answer(peer: socket.socket, replies: list[dict[str, object]],
 
 
 def test_stop_event_ends_a_pending_wait_and_calls_back_once(
-        pair: tuple[aware.Session, socket.socket]) -> None:
+    pair: tuple[aware.Session, socket.socket],
+) -> None:
     session, peer = pair
     reasons: list[str] = []
     session.on_stop(reasons.append)
@@ -271,28 +329,37 @@ def test_stop_event_ends_a_pending_wait_and_calls_back_once(
         session.wait_until_host()
     assert session.should_stop() and reasons == ["failback to alpha"]
     late: list[str] = []
-    session.on_stop(late.append)          # registered after the fact: called at once
+    session.on_stop(late.append)  # registered after the fact: called at once
     assert late == ["failback to alpha"]
 
 
 def test_answers_are_matched_by_id_and_markers_swap_from_the_last_value(
-        pair: tuple[aware.Session, socket.socket]) -> None:
+    pair: tuple[aware.Session, socket.socket],
+) -> None:
     session, peer = pair
     with pytest.raises(AwareError, match="read the marker"):
-        session.marker = "1"              # no expected value known yet: nothing sent
+        session.marker = "1"  # no expected value known yet: nothing sent
     seen: list[dict[str, object]] = []
-    sentinel = answer(peer, [{"ok": True, "marker": "5"}, {"ok": True},
-                             {"ok": False, "error": "conflict", "message": "m",
-                              "expected": "6", "current": "9"}], seen)
+    sentinel = answer(
+        peer,
+        [
+            {"ok": True, "marker": "5"},
+            {"ok": True},
+            {"ok": False, "error": "conflict", "message": "m", "expected": "6", "current": "9"},
+        ],
+        seen,
+    )
     assert session.marker == "5"
     session.marker = "6"
     with pytest.raises(MarkerConflict) as info:
         session.marker = "7"
     sentinel.join(timeout=10)
     assert info.value.current == "9"
-    assert seen == [{"id": 1, "op": "get_marker"},
-                    {"id": 2, "op": "set_marker", "expected": "5", "value": "6"},
-                    {"id": 3, "op": "set_marker", "expected": "6", "value": "7"}]
+    assert seen == [
+        {"id": 1, "op": "get_marker"},
+        {"id": 2, "op": "set_marker", "expected": "5", "value": "6"},
+        {"id": 3, "op": "set_marker", "expected": "6", "value": "7"},
+    ]
 
 
 def test_a_copy_started_by_hand_cannot_wait() -> None:
@@ -305,10 +372,11 @@ def test_a_copy_started_by_hand_cannot_wait() -> None:
 
 
 def test_closed_socket_is_a_stop_request_and_fails_calls(
-        pair: tuple[aware.Session, socket.socket]) -> None:
+    pair: tuple[aware.Session, socket.socket],
+) -> None:
     session, peer = pair
     peer.close()
     assert session.should_stop(timeout=10)
     assert session.stop_reason == aware.LOST
     with pytest.raises(aware.ControlUnavailable):
-        session.marker
+        _ = session.marker

@@ -1,20 +1,30 @@
 """The typed cache folded from watch events: newer copies win, bad entries stay aside."""
+
 from ndsclust.ldapstore.cache import ClusterCache
 
 
 def app_attrs(host: str, csn: str, **extra: list[str]) -> dict[str, list[str]]:
-    a = {"objectClass": ["ndsclustApplication"], "ndsclustTag": ["web"],
-         "ndsclustType": ["capable"], "ndsclustCommand": ["/bin/true"],
-         "ndsclustPrimaryServer": ["alpha"], "ndsclustBackupServer": ["{0}beta"],
-         "ndsclustHostServer": [host], "entryCSN": [csn]}
+    a = {
+        "objectClass": ["ndsclustApplication"],
+        "ndsclustTag": ["web"],
+        "ndsclustType": ["capable"],
+        "ndsclustCommand": ["/bin/true"],
+        "ndsclustPrimaryServer": ["alpha"],
+        "ndsclustBackupServer": ["{0}beta"],
+        "ndsclustHostServer": [host],
+        "entryCSN": [csn],
+    }
     a.update(extra)
     return a
 
 
 def servers(cache: ClusterCache) -> None:
     for i, name in enumerate(("alpha", "beta")):
-        cache.put(f"s{i}", f"cn={name},ou=servers", {"objectClass": ["ndsclustServer"],
-                                                      "cn": [name], "entryCSN": ["1"]})
+        cache.put(
+            f"s{i}",
+            f"cn={name},ou=servers",
+            {"objectClass": ["ndsclustServer"], "cn": [name], "entryCSN": ["1"]},
+        )
 
 
 def test_own_write_shows_until_the_watch_echoes_it() -> None:
@@ -23,8 +33,12 @@ def test_own_write_shows_until_the_watch_echoes_it() -> None:
     servers(c)
     c.put("u1", "ndsclustTag=web", app_attrs("alpha", "20261125120000.000001Z#000000#001#000000"))
     # Our claim, as the write left it.
-    c.put("u1", "ndsclustTag=web", app_attrs("beta", "20261125120000.000005Z#000000#002#000000"),
-          local=True)
+    c.put(
+        "u1",
+        "ndsclustTag=web",
+        app_attrs("beta", "20261125120000.000005Z#000000#002#000000"),
+        local=True,
+    )
     # A watch event queued from before the write must not hide the claim...
     c.put("u1", "ndsclustTag=web", app_attrs("alpha", "20261125120000.000003Z#000000#001#000000"))
     assert c.snapshot().apps["web"].host == "beta"
@@ -57,8 +71,11 @@ def test_invalid_entry_is_kept_aside_and_the_rest_is_usable() -> None:
     c = ClusterCache()
     servers(c)
     c.put("u1", "ndsclustTag=web", app_attrs("beta", "2"))
-    c.put("u2", "ndsclustTag=bad", {**app_attrs("beta", "2"), "ndsclustTag": ["bad"],
-                                     "ndsclustType": ["weird"]})
+    c.put(
+        "u2",
+        "ndsclustTag=bad",
+        {**app_attrs("beta", "2"), "ndsclustTag": ["bad"], "ndsclustType": ["weird"]},
+    )
     c.put("u3", "ndsclustTag=orphan", {**app_attrs("nowhere", "2"), "ndsclustTag": ["orphan"]})
     snap = c.snapshot()
     assert set(snap.apps) == {"web"}

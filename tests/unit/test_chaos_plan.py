@@ -1,5 +1,6 @@
 """The chaos suite's schedules (tools/faults/chaos.py): deterministic, scaled with the
 failover timeout, and isolating the write provider's server in about one trial in four."""
+
 from tools.faults import chaos
 
 NAMES = ["alpha", "beta", "gamma"]
@@ -33,7 +34,9 @@ def test_windows_scale_with_the_failover_timeout() -> None:
 
 def test_the_summary_line_keeps_its_prefix() -> None:
     totals = chaos.Totals(trials=2)
-    assert totals.line("s") == ("chaos: trials=2 double_runs=0 liveness_violations=0 "
-                                "diverged_entries=0 seed=s")
+    assert totals.line("s") == (
+        "chaos: trials=2 double_runs=0 liveness_violations=0 diverged_entries=0 seed=s"
+    )
     assert totals.line("s", stress=True, timings="f.yaml").endswith(
-        " seed=s stress=on timings=f.yaml")
+        " seed=s stress=on timings=f.yaml"
+    )

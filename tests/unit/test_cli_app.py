@@ -1,11 +1,18 @@
 """``app add`` / ``app edit`` input handling: every value checked before anything is written."""
+
 from __future__ import annotations
 
 import pytest
 
 from ndsclust.cli import app_cmd
 from ndsclust.cli.app_cmd import (
-    build_app, check_given, edited, field_named, ldap_values, parse_sets, prompt_values,
+    build_app,
+    check_given,
+    edited,
+    field_named,
+    ldap_values,
+    parse_sets,
+    prompt_values,
 )
 from ndsclust.errors import ConfigError, EntryInvalid
 from ndsclust.ldapstore.connection import Credentials, Providers
@@ -13,8 +20,12 @@ from ndsclust.ldapstore.store import Store
 from ndsclust.model import AppState
 
 STORE = Store(Providers(["ldap://127.0.0.1:1"], Credentials()), "dc=x")
-GOOD = {"ndsclustTag": "web", "ndsclustCommand": "/bin/sleep 100",
-        "ndsclustPrimaryServer": "alpha", "ndsclustBackupServer": "beta,gamma"}
+GOOD = {
+    "ndsclustTag": "web",
+    "ndsclustCommand": "/bin/sleep 100",
+    "ndsclustPrimaryServer": "alpha",
+    "ndsclustBackupServer": "beta,gamma",
+}
 
 
 def test_short_and_ldap_names_resolve_to_one_field() -> None:
@@ -32,8 +43,14 @@ def test_backups_keep_the_operators_order_as_ordered_values() -> None:
 
 def test_flags_checked_all_at_once_naming_attribute_and_flag() -> None:
     with pytest.raises(ConfigError) as err:
-        check_given({"ndsclustTag": "bad tag!", "ndsclustCommand": "sleep 1",
-                     "ndsclustBackupServer": "Beta", "ndsclustAutoRecover": "maybe"})
+        check_given(
+            {
+                "ndsclustTag": "bad tag!",
+                "ndsclustCommand": "sleep 1",
+                "ndsclustBackupServer": "Beta",
+                "ndsclustAutoRecover": "maybe",
+            }
+        )
     text = str(err.value)
     assert text.startswith("app add: 5 errors")
     assert "ndsclustTag (--tag): 'bad tag!' is not a tag" in text
@@ -63,8 +80,22 @@ def test_cross_attribute_rule_is_caught_before_writing() -> None:
 
 
 def test_prompting_asks_again_until_valid_and_checks_known_servers() -> None:
-    answers = iter(["web", "", "sleep 5", "/bin/sleep 5", "", "", "zeta", "alpha",
-                    "alpha,beta", "beta, gamma", "", "no"])
+    answers = iter(
+        [
+            "web",
+            "",
+            "sleep 5",
+            "/bin/sleep 5",
+            "",
+            "",
+            "zeta",
+            "alpha",
+            "alpha,beta",
+            "beta, gamma",
+            "",
+            "no",
+        ]
+    )
     asked: list[str] = []
     said: list[str] = []
 
@@ -101,8 +132,11 @@ def test_set_items_checked_all_at_once() -> None:
 
 
 def test_edit_replaces_and_removes_case_insensitively() -> None:
-    raw = {"ndsclusttag": ["web"], "ndsclustbackupserver": ["{0}beta", "{1}gamma"],
-           "ndsclustUnloadCommand": ["/bin/kill"]}
+    raw = {
+        "ndsclusttag": ["web"],
+        "ndsclustbackupserver": ["{0}beta", "{1}gamma"],
+        "ndsclustUnloadCommand": ["/bin/kill"],
+    }
     sets = parse_sets(["backups=gamma,beta", "unload-command=", "auto-recover=no"])
     out = edited(raw, sets)
     assert out["ndsclustBackupServer"] == ["{0}gamma", "{1}beta"]
@@ -113,7 +147,18 @@ def test_edit_replaces_and_removes_case_insensitively() -> None:
 
 def test_edit_fields_cover_every_application_attribute() -> None:
     names = {f.attr for f in app_cmd.FIELDS}
-    assert names == {"ndsclustTag", "ndsclustType", "ndsclustCommand", "ndsclustUnloadCommand",
-                     "ndsclustHealthCommand", "ndsclustPrimaryServer", "ndsclustBackupServer",
-                     "ndsclustResource", "ndsclustAutoRecover", "ndsclustHostServer",
-                     "ndsclustState", "ndsclustRequest", "ndsclustMarker"}
+    assert names == {
+        "ndsclustTag",
+        "ndsclustType",
+        "ndsclustCommand",
+        "ndsclustUnloadCommand",
+        "ndsclustHealthCommand",
+        "ndsclustPrimaryServer",
+        "ndsclustBackupServer",
+        "ndsclustResource",
+        "ndsclustAutoRecover",
+        "ndsclustHostServer",
+        "ndsclustState",
+        "ndsclustRequest",
+        "ndsclustMarker",
+    }

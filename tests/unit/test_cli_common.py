@@ -1,4 +1,5 @@
 """Where the CLI takes its directory settings from, and the small formatting helpers."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,10 +10,20 @@ import yaml
 
 from ndsclust.cli import build_parser, common, main
 
-ENV = ("NDSCLUST_CONFIG", "NDSCLUST_URI", "NDSCLUST_SUFFIX", "NDSCLUST_BASE",
-       "NDSCLUST_PULSE_SUFFIX", "NDSCLUST_BIND_DN", "NDSCLUST_PASSWORD_FILE",
-       "NDSCLUST_CA_FILE", "NDSCLUST_CERT_FILE", "NDSCLUST_KEY_FILE", "NDSCLUST_START_TLS",
-       "NDSCLUST_ALLOW_PLAIN_LDAP")
+ENV = (
+    "NDSCLUST_CONFIG",
+    "NDSCLUST_URI",
+    "NDSCLUST_SUFFIX",
+    "NDSCLUST_BASE",
+    "NDSCLUST_PULSE_SUFFIX",
+    "NDSCLUST_BIND_DN",
+    "NDSCLUST_PASSWORD_FILE",
+    "NDSCLUST_CA_FILE",
+    "NDSCLUST_CERT_FILE",
+    "NDSCLUST_KEY_FILE",
+    "NDSCLUST_START_TLS",
+    "NDSCLUST_ALLOW_PLAIN_LDAP",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -28,10 +39,15 @@ def write_config(tmp_path: Path, **directory: Any) -> Path:
     pw.write_text("s3cret\n")
     data = {
         "server": "alpha",
-        "directory": {"uris": ["ldap://127.0.0.1:3890", "ldap://127.0.0.1:3891"],
-                      "suffix": "dc=example,dc=com", "base": "ou=prod,dc=example,dc=com",
-                      "pulse_suffix": "o=pulse", "bind_dn": "cn=alpha,dc=example,dc=com",
-                      "password_file": str(pw), **directory},
+        "directory": {
+            "uris": ["ldap://127.0.0.1:3890", "ldap://127.0.0.1:3891"],
+            "suffix": "dc=example,dc=com",
+            "base": "ou=prod,dc=example,dc=com",
+            "pulse_suffix": "o=pulse",
+            "bind_dn": "cn=alpha,dc=example,dc=com",
+            "password_file": str(pw),
+            **directory,
+        },
         "channels": {"lan": {"addresses": ["127.0.0.1:7946"], "key_file": str(key)}},
         "timeouts": {"failover": 0.8, "fence": 0.5, "lease": 0.5},
     }
@@ -44,8 +60,11 @@ def test_directory_settings_come_from_the_config(tmp_path: Path) -> None:
     args = build_parser().parse_args(["--config", str(write_config(tmp_path)), "status"])
     st = common.store(args)
     assert st.providers.uris == ("ldap://127.0.0.1:3890", "ldap://127.0.0.1:3891")
-    assert (st.suffix, st.base, st.pulse_base) == ("dc=example,dc=com",
-                                                   "ou=prod,dc=example,dc=com", "o=pulse")
+    assert (st.suffix, st.base, st.pulse_base) == (
+        "dc=example,dc=com",
+        "ou=prod,dc=example,dc=com",
+        "o=pulse",
+    )
     creds = common.credentials(args)
     assert creds.bind_dn == "cn=alpha,dc=example,dc=com" and creds.password == "s3cret"
 
@@ -54,8 +73,19 @@ def test_options_win_over_the_config(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("NDSCLUST_CONFIG", str(write_config(tmp_path)))
     pw = tmp_path / "other"
     pw.write_text("x")
-    args = build_parser().parse_args(["--uri", "ldap://127.0.0.1:1", "--suffix", "dc=t",
-                                      "-D", "cn=op,dc=t", "-y", str(pw), "status"])
+    args = build_parser().parse_args(
+        [
+            "--uri",
+            "ldap://127.0.0.1:1",
+            "--suffix",
+            "dc=t",
+            "-D",
+            "cn=op,dc=t",
+            "-y",
+            str(pw),
+            "status",
+        ]
+    )
     st = common.store(args)
     assert st.providers.uris == ("ldap://127.0.0.1:1",)
     # The configuration's base belongs to its own suffix, not to the one given here.
@@ -63,8 +93,9 @@ def test_options_win_over_the_config(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert common.credentials(args).bind_dn == "cn=op,dc=t"
 
 
-def test_broken_config_is_exit_2_with_every_problem(tmp_path: Path,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_broken_config_is_exit_2_with_every_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = write_config(tmp_path, uris=["http://nope"], password_file="/nonexistent/pw")
     assert main(["--config", str(path), "status"]) == 2
     err = capsys.readouterr().err
@@ -87,12 +118,20 @@ def test_time_helpers() -> None:
 
 
 def test_cells() -> None:
-    assert [common.cell(v) for v in (None, "", [], ["a", "b"], True, False, 3)] == \
-        ["-", "-", "-", "a,b", "yes", "no", "3"]
+    assert [common.cell(v) for v in (None, "", [], ["a", "b"], True, False, 3)] == [
+        "-",
+        "-",
+        "-",
+        "a,b",
+        "yes",
+        "no",
+        "3",
+    ]
 
 
 def test_tls_options_come_from_options_then_environment_then_config(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = write_config(tmp_path, ca_file="/cfg/ca.crt", start_tls=True)
     args = build_parser().parse_args(["--config", str(path), "status"])
     creds = common.credentials(args)
@@ -100,26 +139,32 @@ def test_tls_options_come_from_options_then_environment_then_config(
     # An identity given on the command line keeps the configuration's TLS settings.
     pw = tmp_path / "other"
     pw.write_text("x")
-    args = build_parser().parse_args(["--config", str(path), "-D", "cn=op,dc=t", "-y", str(pw),
-                                      "status"])
+    args = build_parser().parse_args(
+        ["--config", str(path), "-D", "cn=op,dc=t", "-y", str(pw), "status"]
+    )
     creds = common.credentials(args)
     assert (creds.bind_dn, creds.ca_file, creds.start_tls) == ("cn=op,dc=t", "/cfg/ca.crt", True)
     monkeypatch.setenv("NDSCLUST_CA_FILE", "/env/ca.crt")
     monkeypatch.setenv("NDSCLUST_CERT_FILE", "/env/me.crt")
-    args = build_parser().parse_args(["--config", str(path), "--key-file", "/opt/me.key",
-                                      "status"])
+    args = build_parser().parse_args(["--config", str(path), "--key-file", "/opt/me.key", "status"])
     creds = common.credentials(args)
     assert (creds.bind_dn, creds.ca_file, creds.cert_file, creds.key_file) == (
-        "cn=alpha,dc=example,dc=com", "/env/ca.crt", "/env/me.crt", "/opt/me.key")
+        "cn=alpha,dc=example,dc=com",
+        "/env/ca.crt",
+        "/env/me.crt",
+        "/opt/me.key",
+    )
 
 
-def test_plain_ldap_is_refused_unless_allowed(tmp_path: Path,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_plain_ldap_is_refused_unless_allowed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     args = build_parser().parse_args(["--uri", "ldap://127.0.0.1:1", "status"])
     assert not common.credentials(args).allow_plain
     monkeypatch.setenv("NDSCLUST_ALLOW_PLAIN_LDAP", "1")
     assert common.credentials(args).allow_plain
-    args = build_parser().parse_args(["--uri", "ldap://127.0.0.1:1", "--allow-plain-ldap",
-                                      "-Z", "status"])
+    args = build_parser().parse_args(
+        ["--uri", "ldap://127.0.0.1:1", "--allow-plain-ldap", "-Z", "status"]
+    )
     monkeypatch.delenv("NDSCLUST_ALLOW_PLAIN_LDAP")
     assert common.credentials(args).allow_plain and common.credentials(args).start_tls

@@ -1,4 +1,5 @@
 """``--wait`` of the request verbs: when has the sentinel acted, refused, or not yet."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -7,8 +8,17 @@ from ndsclust.cli.request_cmd import Outcome, judge_maintenance, judge_request
 from ndsclust.errors import EntryInvalid
 from ndsclust.ldapstore.store import Snapshot
 from ndsclust.model import (
-    App, AppState, AppType, Event, Request, RequestKind, Server, ServerName, ServerState,
-    StateValue, Tag,
+    App,
+    AppState,
+    AppType,
+    Event,
+    Request,
+    RequestKind,
+    Server,
+    ServerName,
+    ServerState,
+    StateValue,
+    Tag,
 )
 
 A, B, C = ServerName("alpha"), ServerName("beta"), ServerName("gamma")
@@ -20,14 +30,31 @@ MIGRATE_B = Request(RequestKind.MIGRATE, B)
 RUNNING = StateValue(AppState.RUNNING)
 
 
-def web(host: ServerName | None = A, state: StateValue = RUNNING,
-        request: Request | None = None, csn: str = CSN0) -> App:
-    return App(WEB, AppType.CAPABLE, ("/bin/true",), A, (B, C), host=host, state=state,
-               request=request, dn="ndsclustTag=web,ou=applications,ou=t,dc=x", csn=csn)
+def web(
+    host: ServerName | None = A,
+    state: StateValue = RUNNING,
+    request: Request | None = None,
+    csn: str = CSN0,
+) -> App:
+    return App(
+        WEB,
+        AppType.CAPABLE,
+        ("/bin/true",),
+        A,
+        (B, C),
+        host=host,
+        state=state,
+        request=request,
+        dn="ndsclustTag=web,ou=applications,ou=t,dc=x",
+        csn=csn,
+    )
 
 
-def snap(*apps: App, servers: dict[ServerName, Server] | None = None,
-         invalid: tuple[EntryInvalid, ...] = ()) -> Snapshot:
+def snap(
+    *apps: App,
+    servers: dict[ServerName, Server] | None = None,
+    invalid: tuple[EntryInvalid, ...] = (),
+) -> Snapshot:
     srv = servers if servers is not None else {n: Server(n, csn=CSN0) for n in (A, B, C)}
     return Snapshot({a.tag: a for a in apps}, srv, invalid)
 
@@ -59,12 +86,22 @@ def test_migrate_consumed_but_still_loading_is_pending() -> None:
 
 
 def test_refusal_event_fails_with_its_text() -> None:
-    v = judge_request(web(), MIGRATE_B, CSN1, snap(web(csn=CSN2)),
-                      [event("request_rejected", "beta lacks resource san1")])
+    v = judge_request(
+        web(),
+        MIGRATE_B,
+        CSN1,
+        snap(web(csn=CSN2)),
+        [event("request_rejected", "beta lacks resource san1")],
+    )
     assert v.outcome is Outcome.FAILED and "beta lacks resource san1" in v.text
-    other = judge_request(web(), MIGRATE_B, CSN1, snap(web(request=MIGRATE_B, csn=CSN1)),
-                          [event("request_rejected", "x", tag=Tag("db"))])
-    assert other.outcome is Outcome.PENDING          # another application's refusal
+    other = judge_request(
+        web(),
+        MIGRATE_B,
+        CSN1,
+        snap(web(request=MIGRATE_B, csn=CSN1)),
+        [event("request_rejected", "x", tag=Tag("db"))],
+    )
+    assert other.outcome is Outcome.PENDING  # another application's refusal
 
 
 def test_ignored_request_fails_only_when_target_not_reached() -> None:
@@ -118,8 +155,14 @@ def test_maintenance_done_when_hosted_apps_run_elsewhere() -> None:
 
 def test_maintenance_blocked_fails_and_state_changed_back_fails() -> None:
     srv = {A: Server(A, state=ServerState.MAINTENANCE, csn=CSN2), B: Server(B), C: Server(C)}
-    v = judge_maintenance(A, True, frozenset({WEB}), CSN1, snap(web(), servers=srv),
-                          [event("maintenance_blocked", "no backup can take web")])
+    v = judge_maintenance(
+        A,
+        True,
+        frozenset({WEB}),
+        CSN1,
+        snap(web(), servers=srv),
+        [event("maintenance_blocked", "no backup can take web")],
+    )
     assert v.outcome is Outcome.FAILED and "no backup can take web" in v.text
     up = {**srv, A: replace(srv[A], state=ServerState.UP)}
     v = judge_maintenance(A, True, frozenset(), CSN1, snap(web(), servers=up), [])
@@ -128,8 +171,11 @@ def test_maintenance_blocked_fails_and_state_changed_back_fails() -> None:
 
 def test_maintenance_off_done_when_up_and_not_before_the_write_shows() -> None:
     old = {A: Server(A, state=ServerState.MAINTENANCE, csn=CSN0)}
-    assert judge_maintenance(A, False, frozenset(), CSN1, snap(servers=old), []).outcome \
+    assert (
+        judge_maintenance(A, False, frozenset(), CSN1, snap(servers=old), []).outcome
         is Outcome.PENDING
+    )
     up = {A: Server(A, state=ServerState.UP, csn=CSN1)}
-    assert judge_maintenance(A, False, frozenset(), CSN1, snap(servers=up), []).outcome \
-        is Outcome.DONE
+    assert (
+        judge_maintenance(A, False, frozenset(), CSN1, snap(servers=up), []).outcome is Outcome.DONE
+    )

@@ -1,35 +1,66 @@
 """``status``: what the view shows, from a snapshot, pulses, events and a given time."""
+
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from ndsclust.cli.status_cmd import (
-    app_rows, change_key, last_events, server_rows, status_data,
+    app_rows,
+    change_key,
+    last_events,
+    server_rows,
+    status_data,
 )
 from ndsclust.errors import EntryInvalid
 from ndsclust.ldapstore.store import Snapshot
 from ndsclust.model import (
-    App, AppState, AppType, Event, Pulse, Server, ServerName, ServerState, StateValue, Tag,
+    App,
+    AppState,
+    AppType,
+    Event,
+    Pulse,
+    Server,
+    ServerName,
+    ServerState,
+    StateValue,
+    Tag,
 )
 
 A, B = ServerName("alpha"), ServerName("beta")
 STAMP = "20261119110640.000000Z"
-NOW = datetime(2026, 11, 19, 11, 6, 42, tzinfo=timezone.utc).timestamp()    # STAMP + 2 s
+NOW = datetime(2026, 11, 19, 11, 6, 42, tzinfo=UTC).timestamp()  # STAMP + 2 s
 
 
 def snapshot() -> Snapshot:
-    web = App(Tag("web"), AppType.CAPABLE, ("/bin/sleep", "9"), A, (B,), host=B,
-              state=StateValue(AppState.RUNNING), resources=frozenset({"san1"}))
-    db = App(Tag("db"), AppType.AWARE, ("/bin/db",), B, (), host=None,
-             state=StateValue(AppState.ERROR, "no server"))
+    web = App(
+        Tag("web"),
+        AppType.CAPABLE,
+        ("/bin/sleep", "9"),
+        A,
+        (B,),
+        host=B,
+        state=StateValue(AppState.RUNNING),
+        resources=frozenset({"san1"}),
+    )
+    db = App(
+        Tag("db"),
+        AppType.AWARE,
+        ("/bin/db",),
+        B,
+        (),
+        host=None,
+        state=StateValue(AppState.ERROR, "no server"),
+    )
     servers = {A: Server(A, ("127.0.0.1:1",)), B: Server(B, state=ServerState.MAINTENANCE)}
     bad = EntryInvalid("ndsclustTag=x,ou=applications,ou=ndsclust,dc=x", "ndsclustType", "bad")
     return Snapshot({web.tag: web, db.tag: db}, servers, (bad,))
 
 
-EVENTS = [Event("2", "20261119110630.000000Z", "failover", B, Tag("web"), "alpha died"),
-          Event("1", "20261119110600.000000Z", "load", A, Tag("web")),
-          Event("3", "20261119110500.000000Z", "server_add", None, None)]
+EVENTS = [
+    Event("2", "20261119110630.000000Z", "failover", B, Tag("web"), "alpha died"),
+    Event("1", "20261119110600.000000Z", "load", A, Tag("web")),
+    Event("3", "20261119110500.000000Z", "server_add", None, None),
+]
 
 
 def test_last_event_per_tag_is_the_newest() -> None:
@@ -41,8 +72,16 @@ def test_status_json_has_stable_keys_and_values() -> None:
     data = status_data(snapshot(), {A: Pulse(A, 41, STAMP)}, EVENTS, NOW, stale=5.0)
     assert set(data) == {"servers", "applications", "invalid"}
     alpha, beta = data["servers"]
-    assert set(alpha) == {"name", "state", "addresses", "resources", "hosting", "pulse",
-                          "pulse_fresh", "seen"}
+    assert set(alpha) == {
+        "name",
+        "state",
+        "addresses",
+        "resources",
+        "hosting",
+        "pulse",
+        "pulse_fresh",
+        "seen",
+    }
     assert alpha["pulse"] == {"counter": 41, "time": "2026-11-19T11:06:40.000000Z", "age": 2.0}
     assert alpha["pulse_fresh"] and alpha["seen"] == ["directory"]
     assert beta["state"] == "maintenance" and beta["pulse"] is None and beta["seen"] == []
@@ -52,8 +91,13 @@ def test_status_json_has_stable_keys_and_values() -> None:
     assert web["backups"] == ["beta"] and web["resources"] == ["san1"]
     assert web["last_event"]["kind"] == "failover"
     assert web["last_event"]["time"] == "2026-11-19T11:06:30.000000Z"
-    assert data["invalid"] == [{"dn": "ndsclustTag=x,ou=applications,ou=ndsclust,dc=x",
-                                "attribute": "ndsclustType", "problem": "bad"}]
+    assert data["invalid"] == [
+        {
+            "dn": "ndsclustTag=x,ou=applications,ou=ndsclust,dc=x",
+            "attribute": "ndsclustType",
+            "problem": "bad",
+        }
+    ]
 
 
 def test_old_pulse_is_silent_and_not_seen() -> None:
@@ -65,8 +109,13 @@ def test_old_pulse_is_silent_and_not_seen() -> None:
 
 def test_rows_for_the_table() -> None:
     data = status_data(snapshot(), {A: Pulse(A, 41, STAMP)}, EVENTS, NOW)
-    assert server_rows(data)[0] == {"server": "alpha", "state": "up", "seen": ["directory"],
-                                    "pulse_age": "2.0s", "hosting": []}
+    assert server_rows(data)[0] == {
+        "server": "alpha",
+        "state": "up",
+        "seen": ["directory"],
+        "pulse_age": "2.0s",
+        "hosting": [],
+    }
     web = app_rows(data, NOW)[1]
     assert web["last_event"] == "failover (12s ago)" and web["host"] == "beta"
 

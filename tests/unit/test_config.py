@@ -1,4 +1,5 @@
 """Sentinel configuration: every problem reported at once with its path; the fencing rule."""
+
 import stat
 from pathlib import Path
 from types import SimpleNamespace
@@ -18,8 +19,10 @@ def good(tmp_path: Path, **over: Any) -> dict[str, Any]:
     data: dict[str, Any] = {
         "server": "alpha",
         "directory": {"uris": ["ldap://127.0.0.1:3890"], "suffix": "dc=example,dc=com"},
-        "channels": {"lan": {"addresses": ["127.0.0.1:7946"], "key_file": str(key)},
-                     "directory": {}},
+        "channels": {
+            "lan": {"addresses": ["127.0.0.1:7946"], "key_file": str(key)},
+            "directory": {},
+        },
         "timeouts": {"failover": 0.8, "fence": 0.5, "lease": 0.5},
     }
     data.update(over)
@@ -49,8 +52,11 @@ def test_all_problems_are_reported_at_once_with_their_paths(tmp_path: Path) -> N
 
 def test_failover_must_exceed_lease_and_fence_plus_margin(tmp_path: Path) -> None:
     data = good(tmp_path, timeouts={"failover": 0.6, "fence": 0.5, "lease": 0.5})
-    with pytest.raises(ConfigError, match=r"timeouts.failover: 0.6s must exceed max\(lease 0.5s, "
-                                          r"fence 0.5s\) \+ margin"):
+    with pytest.raises(
+        ConfigError,
+        match=r"timeouts.failover: 0.6s must exceed max\(lease 0.5s, "
+        r"fence 0.5s\) \+ margin",
+    ):
         config.parse(data)
 
 
@@ -88,7 +94,7 @@ def test_the_witness_timeout_counts_in_the_fencing_inequality(tmp_path: Path) ->
     # unreachable too: its timeout plus the kill is a fence time of its own.
     data = good(tmp_path)
     data["channels"]["witness"] = {"address": "127.0.0.1:53"}
-    c = config.parse(data)                                  # the defaults fit
+    c = config.parse(data)  # the defaults fit
     assert config.fence_bound(c.timeouts, c.witness.timeout if c.witness else None) == 0.5
     data["channels"]["witness"]["timeout"] = 0.6
     with pytest.raises(ConfigError) as err:
@@ -96,15 +102,18 @@ def test_the_witness_timeout_counts_in_the_fencing_inequality(tmp_path: Path) ->
     assert "timeouts.failover" in str(err.value)
     assert "witness timeout 0.6s + 0.1s" in str(err.value)
     data["channels"]["witness"].update(timeout=0.1, interval=0.2)
-    with pytest.raises(ConfigError, match="channels.witness.timeout: 0.1s must exceed"):
+    with pytest.raises(ConfigError, match=r"channels.witness.timeout: 0.1s must exceed"):
         config.parse(data)
 
 
 def test_provider_servers_map_uris_of_the_list_to_server_names(tmp_path: Path) -> None:
     uris = ["ldaps://ldap1:636", "ldaps://ldap2:636"]
     data = good(tmp_path)
-    data["directory"] = {"uris": uris, "suffix": "dc=example,dc=com",
-                         "provider_servers": {uris[0]: "alpha", uris[1]: "beta"}}
+    data["directory"] = {
+        "uris": uris,
+        "suffix": "dc=example,dc=com",
+        "provider_servers": {uris[0]: "alpha", uris[1]: "beta"},
+    }
     c = config.parse(data)
     assert c.directory.provider_servers == {uris[0]: "alpha", uris[1]: "beta"}
     data["directory"]["provider_servers"] = {"ldaps://ldap9:636": "alpha", uris[1]: "Beta"}
@@ -128,7 +137,7 @@ def test_disk_direct_defaults_to_the_kind_of_path(tmp_path: Path) -> None:
     assert d is not None and d.direct is None and d.sync is False
     assert wants_direct(d.direct, stat.S_IFBLK | 0o660) is True
     assert wants_direct(d.direct, stat.S_IFREG | 0o600) is False
-    assert wants_direct(d.direct, 0) is False          # missing: a file, created at open
+    assert wants_direct(d.direct, 0) is False  # missing: a file, created at open
     assert wants_direct(d.direct, stat.S_IFCHR | 0o666) is False
 
 
@@ -148,13 +157,17 @@ def test_disk_direct_must_be_a_boolean(tmp_path: Path) -> None:
     assert "channels.disk.sync: 1 must be true or false" in err.value.problems
 
 
-def test_the_sentinel_opens_the_disk_as_configured(tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_sentinel_opens_the_disk_as_configured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """loop.Sentinel._build_channels hands ``direct`` and ``sync`` to the channel."""
     made: list[dict[str, Any]] = []
     monkeypatch.setattr(loop, "DiskChannel", lambda **kw: made.append(kw) or object())
-    for disk, expected in (({}, (None, False)), ({"direct": False, "sync": True}, (False, True)),
-                           ({"direct": True}, (True, False))):
+    for disk, expected in (
+        ({}, (None, False)),
+        ({"direct": False, "sync": True}, (False, True)),
+        ({"direct": True}, (True, False)),
+    ):
         cfg = config.parse(with_disk(tmp_path, **disk))
         sentinel = SimpleNamespace(cfg=cfg, me=cfg.server, channels={})
         loop.Sentinel._build_channels(sentinel)  # type: ignore[arg-type]

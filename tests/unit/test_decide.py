@@ -1,4 +1,5 @@
 """The decision core, one branch per test: FIGS. 6-9, claim 57, requests, fencing."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
@@ -51,49 +52,98 @@ AWAITING = StateValue(AppState.AWAITING_FAILBACK)
 PENDING = StateValue(AppState.REPLICATION_PENDING)
 
 
-def app(host: ServerName | None = A, *, tag: Tag = WEB, primary: ServerName = A,
-        backups: tuple[ServerName, ...] = (B, G), resources: Iterable[str] = (),
-        auto: bool = True, aware: bool = False, state: StateValue = RUNNING,
-        request: str | None = None) -> App:
-    return App(tag=tag, type=AppType.AWARE if aware else AppType.CAPABLE,
-               command=("/usr/bin/web",), primary=primary, backups=backups, host=host,
-               resources=frozenset(resources), auto_recover=auto, state=state,
-               request=Request.parse(request) if request else None)
+def app(
+    host: ServerName | None = A,
+    *,
+    tag: Tag = WEB,
+    primary: ServerName = A,
+    backups: tuple[ServerName, ...] = (B, G),
+    resources: Iterable[str] = (),
+    auto: bool = True,
+    aware: bool = False,
+    state: StateValue = RUNNING,
+    request: str | None = None,
+) -> App:
+    return App(
+        tag=tag,
+        type=AppType.AWARE if aware else AppType.CAPABLE,
+        command=("/usr/bin/web",),
+        primary=primary,
+        backups=backups,
+        host=host,
+        resources=frozenset(resources),
+        auto_recover=auto,
+        state=state,
+        request=Request.parse(request) if request else None,
+    )
 
 
-def proc(state: ProcState = ProcState.RUNNING, *, tag: Tag = WEB, paused: bool = False,
-         stop: bool = False, restarts: tuple[float, ...] = (), reason: str = "",
-         code: int | None = None) -> ProcInfo:
-    return ProcInfo(tag=tag, state=state, pid=None if paused else 4242, started_at=0.0,
-                    exit_code=code, restarts=restarts, paused=paused, stop_requested=stop,
-                    reason=reason)
+def proc(
+    state: ProcState = ProcState.RUNNING,
+    *,
+    tag: Tag = WEB,
+    paused: bool = False,
+    stop: bool = False,
+    restarts: tuple[float, ...] = (),
+    reason: str = "",
+    code: int | None = None,
+) -> ProcInfo:
+    return ProcInfo(
+        tag=tag,
+        state=state,
+        pid=None if paused else 4242,
+        started_at=0.0,
+        exit_code=code,
+        restarts=restarts,
+        paused=paused,
+        stop_requested=stop,
+        reason=reason,
+    )
 
 
 def exited(*, stop: bool, restarts: tuple[float, ...] = (), code: int = 1) -> ProcInfo:
-    return proc(ProcState.EXITED, stop=stop, restarts=restarts, code=code,
-                reason="" if stop else "exited")
+    return proc(
+        ProcState.EXITED, stop=stop, restarts=restarts, code=code, reason="" if stop else "exited"
+    )
 
 
-def lab(*apps: App, me: ServerName, dead: Iterable[ServerName] = (),
-        seen: Mapping[ServerName, frozenset[str]] | None = None,
-        published: Mapping[ServerName, Iterable[str]] | None = None,
-        maintenance: Iterable[ServerName] = (), procs: Iterable[ProcInfo] = (),
-        caught_up: bool = True, fenced: bool = False, registering: bool = False,
-        history: Mapping[Tag, History] | None = None,
-        said: Mapping[tuple[Tag, EventKind, str], float] | None = None) -> View:
+def lab(
+    *apps: App,
+    me: ServerName,
+    dead: Iterable[ServerName] = (),
+    seen: Mapping[ServerName, frozenset[str]] | None = None,
+    published: Mapping[ServerName, Iterable[str]] | None = None,
+    maintenance: Iterable[ServerName] = (),
+    procs: Iterable[ProcInfo] = (),
+    caught_up: bool = True,
+    fenced: bool = False,
+    registering: bool = False,
+    history: Mapping[Tag, History] | None = None,
+    said: Mapping[tuple[Tag, EventKind, str], float] | None = None,
+) -> View:
     published = published or {}
     dead = set(dead)
-    servers = {s: Server(s, resources=frozenset(published.get(s, ())),
-                         state=ServerState.MAINTENANCE if s in maintenance else ServerState.UP)
-               for s in ALL}
+    servers = {
+        s: Server(
+            s,
+            resources=frozenset(published.get(s, ())),
+            state=ServerState.MAINTENANCE if s in maintenance else ServerState.UP,
+        )
+        for s in ALL
+    }
     if seen is None:
         seen = {p: frozenset() if p in dead else CHANNELS for p in ALL if p != me}
     return View(
-        apps={a.tag: a for a in apps}, servers=servers,
+        apps={a.tag: a for a in apps},
+        servers=servers,
         liveness=Liveness(me=me, configured=CHANNELS, seen=seen),
-        procs={p.tag: p for p in procs}, resources=frozenset(published.get(me, ())),
-        replication_caught_up=caught_up, fenced=fenced, registering=registering,
-        history=history or {}, said=said or {},
+        procs={p.tag: p for p in procs},
+        resources=frozenset(published.get(me, ())),
+        replication_caught_up=caught_up,
+        fenced=fenced,
+        registering=registering,
+        history=history or {},
+        said=said or {},
     )
 
 
@@ -111,10 +161,16 @@ def only(actions: list[Action], cls: type[T]) -> list[T]:
 
 # --------------------------------------------------------------------- FIG. 6 registration
 
+
 def test_fig6_host_absent_means_unloaded_by_operator_and_stays_unloaded() -> None:
     out = run(lab(app(None, state=STOPPED), me=A, registering=True))
-    assert out == [RecordEvent(EventKind.REGISTRATION, WEB,
-                               "unloaded by an operator: staying unloaded until someone loads it")]
+    assert out == [
+        RecordEvent(
+            EventKind.REGISTRATION,
+            WEB,
+            "unloaded by an operator: staying unloaded until someone loads it",
+        )
+    ]
 
 
 def test_fig6_host_absent_with_stale_state_is_shown_stopped() -> None:
@@ -125,22 +181,34 @@ def test_fig6_host_absent_with_stale_state_is_shown_stopped() -> None:
 
 def test_fig6_phoenixing_capable_waits_for_failback() -> None:
     out = run(lab(app(B), me=A, registering=True))
-    assert out == [RecordEvent(EventKind.REGISTRATION, WEB,
-                               "phoenixing: beta hosts it; waiting for failback")]
+    assert out == [
+        RecordEvent(EventKind.REGISTRATION, WEB, "phoenixing: beta hosts it; waiting for failback")
+    ]
 
 
 def test_fig6_phoenixing_aware_loads_paused() -> None:
     out = run(lab(app(B, aware=True), me=A, registering=True))
-    assert out == [LoadPaused(WEB),
-                   RecordEvent(EventKind.REGISTRATION, WEB,
-                               "phoenixing: beta hosts it; waiting for failback (loaded paused here)")]
+    assert out == [
+        LoadPaused(WEB),
+        RecordEvent(
+            EventKind.REGISTRATION,
+            WEB,
+            "phoenixing: beta hosts it; waiting for failback (loaded paused here)",
+        ),
+    ]
 
 
 def test_fig6_simultaneous_failure_loads_once_replication_caught_up() -> None:
     out = run(lab(app(A, state=RUNNING), me=A, registering=True))
-    assert out == [Load(WEB), SetState(WEB, LOADING),
-                   RecordEvent(EventKind.REGISTRATION, WEB,
-                               "simultaneous failure: the host already names alpha; running it here")]
+    assert out == [
+        Load(WEB),
+        SetState(WEB, LOADING),
+        RecordEvent(
+            EventKind.REGISTRATION,
+            WEB,
+            "simultaneous failure: the host already names alpha; running it here",
+        ),
+    ]
 
 
 def test_fig6_step614_simultaneous_failure_waits_for_replication() -> None:
@@ -160,6 +228,7 @@ def test_fig6_not_caught_up_withholds_a_paused_copy_silently() -> None:
 
 
 # ------------------------------------------------------------------------ steady state, FIG. 8
+
 
 def test_fig8_host_without_program_loads_it() -> None:
     assert run(lab(app(A, state=STOPPED), me=A)) == [Load(WEB), SetState(WEB, LOADING)]
@@ -181,11 +250,16 @@ def test_host_alive_elsewhere_needs_nothing_here() -> None:
 
 def test_host_not_among_its_servers_is_an_error_and_does_not_run() -> None:
     out = run(lab(app(G, backups=(B,)), me=G, procs=[proc()]))
-    reason = ("the host names gamma, which is neither its primary nor a backup; "
-              "fix ndsclustHostServer or the server lists")
-    assert out == [Unload(WEB, reason), SetState(WEB, StateValue(AppState.ERROR, reason)),
-                   RecordEvent(EventKind.ERROR, WEB, f"error({reason})"),
-                   Notify(EventKind.ERROR, WEB, f"error({reason})")]
+    reason = (
+        "the host names gamma, which is neither its primary nor a backup; "
+        "fix ndsclustHostServer or the server lists"
+    )
+    assert out == [
+        Unload(WEB, reason),
+        SetState(WEB, StateValue(AppState.ERROR, reason)),
+        RecordEvent(EventKind.ERROR, WEB, f"error({reason})"),
+        Notify(EventKind.ERROR, WEB, f"error({reason})"),
+    ]
     errored = app(G, backups=(B,), state=StateValue(AppState.ERROR, reason))
     assert run(lab(errored, me=G)) == []
 
@@ -198,9 +272,11 @@ def test_fig4e_double_claim_loser_unloads_and_says_so() -> None:
     # After a partition heals the directory holds one host (beta); alpha still runs a copy.
     out = run(lab(app(B), me=A, procs=[proc()]))
     text = "beta hosts it; stopping the copy on alpha"
-    assert out == [Unload(WEB, "double claim: beta hosts it"),
-                   RecordEvent(EventKind.DOUBLE_CLAIM, WEB, text),
-                   Notify(EventKind.DOUBLE_CLAIM, WEB, text)]
+    assert out == [
+        Unload(WEB, "double claim: beta hosts it"),
+        RecordEvent(EventKind.DOUBLE_CLAIM, WEB, text),
+        Notify(EventKind.DOUBLE_CLAIM, WEB, text),
+    ]
 
 
 def test_fig4e_double_claim_unload_is_not_repeated_while_stopping() -> None:
@@ -214,9 +290,12 @@ def test_fig4e_double_claim_even_when_starting() -> None:
 
 def test_host_removed_by_hand_stops_the_program() -> None:
     out = run(lab(app(None), me=A, procs=[proc()]))
-    assert out == [Unload(WEB, "host removed by an operator"),
-                   RecordEvent(EventKind.UNLOAD, WEB,
-                               "host removed by an operator: stopping the copy on alpha")]
+    assert out == [
+        Unload(WEB, "host removed by an operator"),
+        RecordEvent(
+            EventKind.UNLOAD, WEB, "host removed by an operator: stopping the copy on alpha"
+        ),
+    ]
 
 
 def test_program_whose_entry_was_removed_is_unloaded() -> None:
@@ -242,15 +321,20 @@ def test_apps_are_decided_in_tag_order_each_as_a_group() -> None:
 
 # ---------------------------------------------------------------------- FIGS. 7A, 9 failover
 
+
 def failover_text(host: ServerName = A) -> str:
     return f"failover from {host} (silent channels: disk,lan)"
 
 
 def test_fig7a_first_live_backup_claims_then_loads() -> None:
     out = run(lab(app(A), me=B, dead=[A]))
-    assert out == [Claim(WEB, A, failover_text()), Load(WEB), SetState(WEB, LOADING),
-                   RecordEvent(EventKind.FAILOVER, WEB, failover_text()),
-                   Notify(EventKind.FAILOVER, WEB, failover_text())]
+    assert out == [
+        Claim(WEB, A, failover_text()),
+        Load(WEB),
+        SetState(WEB, LOADING),
+        RecordEvent(EventKind.FAILOVER, WEB, failover_text()),
+        Notify(EventKind.FAILOVER, WEB, failover_text()),
+    ]
     assert run(lab(app(A), me=G, dead=[A])) == []
 
 
@@ -272,7 +356,8 @@ def test_fig7a_backup_lacking_resource_is_skipped() -> None:
     text = "beta lacks san1: cannot take it over from alpha"
     assert run(lab(db, me=B, dead=[A], published=published)) == [
         RecordEvent(EventKind.RESOURCE_MISSING, WEB, text),
-        Notify(EventKind.RESOURCE_MISSING, WEB, text)]
+        Notify(EventKind.RESOURCE_MISSING, WEB, text),
+    ]
 
 
 def test_fig7a_resource_missing_is_said_only_by_the_server_that_lacks_it() -> None:
@@ -289,7 +374,8 @@ def test_fig7a_resource_missing_is_repeated_only_after_repeat_after() -> None:
     assert run(lab(db, me=B, dead=[A], published=published, said=said)) == []
     later = NOW + POLICY.repeat_after
     assert kinds(run(lab(db, me=B, dead=[A], published=published, said=said), now=later)) == [
-        EventKind.RESOURCE_MISSING]
+        EventKind.RESOURCE_MISSING
+    ]
 
 
 def test_fig7a_candidate_order_counts_only_live_servers() -> None:
@@ -313,8 +399,9 @@ def test_fig7a_server_in_maintenance_never_claims() -> None:
 
 def test_fig7a_unknown_host_counts_as_dead() -> None:
     stray = app(ServerName("delta"))
-    assert run(lab(stray, me=A))[0] == Claim(WEB, ServerName("delta"),
-                                             "failover from delta (silent channels: disk,lan)")
+    assert run(lab(stray, me=A))[0] == Claim(
+        WEB, ServerName("delta"), "failover from delta (silent channels: disk,lan)"
+    )
 
 
 def test_fig7a_nobody_eligible_first_live_server_marks_failed_once() -> None:
@@ -323,10 +410,14 @@ def test_fig7a_nobody_eligible_first_live_server_marks_failed_once() -> None:
     failed = StateValue(AppState.FAILED, reason)
     out = run(lab(db, me=B, dead=[A]))
     assert out == [
-        RecordEvent(EventKind.RESOURCE_MISSING, WEB, "beta lacks san1: cannot take it over from alpha"),
+        RecordEvent(
+            EventKind.RESOURCE_MISSING, WEB, "beta lacks san1: cannot take it over from alpha"
+        ),
         Notify(EventKind.RESOURCE_MISSING, WEB, "beta lacks san1: cannot take it over from alpha"),
         SetState(WEB, failed),
-        RecordEvent(EventKind.FAILED, WEB, str(failed)), Notify(EventKind.FAILED, WEB, str(failed))]
+        RecordEvent(EventKind.FAILED, WEB, str(failed)),
+        Notify(EventKind.FAILED, WEB, str(failed)),
+    ]
     # gamma is not the first live server: only its own resource event.
     assert kinds(run(lab(db, me=G, dead=[A]))) == [EventKind.RESOURCE_MISSING]
     # Already failed with that reason: not written again.
@@ -344,8 +435,12 @@ def test_fig7a_all_backups_dead_marks_failed() -> None:
 
 def test_fig7a_failover_honours_a_pending_load_request() -> None:
     out = run(lab(app(A, request="load"), me=B, dead=[A]))
-    assert out[:4] == [Claim(WEB, A, failover_text()), Load(WEB),
-                       ConsumeRequest(WEB, Request.parse("load")), SetState(WEB, LOADING)]
+    assert out[:4] == [
+        Claim(WEB, A, failover_text()),
+        Load(WEB),
+        ConsumeRequest(WEB, Request.parse("load")),
+        SetState(WEB, LOADING),
+    ]
 
 
 def test_fig7a_failover_leaves_other_requests_to_the_new_host() -> None:
@@ -366,8 +461,11 @@ def test_flap_damping_keeps_the_app_failed_in_place() -> None:
     out = run(lab(app(A), me=B, dead=[A], history=history))
     reason = "flapping: 3 failovers within 3600s; staying on alpha"
     failed = StateValue(AppState.FAILED, reason)
-    assert out == [SetState(WEB, failed), RecordEvent(EventKind.FLAP_DAMPED, WEB, str(failed)),
-                   Notify(EventKind.FLAP_DAMPED, WEB, str(failed))]
+    assert out == [
+        SetState(WEB, failed),
+        RecordEvent(EventKind.FLAP_DAMPED, WEB, str(failed)),
+        Notify(EventKind.FLAP_DAMPED, WEB, str(failed)),
+    ]
     assert run(lab(app(A, state=failed), me=B, dead=[A], history=history)) == []
 
 
@@ -387,22 +485,29 @@ def test_failover_with_migrate_request_goes_straight_to_the_target() -> None:
     assert run(lab(m, me=B, dead=[A])) == []
     out = run(lab(m, me=G, dead=[A]))
     text = "migrate to gamma (host alpha is dead)"
-    assert out[:4] == [Claim(WEB, A, text), Load(WEB),
-                       ConsumeRequest(WEB, Request.parse("migrate:gamma")), SetState(WEB, LOADING)]
+    assert out[:4] == [
+        Claim(WEB, A, text),
+        Load(WEB),
+        ConsumeRequest(WEB, Request.parse("migrate:gamma")),
+        SetState(WEB, LOADING),
+    ]
     # Target unfit: the ordinary failover happens; the new host will reject the request.
     assert run(lab(m, me=B, dead=[A, G]))[0] == Claim(WEB, A, failover_text())
 
 
 # ----------------------------------------------------------------------- FIGS. 7B, 8 failback
 
+
 def test_fig7b_auto_recover_backup_unloads_then_swaps_host_back() -> None:
     out = run(lab(app(B), me=B, procs=[proc()]))
     assert out == [Unload(WEB, "failback to alpha"), SetState(WEB, UNLOADING)]
     assert run(lab(app(B, state=UNLOADING), me=B, procs=[proc(ProcState.STOPPING)])) == []
     out = run(lab(app(B, state=UNLOADING), me=B, procs=[exited(stop=True)]))
-    assert out == [Release(WEB, A, B, "failback to alpha"),
-                   RecordEvent(EventKind.FAILBACK, WEB, "failback to alpha"),
-                   Notify(EventKind.FAILBACK, WEB, "failback to alpha")]
+    assert out == [
+        Release(WEB, A, B, "failback to alpha"),
+        RecordEvent(EventKind.FAILBACK, WEB, "failback to alpha"),
+        Notify(EventKind.FAILBACK, WEB, "failback to alpha"),
+    ]
 
 
 def test_fig7b_860_primary_still_dead_backup_keeps_running() -> None:
@@ -421,8 +526,11 @@ def test_fig7b_no_failback_to_a_primary_lacking_a_resource() -> None:
 def test_fig7b_864_manual_failback_waits_and_asks_once() -> None:
     text = "alpha is back; failback waits for an operator's approval: ndsclust failback web"
     out = run(lab(app(B, auto=False), me=B, procs=[proc()]))
-    assert out == [SetState(WEB, AWAITING), RecordEvent(EventKind.AWAITING_FAILBACK, WEB, text),
-                   Notify(EventKind.AWAITING_FAILBACK, WEB, text)]
+    assert out == [
+        SetState(WEB, AWAITING),
+        RecordEvent(EventKind.AWAITING_FAILBACK, WEB, text),
+        Notify(EventKind.AWAITING_FAILBACK, WEB, text),
+    ]
     assert run(lab(app(B, auto=False, state=AWAITING), me=B, procs=[proc()])) == []
 
 
@@ -436,8 +544,12 @@ def test_fig7b_866_approved_failback_unloads_then_swaps_and_consumes() -> None:
     text = "failback to alpha (approved)"
     assert run(lab(approved, me=B, procs=[proc()])) == [Unload(WEB, text), SetState(WEB, UNLOADING)]
     out = run(lab(approved, me=B, procs=[exited(stop=True)]))
-    assert out == [Release(WEB, A, B, text), ConsumeRequest(WEB, Request.parse("failback")),
-                   RecordEvent(EventKind.FAILBACK, WEB, text), Notify(EventKind.FAILBACK, WEB, text)]
+    assert out == [
+        Release(WEB, A, B, text),
+        ConsumeRequest(WEB, Request.parse("failback")),
+        RecordEvent(EventKind.FAILBACK, WEB, text),
+        Notify(EventKind.FAILBACK, WEB, text),
+    ]
 
 
 def test_fig8_908_primary_loads_once_host_names_it() -> None:
@@ -454,8 +566,11 @@ def test_fig7b_aware_primary_keeps_a_paused_copy_while_backup_hosts() -> None:
 
 
 def test_fig7b_aware_paused_copy_starts_when_host_names_the_primary() -> None:
-    out = run(lab(app(A, aware=True, state=UNLOADING), me=A,
-                  procs=[proc(ProcState.STARTING, paused=True)]))
+    out = run(
+        lab(
+            app(A, aware=True, state=UNLOADING), me=A, procs=[proc(ProcState.STARTING, paused=True)]
+        )
+    )
     assert out == [Load(WEB), SetState(WEB, LOADING)]
 
 
@@ -464,7 +579,9 @@ def test_fig7b_paused_copy_is_dropped_when_no_longer_needed() -> None:
     drop = [Unload(WEB, "paused copy no longer needed")]
     assert run(lab(app(None, aware=True), me=A, procs=[paused_copy])) == drop
     assert run(lab(app(B, aware=True), me=A, maintenance=[A], procs=[paused_copy])) == drop
-    assert run(lab(app(B, aware=True, primary=G, backups=(A, B)), me=A, procs=[paused_copy])) == drop
+    assert (
+        run(lab(app(B, aware=True, primary=G, backups=(A, B)), me=A, procs=[paused_copy])) == drop
+    )
 
 
 def test_claim58_no_automatic_failback_right_after_a_handoff() -> None:
@@ -472,7 +589,8 @@ def test_claim58_no_automatic_failback_right_after_a_handoff() -> None:
     assert run(lab(app(B), me=B, procs=[proc()], history=history)) == []
     later = NOW + POLICY.failback_hold
     assert run(lab(app(B), me=B, procs=[proc()], history=history), now=later)[0] == Unload(
-        WEB, "failback to alpha")
+        WEB, "failback to alpha"
+    )
 
 
 def test_fig7b_interrupted_failback_reloads_when_primary_dies_again() -> None:
@@ -482,12 +600,18 @@ def test_fig7b_interrupted_failback_reloads_when_primary_dies_again() -> None:
 
 # ------------------------------------------------------------------------- operator requests
 
+
 def test_request_load_unhosted_first_fit_server_claims_loads_and_consumes() -> None:
     req = app(None, state=STOPPED, request="load")
     out = run(lab(req, me=A))
     text = "load on alpha (requested)"
-    assert out == [Claim(WEB, None, text), Load(WEB), ConsumeRequest(WEB, Request.parse("load")),
-                   SetState(WEB, LOADING), RecordEvent(EventKind.LOAD, WEB, text)]
+    assert out == [
+        Claim(WEB, None, text),
+        Load(WEB),
+        ConsumeRequest(WEB, Request.parse("load")),
+        SetState(WEB, LOADING),
+        RecordEvent(EventKind.LOAD, WEB, text),
+    ]
     assert run(lab(req, me=B)) == []
     assert run(lab(req, me=G)) == []
 
@@ -496,48 +620,68 @@ def test_request_load_skips_servers_that_cannot_run_it() -> None:
     req = app(None, state=STOPPED, request="load", resources={"san1"})
     published = {G: {"san1"}}
     assert run(lab(req, me=A, published=published)) == []
-    assert run(lab(req, me=G, published=published))[0] == Claim(WEB, None, "load on gamma (requested)")
+    assert run(lab(req, me=G, published=published))[0] == Claim(
+        WEB, None, "load on gamma (requested)"
+    )
 
 
 def test_request_load_nobody_fit_is_rejected_by_first_live_server() -> None:
     req = app(None, state=STOPPED, request="load", resources={"san1"})
     text = "load: no server can run it: alpha lacks san1, beta lacks san1, gamma lacks san1"
-    assert run(lab(req, me=A)) == [ConsumeRequest(WEB, Request.parse("load")),
-                                   RecordEvent(EventKind.REQUEST_REJECTED, WEB, text),
-                                   Notify(EventKind.REQUEST_REJECTED, WEB, text)]
+    assert run(lab(req, me=A)) == [
+        ConsumeRequest(WEB, Request.parse("load")),
+        RecordEvent(EventKind.REQUEST_REJECTED, WEB, text),
+        Notify(EventKind.REQUEST_REJECTED, WEB, text),
+    ]
     assert run(lab(req, me=B)) == []
 
 
 def test_request_load_on_running_host_is_ignored() -> None:
     out = run(lab(app(A, request="load"), me=A, procs=[proc()]))
-    assert out == [ConsumeRequest(WEB, Request.parse("load")),
-                   RecordEvent(EventKind.REQUEST_IGNORED, WEB, "load: already running on alpha")]
+    assert out == [
+        ConsumeRequest(WEB, Request.parse("load")),
+        RecordEvent(EventKind.REQUEST_IGNORED, WEB, "load: already running on alpha"),
+    ]
 
 
 def test_request_load_restarts_a_program_past_its_restart_limit() -> None:
     spent = exited(stop=False, restarts=(NOW - 3, NOW - 2, NOW - 1))
     failed = StateValue(AppState.FAILED, "whatever")
     out = run(lab(app(A, state=failed, request="load"), me=A, dead=[B, G], procs=[spent]))
-    assert out == [ConsumeRequest(WEB, Request.parse("load")), Load(WEB), SetState(WEB, LOADING),
-                   RecordEvent(EventKind.LOAD, WEB, "load on alpha (requested)")]
+    assert out == [
+        ConsumeRequest(WEB, Request.parse("load")),
+        Load(WEB),
+        SetState(WEB, LOADING),
+        RecordEvent(EventKind.LOAD, WEB, "load on alpha (requested)"),
+    ]
 
 
 def test_request_load_on_host_outside_its_servers_is_rejected() -> None:
     out = run(lab(app(G, backups=(B,), request="load"), me=G))
-    assert out[:2] == [ConsumeRequest(WEB, Request.parse("load")),
-                       RecordEvent(EventKind.REQUEST_REJECTED, WEB,
-                                   "load: gamma hosts it but is neither its primary nor a backup")]
+    assert out[:2] == [
+        ConsumeRequest(WEB, Request.parse("load")),
+        RecordEvent(
+            EventKind.REQUEST_REJECTED,
+            WEB,
+            "load: gamma hosts it but is neither its primary nor a backup",
+        ),
+    ]
     assert only(out, SetState)[0].value.state is AppState.ERROR
 
 
 def test_request_unload_stops_then_removes_host() -> None:
     req = app(A, request="unload")
-    assert run(lab(req, me=A, procs=[proc()])) == [Unload(WEB, "unload requested"),
-                                                    SetState(WEB, UNLOADING)]
+    assert run(lab(req, me=A, procs=[proc()])) == [
+        Unload(WEB, "unload requested"),
+        SetState(WEB, UNLOADING),
+    ]
     out = run(lab(app(A, request="unload", state=UNLOADING), me=A, procs=[exited(stop=True)]))
-    assert out == [Release(WEB, None, A, "unload requested"),
-                   ConsumeRequest(WEB, Request.parse("unload")), SetState(WEB, STOPPED),
-                   RecordEvent(EventKind.UNLOAD, WEB, "unload requested")]
+    assert out == [
+        Release(WEB, None, A, "unload requested"),
+        ConsumeRequest(WEB, Request.parse("unload")),
+        SetState(WEB, STOPPED),
+        RecordEvent(EventKind.UNLOAD, WEB, "unload requested"),
+    ]
     assert run(lab(req, me=B)) == []
 
 
@@ -550,40 +694,54 @@ def test_request_unload_with_dead_host_first_live_server_removes_it() -> None:
     req = app(A, request="unload")
     text = "unload requested; host alpha is dead"
     assert run(lab(req, me=B, dead=[A])) == [
-        Release(WEB, None, A, text), ConsumeRequest(WEB, Request.parse("unload")),
-        SetState(WEB, STOPPED), RecordEvent(EventKind.UNLOAD, WEB, text)]
+        Release(WEB, None, A, text),
+        ConsumeRequest(WEB, Request.parse("unload")),
+        SetState(WEB, STOPPED),
+        RecordEvent(EventKind.UNLOAD, WEB, text),
+    ]
     assert run(lab(req, me=G, dead=[A])) == []
 
 
 def test_request_unload_when_unloaded_is_ignored() -> None:
     req = app(None, state=STOPPED, request="unload")
-    assert run(lab(req, me=A)) == [ConsumeRequest(WEB, Request.parse("unload")),
-                                   RecordEvent(EventKind.REQUEST_IGNORED, WEB,
-                                               "unload: it is not loaded anywhere")]
+    assert run(lab(req, me=A)) == [
+        ConsumeRequest(WEB, Request.parse("unload")),
+        RecordEvent(EventKind.REQUEST_IGNORED, WEB, "unload: it is not loaded anywhere"),
+    ]
     assert run(lab(req, me=B)) == []
 
 
 def test_request_failback_with_nothing_to_fail_back_is_ignored() -> None:
     out = run(lab(app(A, request="failback"), me=A, procs=[proc()]))
-    assert out == [ConsumeRequest(WEB, Request.parse("failback")),
-                   RecordEvent(EventKind.REQUEST_IGNORED, WEB,
-                               "failback: nothing to fail back: the primary alpha hosts it")]
+    assert out == [
+        ConsumeRequest(WEB, Request.parse("failback")),
+        RecordEvent(
+            EventKind.REQUEST_IGNORED,
+            WEB,
+            "failback: nothing to fail back: the primary alpha hosts it",
+        ),
+    ]
     out = run(lab(app(B, request="failback"), me=B, dead=[A], procs=[proc()]))
-    assert out == [ConsumeRequest(WEB, Request.parse("failback")),
-                   RecordEvent(EventKind.REQUEST_IGNORED, WEB,
-                               "failback: cannot fail back: alpha is dead")]
+    assert out == [
+        ConsumeRequest(WEB, Request.parse("failback")),
+        RecordEvent(EventKind.REQUEST_IGNORED, WEB, "failback: cannot fail back: alpha is dead"),
+    ]
     out = run(lab(app(None, state=STOPPED, request="failback"), me=A))
     assert kinds(out) == [EventKind.REQUEST_IGNORED]
 
 
 def test_request_migrate_unloads_then_swaps_to_target() -> None:
     req = app(A, request="migrate:gamma")
-    assert run(lab(req, me=A, procs=[proc()])) == [Unload(WEB, "migrate to gamma"),
-                                                    SetState(WEB, UNLOADING)]
+    assert run(lab(req, me=A, procs=[proc()])) == [
+        Unload(WEB, "migrate to gamma"),
+        SetState(WEB, UNLOADING),
+    ]
     out = run(lab(req, me=A, procs=[exited(stop=True)]))
-    assert out == [Release(WEB, G, A, "migrate to gamma"),
-                   ConsumeRequest(WEB, Request.parse("migrate:gamma")),
-                   RecordEvent(EventKind.MIGRATE, WEB, "migrate to gamma")]
+    assert out == [
+        Release(WEB, G, A, "migrate to gamma"),
+        ConsumeRequest(WEB, Request.parse("migrate:gamma")),
+        RecordEvent(EventKind.MIGRATE, WEB, "migrate to gamma"),
+    ]
     assert run(lab(req, me=G)) == []
 
 
@@ -591,9 +749,12 @@ def test_request_migrate_target_loads_once_host_names_it_and_stays() -> None:
     # An operator put it on a backup: no automatic failback although the primary is alive.
     history = {WEB: History(last_move=EventKind.MIGRATE)}
     assert run(lab(app(G, state=UNLOADING), me=G, history=history)) == [
-        Load(WEB), SetState(WEB, LOADING)]
+        Load(WEB),
+        SetState(WEB, LOADING),
+    ]
     assert run(lab(app(G, state=LOADING), me=G, history=history, procs=[proc()])) == [
-        SetState(WEB, RUNNING)]
+        SetState(WEB, RUNNING)
+    ]
     assert run(lab(app(G, auto=False), me=G, history=history, procs=[proc()])) == []
 
 
@@ -613,15 +774,18 @@ def rejected(out: list[Action]) -> str:
 def test_request_migrate_to_unknown_server_is_rejected() -> None:
     text = "migrate:delta: nothing moves: delta is not a known server"
     out = run(lab(app(A, request="migrate:delta"), me=A, procs=[proc()]))
-    assert out == [ConsumeRequest(WEB, Request.parse("migrate:delta")),
-                   RecordEvent(EventKind.REQUEST_REJECTED, WEB, text),
-                   Notify(EventKind.REQUEST_REJECTED, WEB, text)]
+    assert out == [
+        ConsumeRequest(WEB, Request.parse("migrate:delta")),
+        RecordEvent(EventKind.REQUEST_REJECTED, WEB, text),
+        Notify(EventKind.REQUEST_REJECTED, WEB, text),
+    ]
 
 
 def test_request_migrate_to_server_outside_its_list_is_rejected() -> None:
     out = run(lab(app(A, backups=(B,), request="migrate:gamma"), me=A, procs=[proc()]))
     assert rejected(out) == (
-        "migrate:gamma: nothing moves: gamma is neither its primary nor a backup (alpha, beta)")
+        "migrate:gamma: nothing moves: gamma is neither its primary nor a backup (alpha, beta)"
+    )
 
 
 def test_request_migrate_to_dead_server_is_rejected() -> None:
@@ -635,22 +799,33 @@ def test_request_migrate_to_server_in_maintenance_is_rejected() -> None:
 
 
 def test_request_migrate_to_server_lacking_a_resource_is_rejected() -> None:
-    out = run(lab(app(A, request="migrate:gamma", resources={"san1"}), me=A,
-                  published={A: {"san1"}}, procs=[proc()]))
+    out = run(
+        lab(
+            app(A, request="migrate:gamma", resources={"san1"}),
+            me=A,
+            published={A: {"san1"}},
+            procs=[proc()],
+        )
+    )
     assert rejected(out) == "migrate:gamma: nothing moves: gamma lacks san1"
 
 
 def test_request_migrate_to_current_host_is_ignored() -> None:
     out = run(lab(app(A, request="migrate:alpha"), me=A, procs=[proc()]))
-    assert out == [ConsumeRequest(WEB, Request.parse("migrate:alpha")),
-                   RecordEvent(EventKind.REQUEST_IGNORED, WEB, "migrate:alpha: alpha already hosts it")]
+    assert out == [
+        ConsumeRequest(WEB, Request.parse("migrate:alpha")),
+        RecordEvent(EventKind.REQUEST_IGNORED, WEB, "migrate:alpha: alpha already hosts it"),
+    ]
 
 
 def test_request_migrate_unhosted_loads_on_target() -> None:
     req = app(None, state=STOPPED, request="migrate:beta")
     assert run(lab(req, me=A)) == []
-    assert run(lab(req, me=B))[:3] == [Claim(WEB, None, "migrate to beta (it was unloaded)"),
-                                       Load(WEB), ConsumeRequest(WEB, Request.parse("migrate:beta"))]
+    assert run(lab(req, me=B))[:3] == [
+        Claim(WEB, None, "migrate to beta (it was unloaded)"),
+        Load(WEB),
+        ConsumeRequest(WEB, Request.parse("migrate:beta")),
+    ]
     bad = app(None, state=STOPPED, request="migrate:delta")
     assert kinds(run(lab(bad, me=A))) == [EventKind.REQUEST_REJECTED]
     assert run(lab(bad, me=B)) == []
@@ -663,10 +838,13 @@ def test_request_migrate_host_dead_target_unfit_failover_then_rejected() -> None
 
 # ------------------------------------------------------------------------------- maintenance
 
+
 def test_maintenance_host_moves_app_to_next_fit_server() -> None:
     text = "alpha is in maintenance: moving to beta"
     assert run(lab(app(A), me=A, maintenance=[A], procs=[proc()])) == [
-        Unload(WEB, text), SetState(WEB, UNLOADING)]
+        Unload(WEB, text),
+        SetState(WEB, UNLOADING),
+    ]
     out = run(lab(app(A, state=UNLOADING), me=A, maintenance=[A], procs=[exited(stop=True)]))
     assert out == [Release(WEB, B, A, text), RecordEvent(EventKind.MAINTENANCE, WEB, text)]
 
@@ -679,8 +857,10 @@ def test_maintenance_skips_servers_that_cannot_take_it() -> None:
 def test_maintenance_with_nowhere_to_go_keeps_running_and_says_so() -> None:
     out = run(lab(app(A), me=A, maintenance=[A], dead=[B, G], procs=[proc()]))
     text = "alpha is in maintenance but no server can take it: beta is dead, gamma is dead"
-    assert out == [RecordEvent(EventKind.MAINTENANCE_BLOCKED, WEB, text),
-                   Notify(EventKind.MAINTENANCE_BLOCKED, WEB, text)]
+    assert out == [
+        RecordEvent(EventKind.MAINTENANCE_BLOCKED, WEB, text),
+        Notify(EventKind.MAINTENANCE_BLOCKED, WEB, text),
+    ]
     said = {(WEB, EventKind.MAINTENANCE_BLOCKED, text): NOW - 1}
     assert run(lab(app(A), me=A, maintenance=[A], dead=[B, G], procs=[proc()], said=said)) == []
 
@@ -692,10 +872,13 @@ def test_maintenance_on_backup_host_moves_to_next_not_to_primary_in_maintenance(
 
 # ------------------------------------------------------------------- claim 57 supervision
 
+
 def test_claim57_program_exit_is_restarted_in_place() -> None:
     out = run(lab(app(A), me=A, procs=[exited(stop=False, restarts=(NOW - 100,))]))
-    assert out == [Restart(WEB), RecordEvent(EventKind.RESTART, WEB,
-                                             "exited; restart 2 of 3 within 900s")]
+    assert out == [
+        Restart(WEB),
+        RecordEvent(EventKind.RESTART, WEB, "exited; restart 2 of 3 within 900s"),
+    ]
 
 
 def test_claim57_restarts_outside_window_do_not_count() -> None:
@@ -707,25 +890,34 @@ def test_claim57_restart_limit_hands_program_to_next_server() -> None:
     spent = exited(stop=False, restarts=(NOW - 30, NOW - 20, NOW - 10))
     text = "handoff to beta: exited; restart limit reached (3 within 900s)"
     assert run(lab(app(A), me=A, procs=[spent])) == [
-        Release(WEB, B, A, text), RecordEvent(EventKind.HANDOFF, WEB, text),
-        Notify(EventKind.HANDOFF, WEB, text)]
+        Release(WEB, B, A, text),
+        RecordEvent(EventKind.HANDOFF, WEB, text),
+        Notify(EventKind.HANDOFF, WEB, text),
+    ]
 
 
 def test_claim57_handoff_needs_sufficient_resources() -> None:
     spent = exited(stop=False, restarts=(NOW - 30, NOW - 20, NOW - 10))
     db = app(A, resources={"san1"})
     out = run(lab(db, me=A, published={A: {"san1"}, G: {"san1"}}, procs=[spent]))
-    assert out[0] == Release(WEB, G, A, "handoff to gamma: exited; restart limit reached (3 within 900s)")
+    assert out[0] == Release(
+        WEB, G, A, "handoff to gamma: exited; restart limit reached (3 within 900s)"
+    )
 
 
 def test_claim57_restart_limit_with_nowhere_to_go_is_failed_once() -> None:
     spent = exited(stop=False, restarts=(NOW - 30, NOW - 20, NOW - 10))
-    reason = ("exited; restart limit reached (3 within 900s); no other server can take it: "
-              "beta is dead, gamma is dead")
+    reason = (
+        "exited; restart limit reached (3 within 900s); no other server can take it: "
+        "beta is dead, gamma is dead"
+    )
     failed = StateValue(AppState.FAILED, reason)
     out = run(lab(app(A), me=A, dead=[B, G], procs=[spent]))
-    assert out == [SetState(WEB, failed), RecordEvent(EventKind.FAILED, WEB, str(failed)),
-                   Notify(EventKind.FAILED, WEB, str(failed))]
+    assert out == [
+        SetState(WEB, failed),
+        RecordEvent(EventKind.FAILED, WEB, str(failed)),
+        Notify(EventKind.FAILED, WEB, str(failed)),
+    ]
     assert run(lab(app(A, state=failed), me=A, dead=[B, G], procs=[spent])) == []
 
 
@@ -733,8 +925,9 @@ def test_claim57_handoff_is_flap_damped() -> None:
     spent = exited(stop=False, restarts=(NOW - 30, NOW - 20, NOW - 10))
     history = {WEB: History(failovers=(NOW - 500,), handoffs=(NOW - 400, NOW - 300))}
     out = run(lab(app(A), me=A, procs=[spent], history=history))
-    assert out[0] == SetState(WEB, StateValue(
-        AppState.FAILED, "flapping: 3 failovers within 3600s; staying on alpha"))
+    assert out[0] == SetState(
+        WEB, StateValue(AppState.FAILED, "flapping: 3 failovers within 3600s; staying on alpha")
+    )
     assert kinds(out) == [EventKind.FLAP_DAMPED]
 
 
@@ -745,14 +938,22 @@ def test_claim57_failed_program_on_backup_goes_back_to_live_primary() -> None:
 
 # ----------------------------------------------------------------------------------- fencing
 
+
 def test_fencing_unloads_every_local_program_and_claims_nothing() -> None:
     db = app(B, tag=Tag("db"))
-    procs = [proc(tag=Tag("db")), proc(ProcState.STARTING, tag=WEB, paused=True),
-             proc(ProcState.EXITED, tag=Tag("old"), stop=True)]
+    procs = [
+        proc(tag=Tag("db")),
+        proc(ProcState.STARTING, tag=WEB, paused=True),
+        proc(ProcState.EXITED, tag=Tag("old"), stop=True),
+    ]
     out = run(lab(app(A), db, me=A, dead=[B, G], fenced=True, procs=procs))
     text = "alpha is cut off from the cluster: stopping the copy here"
-    assert out == [Unload(Tag("db"), "fenced"), Unload(WEB, "fenced"),
-                   Notify(EventKind.FENCED, Tag("db"), text), Notify(EventKind.FENCED, WEB, text)]
+    assert out == [
+        Unload(Tag("db"), "fenced"),
+        Unload(WEB, "fenced"),
+        Notify(EventKind.FENCED, Tag("db"), text),
+        Notify(EventKind.FENCED, WEB, text),
+    ]
 
 
 def test_fencing_with_nothing_running_does_nothing() -> None:
@@ -761,22 +962,25 @@ def test_fencing_with_nothing_running_does_nothing() -> None:
 
 # -------------------------------------------------------------------- replication pending
 
+
 def test_fig6_step614_failover_waits_for_replication() -> None:
     out = run(lab(app(A), me=B, dead=[A], caught_up=False))
     assert out == [SetState(WEB, PENDING)]
 
 
 def test_replication_pending_holds_restarts_and_unloads_too() -> None:
-    assert run(lab(app(A), me=A, procs=[exited(stop=False)], caught_up=False)) == [SetState(WEB, PENDING)]
+    assert run(lab(app(A), me=A, procs=[exited(stop=False)], caught_up=False)) == [
+        SetState(WEB, PENDING)
+    ]
     assert run(lab(app(B), me=A, procs=[proc()], caught_up=False)) == []
     assert run(lab(app(None, request="load", state=STOPPED), me=A, caught_up=False)) == [
-        SetState(WEB, PENDING)]
+        SetState(WEB, PENDING)
+    ]
 
 
 def test_replication_pending_leaves_others_states_alone() -> None:
     # gamma would do nothing for an app beta hosts: no state written.
     assert run(lab(app(B, state=RUNNING), me=G, caught_up=False)) == []
-
 
 
 def test_fig7b_crashing_paused_copy_is_not_restarted_beyond_the_budget() -> None:
@@ -795,4 +999,6 @@ def test_just_rejoined_host_starts_nothing_until_the_grace_is_over() -> None:
 
 def test_just_rejoined_host_still_unloads_a_copy_another_server_hosts() -> None:
     view = replace(lab(app(B), me=A, procs=[proc()]), starts_held=True)
-    assert [a for a in run(view) if isinstance(a, Unload)] == [Unload(WEB, "double claim: beta hosts it")]
+    assert [a for a in run(view) if isinstance(a, Unload)] == [
+        Unload(WEB, "double claim: beta hosts it")
+    ]

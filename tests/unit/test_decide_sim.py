@@ -11,6 +11,7 @@ cycle, its peers declare it dead only after ``DETECT`` silent cycles; a server t
 or stops being cut off counts its peers alive until it has had time to hear them (the
 detector's grace).
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -55,26 +56,37 @@ A, B, G = ServerName("alpha"), ServerName("beta"), ServerName("gamma")
 ALL = (A, B, G)
 WEB = Tag("web")
 CHANNELS = frozenset({"lan", "disk"})
-DETECT = 3     # cycles of silence before peers call a server dead (failover_timeout)
-FENCE = 1      # cycles of silence before a cut-off server fences itself (fence_timeout)
+DETECT = 3  # cycles of silence before peers call a server dead (failover_timeout)
+FENCE = 1  # cycles of silence before a cut-off server fences itself (fence_timeout)
 
 
 def web(*, auto: bool = True, aware: bool = False, resources: Iterable[str] = ()) -> App:
-    return App(tag=WEB, type=AppType.AWARE if aware else AppType.CAPABLE,
-               command=("/usr/bin/web",), primary=A, backups=(B, G), host=A,
-               resources=frozenset(resources), auto_recover=auto,
-               state=StateValue(AppState.RUNNING))
+    return App(
+        tag=WEB,
+        type=AppType.AWARE if aware else AppType.CAPABLE,
+        command=("/usr/bin/web",),
+        primary=A,
+        backups=(B, G),
+        host=A,
+        resources=frozenset(resources),
+        auto_recover=auto,
+        state=StateValue(AppState.RUNNING),
+    )
 
 
 class World:
-    def __init__(self, app: App, resources: dict[ServerName, set[str]] | None = None,
-                 policy: Policy = Policy()) -> None:
+    def __init__(
+        self,
+        app: App,
+        resources: dict[ServerName, set[str]] | None = None,
+        policy: Policy = Policy(),
+    ) -> None:
         self.apps: dict[Tag, App] = {app.tag: app}
         resources = resources if resources is not None else {s: set(app.resources) for s in ALL}
         self.servers = {s: Server(s, resources=frozenset(resources.get(s, ()))) for s in ALL}
         self.policy = policy
         self.up = {s: True for s in ALL}
-        self.cut: set[ServerName] = set()          # servers cut off from every other
+        self.cut: set[ServerName] = set()  # servers cut off from every other
         self.heard = {(me, p): 0.0 for me in ALL for p in ALL if p != me}
         self.procs: dict[ServerName, dict[Tag, ProcInfo]] = {s: {} for s in ALL}
         self.caught_up = {s: True for s in ALL}
@@ -83,7 +95,7 @@ class World:
         self.events: list[tuple[float, ServerName, EventKind, Tag, str]] = []
         self.notes: list[tuple[ServerName, EventKind, Tag]] = []
         self.now = 0.0
-        self.checking = True   # off only while a test sets up a double run on purpose
+        self.checking = True  # off only while a test sets up a double run on purpose
         # The host starts out running its program.
         host = app.host
         assert host is not None
@@ -95,8 +107,11 @@ class World:
         return self.up[peer] and self.up[me] and me not in self.cut and peer not in self.cut
 
     def liveness(self, me: ServerName, delay: int) -> Liveness:
-        seen = {p: CHANNELS if self.now - self.heard[(me, p)] < delay else frozenset()
-                for p in ALL if p != me}
+        seen = {
+            p: CHANNELS if self.now - self.heard[(me, p)] < delay else frozenset()
+            for p in ALL
+            if p != me
+        }
         return Liveness(me=me, configured=CHANNELS, seen=seen)
 
     def history(self) -> dict[Tag, History]:
@@ -106,23 +121,31 @@ class World:
             out[tag] = History(
                 failovers=tuple(t for t, k in mine if k is EventKind.FAILOVER),
                 handoffs=tuple(t for t, k in mine if k is EventKind.HANDOFF),
-                last_move=mine[-1][1] if mine else None)
+                last_move=mine[-1][1] if mine else None,
+            )
         return out
 
     def view(self, me: ServerName) -> View:
         fence = isolated(self.liveness(me, FENCE), None, len(ALL))
-        return View(apps=dict(self.apps), servers=dict(self.servers),
-                    liveness=self.liveness(me, DETECT), procs=dict(self.procs[me]),
-                    resources=self.servers[me].resources, replication_caught_up=self.caught_up[me],
-                    fenced=fence, registering=self.registering[me], history=self.history(),
-                    said=dict(self.said[me]))
+        return View(
+            apps=dict(self.apps),
+            servers=dict(self.servers),
+            liveness=self.liveness(me, DETECT),
+            procs=dict(self.procs[me]),
+            resources=self.servers[me].resources,
+            replication_caught_up=self.caught_up[me],
+            fenced=fence,
+            registering=self.registering[me],
+            history=self.history(),
+            said=dict(self.said[me]),
+        )
 
     # -- one cycle
 
     def step(self, n: int = 1) -> None:
         for _ in range(n):
             self.now += 1.0
-            for (me, p) in self.heard:
+            for me, p in self.heard:
                 if self.hears(me, p):
                     self.heard[(me, p)] = self.now
             live = [s for s in ALL if self.up[s]]
@@ -167,8 +190,9 @@ class World:
             case Load(tag):
                 old = procs.get(tag)
                 if old is not None and old.paused:
-                    procs[tag] = ProcInfo(tag, ProcState.STARTING, None, self.now,
-                                          restarts=old.restarts)
+                    procs[tag] = ProcInfo(
+                        tag, ProcState.STARTING, None, self.now, restarts=old.restarts
+                    )
                 else:
                     assert old is None or old.state is ProcState.EXITED, (me, old)
                     procs[tag] = ProcInfo(tag, ProcState.STARTING, None, self.now)
@@ -178,14 +202,21 @@ class World:
             case Restart(tag):
                 old = procs[tag]
                 assert old.state is ProcState.EXITED
-                procs[tag] = ProcInfo(tag, ProcState.STARTING, None, self.now,
-                                      restarts=(*old.restarts, self.now))
+                procs[tag] = ProcInfo(
+                    tag, ProcState.STARTING, None, self.now, restarts=(*old.restarts, self.now)
+                )
             case Unload(tag, _):
                 old = procs[tag]
                 assert old.state in (ProcState.STARTING, ProcState.RUNNING), (me, old)
-                procs[tag] = ProcInfo(tag, ProcState.STOPPING, old.pid, old.started_at,
-                                      restarts=old.restarts, paused=old.paused,
-                                      stop_requested=True)
+                procs[tag] = ProcInfo(
+                    tag,
+                    ProcState.STOPPING,
+                    old.pid,
+                    old.started_at,
+                    restarts=old.restarts,
+                    paused=old.paused,
+                    stop_requested=True,
+                )
             case SetState(tag, value):
                 self.set_app(tag, state=value)
             case RecordEvent(kind, tag, text):
@@ -199,22 +230,31 @@ class World:
         procs = self.procs[me]
         for tag, p in list(procs.items()):
             if p.state is ProcState.STARTING and not p.paused:
-                procs[tag] = ProcInfo(tag, ProcState.RUNNING, 200, p.started_at, restarts=p.restarts)
+                procs[tag] = ProcInfo(
+                    tag, ProcState.RUNNING, 200, p.started_at, restarts=p.restarts
+                )
             elif p.state is ProcState.STOPPING:
-                procs[tag] = ProcInfo(tag, ProcState.EXITED, None, p.started_at, exit_code=0,
-                                      restarts=p.restarts, stop_requested=True)
+                procs[tag] = ProcInfo(
+                    tag,
+                    ProcState.EXITED,
+                    None,
+                    p.started_at,
+                    exit_code=0,
+                    restarts=p.restarts,
+                    stop_requested=True,
+                )
 
     # -- faults and operators
 
     def kill(self, s: ServerName) -> None:
         self.up[s] = False
-        self.procs[s] = {}       # its programs die with it (lease guard)
+        self.procs[s] = {}  # its programs die with it (lease guard)
 
     def revive(self, s: ServerName) -> None:
         if not self.up[s]:
             self.up[s] = True
             self.registering[s] = True
-            self.caught_up[s] = False   # the first cycle after start: replication catching up
+            self.caught_up[s] = False  # the first cycle after start: replication catching up
             self.grace(s)
 
     def grace(self, s: ServerName) -> None:
@@ -237,16 +277,24 @@ class World:
         for s in ALL:
             p = self.procs[s].get(tag)
             if p is not None and p.state is ProcState.RUNNING:
-                self.procs[s][tag] = ProcInfo(tag, ProcState.EXITED, None, p.started_at,
-                                              exit_code=1, restarts=p.restarts, reason="exited")
+                self.procs[s][tag] = ProcInfo(
+                    tag,
+                    ProcState.EXITED,
+                    None,
+                    p.started_at,
+                    exit_code=1,
+                    restarts=p.restarts,
+                    reason="exited",
+                )
 
     def request(self, value: str, tag: Tag = WEB) -> None:
         self.set_app(tag, request=Request.parse(value))
 
     def maintenance(self, s: ServerName, on: bool) -> None:
         old = self.servers[s]
-        self.servers[s] = Server(s, resources=old.resources,
-                                 state=ServerState.MAINTENANCE if on else ServerState.UP)
+        self.servers[s] = Server(
+            s, resources=old.resources, state=ServerState.MAINTENANCE if on else ServerState.UP
+        )
 
     # -- what is true
 
@@ -260,8 +308,13 @@ class World:
         return out
 
     def running_on(self, tag: Tag = WEB) -> list[ServerName]:
-        return [s for s in ALL if self.up[s] and self.procs[s].get(tag) is not None
-                and self.procs[s][tag].state is ProcState.RUNNING]
+        return [
+            s
+            for s in ALL
+            if self.up[s]
+            and self.procs[s].get(tag) is not None
+            and self.procs[s][tag].state is ProcState.RUNNING
+        ]
 
     def check(self) -> None:
         if not self.checking:
@@ -278,6 +331,7 @@ class World:
 
 
 # ------------------------------------------------------------------------ scenarios
+
 
 def test_fig7a_fig7b_three_servers_failover_then_auto_failback() -> None:
     w = World(web())
@@ -334,7 +388,8 @@ def test_fig7a_resource_missing_on_beta_gamma_takes_over() -> None:
     missing = [e for e in w.events if e[2] is EventKind.RESOURCE_MISSING]
     assert sorted((e[1], e[4]) for e in missing) == [
         (B, "beta lacks san1: cannot take it over from alpha"),
-        (G, "skipped beta lacks san1")]
+        (G, "skipped beta lacks san1"),
+    ]
 
 
 def test_fig7a_two_takers_race_only_one_wins_the_swap() -> None:
@@ -344,10 +399,16 @@ def test_fig7a_two_takers_race_only_one_wins_the_swap() -> None:
     w.kill(A)
     w.now = 10.0
     views = {
-        B: View(apps=dict(w.apps), servers=w.servers,
-                liveness=Liveness(B, CHANNELS, {A: frozenset(), G: CHANNELS})),
-        G: View(apps=dict(w.apps), servers=w.servers,
-                liveness=Liveness(G, CHANNELS, {A: frozenset(), B: frozenset()})),
+        B: View(
+            apps=dict(w.apps),
+            servers=w.servers,
+            liveness=Liveness(B, CHANNELS, {A: frozenset(), G: CHANNELS}),
+        ),
+        G: View(
+            apps=dict(w.apps),
+            servers=w.servers,
+            liveness=Liveness(G, CHANNELS, {A: frozenset(), B: frozenset()}),
+        ),
     }
     decisions = {s: decide(v, s, w.now, w.policy) for s, v in views.items()}
     assert isinstance(decisions[B][0], Claim) and isinstance(decisions[G][0], Claim)
@@ -364,7 +425,7 @@ def test_fig4e_partition_heals_loser_unloads() -> None:
     w.procs[B][WEB] = ProcInfo(WEB, ProcState.RUNNING, 300, 0.0)
     w.set_app(WEB, host=B)
     w.checking = False
-    w.step()   # alpha unloads during this cycle
+    w.step()  # alpha unloads during this cycle
     w.checking = True
     w.check()
     assert w.procs[A][WEB].state is ProcState.EXITED
@@ -397,7 +458,7 @@ def test_claim57_program_keeps_failing_is_handed_off_and_not_sent_back() -> None
     assert w.app.host == B and w.running_on() == [B]
     assert w.kinds() == [EventKind.RESTART] * 3 + [EventKind.HANDOFF]
     w.step(10)
-    assert w.app.host == B   # the failback hold keeps it off the primary for now
+    assert w.app.host == B  # the failback hold keeps it off the primary for now
 
 
 def test_flap_damping_stops_ping_pong() -> None:
@@ -459,17 +520,33 @@ OPS = st.one_of(
     st.tuples(st.just("crash"), st.just(A)),
     st.tuples(st.just("maintenance_on"), st.sampled_from(ALL)),
     st.tuples(st.just("maintenance_off"), st.sampled_from(ALL)),
-    st.tuples(st.sampled_from(["load", "unload", "failback", "migrate:alpha",
-                               "migrate:beta", "migrate:gamma", "migrate:delta"]), st.just(A)),
+    st.tuples(
+        st.sampled_from(
+            [
+                "load",
+                "unload",
+                "failback",
+                "migrate:alpha",
+                "migrate:beta",
+                "migrate:gamma",
+                "migrate:delta",
+            ]
+        ),
+        st.just(A),
+    ),
 )
 
 
 @settings(max_examples=40, deadline=None)
-@given(ops=st.lists(st.tuples(OPS, st.integers(1, 4)), max_size=12),
-       auto=st.booleans(), aware=st.booleans(), beta_lacks=st.booleans())
+@given(
+    ops=st.lists(st.tuples(OPS, st.integers(1, 4)), max_size=12),
+    auto=st.booleans(),
+    aware=st.booleans(),
+    beta_lacks=st.booleans(),
+)
 def test_random_faults_never_run_twice_and_settle_on_the_host(
-        ops: list[tuple[tuple[str, ServerName], int]], auto: bool, aware: bool,
-        beta_lacks: bool) -> None:
+    ops: list[tuple[tuple[str, ServerName], int]], auto: bool, aware: bool, beta_lacks: bool
+) -> None:
     resources = {A: {"san1"}, B: set() if beta_lacks else {"san1"}, G: {"san1"}}
     w = World(web(auto=auto, aware=aware, resources={"san1"}), resources=resources)
     for (op, server), cycles in ops:
@@ -490,7 +567,7 @@ def test_random_faults_never_run_twice_and_settle_on_the_host(
                 w.maintenance(server, False)
             case _:
                 w.request(op)
-        w.step(cycles)       # check() runs after every action
+        w.step(cycles)  # check() runs after every action
     w.heal()
     for s in ALL:
         w.revive(s)

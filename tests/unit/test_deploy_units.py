@@ -1,6 +1,7 @@
 """deploy/ without a server: the example sentinel configuration, the systemd unit, the
 renderer and its templates, the examples of INSTALL.md. (The rendered configuration
 against real slapd, ACL by ACL: tests/integration/test_deploy.py.)"""
+
 from __future__ import annotations
 
 import importlib.util
@@ -9,7 +10,7 @@ import re
 import stat
 import sys
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -63,8 +64,9 @@ def test_example_sentinel_configuration_is_valid(tmp_path: Path) -> None:
     assert cfg.witness is not None and cfg.programs.user is not None
     # The safety argument of its comment, in numbers (config.check_timing).
     t = cfg.timeouts
-    intervals = [c.interval for c in (cfg.lan, cfg.directory_channel, cfg.disk, cfg.witness)
-                 if c is not None]
+    intervals = [
+        c.interval for c in (cfg.lan, cfg.directory_channel, cfg.disk, cfg.witness) if c is not None
+    ]
     assert cfg.witness is not None
     bound = config.fence_bound(t, cfg.witness.timeout)
     assert t.failover > max(t.lease, bound) + t.margin(max(*intervals, t.loop_interval))
@@ -85,9 +87,21 @@ def allowed_keys(data: dict[str, Any], path: tuple[str, ...]) -> set[str]:
     return set(line.split("allowed: ", 1)[1].split(", "))
 
 
-SECTIONS = [(), ("directory",), ("channels",), ("channels", "lan"), ("channels", "directory"),
-            ("channels", "disk"), ("channels", "witness"), ("timeouts",), ("supervision",),
-            ("programs",), ("notify",), ("events",), ("log",)]
+SECTIONS = [
+    (),
+    ("directory",),
+    ("channels",),
+    ("channels", "lan"),
+    ("channels", "directory"),
+    ("channels", "disk"),
+    ("channels", "witness"),
+    ("timeouts",),
+    ("supervision",),
+    ("programs",),
+    ("notify",),
+    ("events",),
+    ("log",),
+]
 
 
 @pytest.mark.parametrize("path", SECTIONS, ids=[".".join(p) or "top" for p in SECTIONS])
@@ -143,13 +157,13 @@ def test_unit_runs_the_sentinel_as_a_notify_service() -> None:
     assert exec_start[0] == "/usr/local/bin/ndsclust"
     args = build_parser().parse_args(exec_start[1:])
     assert args.handler is cmd_run and args.sentinel_config == config.DEFAULT_PATH
-    assert "User" not in s          # programs run as other users: the sentinel is root
+    assert "User" not in s  # programs run as other users: the sentinel is root
 
 
 def test_unit_restarts_on_failure_but_not_on_a_bad_configuration() -> None:
     s = unit()["Service"]
     assert s["Restart"] == ["on-failure"] and s["RestartSec"]
-    assert s["RestartPreventExitStatus"] == ["2"]          # config.load errors exit 2
+    assert s["RestartPreventExitStatus"] == ["2"]  # config.load errors exit 2
     assert unit()["Unit"]["StartLimitIntervalSec"] == ["0"]
 
 
@@ -159,17 +173,30 @@ def test_unit_lets_the_sentinel_hand_its_programs_off() -> None:
     s = unit()["Service"]
     assert s["KillMode"] == ["mixed"] and s["KillSignal"] == ["SIGTERM"]
     timeout = float(s["TimeoutStopSec"][0].removesuffix("s"))
-    default_grace = config.parse({
-        "server": "a", "directory": {"uris": ["ldapi:///"], "suffix": "dc=x"},
-        "channels": {"directory": {}}}).timeouts.stop_grace
+    default_grace = config.parse(
+        {
+            "server": "a",
+            "directory": {"uris": ["ldapi:///"], "suffix": "dc=x"},
+            "channels": {"directory": {}},
+        }
+    ).timeouts.stop_grace
     assert timeout > default_grace + HANDOFF_DEADLINE_EXTRA
 
 
 def test_unit_keeps_setuid_programs_and_the_host_mount_namespace_working() -> None:
     s = unit()["Service"]
-    for key in ("NoNewPrivileges", "PrivateDevices", "PrivateTmp", "ProtectSystem",
-                "ProtectHome", "ProtectClock", "DeviceAllow", "SystemCallFilter",
-                "CapabilityBoundingSet", "PrivateNetwork"):
+    for key in (
+        "NoNewPrivileges",
+        "PrivateDevices",
+        "PrivateTmp",
+        "ProtectSystem",
+        "ProtectHome",
+        "ProtectClock",
+        "DeviceAllow",
+        "SystemCallFilter",
+        "CapabilityBoundingSet",
+        "PrivateNetwork",
+    ):
         assert key not in s, key
 
 
@@ -183,8 +210,10 @@ def test_unit_lets_the_lease_guard_run_real_time() -> None:
     the timing argument on saturated CPUs would rest on nothing."""
     s = unit()["Service"]
     if guard.SCHED_POLICY in (os.SCHED_RR, os.SCHED_FIFO):
-        restrict = s.get("RestrictRealtime", ["no"])[-1].strip().lower()   # the last one wins
-        assert restrict not in SYSTEMD_TRUE, f"RestrictRealtime={restrict} refuses the guard's policy"
+        restrict = s.get("RestrictRealtime", ["no"])[-1].strip().lower()  # the last one wins
+        assert restrict not in SYSTEMD_TRUE, (
+            f"RestrictRealtime={restrict} refuses the guard's policy"
+        )
         assert guard.SCHED_PRIORITY >= 1
     # Root keeps CAP_SYS_NICE and sched_setscheduler (no User=, capability bound or
     # system call filter: test_unit_runs_the_sentinel_as_a_notify_service and
@@ -229,16 +258,33 @@ def test_site_example_is_valid(site: Any) -> None:
 
 
 def test_site_problems_are_reported_together(tmp_path: Path) -> None:
-    data = site_data(tmp_path, base="ou=ndsclust,dc=other", tls=None, providers=[
-        {"id": 1, "uri": "ldap://a"}, {"id": 1, "uri": "ldap://b"}, {"id": 100, "uri": "ldap://c"},
-        {"id": 4, "uri": "ldapi:///"}, {"id": 5, "uri": "ldaps://e"}], operators=[], colour="blue")
+    data = site_data(
+        tmp_path,
+        base="ou=ndsclust,dc=other",
+        tls=None,
+        providers=[
+            {"id": 1, "uri": "ldap://a"},
+            {"id": 1, "uri": "ldap://b"},
+            {"id": 100, "uri": "ldap://c"},
+            {"id": 4, "uri": "ldapi:///"},
+            {"id": 5, "uri": "ldaps://e"},
+        ],
+        operators=[],
+        colour="blue",
+    )
     with pytest.raises(ConfigError) as err:
         render.parse_site(data)
     text = "\n".join(err.value.problems)
-    for expected in ("colour: unknown key", "base: ", "tls: is missing",
-                     "providers[4].uri: 'ldaps://e' is ldaps:// but tls is off",
-                     "providers[1].id: serverID 1 is used twice", "providers[2].id: 100",
-                     "providers[3].uri", "operators: must list at least one DN"):
+    for expected in (
+        "colour: unknown key",
+        "base: ",
+        "tls: is missing",
+        "providers[4].uri: 'ldaps://e' is ldaps:// but tls is off",
+        "providers[1].id: serverID 1 is used twice",
+        "providers[2].id: 100",
+        "providers[3].uri",
+        "operators: must list at least one DN",
+    ):
         assert expected in text
 
 
@@ -249,9 +295,13 @@ def test_provider_config_replicates_from_every_peer(site: Any) -> None:
     syncrepl = [line for line in ldif.splitlines() if line.startswith("olcSyncrepl:")]
     rids = sorted(re.search(r"rid=(\d+)", line).group(1) for line in syncrepl)  # type: ignore[union-attr]
     assert rids == ["101", "103", "201", "203"]
-    assert all("starttls=critical" in line and "tls_reqcert=demand" in line
-               and 'binddn="cn=replicator,dc=example,dc=com"' in line for line in syncrepl)
-    assert sum("syncdata=accesslog" in line for line in syncrepl) == 2   # main database only
+    assert all(
+        "starttls=critical" in line
+        and "tls_reqcert=demand" in line
+        and 'binddn="cn=replicator,dc=example,dc=com"' in line
+        for line in syncrepl
+    )
+    assert sum("syncdata=accesslog" in line for line in syncrepl) == 2  # main database only
     assert ldif.count("olcMultiProvider: TRUE") == 2
     assert "olcSecurity: ssf=64" in ldif and "olcTLSCertificateFile: " in ldif
     # The schema is the package's own, and every attribute the store searches is indexed.
@@ -260,8 +310,9 @@ def test_provider_config_replicates_from_every_peer(site: Any) -> None:
 
 
 def test_provider_config_without_tls_or_peers(tmp_path: Path) -> None:
-    single = render.parse_site(site_data(tmp_path, tls=False,
-                                         providers=[{"id": 1, "uri": "ldap://ldap1"}]))
+    single = render.parse_site(
+        site_data(tmp_path, tls=False, providers=[{"id": 1, "uri": "ldap://ldap1"}])
+    )
     ldif = render.provider_ldif(single, 1)
     assert "olcSyncrepl" not in ldif and "olcMultiProvider" not in ldif
     assert "olcTLS" not in ldif.replace("olcTLSProtocolMin", "") and "olcSecurity" not in ldif
@@ -275,18 +326,21 @@ def test_pulse_acl_names_the_pulse_suffix_as_slapd_normalizes_it(tmp_path: Path)
 
 
 def test_seed_entries_are_fixed_once_for_every_provider(site: Any) -> None:
-    seeds = render.seed_ldifs(site, datetime(2024, 5, 1, tzinfo=timezone.utc))
+    seeds = render.seed_ldifs(site, datetime(2024, 5, 1, tzinfo=UTC))
     main = seeds["seed-main.ldif"]
     dns = re.findall(r"^dn: (.*)$", main, re.M)
     assert dns[0] == "dc=example,dc=com" and "cn=operators,ou=ndsclust,dc=example,dc=com" in dns
     uuids = re.findall(r"^entryUUID: (.*)$", main, re.M)
     assert len(uuids) == len(set(uuids)) == len(dns)
     assert set(re.findall(r"^entryCSN: (.*)$", main, re.M)) == {
-        "20240501000000.000000Z#000000#001#000000"}
+        "20240501000000.000000Z#000000#001#000000"
+    }
     assert "member: uid=alice,ou=people,dc=example,dc=com" in main
     assert re.search(r"^userPassword: \{SSHA\}", main, re.M)
-    assert "dn: o=ndsclust-pulse\nobjectClass: organization\no: ndsclust-pulse\n" in \
-        seeds["seed-pulse.ldif"]
+    assert (
+        "dn: o=ndsclust-pulse\nobjectClass: organization\no: ndsclust-pulse\n"
+        in seeds["seed-pulse.ldif"]
+    )
 
 
 def test_ssha_is_what_slapd_checks() -> None:
@@ -303,7 +357,10 @@ def test_server_entry_is_what_the_sentinels_parse(site: Any) -> None:
         attrs.setdefault(k, []).append(v)
     server = entries.parse_server(dn, attrs)
     assert (server.name, server.addresses, server.resources) == (
-        "alpha", ("198.18.0.1:7946",), frozenset({"san1"}))
+        "alpha",
+        ("198.18.0.1:7946",),
+        frozenset({"san1"}),
+    )
     assert "simpleSecurityObject" in attrs["objectClass"]
     for bad in (("Alpha", ["198.18.0.1:1"]), ("alpha", ["nowhere"])):
         with pytest.raises(ConfigError):
@@ -317,7 +374,7 @@ def test_render_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     path.write_text(yaml.safe_dump(site_data(tmp_path)))
     out = tmp_path / "provider.ldif"
     assert render.main(["provider", str(path), "--server-id", "1", "-o", str(out)]) == 0
-    assert stat.S_IMODE(out.stat().st_mode) == 0o600      # it holds the replication password
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600  # it holds the replication password
     assert render.main(["seed", str(path), "--out-dir", str(tmp_path / "seed")]) == 0
     assert {p.name for p in (tmp_path / "seed").iterdir()} == {"seed-main.ldif", "seed-pulse.ldif"}
     path.write_text(yaml.safe_dump(site_data(tmp_path, suffix="cn=nope")))

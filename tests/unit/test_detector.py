@@ -1,4 +1,5 @@
 """The failure detector: any live channel means alive (FIG. 8, 806 -> 808), and isolation."""
+
 from __future__ import annotations
 
 import pytest
@@ -16,7 +17,9 @@ def detector(timeouts: dict[str, float] | None = None, grace: float = 5.0) -> De
 
 
 def test_fig8_lan_silent_but_disk_pulse_alive_keeps_peer_alive() -> None:
-    lv = detector().liveness({"lan": {B: 10.0}, "disk": {B: 99.5}, "directory": {B: 90.0}}, 100.0, [B])
+    lv = detector().liveness(
+        {"lan": {B: 10.0}, "disk": {B: 99.5}, "directory": {B: 90.0}}, 100.0, [B]
+    )
     assert lv.alive(B)
     assert lv.channels(B) == frozenset({"disk"})
     assert lv.silent(B) == frozenset({"lan", "directory"})
@@ -24,7 +27,9 @@ def test_fig8_lan_silent_but_disk_pulse_alive_keeps_peer_alive() -> None:
 
 
 def test_fig8_every_channel_silent_is_dead() -> None:
-    lv = detector().liveness({"lan": {B: 98.9}, "disk": {B: 96.9}, "directory": {B: 96.0}}, 100.0, [B])
+    lv = detector().liveness(
+        {"lan": {B: 98.9}, "disk": {B: 96.9}, "directory": {B: 96.0}}, 100.0, [B]
+    )
     assert not lv.alive(B)
     assert lv.channels(B) == frozenset()
     assert lv.dead() == frozenset({B})
@@ -33,7 +38,7 @@ def test_fig8_every_channel_silent_is_dead() -> None:
 def test_each_single_channel_alone_keeps_peer_alive() -> None:
     for channel, timeout in TIMEOUTS.items():
         observations = {name: {B: 0.0} for name in TIMEOUTS}
-        observations[channel] = {B: 100.0 - timeout}   # exactly at the timeout still counts
+        observations[channel] = {B: 100.0 - timeout}  # exactly at the timeout still counts
         lv = detector().liveness(observations, 100.0, [B])
         assert lv.channels(B) == frozenset({channel}), channel
 
@@ -93,7 +98,9 @@ def test_bad_detector_configuration_lists_every_problem() -> None:
         Detector({}, me=ME, started=0.0, startup_grace=1.0)
 
 
-def view(seen: dict[ServerName, frozenset[str]], grace: frozenset[ServerName] = frozenset()) -> Liveness:
+def view(
+    seen: dict[ServerName, frozenset[str]], grace: frozenset[ServerName] = frozenset()
+) -> Liveness:
     return Liveness(me=ME, configured=frozenset(TIMEOUTS), seen=seen, grace=grace)
 
 

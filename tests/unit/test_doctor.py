@@ -1,4 +1,5 @@
 """``ndsclust doctor``'s pure checks: each finding, its level and its fix."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -7,9 +8,25 @@ from typing import Any
 
 from ndsclust import config, doctor, schema
 from ndsclust.doctor import (
-    Facts, Finding, Level, PulseReading, SchemaReading, SecretFile, Transport, check_channels, check_clock_skew,
-    check_entries, check_pulses, check_references, check_replication, check_resources,
-    check_schema, check_timing, diagnose, exit_code, needs_second_look,
+    Facts,
+    Finding,
+    Level,
+    PulseReading,
+    SchemaReading,
+    SecretFile,
+    Transport,
+    check_channels,
+    check_clock_skew,
+    check_entries,
+    check_pulses,
+    check_references,
+    check_replication,
+    check_resources,
+    check_schema,
+    check_timing,
+    diagnose,
+    exit_code,
+    needs_second_look,
 )
 from ndsclust.errors import EntryInvalid
 from ndsclust.ldapstore.replication import LogWrite, parse_req_mod
@@ -28,10 +45,16 @@ def servers(**res: set[str]) -> dict[ServerName, Server]:
     return {ServerName(n): Server(ServerName(n), resources=frozenset(r)) for n, r in res.items()}
 
 
-def app(tag: str = "web", primary: ServerName = A, backups: tuple[ServerName, ...] = (B,),
-        resources: frozenset[str] = frozenset(), host: ServerName | None = A) -> App:
-    return App(Tag(tag), AppType.CAPABLE, ("/bin/true",), primary, backups, host=host,
-               resources=resources)
+def app(
+    tag: str = "web",
+    primary: ServerName = A,
+    backups: tuple[ServerName, ...] = (B,),
+    resources: frozenset[str] = frozenset(),
+    host: ServerName | None = A,
+) -> App:
+    return App(
+        Tag(tag), AppType.CAPABLE, ("/bin/true",), primary, backups, host=host, resources=resources
+    )
 
 
 def cfg(tmp_path: Path, channels: dict[str, Any]) -> config.Config:
@@ -40,20 +63,26 @@ def cfg(tmp_path: Path, channels: dict[str, Any]) -> config.Config:
     for c in channels.values():
         if "key_file" in c:
             c["key_file"] = str(key)
-    return config.parse({"server": "alpha",
-                         "directory": {"uris": ["ldap://127.0.0.1:1"], "suffix": "dc=x"},
-                         "channels": channels,
-                         "timeouts": {"failover": 0.8, "fence": 0.5, "lease": 0.5}},
-                        str(tmp_path / "sentinel.yaml"))
+    return config.parse(
+        {
+            "server": "alpha",
+            "directory": {"uris": ["ldap://127.0.0.1:1"], "suffix": "dc=x"},
+            "channels": channels,
+            "timeouts": {"failover": 0.8, "fence": 0.5, "lease": 0.5},
+        },
+        str(tmp_path / "sentinel.yaml"),
+    )
 
 
 def test_schema_loaded_missing_other_version_and_unreachable() -> None:
-    found = check_schema([
-        SchemaReading("ldap://a", schema.VERSION),
-        SchemaReading("ldap://b", None),
-        SchemaReading("ldap://c", schema.VERSION + 1),
-        SchemaReading("ldap://d", error="connection refused"),
-    ])
+    found = check_schema(
+        [
+            SchemaReading("ldap://a", schema.VERSION),
+            SchemaReading("ldap://b", None),
+            SchemaReading("ldap://c", schema.VERSION + 1),
+            SchemaReading("ldap://d", error="connection refused"),
+        ]
+    )
     assert levels(found) == [Level.OK, Level.PROBLEM, Level.PROBLEM, Level.PROBLEM]
     assert "schema install" in found[1].fix
     assert f"needs version {schema.VERSION}" in found[2].message
@@ -61,8 +90,9 @@ def test_schema_loaded_missing_other_version_and_unreachable() -> None:
 
 
 def test_unreadable_cn_config_is_a_warning_not_an_error() -> None:
-    found = check_schema([SchemaReading("ldap://a", schema.VERSION, source="subschema",
-                                        config_readable=False)])
+    found = check_schema(
+        [SchemaReading("ldap://a", schema.VERSION, source="subschema", config_readable=False)]
+    )
     assert levels(found) == [Level.WARNING, Level.OK]
     assert "cannot read cn=config" in found[0].message and "ldapi" in found[0].fix
     blind = check_schema([SchemaReading("ldap://a", None, config_readable=False)])
@@ -100,13 +130,15 @@ def test_replication_unreachable_provider_is_a_problem() -> None:
 def test_pulse_fresh_stale_missing_and_down() -> None:
     srv = servers(alpha=set(), beta=set(), gamma=set())
     srv[C] = Server(C, state=ServerState.DOWN)
-    pulses = {A: PulseReading(A, 10, NOW - 0.2, NOW - 0.2),
-              B: PulseReading(B, 3, NOW - 30, NOW - 30)}
+    pulses = {
+        A: PulseReading(A, 10, NOW - 0.2, NOW - 0.2),
+        B: PulseReading(B, 3, NOW - 30, NOW - 30),
+    }
     found = {f.subject: f for f in check_pulses(srv, pulses, NOW, 5.0, None)}
     assert found["alpha"].level is Level.OK
     assert found["beta"].level is Level.PROBLEM and "30.0s ago" in found["beta"].message
     assert "systemctl status" in found["beta"].fix
-    assert found["gamma"].level is Level.INFO          # an operator marked it down
+    assert found["gamma"].level is Level.INFO  # an operator marked it down
 
 
 def test_no_pulse_anywhere_is_one_warning() -> None:
@@ -115,8 +147,13 @@ def test_no_pulse_anywhere_is_one_warning() -> None:
 
 
 def test_pulses_not_checked_without_directory_channel(tmp_path: Path) -> None:
-    c = cfg(tmp_path, {"lan": {"addresses": ["127.0.0.1:7946"], "key_file": ""},
-                       "disk": {"path": "/dev/null", "servers": ["alpha"]}})
+    c = cfg(
+        tmp_path,
+        {
+            "lan": {"addresses": ["127.0.0.1:7946"], "key_file": ""},
+            "disk": {"path": "/dev/null", "servers": ["alpha"]},
+        },
+    )
     assert levels(check_pulses(servers(alpha=set()), {}, NOW, 5.0, c)) == [Level.INFO]
 
 
@@ -125,8 +162,9 @@ def test_clock_skew_between_servers_over_one_second() -> None:
     found = check_clock_skew(pulses, 1.0)
     assert levels(found) == [Level.PROBLEM]
     assert "alpha +2.500s" in found[0].message and "NTP" in found[0].fix
-    ok = check_clock_skew({A: PulseReading(A, 1, NOW + 0.2, NOW),
-                           B: PulseReading(B, 1, NOW - 0.1, NOW)}, 1.0)
+    ok = check_clock_skew(
+        {A: PulseReading(A, 1, NOW + 0.2, NOW), B: PulseReading(B, 1, NOW - 0.1, NOW)}, 1.0
+    )
     assert levels(ok) == [Level.OK]
 
 
@@ -141,8 +179,9 @@ def test_lan_only_deployment_is_warned(tmp_path: Path) -> None:
     lan_only = cfg(tmp_path, {"lan": {"addresses": ["127.0.0.1:7946"], "key_file": ""}})
     found = check_channels(lan_only, {}, {})
     assert levels(found) == [Level.WARNING] and "channels.directory" in found[0].fix
-    both = cfg(tmp_path, {"lan": {"addresses": ["127.0.0.1:7946"], "key_file": ""},
-                          "directory": {}})
+    both = cfg(
+        tmp_path, {"lan": {"addresses": ["127.0.0.1:7946"], "key_file": ""}, "directory": {}}
+    )
     assert levels(check_channels(both, {}, {})) == [Level.OK]
 
 
@@ -153,8 +192,11 @@ def test_channels_without_config_judged_from_pulses() -> None:
 
 
 def test_invalid_entries_name_dn_attribute_and_fix() -> None:
-    e = EntryInvalid("ndsclustTag=web,ou=applications,ou=ndsclust,dc=x", "ndsclustType", "'x' is "
-                     "not an application type")
+    e = EntryInvalid(
+        "ndsclustTag=web,ou=applications,ou=ndsclust,dc=x",
+        "ndsclustType",
+        "'x' is not an application type",
+    )
     found = check_entries([e])
     assert levels(found) == [Level.PROBLEM]
     assert found[0].subject == e.dn and found[0].message.startswith("ndsclustType: ")
@@ -162,7 +204,9 @@ def test_invalid_entries_name_dn_attribute_and_fix() -> None:
 
 
 def test_references_to_unknown_servers() -> None:
-    found = check_references([app(backups=(B, ServerName("zeta")))], servers(alpha=set(), beta=set()))
+    found = check_references(
+        [app(backups=(B, ServerName("zeta")))], servers(alpha=set(), beta=set())
+    )
     assert levels(found) == [Level.PROBLEM] and "zeta" in found[0].message
     assert "servers add" in found[0].fix
 
@@ -180,28 +224,55 @@ def test_diagnose_healthy_cluster_exits_zero(tmp_path: Path) -> None:
     key = tmp_path / "cluster.key"
     key.write_bytes(b"k" * 32)
     key.chmod(0o600)
-    secure = config.parse({
-        "server": "alpha",
-        "directory": {"uris": ["ldaps://ldap1:636"], "suffix": "dc=x", "ca_file": "/ca.crt",
-                      "allow_plain_ldap": False},
-        "channels": {"directory": {}, "lan": {"addresses": ["127.0.0.1:7946"],
-                                              "key_file": str(key)}},
-        "programs": {"user": "nobody", "allowed_commands": ["/bin/true"]},
-        "timeouts": {"failover": 0.8, "fence": 0.5, "lease": 0.5}}, str(tmp_path / "s.yaml"))
+    secure = config.parse(
+        {
+            "server": "alpha",
+            "directory": {
+                "uris": ["ldaps://ldap1:636"],
+                "suffix": "dc=x",
+                "ca_file": "/ca.crt",
+                "allow_plain_ldap": False,
+            },
+            "channels": {
+                "directory": {},
+                "lan": {"addresses": ["127.0.0.1:7946"], "key_file": str(key)},
+            },
+            "programs": {"user": "nobody", "allowed_commands": ["/bin/true"]},
+            "timeouts": {"failover": 0.8, "fence": 0.5, "lease": 0.5},
+        },
+        str(tmp_path / "s.yaml"),
+    )
     facts = Facts(
-        now=NOW, schema=[SchemaReading("ldap://a", schema.VERSION)],
+        now=NOW,
+        schema=[SchemaReading("ldap://a", schema.VERSION)],
         csns={"ldap://a": same, "ldap://b": dict(same)},
         servers=servers(alpha={"san1"}, beta={"san1"}),
         apps=[app(resources=frozenset({"san1"}))],
         pulses={A: PulseReading(A, 5, NOW - 0.1, NOW - 0.1), B: PulseReading(B, 7, NOW, NOW)},
-        config=secure, transports=[Transport("sentinel configuration", ("ldaps://ldap1:636",),
-                                             False, "/ca.crt", False)],
-        secret_files=[SecretFile("channels.lan.key_file", str(key), 0o600)], programs_uid=65534)
+        config=secure,
+        transports=[
+            Transport("sentinel configuration", ("ldaps://ldap1:636",), False, "/ca.crt", False)
+        ],
+        secret_files=[SecretFile("channels.lan.key_file", str(key), 0o600)],
+        programs_uid=65534,
+    )
     found = diagnose(facts)
     assert exit_code(found) == 0
-    assert {f.check for f in found} == {"schema", "replication", "pulse", "clock", "timing",
-                                        "channels", "entry", "references", "resources", "tls",
-                                        "heartbeat", "programs", "secrets"}
+    assert {f.check for f in found} == {
+        "schema",
+        "replication",
+        "pulse",
+        "clock",
+        "timing",
+        "channels",
+        "entry",
+        "references",
+        "resources",
+        "tls",
+        "heartbeat",
+        "programs",
+        "secrets",
+    }
     assert all(f.level is Level.OK for f in found)
 
 
@@ -217,22 +288,26 @@ _AT_BETA = "20261126005553.227520Z#000000#002#000000"
 
 
 def _w(start: str, csn: str, *mods: tuple[str, str, str | None]) -> LogWrite:
-    return LogWrite(f"20261126005553.{start}Z", _UUID, _DN, csn,
-                    (*mods, ("entryCSN", "=", csn)))
+    return LogWrite(f"20261126005553.{start}Z", _UUID, _DN, csn, (*mods, ("entryCSN", "=", csn)))
 
 
-_ALPHA_WRITE = _w("000036", _AT_ALPHA, ("ndsclustAutoRecover", "=", "FALSE"),
-                  ("description", "=", "set at alpha"))
-_BETA_WRITE = _w("000038", _AT_BETA, ("ndsclustResource", "=", "disk1"),
-                 ("description", "=", "set at beta"))
+_ALPHA_WRITE = _w(
+    "000036", _AT_ALPHA, ("ndsclustAutoRecover", "=", "FALSE"), ("description", "=", "set at alpha")
+)
+_BETA_WRITE = _w(
+    "000038", _AT_BETA, ("ndsclustResource", "=", "disk1"), ("description", "=", "set at beta")
+)
 # Where beta's newer write came first, alpha's arrived late and lost its description.
-_ALPHA_LATE = _w("000053", _AT_ALPHA, ("ndsclustAutoRecover", "-", None),
-                 ("ndsclustAutoRecover", "=", "FALSE"))
+_ALPHA_LATE = _w(
+    "000053", _AT_ALPHA, ("ndsclustAutoRecover", "-", None), ("ndsclustAutoRecover", "=", "FALSE")
+)
 _LOGS: dict[str, doctor.LogReading] = {
     "ldap://alpha": [_ALPHA_WRITE, _BETA_WRITE],
     "ldap://beta": [replace(_BETA_WRITE, start="20261126005553.000050Z"), _ALPHA_LATE],
-    "ldap://gamma": [replace(_BETA_WRITE, start="20261126005553.000044Z"),
-                     replace(_ALPHA_LATE, start="20261126005553.000046Z")],
+    "ldap://gamma": [
+        replace(_BETA_WRITE, start="20261126005553.000044Z"),
+        replace(_ALPHA_LATE, start="20261126005553.000046Z"),
+    ],
 }
 
 
@@ -283,10 +358,13 @@ def test_providers_holding_the_same_values_converged() -> None:
 def test_an_entry_missing_or_different_on_one_provider_is_a_problem_naming_it() -> None:
     a = {_APP: {"ndsclustHostServer": ("alpha",)}, _SRV: {"cn": ("alpha",)}}
     b = {_APP: {"ndsclustHostServer": ("beta",)}}
-    findings = doctor.check_convergence({"ldap://a": a, "ldap://b": b, "ldap://c": "down"},
-                                        {"ldap://a": a, "ldap://b": b})
-    assert [(f.level, f.subject) for f in findings] == [(Level.PROBLEM, _SRV),
-                                                        (Level.PROBLEM, _APP)]
+    findings = doctor.check_convergence(
+        {"ldap://a": a, "ldap://b": b, "ldap://c": "down"}, {"ldap://a": a, "ldap://b": b}
+    )
+    assert [(f.level, f.subject) for f in findings] == [
+        (Level.PROBLEM, _SRV),
+        (Level.PROBLEM, _APP),
+    ]
     assert findings[0].message == "providers disagree: missing on ldap://b"
     assert "re-seed" in findings[0].fix
     assert "ndsclustHostServer=['alpha']/['beta']" in findings[1].message
@@ -295,6 +373,7 @@ def test_an_entry_missing_or_different_on_one_provider_is_a_problem_naming_it() 
 def test_a_difference_gone_on_the_second_look_was_replication_in_flight() -> None:
     a = {_APP: {"ndsclustState": ("running",)}}
     b = {_APP: {"ndsclustState": ("loading",)}}
-    [ok] = doctor.check_convergence({"ldap://a": a, "ldap://b": b},
-                                    {"ldap://a": a, "ldap://b": dict(a)})
+    [ok] = doctor.check_convergence(
+        {"ldap://a": a, "ldap://b": b}, {"ldap://a": a, "ldap://b": dict(a)}
+    )
     assert ok.level is Level.OK

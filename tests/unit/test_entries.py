@@ -1,10 +1,18 @@
 """Parsing and validation of what operators write into application and server entries."""
+
 import pytest
 
 from ndsclust.errors import EntryInvalid
 from ndsclust.ldapstore import entries
 from ndsclust.model import (
-    App, AppState, AppType, Request, RequestKind, ServerName, StateValue, Tag,
+    App,
+    AppState,
+    AppType,
+    Request,
+    RequestKind,
+    ServerName,
+    StateValue,
+    Tag,
 )
 
 DN = "ndsclustTag=web,ou=applications,ou=ndsclust,dc=x"
@@ -51,27 +59,31 @@ def test_attribute_names_match_case_insensitively_and_bytes_decode() -> None:
     assert entries.parse_app(DN, a).tag == "web"
 
 
-@pytest.mark.parametrize("attr,value,words", [
-    ("ndsclustType", "daemon", "allowed: capable, aware"),
-    ("ndsclustCommand", "", "is empty"),
-    ("ndsclustCommand", "   ", "is empty"),
-    ("ndsclustCommand", "myapp --serve", "absolute path"),
-    ("ndsclustCommand", "/bin/x 'unclosed", "quotes"),
-    ("ndsclustCommand", "/bin/x\x07", "control characters"),
-    ("ndsclustPrimaryServer", "Alpha", "lower case: 'alpha'"),
-    ("ndsclustPrimaryServer", None, "required"),
-    ("ndsclustBackupServer", ["{0}beta", "{1}beta"], "twice"),
-    ("ndsclustBackupServer", ["{0}alpha"], "primary"),
-    ("ndsclustHostServer", "no such!", "not a server name"),
-    ("ndsclustAutoRecover", "yes", "allowed: TRUE, FALSE"),
-    ("ndsclustState", "sleeping", "allowed: loading"),
-    ("ndsclustRequest", "reboot", "allowed: load, unload, failback, migrate:<server>"),
-    ("ndsclustRequest", "migrate:", "not a server name"),
-    ("ndsclustResource", "bad resource", "not a resource name"),
-    ("ndsclustTag", ["web", "www"], "exactly one"),
-])
+@pytest.mark.parametrize(
+    "attr,value,words",
+    [
+        ("ndsclustType", "daemon", "allowed: capable, aware"),
+        ("ndsclustCommand", "", "is empty"),
+        ("ndsclustCommand", "   ", "is empty"),
+        ("ndsclustCommand", "myapp --serve", "absolute path"),
+        ("ndsclustCommand", "/bin/x 'unclosed", "quotes"),
+        ("ndsclustCommand", "/bin/x\x07", "control characters"),
+        ("ndsclustPrimaryServer", "Alpha", "lower case: 'alpha'"),
+        ("ndsclustPrimaryServer", None, "required"),
+        ("ndsclustBackupServer", ["{0}beta", "{1}beta"], "twice"),
+        ("ndsclustBackupServer", ["{0}alpha"], "primary"),
+        ("ndsclustHostServer", "no such!", "not a server name"),
+        ("ndsclustAutoRecover", "yes", "allowed: TRUE, FALSE"),
+        ("ndsclustState", "sleeping", "allowed: loading"),
+        ("ndsclustRequest", "reboot", "allowed: load, unload, failback, migrate:<server>"),
+        ("ndsclustRequest", "migrate:", "not a server name"),
+        ("ndsclustResource", "bad resource", "not a resource name"),
+        ("ndsclustTag", ["web", "www"], "exactly one"),
+    ],
+)
 def test_malformed_attribute_names_dn_attribute_and_what_is_allowed(
-        attr: str, value: object, words: str) -> None:
+    attr: str, value: object, words: str
+) -> None:
     with pytest.raises(EntryInvalid) as err:
         entries.parse_app(DN, attrs(**{attr: value}))
     assert err.value.dn == DN and err.value.attribute == attr
@@ -105,10 +117,18 @@ def test_reference_to_unknown_server_is_reported() -> None:
 
 
 def test_app_attributes_round_trip_through_the_parser() -> None:
-    app = App(tag=Tag("db"), type=AppType.AWARE, command=("/usr/bin/db", "--data", "/srv/a b"),
-              primary=ServerName("alpha"), backups=(ServerName("gamma"), ServerName("beta")),
-              host=ServerName("gamma"), resources=frozenset({"san1"}), auto_recover=False,
-              marker="42", request=Request(RequestKind.FAILBACK))
+    app = App(
+        tag=Tag("db"),
+        type=AppType.AWARE,
+        command=("/usr/bin/db", "--data", "/srv/a b"),
+        primary=ServerName("alpha"),
+        backups=(ServerName("gamma"), ServerName("beta")),
+        host=ServerName("gamma"),
+        resources=frozenset({"san1"}),
+        auto_recover=False,
+        marker="42",
+        request=Request(RequestKind.FAILBACK),
+    )
     back = entries.parse_app("ndsclustTag=db,ou=applications", entries.app_attributes(app))
     assert back.command == app.command and back.backups == app.backups
     assert back.resources == app.resources and back.marker == "42"
@@ -116,9 +136,14 @@ def test_app_attributes_round_trip_through_the_parser() -> None:
 
 
 def test_server_entry_validation() -> None:
-    ok = entries.parse_server("cn=alpha,ou=servers", {"cn": ["alpha"],
-                                                      "ndsclustAddress": ["198.18.0.2:7946"],
-                                                      "ndsclustServerState": ["maintenance"]})
+    ok = entries.parse_server(
+        "cn=alpha,ou=servers",
+        {
+            "cn": ["alpha"],
+            "ndsclustAddress": ["198.18.0.2:7946"],
+            "ndsclustServerState": ["maintenance"],
+        },
+    )
     assert ok.addresses == ("198.18.0.2:7946",) and ok.state.value == "maintenance"
     with pytest.raises(EntryInvalid, match="ip:port"):
         entries.parse_server("cn=a,ou=servers", {"cn": ["a"], "ndsclustAddress": ["host"]})

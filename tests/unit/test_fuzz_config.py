@@ -4,6 +4,7 @@ yield a Config or one ConfigError whose every line starts with the YAML path at 
 (docs/style.md section 6), never another exception. ``fuzz_targets()`` hands the same checks
 to ``tools/fuzz.py``.
 """
+
 from __future__ import annotations
 
 import copy
@@ -21,42 +22,88 @@ from ndsclust import config
 from ndsclust.errors import ConfigError
 
 Target = tuple[st.SearchStrategy[Any], Callable[[Any], None]]
-CI = settings(max_examples=200, deadline=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+CI = settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 leaf = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=30),
-    st.sampled_from(["0.5", "500ms", "1e999", "-1", "nan", ".inf", "127.0.0.1:7946",
-                     "10.0.0.300:1", "[::1]:1", "ldap://x", "ldaps://[x", "ldapi:///", "/dev/null",
-                     "/nonexistent/key", "a\0b", "x" * 5000, "root", "/bin/true"]),
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),
+    st.text(max_size=30),
+    st.sampled_from(
+        [
+            "0.5",
+            "500ms",
+            "1e999",
+            "-1",
+            "nan",
+            ".inf",
+            "127.0.0.1:7946",
+            "10.0.0.300:1",
+            "[::1]:1",
+            "ldap://x",
+            "ldaps://[x",
+            "ldapi:///",
+            "/dev/null",
+            "/nonexistent/key",
+            "a\0b",
+            "x" * 5000,
+            "root",
+            "/bin/true",
+        ]
+    ),
 )
 yaml_like: st.SearchStrategy[Any] = st.recursive(
     leaf,
-    lambda inner: st.lists(inner, max_size=4)
-    | st.dictionaries(st.text(max_size=12) | st.sampled_from(sorted(config.TOP_KEYS)), inner,
-                      max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(
+            st.text(max_size=12) | st.sampled_from(sorted(config.TOP_KEYS)), inner, max_size=5
+        )
+    ),
     max_leaves=25,
 )
 
 
 def base_config(key_file: str) -> dict[str, Any]:
     return {
-        "server": "alpha", "cluster": "prod",
-        "directory": {"uris": ["ldaps://ldap1:636", "ldapi:///"], "suffix": "dc=x",
-                      "ca_file": "/ca.crt", "start_tls": False, "allow_plain_ldap": False},
+        "server": "alpha",
+        "cluster": "prod",
+        "directory": {
+            "uris": ["ldaps://ldap1:636", "ldapi:///"],
+            "suffix": "dc=x",
+            "ca_file": "/ca.crt",
+            "start_tls": False,
+            "allow_plain_ldap": False,
+        },
         "resources": ["san1"],
-        "channels": {"lan": {"addresses": ["127.0.0.1:7946"], "key_file": key_file,
-                             "interval": 0.1},
-                     "directory": {"interval": "100ms"},
-                     "disk": {"path": "/dev/null", "servers": ["alpha", "beta"],
-                              "direct": False, "sync": True},
-                     "witness": {"address": "127.0.0.1:53"}},
+        "channels": {
+            "lan": {"addresses": ["127.0.0.1:7946"], "key_file": key_file, "interval": 0.1},
+            "directory": {"interval": "100ms"},
+            "disk": {
+                "path": "/dev/null",
+                "servers": ["alpha", "beta"],
+                "direct": False,
+                "sync": True,
+            },
+            "witness": {"address": "127.0.0.1:53"},
+        },
         "timeouts": {"failover": 0.8, "fence": 0.5, "lease": 0.5},
         "supervision": {"max_restarts": 3},
-        "programs": {"user": "app", "cwd": "/srv", "env": {"LANG": "C"},
-                     "allowed_commands": ["/bin/true"]},
-        "notify": {"command": ["/usr/bin/logger"]}, "control_socket": "/run/ndsclust.sock",
-        "events": {"limit": 1000}, "log": {"level": "info"},
+        "programs": {
+            "user": "app",
+            "cwd": "/srv",
+            "env": {"LANG": "C"},
+            "allowed_commands": ["/bin/true"],
+        },
+        "notify": {"command": ["/usr/bin/logger"]},
+        "control_socket": "/run/ndsclust.sock",
+        "events": {"limit": 1000},
+        "log": {"level": "info"},
     }
 
 
@@ -72,12 +119,29 @@ def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]
 
 
 # Settings naming files, and file names that are no use: the loader opens some of them.
-FILE_SETTINGS = (("directory", "password_file"), ("directory", "ca_file"),
-                 ("directory", "key_file"), ("channels", "lan", "key_file"),
-                 ("channels", "lan", "old_key_file"), ("channels", "disk", "path"))
-bad_path = st.one_of(st.text(max_size=40), st.sampled_from(
-    ["", "/", "/dev/null", "/proc/self/mem", "a\0b", "/nonexistent/x", "x" * 5000,
-     "/etc/shadow\n"]))
+FILE_SETTINGS = (
+    ("directory", "password_file"),
+    ("directory", "ca_file"),
+    ("directory", "key_file"),
+    ("channels", "lan", "key_file"),
+    ("channels", "lan", "old_key_file"),
+    ("channels", "disk", "path"),
+)
+bad_path = st.one_of(
+    st.text(max_size=40),
+    st.sampled_from(
+        [
+            "",
+            "/",
+            "/dev/null",
+            "/proc/self/mem",
+            "a\0b",
+            "/nonexistent/x",
+            "x" * 5000,
+            "/etc/shadow\n",
+        ]
+    ),
+)
 
 
 @st.composite
@@ -118,8 +182,10 @@ def check_parse(data: Any) -> None:
             assert e.problems == ("the file must hold a mapping (key: value lines)",)
             return
         for problem in e.problems:
-            assert any(problem.startswith(r) and problem[len(r):len(r) + 1] in (".", "[", ":")
-                       for r in roots), problem
+            assert any(
+                problem.startswith(r) and problem[len(r) : len(r) + 1] in (".", "[", ":")
+                for r in roots
+            ), problem
             assert ": " in problem, problem
 
 
@@ -127,9 +193,19 @@ yaml_text = st.one_of(
     st.text(max_size=200).map(lambda t: t.encode("utf-8")),
     st.binary(max_size=200),
     st.builds(lambda n, c: c * n, st.integers(1, 1200), st.sampled_from([b"[", b"{a: ", b"- "])),
-    st.sampled_from([b"server: alpha\n  bad indent: 1\n", b"&a [*a]", b"a: !!python/object {}",
-                     b"\t\tx", b"%YAML 9.9\n---\n", b"a: &x 1\nb: *y\n", b"server: \xff\xfe\n",
-                     b"\xef\xbb\xbfserver: alpha\n", b"server: \x00\n"]),
+    st.sampled_from(
+        [
+            b"server: alpha\n  bad indent: 1\n",
+            b"&a [*a]",
+            b"a: !!python/object {}",
+            b"\t\tx",
+            b"%YAML 9.9\n---\n",
+            b"a: &x 1\nb: *y\n",
+            b"server: \xff\xfe\n",
+            b"\xef\xbb\xbfserver: alpha\n",
+            b"server: \x00\n",
+        ]
+    ),
 )
 
 
@@ -149,9 +225,11 @@ def fuzz_targets() -> Iterator[Mapping[str, Target]]:
         key = Path(d) / "cluster.key"
         key.write_bytes(b"k" * 32)
         yaml_path = os.path.join(d, "sentinel.yaml")
-        yield {"config.parse random documents": (yaml_like, check_parse),
-               "config.parse mutated configuration": (mutated_config(str(key)), check_parse),
-               "config.load random YAML text": (yaml_text, lambda t: check_load(t, yaml_path))}
+        yield {
+            "config.parse random documents": (yaml_like, check_parse),
+            "config.parse mutated configuration": (mutated_config(str(key)), check_parse),
+            "config.load random YAML text": (yaml_text, lambda t: check_load(t, yaml_path)),
+        }
 
 
 # -- the CI run --------------------------------------------------------------------------

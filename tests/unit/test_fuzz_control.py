@@ -7,6 +7,7 @@ socket), so requests that get past validation meet a typed "unavailable".
 
 ``fuzz_targets()`` hands the same check to ``tools/fuzz.py``.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,40 +30,66 @@ from ndsclust.model import ServerName
 from ndsclust.sentinel.control import ControlServer
 
 Target = tuple[st.SearchStrategy[Any], Callable[[Any], None]]
-CI = settings(max_examples=200, deadline=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+CI = settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 ANSWER_TIMEOUT = 5.0
 OPS = ("hello", "ping", "register", "wait", "get_marker", "set_marker")
 
 json_value: st.SearchStrategy[Any] = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
-                                                                max_size=3),
-    max_leaves=8)
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
 names = st.sampled_from(["alpha", "beta", "Alpha", "", "-x", "a" * 64]) | st.text(max_size=12)
 strings = st.lists(names | st.sampled_from(["/bin/true", "relative", "/x\x00y"]), max_size=3)
 good_app = st.fixed_dictionaries(
     {"tag": st.just("count"), "command": st.just(["/bin/true"]), "primary": st.just("alpha")},
-    optional={"backups": st.just(["beta"]), "resources": st.just(["san1"])})
-app = good_app | st.fixed_dictionaries({}, optional={
-    "tag": st.sampled_from(["count", "web", "bad tag", ""]) | json_value,
-    "command": strings | json_value, "primary": names | json_value,
-    "backups": strings | json_value, "resources": strings | json_value})
+    optional={"backups": st.just(["beta"]), "resources": st.just(["san1"])},
+)
+app = good_app | st.fixed_dictionaries(
+    {},
+    optional={
+        "tag": st.sampled_from(["count", "web", "bad tag", ""]) | json_value,
+        "command": strings | json_value,
+        "primary": names | json_value,
+        "backups": strings | json_value,
+        "resources": strings | json_value,
+    },
+)
 message = st.fixed_dictionaries(
-    {"id": st.integers(-2**70, 2**70) | json_value,
-     "op": st.sampled_from([*OPS, "HELLO", "nope", ""]) | json_value},
-    optional={"protocol": st.just(1) | json_value,
-              "tag": st.sampled_from(["count", "bad tag"]) | json_value,
-              "token": st.text(max_size=40) | json_value, "app": app | json_value,
-              "expected": st.text(max_size=10) | json_value,
-              "value": st.text(max_size=10) | st.just("x" * 70_000) | json_value})
+    {
+        "id": st.integers(-(2**70), 2**70) | json_value,
+        "op": st.sampled_from([*OPS, "HELLO", "nope", ""]) | json_value,
+    },
+    optional={
+        "protocol": st.just(1) | json_value,
+        "tag": st.sampled_from(["count", "bad tag"]) | json_value,
+        "token": st.text(max_size=40) | json_value,
+        "app": app | json_value,
+        "expected": st.text(max_size=10) | json_value,
+        "value": st.text(max_size=10) | st.just("x" * 70_000) | json_value,
+    },
+)
 # Well-formed requests with random contents: they get past the framing to the handlers.
 request = st.fixed_dictionaries(
     {"id": st.integers(0, 1000), "op": st.sampled_from(OPS)},
-    optional={"protocol": st.just(1), "tag": st.sampled_from(["count", "web"]),
-              "app": app, "expected": st.none() | st.text(max_size=10),
-              "value": st.text(max_size=10)})
+    optional={
+        "protocol": st.just(1),
+        "tag": st.sampled_from(["count", "web"]),
+        "app": app,
+        "expected": st.none() | st.text(max_size=10),
+        "value": st.text(max_size=10),
+    },
+)
 line = st.one_of(
     request.map(lambda m: json.dumps(m).encode()),
     message.map(lambda m: json.dumps(m).encode()),
@@ -72,15 +99,15 @@ line = st.one_of(
 )
 hello = st.fixed_dictionaries(
     {"id": st.integers(0, 10), "op": st.just("hello"), "protocol": st.just(1)},
-    optional={"tag": st.sampled_from(["count", None]), "token": st.text(max_size=8)}
+    optional={"tag": st.sampled_from(["count", None]), "token": st.text(max_size=8)},
 ).map(lambda m: json.dumps(m).encode())
 session = st.tuples(st.none() | hello | hello, st.lists(line, min_size=1, max_size=5)).map(
-    lambda t: ([t[0]] if t[0] is not None else []) + t[1])
+    lambda t: ([t[0]] if t[0] is not None else []) + t[1]
+)
 
 
 def unreachable_store() -> Store:
-    providers = Providers(["ldapi://%2Fnonexistent%2Fndsclust-fuzz"], Credentials(),
-                          timeout=0.5)
+    providers = Providers(["ldapi://%2Fnonexistent%2Fndsclust-fuzz"], Credentials(), timeout=0.5)
     return Store(providers, "dc=x", op_deadline=0.0)
 
 
@@ -90,8 +117,9 @@ def control_server() -> Iterator[ControlServer]:
     quiet.addHandler(logging.NullHandler())
     quiet.propagate = False
     with tempfile.TemporaryDirectory(prefix="ndfz") as d:
-        srv = ControlServer(str(Path(d) / "c.sock"), ServerName("alpha"), unreachable_store(),
-                            logger=quiet)
+        srv = ControlServer(
+            str(Path(d) / "c.sock"), ServerName("alpha"), unreachable_store(), logger=quiet
+        )
         srv.start()
         try:
             yield srv
@@ -148,5 +176,6 @@ def srv() -> Iterator[ControlServer]:
 @CI
 @given(lines=session)
 def test_every_line_gets_one_typed_answer_and_the_server_carries_on(
-        srv: ControlServer, lines: list[bytes]) -> None:
+    srv: ControlServer, lines: list[bytes]
+) -> None:
     check_session(srv, lines)

@@ -6,6 +6,7 @@ ClusterCache the other entries stay exactly as they were.
 
 ``fuzz_targets()`` hands the same checks to ``tools/fuzz.py`` for a long run.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -23,8 +24,11 @@ from ndsclust.model import App, Server
 Attrs = dict[str, list[Any]]
 Target = tuple[st.SearchStrategy[Any], Callable[[Any], None]]
 
-CI = settings(max_examples=200, deadline=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+CI = settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 APPS = "ou=applications,ou=ndsclust,dc=x"
 SERVERS = "ou=servers,ou=ndsclust,dc=x"
 KNOWN = ("alpha", "beta", "gamma")
@@ -33,40 +37,54 @@ KNOWN = ("alpha", "beta", "gamma")
 def app_attrs(tag: str, primary: str, backups: Sequence[str], host: str) -> Attrs:
     return {
         "objectClass": ["top", "ndsclustApplication"],
-        "ndsclustTag": [tag], "ndsclustType": ["capable"],
+        "ndsclustTag": [tag],
+        "ndsclustType": ["capable"],
         "ndsclustCommand": [f"/usr/bin/{tag} --serve 'a b'"],
         "ndsclustUnloadCommand": [f"/usr/bin/{tag} --stop"],
         "ndsclustHealthCommand": [f"/usr/bin/{tag} --check"],
         "ndsclustPrimaryServer": [primary],
         "ndsclustBackupServer": [f"{{{i}}}{b}" for i, b in enumerate(backups)],
-        "ndsclustHostServer": [host], "ndsclustResource": ["san1", "vip:10.0.0.1/24"],
-        "ndsclustAutoRecover": ["TRUE"], "ndsclustState": ["running"],
-        "ndsclustRequest": ["migrate:gamma"], "ndsclustMarker": ["step=41"],
-        "entryUUID": [f"uuid-{tag}"], "entryCSN": ["20261125120000.000001Z#000000#001#000000"],
+        "ndsclustHostServer": [host],
+        "ndsclustResource": ["san1", "vip:10.0.0.1/24"],
+        "ndsclustAutoRecover": ["TRUE"],
+        "ndsclustState": ["running"],
+        "ndsclustRequest": ["migrate:gamma"],
+        "ndsclustMarker": ["step=41"],
+        "entryUUID": [f"uuid-{tag}"],
+        "entryCSN": ["20261125120000.000001Z#000000#001#000000"],
     }
 
 
 def server_attrs(name: str) -> Attrs:
-    return {"objectClass": ["top", "ndsclustServer"], "cn": [name],
-            "ndsclustAddress": ["198.18.0.2:7946", "[2001:db8::2]:7946"],
-            "ndsclustResource": ["san1"], "ndsclustServerState": ["up"],
-            "entryUUID": [f"uuid-{name}"], "entryCSN": ["20261125120000.000001Z#000000#001#000000"]}
+    return {
+        "objectClass": ["top", "ndsclustServer"],
+        "cn": [name],
+        "ndsclustAddress": ["198.18.0.2:7946", "[2001:db8::2]:7946"],
+        "ndsclustResource": ["san1"],
+        "ndsclustServerState": ["up"],
+        "entryUUID": [f"uuid-{name}"],
+        "entryCSN": ["20261125120000.000001Z#000000#001#000000"],
+    }
 
 
-APP_FIELDS = tuple(k for k in app_attrs("x", "alpha", (), "alpha")
-                   if k.startswith("ndsclust"))
+APP_FIELDS = tuple(k for k in app_attrs("x", "alpha", (), "alpha") if k.startswith("ndsclust"))
 SERVER_FIELDS = ("cn", "ndsclustAddress", "ndsclustResource", "ndsclustServerState")
 
 # -- what a malformed value looks like ---------------------------------------------------
 
-unknown_server = st.builds(lambda head, tail: head + tail, st.sampled_from("dexyz"),
-                           st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789", max_size=12))
+unknown_server = st.builds(
+    lambda head, tail: head + tail,
+    st.sampled_from("dexyz"),
+    st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789", max_size=12),
+)
 control = st.text(alphabet=st.characters(max_codepoint=0x1F), min_size=1, max_size=20)
 # Just over the limits: 4096 characters for a value, 65536 for a marker.
 huge = st.builds(lambda c, n: c * n, st.sampled_from("a/{9-é\x00"), st.sampled_from([4097, 65537]))
-numbered = st.builds(lambda n, v: f"{{{n}}}{v}",
-                     st.integers(0, 10**6).map(str) | st.just("9" * 5000),
-                     st.text(max_size=10) | unknown_server | st.sampled_from(KNOWN))
+numbered = st.builds(
+    lambda n, v: f"{{{n}}}{v}",
+    st.integers(0, 10**6).map(str) | st.just("9" * 5000),
+    st.text(max_size=10) | unknown_server | st.sampled_from(KNOWN),
+)
 value = st.one_of(
     st.text(max_size=80),
     control,
@@ -74,9 +92,24 @@ value = st.one_of(
     unknown_server,
     numbered,
     st.binary(max_size=60),
-    st.sampled_from(["", " ", "TRUE", "FALSE", "true", "up", "migrate:", "migrate:zeta",
-                     "error(", "running(x)", "/bin/sh -c 'x", "relative/path", "{0}",
-                     "\ufffd"]),
+    st.sampled_from(
+        [
+            "",
+            " ",
+            "TRUE",
+            "FALSE",
+            "true",
+            "up",
+            "migrate:",
+            "migrate:zeta",
+            "error(",
+            "running(x)",
+            "/bin/sh -c 'x",
+            "relative/path",
+            "{0}",
+            "\ufffd",
+        ]
+    ),
     st.integers() | st.floats(),
 )
 values = st.lists(value, min_size=0, max_size=3)
@@ -101,7 +134,7 @@ def named_field(e: EntryInvalid, dn: str, changed: frozenset[str]) -> None:
     assert e.dn == dn
     allowed = set(changed)
     if "ndsclustPrimaryServer" in changed:
-        allowed.add("ndsclustBackupServer")      # "a backup must be another server"
+        allowed.add("ndsclustBackupServer")  # "a backup must be another server"
     assert e.attribute in allowed, (e.attribute, sorted(changed), str(e))
     assert e.problem and str(e).startswith(f"{dn}: {e.attribute}: ")
 
@@ -136,8 +169,9 @@ def _cache_with_good_entries() -> ClusterCache:
     for name in KNOWN:
         cache.put(f"uuid-{name}", f"cn={name},{SERVERS}", server_attrs(name))
     cache.put("uuid-web", f"ndsclustTag=web,{APPS}", app_attrs("web", "alpha", ("beta",), "alpha"))
-    cache.put("uuid-db", f"ndsclustTag=db,{APPS}",
-              app_attrs("db", "beta", ("gamma", "alpha"), "beta"))
+    cache.put(
+        "uuid-db", f"ndsclustTag=db,{APPS}", app_attrs("db", "beta", ("gamma", "alpha"), "beta")
+    )
     return cache
 
 
@@ -161,7 +195,7 @@ def check_cache(case: tuple[str, Attrs, frozenset[str]]) -> None:
         allowed = set(changed) | {"ndsclustBackupServer"}
         assert e.attribute in allowed, (e.attribute, sorted(changed))
     else:
-        valid = ({a.dn for a in snap.apps.values()} | {s.dn for s in snap.servers.values()})
+        valid = {a.dn for a in snap.apps.values()} | {s.dn for s in snap.servers.values()}
         assert dn in valid
     cache.delete("uuid-bad")
     assert cache.snapshot() == GOOD
@@ -223,5 +257,6 @@ def test_malformed_server_names_a_changed_field(case: tuple[Attrs, frozenset[str
 @CI
 @given(cache_case)
 def test_malformed_entry_leaves_the_rest_of_the_cluster_usable(
-        case: tuple[str, Attrs, frozenset[str]]) -> None:
+    case: tuple[str, Attrs, frozenset[str]],
+) -> None:
     check_cache(case)

@@ -6,6 +6,7 @@ The codec answers each with the packet or one typed ``HeartbeatRejected`` (a mod
 which); the LanChannel's packet handler accepts or drops each, counting it under exactly
 one counter, never raising. ``fuzz_targets()`` hands the same checks to ``tools/fuzz.py``.
 """
+
 from __future__ import annotations
 
 import socket
@@ -20,16 +21,25 @@ from hypothesis import strategies as st
 from ndsclust.model import ServerName, check_server_name
 from ndsclust.sentinel.channels.lan import LanChannel
 from ndsclust.sentinel.heartbeat_codec import (
-    DEFAULT_WINDOW, MAX_PACKET, HeartbeatRejected, Kind, Packet, RejectReason,
-    decode_and_verify, encode,
+    DEFAULT_WINDOW,
+    MAX_PACKET,
+    HeartbeatRejected,
+    Kind,
+    Packet,
+    RejectReason,
+    decode_and_verify,
+    encode,
 )
 
 Target = tuple[st.SearchStrategy[Any], Callable[[Any], None]]
-CI = settings(max_examples=200, deadline=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+CI = settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 KEY, NEW_KEY, ATTACKER = b"k" * 32, b"n" * 32, b"a" * 32
-KEYS = {"k1": KEY, "k2": NEW_KEY}          # two keys: a rotation under way
+KEYS = {"k1": KEY, "k2": NEW_KEY}  # two keys: a rotation under way
 NOW = 1_800_000_000.0
 ME, PEER = ServerName("alpha"), ServerName("beta")
 FIRST_SEQ = 1_800_000_000_000_000_000
@@ -45,19 +55,32 @@ class Signed:
     key: bytes
 
 
-names = st.one_of(st.sampled_from(["beta", "gamma", "alpha"]),
-                  st.text(max_size=40), st.just("x" * 255), st.just("Beta"))
+names = st.one_of(
+    st.sampled_from(["beta", "gamma", "alpha"]),
+    st.text(max_size=40),
+    st.just("x" * 255),
+    st.just("Beta"),
+)
 signed = st.builds(
     lambda kind, sender, cluster, seq, echo, ts, key_id, key: Signed(
-        Packet(kind, ServerName(sender), cluster, seq, echo, ts, key_id), key),
-    st.sampled_from(Kind), names, st.sampled_from(["prod", "test", ""]) | st.text(max_size=20),
-    st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1),
-    st.one_of(st.floats(NOW - 2 * DEFAULT_WINDOW, NOW + 2 * DEFAULT_WINDOW),
-              st.floats(allow_nan=True, allow_infinity=True)),
+        Packet(kind, ServerName(sender), cluster, seq, echo, ts, key_id), key
+    ),
+    st.sampled_from(Kind),
+    names,
+    st.sampled_from(["prod", "test", ""]) | st.text(max_size=20),
+    st.integers(0, 2**64 - 1),
+    st.integers(0, 2**64 - 1),
+    st.one_of(
+        st.floats(NOW - 2 * DEFAULT_WINDOW, NOW + 2 * DEFAULT_WINDOW),
+        st.floats(allow_nan=True, allow_infinity=True),
+    ),
     st.sampled_from(["k1", "k2", "old", ""]),
     st.sampled_from([KEY, NEW_KEY, ATTACKER]),
-).filter(lambda s: all(len(f.encode("utf-8", "surrogatepass")) <= 255
-                       for f in (s.packet.sender, s.packet.cluster)))
+).filter(
+    lambda s: all(
+        len(f.encode("utf-8", "surrogatepass")) <= 255 for f in (s.packet.sender, s.packet.cluster)
+    )
+)
 
 
 def expected(s: Signed) -> RejectReason | None:
@@ -82,7 +105,7 @@ def encodable(s: Signed) -> bytes | None:
     try:
         return encode(s.packet, s.key)
     except (ValueError, UnicodeEncodeError):
-        return None          # a name the sender itself refuses to send
+        return None  # a name the sender itself refuses to send
 
 
 @st.composite
@@ -90,7 +113,7 @@ def damaged(draw: st.DrawFn, data: bytes) -> bytes:
     """``data`` truncated, bit-flipped (1-3 bits anywhere, MAC included) or extended."""
     how = draw(st.sampled_from(["truncate", "flip", "extend"]))
     if how == "truncate":
-        return data[:draw(st.integers(0, len(data) - 1))]
+        return data[: draw(st.integers(0, len(data) - 1))]
     if how == "extend":
         return data + draw(st.binary(min_size=1, max_size=40))
     out = bytearray(data)
@@ -136,8 +159,23 @@ def datagrams(draw: st.DrawFn) -> list[tuple[str, bytes]]:
     sent: list[bytes] = []
     out: list[tuple[str, bytes]] = []
     for _ in range(draw(st.integers(1, 12))):
-        what = draw(st.sampled_from(["fresh", "fresh", "replay", "forged", "unknown_key",
-                                     "damaged", "random", "stale", "stranger", "own", "ack"]))
+        what = draw(
+            st.sampled_from(
+                [
+                    "fresh",
+                    "fresh",
+                    "replay",
+                    "forged",
+                    "unknown_key",
+                    "damaged",
+                    "random",
+                    "stale",
+                    "stranger",
+                    "own",
+                    "ack",
+                ]
+            )
+        )
         if what in ("replay", "damaged") and not sent:
             what = "fresh"
         if what == "replay":
@@ -169,8 +207,11 @@ def datagrams(draw: st.DrawFn) -> list[tuple[str, bytes]]:
 # The counter a datagram of each label must land in (None: accepted). Replays of an
 # accepted datagram are "replay"; anything else replayed meets the fate it met before.
 OUTCOME: Mapping[str, str | None] = {
-    "fresh": None, "forged": "dropped_bad_mac", "unknown_key": "dropped_unknown_key",
-    "stale": "dropped_stale_timestamp", "stranger": "dropped_unknown_sender",
+    "fresh": None,
+    "forged": "dropped_bad_mac",
+    "unknown_key": "dropped_unknown_key",
+    "stale": "dropped_stale_timestamp",
+    "stranger": "dropped_unknown_sender",
     "own": "dropped_own_name",
     # The channel was never started: no request of this run exists for an ack to answer.
     "ack": "dropped_bad_echo",
@@ -179,8 +220,17 @@ OUTCOME: Mapping[str, str | None] = {
 
 @contextmanager
 def channel() -> Iterator[tuple[LanChannel, socket.socket]]:
-    lan = LanChannel(me=ME, cluster="prod", bind=["127.0.0.1:0"], keys=KEYS, send_key_id="k2",
-                     interval=0.1, timeout=1.0, monotonic=lambda: 1000.0, wall=lambda: NOW)
+    lan = LanChannel(
+        me=ME,
+        cluster="prod",
+        bind=["127.0.0.1:0"],
+        keys=KEYS,
+        send_key_id="k2",
+        interval=0.1,
+        timeout=1.0,
+        monotonic=lambda: 1000.0,
+        wall=lambda: NOW,
+    )
     lan.set_peers({PEER: ["127.0.0.1:9"], ME: ["127.0.0.1:9"]})
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
@@ -204,8 +254,9 @@ def check_lan(stream: list[tuple[str, bytes]]) -> None:
             lan._handle(sock, data, sock.getsockname())
             after = lan.stats()
             assert after["received"] == before["received"] + 1
-            moved = {k for k, v in outcome_counters(after).items()
-                     if v != outcome_counters(before)[k]}
+            moved = {
+                k for k, v in outcome_counters(after).items() if v != outcome_counters(before)[k]
+            }
             assert len(moved) == 1 and after[next(iter(moved))] == before[next(iter(moved))] + 1
             landed = next(iter(moved))
             got = None if landed == "accepted" else landed
@@ -217,16 +268,19 @@ def check_lan(stream: list[tuple[str, bytes]]) -> None:
             else:
                 assert got is not None, (what, "a damaged or random datagram was accepted")
             fate.setdefault(data, got)
-            assert after["acks_sent"] + after["send_errors"] == \
-                before["acks_sent"] + before["send_errors"] + (got is None)
+            assert after["acks_sent"] + after["send_errors"] == before["acks_sent"] + before[
+                "send_errors"
+            ] + (got is None)
         assert (PEER in lan.observe(0.0)) == (None in fate.values())
         assert lan.stats()["degraded"] == 0
 
 
 @contextmanager
 def fuzz_targets() -> Iterator[Mapping[str, Target]]:
-    yield {"heartbeat_codec.decode_and_verify": (codec_case(), check_codec),
-           "LanChannel packet handler": (datagrams(), check_lan)}
+    yield {
+        "heartbeat_codec.decode_and_verify": (codec_case(), check_codec),
+        "LanChannel packet handler": (datagrams(), check_lan),
+    }
 
 
 # -- the CI run --------------------------------------------------------------------------
@@ -235,7 +289,8 @@ def fuzz_targets() -> Iterator[Mapping[str, Target]]:
 @CI
 @given(codec_case())
 def test_codec_returns_the_packet_or_one_typed_rejection(
-        case: tuple[str, bytes, Signed | None]) -> None:
+    case: tuple[str, bytes, Signed | None],
+) -> None:
     check_codec(case)
 
 

@@ -1,4 +1,5 @@
 """The LAN heartbeat wire format (claim 11): authenticated, replay-proof, never crashes on junk."""
+
 from __future__ import annotations
 
 import hashlib
@@ -30,14 +31,21 @@ BETA = ServerName("beta")
 
 def packet(**changes: object) -> Packet:
     fields: dict[str, object] = dict(
-        kind=Kind.REQUEST, sender=BETA, cluster="prod", sequence=1_700_000_000_000_000_001,
-        echo=0, timestamp=NOW, key_id="k1",
+        kind=Kind.REQUEST,
+        sender=BETA,
+        cluster="prod",
+        sequence=1_700_000_000_000_000_001,
+        echo=0,
+        timestamp=NOW,
+        key_id="k1",
     )
     fields.update(changes)
     return Packet(**fields)  # type: ignore[arg-type]
 
 
-def reason(data: bytes, keys: dict[str, bytes] = KEYS, now: float = NOW, cluster: str = "prod") -> RejectReason:
+def reason(
+    data: bytes, keys: dict[str, bytes] = KEYS, now: float = NOW, cluster: str = "prod"
+) -> RejectReason:
     with pytest.raises(HeartbeatRejected) as info:
         decode_and_verify(data, keys, now, cluster)
     return info.value.reason
@@ -56,7 +64,7 @@ def test_forged_mac_is_dropped() -> None:
 
 def test_tampered_field_is_dropped() -> None:
     data = bytearray(encode(packet(), KEY))
-    data[13] ^= 1   # inside the sequence number
+    data[13] ^= 1  # inside the sequence number
     assert reason(bytes(data)) is RejectReason.BAD_MAC
 
 
@@ -107,7 +115,7 @@ def test_other_cluster_is_dropped() -> None:
 def test_authentic_but_malformed_fields_are_named() -> None:
     assert reason(encode(packet(sender="Not A Name"), KEY)) is RejectReason.BAD_SENDER
     body = bytearray(encode(packet(), KEY)[:-32])
-    body[5] = 7   # kind
+    body[5] = 7  # kind
     forged_kind = bytes(body) + hmac.new(KEY, bytes(body), hashlib.sha256).digest()
     assert reason(forged_kind) is RejectReason.BAD_KIND
 
@@ -115,7 +123,7 @@ def test_authentic_but_malformed_fields_are_named() -> None:
 def test_non_utf8_name_is_dropped() -> None:
     data = encode(packet(), KEY)
     head = struct.calcsize("!4sBBQQd")
-    broken = data[:head] + b"\x02\xff\xfe" + data[head + 1 + len("beta"):]
+    broken = data[:head] + b"\x02\xff\xfe" + data[head + 1 + len("beta") :]
     assert reason(broken) in (RejectReason.BAD_FIELD, RejectReason.BAD_LENGTH)
 
 
@@ -137,7 +145,7 @@ def test_random_bytes_only_ever_raise_the_typed_error(data: bytes) -> None:
 @given(st.integers(0, 80), st.binary(min_size=1, max_size=4))
 def test_mutated_real_packets_only_ever_raise_the_typed_error(at: int, junk: bytes) -> None:
     data = encode(packet(), KEY)
-    mutated = data[:at] + junk + data[at + len(junk):]
+    mutated = data[:at] + junk + data[at + len(junk) :]
     if mutated == data:
         return
     with pytest.raises(HeartbeatRejected):

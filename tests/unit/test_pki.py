@@ -1,11 +1,12 @@
 """``ndsclust pki``: the cluster CA, server certificates, the heartbeat key, file modes."""
+
 from __future__ import annotations
 
 import base64
 import ipaddress
 import os
 import stat
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from ndsclust.cli import main
 from ndsclust.errors import ConfigError
 from ndsclust.model import ServerName
 
-NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
 
 def mode(p: Path) -> int:
@@ -32,8 +33,12 @@ def cert(p: Path) -> x509.Certificate:
 
 def test_ca_is_p256_ten_years_and_may_sign_only_leaves(tmp_path: Path) -> None:
     key_w, cert_w = pki.init_ca(tmp_path, "prod", NOW)
-    assert (key_w.path.name, key_w.mode, cert_w.path.name, cert_w.mode) == \
-        ("ca.key", 0o600, "ca.crt", 0o644)
+    assert (key_w.path.name, key_w.mode, cert_w.path.name, cert_w.mode) == (
+        "ca.key",
+        0o600,
+        "ca.crt",
+        0o644,
+    )
     ca = cert(tmp_path / "ca.crt")
     key = serialization.load_pem_private_key((tmp_path / "ca.key").read_bytes(), None)
     assert isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name == "secp256r1"
@@ -49,15 +54,18 @@ def test_ca_is_p256_ten_years_and_may_sign_only_leaves(tmp_path: Path) -> None:
 
 def test_server_certificate_names_the_server_and_serves_both_ends(tmp_path: Path) -> None:
     pki.init_ca(tmp_path, "prod", NOW)
-    pki.issue(tmp_path, "alpha", NOW, ips=["198.51.100.7", "2001:db8::7"],
-              dns=["alpha.example.com"])
+    pki.issue(
+        tmp_path, "alpha", NOW, ips=["198.51.100.7", "2001:db8::7"], dns=["alpha.example.com"]
+    )
     ca, leaf = cert(tmp_path / "ca.crt"), cert(tmp_path / "alpha.crt")
     leaf.verify_directly_issued_by(ca)
     assert leaf.subject.rfc4514_string() == "CN=alpha,OU=servers,O=prod"
     san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert san.get_values_for_type(x509.DNSName) == ["alpha", "alpha.example.com"]
-    assert san.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("198.51.100.7"),
-                                                       ipaddress.ip_address("2001:db8::7")]
+    assert san.get_values_for_type(x509.IPAddress) == [
+        ipaddress.ip_address("198.51.100.7"),
+        ipaddress.ip_address("2001:db8::7"),
+    ]
     eku = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert set(eku) == {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH}
     assert not leaf.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
@@ -90,14 +98,15 @@ def test_nothing_is_overwritten_without_force(tmp_path: Path) -> None:
     pki.init_ca(tmp_path, "prod", NOW)
     pki.issue(tmp_path, "alpha", NOW)
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
-    with pytest.raises(ConfigError, match="ca.key exists"):
+    with pytest.raises(ConfigError, match=r"ca.key exists"):
         pki.init_ca(tmp_path, "prod", NOW)
     (tmp_path / "alpha.crt").unlink()
-    with pytest.raises(ConfigError, match="alpha.key exists"):
-        pki.issue(tmp_path, "alpha", NOW)      # one of the pair is there: neither is written
+    with pytest.raises(ConfigError, match=r"alpha.key exists"):
+        pki.issue(tmp_path, "alpha", NOW)  # one of the pair is there: neither is written
     assert not (tmp_path / "alpha.crt").exists()
-    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == \
-        {k: v for k, v in before.items() if k != "alpha.crt"}
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == {
+        k: v for k, v in before.items() if k != "alpha.crt"
+    }
     pki.issue(tmp_path, "alpha", NOW, force=True)
     assert (tmp_path / "alpha.key").read_bytes() != before["alpha.key"]
     assert mode(tmp_path / "alpha.key") == 0o600
@@ -124,24 +133,29 @@ def test_heartbeat_key_is_32_random_bytes_in_base64(tmp_path: Path) -> None:
     pki.write_heartbeat_key(b)
     raw = base64.b64decode(a.read_bytes().strip(), validate=True)
     assert len(raw) == 32 and a.read_bytes() != b.read_bytes()
-    with pytest.raises(ConfigError, match="a.key exists"):
+    with pytest.raises(ConfigError, match=r"a.key exists"):
         pki.write_heartbeat_key(a)
 
 
 def test_authz_regexp_maps_a_server_subject_to_its_entry() -> None:
     assert pki.authz_regexp("Prod.East", "ou=ndsclust,dc=example,dc=com") == (
         '"^cn=([a-z0-9-]+),ou=servers,o=prod[.]east$" '
-        '"cn=$1,ou=servers,ou=ndsclust,dc=example,dc=com"')
+        '"cn=$1,ou=servers,ou=ndsclust,dc=example,dc=com"'
+    )
 
 
 def test_cli_init_issue_heartbeat_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     d = tmp_path / "pki"
-    assert main(["pki", "init", "--dir", str(d), "--cluster", "prod",
-                 "--base", "ou=ndsclust,dc=x"]) == 0
+    assert (
+        main(["pki", "init", "--dir", str(d), "--cluster", "prod", "--base", "ou=ndsclust,dc=x"])
+        == 0
+    )
     out = capsys.readouterr().out
     assert f"wrote {d}/ca.key (mode 0600)" in out and "olcAuthzRegexp: " in out
-    assert main(["pki", "issue", "beta", "--dir", str(d), "--ip", "127.0.0.1",
-                 "--dns", "beta.lan"]) == 0
+    assert (
+        main(["pki", "issue", "beta", "--dir", str(d), "--ip", "127.0.0.1", "--dns", "beta.lan"])
+        == 0
+    )
     assert f"wrote {d}/beta.crt (mode 0644)" in capsys.readouterr().out
     assert main(["pki", "issue", "beta", "--dir", str(d)]) == 2
     assert "use --force" in capsys.readouterr().err

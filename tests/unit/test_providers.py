@@ -1,4 +1,5 @@
 """Provider order from what the channels say of the providers' servers (connection.py)."""
+
 from __future__ import annotations
 
 import pytest
@@ -8,7 +9,7 @@ from ndsclust.ldapstore import connection
 from ndsclust.ldapstore.connection import Credentials, Providers
 
 URIS = ("ldaps://p1:636", "ldaps://p2:636", "ldaps://p3:636")
-SERVERS = dict(zip(URIS, ("alpha", "beta", "gamma")))
+SERVERS = dict(zip(URIS, ("alpha", "beta", "gamma"), strict=False))
 
 
 def test_provider_of_a_dead_server_is_tried_last() -> None:
@@ -38,11 +39,13 @@ def fake_open(silent: set[str], refused: set[str]):  # type: ignore[no-untyped-d
         if uri in refused:
             raise ProviderUnreachable(f"{uri}: refused", answered=True)
         return uri
+
     return tried, open_connection
 
 
 def test_patient_pass_stays_with_a_silent_provider_whose_server_is_heard(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     tried, fake = fake_open(silent={URIS[0]}, refused=set())
     monkeypatch.setattr(connection, "open_connection", fake)
     p = Providers(URIS, Credentials(), servers=SERVERS)
@@ -78,12 +81,14 @@ class _Conn:
 
 
 def test_a_claim_withdrawn_at_the_last_moment_sends_nothing(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """The reason is asked once the provider is connected, however long that took: a claim
     whose host is heard again meanwhile never leaves."""
     from ndsclust.errors import Withdrawn
     from ndsclust.ldapstore.store import Store
     from ndsclust.model import ServerName
+
     conn = _Conn()
     store = Store(Providers(URIS, Credentials()), "dc=example,dc=com")
     monkeypatch.setattr(store, "_connection", lambda: conn)

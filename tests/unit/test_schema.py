@@ -1,4 +1,5 @@
 """The schema files in schema/ are generated from ndsclust/schema.py and cannot drift."""
+
 from pathlib import Path
 
 from ndsclust import schema
@@ -7,24 +8,37 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_schema_files_match_source() -> None:
-    assert (ROOT / "schema" / "ndsclust.schema").read_text() == schema.render_schema(), \
+    assert (ROOT / "schema" / "ndsclust.schema").read_text() == schema.render_schema(), (
         "schema/ndsclust.schema is stale: run `make schema`"
-    assert (ROOT / "schema" / "ndsclust.ldif").read_text() == schema.render_ldif(), \
+    )
+    assert (ROOT / "schema" / "ndsclust.ldif").read_text() == schema.render_ldif(), (
         "schema/ndsclust.ldif is stale: run `make schema`"
+    )
 
 
 def test_design_attribute_names_are_all_defined() -> None:
     names = {a.name for a in schema.ATTRIBUTES}
-    for required in ("ndsclustTag", "ndsclustType", "ndsclustCommand", "ndsclustUnloadCommand",
-                     "ndsclustHostServer", "ndsclustPrimaryServer", "ndsclustBackupServer",
-                     "ndsclustResource", "ndsclustAutoRecover", "ndsclustMarker",
-                     "ndsclustState", "ndsclustRequest"):
+    for required in (
+        "ndsclustTag",
+        "ndsclustType",
+        "ndsclustCommand",
+        "ndsclustUnloadCommand",
+        "ndsclustHostServer",
+        "ndsclustPrimaryServer",
+        "ndsclustBackupServer",
+        "ndsclustResource",
+        "ndsclustAutoRecover",
+        "ndsclustMarker",
+        "ndsclustState",
+        "ndsclustRequest",
+    ):
         assert required in names
 
 
 def test_oids_unique_and_under_the_arc() -> None:
-    oids = [f"{schema.ARC}.1.{a.n}" for a in schema.ATTRIBUTES] + \
-           [f"{schema.ARC}.2.{o.n}" for o in schema.OBJECT_CLASSES]
+    oids = [f"{schema.ARC}.1.{a.n}" for a in schema.ATTRIBUTES] + [
+        f"{schema.ARC}.2.{o.n}" for o in schema.OBJECT_CLASSES
+    ]
     assert len(oids) == len(set(oids))
     assert schema.ARC.startswith("2.25.")
 

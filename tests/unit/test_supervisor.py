@@ -1,4 +1,5 @@
 """Pure parts of the supervisor and its lease guard (claim 57, docs/design.md section 4)."""
+
 from __future__ import annotations
 
 import errno
@@ -79,39 +80,61 @@ def test_claim57_exit_on_its_own_is_a_failure_an_unload_is_not() -> None:
 # -- guard protocol: one socket, the tag in every per-program line
 
 
-@pytest.mark.parametrize("cmd", [
-    Renew(), Resume(WEB), Stop(WEB, 2.5), Stop(Tag("db.1"), 0.0),
-    Health(WEB, 3.0, ("/usr/bin/check", "--port", "80 81")),
-    Start(WEB, Spec(argv=("/bin/app", "a b"), env={"K": "v\nw"}, cwd="/srv",
-                    unload_argv=("/bin/app", "stop"), uid=65534, gid=65534, groups=(65534, 4),
-                    paused=True)),
-    Start(Tag("x"), Spec(argv=("/bin/app",), env={})),
-])
+@pytest.mark.parametrize(
+    "cmd",
+    [
+        Renew(),
+        Resume(WEB),
+        Stop(WEB, 2.5),
+        Stop(Tag("db.1"), 0.0),
+        Health(WEB, 3.0, ("/usr/bin/check", "--port", "80 81")),
+        Start(
+            WEB,
+            Spec(
+                argv=("/bin/app", "a b"),
+                env={"K": "v\nw"},
+                cwd="/srv",
+                unload_argv=("/bin/app", "stop"),
+                uid=65534,
+                gid=65534,
+                groups=(65534, 4),
+                paused=True,
+            ),
+        ),
+        Start(Tag("x"), Spec(argv=("/bin/app",), env={})),
+    ],
+)
 def test_commands_round_trip_on_one_line(cmd: Command) -> None:
     data = encode_command(cmd)
     assert data.endswith(b"\n") and data.count(b"\n") == 1
     assert parse_command(data[:-1].decode()) == cmd
 
 
-@pytest.mark.parametrize("line, problem", [
-    ("renew now", "unknown command"),
-    ("hello web", "unknown command"),
-    ("stop web soon", "not a number"),
-    ("stop web -1", ">= 0"),
-    ("stop web nan", ">= 0"),
-    ("stop -x 1", "bad tag"),
-    ("resume", "bad tag"),
-    ("resume web now", "only a tag"),
-    ("health web 1 /bin/true", "not a JSON list"),
-    ("health web 1 []", "non-empty list"),
-    ('start web {"argv": [], "env": {}, "cwd": "/", "paused": false}', "argv"),
-    ('start web {"argv": ["/a"], "env": {"K": 1}, "cwd": "/", "paused": false}', "'env'"),
-    ('start web {"argv": ["/a"], "env": {}, "cwd": "rel", "paused": false}', "'cwd'"),
-    ('start web {"argv": ["/a"], "env": {}, "cwd": "/", "paused": false, "uid": -1}', "'uid'"),
-    ('start web {"argv": ["/a"], "env": {}, "cwd": "/", "paused": false, "groups": [true]}', "'groups'"),
-    ("start web [1]", "not a JSON object"),
-    ("start web {", "not JSON"),
-])
+@pytest.mark.parametrize(
+    "line, problem",
+    [
+        ("renew now", "unknown command"),
+        ("hello web", "unknown command"),
+        ("stop web soon", "not a number"),
+        ("stop web -1", ">= 0"),
+        ("stop web nan", ">= 0"),
+        ("stop -x 1", "bad tag"),
+        ("resume", "bad tag"),
+        ("resume web now", "only a tag"),
+        ("health web 1 /bin/true", "not a JSON list"),
+        ("health web 1 []", "non-empty list"),
+        ('start web {"argv": [], "env": {}, "cwd": "/", "paused": false}', "argv"),
+        ('start web {"argv": ["/a"], "env": {"K": 1}, "cwd": "/", "paused": false}', "'env'"),
+        ('start web {"argv": ["/a"], "env": {}, "cwd": "rel", "paused": false}', "'cwd'"),
+        ('start web {"argv": ["/a"], "env": {}, "cwd": "/", "paused": false, "uid": -1}', "'uid'"),
+        (
+            'start web {"argv": ["/a"], "env": {}, "cwd": "/", "paused": false, "groups": [true]}',
+            "'groups'",
+        ),
+        ("start web [1]", "not a JSON object"),
+        ("start web {", "not JSON"),
+    ],
+)
 def test_bad_commands_say_what_is_wrong(line: str, problem: str) -> None:
     with pytest.raises(ValueError, match=problem):
         parse_command(line)
@@ -123,16 +146,28 @@ def test_a_refused_spec_is_answered_under_its_tag() -> None:
     assert start_tag("stop web 1") is None
 
 
-@pytest.mark.parametrize("report", [
-    Started(WEB, 4242), Failed(WEB, "/bin/app: No such file or directory"),
-    Output(WEB, "stdout", "a  line\twith spaces "), Output(WEB, "stderr", ""),
-    Output(WEB, "health", "checking"), Dropped(WEB, 1200),
-    HealthResult(WEB, True), HealthResult(WEB, False, "exit 1"),
-    UnloadResult(WEB, True), UnloadResult(WEB, False, "killed by SIGKILL"),
-    ProtocolError(None, "unknown command 'x'"), ProtocolError(WEB, "a health command is already running"),
-    Exited(WEB, 0, "exited"), Exited(WEB, -9, "lease-expired"), Exited(WEB, None, "stopped"),
-    Exited(WEB, -9, "sentinel-gone"), Exited(WEB, -9, "guard-terminated"),
-])
+@pytest.mark.parametrize(
+    "report",
+    [
+        Started(WEB, 4242),
+        Failed(WEB, "/bin/app: No such file or directory"),
+        Output(WEB, "stdout", "a  line\twith spaces "),
+        Output(WEB, "stderr", ""),
+        Output(WEB, "health", "checking"),
+        Dropped(WEB, 1200),
+        HealthResult(WEB, True),
+        HealthResult(WEB, False, "exit 1"),
+        UnloadResult(WEB, True),
+        UnloadResult(WEB, False, "killed by SIGKILL"),
+        ProtocolError(None, "unknown command 'x'"),
+        ProtocolError(WEB, "a health command is already running"),
+        Exited(WEB, 0, "exited"),
+        Exited(WEB, -9, "lease-expired"),
+        Exited(WEB, None, "stopped"),
+        Exited(WEB, -9, "sentinel-gone"),
+        Exited(WEB, -9, "guard-terminated"),
+    ],
+)
 def test_reports_round_trip(report: Report) -> None:
     assert parse_report(encode_report(report)[:-1].decode()) == report
 
@@ -141,11 +176,21 @@ def test_report_text_is_kept_on_one_line() -> None:
     assert encode_report(Failed(WEB, "a\nb")) == b"failed web a b\n"
 
 
-@pytest.mark.parametrize("line", [
-    "started web x", "started web", "exited web 1 vanished", "exited web x exited",
-    "health web maybe", "output web stdin hi", "output web stdout", "dropped web -1",
-    "started bad/tag 1", "hello web",
-])
+@pytest.mark.parametrize(
+    "line",
+    [
+        "started web x",
+        "started web",
+        "exited web 1 vanished",
+        "exited web x exited",
+        "health web maybe",
+        "output web stdin hi",
+        "output web stdout",
+        "dropped web -1",
+        "started bad/tag 1",
+        "hello web",
+    ],
+)
 def test_bad_reports_are_rejected(line: str) -> None:
     with pytest.raises(ValueError, match="unknown report"):
         parse_report(line)
@@ -216,8 +261,9 @@ def test_output_line_is_printable() -> None:
 
 def test_a_cleaned_line_fits_one_report() -> None:
     worst = clean_line(b"\x01" * 4096)
-    assert parse_report(encode_report(Output(WEB, "stdout", worst))[:-1].decode()) == \
-        Output(WEB, "stdout", worst)
+    assert parse_report(encode_report(Output(WEB, "stdout", worst))[:-1].decode()) == Output(
+        WEB, "stdout", worst
+    )
 
 
 # -- supervisor arguments (no guard is started)
@@ -231,7 +277,7 @@ def test_lease_timeout_is_checked_at_construction() -> None:
 
 def test_a_tag_that_cannot_travel_is_refused_before_any_guard_starts() -> None:
     sup = Supervisor(ServerName("alpha"), lease_timeout=1.0, start_guard=False)
-    with pytest.raises(SupervisorError, match="program 'a b': .* is not a tag"):
+    with pytest.raises(SupervisorError, match=r"program 'a b': .* is not a tag"):
         sup.start(Tag("a b"), ["/bin/true"])
     with pytest.raises(SupervisorError, match="non-empty list"):
         sup.start(WEB, [])
@@ -242,10 +288,9 @@ def test_a_tag_that_cannot_travel_is_refused_before_any_guard_starts() -> None:
 
 
 def test_log_fields_quote_values_with_spaces() -> None:
-    assert format_fields("program_exited", tag="web", server="alpha", code=-9,
-                         reason="health check failed: exit 1") == (
-        'event=program_exited tag=web server=alpha code=-9 reason="health check failed: exit 1"'
-    )
+    assert format_fields(
+        "program_exited", tag="web", server="alpha", code=-9, reason="health check failed: exit 1"
+    ) == ('event=program_exited tag=web server=alpha code=-9 reason="health check failed: exit 1"')
     assert format_fields("x", text="") == 'event=x text=""'
 
 
@@ -253,10 +298,18 @@ def test_log_fields_quote_values_with_spaces() -> None:
 
 
 def test_environment_is_clean_and_sentinel_values_win() -> None:
-    env = program_env({"PGDATA": "/srv/db", "NDSCLUST_TAG": "forged"}, WEB,
-                      ServerName("alpha"), "/run/ndsclust/control.sock")
-    assert env == {"PGDATA": "/srv/db", "NDSCLUST_TAG": "web", "NDSCLUST_SERVER": "alpha",
-                   "NDSCLUST_SOCKET": "/run/ndsclust/control.sock"}
+    env = program_env(
+        {"PGDATA": "/srv/db", "NDSCLUST_TAG": "forged"},
+        WEB,
+        ServerName("alpha"),
+        "/run/ndsclust/control.sock",
+    )
+    assert env == {
+        "PGDATA": "/srv/db",
+        "NDSCLUST_TAG": "web",
+        "NDSCLUST_SERVER": "alpha",
+        "NDSCLUST_SOCKET": "/run/ndsclust/control.sock",
+    }
     assert "NDSCLUST_SOCKET" not in program_env(None, WEB, ServerName("alpha"), None)
 
 
@@ -276,9 +329,10 @@ def test_user_default_and_own_user_mean_no_change() -> None:
 def test_user_other_than_own_needs_root() -> None:
     nobody = pwd.getpwnam("nobody")
     creds = resolve_user(WEB, "nobody", 0, 0)
-    assert creds == Credentials(nobody.pw_uid, nobody.pw_gid,
-                                tuple(os.getgrouplist("nobody", nobody.pw_gid)))
-    with pytest.raises(SupervisorError, match="cannot run as user 'nobody'.*not root"):
+    assert creds == Credentials(
+        nobody.pw_uid, nobody.pw_gid, tuple(os.getgrouplist("nobody", nobody.pw_gid))
+    )
+    with pytest.raises(SupervisorError, match=r"cannot run as user 'nobody'.*not root"):
         resolve_user(WEB, "nobody", 1000, 1000)
 
 
@@ -293,19 +347,27 @@ def test_unknown_user_is_named() -> None:
 def test_guard_gets_the_policy_it_exports(monkeypatch: pytest.MonkeyPatch) -> None:
     """What the shipped unit is checked against (test_deploy_units) is what is asked for."""
     calls: list[tuple[int, int, int]] = []
-    monkeypatch.setattr(supervisor.os, "sched_setscheduler",
-                        lambda pid, policy, param: calls.append((pid, policy, param.sched_priority)))
+    monkeypatch.setattr(
+        supervisor.os,
+        "sched_setscheduler",
+        lambda pid, policy, param: calls.append((pid, policy, param.sched_priority)),
+    )
     assert supervisor._prioritize(1234) == (logging.INFO, {"scheduling": "realtime"})
     assert calls == [(1234, SCHED_POLICY | os.SCHED_RESET_ON_FORK, SCHED_PRIORITY)]
 
 
-def test_refused_realtime_is_one_warning_line_not_a_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_refused_realtime_is_one_warning_line_not_a_failure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     def refuse(pid: int, policy: int, param: os.sched_param) -> None:
         raise PermissionError(errno.EPERM, os.strerror(errno.EPERM))
+
     monkeypatch.setattr(supervisor.os, "sched_setscheduler", refuse)
     level, fields = supervisor._prioritize(1234)
     assert level == logging.WARNING
     line = format_fields("guard_start", server="alpha", guard_pid=1234, lease="30", **fields)
-    assert line.startswith("event=guard_start server=alpha guard_pid=1234 lease=30 "
-                           "scheduling=ordinary error=EPERM detail=\"real-time priority refused")
+    assert line.startswith(
+        "event=guard_start server=alpha guard_pid=1234 lease=30 "
+        'scheduling=ordinary error=EPERM detail="real-time priority refused'
+    )
     assert "\n" not in line and "RestrictRealtime=no" in line

@@ -1,4 +1,5 @@
 """Lab timings read from a sentinel configuration file (ndsclust.lab.timings)."""
+
 from pathlib import Path
 
 import pytest
@@ -27,8 +28,14 @@ def test_the_example_file_gives_what_it_says() -> None:
 
 def test_milliseconds_and_left_out_keys(tmp_path: Path) -> None:
     f = tmp_path / "s.yaml"
-    f.write_text(yaml.safe_dump({"channels": {"lan": {"interval": "200ms"}},
-                                 "timeouts": {"failover": "2s", "fence": 1, "lease": 1}}))
+    f.write_text(
+        yaml.safe_dump(
+            {
+                "channels": {"lan": {"interval": "200ms"}},
+                "timeouts": {"failover": "2s", "fence": 1, "lease": 1},
+            }
+        )
+    )
     t = read_timings(f)
     assert t.intervals == {"lan": 0.2} and t.witness is None
     assert t.timeouts == {"failover": 2.0, "fence": 1.0, "lease": 1.0}
@@ -38,7 +45,7 @@ def test_milliseconds_and_left_out_keys(tmp_path: Path) -> None:
 def test_timings_the_loader_refuses_are_refused(tmp_path: Path) -> None:
     f = tmp_path / "s.yaml"
     f.write_text(yaml.safe_dump({"timeouts": {"failover": 1, "fence": 4, "lease": 4}}))
-    with pytest.raises(LabError, match="timeouts.failover"):
+    with pytest.raises(LabError, match=r"timeouts.failover"):
         read_timings(f)
 
 
@@ -49,8 +56,9 @@ def test_lab_defaults_match_a_lab_given_nothing() -> None:
 
 
 def test_per_channel_intervals_reach_the_sentinel_config() -> None:
-    lab = LabCluster(3, intervals={"lan": 0.2, "disk": 0.3}, witness_interval=0.4,
-                     witness_timeout=1.5)
+    lab = LabCluster(
+        3, intervals={"lan": 0.2, "disk": 0.3}, witness_interval=0.4, witness_timeout=1.5
+    )
     assert lab.channel_interval("lan") == 0.2 and lab.channel_interval("directory") is None
     assert lab.witness_interval == 0.4 and lab.witness_timeout == 1.5
     old = LabCluster(3, intervals=0.01)

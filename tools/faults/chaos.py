@@ -34,6 +34,7 @@ two other faults. The last line is always
     chaos: trials=<n> double_runs=<n> liveness_violations=<n> diverged_entries=<n> seed=<s> \
 stress=<on|off> timings=<file>
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,13 +60,18 @@ from ndsclust.ledger import double_runs, lives
 from ndsclust.model import ServerName
 from tools.faults.checker import LivenessViolation, Report, check_directory, check_liveness
 from tools.faults.harness import (
-    FaultError, Faults, live_copies, log_lines_since, log_marks, make_lab,
+    FaultError,
+    Faults,
+    live_copies,
+    log_lines_since,
+    log_marks,
+    make_lab,
 )
 from tools.stress import Stress
 
 APPS_PER_TRIAL = 2
 MAX_FAULTS = 3
-ISOLATE_SHARE = 0.25         # trials that isolate the write provider's server
+ISOLATE_SHARE = 0.25  # trials that isolate the write provider's server
 DEFAULT_TIMINGS = "deploy/sentinel.example.yaml"
 Out = Callable[[str], None]
 
@@ -76,17 +82,22 @@ class Scale:
     a failover to happen inside the fault window, and for the waits after it to cover
     one. With the lab's default 0.8 s they stay close to the fixed ones the suite had
     before (a 3 to 6 s window, waits of 20 to 30 s)."""
-    window: tuple[float, float]     # from the first fault to the heal
-    settle: float                   # providers replicating and agreeing after the heal
-    start: float                    # a trial's applications running on their primaries
-    remove: float                   # their programs stopped once their entries are removed
-    budget: float                   # each application on exactly one server after the heal
+
+    window: tuple[float, float]  # from the first fault to the heal
+    settle: float  # providers replicating and agreeing after the heal
+    start: float  # a trial's applications running on their primaries
+    remove: float  # their programs stopped once their entries are removed
+    budget: float  # each application on exactly one server after the heal
 
     @classmethod
     def of(cls, failover: float) -> Scale:
-        return cls(window=(max(3.0, 1.5 * failover), max(6.0, 3.0 * failover)),
-                   settle=30.0 + 2 * failover, start=20.0 + 2 * failover,
-                   remove=20.0 + 2 * failover, budget=20.0 + 3 * failover)
+        return cls(
+            window=(max(3.0, 1.5 * failover), max(6.0, 3.0 * failover)),
+            settle=30.0 + 2 * failover,
+            start=20.0 + 2 * failover,
+            remove=20.0 + 2 * failover,
+            budget=20.0 + 3 * failover,
+        )
 
 
 WINDOW = Scale.of(lab_defaults().failover).window
@@ -94,7 +105,7 @@ WINDOW = Scale.of(lab_defaults().failover).window
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    at: float                 # seconds after the trial's faults begin
+    at: float  # seconds after the trial's faults begin
     kind: str
     args: tuple[object, ...]
 
@@ -104,7 +115,7 @@ class Step:
 
 def _show(a: object) -> str:
     if isinstance(a, tuple) and a and all(isinstance(x, tuple) for x in a):
-        return "|".join(_show(x) for x in a)          # groups of a partition
+        return "|".join(_show(x) for x in a)  # groups of a partition
     if isinstance(a, (tuple, list, frozenset, set)):
         return ",".join(_show(x) for x in sorted(a, key=str)) or "-"
     if isinstance(a, float):
@@ -116,7 +127,7 @@ def _show(a: object) -> str:
 class Trial:
     index: int
     seed: str
-    apps: tuple[tuple[str, str, tuple[str, ...]], ...]     # tag, primary, backups
+    apps: tuple[tuple[str, str, tuple[str, ...]], ...]  # tag, primary, backups
     window: float
     steps: tuple[Step, ...]
 
@@ -135,11 +146,12 @@ class Totals:
     diverged: int = 0
     failed: list[str] = field(default_factory=list)
 
-    def line(self, seed: str, *, stress: bool | None = None,
-             timings: str | None = None) -> str:
-        out = (f"chaos: trials={self.trials} double_runs={self.double_runs} "
-               f"liveness_violations={self.liveness} diverged_entries={self.diverged} "
-               f"seed={seed}")
+    def line(self, seed: str, *, stress: bool | None = None, timings: str | None = None) -> str:
+        out = (
+            f"chaos: trials={self.trials} double_runs={self.double_runs} "
+            f"liveness_violations={self.liveness} diverged_entries={self.diverged} "
+            f"seed={seed}"
+        )
         if stress is not None:
             out += f" stress={'on' if stress else 'off'}"
         if timings is not None:
@@ -158,8 +170,13 @@ def _split(rng: random.Random, names: Sequence[str]) -> tuple[tuple[str, ...], .
     return tuple(sorted(shuffled[:k])), tuple(sorted(shuffled[k:]))
 
 
-def plan(index: int, seed: str, names: Sequence[str],
-         window_range: tuple[float, float] = WINDOW, writer: str | None = None) -> Trial:
+def plan(
+    index: int,
+    seed: str,
+    names: Sequence[str],
+    window_range: tuple[float, float] = WINDOW,
+    writer: str | None = None,
+) -> Trial:
     """The trial drawn from ``seed``: its applications and its fault schedule, over a
     window drawn from ``window_range``; ``writer`` (default the first of ``names``) is
     the server an isolation cuts off."""
@@ -173,19 +190,39 @@ def plan(index: int, seed: str, names: Sequence[str],
     window = rng.uniform(*window_range)
     steps = []
     if rng.random() < ISOLATE_SHARE:
-        steps.append(Step(rng.uniform(0.0, window * 0.6), "isolate",
-                          (writer or names[0],)))
+        steps.append(Step(rng.uniform(0.0, window * 0.6), "isolate", (writer or names[0],)))
     for _ in range(rng.randint(0 if steps else 1, MAX_FAULTS - len(steps))):
         at = rng.uniform(0.0, window * 0.6)
         s = rng.choice(names)
         h = rng.choice(hosts)
-        kind = rng.choice(("server_down", "kill_sentinel", "pause_sentinel", "kill_program",
-                           "pause_program", "kill_provider", "pause_provider", "link_down",
-                           "partition", "one_way", "loss", "delay", "disk_unwritable",
-                           "disk_cut", "clock_step"))
+        kind = rng.choice(
+            (
+                "server_down",
+                "kill_sentinel",
+                "pause_sentinel",
+                "kill_program",
+                "pause_program",
+                "kill_provider",
+                "pause_provider",
+                "link_down",
+                "partition",
+                "one_way",
+                "loss",
+                "delay",
+                "disk_unwritable",
+                "disk_cut",
+                "clock_step",
+            )
+        )
         args: tuple[object, ...]
-        if kind in ("server_down", "kill_sentinel", "pause_sentinel", "kill_provider",
-                    "pause_provider", "disk_cut"):
+        if kind in (
+            "server_down",
+            "kill_sentinel",
+            "pause_sentinel",
+            "kill_provider",
+            "pause_provider",
+            "disk_cut",
+        ):
             args = (rng.choice((s, h)),)
         elif kind in ("kill_program", "pause_program"):
             tag, host, _ = apps[hosts.index(h)]
@@ -258,9 +295,14 @@ def apply(faults: Faults, step: Step) -> None:
         raise FaultError(f"unknown fault {k!r}")
 
 
-def run_trial(lab: LabCluster, faults: Faults, trial: Trial, budget: float,
-              known: Collection[str] = (), scale: Scale | None = None
-              ) -> tuple[Report, list[str]]:
+def run_trial(
+    lab: LabCluster,
+    faults: Faults,
+    trial: Trial,
+    budget: float,
+    known: Collection[str] = (),
+    scale: Scale | None = None,
+) -> tuple[Report, list[str]]:
     """Play one trial; its report and its fault log (``known``: divergences found by
     earlier trials, not waited for again; ``scale``: its waits, default the lab's
     default timings')."""
@@ -300,8 +342,15 @@ def run_trial(lab: LabCluster, faults: Faults, trial: Trial, budget: float,
     liveness = check_liveness(tags, lambda t: set(live_copies(lab, t)), describe, budget)
     diverged = check_directory(lab.directory, timeout=sc.settle, known=known)
     doubles = double_runs(life for life in lives(lab.ledger_lines()) if life.tag in tags)
-    return (Report(double_runs=tuple(doubles), liveness=tuple(liveness),
-                   diverged=tuple(diverged), notes=tuple(notes)), list(faults.log))
+    return (
+        Report(
+            double_runs=tuple(doubles),
+            liveness=tuple(liveness),
+            diverged=tuple(diverged),
+            notes=tuple(notes),
+        ),
+        list(faults.log),
+    )
 
 
 def remove_apps(lab: LabCluster, trial: Trial, timeout: float) -> list[str]:
@@ -312,8 +361,11 @@ def remove_apps(lab: LabCluster, trial: Trial, timeout: float) -> list[str]:
         for tag in tags:
             if tag in lab.store().apps()[0]:
                 lab.store().delete_app(tag)
-        wait_until(lambda: not any(live_copies(lab, t) for t in tags), timeout=timeout,
-                   what="the trial's programs to stop after their entries were removed")
+        wait_until(
+            lambda: not any(live_copies(lab, t) for t in tags),
+            timeout=timeout,
+            what="the trial's programs to stop after their entries were removed",
+        )
     except NdsclustError as e:
         return [f"removing the trial's applications: {e}"]
     return []
@@ -333,9 +385,17 @@ def replay_options(timings: Timings) -> str:
     return "--lab-timings" if timings.source == LAB_SOURCE else f"--timings {timings.source}"
 
 
-def run(trials: int, seed: str, *, n: int = 3, budget: float | None = None,
-        replay: int | None = None, out: Out = print, lab: LabCluster | None = None,
-        timings: Timings | None = None) -> Totals:
+def run(
+    trials: int,
+    seed: str,
+    *,
+    n: int = 3,
+    budget: float | None = None,
+    replay: int | None = None,
+    out: Out = print,
+    lab: LabCluster | None = None,
+    timings: Timings | None = None,
+) -> Totals:
     """``trials`` trials (or only trial ``replay``) of seed ``seed``; prints as it goes.
     ``timings``: those of the lab (made here with them, or given as ``lab``), default the
     lab's own; the trials' windows scale with their failover timeout, and ``budget``
@@ -353,7 +413,7 @@ def run(trials: int, seed: str, *, n: int = 3, budget: float | None = None,
         names = [ServerName(s) for s in lab.names]
         writer = write_server(lab)
         indexes = [replay] if replay is not None else list(range(trials))
-        known: set[str] = set()      # divergences already counted by an earlier trial
+        known: set[str] = set()  # divergences already counted by an earlier trial
         for i in indexes:
             trial = plan(i, f"{seed}-{i}", names, scale.window, writer)
             began = time.monotonic()
@@ -365,20 +425,29 @@ def run(trials: int, seed: str, *, n: int = 3, budget: float | None = None,
                 faults.heal()
             left = remove_apps(lab, trial, scale.remove)
             if left:
-                stuck = LivenessViolation(",".join(t for t, _, _ in trial.apps),
-                                          tuple(sorted({s for t, _, _ in trial.apps
-                                                        for s in live_copies(lab, t)})),
-                                          "; ".join(left))
-                report = Report(report.double_runs, report.liveness + (stuck,),
-                                report.diverged, report.notes)
+                stuck = LivenessViolation(
+                    ",".join(t for t, _, _ in trial.apps),
+                    tuple(sorted({s for t, _, _ in trial.apps for s in live_copies(lab, t)})),
+                    "; ".join(left),
+                )
+                report = Report(
+                    report.double_runs, report.liveness + (stuck,), report.diverged, report.notes
+                )
             # A divergence that persists is one lost or diverged entry, counted by the
             # trial that caused it, not again by every trial after it.
             fresh = tuple(d for d in report.diverged if str(d) not in known)
             known.update(str(d) for d in report.diverged)
             if len(fresh) != len(report.diverged):
-                report = Report(report.double_runs, report.liveness, fresh, report.notes + (
-                    f"{len(report.diverged) - len(fresh)} divergence(s) already counted "
-                    "by an earlier trial persist",))
+                report = Report(
+                    report.double_runs,
+                    report.liveness,
+                    fresh,
+                    report.notes
+                    + (
+                        f"{len(report.diverged) - len(fresh)} divergence(s) already counted "
+                        "by an earlier trial persist",
+                    ),
+                )
             if report.liveness:
                 try:
                     faults.restart_sentinels(scale.start)
@@ -391,16 +460,24 @@ def run(trials: int, seed: str, *, n: int = 3, budget: float | None = None,
             totals.diverged += len(report.diverged)
             took = time.monotonic() - began
             if report.ok:
-                out(f"trial={i} seed={trial.seed} ok {took:.1f}s "
-                    + "; ".join(str(s) for s in trial.steps))
-                for note in report.notes:       # e.g. a fault that could not be injected
+                out(
+                    f"trial={i} seed={trial.seed} ok {took:.1f}s "
+                    + "; ".join(str(s) for s in trial.steps)
+                )
+                for note in report.notes:  # e.g. a fault that could not be injected
                     out(f"  note {note}")
                 continue
             totals.failed.append(trial.seed)
-            out(f"FAILED trial={i} seed={trial.seed} ({took:.1f}s); replay with "
-                f"--replay {trial.seed} {replay_options(timings)}")
-            for line in trial.describe() + [f"  fault {x}" for x in log] + \
-                    [f"  found {x}" for x in report.lines()] + _log_excerpt(lab, marks, trial):
+            out(
+                f"FAILED trial={i} seed={trial.seed} ({took:.1f}s); replay with "
+                f"--replay {trial.seed} {replay_options(timings)}"
+            )
+            for line in (
+                trial.describe()
+                + [f"  fault {x}" for x in log]
+                + [f"  found {x}" for x in report.lines()]
+                + _log_excerpt(lab, marks, trial)
+            ):
                 out(line)
     finally:
         if own:
@@ -409,17 +486,26 @@ def run(trials: int, seed: str, *, n: int = 3, budget: float | None = None,
 
 
 # Sentinel log lines worth seeing when a trial fails, besides those naming its applications.
-_NOTABLE = (b"event=fenced", b"event=unfenced", b"event=rejoin", b"event=provider_failover",
-            b"event=watch_connected", b"event=watch_provider_silent",
-            b"event=witness_unreachable", b"event=witness_reachable")
+_NOTABLE = (
+    b"event=fenced",
+    b"event=unfenced",
+    b"event=rejoin",
+    b"event=provider_failover",
+    b"event=watch_connected",
+    b"event=watch_provider_silent",
+    b"event=witness_unreachable",
+    b"event=witness_reachable",
+)
 
 
 def _log_excerpt(lab: LabCluster, marks: dict[str, int], trial: Trial) -> list[str]:
     """The trial's own lines from every sentinel's log: what each server decided, when."""
     tags = [f"tag={t} ".encode() for t, _, _ in trial.apps]
-    return [f"  log {name} {line.decode(errors='replace')[:300]}"
-            for name, line in log_lines_since(lab, marks)
-            if any(t in line for t in tags) or any(n in line for n in _NOTABLE)]
+    return [
+        f"  log {name} {line.decode(errors='replace')[:300]}"
+        for name, line in log_lines_since(lab, marks)
+        if any(t in line for t in tags) or any(n in line for n in _NOTABLE)
+    ]
 
 
 def _aborted(trial: Trial, e: Exception) -> LivenessViolation:
@@ -430,20 +516,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="randomized fault schedules on a namespace lab")
     p.add_argument("--trials", type=int, default=10)
     p.add_argument("--seed", default=None, help="default: a random one (printed)")
-    p.add_argument("--replay", default=None, metavar="SEED-TRIAL",
-                   help="run only this trial, as printed by a failing run")
+    p.add_argument(
+        "--replay",
+        default=None,
+        metavar="SEED-TRIAL",
+        help="run only this trial, as printed by a failing run",
+    )
     p.add_argument("--servers", type=int, default=3)
-    p.add_argument("--budget", type=float, default=None,
-                   help="seconds after the heal for every application to run once "
-                        "(default: 20 + 3 failover timeouts)")
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help="seconds after the heal for every application to run once "
+        "(default: 20 + 3 failover timeouts)",
+    )
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--timings", metavar="FILE", default=DEFAULT_TIMINGS,
-                   help="sentinel configuration whose timings the lab uses "
-                        f"(default {DEFAULT_TIMINGS})")
-    g.add_argument("--lab-timings", action="store_true",
-                   help="the lab's own fast timings instead of a file's")
-    p.add_argument("--stress", action="store_true",
-                   help="load the machine during the trials (tools/stress.py)")
+    g.add_argument(
+        "--timings",
+        metavar="FILE",
+        default=DEFAULT_TIMINGS,
+        help=f"sentinel configuration whose timings the lab uses (default {DEFAULT_TIMINGS})",
+    )
+    g.add_argument(
+        "--lab-timings", action="store_true", help="the lab's own fast timings instead of a file's"
+    )
+    p.add_argument(
+        "--stress", action="store_true", help="load the machine during the trials (tools/stress.py)"
+    )
     a = p.parse_args(argv)
     if a.lab_timings:
         timings = lab_defaults()
@@ -452,7 +551,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             timings = read_timings(a.timings)
         except LabError as e:
             p.error(str(e))
-        timings = dataclasses.replace(timings, source=a.timings)   # as given, for a replay
+        timings = dataclasses.replace(timings, source=a.timings)  # as given, for a replay
     replay = None
     seed = a.seed or str(random.SystemRandom().randrange(10**6))
     if a.replay:
@@ -463,10 +562,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(timings.line(), flush=True)
     began = time.monotonic()
     with Stress(out=lambda s: print(s, flush=True)) if a.stress else contextlib.nullcontext():
-        totals = run(a.trials, seed, n=a.servers, budget=a.budget, replay=replay,
-                     out=lambda s: print(s, flush=True), timings=timings)
-    print(f"elapsed={time.monotonic() - began:.0f}s failed_trials={' '.join(totals.failed) or '-'}",
-          flush=True)
+        totals = run(
+            a.trials,
+            seed,
+            n=a.servers,
+            budget=a.budget,
+            replay=replay,
+            out=lambda s: print(s, flush=True),
+            timings=timings,
+        )
+    print(
+        f"elapsed={time.monotonic() - began:.0f}s failed_trials={' '.join(totals.failed) or '-'}",
+        flush=True,
+    )
     print(totals.line(seed, stress=a.stress, timings=timings.source), flush=True)
     return 0 if not (totals.double_runs or totals.liveness or totals.diverged) else 1
 

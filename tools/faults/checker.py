@@ -15,6 +15,7 @@
 checks a running lab (``ndsclust lab up --dir LAB_DIR``, or a lab a test left running):
 its ledger and every provider's tree; it exits 1 when it found anything.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,6 +31,7 @@ if __package__ in (None, ""):
 from ndsclust.lab.directory import DirectoryCluster, LabError
 from ndsclust.ldapstore.replication import Tree, tree_differences
 from ndsclust.ledger import DoubleRun, double_runs, lives
+
 
 @dataclass(frozen=True, slots=True)
 class LivenessViolation:
@@ -63,10 +65,12 @@ class Report:
         return not (self.double_runs or self.liveness or self.diverged)
 
     def lines(self) -> list[str]:
-        out = [f"double_run tag={d.tag} {d.first.server}/{d.first.pid} "
-               f"[{d.first.start:.3f}..{d.first.end:.3f}] {d.second.server}/{d.second.pid} "
-               f"[{d.second.start:.3f}..{d.second.end:.3f}] overlap={d.overlap:.3f}s"
-               for d in self.double_runs]
+        out = [
+            f"double_run tag={d.tag} {d.first.server}/{d.first.pid} "
+            f"[{d.first.start:.3f}..{d.first.end:.3f}] {d.second.server}/{d.second.pid} "
+            f"[{d.second.start:.3f}..{d.second.end:.3f}] overlap={d.overlap:.3f}s"
+            for d in self.double_runs
+        ]
         out += [str(v) for v in self.liveness]
         out += [str(d) for d in self.diverged]
         return out + list(self.notes)
@@ -76,8 +80,12 @@ def check_double_runs(ledger_lines: Iterable[str]) -> list[DoubleRun]:
     return double_runs(lives(ledger_lines))
 
 
-def check_liveness(tags: Sequence[str], running_on: Callable[[str], set[str]],
-                   describe: Callable[[str], str], budget: float) -> list[LivenessViolation]:
+def check_liveness(
+    tags: Sequence[str],
+    running_on: Callable[[str], set[str]],
+    describe: Callable[[str], str],
+    budget: float,
+) -> list[LivenessViolation]:
     """Wait up to ``budget`` seconds for every tag to run on exactly one server."""
     deadline = time.monotonic() + budget
     pending = list(tags)
@@ -89,14 +97,16 @@ def check_liveness(tags: Sequence[str], running_on: Callable[[str], set[str]],
     return [LivenessViolation(t, tuple(sorted(running_on(t))), describe(t)) for t in pending]
 
 
-def compare_trees(trees: Mapping[int, Tree],
-                  expected: Mapping[str, Mapping[str, Sequence[str]]] | None = None
-                  ) -> list[Divergence]:
+def compare_trees(
+    trees: Mapping[int, Tree], expected: Mapping[str, Mapping[str, Sequence[str]]] | None = None
+) -> list[Divergence]:
     """Entries that differ between providers (by value), or that lack what ``expected``
     says an operator wrote (DN -> attribute -> values)."""
     indexes = sorted(trees)
-    out = [Divergence(dn, detail)
-           for dn, detail in tree_differences({f"provider {i}": t for i, t in trees.items()})]
+    out = [
+        Divergence(dn, detail)
+        for dn, detail in tree_differences({f"provider {i}": t for i, t in trees.items()})
+    ]
     for dn, attrs in sorted((expected or {}).items()):
         for i in indexes:
             entry = trees[i].get(dn.lower())
@@ -106,24 +116,35 @@ def compare_trees(trees: Mapping[int, Tree],
             lower = {a.lower(): v for a, v in entry.items()}
             wrong = [a for a, v in attrs.items() if lower.get(a.lower()) != tuple(sorted(v))]
             if wrong:
-                out.append(Divergence(dn, f"lost: provider {i} has "
-                                          + ", ".join(f"{a}={lower.get(a.lower())}"
-                                                      for a in wrong)))
+                out.append(
+                    Divergence(
+                        dn,
+                        f"lost: provider {i} has "
+                        + ", ".join(f"{a}={lower.get(a.lower())}" for a in wrong),
+                    )
+                )
                 break
     return out
 
 
-def check_directory(directory: DirectoryCluster, *, timeout: float = 10.0,
-                    expected: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
-                    known: Collection[str] = ()) -> list[Divergence]:
+def check_directory(
+    directory: DirectoryCluster,
+    *,
+    timeout: float = 10.0,
+    expected: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
+    known: Collection[str] = (),
+) -> list[Divergence]:
     """Compare every running provider's tree, again and again for up to ``timeout``
     seconds while writes are still replicating; what still differs then. Divergences
     whose text is in ``known`` (found before, and lasting) are not waited for."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            trees = {p.index: directory.read_tree(p.index) for p in directory.providers
-                     if p.running and not p.paused}
+            trees = {
+                p.index: directory.read_tree(p.index)
+                for p in directory.providers
+                if p.running and not p.paused
+            }
             found = compare_trees(trees, expected)
         except LabError as e:
             found = [Divergence("-", f"cannot read a provider: {e}")]
@@ -135,22 +156,27 @@ def check_directory(directory: DirectoryCluster, *, timeout: float = 10.0,
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("lab_dir", type=Path, help="base directory of a running lab")
-    p.add_argument("--timeout", type=float, default=10.0,
-                   help="seconds to let replication settle before a difference counts")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        help="seconds to let replication settle before a difference counts",
+    )
     a = p.parse_args(argv)
     try:
         directory = DirectoryCluster.attach(a.lab_dir)
-        ledger = (a.lab_dir / "ledger")
+        ledger = a.lab_dir / "ledger"
         lines = ledger.read_text().splitlines() if ledger.exists() else []
-        report = Report(double_runs=tuple(check_double_runs(lines)),
-                        diverged=tuple(check_directory(directory, timeout=a.timeout)))
+        report = Report(
+            double_runs=tuple(check_double_runs(lines)),
+            diverged=tuple(check_directory(directory, timeout=a.timeout)),
+        )
     except LabError as e:
         print(f"checker: {e}", file=sys.stderr)
         return 2
     for line in report.lines():
         print(line)
-    print(f"checker: double_runs={len(report.double_runs)} "
-          f"diverged_entries={len(report.diverged)}")
+    print(f"checker: double_runs={len(report.double_runs)} diverged_entries={len(report.diverged)}")
     return 0 if report.ok else 1
 
 

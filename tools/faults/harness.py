@@ -23,6 +23,7 @@ clock       a step of one server's wall clock (``wallclock.py``); CLOCK_MONOTONI
 Every fault names what it did in ``log`` (one line each), which is what ``chaos.py`` prints
 for a failing trial.
 """
+
 from __future__ import annotations
 
 import os
@@ -76,8 +77,12 @@ def provider_store(lab: LabCluster, name: str) -> Store:
     d = lab.directory
     p = d.providers[lab.servers[ServerName(name)].index]
     creds = d.admin_credentials()
-    return Store(Providers([p.ldapi_url], creds, timeout=1.0), d.suffix,
-                 pulse_base=d.pulse_suffix, op_deadline=5.0)
+    return Store(
+        Providers([p.ldapi_url], creds, timeout=1.0),
+        d.suffix,
+        pulse_base=d.pulse_suffix,
+        op_deadline=5.0,
+    )
 
 
 def live_copies(lab: LabCluster, tag: str) -> dict[str, int]:
@@ -99,12 +104,12 @@ class Faults:
         self.lab = lab
         self.net = lab.net
         self.log: list[str] = []
-        self._paused: dict[int, str] = {}           # pid -> what it is
+        self._paused: dict[int, str] = {}  # pid -> what it is
         self._dead_sentinels: set[str] = set()
         self._dead_providers: set[str] = set()
         self._down_servers: set[str] = set()
         self._disk_immutable = False
-        self._disk_cut: dict[str, int] = {}         # server -> sentinel pid holding the mount
+        self._disk_cut: dict[str, int] = {}  # server -> sentinel pid holding the mount
         self._clock: set[str] = set()
 
     def _note(self, text: str) -> None:
@@ -205,23 +210,28 @@ class Faults:
     def partition(self, groups: Sequence[Collection[str]], nets: Iterable[str] = NETS) -> None:
         nets = tuple(nets)
         self.net.partition(groups, nets)
-        self._note("partition " + " | ".join(",".join(sorted(g)) for g in groups)
-                   + f" on {','.join(nets)}")
+        self._note(
+            "partition " + " | ".join(",".join(sorted(g)) for g in groups) + f" on {','.join(nets)}"
+        )
 
-    def one_way(self, senders: Collection[str], receivers: Collection[str],
-                nets: Iterable[str] = NETS) -> None:
+    def one_way(
+        self, senders: Collection[str], receivers: Collection[str], nets: Iterable[str] = NETS
+    ) -> None:
         nets = tuple(nets)
         self.net.one_way(senders, receivers, nets)
-        self._note(f"one_way from {','.join(sorted(senders))} to {','.join(sorted(receivers))}"
-                   f" on {','.join(nets)}")
+        self._note(
+            f"one_way from {','.join(sorted(senders))} to {','.join(sorted(receivers))}"
+            f" on {','.join(nets)}"
+        )
 
     def loss(self, name: str, fraction: float, nets: Iterable[str] = ("lan",)) -> None:
         nets = tuple(nets)
         self.net.loss(self._server(name), fraction, nets)
         self._note(f"loss {name} {fraction:.2f} on {','.join(nets)}")
 
-    def delay(self, name: str, seconds: float, jitter: float = 0.0,
-              nets: Iterable[str] = ("lan",)) -> None:
+    def delay(
+        self, name: str, seconds: float, jitter: float = 0.0, nets: Iterable[str] = ("lan",)
+    ) -> None:
         nets = tuple(nets)
         self.net.delay(self._server(name), seconds, jitter, nets)
         self._note(f"delay {name} {seconds:.2f}s+{jitter:.2f}s on {','.join(nets)}")
@@ -238,8 +248,10 @@ class Faults:
             raise FaultError(f"isolating {name} needs another server to cut it off from")
         self.net.partition([others, [name]], NETS)
         witness = self.lab.witness.address if self.lab.witness is not None else None
-        self._note(f"isolate {name}: partition {','.join(sorted(others))} | {name} on "
-                   f"{','.join(NETS)}" + (f"; witness {witness} unreachable" if witness else ""))
+        self._note(
+            f"isolate {name}: partition {','.join(sorted(others))} | {name} on "
+            f"{','.join(NETS)}" + (f"; witness {witness} unreachable" if witness else "")
+        )
         try:
             self.disk_cut(name)
         except FaultError as e:
@@ -252,11 +264,12 @@ class Faults:
         if tool is None:
             raise FaultError("chattr not found (e2fsprogs); the disk faults need it")
         path = self.lab.disk_path
-        done = subprocess.run([tool, flag, str(path)], capture_output=True, text=True,
-                              check=False)
+        done = subprocess.run([tool, flag, str(path)], capture_output=True, text=True, check=False)
         if done.returncode != 0:
-            raise FaultError(f"chattr {flag} {path}: {done.stderr.strip()} (the disk faults "
-                             "need a filesystem that enforces the immutable flag, e.g. ext4)")
+            raise FaultError(
+                f"chattr {flag} {path}: {done.stderr.strip()} (the disk faults "
+                "need a filesystem that enforces the immutable flag, e.g. ext4)"
+            )
 
     def disk_unwritable(self) -> None:
         """Every server's writes to the disk-pulse file fail from now on (the shared
@@ -382,14 +395,20 @@ def _run(args: Sequence[str]) -> None:
 def wait_log(lab: LabCluster, name: str, text: str, timeout: float, after: int = 0) -> None:
     """Wait for ``text`` in the sentinel log of ``name`` past byte offset ``after``."""
     log = lab.servers[ServerName(name)].log_path
-    wait_until(lambda: text.encode() in log.read_bytes()[after:], timeout=timeout,
-               interval=0.05, what=f"{text!r} in the log of {name}")
+    wait_until(
+        lambda: text.encode() in log.read_bytes()[after:],
+        timeout=timeout,
+        interval=0.05,
+        what=f"{text!r} in the log of {name}",
+    )
 
 
 def log_marks(lab: LabCluster) -> dict[str, int]:
     """Where every sentinel's log ends now: what ``log_lines_since`` reads from."""
-    return {name: s.log_path.stat().st_size if s.log_path.exists() else 0
-            for name, s in lab.servers.items()}
+    return {
+        name: s.log_path.stat().st_size if s.log_path.exists() else 0
+        for name, s in lab.servers.items()
+    }
 
 
 def log_lines_since(lab: LabCluster, marks: dict[str, int]) -> list[tuple[str, bytes]]:

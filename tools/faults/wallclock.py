@@ -10,6 +10,7 @@ takes every timeout from it, and the wall clock only stamps heartbeats (the time
 window of the lan channel) and events. The clock is replaced before MODULE is imported, so
 a default argument such as ``wall=time.time`` is bound to the offset clock.
 """
+
 from __future__ import annotations
 
 import runpy
@@ -56,7 +57,7 @@ def main(argv: list[str]) -> None:
     time.time_ns = _time_ns
     threading.Thread(target=_poll, args=(path,), name="wallclock", daemon=True).start()
     sys.argv = [module, *args]
-    sys.path[0] = ""   # as ``python -m`` has it: the working directory, not this script's
+    sys.path[0] = ""  # as ``python -m`` has it: the working directory, not this script's
     runpy.run_module(module, run_name="__main__", alter_sys=True)
 
 

@@ -11,6 +11,7 @@ the channel report itself degraded, and the other channels carry on.
     disk       the drive pulse: a slot per server on shared storage (FIG. 7A, 800/804; claim 13)
     witness    reachability of a network resource: "my peer died" or "I am cut off" (claims 12, 43)
 """
+
 from __future__ import annotations
 
 import errno

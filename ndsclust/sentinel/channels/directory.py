@@ -7,6 +7,7 @@ and its watch reports every pulse it sees (``pulse_seen``); both may run on othe
 than the loop that calls ``observe``. A pulse first seen is a baseline, not a sign of life:
 the watch's initial refresh also delivers the last pulse of servers that died long ago.
 """
+
 from __future__ import annotations
 
 import threading
@@ -24,11 +25,15 @@ _COUNTERS = ("pulses_written", "pulses_seen", "changes", "after_stop")
 class DirectoryChannel(Channel):
     name = "directory"
 
-    def __init__(self, *, me: ServerName, timeout: float = 3.0, first_pulse: int | None = None) -> None:
+    def __init__(
+        self, *, me: ServerName, timeout: float = 3.0, first_pulse: int | None = None
+    ) -> None:
         """``first_pulse`` defaults to the wall clock in nanoseconds, so the counter keeps
         growing across restarts and a restarted sentinel's first pulse is a change."""
         if not timeout > 0:
-            raise ConfigError("channels.directory", [f"timeout: {timeout} must be a positive number of seconds"])
+            raise ConfigError(
+                "channels.directory", [f"timeout: {timeout} must be a positive number of seconds"]
+            )
         self.timeout = timeout
         self._me = me
         self._lock = threading.Lock()

@@ -40,6 +40,7 @@ Trouble with the file (cannot open, write or read) never stops the sentinel: the
 reports itself ``degraded`` in its stats, logs the change once, and tries again every
 interval, so storage that comes back is used again.
 """
+
 from __future__ import annotations
 
 import errno
@@ -70,8 +71,16 @@ BLKSSZGET = 0x1268
 FILE_BLOCK_SIZE = 4096
 
 _COUNTERS = (
-    "writes", "reads", "open_errors", "write_errors", "read_errors",
-    "bad_magic", "bad_version", "bad_checksum", "wrong_owner", "wrong_cluster",
+    "writes",
+    "reads",
+    "open_errors",
+    "write_errors",
+    "read_errors",
+    "bad_magic",
+    "bad_version",
+    "bad_checksum",
+    "wrong_owner",
+    "wrong_cluster",
 )
 
 
@@ -136,7 +145,7 @@ class DiskChannel(Channel):
         self._interval = interval
         self._flags = os.O_RDWR | os.O_CREAT | (os.O_DSYNC if sync else 0)
         self._direct = direct
-        self._opened: tuple[bool, int] | None = None   # (direct, block size) of the last open
+        self._opened: tuple[bool, int] | None = None  # (direct, block size) of the last open
         self._monotonic = monotonic
 
         self._lock = threading.Lock()
@@ -235,7 +244,7 @@ class DiskChannel(Channel):
         for index in range(min(length // SLOT_SIZE, len(self._servers))):
             if index != self._slot:
                 offset = index * SLOT_SIZE
-                self._look(index, self._read_buf[offset:offset + _BODY.size + _CRC.size], now)
+                self._look(index, self._read_buf[offset : offset + _BODY.size + _CRC.size], now)
         return None
 
     def _open(self) -> str | None:
@@ -243,7 +252,7 @@ class DiskChannel(Channel):
         try:
             mode = os.stat(self._path).st_mode
         except FileNotFoundError:
-            mode = 0        # a file, created by the open below
+            mode = 0  # a file, created by the open below
         except OSError as exc:
             return self._failed("open", os_error_name(exc))
         direct = wants_direct(self._direct, mode)
@@ -251,8 +260,11 @@ class DiskChannel(Channel):
             fd = os.open(self._path, self._flags | (os.O_DIRECT if direct else 0), 0o600)
         except OSError as exc:
             if direct and exc.errno == errno.EINVAL:
-                return self._failed("open", "EINVAL", "the filesystem refuses O_DIRECT; "
-                                    "set channels.disk.direct: false")
+                return self._failed(
+                    "open",
+                    "EINVAL",
+                    "the filesystem refuses O_DIRECT; set channels.disk.direct: false",
+                )
             return self._failed("open", os_error_name(exc))
         self._fd = fd
         try:
@@ -260,11 +272,20 @@ class DiskChannel(Channel):
         except OSError as exc:
             return self._failed("open", os_error_name(exc), "cannot read the logical block size")
         if direct and (size <= 0 or SLOT_SIZE % size):
-            return self._failed("open", f"block_size_{size}", f"O_DIRECT needs {SLOT_SIZE}-byte "
-                                "slots aligned to the block size; set channels.disk.direct: false")
+            return self._failed(
+                "open",
+                f"block_size_{size}",
+                f"O_DIRECT needs {SLOT_SIZE}-byte "
+                "slots aligned to the block size; set channels.disk.direct: false",
+            )
         if self._opened != (direct, size):
-            log.info("event=disk_opened channel=disk path=%s direct=%d sync=%d block_size=%d",
-                     self._path, direct, bool(self._flags & os.O_DSYNC), size)
+            log.info(
+                "event=disk_opened channel=disk path=%s direct=%d sync=%d block_size=%d",
+                self._path,
+                direct,
+                bool(self._flags & os.O_DSYNC),
+                size,
+            )
             self._opened = (direct, size)
         return None
 
@@ -290,7 +311,7 @@ class DiskChannel(Channel):
             problem = "bad_magic"
         elif version != VERSION:
             problem = "bad_version"
-        elif _CRC.unpack_from(raw, _BODY.size)[0] != zlib.crc32(raw[:_BODY.size]):
+        elif _CRC.unpack_from(raw, _BODY.size)[0] != zlib.crc32(raw[: _BODY.size]):
             problem = "bad_checksum"
         elif cluster.rstrip(b"\0") != self._cluster.encode("utf-8"):
             problem = "wrong_cluster"
@@ -302,8 +323,13 @@ class DiskChannel(Channel):
             if self._owner_problem.get(index) != problem:
                 # Logged once per change: the servers' lists disagree, or another cluster
                 # or program writes this file.
-                log.warning("event=disk_slot_invalid channel=disk path=%s slot=%d expected=%s problem=%s",
-                            self._path, index, server, problem)
+                log.warning(
+                    "event=disk_slot_invalid channel=disk path=%s slot=%d expected=%s problem=%s",
+                    self._path,
+                    index,
+                    server,
+                    problem,
+                )
             self._owner_problem[index] = problem
             return
         self._owner_problem.pop(index, None)

@@ -20,6 +20,7 @@ dropped as replays until the receiver forgets it, twice the timestamp window aft
 accepted one. Packets reordered between rings are dropped the same way; the newer one
 already counted.
 """
+
 from __future__ import annotations
 
 import selectors
@@ -62,15 +63,25 @@ SocketAddress = tuple[str, int]
 ReplyAddress = tuple[str, int] | tuple[str, int, int, int]
 
 _COUNTERS = (
-    "sent", "send_errors", "received", "accepted", "acks_sent", "recv_errors",
-    "bind_errors", "bad_peer_address",
+    "sent",
+    "send_errors",
+    "received",
+    "accepted",
+    "acks_sent",
+    "recv_errors",
+    "bind_errors",
+    "bad_peer_address",
     *(f"dropped_{r.value}" for r in RejectReason),
-    "dropped_replay", "dropped_own_name", "dropped_unknown_sender", "dropped_bad_echo",
+    "dropped_replay",
+    "dropped_own_name",
+    "dropped_unknown_sender",
+    "dropped_bad_echo",
 )
 
 
 # Requests whose acknowledge is remembered per peer (replayed acknowledges are dropped).
 ANSWERED_KEPT = 4096
+
 
 class LanChannel(Channel):
     name = "lan"
@@ -105,7 +116,9 @@ class LanChannel(Channel):
             problems.append(f"key_id: {send_key_id!r} names none of the configured keys")
         for key_id, key in keys.items():
             if len(key) < MIN_KEY_BYTES:
-                problems.append(f"keys.{key_id}: {len(key)} bytes; use at least {MIN_KEY_BYTES} random bytes")
+                problems.append(
+                    f"keys.{key_id}: {len(key)} bytes; use at least {MIN_KEY_BYTES} random bytes"
+                )
         if not interval > 0:
             problems.append(f"interval: {interval} must be a positive number of seconds")
         if not timeout > interval:
@@ -159,8 +172,11 @@ class LanChannel(Channel):
                 sock.close()
                 with self._lock:
                     self._stats["bind_errors"] += 1
-                log.warning("event=channel_degraded channel=lan address=%s error=%s",
-                            format_address(address), os_error_name(exc))
+                log.warning(
+                    "event=channel_degraded channel=lan address=%s error=%s",
+                    format_address(address),
+                    os_error_name(exc),
+                )
                 continue
             self._sockets.append(sock)
             self._selector.register(sock, selectors.EVENT_READ, data=sock)
@@ -215,7 +231,9 @@ class LanChannel(Channel):
         Called whenever the directory changes; an address that does not parse is skipped,
         counted and logged (once per change), and the peer's other addresses still serve.
         """
-        given = {server: tuple(addresses) for server, addresses in peers.items() if server != self._me}
+        given = {
+            server: tuple(addresses) for server, addresses in peers.items() if server != self._me
+        }
         with self._lock:
             if given == self._peers_given:
                 return
@@ -228,7 +246,9 @@ class LanChannel(Channel):
                     good.append(parse_address(text))
                 except ValueError as exc:
                     bad += 1
-                    log.warning("event=bad_peer_address channel=lan server=%s error=%s", server, exc)
+                    log.warning(
+                        "event=bad_peer_address channel=lan server=%s error=%s", server, exc
+                    )
             parsed[server] = tuple(good)
         with self._lock:
             self._peers_given = given
@@ -265,8 +285,13 @@ class LanChannel(Channel):
 
     def _packet(self, kind: Kind, echo: int) -> bytes:
         packet = Packet(
-            kind=kind, sender=self._me, cluster=self._cluster, sequence=self._sequence(),
-            echo=echo, timestamp=self._wall(), key_id=self._send_key_id,
+            kind=kind,
+            sender=self._me,
+            cluster=self._cluster,
+            sequence=self._sequence(),
+            echo=echo,
+            timestamp=self._wall(),
+            key_id=self._send_key_id,
         )
         return encode(packet, self._keys[self._send_key_id])
 

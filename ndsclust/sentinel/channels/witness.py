@@ -12,6 +12,7 @@ The witness hears no peer: ``observe()`` always returns an empty mapping and the
 detector does not use it. Fencing asks ``reachable(now)``
 (``ndsclust.sentinel.detector.isolated``).
 """
+
 from __future__ import annotations
 
 import errno
@@ -54,8 +55,10 @@ class WitnessChannel(Channel):
         if not timeout > interval:
             problems.append(f"timeout: {timeout} s must exceed the interval ({interval} s)")
         if not 0 < connect_timeout <= interval:
-            problems.append(f"connect_timeout: {connect_timeout} s must be positive and at most "
-                            f"the interval ({interval} s)")
+            problems.append(
+                f"connect_timeout: {connect_timeout} s must be positive and at most "
+                f"the interval ({interval} s)"
+            )
         if problems:
             raise ConfigError("channels.witness", problems)
         self.timeout = timeout
