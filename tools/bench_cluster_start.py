@@ -87,7 +87,7 @@ def cold_start(
         wall0 = time.time()
         t0 = lab.start_sentinels()
         store = lab.admin_store()
-        seen = (0, n_apps)
+        seen: tuple[int, int] = (0, n_apps)
         try:
 
             def all_running() -> bool:

@@ -185,10 +185,17 @@ def sample_apps(names: Sequence[ServerName], n: int, running: int, prefix: str =
 
 
 def count_running(store: Store) -> tuple[int, int]:
-    """Applications hosted and ``running``, and applications hosted, in the directory."""
-    apps, _ = store.apps()
-    hosted = [a for a in apps.values() if a.host is not None]
-    return sum(1 for a in hosted if a.state.state is AppState.RUNNING), len(hosted)
+    """Applications hosted and ``running``, and applications hosted, in the directory (one
+    search of their states only: the benchmark must not load the machine it measures)."""
+    found = store.search(
+        store.apps_dn,
+        "(&(objectClass=ndsclustApplication)(ndsclustHostServer=*))",
+        attributes=("ndsclustState",),
+    )
+    states = [
+        v[0] for _, attrs in found for k, v in attrs.items() if k.lower() == "ndscluststate" and v
+    ]
+    return sum(1 for s in states if s in (b"running", "running")), len(states)
 
 
 # -- /proc ----------------------------------------------------------------------------------
