@@ -6,8 +6,10 @@ A ``ScaleLab`` (``tools/scale_lab.py``): ``--servers`` sentinels on loopback add
 ``--apps`` applications (``/bin/sleep``), primaries round robin, the next two servers as
 backups; the first ``--running`` are hosted by their primary, the rest are unloaded (in
 the directory, in every sentinel's cache, not running). The sentinels then start; once
-every hosted application is ``running`` and the cluster data has stopped changing (no
-provider's contextCSN moved for ``--quiet`` seconds), each sentinel is sampled for
+every hosted application is ``running``, every sentinel has caught up
+(``event=directory_ready``, ``event=replication_caught_up``) and the cluster data has
+stopped changing (no provider's contextCSN moved for ``--quiet`` seconds: the registration
+events are written), each sentinel is sampled for
 ``--idle`` seconds: resident memory (VmRSS of /proc/<pid>/status) every second, CPU time
 (utime + stime of /proc/<pid>/stat, every thread) per ``--window``-second slice.
 ``cpu_pct`` is the CPU of a slice as a percentage of one core; ``cpu_pct_max`` the largest
@@ -65,6 +67,13 @@ def wait_quiet(lab: ScaleLab, quiet: float, timeout: float) -> tuple[bool, float
     return False, time.monotonic() - began
 
 
+def ready(log: Path) -> bool:
+    """The sentinel's watch is complete and its provider caught up: from then on it
+    registers (FIG. 6) and the directory can fall quiet."""
+    seen = {e.event for e in sentinel_events(log)}
+    return {"directory_ready", "replication_caught_up"} <= seen
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--servers", type=int, default=8)
@@ -100,6 +109,13 @@ def main(argv: list[str] | None = None) -> int:
         try:
             wait_until(all_running, timeout=a.settle_timeout, interval=1.0, what="all running")
             print(f"all {running} running {time.monotonic() - t0:.1f}s after start", flush=True)
+            wait_until(
+                lambda: all(ready(s.log_path) for s in lab.servers.values()),
+                timeout=a.settle_timeout,
+                interval=1.0,
+                what="every sentinel caught up",
+            )
+            print(f"every sentinel caught up {time.monotonic() - t0:.1f}s after start", flush=True)
             quiet, waited = wait_quiet(lab, a.quiet, a.settle_timeout)
             print(
                 f"cluster data {'quiet' if quiet else 'still changing'} after {waited:.1f}s more",
