@@ -1,0 +1,458 @@
+"""Anti-entropy: find the cluster entries the providers hold differently and repair them.
+
+OpenLDAP 2.5.13 can leave a provider without an entry its peers hold, or holding one they
+deleted, for good, while every contextCSN agrees (docs/platform.md fact 10). Equal
+contextCSNs therefore prove nothing; this module compares the entries themselves
+(docs/design.md invariant 3, "Anti-entropy"):
+
+- ``read_digests``: one paged read per provider of the cluster subtree (servers,
+  applications, events), keeping per entry only its entryCSN and a 16-byte digest of its
+  user attribute values (docs/platform.md fact 9: entryCSN alone may differ for equal values).
+- ``plan``: pure. The write provider's copy is authoritative (every write went through it):
+  an entry that differs or is missing elsewhere is *rewritten* through the write provider,
+  so that a newer change replicates everywhere; an entry the write provider no longer holds
+  is *deleted* where it is still held. Nothing is planned while a provider is unreachable
+  or replication says the providers are cut off from each other (a partition), and only a
+  difference seen on two looks with the write provider's copy unchanged counts, so a write
+  still on its way is not taken for divergence.
+- ``Repairer``: reads, plans, applies, writes one ``repair`` event per repair (entry,
+  provider, values before and after) and looks again: what still differs is reported with
+  its remedy, re-seeding that provider (``ndsclust doctor --repair``).
+
+Pulses are not compared: they live in a database of their own, each entry has one writer and
+plain syncrepl copies whole entries, so a stale pulse is replaced by the next one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import ldap3
+from ldap3.core.exceptions import LDAPException
+from ldap3.operation.search import compile_filter, parse_filter
+from pyasn1.codec.ber import encoder
+
+from ndsclust.errors import ProviderUnreachable, StoreError
+from ndsclust.ldapstore.connection import Credentials, open_connection
+from ndsclust.ldapstore.replication import behind, read_context_csns
+
+log = logging.getLogger("ndsclust.antientropy")
+
+PAGE = 500
+ASSERTION = "1.3.6.1.1.12"  # RFC 4528: the rewrite applies only to the copy it read
+ASSERTION_FAILED = 122
+# Operational attributes a provider keeps for itself: never compared, never rewritten.
+OPERATIONAL = frozenset(
+    {
+        "entrycsn",
+        "entryuuid",
+        "modifytimestamp",
+        "modifiersname",
+        "createtimestamp",
+        "creatorsname",
+        "entrydn",
+        "structuralobjectclass",
+        "subschemasubentry",
+        "hassubordinates",
+        "contextcsn",
+    }
+)
+# Attributes an LDAP modify may not replace (the RDN value stays; objectClass is kept).
+KEEP = frozenset({"objectclass"})
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    """One entry as one provider holds it: its entryCSN and a digest of its user values."""
+
+    csn: str
+    digest: bytes
+
+
+Digests = Mapping[str, Digest]  # lower-cased DN -> Digest
+Values = dict[str, tuple[str, ...]]  # lower-cased attribute -> sorted values
+
+
+class Action(Enum):
+    REWRITE = "rewrite"  # through the write provider, so that it replicates everywhere
+    DELETE = "delete"  # on the provider that still holds what the write provider deleted
+
+
+@dataclass(frozen=True, slots=True)
+class Repair:
+    dn: str
+    action: Action
+    providers: tuple[str, ...]  # the providers whose copy differs (or still exists)
+    csn: str  # the write provider's entryCSN when planned (REWRITE), else the stray copy's
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    repairs: tuple[Repair, ...] = ()
+    held: str = ""  # why nothing is repaired now ("" when the plan may be applied)
+    differing: tuple[str, ...] = ()  # DNs that differ, confirmed or not
+
+
+def user_values(attrs: Mapping[str, Sequence[bytes]]) -> Values:
+    return {
+        a.lower(): tuple(sorted(bytes(v).decode("utf-8", "replace") for v in vs))
+        for a, vs in attrs.items()
+        if a.lower() not in OPERATIONAL
+    }
+
+
+def entry_digest(values: Values) -> bytes:
+    h = hashlib.blake2b(digest_size=16)
+    for a in sorted(values):
+        h.update(a.encode())
+        for v in values[a]:
+            h.update(b"\0")
+            h.update(v.encode())
+        h.update(b"\1")
+    return h.digest()
+
+
+def _differs(w: Digest | None, o: Digest | None) -> bool:
+    if w is None or o is None:
+        return w is not o
+    return w.digest != o.digest
+
+
+def plan(
+    write: str,
+    seen: Mapping[str, Digests | None],
+    *,
+    earlier: Mapping[str, Digests | None] | None = None,
+    partitioned: str = "",
+) -> Plan:
+    """The repairs that make every provider hold what ``write`` (the write provider) holds.
+
+    ``seen``: every provider's digests, None for one that did not answer. ``earlier``: the
+    previous look; a repair is planned only for an entry that differed the same way then, with
+    the write provider's copy unchanged (a change on its way is not divergence). Without
+    ``earlier`` nothing is confirmed and only ``differing`` is filled. ``partitioned``: why
+    replication says the providers are cut off from each other; then nothing is planned."""
+    unreachable = sorted(u for u, d in seen.items() if d is None)
+    if write not in seen:
+        return Plan(held=f"write provider {write} was not read")
+    if unreachable:
+        return Plan(held="unreachable: " + ", ".join(unreachable))
+    if partitioned:
+        return Plan(held=partitioned)
+    views = {u: d for u, d in seen.items() if d is not None}
+    w = views[write]
+    others = sorted(u for u in views if u != write)
+    repairs: list[Repair] = []
+    differing: list[str] = []
+    for dn in sorted({dn for d in views.values() for dn in d}):
+        bad = tuple(u for u in others if _differs(w.get(dn), views[u].get(dn)))
+        if not bad:
+            continue
+        differing.append(dn)
+        if earlier is None or not _confirmed(write, dn, bad, views, earlier):
+            continue
+        mine = w.get(dn)
+        if mine is not None:
+            repairs.append(Repair(dn, Action.REWRITE, bad, mine.csn))
+        else:
+            stray = tuple(u for u in bad if dn in views[u])
+            repairs.append(Repair(dn, Action.DELETE, stray, views[stray[0]][dn].csn))
+    return Plan(tuple(repairs), "", tuple(differing))
+
+
+def _confirmed(
+    write: str,
+    dn: str,
+    bad: tuple[str, ...],
+    views: Mapping[str, Digests],
+    earlier: Mapping[str, Digests | None],
+) -> bool:
+    before_w = earlier.get(write)
+    if before_w is None or before_w.get(dn) != views[write].get(dn):
+        return False
+    for u in bad:
+        before = earlier.get(u)
+        if before is None or not _differs(before_w.get(dn), before.get(dn)):
+            return False
+    return True
+
+
+CSNs = Mapping[str, Mapping[str, str] | None]  # provider -> contextCSN by server id
+
+
+def partition_reason(first: CSNs, second: CSNs) -> str:
+    """Why replication says the providers are cut off from each other: a provider whose
+    contextCSNs are behind another's on both looks and did not move between them is one the
+    replication does not reach (a lag moves; a cut does not). "" when there is none."""
+    parts = []
+    names = sorted(u for u in second if first.get(u) is not None and second[u] is not None)
+    for u in names:
+        for o in names:
+            a1, b1, a2, b2 = first[u], first[o], second[u], second[o]
+            assert a1 is not None and b1 is not None and a2 is not None and b2 is not None
+            if u != o and behind(a1, b1) and behind(a2, b2) and a1 == a2:
+                parts.append(f"{u} behind {o}")
+    return "replication cut off: " + "; ".join(parts) if parts else ""
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+
+def read_digests(conn: ldap3.Connection, base: str) -> dict[str, Digest]:
+    """Every entry under ``base`` through ``conn`` as DN -> Digest, in pages of ``PAGE``: the
+    values are folded into the digest as each page arrives, so memory stays one page plus
+    40 bytes or so per entry."""
+    found = conn.extend.standard.paged_search(
+        base,
+        "(objectClass=*)",
+        search_scope=ldap3.SUBTREE,
+        dereference_aliases=ldap3.DEREF_NEVER,
+        attributes=["*", "entryCSN"],
+        paged_size=PAGE,
+        generator=True,
+    )
+    out: dict[str, Digest] = {}
+    for e in found:
+        if e.get("type") != "searchResEntry":
+            continue
+        raw = e["raw_attributes"]
+        csn = next((bytes(v[0]).decode() for a, v in raw.items() if a.lower() == "entrycsn"), "")
+        out[str(e["dn"]).lower()] = Digest(csn, entry_digest(user_values(raw)))
+    return out
+
+
+def read_values(conn: ldap3.Connection, dn: str) -> Values | None:
+    """The user values of one entry, None when the provider does not hold it."""
+    ok = conn.search(dn, "(objectClass=*)", ldap3.BASE, attributes=["*"])
+    if not ok:
+        code = (conn.result or {}).get("result")
+        if code == 32:
+            return None
+        raise StoreError(f"read {dn}: {(conn.result or {}).get('description')}")
+    got = [r for r in conn.response or [] if r.get("type") == "searchResEntry"]
+    return user_values(got[0]["raw_attributes"]) if got else None
+
+
+def _assertion(filt: str) -> tuple[str, bool, bytes]:
+    node = parse_filter(filt, None, True, True, None, False)
+    return (ASSERTION, True, encoder.encode(compile_filter(node.elements[0])))
+
+
+def brief(values: Values | None) -> str:
+    """Values as one short line for an event: ``attr=v1|v2;...``, or ``absent``."""
+    if values is None:
+        return "absent"
+    return ";".join(f"{a}={'|'.join(vs)}" for a, vs in sorted(values.items()))
+
+
+# -- applying ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """One repair carried out (or given up), with the values before and after."""
+
+    repair: Repair
+    provider: str
+    before: Values | None
+    after: Values | None
+    ok: bool
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One sweep: what it found, what it did, what still differs afterwards."""
+
+    held: str = ""
+    differing: tuple[str, ...] = ()
+    done: tuple[Done, ...] = ()
+    still: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (DN, providers) after the re-check
+    read_s: float = 0.0
+    entries: int = 0
+
+    @property
+    def repaired(self) -> int:
+        return sum(1 for d in self.done if d.ok)
+
+
+EventSink = Callable[[str, str], None]  # (kind, text): the store's record_event
+
+
+@dataclass
+class Repairer:
+    """Sweeps the cluster subtree of ``uris`` and repairs it through ``write`` (the write
+    provider's URI, asked each sweep). ``record(kind, text)`` writes an audit event."""
+
+    uris: Sequence[str]
+    creds: Credentials
+    base: str
+    suffix: str
+    write: Callable[[], str | None]
+    record: EventSink
+    look_gap: float = 1.0
+    recheck_after: float = 1.0
+    timeout: float = 5.0
+    sleep: Callable[[float], None] = time.sleep
+    _conns: dict[str, ldap3.Connection] = field(default_factory=dict)
+
+    def close(self) -> None:
+        for c in self._conns.values():
+            try:
+                c.unbind()
+            except LDAPException:
+                pass
+        self._conns.clear()
+
+    def _conn(self, uri: str) -> ldap3.Connection:
+        c = self._conns.get(uri)
+        if c is None or c.closed:
+            c = self._conns[uri] = open_connection(uri, self.creds, timeout=self.timeout)
+        return c
+
+    def _read(self, uri: str, what: Callable[[ldap3.Connection], Any]) -> Any:
+        try:
+            return what(self._conn(uri))
+        except (LDAPException, ProviderUnreachable, StoreError) as e:
+            log.info("event=antientropy_unreadable provider=%s error=%s", uri, type(e).__name__)
+            self._conns.pop(uri, None)
+            return None
+
+    def look(self) -> tuple[dict[str, Digests | None], dict[str, Mapping[str, str] | None]]:
+        """Every provider's digests and contextCSNs (None for one that did not answer)."""
+        csns = {u: self._read(u, lambda c: read_context_csns(c, self.suffix)) for u in self.uris}
+        seen: dict[str, Digests | None] = {
+            u: self._read(u, lambda c: read_digests(c, self.base)) for u in self.uris
+        }
+        return seen, csns
+
+    def sweep(self) -> Outcome:
+        write = self.write()
+        if write is None:
+            return Outcome(held="no write provider")
+        t0 = time.monotonic()
+        first, csns1 = self.look()
+        read_s = time.monotonic() - t0
+        entries = len(first.get(write) or {})
+        p = plan(write, first)
+        if p.held or not p.differing:
+            return Outcome(held=p.held, read_s=read_s, entries=entries)
+        self.sleep(self.look_gap)
+        second, csns2 = self.look()
+        p = plan(write, second, earlier=first, partitioned=partition_reason(csns1, csns2))
+        if p.held or not p.repairs:
+            return Outcome(p.held, p.differing, read_s=read_s, entries=entries)
+        done = tuple(d for r in p.repairs for d in self.apply(write, r))
+        self.sleep(self.recheck_after)
+        again, _ = self.look()
+        left = plan(write, again)
+        repaired = {d.repair.dn for d in done}
+        still = tuple(
+            (dn, tuple(u for u in self.uris if u != write and _differs_at(again, write, u, dn)))
+            for dn in left.differing
+            if dn in repaired
+        )
+        for dn, where in still:
+            log.warning(
+                "event=repair_failed dn=%s providers=%s remedy=%s",
+                dn,
+                ",".join(where),
+                "ndsclust doctor --repair (re-seed that provider)",
+            )
+            self.record(
+                "repair_failed",
+                f"dn={dn} providers={','.join(where)} still differs after a repair; "
+                "re-seed that provider: ndsclust doctor --repair",
+            )
+        return Outcome(p.held, p.differing, done, still, read_s, entries)
+
+    def apply(self, write: str, r: Repair) -> list[Done]:
+        """Carry out one repair and record it. A rewrite replaces, on the write provider, every
+        attribute some provider holds differently with the write provider's values, under an
+        assertion that its entryCSN is still the one planned: a change that came meanwhile is
+        newer and wins. A delete removes the copy where the write provider has none."""
+        out: list[Done] = []
+        if r.action is Action.REWRITE:
+            wconn = self._conn(write)
+            mine = read_values(wconn, r.dn)
+            for u in r.providers:
+                before = self._read(u, lambda c: read_values(c, r.dn))
+                out.append(Done(r, u, before, mine, False))
+            if mine is None:
+                return [_note(d, "gone from the write provider meanwhile") for d in out]
+            changed = {
+                a
+                for d in out
+                for a in {*mine, *(d.before or {})}
+                if a not in KEEP and (d.before or {}).get(a) != mine.get(a)
+            }
+            if not changed:  # only missing elsewhere: replace one value with itself
+                changed = {next(a for a in sorted(mine) if a not in KEEP)}
+            changes = {a: [(ldap3.MODIFY_REPLACE, list(mine.get(a, ())))] for a in changed}
+            ok = wconn.modify(r.dn, changes, controls=[_assertion(f"(entryCSN={r.csn})")])
+            code = (wconn.result or {}).get("result")
+            note = "" if ok else ("changed meanwhile" if code == ASSERTION_FAILED else str(code))
+            out = [Done(d.repair, d.provider, d.before, mine, ok, note) for d in out]
+        else:
+            for u in r.providers:
+                before = self._read(u, lambda c: read_values(c, r.dn))
+                try:
+                    c = self._conn(u)
+                    ok = c.delete(r.dn) or (c.result or {}).get("result") == 32
+                    note = "" if ok else str((c.result or {}).get("description"))
+                except (LDAPException, ProviderUnreachable) as e:
+                    ok, note = False, type(e).__name__
+                out.append(Done(r, u, before, None, ok, note))
+        for d in out:
+            self._report(d)
+        return out
+
+    def _report(self, d: Done) -> None:
+        level = logging.WARNING if d.ok else logging.ERROR
+        log.log(
+            level,
+            "event=repair dn=%s provider=%s action=%s ok=%s%s",
+            d.repair.dn,
+            d.provider,
+            d.repair.action.value,
+            d.ok,
+            f" note={d.note!r}" if d.note else "",
+        )
+        self.record(
+            "repair",
+            f"dn={d.repair.dn} provider={d.provider} action={d.repair.action.value} "
+            f"ok={d.ok}{' note=' + d.note if d.note else ''} "
+            f"before={brief(d.before)} after={brief(d.after)}",
+        )
+
+
+def _note(d: Done, note: str) -> Done:
+    return Done(d.repair, d.provider, d.before, d.after, False, note)
+
+
+def _differs_at(seen: Mapping[str, Digests | None], write: str, u: str, dn: str) -> bool:
+    w, o = seen.get(write), seen.get(u)
+    return w is None or o is None or _differs(w.get(dn), o.get(dn))
+
+
+__all__ = [
+    "Action",
+    "Digest",
+    "Done",
+    "Outcome",
+    "Plan",
+    "Repair",
+    "Repairer",
+    "brief",
+    "entry_digest",
+    "partition_reason",
+    "plan",
+    "read_digests",
+    "user_values",
+]

@@ -1,0 +1,155 @@
+"""The anti-entropy sweeper: when and by whom the providers are compared and repaired.
+
+One sentinel at a time sweeps: the one whose own provider (``directory.local_uri``) is the
+write provider. Only it can tell, without asking anyone, that it holds the authoritative
+copy next to it, and there is exactly one write provider outside a partition; during a
+partition the sweep plans nothing anyway (``ndsclust.ldapstore.antientropy.plan``). It
+sweeps soon after a provider (re)started and after a heal (``poke``), and every
+``interval`` seconds otherwise. A sweep that was held (a provider unreachable, replication
+cut off) is tried again every ``retry`` seconds while a poke is pending.
+
+The loop needs three lines: build it with ``Sweeper(Repairer(...), mine=...)``, call
+``start()``/``stop()`` with the sentinel, and ``poke(reason)`` where it sees a provider come
+back or a heal (docs/design.md invariant 3, "Anti-entropy").
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from ndsclust.ldapstore.antientropy import Outcome
+
+log = logging.getLogger("ndsclust.antientropy")
+
+SLOW_INTERVAL = 300.0  # the slow sweep: 10 000 entries read in well under a second per provider
+SETTLE = 2.0  # after a poke: let a restarted provider's replication reach the persist phase
+RETRY = 2.0  # a held sweep with a poke pending is tried again this often
+
+
+class Sweep(Protocol):
+    def sweep(self) -> Outcome: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class Schedule:
+    """Pure: when the next sweep is due and why. Times are monotonic seconds."""
+
+    interval: float = SLOW_INTERVAL
+    settle: float = SETTLE
+    retry: float = RETRY
+    next_at: float = 0.0
+    reason: str = "start"
+    pending: bool = True
+
+    def poke(self, reason: str, now: float) -> None:
+        at = now + self.settle
+        if not self.pending or at < self.next_at:
+            self.next_at = at
+        self.reason, self.pending = reason, True
+
+    def due(self, now: float) -> str | None:
+        return self.reason if now >= self.next_at else None
+
+    def wait(self, now: float) -> float:
+        return max(0.0, self.next_at - now)
+
+    def swept(self, held: str, now: float) -> None:
+        """A sweep ran: retry soon if it was held on a pending poke, else the slow sweep."""
+        if held and self.pending:
+            self.next_at = now + self.retry
+            return
+        self.pending, self.reason, self.next_at = False, "slow", now + self.interval
+
+
+class Sweeper:
+    """Runs ``Sweep.sweep`` in a thread of its own when the schedule says so and ``mine()``."""
+
+    def __init__(
+        self,
+        sweep: Sweep,
+        *,
+        mine: Callable[[], bool] = lambda: True,
+        interval: float = SLOW_INTERVAL,
+        settle: float = SETTLE,
+        retry: float = RETRY,
+        clock: Callable[[], float] = time.monotonic,
+        on_outcome: Callable[[str, Outcome], None] | None = None,
+    ) -> None:
+        self._sweep = sweep
+        self._mine = mine
+        self._clock = clock
+        self._on_outcome = on_outcome
+        self.schedule = Schedule(interval, settle, retry, next_at=clock() + settle)
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.repaired = 0
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="antientropy", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._sweep.close()
+
+    def poke(self, reason: str) -> None:
+        """A provider (re)started or a heal happened: sweep after ``settle`` seconds."""
+        with self._lock:
+            self.schedule.poke(reason, self._clock())
+        self._wake.set()
+
+    def step(self) -> Outcome | None:
+        """Run one sweep if one is due and this sentinel is the one to run it."""
+        with self._lock:
+            reason = self.schedule.due(self._clock())
+        if reason is None:
+            return None
+        if not self._mine():
+            with self._lock:
+                self.schedule.swept("", self._clock())
+            return None
+        try:
+            out = self._sweep.sweep()
+        except Exception as e:  # a sweep never stops the sentinel (invariant 4)
+            log.error("event=antientropy_error reason=%s error=%r", reason, e)
+            out = Outcome(held=f"error: {type(e).__name__}")
+        self.repaired += out.repaired
+        log.log(
+            logging.WARNING if out.done or out.still else logging.DEBUG,
+            "event=antientropy reason=%s entries=%d read_ms=%d differing=%d repaired=%d "
+            "still=%d held=%r",
+            reason,
+            out.entries,
+            round(out.read_s * 1000),
+            len(out.differing),
+            out.repaired,
+            len(out.still),
+            out.held,
+        )
+        with self._lock:
+            self.schedule.swept(out.held, self._clock())
+        if self._on_outcome is not None:
+            self._on_outcome(reason, out)
+        return out
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            self.step()
+            self._wake.clear()  # before reading the schedule: a poke after it wakes the wait
+            if self._stopping.is_set():
+                break
+            with self._lock:
+                wait = self.schedule.wait(self._clock())
+            self._wake.wait(wait)

@@ -1,0 +1,154 @@
+"""Anti-entropy against real slapd (docs/design.md invariant 3, "Anti-entropy").
+
+A provider is made to diverge on purpose: stopped, its database changed offline with
+slapmodify/slapadd, started again. Its contextCSNs then agree with its peers' while its
+entries differ (docs/platform.md fact 10), and only a comparison by value sees it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from ndsclust.lab.directory import DirectoryCluster, Provider, wait_until
+from ndsclust.ldapstore.antientropy import Repairer
+from ndsclust.ldapstore.connection import Providers
+from ndsclust.ldapstore.store import Store
+from ndsclust.model import Server, ServerName
+from ndsclust.sentinel.antientropy import Sweeper
+
+pytestmark = pytest.mark.integration
+
+
+def offline(p: Provider, suffix: str, tool: str, ldif: str) -> None:
+    """Change provider ``p``'s database with slapd stopped, then start it again."""
+    p.stop()
+    subprocess.run(
+        [tool, "-F", str(p.conf_dir), "-b", suffix, "-q"],
+        input=ldif.encode(),
+        check=True,
+        capture_output=True,
+    )
+    p.start()
+
+
+@pytest.fixture
+def lab(
+    fresh_directory: Callable[..., DirectoryCluster],
+) -> Iterator[tuple[DirectoryCluster, Store]]:
+    cluster = fresh_directory(n=3)
+    store = Store(Providers(cluster.uris, cluster.admin_credentials()), cluster.suffix)
+    store.ensure_base()
+    try:
+        yield cluster, store
+    finally:
+        store.close()
+
+
+def repairer(cluster: DirectoryCluster, store: Store) -> Repairer:
+    return Repairer(
+        uris=cluster.uris,
+        creds=cluster.admin_credentials(),
+        base=store.base,
+        suffix=cluster.suffix,
+        write=lambda: cluster.uris[0],
+        record=lambda kind, text: store.record_event(kind, server="test", text=text) and None,
+        look_gap=0.3,
+        recheck_after=0.3,
+    )
+
+
+def held_alike(cluster: DirectoryCluster, dn: str) -> bool:
+    views = [cluster.read_tree(i, dn).get(dn.lower()) for i in range(cluster.n)]
+    return all(v == views[0] for v in views[1:])
+
+
+def test_diverged_provider_is_repaired_with_an_event(
+    lab: tuple[DirectoryCluster, Store],
+) -> None:
+    cluster, store = lab
+    store.add_server(Server(ServerName("alpha"), resources=frozenset({"disk"})))
+    store.add_server(Server(ServerName("gone")))
+    store.delete_server("gone")
+    changed, stray = store.server_dn("alpha"), store.server_dn("stray")
+    cluster.wait_converged(10)
+    odd = cluster.providers[2]
+    offline(
+        odd,
+        cluster.suffix,
+        "slapmodify",
+        f"dn: {changed}\nchangetype: modify\nreplace: ndsclustResource\nndsclustResource: tape\n",
+    )
+    offline(
+        odd,
+        cluster.suffix,
+        "slapadd",
+        f"dn: {stray}\nobjectClass: top\nobjectClass: ndsclustServer\ncn: stray\n"
+        "ndsclustServerState: up\n",
+    )
+    cluster.wait_replicating(15)
+    cluster.wait_converged(10)  # the contextCSNs agree: only values show the difference
+    assert not held_alike(cluster, changed)
+    assert stray.lower() in cluster.read_tree(2)
+
+    sweeper = Sweeper(repairer(cluster, store), interval=3600.0, settle=0.0)
+    t0 = time.monotonic()
+    sweeper.start()
+    try:
+        sweeper.poke("provider_restart")
+        wait_until(
+            lambda: (
+                held_alike(cluster, changed)
+                and all(stray.lower() not in cluster.read_tree(i) for i in range(3))
+            ),
+            10,
+            what="the diverged entries repaired on every provider",
+        )
+    finally:
+        sweeper.stop()
+    took = time.monotonic() - t0
+    assert cluster.read_tree(2, changed)[changed.lower()]["ndsclustResource"] == ("disk",)
+    repairs = [e for e in store.events() if e.kind == "repair"]
+    texts = " ".join(e.text for e in repairs)
+    assert f"dn={changed.lower()}" in texts and "ndsclustresource=tape" in texts.lower()
+    assert f"dn={stray.lower()}" in texts and "action=delete" in texts
+    assert "after=absent" in texts
+    assert took < 10
+
+
+def test_nothing_repaired_while_partitioned_then_repaired_once_healed(
+    lab: tuple[DirectoryCluster, Store],
+) -> None:
+    cluster, store = lab
+    store.add_server(Server(ServerName("alpha"), resources=frozenset({"disk"})))
+    dn = store.server_dn("alpha")
+    cluster.wait_converged(10)
+    odd = cluster.providers[2]
+    offline(
+        odd,
+        cluster.suffix,
+        "slapmodify",
+        f"dn: {dn}\nchangetype: modify\nreplace: ndsclustResource\nndsclustResource: tape\n",
+    )
+    cluster.wait_replicating(15)
+    cluster.wait_converged(10)
+    # Cut provider 2 off: SIGSTOP keeps its sockets open but it answers nothing, to its
+    # peers' replication and to the sweep alike.
+    odd.pause()
+    rep = repairer(cluster, store)
+    rep.timeout = 1.0
+    try:
+        out = rep.sweep()
+        assert out.held.startswith("unreachable")
+        assert not out.done
+        assert not any(e.kind == "repair" for e in store.events())
+    finally:
+        odd.resume()
+    cluster.wait_replicating(15)
+    out = rep.sweep()
+    rep.close()
+    assert out.repaired == 1 and not out.still
+    wait_until(lambda: held_alike(cluster, dn), 10, what="the entry repaired once healed")
