@@ -1,0 +1,151 @@
+"""The pure parts of anti-entropy: digests, the repair plan, the partition rule, the schedule,
+and the sweeper with a fake sweep (docs/design.md invariant 3, "Anti-entropy")."""
+
+from __future__ import annotations
+
+from ndsclust.ldapstore.antientropy import (
+    Action,
+    Digest,
+    Digests,
+    Outcome,
+    entry_digest,
+    partition_reason,
+    plan,
+    user_values,
+)
+from ndsclust.sentinel.antientropy import Schedule, Sweeper
+
+W, A, B = "ldap://w", "ldap://a", "ldap://b"
+
+
+def d(csn: str, text: str) -> Digest:
+    return Digest(csn, entry_digest({"cn": (text,)}))
+
+
+BASE = {"cn=x": d("1", "x"), "cn=y": d("2", "y")}
+
+
+def looks(a: Digests, b: Digests | None = None) -> dict[str, Digests | None]:
+    return {W: dict(BASE), A: a, B: dict(BASE) if b is None else b}
+
+
+def test_digest_ignores_order_case_of_names_and_operational_attributes() -> None:
+    one = user_values({"cn": [b"x"], "Mail": [b"b", b"a"], "entryCSN": [b"1"]})
+    two = user_values({"mail": [b"a", b"b"], "CN": [b"x"], "modifyTimestamp": [b"2"]})
+    assert entry_digest(one) == entry_digest(two)
+    assert entry_digest(one) != entry_digest({"cn": ("x",), "mail": ("a",)})
+    # values cannot run into each other
+    assert entry_digest({"a": ("bc",)}) != entry_digest({"a": ("b", "c")})
+
+
+def test_alike_providers_need_nothing() -> None:
+    p = plan(W, looks(dict(BASE)), earlier=looks(dict(BASE)))
+    assert p.repairs == () and p.differing == () and p.held == ""
+
+
+def test_differing_and_missing_entries_are_rewritten_through_the_write_provider() -> None:
+    a = {"cn=x": d("9", "old")}  # cn=x differs, cn=y missing
+    p = plan(W, looks(a), earlier=looks(a))
+    assert [(r.dn, r.action, r.providers, r.csn) for r in p.repairs] == [
+        ("cn=x", Action.REWRITE, (A,), "1"),
+        ("cn=y", Action.REWRITE, (A,), "2"),
+    ]
+
+
+def test_an_entry_the_write_provider_deleted_is_deleted_where_it_is_left() -> None:
+    a = {**BASE, "cn=z": d("3", "z")}
+    p = plan(W, looks(a), earlier=looks(a))
+    assert [(r.dn, r.action, r.providers) for r in p.repairs] == [("cn=z", Action.DELETE, (A,))]
+
+
+def test_one_look_confirms_nothing() -> None:
+    a = {"cn=x": d("1", "x")}
+    p = plan(W, looks(a))
+    assert p.repairs == () and p.differing == ("cn=y",)
+
+
+def test_a_change_on_its_way_is_not_divergence() -> None:
+    # the write provider's copy changed between the looks: a write, not divergence
+    first = looks(dict(BASE))
+    second = {**looks(dict(BASE)), W: {**BASE, "cn=x": d("5", "new")}}
+    assert plan(W, second, earlier=first).repairs == ()
+    # a difference that went away on the second look is not repaired either
+    assert plan(W, looks(dict(BASE)), earlier=looks({"cn=x": d("1", "x")})).repairs == ()
+
+
+def test_nothing_while_a_provider_is_unreachable_or_replication_is_cut() -> None:
+    a = {"cn=x": d("9", "old")}
+    held = plan(W, {**looks(a), B: None}, earlier=looks(a))
+    assert held.repairs == () and held.held == f"unreachable: {B}"
+    cut = plan(W, looks(a), earlier=looks(a), partitioned="replication cut off: a behind w")
+    assert cut.repairs == () and cut.held.startswith("replication cut off")
+    assert plan(W, {A: a}).held.startswith("write provider")
+
+
+def test_partition_is_a_lag_that_does_not_move() -> None:
+    ahead, old, newer = {"001": "20260101#1"}, {"001": "20250101#1"}, {"001": "20250601#1"}
+    assert partition_reason({W: ahead, A: old}, {W: ahead, A: old}) == (
+        f"replication cut off: {A} behind {W}"
+    )
+    assert partition_reason({W: ahead, A: old}, {W: ahead, A: newer}) == ""  # catching up
+    assert partition_reason({W: ahead, A: ahead}, {W: ahead, A: ahead}) == ""
+    assert partition_reason({W: ahead, A: None}, {W: ahead, A: old}) == ""
+
+
+def test_schedule_pokes_settle_held_sweeps_retry_then_slow() -> None:
+    s = Schedule(interval=300, settle=2, retry=1, next_at=0, pending=False, reason="slow")
+    s.swept("", 0)
+    assert s.due(299) is None and s.due(300) == "slow"
+    s.poke("provider_restart", 10)
+    assert s.due(11) is None and s.due(12) == "provider_restart" and s.wait(11) == 1
+    s.swept("unreachable: a", 12)
+    assert s.due(13) == "provider_restart"  # held on a pending poke: retried
+    s.swept("", 13)
+    assert s.due(14) is None and s.due(313) == "slow"
+    s.swept("unreachable: a", 313)  # a held slow sweep waits for the next one
+    assert s.due(314) is None
+
+
+def test_a_later_poke_does_not_postpone_an_earlier_one() -> None:
+    s = Schedule(settle=2, next_at=0, pending=False)
+    s.poke("heal", 10)
+    s.poke("provider_restart", 11)
+    assert s.due(12) == "provider_restart"
+
+
+class FakeSweep:
+    def __init__(self, outcome: Outcome) -> None:
+        self.outcome, self.calls, self.closed = outcome, 0, False
+
+    def sweep(self) -> Outcome:
+        self.calls += 1
+        return self.outcome
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_sweeper_sweeps_only_when_due_and_mine() -> None:
+    now = [0.0]
+    fake = FakeSweep(Outcome(entries=3))
+    mine = [False]
+    s = Sweeper(fake, mine=lambda: mine[0], settle=1, interval=100, clock=lambda: now[0])
+    assert s.step() is None and fake.calls == 0  # settling
+    now[0] = 1
+    assert s.step() is None and fake.calls == 0  # not this sentinel's job
+    s.poke("heal")
+    now[0] = 2
+    mine[0] = True
+    assert s.step() == Outcome(entries=3) and fake.calls == 1
+    assert s.step() is None
+
+
+def test_sweeper_survives_a_failing_sweep() -> None:
+    class Boom(FakeSweep):
+        def sweep(self) -> Outcome:
+            raise RuntimeError("slapd said no")
+
+    now = [5.0]
+    s = Sweeper(Boom(Outcome()), settle=0, clock=lambda: now[0])
+    out = s.step()
+    assert out is not None and out.held == "error: RuntimeError"
