@@ -19,7 +19,7 @@ import yaml
 from ldap3.core.exceptions import LDAPException
 
 from ndsclust import doctor, schema
-from ndsclust.cli import common
+from ndsclust.cli import common, repair_cmd
 from ndsclust.config import Config
 from ndsclust.errors import ProviderUnreachable, StoreError
 from ndsclust.ldapstore import entries, replication, schema_admin
@@ -72,6 +72,7 @@ def register(sub: Any) -> None:
         help="look this far back in the accesslogs for values lost to conflicting "
         "writes (default %(default)g)",
     )
+    repair_cmd.add_arguments(p)
     p.set_defaults(handler=cmd_doctor)
 
 
@@ -283,6 +284,8 @@ def gather(args: argparse.Namespace) -> doctor.Facts:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
+    if args.repair:
+        return repair_cmd.run(args)
     findings = doctor.diagnose(gather(args))
     problems = sum(f.level is doctor.Level.PROBLEM for f in findings)
     warnings = sum(f.level is doctor.Level.WARNING for f in findings)

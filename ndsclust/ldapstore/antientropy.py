@@ -282,7 +282,7 @@ class Outcome:
         return sum(1 for d in self.done if d.ok)
 
 
-EventSink = Callable[[str, str], None]  # (kind, text): the store's record_event
+EventSink = Callable[[str, str], object]  # (kind, text): the store's record_event
 
 
 @dataclass

@@ -10,14 +10,16 @@ from __future__ import annotations
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
+from ndsclust.cli import main
 from ndsclust.lab.directory import DirectoryCluster, Provider, wait_until
 from ndsclust.ldapstore.antientropy import Repairer
 from ndsclust.ldapstore.connection import Providers
 from ndsclust.ldapstore.store import Store
-from ndsclust.model import Server, ServerName
+from ndsclust.model import Server, ServerName, ServerState
 from ndsclust.sentinel.antientropy import Sweeper
 
 pytestmark = pytest.mark.integration
@@ -55,7 +57,7 @@ def repairer(cluster: DirectoryCluster, store: Store) -> Repairer:
         base=store.base,
         suffix=cluster.suffix,
         write=lambda: cluster.uris[0],
-        record=lambda kind, text: store.record_event(kind, server="test", text=text) and None,
+        record=lambda kind, text: store.record_event(kind, server="test", text=text),
         look_gap=0.3,
         recheck_after=0.3,
     )
@@ -152,3 +154,49 @@ def test_nothing_repaired_while_partitioned_then_repaired_once_healed(
     rep.close()
     assert out.repaired == 1 and not out.still
     wait_until(lambda: held_alike(cluster, dn), 10, what="the entry repaired once healed")
+
+
+def test_doctor_repair_reseeds_a_stopped_provider_from_the_write_provider(
+    lab: tuple[DirectoryCluster, Store], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cluster, store = lab
+    store.add_server(Server(ServerName("alpha"), resources=frozenset({"disk"})))
+    changed, stray = store.server_dn("alpha"), store.server_dn("stray")
+    cluster.wait_converged(10)
+    odd = cluster.providers[2]
+    offline(
+        odd,
+        cluster.suffix,
+        "slapmodify",
+        f"dn: {changed}\nchangetype: modify\nreplace: ndsclustResource\nndsclustResource: tape\n",
+    )
+    offline(
+        odd,
+        cluster.suffix,
+        "slapadd",
+        f"dn: {stray}\nobjectClass: top\nobjectClass: ndsclustServer\ncn: stray\n"
+        "ndsclustServerState: up\n",
+    )
+    pw = tmp_path / "pw"
+    pw.write_text(cluster.admin_password)
+    options = [opt for uri in cluster.uris for opt in ("--uri", uri)]
+    options += ["--allow-plain-ldap", "-D", cluster.admin_dn, "-y", str(pw)]
+    options += ["--suffix", cluster.suffix, "--pulse-suffix", cluster.pulse_suffix]
+    reseed = ["doctor", "--repair", "--yes", "--reseed", odd.url, "--slapd-conf", str(odd.conf_dir)]
+    assert main([*options, *reseed]) == 1  # still running: refused
+    assert "stop its slapd first" in capsys.readouterr().err
+    odd.stop()
+    assert main([*options, *reseed]) == 0
+    assert "reseed: provider=" in capsys.readouterr().out
+    odd.start()
+    cluster.wait_replicating(15)
+    wait_until(
+        lambda: cluster.read_tree(2, store.base) == cluster.read_tree(0, store.base),
+        10,
+        what="the re-seeded provider to hold what the write provider holds",
+    )
+    assert stray.lower() not in cluster.read_tree(2)
+    assert any(e.kind == "reseed" for e in store.events())
+    # replication works both ways afterwards
+    store.set_server_state("alpha", ServerState.MAINTENANCE)
+    wait_until(lambda: held_alike(cluster, changed), 10, what="a later write replicated")
