@@ -67,15 +67,10 @@ OPERATIONAL = frozenset(
 KEEP = frozenset({"objectclass"})
 
 
-@dataclass(frozen=True, slots=True)
-class Digest:
-    """One entry as one provider holds it: its entryCSN and a digest of its user values."""
-
-    csn: str
-    digest: bytes
-
-
-Digests = Mapping[str, Digest]  # lower-cased DN -> Digest
+# One provider's entries: lower-cased DN -> 16-byte digest of the entry's user values. Only
+# the digest is kept (about 200 bytes an entry with its DN): the write provider's entryCSN
+# is read when a repair is carried out, so the plan needs no CSN.
+Digests = Mapping[str, bytes]
 Values = dict[str, tuple[str, ...]]  # lower-cased attribute -> sorted values
 
 
@@ -89,7 +84,6 @@ class Repair:
     dn: str
     action: Action
     providers: tuple[str, ...]  # the providers whose copy differs (or still exists)
-    csn: str  # the write provider's entryCSN when planned (REWRITE), else the stray copy's
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,10 +112,8 @@ def entry_digest(values: Values) -> bytes:
     return h.digest()
 
 
-def _differs(w: Digest | None, o: Digest | None) -> bool:
-    if w is None or o is None:
-        return w is not o
-    return w.digest != o.digest
+def _differs(w: bytes | None, o: bytes | None) -> bool:
+    return w != o
 
 
 def plan(
@@ -157,12 +149,10 @@ def plan(
         differing.append(dn)
         if earlier is None or not _confirmed(write, dn, bad, views, earlier):
             continue
-        mine = w.get(dn)
-        if mine is not None:
-            repairs.append(Repair(dn, Action.REWRITE, bad, mine.csn))
+        if dn in w:
+            repairs.append(Repair(dn, Action.REWRITE, bad))
         else:
-            stray = tuple(u for u in bad if dn in views[u])
-            repairs.append(Repair(dn, Action.DELETE, stray, views[stray[0]][dn].csn))
+            repairs.append(Repair(dn, Action.DELETE, tuple(u for u in bad if dn in views[u])))
     return Plan(tuple(repairs), "", tuple(differing))
 
 
@@ -204,39 +194,45 @@ def partition_reason(first: CSNs, second: CSNs) -> str:
 # -- reading ---------------------------------------------------------------------------------
 
 
-def read_digests(conn: ldap3.Connection, base: str) -> dict[str, Digest]:
-    """Every entry under ``base`` through ``conn`` as DN -> Digest, in pages of ``PAGE``: the
+def read_digests(conn: ldap3.Connection, base: str) -> dict[str, bytes]:
+    """Every entry under ``base`` through ``conn`` as DN -> digest, in pages of ``PAGE``: the
     values are folded into the digest as each page arrives, so memory stays one page plus
-    40 bytes or so per entry."""
+    the DN and 16 bytes per entry."""
     found = conn.extend.standard.paged_search(
         base,
         "(objectClass=*)",
         search_scope=ldap3.SUBTREE,
         dereference_aliases=ldap3.DEREF_NEVER,
-        attributes=["*", "entryCSN"],
+        attributes=["*"],
         paged_size=PAGE,
         generator=True,
     )
-    out: dict[str, Digest] = {}
-    for e in found:
-        if e.get("type") != "searchResEntry":
-            continue
-        raw = e["raw_attributes"]
-        csn = next((bytes(v[0]).decode() for a, v in raw.items() if a.lower() == "entrycsn"), "")
-        out[str(e["dn"]).lower()] = Digest(csn, entry_digest(user_values(raw)))
-    return out
+    return {
+        str(e["dn"]).lower(): entry_digest(user_values(e["raw_attributes"]))
+        for e in found
+        if e.get("type") == "searchResEntry"
+    }
 
 
-def read_values(conn: ldap3.Connection, dn: str) -> Values | None:
-    """The user values of one entry, None when the provider does not hold it."""
-    ok = conn.search(dn, "(objectClass=*)", ldap3.BASE, attributes=["*"])
+def read_values(conn: ldap3.Connection, dn: str) -> tuple[Values, str] | None:
+    """The user values of one entry and its entryCSN, None when the provider lacks it."""
+    ok = conn.search(dn, "(objectClass=*)", ldap3.BASE, attributes=["*", "entryCSN"])
     if not ok:
         code = (conn.result or {}).get("result")
         if code == 32:
             return None
         raise StoreError(f"read {dn}: {(conn.result or {}).get('description')}")
     got = [r for r in conn.response or [] if r.get("type") == "searchResEntry"]
-    return user_values(got[0]["raw_attributes"]) if got else None
+    if not got:
+        return None
+    raw = got[0]["raw_attributes"]
+    csn = next((bytes(v[0]).decode() for a, v in raw.items() if a.lower() == "entrycsn"), "")
+    return user_values(raw), csn
+
+
+def _values(conn: ldap3.Connection, dn: str) -> Values | None:
+    got = read_values(conn, dn)
+    return got[0] if got else None
 
 
 def _assertion(filt: str) -> tuple[str, bool, bytes]:
@@ -380,11 +376,12 @@ class Repairer:
         out: list[Done] = []
         if r.action is Action.REWRITE:
             wconn = self._conn(write)
-            mine = read_values(wconn, r.dn)
+            got = read_values(wconn, r.dn)
+            mine = got[0] if got else None
             for u in r.providers:
-                before = self._read(u, lambda c: read_values(c, r.dn))
+                before = self._read(u, lambda c: _values(c, r.dn))
                 out.append(Done(r, u, before, mine, False))
-            if mine is None:
+            if got is None or mine is None:
                 return [_note(d, "gone from the write provider meanwhile") for d in out]
             changed = {
                 a
@@ -395,13 +392,13 @@ class Repairer:
             if not changed:  # only missing elsewhere: replace one value with itself
                 changed = {next(a for a in sorted(mine) if a not in KEEP)}
             changes = {a: [(ldap3.MODIFY_REPLACE, list(mine.get(a, ())))] for a in changed}
-            ok = wconn.modify(r.dn, changes, controls=[_assertion(f"(entryCSN={r.csn})")])
+            ok = wconn.modify(r.dn, changes, controls=[_assertion(f"(entryCSN={got[1]})")])
             code = (wconn.result or {}).get("result")
             note = "" if ok else ("changed meanwhile" if code == ASSERTION_FAILED else str(code))
             out = [Done(d.repair, d.provider, d.before, mine, ok, note) for d in out]
         else:
             for u in r.providers:
-                before = self._read(u, lambda c: read_values(c, r.dn))
+                before = self._read(u, lambda c: _values(c, r.dn))
                 try:
                     c = self._conn(u)
                     ok = c.delete(r.dn) or (c.result or {}).get("result") == 32
@@ -443,7 +440,7 @@ def _differs_at(seen: Mapping[str, Digests | None], write: str, u: str, dn: str)
 
 __all__ = [
     "Action",
-    "Digest",
+    "Digests",
     "Done",
     "Outcome",
     "Plan",

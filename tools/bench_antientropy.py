@@ -1,0 +1,102 @@
+"""Cost of one anti-entropy sweep at N entries (docs/design.md invariant 3, "Anti-entropy").
+
+Builds a 3-provider lab, loads N events into every provider offline (the same entries,
+entryUUID and entryCSN included, as if replicated), then runs sweeps and prints::
+
+    antientropy: entries=<n> providers=3 read_ms=<one provider read> sweep_ms=<whole sweep>
+        differing=<n> held_kb=<one provider's digests> look_peak_kb=<heap peak of that read>
+        sweep_peak_kb=<heap peak of a whole sweep> rss_mb=<this process, lab included>
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import subprocess
+import time
+import tracemalloc
+import uuid
+
+from ndsclust.lab.directory import DirectoryCluster
+from ndsclust.ldapstore.antientropy import Repairer, read_digests
+from ndsclust.ldapstore.connection import Providers, open_connection
+from ndsclust.ldapstore.store import Store, generalized_time
+
+
+def ldif(base: str, n: int) -> str:
+    now = time.time()
+    out = []
+    for i in range(n):
+        t = generalized_time(now - n + i)
+        csn = f"{t[:14]}.{i % 1000000:06d}Z#000000#001#000000"
+        out.append(
+            f"dn: ndsclustEventId=bench-{i},ou=events,{base}\nobjectClass: top\n"
+            f"objectClass: ndsclustEvent\nndsclustEventId: bench-{i}\nndsclustEventTime: {t}\n"
+            f"ndsclustEventKind: bench\nndsclustEventText: entry {i} of the sweep benchmark\n"
+            f"entryUUID: {uuid.uuid4()}\nentryCSN: {csn}\n"
+        )
+    return "\n".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--entries", type=int, default=10_000)
+    ap.add_argument("--sweeps", type=int, default=3)
+    args = ap.parse_args()
+    with DirectoryCluster(n=3) as cluster:
+        cluster.wait_replicating(15)
+        store = Store(Providers(cluster.uris, cluster.admin_credentials()), cluster.suffix)
+        store.ensure_base()
+        cluster.wait_converged(10)
+        data = ldif(store.base, args.entries)
+        for p in cluster.providers:
+            p.stop()
+        for p in cluster.providers:
+            subprocess.run(
+                ["slapadd", "-q", "-F", str(p.conf_dir), "-b", cluster.suffix],
+                input=data.encode(),
+                check=True,
+                capture_output=True,
+            )
+        for p in cluster.providers:
+            p.start()
+        cluster.wait_replicating(30)
+        rep = Repairer(
+            uris=cluster.uris,
+            creds=cluster.admin_credentials(),
+            base=store.base,
+            suffix=cluster.suffix,
+            write=lambda: cluster.uris[0],
+            record=lambda kind, text: None,
+        )
+        conn = open_connection(cluster.uris[0], cluster.admin_credentials())
+        t0 = time.monotonic()
+        read_digests(conn, store.base)
+        read_ms = (time.monotonic() - t0) * 1000
+        tracemalloc.start()
+        one = read_digests(conn, store.base)
+        held_kb, look_peak_kb = (v / 1024 for v in tracemalloc.get_traced_memory())
+        tracemalloc.stop()
+        del one
+        conn.unbind()
+        best = float("inf")
+        for _ in range(args.sweeps):  # timed without tracemalloc, which slows allocation
+            t0 = time.monotonic()
+            out = rep.sweep()
+            best = min(best, (time.monotonic() - t0) * 1000)
+        tracemalloc.start()
+        rep.sweep()
+        peak_kb = tracemalloc.get_traced_memory()[1] / 1024
+        tracemalloc.stop()
+        rep.close()
+        store.close()
+        rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(
+            f"antientropy: entries={out.entries} providers=3 read_ms={read_ms:.0f} "
+            f"sweep_ms={best:.0f} differing={len(out.differing)} held_kb={held_kb:.0f} "
+            f"look_peak_kb={look_peak_kb:.0f} sweep_peak_kb={peak_kb:.0f} rss_mb={rss_mb:.0f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
