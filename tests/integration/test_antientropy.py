@@ -7,6 +7,7 @@ entries differ (docs/platform.md fact 10), and only a comparison by value sees i
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from ndsclust.cli import main
-from ndsclust.lab.directory import DirectoryCluster, Provider, wait_until
+from ndsclust.lab.directory import MAIN_DB, DirectoryCluster, Provider, wait_until
 from ndsclust.ldapstore.antientropy import Repairer
 from ndsclust.ldapstore.connection import Providers
 from ndsclust.ldapstore.store import Store
@@ -200,3 +201,67 @@ def test_doctor_repair_reseeds_a_stopped_provider_from_the_write_provider(
     # replication works both ways afterwards
     store.set_server_state("alpha", ServerState.MAINTENANCE)
     wait_until(lambda: held_alike(cluster, changed), 10, what="a later write replicated")
+
+
+def _agreements(p: Provider, values: list[str] | None = None) -> list[str]:
+    """Provider ``p``'s main-database agreements (over ldapi as root); with ``values``
+    replace them first."""
+    if values is not None:
+        ldif = f"dn: {MAIN_DB}\nchangetype: modify\nreplace: olcSyncrepl\n"
+        ldif += "".join(f"olcSyncrepl: {v}\n" for v in values)
+        subprocess.run(
+            ["ldapmodify", "-Q", "-Y", "EXTERNAL", "-H", p.ldapi_url],
+            input=ldif.encode(),
+            check=True,
+            capture_output=True,
+        )
+    out = subprocess.run(
+        ["ldapsearch", "-Q", "-LLL", "-o", "ldif-wrap=no", "-Y", "EXTERNAL", "-H", p.ldapi_url]
+        + ["-b", MAIN_DB, "-s", "base", "olcSyncrepl"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return [line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("olcSyncrepl:")]
+
+
+def test_nothing_repaired_while_replication_is_cut_then_repaired_once_healed(
+    lab: tuple[DirectoryCluster, Store],
+) -> None:
+    """Every provider answers the sweep, but provider 2 no longer replicates from its peers:
+    the providers are cut off from each other, and a repair would be decided on a copy
+    that replication does not keep current."""
+    cluster, store = lab
+    store.add_server(Server(ServerName("alpha"), resources=frozenset({"disk"})))
+    dn = store.server_dn("alpha")
+    cluster.wait_converged(10)
+    odd = cluster.providers[2]
+    offline(
+        odd,
+        cluster.suffix,
+        "slapmodify",
+        f"dn: {dn}\nchangetype: modify\nreplace: ndsclustResource\nndsclustResource: tape\n",
+    )
+    cluster.wait_replicating(15)
+    cluster.wait_converged(10)
+    kept = _agreements(odd)
+    cut = [re.sub(r"provider=\S+", "provider=ldap://127.0.0.1:1", v) for v in kept]
+    _agreements(odd, [v.split("}", 1)[1] for v in cut])
+    rep = repairer(cluster, store)
+    try:
+        store.add_server(Server(ServerName("beta")))  # a write provider 2 does not receive
+        out = rep.sweep()
+        assert out.held.startswith("replication cut off"), out
+        assert not out.done
+        assert not any(e.kind == "repair" for e in store.events())
+        _agreements(odd, [v.split("}", 1)[1] for v in kept])  # the heal
+        wait_until(
+            lambda: store.server_dn("beta").lower() in cluster.read_tree(2),
+            15,
+            what="provider 2 to catch up once healed",
+        )
+        out = rep.sweep()
+        assert [d.repair.dn for d in out.done] == [dn.lower()] and out.repaired == 1
+    finally:
+        rep.close()
+    wait_until(lambda: held_alike(cluster, dn), 10, what="the entry repaired once healed")
