@@ -69,14 +69,11 @@ def held_alike(cluster: DirectoryCluster, dn: str) -> bool:
     return all(v == views[0] for v in views[1:])
 
 
-def test_diverged_provider_is_repaired_with_an_event(
-    lab: tuple[DirectoryCluster, Store],
-) -> None:
-    cluster, store = lab
+def diverge(cluster: DirectoryCluster, store: Store, *, stray: bool = True) -> tuple[str, str]:
+    """Make provider 2 diverge offline: alpha's resource changed there and, with ``stray``, a
+    server entry only it holds. Returns both DNs once the contextCSNs agree again."""
     store.add_server(Server(ServerName("alpha"), resources=frozenset({"disk"})))
-    store.add_server(Server(ServerName("gone")))
-    store.delete_server("gone")
-    changed, stray = store.server_dn("alpha"), store.server_dn("stray")
+    changed, extra = store.server_dn("alpha"), store.server_dn("stray")
     cluster.wait_converged(10)
     odd = cluster.providers[2]
     offline(
@@ -85,16 +82,25 @@ def test_diverged_provider_is_repaired_with_an_event(
         "slapmodify",
         f"dn: {changed}\nchangetype: modify\nreplace: ndsclustResource\nndsclustResource: tape\n",
     )
-    offline(
-        odd,
-        cluster.suffix,
-        "slapadd",
-        f"dn: {stray}\nobjectClass: top\nobjectClass: ndsclustServer\ncn: stray\n"
-        "ndsclustServerState: up\n",
-    )
+    if stray:
+        offline(
+            odd,
+            cluster.suffix,
+            "slapadd",
+            f"dn: {extra}\nobjectClass: top\nobjectClass: ndsclustServer\ncn: stray\n"
+            "ndsclustServerState: up\n",
+        )
     cluster.wait_replicating(15)
     cluster.wait_converged(10)  # the contextCSNs agree: only values show the difference
     assert not held_alike(cluster, changed)
+    return changed, extra
+
+
+def test_diverged_provider_is_repaired_with_an_event(
+    lab: tuple[DirectoryCluster, Store],
+) -> None:
+    cluster, store = lab
+    changed, stray = diverge(cluster, store)
     assert stray.lower() in cluster.read_tree(2)
 
     sweeper = Sweeper(repairer(cluster, store), interval=3600.0, settle=0.0)
@@ -126,18 +132,8 @@ def test_nothing_repaired_while_partitioned_then_repaired_once_healed(
     lab: tuple[DirectoryCluster, Store],
 ) -> None:
     cluster, store = lab
-    store.add_server(Server(ServerName("alpha"), resources=frozenset({"disk"})))
-    dn = store.server_dn("alpha")
-    cluster.wait_converged(10)
+    dn, _ = diverge(cluster, store, stray=False)
     odd = cluster.providers[2]
-    offline(
-        odd,
-        cluster.suffix,
-        "slapmodify",
-        f"dn: {dn}\nchangetype: modify\nreplace: ndsclustResource\nndsclustResource: tape\n",
-    )
-    cluster.wait_replicating(15)
-    cluster.wait_converged(10)
     # Cut provider 2 off: SIGSTOP keeps its sockets open but it answers nothing, to its
     # peers' replication and to the sweep alike.
     odd.pause()
@@ -161,23 +157,8 @@ def test_doctor_repair_reseeds_a_stopped_provider_from_the_write_provider(
     lab: tuple[DirectoryCluster, Store], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     cluster, store = lab
-    store.add_server(Server(ServerName("alpha"), resources=frozenset({"disk"})))
-    changed, stray = store.server_dn("alpha"), store.server_dn("stray")
-    cluster.wait_converged(10)
+    changed, stray = diverge(cluster, store)
     odd = cluster.providers[2]
-    offline(
-        odd,
-        cluster.suffix,
-        "slapmodify",
-        f"dn: {changed}\nchangetype: modify\nreplace: ndsclustResource\nndsclustResource: tape\n",
-    )
-    offline(
-        odd,
-        cluster.suffix,
-        "slapadd",
-        f"dn: {stray}\nobjectClass: top\nobjectClass: ndsclustServer\ncn: stray\n"
-        "ndsclustServerState: up\n",
-    )
     pw = tmp_path / "pw"
     pw.write_text(cluster.admin_password)
     options = [opt for uri in cluster.uris for opt in ("--uri", uri)]
@@ -232,18 +213,8 @@ def test_nothing_repaired_while_replication_is_cut_then_repaired_once_healed(
     the providers are cut off from each other, and a repair would be decided on a copy
     that replication does not keep current."""
     cluster, store = lab
-    store.add_server(Server(ServerName("alpha"), resources=frozenset({"disk"})))
-    dn = store.server_dn("alpha")
-    cluster.wait_converged(10)
+    dn, _ = diverge(cluster, store, stray=False)
     odd = cluster.providers[2]
-    offline(
-        odd,
-        cluster.suffix,
-        "slapmodify",
-        f"dn: {dn}\nchangetype: modify\nreplace: ndsclustResource\nndsclustResource: tape\n",
-    )
-    cluster.wait_replicating(15)
-    cluster.wait_converged(10)
     kept = _agreements(odd)
     cut = [re.sub(r"provider=\S+", "provider=ldap://127.0.0.1:1", v) for v in kept]
     _agreements(odd, [v.split("}", 1)[1] for v in cut])
