@@ -12,6 +12,7 @@ from ndsclust.ldapstore.antientropy import (
     plan,
     user_values,
 )
+from ndsclust.ldapstore.reseed import to_ldif
 from ndsclust.sentinel.antientropy import Schedule, Sweeper
 
 W, A, B = "ldap://w", "ldap://a", "ldap://b"
@@ -148,3 +149,22 @@ def test_sweeper_survives_a_failing_sweep() -> None:
     s = Sweeper(Boom(Outcome()), settle=0, clock=lambda: now[0])
     out = s.step()
     assert out is not None and out.held == "error: RuntimeError"
+
+
+def test_reseed_ldif_puts_parents_first_and_encodes_what_is_not_plain() -> None:
+    text = to_ldif(
+        [
+            ("cn=a,ou=x,dc=t", {"cn": [b"a"], "objectClass": [b"top"], "description": [b" lead"]}),
+            ("ou=x,dc=t", {"ou": [b"x"], "objectClass": [b"top"]}),
+            ("dc=t", {"dc": [b"t"], "objectClass": [b"top"], "userPassword": [b"\xff\x00"]}),
+        ]
+    )
+    blocks = text.split("\n\n")
+    assert [b.splitlines()[0] for b in blocks] == [
+        "dn: dc=t",
+        "dn: ou=x,dc=t",
+        "dn: cn=a,ou=x,dc=t",
+    ]
+    assert blocks[0].splitlines()[1] == "objectClass: top"  # objectClass first
+    assert "userPassword:: /wA=" in blocks[0]
+    assert "description:: IGxlYWQ=" in blocks[2]
