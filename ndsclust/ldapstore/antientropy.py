@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -207,8 +208,8 @@ def read_digests(conn: ldap3.Connection, base: str) -> dict[str, bytes]:
         paged_size=PAGE,
         generator=True,
     )
-    return {
-        str(e["dn"]).lower(): entry_digest(user_values(e["raw_attributes"]))
+    return {  # interned: the providers' tables share one string per DN
+        sys.intern(str(e["dn"]).lower()): entry_digest(user_values(e["raw_attributes"]))
         for e in found
         if e.get("type") == "searchResEntry"
     }
@@ -339,6 +340,7 @@ class Repairer:
         p = plan(write, first)
         if p.held or not p.differing:
             return Outcome(held=p.held, read_s=read_s, entries=entries)
+        first = {u: _only(d, p.differing) for u, d in first.items()}  # all the plan needs
         self.sleep(self.look_gap)
         second, csns2 = self.look()
         p = plan(write, second, earlier=first, partitioned=partition_reason(csns1, csns2))
@@ -427,6 +429,10 @@ class Repairer:
             f"ok={d.ok}{' note=' + d.note if d.note else ''} "
             f"before={brief(d.before)} after={brief(d.after)}",
         )
+
+
+def _only(d: Digests | None, dns: Sequence[str]) -> Digests | None:
+    return None if d is None else {dn: d[dn] for dn in dns if dn in d}
 
 
 def _note(d: Done, note: str) -> Done:

@@ -168,3 +168,14 @@ def test_reseed_ldif_puts_parents_first_and_encodes_what_is_not_plain() -> None:
     assert blocks[0].splitlines()[1] == "objectClass: top"  # objectClass first
     assert "userPassword:: /wA=" in blocks[0]
     assert "description:: IGxlYWQ=" in blocks[2]
+
+
+def test_the_first_look_may_keep_only_what_differed() -> None:
+    a = {**BASE, "cn=z": d("3", "z")}
+    full = looks(a)
+    first = plan(W, full)
+    kept = {u: {dn: v[dn] for dn in first.differing if dn in v} for u, v in full.items() if v}
+    assert plan(W, looks(a), earlier=kept).repairs == plan(W, looks(a), earlier=full).repairs
+    # an entry that differs only on the second look is still not confirmed
+    b = {**a, "cn=x": d("9", "old")}
+    assert {r.dn for r in plan(W, looks(b), earlier=kept).repairs} == {"cn=z"}
