@@ -26,9 +26,7 @@ from ndsclust.ldapstore.antientropy import Outcome
 
 log = logging.getLogger("ndsclust.antientropy")
 
-SLOW_INTERVAL = (
-    900.0  # the slow sweep: 1.8 s at 10 000 entries (bench_antientropy), 0.2 % of a core
-)
+SLOW_INTERVAL = 900.0  # 1.8-3.2 s a sweep at 10 000 entries (docs/platform.md fact 32)
 SETTLE = 2.0  # after a poke: let a restarted provider's replication reach the persist phase
 RETRY = 2.0  # a held sweep with a poke pending is tried again this often
 
