@@ -5,14 +5,16 @@ entryUUID and entryCSN included, as if replicated), then runs sweeps and prints:
 
     antientropy: entries=<n> providers=3 read_ms=<one provider read> sweep_ms=<whole sweep>
         differing=<n> held_kb=<one provider's digests> look_peak_kb=<heap peak of that read>
-        sweep_peak_kb=<heap peak of a whole sweep> rss_mb=<this process, lab included>
+        sweep_peak_kb=<heap peak of a whole sweep> alone_rss_mb=<peak RSS of a process that
+        only sweeps, twice> alone_cpu_s=<its CPU time per sweep>
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
+import json
 import subprocess
+import sys
 import time
 import tracemalloc
 import uuid
@@ -36,6 +38,39 @@ def ldif(base: str, n: int) -> str:
             f"entryUUID: {uuid.uuid4()}\nentryCSN: {csn}\n"
         )
     return "\n".join(out)
+
+
+CHILD = """
+import json, resource, sys
+from ndsclust.ldapstore.antientropy import Repairer
+from ndsclust.ldapstore.connection import Credentials
+a = json.loads(sys.argv[1])
+rep = Repairer(uris=a["uris"], creds=Credentials(bind_dn=a["dn"], password=a["pw"],
+    allow_plain=True), base=a["base"], suffix=a["suffix"], write=lambda: a["uris"][0],
+    record=lambda kind, text: None)
+t0 = resource.getrusage(resource.RUSAGE_SELF)
+rep.sweep()
+rep.sweep()
+t1 = resource.getrusage(resource.RUSAGE_SELF)
+cpu = (t1.ru_utime + t1.ru_stime - t0.ru_utime - t0.ru_stime) / 2
+print(json.dumps({"rss_mb": t1.ru_maxrss / 1024, "cpu_s": cpu}))
+"""
+
+
+def alone(cluster: DirectoryCluster, base: str) -> tuple[float, float]:
+    """Peak RSS and CPU seconds per sweep of a process that imports ndsclust and sweeps."""
+    arg = {
+        "uris": cluster.uris,
+        "dn": cluster.admin_dn,
+        "pw": cluster.admin_password,
+        "base": base,
+        "suffix": cluster.suffix,
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, json.dumps(arg)], check=True, capture_output=True, text=True
+    )
+    got = json.loads(out.stdout)
+    return float(got["rss_mb"]), float(got["cpu_s"])
 
 
 def main() -> None:
@@ -90,11 +125,12 @@ def main() -> None:
         tracemalloc.stop()
         rep.close()
         store.close()
-        rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        rss_mb, cpu_s = alone(cluster, store.base)
         print(
             f"antientropy: entries={out.entries} providers=3 read_ms={read_ms:.0f} "
             f"sweep_ms={best:.0f} differing={len(out.differing)} held_kb={held_kb:.0f} "
-            f"look_peak_kb={look_peak_kb:.0f} sweep_peak_kb={peak_kb:.0f} rss_mb={rss_mb:.0f}"
+            f"look_peak_kb={look_peak_kb:.0f} sweep_peak_kb={peak_kb:.0f} "
+            f"alone_rss_mb={rss_mb:.1f} alone_cpu_s={cpu_s:.2f}"
         )
 
 
