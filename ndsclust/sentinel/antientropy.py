@@ -26,7 +26,7 @@ from ndsclust.ldapstore.antientropy import Outcome
 
 log = logging.getLogger("ndsclust.antientropy")
 
-SLOW_INTERVAL = 900.0  # 1.8-3.2 s a sweep at 10 000 entries (docs/platform.md fact 32)
+SLOW_INTERVAL = 900.0  # 1.8-3.2 s a sweep at 10 000 entries (docs/platform.md fact 34)
 SETTLE = 2.0  # after a poke: let a restarted provider's replication reach the persist phase
 RETRY = 2.0  # a held sweep with a poke pending is tried again this often
 
