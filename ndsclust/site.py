@@ -25,9 +25,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import yaml
-
 from ndsclust import schema
+from ndsclust.confread import Reader, document, load_yaml
 from ndsclust.errors import ConfigError, EntryInvalid, NdsclustError
 from ndsclust.ldapstore import entries
 from ndsclust.model import Server, check_resource, check_server_name
@@ -182,61 +181,38 @@ def naming_context(dn: str) -> tuple[list[str], list[str]]:
     raise ValueError(f"{dn!r}: a suffix starts with dc=... or o=...")
 
 
-class _Problems:
-    """Collects every problem of a site file with its path (docs/style.md section 6)."""
+def _text(
+    r: Reader, data: Mapping[str, Any], key: str, path: str = "", default: str | None = None
+) -> str:
+    """A required string (with ``default`` when absent): "" when missing or not a string."""
+    return r.string(data, key, path, required=True, default=default) or ""
 
-    def __init__(self) -> None:
-        self.found: list[str] = []
 
-    def bad(self, path: str, msg: str) -> None:
-        self.found.append(f"{path}: {msg}")
+def _dn(
+    r: Reader, data: Mapping[str, Any], key: str, path: str = "", default: str | None = None
+) -> str:
+    value = _text(r, data, key, path, default)
+    if not value:
+        return ""
+    try:
+        return check_dn(value)
+    except ValueError as e:
+        r.bad(path + key, str(e))
+        return ""
 
-    def text(
-        self, data: Mapping[str, Any], key: str, path: str = "", default: str | None = None
-    ) -> str:
-        value = data.get(key, default)
-        if value is None:
-            self.bad(path + key, "is missing")
-            return ""
-        if not isinstance(value, (str, int)) or isinstance(value, bool):
-            self.bad(path + key, f"{value!r} must be a string")
-            return ""
-        return str(value)
 
-    def dn(
-        self, data: Mapping[str, Any], key: str, path: str = "", default: str | None = None
-    ) -> str:
-        value = self.text(data, key, path, default)
-        if not value:
-            return ""
+def _dn_list(r: Reader, data: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    value = data.get(key)
+    if not isinstance(value, list) or not value:
+        r.bad(key, "must list at least one DN (a groupOfNames needs a member)")
+        return ()
+    out = []
+    for i, dn in enumerate(value):
         try:
-            return check_dn(value)
+            out.append(check_dn(str(dn)))
         except ValueError as e:
-            self.bad(path + key, str(e))
-            return ""
-
-    def section(self, data: Mapping[str, Any], key: str, known: set[str]) -> Mapping[str, Any]:
-        value = data.get(key) or {}
-        if not isinstance(value, Mapping):
-            self.bad(key, f"must be a mapping, not {type(value).__name__}")
-            return {}
-        for k in value:
-            if k not in known:
-                self.bad(f"{key}.{k}", f"unknown key; allowed: {', '.join(sorted(known))}")
-        return value
-
-    def dn_list(self, data: Mapping[str, Any], key: str) -> tuple[str, ...]:
-        value = data.get(key)
-        if not isinstance(value, list) or not value:
-            self.bad(key, "must list at least one DN (a groupOfNames needs a member)")
-            return ()
-        out = []
-        for i, dn in enumerate(value):
-            try:
-                out.append(check_dn(str(dn)))
-            except ValueError as e:
-                self.bad(f"{key}[{i}]", str(e))
-        return tuple(out)
+            r.bad(f"{key}[{i}]", str(e))
+    return tuple(out)
 
 
 def read_secret(path: str) -> str:
@@ -244,7 +220,7 @@ def read_secret(path: str) -> str:
     return Path(path).read_text(encoding="utf-8").rstrip("\n")
 
 
-def _providers(p: _Problems, data: Mapping[str, Any], tls: bool) -> tuple[Provider, ...]:
+def _providers(p: Reader, data: Mapping[str, Any], tls: bool) -> tuple[Provider, ...]:
     raw = data.get("providers")
     if not isinstance(raw, list) or not raw:
         p.bad(
@@ -290,21 +266,18 @@ def _providers(p: _Problems, data: Mapping[str, Any], tls: bool) -> tuple[Provid
 
 def parse_site(data: Any, source: str = "<site>", read: Callable[[str], str] = read_secret) -> Site:
     """A validated ``Site`` from a loaded site file; ConfigError listing every problem."""
-    if not isinstance(data, Mapping):
-        raise ConfigError(source, ["the file must hold a mapping (key: value lines)"])
-    p = _Problems()
-    for k in data:
-        if k not in SITE_KEYS:
-            p.bad(str(k), f"unknown key; allowed: {', '.join(sorted(SITE_KEYS))}")
-    suffix = p.dn(data, "suffix")
-    pulse_suffix = p.dn(data, "pulse_suffix", default="o=ndsclust-pulse")
+    data = document(data, source)
+    p = Reader()
+    p.known(data, SITE_KEYS)
+    suffix = _dn(p, data, "suffix")
+    pulse_suffix = _dn(p, data, "pulse_suffix", default="o=ndsclust-pulse")
     for key, dn in (("suffix", suffix), ("pulse_suffix", pulse_suffix)):
         if dn:
             try:
                 naming_context(dn)
             except ValueError as e:
                 p.bad(key, str(e))
-    base = p.dn(data, "base", default=f"ou=ndsclust,{suffix}" if suffix else None)
+    base = _dn(p, data, "base", default=f"ou=ndsclust,{suffix}" if suffix else None)
     if (
         base
         and suffix
@@ -314,12 +287,12 @@ def parse_site(data: Any, source: str = "<site>", read: Callable[[str], str] = r
         )
     ):
         p.bad("base", f"{base!r} must be ou=<name>,{suffix}: the cluster base lives in the suffix")
-    admin_dn = p.text(data, "admin_dn", default=LDAPI_ROOT)
+    admin_dn = _text(p, data, "admin_dn", default=LDAPI_ROOT)
     if '"' in admin_dn:
         p.bad("admin_dn", "must not contain '\"'")
 
-    rep = p.section(data, "replicator", {"dn", "password_file"})
-    replicator_dn = p.dn(rep, "dn", "replicator.", default=f"cn=replicator,{suffix}")
+    rep = p.section(data, "replicator", known={"dn", "password_file"}) or {}
+    replicator_dn = _dn(p, rep, "dn", "replicator.", default=f"cn=replicator,{suffix}")
     if (
         replicator_dn
         and suffix
@@ -330,7 +303,7 @@ def parse_site(data: Any, source: str = "<site>", read: Callable[[str], str] = r
     ):
         p.bad("replicator.dn", f"{replicator_dn!r} must be cn=<name>,{suffix}")
     password = ""
-    pw_file = p.text(rep, "password_file", "replicator.")
+    pw_file = _text(p, rep, "password_file", "replicator.")
     try:
         password = read(pw_file) if pw_file else ""
     except OSError as e:
@@ -361,11 +334,11 @@ def parse_site(data: Any, source: str = "<site>", read: Callable[[str], str] = r
             "to run without TLS (a test bench, never production)",
         )
     else:
-        t = p.section(data, "tls", {"ca_file", "cert_file", "key_file"})
+        t = p.section(data, "tls", known={"ca_file", "cert_file", "key_file"}) or {}
         tls = Tls(
-            p.text(t, "ca_file", "tls."),
-            p.text(t, "cert_file", "tls."),
-            p.text(t, "key_file", "tls."),
+            _text(p, t, "ca_file", "tls."),
+            _text(p, t, "cert_file", "tls."),
+            _text(p, t, "key_file", "tls."),
         )
         for key in ("ca_file", "cert_file", "key_file"):
             value = getattr(tls, key)
@@ -373,8 +346,10 @@ def parse_site(data: Any, source: str = "<site>", read: Callable[[str], str] = r
                 p.bad(f"tls.{key}", f"{value!r} must be an absolute path")
     providers = _providers(p, data, tls is not None)
 
-    paths = p.section(data, "paths", {"data_dir", "run_dir", "module_path", "schema_dir"})
-    repl = p.section(data, "replication", {"retry", "accesslog_purge"})
+    paths = (
+        p.section(data, "paths", known={"data_dir", "run_dir", "module_path", "schema_dir"}) or {}
+    )
+    repl = p.section(data, "replication", known={"retry", "accesslog_purge"}) or {}
     site = Site(
         suffix=suffix,
         base=base,
@@ -383,15 +358,15 @@ def parse_site(data: Any, source: str = "<site>", read: Callable[[str], str] = r
         replicator_dn=replicator_dn,
         replicator_password=password,
         providers=providers,
-        operators=p.dn_list(data, "operators"),
-        auditors=p.dn_list(data, "auditors"),
+        operators=_dn_list(p, data, "operators"),
+        auditors=_dn_list(p, data, "auditors"),
         tls=tls,
-        data_dir=p.text(paths, "data_dir", "paths.", "/var/lib/ldap/ndsclust"),
-        run_dir=p.text(paths, "run_dir", "paths.", "/var/run/slapd"),
-        module_path=p.text(paths, "module_path", "paths.", "/usr/lib/ldap"),
-        schema_dir=p.text(paths, "schema_dir", "paths.", "/etc/ldap/schema"),
-        retry=p.text(repl, "retry", "replication.", "1 30 5 +"),
-        accesslog_purge=p.text(repl, "accesslog_purge", "replication.", "14+00:00 01+00:00"),
+        data_dir=_text(p, paths, "data_dir", "paths.", "/var/lib/ldap/ndsclust"),
+        run_dir=_text(p, paths, "run_dir", "paths.", "/var/run/slapd"),
+        module_path=_text(p, paths, "module_path", "paths.", "/usr/lib/ldap"),
+        schema_dir=_text(p, paths, "schema_dir", "paths.", "/etc/ldap/schema"),
+        retry=_text(p, repl, "retry", "replication.", "1 30 5 +"),
+        accesslog_purge=_text(p, repl, "accesslog_purge", "replication.", "14+00:00 01+00:00"),
     )
     for key in ("data_dir", "run_dir", "module_path", "schema_dir"):
         value = getattr(site, key)
@@ -411,20 +386,12 @@ def parse_site(data: Any, source: str = "<site>", read: Callable[[str], str] = r
             "replication.accesslog_purge",
             f"{site.accesslog_purge!r} is not 'AGE PERIOD' as [dd+]hh:mm, e.g. '14+00:00 01+00:00'",
         )
-    if p.found:
-        raise ConfigError(source, p.found)
+    p.check(source)
     return site
 
 
 def load_site(path: str) -> Site:
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except OSError as e:
-        raise ConfigError(path, [f"cannot read: {e.strerror}"]) from None
-    except yaml.YAMLError as e:
-        raise ConfigError(path, [f"not valid YAML: {e}"]) from None
-    return parse_site(data, path)
+    return parse_site(load_yaml(path), path)
 
 
 # -- provider ----------------------------------------------------------------------------
