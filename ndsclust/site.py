@@ -45,8 +45,18 @@ DELTA_SYNCREPL = (
 # Plain LDAP must not carry a password or cluster data: every operation needs a security
 # strength of at least this, which TLS gives and ldapi:// (71 by default) too.
 MIN_SSF = "64"
+# Attributes the store searches by equality, indexed on the cluster data database.
+NDSCLUST_EQ_INDEXES = (
+    "ndsclustTag",
+    "ndsclustHostServer",
+    "ndsclustPrimaryServer",
+    "ndsclustBackupServer",
+    "ndsclustEventTime",
+    "ndsclustEventTag",
+)
 _PLACEHOLDER = re.compile(r"@([A-Z][A-Z0-9_]*)@")
 _RDN = re.compile(r"^([a-z][a-z0-9-]*)=([^,=+\"\\<>;#]+)$")
+_NAMES_NDSCLUST_ATTR = re.compile(r"olcAccess: \{\d+\}to \S+ attrs=\S*ndsclust")
 _REGEX_SPECIAL = re.compile(r"([.^$*+?()\[\]{}|\\])")
 
 Value = str | Sequence[str] | None
@@ -433,13 +443,18 @@ def provider_ldif(
     root_password: str | None = None,
     durable: bool = True,
     config_managers: Sequence[str] = (),
+    with_schema: bool = True,
 ) -> str:
     """The cn=config LDIF of provider ``server_id``.
 
     The keyword options serve the local lab, never deploy/: ``root_password`` lets the
     admin (then a DN of the suffix) bind with a password, ``durable=False`` turns off the
-    fsync of every commit of a throwaway directory, ``config_managers`` are identities
-    that manage cn=config besides the admin (the lab's user over ldapi://)."""
+    fsync of every commit of a throwaway directory (a thousand applications failing over
+    cost several writes each, and with one fsync per commit on every provider the disk,
+    not ndsclust, would set the pace), ``config_managers`` are identities that manage
+    cn=config besides the admin (the lab's user over ldapi://), ``with_schema=False``
+    leaves out the ndsclust schema and its indexes (tests of installing it on a live
+    provider, docs/platform.md fact 3)."""
     if server_id not in {q.server_id for q in site.providers}:
         raise ConfigError(
             "--server-id",
@@ -450,7 +465,7 @@ def provider_ldif(
         )
     main, pulse = syncrepl_lines(site, server_id)
     tls = site.tls
-    return fill(
+    ldif = fill(
         template("provider.ldif.in"),
         {
             "SERVER_ID": str(server_id),
@@ -470,7 +485,8 @@ def provider_ldif(
             "RUN_DIR": site.run_dir,
             "MODULE_PATH": site.module_path,
             "SCHEMA_DIR": site.schema_dir,
-            "NDSCLUST_SCHEMA": schema.render_ldif().strip(),
+            "NDSCLUST_SCHEMA": schema.render_ldif().strip() if with_schema else None,
+            "NDSCLUST_INDEX": NDSCLUST_EQ_INDEXES if with_schema else (),
             "TLS_CA_FILE": tls.ca_file if tls else None,
             "TLS_CERT_FILE": tls.cert_file if tls else None,
             "TLS_KEY_FILE": tls.key_file if tls else None,
@@ -481,6 +497,13 @@ def provider_ldif(
             # A database without a replication agreement cannot be a multi-provider one.
             "MULTI_PROVIDER": "TRUE" if main else None,
         },
+    )
+    if with_schema:
+        return ldif
+    # Without the schema, slapd refuses a rule naming an ndsclust attribute; it renumbers
+    # the rules that remain.
+    return "".join(
+        line for line in ldif.splitlines(keepends=True) if not _NAMES_NDSCLUST_ATTR.match(line)
     )
 
 
@@ -520,8 +543,10 @@ def with_operational(
     return "\n\n".join(out) + "\n"
 
 
-def seed_ldifs(site: Site, now: datetime) -> dict[str, str]:
-    """The base entries, by file name: ``seed-main.ldif`` and ``seed-pulse.ldif``."""
+def seed_ldifs(site: Site, now: datetime, with_schema: bool = True) -> dict[str, str]:
+    """The base entries, by file name: ``seed-main.ldif`` and ``seed-pulse.ldif``.
+    ``with_schema=False`` (the lab only) makes the cluster base a plain organizational
+    unit, for a directory without the ndsclust schema."""
     suffix_classes, suffix_attrs = naming_context(site.suffix)
     pulse_classes, pulse_attrs = naming_context(site.pulse_suffix)
     values: dict[str, dict[str, Value]] = {
@@ -529,6 +554,7 @@ def seed_ldifs(site: Site, now: datetime) -> dict[str, str]:
             "SUFFIX": site.suffix,
             "BASE": site.base,
             "BASE_OU": site.base.split(",", 1)[0].split("=", 1)[1].strip(),
+            "CLUSTER_CLASS": "ndsclustCluster" if with_schema else None,
             "SUFFIX_CLASSES": suffix_classes,
             "SUFFIX_ATTRS": suffix_attrs,
             "REPLICATOR_DN": site.replicator_dn,

@@ -22,10 +22,10 @@ from ndsclust import config, schema
 from ndsclust.cli import build_parser
 from ndsclust.cli.sentinel_cmd import cmd_run
 from ndsclust.errors import ConfigError
-from ndsclust.lab.directory import NDSCLUST_EQ_INDEXES
 from ndsclust.ldapstore import entries
 from ndsclust.sentinel import guard
 from ndsclust.sentinel.loop import HANDOFF_DEADLINE_EXTRA
+from ndsclust.site import NDSCLUST_EQ_INDEXES
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 EXAMPLE = DEPLOY / "sentinel.example.yaml"
