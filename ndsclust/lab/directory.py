@@ -3,7 +3,7 @@
 Used by ``ndsclust lab``, the integration fixtures, the benchmarks and the fault harness.
 Each provider (``ndsclust.lab.provider``) has its own cn=config and data directories under
 ``base_dir/p<index>``. Every provider's configuration and the base entries are rendered by
-``ndsclust.site`` from the templates deploy/ ships (``ndsclust/slapd/``), so the lab and
+``ndsclust.slapd.render`` from the templates deploy/ ships (``ndsclust/slapd/``), so the lab and
 the tests run the configuration that is installed (docs/design.md section 2,
 docs/platform.md facts 1-4): the accesslog before the main database, delta-syncrepl of the
 cluster data as the replication identity, the pulse database with plain syncrepl,
@@ -51,6 +51,7 @@ from ndsclust.lab.provider import (
 from ndsclust.ldapstore import provider_admin
 from ndsclust.ldapstore.connection import Credentials
 from ndsclust.ldapstore.replication import Tree, context_csns, read_tree
+from ndsclust.slapd import render
 
 # What the tests and tools have always imported from here.
 __all__ = ["DirectoryCluster", "LabError", "LabTimeout", "Provider", "free_ports", "wait_until"]
@@ -80,8 +81,8 @@ def _cert_stem(p: Provider) -> str:
 
 
 def _peer_of(rid: int) -> int:
-    """Server id of the provider an agreement replicates from (``site.MAIN_RID_BASE``)."""
-    return rid - (site.PULSE_RID_BASE if rid >= site.PULSE_RID_BASE else site.MAIN_RID_BASE)
+    """Server id of the provider an agreement replicates from (``render.MAIN_RID_BASE``)."""
+    return rid - (render.PULSE_RID_BASE if rid >= render.PULSE_RID_BASE else render.MAIN_RID_BASE)
 
 
 class DirectoryCluster:
@@ -186,7 +187,7 @@ class DirectoryCluster:
     def deploy_site(self, provider: Provider | None = None) -> site.Site:
         """The site description of this cluster, as a deploy/ site file would give it, with
         the TLS files of ``provider`` (default the first one): the input of
-        ``ndsclust.site``."""
+        ``ndsclust.slapd.render``."""
         p = provider or self._providers[0]
         tls = None
         if self.tls:
@@ -232,7 +233,7 @@ class DirectoryCluster:
         it: the identity its sentinel binds as, with a new random password. Written as the
         admin on the write provider (its ldapi socket). Returns (DN, password)."""
         password = secrets.token_urlsafe(SECRET_BYTES)
-        dn, attrs = site.server_entry(self.deploy_site(), name, addresses, resources, password)
+        dn, attrs = render.server_entry(self.deploy_site(), name, addresses, resources, password)
         self._on_write_provider(
             f"server {name}", lambda uri, creds: provider_admin.add_entry(uri, creds, dn, attrs)
         )
@@ -306,8 +307,9 @@ class DirectoryCluster:
         return d
 
     def _build(self) -> None:
-        """Every provider's cn=config and the base entries, rendered by ``ndsclust.site``
-        and loaded with slapadd before the first start (docs/platform.md fact 1)."""
+        """Every provider's cn=config and the base entries, rendered by
+        ``ndsclust.slapd.render`` and loaded with slapadd before the first start
+        (docs/platform.md fact 1)."""
         base = self.base_dir
         ports = free_ports(self._hosts)
         self._providers = tuple(
@@ -337,7 +339,7 @@ class DirectoryCluster:
             ldif = p.dir / "config.ldif"
             ldif.touch(0o600)  # it holds the admin and replication passwords
             ldif.write_text(
-                site.provider_ldif(
+                render.provider_ldif(
                     self.deploy_site(p),
                     p.server_id,
                     root_password=self.admin_password,
@@ -353,7 +355,7 @@ class DirectoryCluster:
         # start instead, every agreement's first refresh would find no search base on some
         # peer, fail with noSuchObject and wait a retry interval (docs/platform.md fact 1).
         seeds = []
-        for name, text in site.seed_ldifs(self.deploy_site(), now, self.with_schema).items():
+        for name, text in render.seed_ldifs(self.deploy_site(), now, self.with_schema).items():
             path = base / name
             path.touch(0o600)  # the replication identity's password hash
             path.write_text(text)
@@ -480,7 +482,7 @@ class DirectoryCluster:
 
     def replication_state(self) -> dict[int, dict[int, str]]:
         """The sync phase of every replication agreement, from cn=Monitor, by provider
-        index then rid (``site.MAIN_RID_BASE`` or ``site.PULSE_RID_BASE`` + the server id
+        index then rid (``render.MAIN_RID_BASE`` or ``render.PULSE_RID_BASE`` + the server id
         replicated from): ``Persist`` when connected and current. Providers that are not
         running or are paused are left out: they cannot answer."""
         return {p.index: self._ask(p, provider_admin.sync_phases) for p in self._answering()}

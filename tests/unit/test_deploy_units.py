@@ -25,7 +25,7 @@ from ndsclust.errors import ConfigError
 from ndsclust.ldapstore import entries
 from ndsclust.sentinel import guard
 from ndsclust.sentinel.loop import HANDOFF_DEADLINE_EXTRA
-from ndsclust.site import NDSCLUST_EQ_INDEXES
+from ndsclust.slapd.render import NDSCLUST_EQ_INDEXES
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 EXAMPLE = DEPLOY / "sentinel.example.yaml"
