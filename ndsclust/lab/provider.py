@@ -65,10 +65,11 @@ def _tool(name: str) -> str:
     return found
 
 
-def _die_with(parent: int, libc: ctypes.CDLL) -> Callable[[], None]:
-    """preexec_fn: SIGKILL the child when the thread that spawned it exits, so an
-    interrupted test run cannot leave a slapd behind. The getppid() check closes the race
-    of the parent dying between fork and prctl."""
+def die_with(parent: int) -> Callable[[], None]:
+    """preexec_fn: SIGKILL the child when the thread of ``parent`` that spawned it exits, so
+    an interrupted test run cannot leave a slapd or a sentinel behind. The getppid() check
+    closes the race of the parent dying between fork and prctl."""
+    libc = ctypes.CDLL(None, use_errno=True)
 
     def arm() -> None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -81,10 +82,36 @@ def _die_with(parent: int, libc: ctypes.CDLL) -> Callable[[], None]:
 def _proc_state(pid: int) -> str | None:
     """The state letter in /proc/PID/stat, or None when there is no such process."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
     except (FileNotFoundError, ProcessLookupError):
         return None
     return stat[stat.rindex(")") + 2 :].split(" ", 1)[0]
+
+
+def alive(pid: int) -> bool:
+    """The process exists and is neither a zombie nor dead."""
+    return _proc_state(pid) not in (None, "Z", "X")
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (children first found through /proc/*/stat)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
 
 
 def _cmdline(pid: int) -> list[str]:
@@ -196,7 +223,7 @@ class Provider:
             return self._proc.poll() is None
         # A pid from a state file may have been reused: only a live slapd serving this
         # provider's config directory is ours.
-        if _proc_state(self.pid) in (None, "Z", "X"):
+        if not alive(self.pid):
             return False
         cmd = _cmdline(self.pid)
         return any(Path(a).name == "slapd" for a in cmd) and str(self.conf_dir) in cmd
@@ -233,11 +260,7 @@ class Provider:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 close_fds=True,
-                preexec_fn=(
-                    _die_with(os.getpid(), ctypes.CDLL(None, use_errno=True))
-                    if self.die_with_parent
-                    else None
-                ),
+                preexec_fn=die_with(os.getpid()) if self.die_with_parent else None,
                 # A cluster meant to outlive its creator must not get the terminal's Ctrl-C.
                 start_new_session=not self.die_with_parent,
             )
