@@ -233,14 +233,8 @@ def parse(data: Any, source: str = "<config>") -> Config:
         )
         or {}
     )
-    uris: list[str] = []
-    raw_uris = r.string_list(d, "uris", "directory.")
-    for i, u in enumerate(raw_uris):
-        try:
-            uris.append(check_uri(u))
-        except ValueError as e:
-            r.bad(f"directory.uris[{i}]", str(e))
-    if d and not raw_uris:
+    uris = r.checked_list(d, "uris", "directory.", check_uri)
+    if d and not d.get("uris"):
         r.bad("directory.uris", "is missing; list the providers in write-provider order")
     suffix = r.string(d, "suffix", "directory.", required=bool(d)) or ""
     password = None
@@ -286,12 +280,7 @@ def parse(data: Any, source: str = "<config>") -> Config:
         provider_servers=provider_servers,
     )
 
-    resources = []
-    for i, res in enumerate(r.string_list(data, "resources", "")):
-        try:
-            resources.append(check_resource(res))
-        except ValueError as e:
-            r.bad(f"resources[{i}]", str(e))
+    resources = r.checked_list(data, "resources", "", check_resource)
 
     ch = (
         r.section(
@@ -346,12 +335,7 @@ def parse(data: Any, source: str = "<config>") -> Config:
             ch, "disk", "channels.", known={"path", "servers", "interval", "direct", "sync"}
         )
     ) is not None:
-        servers = []
-        for i, s in enumerate(r.string_list(c, "servers", "channels.disk.")):
-            try:
-                servers.append(check_server_name(s))
-            except ValueError as e:
-                r.bad(f"channels.disk.servers[{i}]", str(e))
+        servers = r.checked_list(c, "servers", "channels.disk.", check_server_name)
         if server and servers and server not in servers:
             r.bad(
                 "channels.disk.servers",

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Collection, Mapping
-from typing import Any
+from collections.abc import Callable, Collection, Mapping
+from typing import Any, TypeVar
 
 import yaml
 
 from ndsclust.errors import ConfigError
+
+T = TypeVar("T")
 
 _SECONDS = re.compile(r"\s*([0-9.]+)\s*(ms|s)?\s*")
 
@@ -68,6 +70,16 @@ class Reader:
             if k not in known:
                 self.bad(f"{path}{k}", f"unknown key; allowed: {', '.join(sorted(known))}")
 
+    def _present(
+        self, data: Mapping[str, Any], key: str, path: str, required: bool, default: Any
+    ) -> Any:
+        """The value of ``key`` (``default`` when absent); a missing required one is a
+        problem."""
+        value = data.get(key, default)
+        if value is None and required:
+            self.bad(f"{path}{key}", "is missing")
+        return value
+
     def section(
         self,
         data: Mapping[str, Any],
@@ -77,11 +89,9 @@ class Reader:
         required: bool = False,
         known: Collection[str] | None = None,
     ) -> Mapping[str, Any] | None:
-        value = data.get(key)
+        value = self._present(data, key, path, required, None)
         p = f"{path}{key}"
         if value is None:
-            if required:
-                self.bad(p, "is missing")
             return None
         if not isinstance(value, Mapping):
             self.bad(p, f"must be a mapping, not {type(value).__name__}")
@@ -99,10 +109,8 @@ class Reader:
         required: bool = False,
         default: str | None = None,
     ) -> str | None:
-        value = data.get(key, default)
+        value = self._present(data, key, path, required, default)
         if value is None:
-            if required:
-                self.bad(f"{path}{key}", "is missing")
             return None
         if not isinstance(value, (str, int)) or isinstance(value, bool):
             self.bad(f"{path}{key}", f"{value!r} must be a string")
@@ -164,6 +172,19 @@ class Reader:
             self.bad(f"{path}{key}", "must be a list of strings")
             return []
         return list(value)
+
+    def checked_list(
+        self, data: Mapping[str, Any], key: str, path: str, check: Callable[[str], T]
+    ) -> list[T]:
+        """A list of strings, each through ``check``, which raises ValueError saying what
+        is wrong with a value; the values it refuses are left out."""
+        out: list[T] = []
+        for i, value in enumerate(self.string_list(data, key, path)):
+            try:
+                out.append(check(value))
+            except ValueError as e:
+                self.bad(f"{path}{key}[{i}]", str(e))
+        return out
 
     def address(self, value: str, path: str) -> str | None:
         host, sep, port = value.rpartition(":")
