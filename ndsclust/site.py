@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ndsclust.confread import Reader, document, load_yaml
+from ndsclust.pki import check_cluster
 
 LDAPI_ROOT = "gidNumber=0+uidNumber=0,cn=peercred,cn=external,cn=auth"
 MAX_SERVER_ID = 99  # syncrepl rids have three decimal digits: rid = base + server ID
@@ -51,6 +52,9 @@ class Tls:
     ca_file: str
     cert_file: str
     key_file: str
+    # The cluster name of the CA (``ndsclust pki init CLUSTER``): with it a sentinel may
+    # bind with its server certificate (SASL EXTERNAL) instead of a password.
+    certificate_cluster: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,11 +260,23 @@ def parse_site(data: Any, source: str = "<site>", read: Callable[[str], str] = r
             "to run without TLS (a test bench, never production)",
         )
     else:
-        t = p.section(data, "tls", known={"ca_file", "cert_file", "key_file"}) or {}
+        t = (
+            p.section(
+                data, "tls", known={"ca_file", "cert_file", "key_file", "certificate_cluster"}
+            )
+            or {}
+        )
+        cluster = p.string(t, "certificate_cluster", "tls.")
+        if cluster is not None:
+            try:
+                check_cluster(cluster)
+            except ValueError as e:
+                p.bad("tls.certificate_cluster", str(e))
         tls = Tls(
             _text(p, t, "ca_file", "tls."),
             _text(p, t, "cert_file", "tls."),
             _text(p, t, "key_file", "tls."),
+            cluster,
         )
         for key in ("ca_file", "cert_file", "key_file"):
             value = getattr(tls, key)

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ndsclust import schema
+from ndsclust import pki, schema
 from ndsclust.errors import ConfigError, EntryInvalid, NdsclustError
 from ndsclust.ldapstore import entries
 from ndsclust.model import Server, check_resource, check_server_name
@@ -194,6 +194,12 @@ def provider_ldif(
             "TLS_CA_FILE": tls.ca_file if tls else None,
             "TLS_CERT_FILE": tls.cert_file if tls else None,
             "TLS_KEY_FILE": tls.key_file if tls else None,
+            "TLS_VERIFY_CLIENT": "try" if tls and tls.certificate_cluster else None,
+            "AUTHZ_REGEXP": (
+                pki.authz_regexp(tls.certificate_cluster, site.base)
+                if tls and tls.certificate_cluster
+                else None
+            ),
             "MIN_SSF": MIN_SSF if tls else None,
             "ACCESSLOG_PURGE": site.accesslog_purge,
             "MAIN_SYNCREPL": [f"olcSyncrepl: {line}" for line in main],
