@@ -212,7 +212,7 @@ class LabCluster:
                 tls=True,
             )
         else:
-            # A lab directory is thrown away: no fsync per commit (see provider_config).
+            # A lab directory is thrown away: no fsync per commit (render.provider_ldif, durable).
             self.directory = DirectoryCluster(
                 n=n, base_dir=base_dir, die_with_parent=die_with_parent, durable=False, tls=True
             )
