@@ -155,8 +155,10 @@ def provider_ldif(
     admin (then a DN of the suffix) bind with a password, ``durable=False`` turns off the
     fsync of every commit of a throwaway directory (a thousand applications failing over
     cost several writes each, and with one fsync per commit on every provider the disk,
-    not ndsclust, would set the pace), ``config_managers`` are identities that manage
-    cn=config besides the admin (the lab's user over ldapi://), ``with_schema=False``
+    not ndsclust, would set the pace), ``config_managers`` are the identities that manage
+    cn=config instead of the admin (the lab's root and own user over ldapi://, so that its
+    admin, root of the databases over the network, is no more a cn=config manager than a
+    deployment's operators are), ``with_schema=False``
     leaves out the ndsclust schema and its indexes (tests of installing it on a live
     provider, docs/platform.md fact 3)."""
     if server_id not in {q.server_id for q in site.providers}:
@@ -180,7 +182,7 @@ def provider_ldif(
             "ADMIN_DN": site.admin_dn,
             "CONFIG_MANAGERS": " ".join(
                 f'by dn.exact="{dn}" manage'
-                for dn in dict.fromkeys((site.admin_dn, *config_managers))
+                for dn in dict.fromkeys(config_managers or (site.admin_dn,))
             ),
             "ROOT_PASSWORD": root_password,
             "NO_SYNC": None if durable else "TRUE",
