@@ -83,9 +83,9 @@ def _proc_state(pid: int) -> str | None:
     """The state letter in /proc/PID/stat, or None when there is no such process."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
-    except (FileNotFoundError, ProcessLookupError):
+    except OSError:
         return None
-    return stat[stat.rindex(")") + 2 :].split(" ", 1)[0]
+    return stat[stat.rfind(")") + 2 :].split(" ", 1)[0] or None
 
 
 def alive(pid: int) -> bool:
