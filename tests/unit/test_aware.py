@@ -11,10 +11,10 @@ from collections.abc import Iterator
 import pytest
 
 from ndsclust import aware
-from ndsclust.aware import (
+from ndsclust.aware import cas_update
+from ndsclust.control_protocol import (
     MAX_LINE,
     AwareError,
-    LineBuffer,
     MarkerConflict,
     NotGranted,
     NotSupervised,
@@ -22,15 +22,15 @@ from ndsclust.aware import (
     Registration,
     RegistrationRefused,
     StopRequested,
-    cas_update,
     check_marker,
     decode,
     encode,
     error_from_reply,
     registration,
 )
+from ndsclust.framing import LineFramer
 from ndsclust.model import App, AppState, AppType, Request, RequestKind, ServerName, StateValue, Tag
-from ndsclust.sentinel.control import Create, Update, plan_registration
+from ndsclust.sentinel.control_registration import Create, Update, plan_registration
 
 A, B, C = ServerName("alpha"), ServerName("beta"), ServerName("gamma")
 SERVERS = {A, B, C}
@@ -76,24 +76,6 @@ def test_decode_names_what_is_wrong(line: bytes, words: str) -> None:
 def test_encode_refuses_a_line_over_the_limit() -> None:
     with pytest.raises(ProtocolError, match="line limit"):
         encode({"value": "x" * MAX_LINE})
-
-
-def test_line_buffer_joins_pieces_and_splits_lines() -> None:
-    buf = LineBuffer(limit=10)
-    assert buf.feed(b'{"a"') == []
-    assert buf.feed(b':1}\n{}\n{"b') == [b'{"a":1}', b"{}"]
-    assert buf.feed(b'":2}\n') == [b'{"b":2}']
-    assert not buf.overflowed
-
-
-def test_line_buffer_overflow_drops_the_stream() -> None:
-    buf = LineBuffer(limit=10)
-    assert buf.feed(b"ok\n" + b"x" * 11) == [b"ok"]
-    assert buf.overflowed
-    assert buf.feed(b"\nfine\n") == []  # never back in step after an overflow
-    too_long_complete = LineBuffer(limit=4)
-    assert too_long_complete.feed(b"abcdef\nok\n") == []
-    assert too_long_complete.overflowed
 
 
 @pytest.mark.parametrize(
@@ -304,7 +286,7 @@ def answer(
     to an id nobody asked for (which the session must ignore)."""
 
     def run() -> None:
-        buf = LineBuffer()
+        buf = LineFramer(MAX_LINE)
         for reply in replies:
             lines: list[bytes] = []
             while not lines:
