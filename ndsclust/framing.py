@@ -11,7 +11,7 @@ longer line is the stream's choice:
   last ``feed`` so that the caller can refuse them or end the stream;
 - program output keeps it (``split=True``): it comes out in pieces of ``limit`` bytes.
 
-``receive`` reads a socket the way all of them read theirs.
+``receive`` and ``send_queued`` read and write a socket the way all of them do.
 """
 
 from __future__ import annotations
@@ -82,3 +82,20 @@ def receive(sock: socket.socket, size: int = 65536) -> bytes | None:
         return None
     except OSError:
         return b""
+
+
+def send_queued(sock: socket.socket, out: bytearray) -> bool:
+    """Send from ``out`` what a non-blocking socket takes now, and remove it from ``out``.
+
+    False when the socket broke (the peer is gone); ``out`` is cleared then.
+    """
+    while out:
+        try:
+            sent = sock.send(out, socket.MSG_NOSIGNAL)
+        except BlockingIOError:
+            return True
+        except OSError:
+            out.clear()
+            return False
+        del out[:sent]
+    return True

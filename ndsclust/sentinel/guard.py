@@ -72,7 +72,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from types import FrameType
 
-from ndsclust.framing import LineFramer, receive
+from ndsclust.framing import LineFramer, receive, send_queued
 from ndsclust.model import Tag
 from ndsclust.sentinel.guard_child import (
     STOP_SIGNALS,
@@ -564,16 +564,8 @@ class Guard:
 
     def _flush(self) -> None:
         """Send what is queued without blocking; a stopped sentinel must not stop the guard."""
-        while self._out:
-            try:
-                sent = self._sock.send(self._out, socket.MSG_NOSIGNAL)
-            except BlockingIOError:
-                break
-            except OSError:
-                # The sentinel is gone; the end of the socket ends the guard.
-                self._out.clear()
-                break
-            del self._out[:sent]
+        # A sentinel that is gone drops what is queued; the end of its socket ends the guard.
+        send_queued(self._sock, self._out)
         if self._dropping and len(self._out) < OUTPUT_BACKLOG // 2:
             for prog in self._dropping:
                 self._report(Dropped(prog.tag, prog.dropped))

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ndsclust.errors import SupervisorError
-from ndsclust.framing import LineFramer, receive
+from ndsclust.framing import LineFramer, receive, send_queued
 from ndsclust.sentinel.guard import SCHED_POLICY, SCHED_PRIORITY
 from ndsclust.sentinel.guard_protocol import (
     MAX_MESSAGE,
@@ -111,15 +111,8 @@ class GuardLink:
 
     def flush(self) -> None:
         """Send what the guard will take now; the rest waits here rather than block."""
-        while self.out:
-            try:
-                sent = self.sock.send(self.out, socket.MSG_NOSIGNAL)
-            except BlockingIOError:
-                return
-            except OSError:
-                self.out.clear()  # the guard is gone; read() finds the end of its socket
-                return
-            del self.out[:sent]
+        # A guard that is gone drops what is queued; read() finds the end of its socket.
+        send_queued(self.sock, self.out)
 
     def read(self) -> Received:
         """The guard's reports since the last read (at most ``MAX_READ_BYTES`` of them)."""
