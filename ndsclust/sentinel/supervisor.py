@@ -23,7 +23,8 @@ user, in ``cwd`` (default ``/``), with a clean environment: the ``env`` given pl
 ``NDSCLUST_TAG``, ``NDSCLUST_SERVER`` and, when the sentinel has a control socket,
 ``NDSCLUST_SOCKET``. The guard reads their stdout and stderr, so a chatty program never
 blocks; ``poll()`` logs each line as ``event=output tag=T server=S stream=stdout line=...``
-(lines longer than ``guard.MAX_LINE`` bytes in pieces; lines the guard had to drop while
+(quoted as any value, so a program's text cannot pass for fields of the sentinel's; lines
+longer than ``guard_protocol.MAX_LINE`` bytes in pieces; lines the guard had to drop while
 the sentinel was not reading are counted in an ``event=output_dropped`` line).
 
 A program started ``paused`` (a cluster-aware one loaded ahead of failback, FIG. 7B) runs at
@@ -466,10 +467,7 @@ class Supervisor:
     def _apply(self, report: Report) -> None:
         match report:
             case Output(tag, stream, line):
-                # line= comes last and unquoted: everything after it is the program's line.
-                self._logger.info(
-                    f"event=output tag={tag} server={self._server} stream={stream} line={line}"
-                )
+                self._event(logging.INFO, "output", tag, stream=stream, line=line)
             case Dropped(tag, count):
                 self._event(logging.WARNING, "output_dropped", tag, lines=count)
             case ProtocolError(tag, text):

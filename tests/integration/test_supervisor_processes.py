@@ -7,6 +7,7 @@ No directory is needed. Every test kills what it started, even when it fails: th
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import resource
@@ -427,7 +428,7 @@ def test_output_is_logged_line_by_line_and_environment_is_clean(
     assert gone.exit_code == 0
     # The guard forwards a program's last output before its exit.
     prefix = "event=output tag=web server=alpha stream=stdout line="
-    env = sorted(ln[len(prefix) :] for ln in log[1].lines if ln.startswith(prefix))
+    env = sorted(json.loads(ln[len(prefix) :]) for ln in log[1].lines if ln.startswith(prefix))
     assert env == [
         "GREETING=hello world",
         "NDSCLUST_SERVER=alpha",
@@ -447,8 +448,8 @@ def test_both_streams_are_logged(
     start(sup, program, tmp_path / "pid", "exit", "0")
     wait_until(row(sup, ProcState.EXITED), sup=sup)
     want = {
-        "event=output tag=web server=alpha stream=stdout line=hello from web",
-        "event=output tag=web server=alpha stream=stderr line=complaint on stderr",
+        'event=output tag=web server=alpha stream=stdout line="hello from web"',
+        'event=output tag=web server=alpha stream=stderr line="complaint on stderr"',
     }
     assert want <= set(log[1].lines)
 
@@ -549,7 +550,7 @@ def test_claim57_failed_health_check_stops_the_program_as_a_failure(
     gone = wait_until(row(sup, ProcState.EXITED), sup=sup)
     assert gone.failed and gone.reason == "health check failed: exit 1"
     assert gone.exit_code == -signal.SIGTERM
-    assert "event=output tag=web server=alpha stream=health line=port closed" in log[1].lines
+    assert 'event=output tag=web server=alpha stream=health line="port closed"' in log[1].lines
 
 
 def test_claim57_health_check_without_answer_times_out(
