@@ -225,6 +225,35 @@ def check_marker(value: object) -> str:
     return value
 
 
+def hello_of(msg: Mapping[str, object]) -> tuple[Tag | None, str | None]:
+    """The tag and token a ``hello`` names; ProtocolError when it is no hello spoken here."""
+    if msg.get("protocol") != PROTOCOL:
+        raise ProtocolError(
+            f"protocol {msg.get('protocol')!r} is not spoken here; this sentinel speaks {PROTOCOL}"
+        )
+    tag, token = msg.get("tag"), msg.get("token")
+    if tag is not None and not isinstance(tag, str):
+        raise ProtocolError("'tag' must be a string or null")
+    if token is not None and not isinstance(token, str):
+        raise ProtocolError("'token' must be a string or null")
+    try:
+        return (None if tag is None else check_tag(tag)), token
+    except ValueError as e:
+        raise ProtocolError(f"tag: {e}") from None
+
+
+def marker_swap_of(msg: Mapping[str, object]) -> tuple[str | None, str]:
+    """The expected and the new value of a ``set_marker``; ProtocolError when either is no
+    marker."""
+    expected, value = msg.get("expected"), msg.get("value")
+    if expected is not None and not isinstance(expected, str):
+        raise ProtocolError("'expected' must be a string or null")
+    try:
+        return expected, check_marker(value)
+    except ValueError as e:
+        raise ProtocolError(f"value: {e}") from None
+
+
 # ---------------------------------------------------------------------------- registration
 
 

@@ -5,13 +5,9 @@ register their entry (FIG. 6 step 604), wait paused until this server hosts them
 read and compare-and-swap their marker (claims 34-35) and hear when to unload themselves.
 The sentinel writes to the directory with its own identity, so programs need none.
 
-Socket. A Unix stream socket at the configured ``control_socket`` path, mode 0600. It
-belongs to ``programs.user`` when that is set (the programs' user can connect, and root),
-else to the sentinel's own user: with the sentinel running as root, root only. The mode is
-set on the socket before ``bind``, so the file never exists with looser permissions. A stale
-socket file is replaced; a live one (another sentinel listening) is refused at start.
-
-Protocol: ``ndsclust.control_protocol`` (version 1), which also says who may do what.
+Socket: a Unix stream socket at the configured ``control_socket`` path, mode 0600
+(``control_socket``). Protocol: ``ndsclust.control_protocol`` (version 1), which also says
+who may do what.
 
 Threads: one thread serves every connection (non-blocking sockets, a selector); directory
 work runs on a few worker threads, so a slow provider delays only the requests that need
@@ -35,25 +31,20 @@ from typing import Final
 
 from ndsclust.control_protocol import (
     MAX_LINE,
-    PROTOCOL,
     ProtocolError,
     Registration,
     RegistrationRefused,
-    check_marker,
     decode,
     encode,
     error_reply,
+    hello_of,
+    marker_swap_of,
 )
-from ndsclust.errors import (
-    EntryInvalid,
-    NoSuchEntry,
-    StoreError,
-    SwapConflict,
-)
-from ndsclust.framing import LineFramer, receive
+from ndsclust.errors import EntryInvalid, NoSuchEntry, StoreError, SwapConflict
+from ndsclust.framing import LineFramer, receive, send_queued
 from ndsclust.ldapstore.store import Store
 from ndsclust.logfmt import line as logline
-from ndsclust.model import ServerName, Tag, check_tag
+from ndsclust.model import ServerName, Tag
 from ndsclust.sentinel.control_registration import write_registration
 from ndsclust.sentinel.control_socket import SOCKET_MODE, listen
 
@@ -290,7 +281,7 @@ class ControlServer:
                                 self._writable(conn)
                     except Exception:
                         # One client's trouble must not end the server (docs/design.md invariant 4).
-                        self._log.exception("event=control_error server=%s", self.server)
+                        self._log.exception(logline("control_error", server=self.server))
                         if isinstance(key.data, _Conn):
                             self._close(sel, key.data)
                 self._sync(sel)
@@ -325,16 +316,10 @@ class ControlServer:
             except OSError:
                 pid = 0
             if len(self._conns) >= MAX_CLIENTS:
-                try:
-                    sock.send(
-                        encode(
-                            error_reply(
-                                None, "unavailable", f"too many clients ({MAX_CLIENTS}); try again"
-                            )
-                        )
-                    )
-                except OSError:
-                    pass
+                busy = error_reply(
+                    None, "unavailable", f"too many clients ({MAX_CLIENTS}); try again"
+                )
+                send_queued(sock, bytearray(encode(busy)))
                 sock.close()
                 continue
             conn = _Conn(sock, pid)
@@ -465,11 +450,11 @@ class ControlServer:
     def _answer(self, conn: _Conn, rid: int, fn: Handler, msg: dict[str, object]) -> None:
         try:
             result = fn(self, conn, msg)
+        except ProtocolError as e:
+            self._bad(conn, rid, str(e))
+            self._wake()
+            return
         except Refusal as r:
-            if r.code == "bad-request":
-                self._bad(conn, rid, r.message)
-                self._wake()
-                return
             reply = error_reply(rid, r.code, r.message, **r.extra)
         except RegistrationRefused as e:
             reply = error_reply(rid, "refused", e.problem, tag=e.tag, attribute=e.attribute)
@@ -480,7 +465,7 @@ class ControlServer:
         except StoreError as e:
             reply = error_reply(rid, "unavailable", f"the directory did not answer: {e}")
         except Exception as e:
-            self._log.exception("event=control_error server=%s pid=%s", self.server, conn.pid)
+            self._log.exception(logline("control_error", server=self.server, pid=conn.pid))
             reply = error_reply(rid, "unavailable", f"the sentinel failed: {type(e).__name__}: {e}")
         else:
             if result is None:  # answered already (hello), or later (a wait)
@@ -493,23 +478,8 @@ class ControlServer:
 
     def _hello(self, conn: _Conn, msg: dict[str, object]) -> None:
         if conn.greeted:
-            raise Refusal("bad-request", "hello was said already on this connection")
-        if msg.get("protocol") != PROTOCOL:
-            raise Refusal(
-                "bad-request",
-                f"protocol {msg.get('protocol')!r} is not spoken here; "
-                f"this sentinel speaks {PROTOCOL}",
-            )
-        tag, token = msg.get("tag"), msg.get("token")
-        if tag is not None:
-            if not isinstance(tag, str):
-                raise Refusal("bad-request", "'tag' must be a string or null")
-            try:
-                check_tag(tag)
-            except ValueError as e:
-                raise Refusal("bad-request", f"tag: {e}") from None
-        if token is not None and not isinstance(token, str):
-            raise Refusal("bad-request", "'token' must be a string or null")
+            raise ProtocolError("hello was said already on this connection")
+        tag, token = hello_of(msg)
         with self._lock:
             adm = self._by_token.get(token) if token is not None else None
             if token is not None and adm is None:
@@ -519,9 +489,9 @@ class ControlServer:
                     "the start it belonged to has ended",
                 )
             if adm is not None and tag is not None and tag != adm.tag:
-                raise Refusal("bad-request", f"the token belongs to {adm.tag}, not {tag}")
+                raise ProtocolError(f"the token belongs to {adm.tag}, not {tag}")
             conn.greeted = True
-            conn.tag = adm.tag if adm is not None else (Tag(tag) if tag else None)
+            conn.tag = adm.tag if adm is not None else tag
             conn.admission = adm
             self._queue(
                 conn,
@@ -584,18 +554,11 @@ class ControlServer:
 
     def _get_marker(self, conn: _Conn, msg: dict[str, object]) -> dict[str, object]:
         if conn.tag is None:
-            raise Refusal("bad-request", "no tag: name it in hello")
+            raise ProtocolError("no tag: name it in hello")
         return {"marker": self.store.app(conn.tag).marker}
 
     def _set_marker(self, conn: _Conn, msg: dict[str, object]) -> dict[str, object]:
-        expected, value = msg.get("expected"), msg.get("value")
-        if expected is not None and not isinstance(expected, str):
-            raise Refusal("bad-request", "'expected' must be a string or null")
-        try:
-            check_marker(value)
-        except ValueError as e:
-            raise Refusal("bad-request", f"value: {e}") from None
-        assert isinstance(value, str)
+        expected, value = marker_swap_of(msg)
         with self._lock:
             adm = conn.admission
             if adm is None:

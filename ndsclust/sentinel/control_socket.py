@@ -1,6 +1,12 @@
-"""The control socket's file: bound with its mode set first, owned by the programs' user,
-a stale file left by a dead sentinel replaced and a live one refused
-(``ndsclust.sentinel.control``)."""
+"""The control socket's file (``ndsclust.sentinel.control``).
+
+A Unix stream socket at the configured ``control_socket`` path, mode 0600. It belongs to
+``programs.user`` when that is set (the programs' user can connect, and root), else to the
+sentinel's own user: with the sentinel running as root, root only. The mode is set on the
+socket before ``bind``, so the file never exists with looser permissions. A stale socket
+file (left by a dead sentinel) is replaced; a live one (another sentinel listening) is
+refused at start.
+"""
 
 from __future__ import annotations
 

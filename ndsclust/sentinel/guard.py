@@ -21,11 +21,9 @@ Safety. The guard SIGKILLs the process group of every program it runs when:
 - the guard receives SIGTERM, SIGINT or SIGHUP: at once, reported ``guard-terminated``,
   then the guard exits.
 
-If the guard itself is SIGKILLed, every program gets SIGKILL from the kernel: each is
-started with PR_SET_PDEATHSIG=SIGKILL, set in the child after fork and after the uid/gid
-change (a credential change clears it), followed by a getppid() check in case the guard
-died before the setting took effect. The supervisor then kills what is left of the
-groups it knows. Processes that leave their program's process group are out of reach.
+If the guard itself is SIGKILLed, the kernel SIGKILLs every program (parent-death signal,
+``guard_child``) and the supervisor kills what is left of the groups it knows. Processes
+that leave their program's process group are out of reach.
 
 A renewal counts from when the guard reads it. The guard never blocks: it reads the socket
 and checks the lease at least every ``BATCH_SECONDS`` of work (plus one fork), even while
@@ -44,15 +42,10 @@ than ``MAX_LINE`` bytes in pieces, control characters escaped). When more than
 ``OUTPUT_BACKLOG`` bytes wait unsent (the sentinel is not reading), further output lines
 are dropped and counted (``dropped``); status reports are never dropped.
 
-Starting a program: one fork (``ndsclust.sentinel.guard_child``); the exec status comes
+Starting a program: one fork (``ndsclust.sentinel.guard_child``, which also counts the
+file descriptors the guard holds); the exec status comes
 back on a close-on-exec pipe, as one more event of the loop: the guard reports
 ``started`` once the exec succeeded and never waits for it.
-
-File descriptors: the guard raises its RLIMIT_NOFILE soft limit to the hard limit (its
-programs get the original soft limit back). It holds 2 per running program (the stdout
-and stderr pipes), 1 more per running health or unload command (their merged output), 1
-more per program while its exec is pending, and 8 of its own (standard streams, socket,
-signal pipe, epoll, /dev/null): a thousand programs need 2,008. The sentinel holds 1.
 
 Protocol: ``ndsclust.sentinel.guard_protocol``, one line per command and per report.
 """
@@ -74,6 +67,7 @@ from types import FrameType
 
 from ndsclust.framing import LineFramer, receive, send_queued
 from ndsclust.model import Tag
+from ndsclust.sentinel import guard_protocol as gp
 from ndsclust.sentinel.guard_child import (
     STOP_SIGNALS,
     Child,
@@ -82,27 +76,6 @@ from ndsclust.sentinel.guard_child import (
     Stream,
     describe_status,
     killpg,
-)
-from ndsclust.sentinel.guard_protocol import (
-    MAX_MESSAGE,
-    Dropped,
-    Exited,
-    Failed,
-    Health,
-    HealthResult,
-    Output,
-    ProtocolError,
-    Renew,
-    Report,
-    Spec,
-    Start,
-    Started,
-    Stop,
-    UnloadResult,
-    clean_line,
-    encode_report,
-    parse_command,
-    start_tag,
 )
 
 OUTPUT_BACKLOG = 1 << 20  # unsent bytes beyond which output lines are dropped
@@ -166,7 +139,7 @@ class Guard:
         self._sock = sock
         self._clock = clock
         self._lease = Lease(lease_timeout, clock())
-        self._framer = LineFramer(MAX_MESSAGE)
+        self._framer = LineFramer(gp.MAX_MESSAGE)
         self._sel = selectors.DefaultSelector()
         self._progs: dict[Tag, Program] = {}
         self._children: dict[int, Child] = {}  # by pid, until reaped
@@ -281,7 +254,7 @@ class Guard:
             return
         lines = self._framer.feed(data)
         if self._framer.too_long:
-            self._report(ProtocolError(None, f"a line longer than {MAX_MESSAGE} bytes"))
+            self._report(gp.ProtocolError(None, f"a line longer than {gp.MAX_MESSAGE} bytes"))
         if lines:
             self._lease.renew(self._clock())
             self._pending.extend(line.decode("utf-8", "replace") for line in lines)
@@ -296,34 +269,34 @@ class Guard:
 
     def _apply(self, line: str) -> None:
         try:
-            cmd = parse_command(line)
+            cmd = gp.parse_command(line)
         except ValueError as e:
-            tag = start_tag(line)
+            tag = gp.start_tag(line)
             if tag is not None and tag not in self._progs:
-                self._report(Failed(tag, f"bad spec: {e}"))
+                self._report(gp.Failed(tag, f"bad spec: {e}"))
             else:
-                self._report(ProtocolError(tag, str(e)))
+                self._report(gp.ProtocolError(tag, str(e)))
             return
         now = self._clock()
         match cmd:
-            case Renew():
+            case gp.Renew():
                 return  # reading the line renewed the lease
-            case Start(tag, spec):
+            case gp.Start(tag, spec):
                 self._start(tag, spec)
-            case Stop(tag, grace):
+            case gp.Stop(tag, grace):
                 self._stop(tag, grace, now)
-            case Health(tag, timeout, argv):
+            case gp.Health(tag, timeout, argv):
                 self._health(tag, timeout, argv, now)
 
-    def _start(self, tag: Tag, spec: Spec) -> None:
+    def _start(self, tag: Tag, spec: gp.Spec) -> None:
         if tag in self._progs:
-            self._report(ProtocolError(tag, f"start refused: program {tag} is still supervised"))
+            self._report(gp.ProtocolError(tag, f"start refused: program {tag} is still supervised"))
             return
         prog = Program(tag, spec)
         try:
             prog.child = self._spawn(prog, "program", spec.argv)
         except OSError as e:
-            self._report(Failed(tag, f"{spec.argv[0]}: {e}"))
+            self._report(gp.Failed(tag, f"{spec.argv[0]}: {e}"))
             return
         self._progs[tag] = prog
 
@@ -350,7 +323,7 @@ class Guard:
                 return
             except OSError as e:
                 # Fall back to the default unload so the program still stops.
-                self._report(UnloadResult(prog.tag, False, f"{argv[0]}: {e}; sent SIGTERM"))
+                self._report(gp.UnloadResult(prog.tag, False, f"{argv[0]}: {e}; sent SIGTERM"))
         killpg(prog.child.pid, signal.SIGTERM)
 
     def _health(self, tag: Tag, timeout: float, argv: tuple[str, ...], now: float) -> None:
@@ -358,15 +331,15 @@ class Guard:
         if prog is None:
             return  # it has ended; its exited report tells the sentinel
         if not prog.child.execed or prog.stopping or prog.done or prog.ending:
-            self._report(HealthResult(tag, False, "the program is not running"))
+            self._report(gp.HealthResult(tag, False, "the program is not running"))
             return
         if any(h.kind == "health" for h in prog.helpers):
-            self._report(ProtocolError(tag, "a health command is already running"))
+            self._report(gp.ProtocolError(tag, "a health command is already running"))
             return
         try:
             child = self._spawn(prog, "health", argv)
         except OSError as e:
-            self._report(HealthResult(tag, False, f"{argv[0]}: {e}"))
+            self._report(gp.HealthResult(tag, False, f"{argv[0]}: {e}"))
             return
         child.timeout = timeout
         child.deadline = now + timeout
@@ -399,7 +372,7 @@ class Guard:
         elif child.kind == "program":
             if child.killed:
                 return  # killed before or while it exec'ed: whether it ran is unknowable
-            self._report(Started(prog.tag, child.pid))
+            self._report(gp.Started(prog.tag, child.pid))
             # A stop that came during the exec begins now, unless the program has already
             # ended (settled while it is reaped: its pid is free again).
             if prog.stopping and prog.ending is None and child.pid in self._children:
@@ -407,9 +380,9 @@ class Guard:
             return
         # A failed program is reported as failed once it is reaped.
         if child.kind == "health" and child.exec_error is not None:
-            self._report(HealthResult(prog.tag, False, child.exec_error))
+            self._report(gp.HealthResult(prog.tag, False, child.exec_error))
         elif child.kind == "unload" and child.exec_error is not None:
-            self._report(UnloadResult(prog.tag, False, f"{child.exec_error}; sent SIGTERM"))
+            self._report(gp.UnloadResult(prog.tag, False, f"{child.exec_error}; sent SIGTERM"))
             if not prog.done:
                 killpg(prog.child.pid, signal.SIGTERM)
 
@@ -450,7 +423,7 @@ class Guard:
             self._finish(prog)
 
     def _helper_result(self, child: Child, code: int) -> None:
-        result = HealthResult if child.kind == "health" else UnloadResult
+        result = gp.HealthResult if child.kind == "health" else gp.UnloadResult
         timed_out = child.kind == "health" and child.killed
         if timed_out:
             text = f"no answer within {child.timeout:g}s"
@@ -465,12 +438,12 @@ class Guard:
         self._timed.discard(prog)
         child = prog.child
         if child.exec_error is not None:
-            self._report(Failed(prog.tag, child.exec_error))
+            self._report(gp.Failed(prog.tag, child.exec_error))
             return
         if prog.dropped:
-            self._report(Dropped(prog.tag, prog.dropped))
+            self._report(gp.Dropped(prog.tag, prog.dropped))
         reason = prog.ending or ("stopped" if prog.stopping else "exited")
-        self._report(Exited(prog.tag, child.code, reason))
+        self._report(gp.Exited(prog.tag, child.code, reason))
 
     def _kill(self, child: Child) -> None:
         """SIGKILL an unreaped child and its group (the pid alone if setsid is still to come)."""
@@ -488,9 +461,9 @@ class Guard:
         # Commands read before the lease lapsed are not carried out after it: a start
         # still waiting here ends before it began.
         for line in self._pending:
-            tag = start_tag(line)
+            tag = gp.start_tag(line)
             if tag is not None and tag not in self._progs:
-                self._report(Exited(tag, None, reason))
+                self._report(gp.Exited(tag, None, reason))
         self._pending.clear()
         for prog in list(self._progs.values()):
             if prog.ending is None:
@@ -555,12 +528,12 @@ class Guard:
             prog.dropped += 1
             self._dropping.add(prog)
             return
-        self._report(Output(prog.tag, stream.name, clean_line(raw)))
+        self._report(gp.Output(prog.tag, stream.name, gp.clean_line(raw)))
 
     # -- reports
 
-    def _report(self, report: Report) -> None:
-        self._out += encode_report(report)
+    def _report(self, report: gp.Report) -> None:
+        self._out += gp.encode_report(report)
 
     def _flush(self) -> None:
         """Send what is queued without blocking; a stopped sentinel must not stop the guard."""
@@ -568,7 +541,7 @@ class Guard:
         send_queued(self._sock, self._out)
         if self._dropping and len(self._out) < OUTPUT_BACKLOG // 2:
             for prog in self._dropping:
-                self._report(Dropped(prog.tag, prog.dropped))
+                self._report(gp.Dropped(prog.tag, prog.dropped))
                 prog.dropped = 0
             self._dropping.clear()
         writing = bool(self._out) and self._sock.fileno() in self._sel.get_map()

@@ -8,6 +8,17 @@ gid and uid, sets the parent-death signal and execs the argument list (PATH from
 program's environment, no shell). Every other descriptor of the guard is close-on-exec.
 The exec status comes back on a close-on-exec pipe, as one more event of the loop: the
 guard reports ``started`` once the exec succeeded and never waits for it.
+
+If the guard itself is SIGKILLed, every program gets SIGKILL from the kernel: each is
+started with PR_SET_PDEATHSIG=SIGKILL, set in the child after fork and after the uid/gid
+change (a credential change clears it), followed by a getppid() check in case the guard
+died before the setting took effect.
+
+File descriptors: the guard raises its RLIMIT_NOFILE soft limit to the hard limit (its
+programs get the original soft limit back). It holds 2 per running program (the stdout
+and stderr pipes), 1 more per running health or unload command (their merged output), 1
+more per program while its exec is pending, and 8 of its own (standard streams, socket,
+signal pipe, epoll, /dev/null): a thousand programs need 2,008. The sentinel holds 1.
 """
 
 from __future__ import annotations
