@@ -103,6 +103,7 @@ from ndsclust.control_protocol import (
     registration,
 )
 from ndsclust.framing import LineFramer, receive
+from ndsclust.logfmt import line as logline
 from ndsclust.model import ServerName, Tag, check_tag
 
 # What a program needs of the protocol comes with the API: the errors it catches.
@@ -492,7 +493,7 @@ class Session:
         try:
             msg = decode(line)
         except ProtocolError as e:
-            _log.warning("event=control_bad_line error=%s", e)
+            _log.warning(logline("control_bad_line", error=e))
             return
         if msg.get("event") == "stop":
             reason = msg.get("reason")
@@ -525,7 +526,7 @@ class Session:
             try:
                 cb(reason)
             except Exception:
-                _log.exception("event=on_stop_callback_failed")
+                _log.exception(logline("on_stop_callback_failed"))
         self._stopped.set()
         for _, p in waits:
             p.error = StopRequested(reason)

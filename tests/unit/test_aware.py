@@ -26,6 +26,8 @@ from ndsclust.control_protocol import (
     decode,
     encode,
     error_from_reply,
+    hello_of,
+    marker_swap_of,
     registration,
 )
 from ndsclust.framing import LineFramer
@@ -94,6 +96,33 @@ def test_check_marker_refuses_what_the_directory_cannot_store(value: object, wor
 
 
 # -- registration (FIG. 6 step 604)
+
+
+@pytest.mark.parametrize(
+    "msg, words",
+    [
+        ({"protocol": 2}, "protocol 2 is not spoken here"),
+        ({"protocol": 1, "tag": 3}, "'tag' must be a string or null"),
+        ({"protocol": 1, "token": 3}, "'token' must be a string or null"),
+        ({"protocol": 1, "tag": "a b"}, "tag: "),
+    ],
+)
+def test_a_hello_names_what_is_wrong(msg: dict[str, object], words: str) -> None:
+    with pytest.raises(ProtocolError, match=words):
+        hello_of(msg)
+
+
+def test_a_hello_gives_its_tag_and_token() -> None:
+    assert hello_of({"protocol": 1, "tag": "web", "token": "k"}) == ("web", "k")
+    assert hello_of({"protocol": 1}) == (None, None)
+
+
+def test_a_marker_swap_is_checked_as_the_directory_would() -> None:
+    assert marker_swap_of({"expected": None, "value": "7"}) == (None, "7")
+    with pytest.raises(ProtocolError, match="'expected' must be a string or null"):
+        marker_swap_of({"expected": 7, "value": "8"})
+    with pytest.raises(ProtocolError, match="value: a marker cannot be empty"):
+        marker_swap_of({"expected": "7", "value": ""})
 
 
 def test_registration_carries_the_fig2_attributes_and_round_trips_the_wire() -> None:
