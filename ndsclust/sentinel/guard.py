@@ -38,14 +38,14 @@ there). The lease runs from the guard's start.
 
 Output: the guard reads every program's stdout and stderr whenever there is data, so a
 chatty program never blocks, and forwards it one line per ``output`` report (lines longer
-than ``MAX_LINE`` bytes in pieces, control characters escaped). When more than
+than ``guard_protocol.MAX_LINE`` bytes in pieces, control characters escaped). When more than
 ``OUTPUT_BACKLOG`` bytes wait unsent (the sentinel is not reading), further output lines
 are dropped and counted (``dropped``); status reports are never dropped.
 
 Starting a program: one fork (``ndsclust.sentinel.guard_child``, which also counts the
-file descriptors the guard holds); the exec status comes
-back on a close-on-exec pipe, as one more event of the loop: the guard reports
-``started`` once the exec succeeded and never waits for it.
+file descriptors the guard holds); the exec status comes back on a close-on-exec pipe, as
+one more event of the loop: the guard reports ``started`` once the exec succeeded and
+never waits for it.
 
 Protocol: ``ndsclust.sentinel.guard_protocol``, one line per command and per report.
 """

@@ -6,6 +6,8 @@ import errno
 import logging
 import os
 import pwd
+import socket
+import threading
 
 import pytest
 
@@ -343,3 +345,35 @@ def test_refused_realtime_is_one_warning_line_not_a_failure(
         'scheduling=ordinary error=EPERM detail="real-time priority refused'
     )
     assert "\n" not in line and "RestrictRealtime=no" in line
+
+
+# -- the sentinel's end of the guard's socket
+
+
+def test_guard_link_reads_reports_and_names_the_lines_that_are_none() -> None:
+    mine, theirs = socket.socketpair()
+    mine.setblocking(False)
+    link = guard_link.GuardLink(proc=None, sock=mine)  # type: ignore[arg-type]
+    try:
+        assert link.read() == guard_link.Received()
+        data = encode_report(Started(WEB, 42)) + b"nonsense\n" + b"x" * ((1 << 20) + 1) + b"\n"
+        sender = threading.Thread(
+            target=theirs.sendall, args=(data + encode_report(Exited(WEB, 0, "exited")),)
+        )
+        sender.start()
+        reports: list[Report] = []
+        errors: list[str] = []
+        while len(reports) < 2:
+            got = link.read()
+            assert not got.ended
+            reports += got.reports
+            errors += got.errors
+        sender.join()
+        assert reports == [Started(WEB, 42), Exited(WEB, 0, "exited")]
+        assert errors == ["unknown report 'nonsense'", "a line longer than 1048576 bytes"]
+        link.send(Renew())
+        assert theirs.recv(100) == b"renew\n"
+        theirs.close()
+        assert link.read().ended
+    finally:
+        mine.close()
