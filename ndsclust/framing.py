@@ -7,8 +7,10 @@ runs. It never holds more than ``limit`` bytes of an unfinished line. What happe
 longer line is the stream's choice:
 
 - a protocol stream drops it (``split=False``): the line is skipped up to its newline,
-  the framer is back in step after it, and ``too_long`` counts the lines skipped by the
-  last ``feed`` so that the caller can refuse them or end the stream;
+  and ``too_long`` counts the lines skipped by the last ``feed`` so that the caller can
+  refuse them or end the stream. The framer is back in step after that newline, since no
+  message of either protocol holds a raw newline (JSON escapes it; guard lines are made
+  one line);
 - program output keeps it (``split=True``): it comes out in pieces of ``limit`` bytes.
 
 ``receive`` and ``send_queued`` read and write a socket the way all of them do.

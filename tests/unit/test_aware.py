@@ -391,3 +391,14 @@ def test_closed_socket_is_a_stop_request_and_fails_calls(
     assert session.stop_reason == aware.LOST
     with pytest.raises(aware.ControlUnavailable):
         _ = session.marker
+
+
+def test_a_line_over_the_limit_from_the_sentinel_ends_the_session(
+    pair: tuple[aware.Session, socket.socket],
+) -> None:
+    session, peer = pair
+    sender = threading.Thread(target=peer.sendall, args=(b"x" * (MAX_LINE + 1),), daemon=True)
+    sender.start()
+    assert session.should_stop(timeout=10)
+    assert session.stop_reason == f"the sentinel sent a line longer than {MAX_LINE} bytes"
+    sender.join(timeout=10)
