@@ -121,7 +121,9 @@ def move(
     )
     stopped = line_time(lab, tag, "stop", frm, t0)
     active = line_time(lab, tag, serving, to, t0)
-    assert stopped is not None and active is not None
+    if stopped is None or active is None:
+        seen = [ln for ln in lab.ledger_lines() if f" {tag} " in ln and float(ln.split()[-1]) >= t0]
+        raise SystemExit(f"{tag}: no stop line on {frm} before serving on {to}: {seen[:20]}")
     return t0, stopped, active
 
 
