@@ -200,14 +200,6 @@ class _Checked:
             keyed.append((int(m.group(1)), m.group(2)) if m else (pos, v))
         return [v for _, v in sorted(keyed, key=lambda kv: kv[0])]
 
-    @property
-    def uuid(self) -> str:
-        return self.one("entryUUID") or ""
-
-    @property
-    def csn(self) -> str:
-        return self.one("entryCSN") or ""
-
 
 def entry_of(dn: str | Entry, attrs: Attrs | None = None) -> Entry:
     """``dn`` when it is an Entry already, else the Entry of ``dn`` and ``attrs``."""
@@ -272,8 +264,8 @@ def parse_app(dn: str | Entry, attrs: Attrs | None = None) -> App:
         state=e.check("ndsclustState", state_value or "stopped", _state),
         request=e.check("ndsclustRequest", request_value, _request) if request_value else None,
         dn=dn,
-        uuid=e.uuid,
-        csn=e.csn,
+        uuid=e.entry.uuid,
+        csn=e.entry.csn,
     )
 
 
@@ -319,8 +311,8 @@ def parse_server(dn: str | Entry, attrs: Attrs | None = None) -> Server:
         resources=_resources(e),
         state=state,
         dn=dn,
-        uuid=e.uuid,
-        csn=e.csn,
+        uuid=e.entry.uuid,
+        csn=e.entry.csn,
     )
 
 
@@ -346,7 +338,9 @@ def parse_pulse(dn: str | Entry, attrs: Attrs | None = None) -> Pulse:
         n = int(counter)
     except ValueError:
         raise e.bad("ndsclustPulse", f"{counter!r} is not an integer") from None
-    return Pulse(server=name, counter=n, stamp=e.one("ndsclustPulseTime") or "", dn=dn, uuid=e.uuid)
+    return Pulse(
+        server=name, counter=n, stamp=e.one("ndsclustPulseTime") or "", dn=dn, uuid=e.entry.uuid
+    )
 
 
 def parse_event(dn: str | Entry, attrs: Attrs | None = None) -> Event:
