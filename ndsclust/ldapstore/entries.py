@@ -52,8 +52,10 @@ def _server_name(value: str) -> ServerName:
 
 
 def _command(value: str) -> tuple[str, ...]:
-    # Programs and most arguments recur across applications: one string each.
-    return tuple(sys.intern(arg) for arg in parse_command(value))
+    # The program recurs across applications: one string for it. Interning every word
+    # would cost more than it saves, most arguments being an application's own.
+    argv = parse_command(value)
+    return (sys.intern(argv[0]), *argv[1:])
 
 
 @functools.lru_cache(maxsize=1024)
