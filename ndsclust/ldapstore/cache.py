@@ -33,7 +33,7 @@ from ndsclust.ldapstore import entries
 from ndsclust.ldapstore.entries import Entry
 from ndsclust.ldapstore.store import Snapshot
 from ndsclust.ldapstore.syncsession import Changed, Deleted, WatchEvent
-from ndsclust.model import App, Server, ServerName, Tag
+from ndsclust.model import App, Event, Server, ServerName, Tag
 
 LOCAL_TTL = 10.0
 
@@ -139,6 +139,10 @@ class ClusterCache:
             event = entries.parse_event(entry)
         except (EntryInvalid, ValueError):
             return
+        self.put_event(uuid, event)
+
+    def put_event(self, uuid: str, event: Event) -> None:
+        """An event of the audit trail: kept when it is a move of a kind asked for."""
         if event.kind not in self._move_kinds or event.tag is None:
             return
         try:

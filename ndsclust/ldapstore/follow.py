@@ -160,12 +160,19 @@ class Follower:
         pulses: bool = False,
         event_tag: str | None = None,
         providers: Providers | None = None,
+        cache: ClusterCache | None = None,
+        attributes: Sequence[str] = ("*", "+"),
+        prefer: int = 0,
+        keepalive: float = 2.0,
+        name: str = "cli",
     ) -> None:
         """``cluster``: follow the whole cluster base, else (with ``events``) only the audit
         trail, of one application with ``event_tag``; ``pulses``: the pulse database too.
-        ``providers`` (default the store's) are where the watches read."""
+        ``providers`` (default the store's) are where the watches read, from the one at
+        index ``prefer``; ``cache`` (default a new one) is where applications, servers and
+        the moves of the audit trail are folded; ``name`` prefixes the watches' names."""
         self.store = st
-        self.cache = ClusterCache()
+        self.cache = cache if cache is not None else ClusterCache()
         self.events: dict[str, Event] = {}
         self.new_events: list[EventSeen] = []
         self.pulses: dict[str, Pulse] = {}
@@ -174,17 +181,26 @@ class Follower:
         self._want_events = events
         where = providers or st.providers
 
-        def watch(base: str, filt: str, name: str) -> Watch:
-            return Watch(where, base, filter=filt, name=name, notify=self._wake.set)
+        def watch(base: str, filt: str, label: str) -> Watch:
+            return Watch(
+                where,
+                base,
+                filter=filt,
+                attributes=attributes,
+                prefer=prefer,
+                keepalive=keepalive,
+                name=label,
+                notify=self._wake.set,
+            )
 
         self.watches: dict[str, Watch] = {}
         if cluster:
-            self.watches["cluster"] = watch(st.base, "(objectClass=*)", "cli-cluster")
+            self.watches["cluster"] = watch(st.base, "(objectClass=*)", f"{name}-cluster")
         elif events:
-            self.watches["cluster"] = watch(st.events_dn, event_filter(event_tag), "cli-events")
+            self.watches["cluster"] = watch(st.events_dn, event_filter(event_tag), f"{name}-events")
         if pulses and st.pulse_base:
             self.watches["pulses"] = watch(
-                st.pulse_base, "(objectClass=ndsclustPulseEntry)", "cli-pulses"
+                st.pulse_base, "(objectClass=ndsclustPulseEntry)", f"{name}-pulses"
             )
 
     def __enter__(self) -> Follower:
@@ -259,6 +275,7 @@ class Follower:
             if not self._want_events:
                 return False
             self.events[u.uuid] = u.event
+            self.cache.put_event(u.uuid, u.event)
             if u.source in self._ready and u.added:
                 self.new_events.append(u)
             return True

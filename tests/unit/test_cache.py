@@ -3,6 +3,7 @@
 from ndsclust.ldapstore.cache import ClusterCache
 from ndsclust.ldapstore.entries import Entry
 from ndsclust.ldapstore.syncsession import Changed, ChangeKind, Deleted, RefreshDone, SyncEntry
+from ndsclust.model import Event, Tag
 
 
 def app_attrs(host: str, csn: str, **extra: list[str]) -> dict[str, list[str]]:
@@ -118,3 +119,24 @@ def test_apply_folds_typed_watch_events() -> None:
     assert c.snapshot().apps["web"].uuid == "u1"
     assert not c.apply(RefreshDone())
     assert c.apply(Deleted("u1", entry.dn)) and "web" not in c.snapshot().apps
+
+
+def test_moves_come_from_events_given_typed_or_as_entries() -> None:
+    c = ClusterCache(move_kinds=frozenset({"failover"}))
+    event = Event("e1", "20261202010000.000000Z", "failover", tag=Tag("web"))
+    c.put_event("u1", event)
+    c.put_event("u2", Event("e2", "20261202010000.000000Z", "swap_conflict", tag=Tag("web")))
+    c.put(
+        "u3",
+        "ndsclustEventId=e3",
+        {
+            "objectClass": ["ndsclustEvent"],
+            "ndsclustEventId": ["e3"],
+            "ndsclustEventTime": ["20261202010001.000000Z"],
+            "ndsclustEventKind": ["failover"],
+            "ndsclustEventTag": ["db"],
+        },
+    )
+    assert sorted(m.tag for m in c.moves()) == ["db", "web"]
+    c.delete("u1")
+    assert [m.tag for m in c.moves()] == ["db"]
