@@ -795,9 +795,15 @@ def test_auditor_reads_the_cluster_with_the_cli(
     status = json.loads(capsys.readouterr().out)
     assert {s["name"] for s in status["servers"]} >= {ALPHA, BETA}
     assert "web" in {a["tag"] for a in status["applications"]}
-    assert cli_main([*args, "doctor", "--json"]) == 0
+    rc = cli_main([*args, "doctor", "--json"])
     findings = json.loads(capsys.readouterr().out)["findings"]
     ok = {(f["check"], f["subject"]) for f in findings if f["level"] == "ok"}
+    # No sentinel runs here: the pulses were written once by the fixture, so on a loaded
+    # machine doctor may rightly find them stale. What it must not find is anything it
+    # could not read.
+    problems = [f for f in findings if f["level"] == "problem"]
+    assert all(f["check"] == "pulse" and "ago" in f["message"] for f in problems), problems
+    assert rc == (1 if problems else 0)
     # The schema version comes from the subschema entry, open to every bound user.
     assert {("schema", uri) for uri in dep.uris} <= ok
     assert ("replication", "providers") in ok
