@@ -15,9 +15,8 @@ import functools
 import ipaddress
 import re
 import sys
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from shlex import join
-from types import MappingProxyType
 from typing import Any
 
 from ndsclust.errors import EntryInvalid
@@ -103,6 +102,15 @@ class Entry:
         self._raw: dict[str, Sequence[Any]] = {}
         self._names: dict[str, str] = {}  # lower-case -> the name as received
         self._decoded: dict[str, tuple[str, ...]] = {}
+        if isinstance(attrs, EntryAttributes):
+            # Another Entry's attributes (a watch event's, given on as a mapping): share what
+            # it holds and what it decoded already, instead of decoding all of it again.
+            self._raw, self._names, self._decoded = (
+                attrs.of._raw,
+                attrs.of._names,
+                attrs.of._decoded,
+            )
+            attrs = {}
         for k, vs in attrs.items():
             key = k.lower()
             vals = vs if isinstance(vs, (list, tuple)) else [vs]
@@ -158,8 +166,32 @@ class Entry:
 
     @property
     def attributes(self) -> Mapping[str, tuple[str, ...]]:
-        """Every attribute, decoded, under its name as received (read-only)."""
-        return MappingProxyType({name: self.all(key) for key, name in self._names.items()})
+        """Every attribute under its name as received (read-only), decoded when read."""
+        return EntryAttributes(self)
+
+
+class EntryAttributes(Mapping[str, tuple[str, ...]]):
+    """An Entry's attributes as a read-only mapping, keyed by the names as received; a value
+    is decoded when it is read."""
+
+    __slots__ = ("of",)
+
+    def __init__(self, entry: Entry) -> None:
+        self.of = entry
+
+    def __getitem__(self, name: str) -> tuple[str, ...]:
+        if self.of._names.get(name.lower()) != name:
+            raise KeyError(name)
+        return self.of.all(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.of._names.values())
+
+    def __len__(self) -> int:
+        return len(self.of._names)
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
 
 
 class _Checked:

@@ -140,3 +140,19 @@ def test_moves_come_from_events_given_typed_or_as_entries() -> None:
     assert sorted(m.tag for m in c.moves()) == ["db", "web"]
     c.delete("u1")
     assert [m.tag for m in c.moves()] == ["db"]
+
+
+class _Untouchable(bytes):
+    def decode(self, *args: object, **kwargs: object) -> str:
+        raise AssertionError("an echo's values were decoded")
+
+
+def test_an_echo_given_as_a_watch_events_attributes_is_not_decoded() -> None:
+    c = ClusterCache()
+    servers(c)
+    c.put("u1", "ndsclustTag=web", app_attrs("beta", "2"), local=True)
+    raw = {k: [v.encode() for v in vs] for k, vs in app_attrs("beta", "2").items()}
+    raw["ndsclustCommand"] = [_Untouchable(b"/bin/true")]
+    echo = Entry("ndsclustTag=web", raw, uuid="u1")
+    c.put("u1", echo.dn, echo.attributes)  # as the sentinel passes a watch event on
+    assert c.snapshot().apps["web"].host == "beta"
