@@ -29,6 +29,7 @@ from ndsclust.lab.cluster import LabCluster
 from ndsclust.lab.directory import DirectoryCluster
 from ndsclust.lab.provider import LabError, descendants
 from ndsclust.ldapstore.connection import Providers
+from ndsclust.ldapstore.follow import Follower
 from ndsclust.ldapstore.store import Store
 from ndsclust.ledger import double_runs, lives
 from ndsclust.model import ServerName, Tag
@@ -175,7 +176,7 @@ def _follow(
     last = ""
     seen: set[str] = set()
     try:
-        with common.Follower(st, events=True) as f:
+        with Follower(st, events=True) as f:
             f.wait_ready(10)
             since = act()
             deadline = time.monotonic() + timeout
@@ -186,7 +187,7 @@ def _follow(
                     if line != last:
                         _say(f"  +{(time.monotonic() - since) * 1000:6.0f} ms  {tag}: {line}")
                         last = line
-                for _, e in f.new_events:
+                for e in f.fresh_events():
                     if e.tag == tag:
                         seen.add(e.kind)
                         _say(
