@@ -20,7 +20,7 @@ host left (the "ASI pointer", claims 34-35) and unloads itself when its sentinel
             cluster.marker = str(done)   # ... then the marker (compare-and-swap)
 
 The module talks only to the local sentinel, over its control socket (the protocol is in
-``ndsclust.sentinel.control``); the sentinel writes to the directory with its own identity,
+``ndsclust.control_protocol``); the sentinel writes to the directory with its own identity,
 so a program holds no directory credentials. The sentinel starts its programs with
 ``NDSCLUST_SOCKET`` (the socket), ``NDSCLUST_TAG`` and ``NDSCLUST_TOKEN`` (this start of this
 program) in their environment; ``connect()`` reads them.
@@ -71,314 +71,64 @@ Errors (all ``ndsclust.errors.NdsclustError``)::
 from __future__ import annotations
 
 import atexit
-import json
 import logging
 import os
 import selectors
 import signal
 import socket
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from shlex import join
-from types import FrameType, TracebackType
+from types import FrameType
 from typing import Final
 
-from ndsclust.errors import EntryInvalid, NdsclustError
-from ndsclust.ldapstore import entries
-from ndsclust.model import (
-    MAX_MARKER,
-    App,
-    AppState,
-    AppType,
-    ServerName,
-    StateValue,
-    Tag,
-    check_resource,
-    check_server_name,
-    check_tag,
-    parse_command,
+from ndsclust.control_protocol import (
+    DEFAULT_SOCKET,
+    ERROR_CODES,
+    MAX_LINE,
+    PROTOCOL,
+    AwareError,
+    ControlUnavailable,
+    MarkerConflict,
+    NotGranted,
+    NotSupervised,
+    ProtocolError,
+    RegistrationRefused,
+    StopRequested,
+    WaitTimeout,
+    check_marker,
+    decode,
+    encode,
+    error_from_reply,
+    registration,
 )
+from ndsclust.framing import LineFramer, receive
+from ndsclust.logfmt import line as logline
+from ndsclust.model import ServerName, Tag, check_tag
 
-PROTOCOL = 1
-DEFAULT_SOCKET = "/run/ndsclust/control.sock"
-MAX_LINE = 1 << 20  # bytes per protocol line, newline excluded
+# What a program needs of the protocol comes with the API: the errors it catches.
+__all__ = [
+    "DEFAULT_SOCKET",
+    "ERROR_CODES",
+    "AwareError",
+    "ControlUnavailable",
+    "MarkerConflict",
+    "NotGranted",
+    "NotSupervised",
+    "Registered",
+    "RegistrationRefused",
+    "Session",
+    "StopRequested",
+    "WaitTimeout",
+    "cas_update",
+    "connect",
+]
+
 CONNECT_TIMEOUT = 10.0  # seconds to connect and say hello
 CALL_TIMEOUT = 30.0  # seconds any request but ``wait`` may take
 UPDATE_ATTEMPTS = 8  # compare-and-swap rounds update_marker tries
 
 _log = logging.getLogger("ndsclust.aware")
-
-
-# ---------------------------------------------------------------------------- errors
-
-
-class AwareError(NdsclustError):
-    """The sentinel refused a request of the cluster-aware API, or could not carry it out."""
-
-
-class ControlUnavailable(AwareError):
-    """The control socket cannot be reached, or the sentinel closed it."""
-
-
-class RegistrationRefused(AwareError):
-    """A registration was refused and nothing was written; names the attribute at fault."""
-
-    def __init__(self, tag: str, attribute: str, problem: str) -> None:
-        self.tag = tag
-        self.attribute = attribute
-        self.problem = problem
-        super().__init__(f"cannot register {tag!r}: {attribute}: {problem}; nothing was written")
-
-
-class NotSupervised(AwareError):
-    """The call is for copies the sentinel started; this one was started by hand."""
-
-
-class NotGranted(AwareError):
-    """The call needs the start, which the sentinel has not granted this copy."""
-
-
-class MarkerConflict(AwareError):
-    """The marker is no longer the expected value: re-read and decide again."""
-
-    def __init__(self, expected: str | None, current: str | None) -> None:
-        self.expected = expected
-        self.current = current
-        super().__init__(
-            f"the marker is {current!r}, not {expected!r}: another writer changed "
-            "it first; re-read it and decide again"
-        )
-
-
-class StopRequested(AwareError):
-    """The sentinel asked the program to unload itself (``reason`` says why)."""
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-        super().__init__(f"the sentinel asks the program to unload itself: {reason}")
-
-
-class WaitTimeout(AwareError):
-    """``wait_until_host`` gave up: the start was not granted within its timeout."""
-
-
-# Error codes on the wire, and the exception each becomes in the program.
-ERROR_CODES: Final[Mapping[str, type[AwareError]]] = {
-    "bad-request": AwareError,
-    "unavailable": AwareError,
-    "no-entry": AwareError,
-    "invalid-entry": AwareError,
-    "refused": RegistrationRefused,
-    "not-supervised": NotSupervised,
-    "not-granted": NotGranted,
-    "conflict": MarkerConflict,
-    "stopping": StopRequested,
-}
-
-
-# ---------------------------------------------------------------------------- wire format
-
-
-class ProtocolError(ValueError):
-    """A line that is not a protocol message; the text says what is wrong."""
-
-
-def encode(message: Mapping[str, object]) -> bytes:
-    """One message as a protocol line: compact JSON, UTF-8, ending in a newline."""
-    data = json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode(
-        "utf-8"
-    )
-    if len(data) > MAX_LINE:
-        raise ProtocolError(f"message of {len(data)} bytes exceeds the {MAX_LINE}-byte line limit")
-    return data + b"\n"
-
-
-def decode(line: bytes) -> dict[str, object]:
-    """A protocol line (without its newline) as a JSON object, or ProtocolError."""
-    try:
-        text = line.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ProtocolError("the line is not UTF-8") from None
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ProtocolError(f"the line is not JSON ({e.msg} at column {e.colno})") from None
-    except RecursionError:
-        raise ProtocolError("the line nests too deeply") from None
-    if not isinstance(value, dict):
-        raise ProtocolError(f"a message is a JSON object, not {type(value).__name__}")
-    return value
-
-
-class LineBuffer:
-    """Splits a byte stream into lines of at most ``limit`` bytes (newline excluded).
-
-    A longer line sets ``overflowed`` and is dropped, as is everything after it: a stream
-    that broke the limit cannot be trusted to be back in step.
-    """
-
-    def __init__(self, limit: int = MAX_LINE) -> None:
-        self._buf = bytearray()
-        self._limit = limit
-        self.overflowed = False
-
-    def feed(self, data: bytes) -> list[bytes]:
-        """The complete lines ``data`` finishes, without their newlines."""
-        if self.overflowed:
-            return []
-        self._buf += data
-        lines: list[bytes] = []
-        start = 0
-        while (end := self._buf.find(b"\n", start)) >= 0:
-            if end - start > self._limit:
-                break
-            lines.append(bytes(self._buf[start:end]))
-            start = end + 1
-        del self._buf[:start]
-        if len(self._buf) > self._limit:
-            self.overflowed = True
-            self._buf.clear()
-        return lines
-
-
-def check_marker(value: object) -> str:
-    """A marker value as the directory can store it, or ValueError saying why not."""
-    if not isinstance(value, str):
-        raise ValueError(f"a marker is a string, not {type(value).__name__}")
-    if not value:
-        raise ValueError("a marker cannot be empty (the directory stores no empty string)")
-    if len(value) > MAX_MARKER:
-        raise ValueError(f"a marker is at most {MAX_MARKER} characters, not {len(value)}")
-    if "\0" in value:
-        raise ValueError("a marker cannot contain NUL")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("a marker must be valid Unicode (no lone surrogates)") from None
-    return value
-
-
-# ---------------------------------------------------------------------------- registration
-
-
-@dataclass(frozen=True, slots=True)
-class Registration:
-    """What a program says about itself (FIG. 2 object: TAG, TYPE=aware, COMMAND, PRIMARY
-    SERVER, BACKUP SERVER, RESOURCE LIST). Build it with ``registration()``."""
-
-    tag: Tag
-    command: tuple[str, ...]
-    primary: ServerName
-    backups: tuple[ServerName, ...] = ()
-    resources: frozenset[str] = frozenset()
-
-    def app(self) -> App:
-        """The entry a first registration creates: hosted by its primary, to be loaded."""
-        return App(
-            tag=self.tag,
-            type=AppType.AWARE,
-            command=self.command,
-            primary=self.primary,
-            backups=self.backups,
-            host=self.primary,
-            resources=self.resources,
-            state=StateValue(AppState.LOADING),
-        )
-
-    def to_wire(self) -> dict[str, object]:
-        return {
-            "tag": self.tag,
-            "command": list(self.command),
-            "primary": self.primary,
-            "backups": list(self.backups),
-            "resources": sorted(self.resources),
-        }
-
-    @classmethod
-    def from_wire(cls, raw: object) -> Registration:
-        """Check what a client sent; RegistrationRefused names the field at fault."""
-        if not isinstance(raw, dict):
-            raise RegistrationRefused("?", "app", "must be a JSON object")
-        tag = raw.get("tag")
-        name = tag if isinstance(tag, str) else "?"
-
-        def strings(key: str, attribute: str) -> list[str]:
-            value = raw.get(key, [])
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise RegistrationRefused(name, attribute, f"'{key}' must be a list of strings")
-            return value
-
-        if not isinstance(tag, str):
-            raise RegistrationRefused(name, "ndsclustTag", "'tag' must be a string")
-        primary = raw.get("primary")
-        if not isinstance(primary, str):
-            raise RegistrationRefused(name, "ndsclustPrimaryServer", "'primary' must be a string")
-        return registration(
-            tag,
-            strings("command", "ndsclustCommand"),
-            primary,
-            strings("backups", "ndsclustBackupServer"),
-            strings("resources", "ndsclustResource"),
-        )
-
-
-def registration(
-    tag: str,
-    command: Sequence[str],
-    primary: str,
-    backups: Iterable[str] = (),
-    resources: Iterable[str] = (),
-) -> Registration:
-    """Check every attribute as the directory would; RegistrationRefused names the first
-    that is wrong (and nothing has been written)."""
-    try:
-        good_tag = check_tag(tag)
-    except ValueError as e:
-        raise RegistrationRefused(tag, "ndsclustTag", str(e)) from None
-
-    def refuse(attribute: str, problem: str) -> RegistrationRefused:
-        return RegistrationRefused(good_tag, attribute, problem)
-
-    argv = tuple(command)
-    if not argv or not all(isinstance(a, str) and a for a in argv):
-        raise refuse("ndsclustCommand", "must be a non-empty list of non-empty arguments")
-    try:
-        # The entry holds one command line; it must split back into exactly these arguments.
-        if parse_command(join(argv)) != argv:
-            raise refuse("ndsclustCommand", "does not survive quoting as one command line")
-    except ValueError as e:
-        raise refuse("ndsclustCommand", str(e)) from None
-    try:
-        good_primary = check_server_name(primary)
-    except ValueError as e:
-        raise refuse("ndsclustPrimaryServer", str(e)) from None
-    good_backups: list[ServerName] = []
-    for b in backups:
-        try:
-            name = check_server_name(b)
-        except ValueError as e:
-            raise refuse("ndsclustBackupServer", str(e)) from None
-        if name == good_primary:
-            raise refuse(
-                "ndsclustBackupServer", f"names the primary {name!r}; a backup is another server"
-            )
-        if name in good_backups:
-            raise refuse("ndsclustBackupServer", f"names {name!r} twice")
-        good_backups.append(name)
-    good_resources: set[str] = set()
-    for r in resources:
-        try:
-            good_resources.add(check_resource(r))
-        except ValueError as e:
-            raise refuse("ndsclustResource", str(e)) from None
-    reg = Registration(good_tag, argv, good_primary, tuple(good_backups), frozenset(good_resources))
-    try:
-        # The parser every reader of the directory uses has the last word.
-        entries.parse_app(f"ndsclustTag={good_tag}", entries.app_attributes(reg.app()))
-    except EntryInvalid as e:
-        raise refuse(e.attribute, e.problem) from None
-    return reg
 
 
 @dataclass(frozen=True, slots=True)
@@ -388,6 +138,9 @@ class Registered:
 
     result: str
     host: ServerName | None
+
+
+# ---------------------------------------------------------------------------- markers
 
 
 # ---------------------------------------------------------------------------- markers
@@ -416,31 +169,6 @@ def cas_update(
                 raise
             current = e.current
     raise AssertionError("unreachable")
-
-
-def error_from_reply(reply: Mapping[str, object]) -> AwareError:
-    """The exception a program sees for an error reply (``ok`` false)."""
-    code = reply.get("error")
-    message = reply.get("message")
-    text = message if isinstance(message, str) else f"the sentinel answered {reply!r}"
-    if code == "refused":
-        attribute = reply.get("attribute")
-        tag = reply.get("tag")
-        return RegistrationRefused(
-            tag if isinstance(tag, str) else "?",
-            attribute if isinstance(attribute, str) else "app",
-            text,
-        )
-    if code == "conflict":
-        expected, current = reply.get("expected"), reply.get("current")
-        return MarkerConflict(
-            expected if isinstance(expected, str) else None,
-            current if isinstance(current, str) else None,
-        )
-    if code == "stopping":
-        return StopRequested(text)
-    cls = ERROR_CODES.get(code, AwareError) if isinstance(code, str) else AwareError
-    return cls(text)
 
 
 # ---------------------------------------------------------------------------- session
@@ -505,12 +233,7 @@ class Session:
     def __enter__(self) -> Session:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     # -- what the sentinel said at hello
@@ -735,7 +458,7 @@ class Session:
         return pending.reply
 
     def _read_loop(self) -> None:
-        buf = LineBuffer()
+        framer = LineFramer(MAX_LINE)
         reason = LOST
         with selectors.DefaultSelector() as sel:
             sel.register(self._sock, selectors.EVENT_READ)
@@ -751,15 +474,14 @@ class Session:
                         self._stop("SIGTERM")
                 if not any(key.fileobj is self._sock for key, _ in ready):
                     continue
-                try:
-                    data = self._sock.recv(65536)
-                except OSError:
-                    data = b""
+                data = receive(self._sock)
+                if data is None:
+                    continue
                 if not data:
                     break
-                for line in buf.feed(data):
+                for line in framer.feed(data):
                     self._dispatch(line)
-                if buf.overflowed:
+                if framer.too_long:
                     reason = f"the sentinel sent a line longer than {MAX_LINE} bytes"
                     break
         self._lost(reason)
@@ -771,7 +493,7 @@ class Session:
         try:
             msg = decode(line)
         except ProtocolError as e:
-            _log.warning("event=control_bad_line error=%s", e)
+            _log.warning(logline("control_bad_line", error=e))
             return
         if msg.get("event") == "stop":
             reason = msg.get("reason")
@@ -804,7 +526,7 @@ class Session:
             try:
                 cb(reason)
             except Exception:
-                _log.exception("event=on_stop_callback_failed")
+                _log.exception(logline("on_stop_callback_failed"))
         self._stopped.set()
         for _, p in waits:
             p.error = StopRequested(reason)

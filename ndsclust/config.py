@@ -23,21 +23,27 @@ Timing assumptions that safety depends on (README, "The timing argument"):
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ndsclust.errors import ConfigError
+from ndsclust.confread import Reader, document, load_yaml
 from ndsclust.ldapstore.connection import Credentials, check_uri
 from ndsclust.model import ServerName, check_resource, check_server_name
 
 DEFAULT_PATH = "/etc/ndsclust/sentinel.yaml"
+# The keys of the timeouts section, which ``ndsclust lab`` tools also read from a file.
+TIMEOUT_KEYS = (
+    "failover",
+    "fence",
+    "lease",
+    "loop_interval",
+    "startup_grace",
+    "stop_grace",
+    "clock_rate_error",
+)
 # Time the lease guard needs from "kill" to the program being gone (SIGKILL to a process group).
 KILL_ALLOWANCE = 0.1
 SCHEDULING_SLACK = 0.05
@@ -150,141 +156,25 @@ class Config:
         return tuple(names)
 
 
-class _Reader:
-    """Walks the YAML, recording problems with their paths instead of stopping at the first."""
-
-    def __init__(self) -> None:
-        self.problems: list[str] = []
-
-    def bad(self, path: str, msg: str) -> None:
-        self.problems.append(f"{path}: {msg}")
-
-    def section(
-        self,
-        data: Mapping[str, Any],
-        key: str,
-        path: str,
-        *,
-        required: bool = False,
-        known: set[str] | None = None,
-    ) -> Mapping[str, Any] | None:
-        value = data.get(key)
-        p = f"{path}{key}"
-        if value is None:
-            if required:
-                self.bad(p, "is missing")
-            return None
-        if not isinstance(value, Mapping):
-            self.bad(p, f"must be a mapping, not {type(value).__name__}")
-            return None
-        if known is not None:
-            for k in value:
-                if k not in known:
-                    self.bad(f"{p}.{k}", f"unknown key; allowed: {', '.join(sorted(known))}")
-        return value
-
-    def string(
-        self,
-        data: Mapping[str, Any],
-        key: str,
-        path: str,
-        *,
-        required: bool = False,
-        default: str | None = None,
-    ) -> str | None:
-        value = data.get(key, default)
-        if value is None:
-            if required:
-                self.bad(f"{path}{key}", "is missing")
-            return None
-        if not isinstance(value, (str, int)) or isinstance(value, bool):
-            self.bad(f"{path}{key}", f"{value!r} must be a string")
-            return None
-        return str(value)
-
-    def number(
-        self,
-        data: Mapping[str, Any],
-        key: str,
-        path: str,
-        default: float,
-        *,
-        low: float,
-        high: float,
-    ) -> float:
-        value = data.get(key, default)
-        if isinstance(value, str):
-            m = re.fullmatch(r"\s*([0-9.]+)\s*(ms|s)?\s*", value)
-            if m:
-                try:
-                    value = float(m.group(1)) / (1000 if m.group(2) == "ms" else 1)
-                except ValueError:
-                    pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            self.bad(f"{path}{key}", f"{value!r} is not a number of seconds (e.g. 0.5, '500ms')")
-            return default
-        if not low <= float(value) <= high:
-            self.bad(f"{path}{key}", f"{value} is out of range; allowed {low} to {high} seconds")
-            return default
-        return float(value)
-
-    def integer(
-        self, data: Mapping[str, Any], key: str, path: str, default: int, *, low: int, high: int
-    ) -> int:
-        value = data.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            self.bad(f"{path}{key}", f"{value!r} must be a whole number from {low} to {high}")
-            return default
-        return value
-
-    def flag(
-        self, data: Mapping[str, Any], key: str, path: str, default: bool | None
-    ) -> bool | None:
-        value = data.get(key)
-        if value is None:
-            return default
-        if not isinstance(value, bool):
-            self.bad(f"{path}{key}", f"{value!r} must be true or false")
-            return default
-        return value
-
-    def string_list(self, data: Mapping[str, Any], key: str, path: str) -> list[str]:
-        value = data.get(key, [])
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            self.bad(f"{path}{key}", "must be a list of strings")
-            return []
-        return list(value)
-
-    def address(self, value: str, path: str) -> str | None:
-        host, sep, port = value.rpartition(":")
-        try:
-            ipaddress.ip_address(host.strip("[]"))
-            if sep and 0 < int(port) < 65536:
-                return value
-        except ValueError:
-            pass
-        self.bad(path, f"{value!r} is not an address; write ip:port, e.g. 198.18.0.2:7946")
+def _secret_file(r: Reader, path_value: str, path: str) -> bytes | None:
+    """The key in the file ``path_value`` (``path``: its YAML path), or None with the
+    problem recorded."""
+    try:
+        data = Path(path_value).read_bytes().strip()
+    except OSError as e:
+        r.bad(path, f"{path_value}: {e.strerror}")
         return None
-
-    def secret_file(self, path_value: str, path: str) -> bytes | None:
-        try:
-            data = Path(path_value).read_bytes().strip()
-        except OSError as e:
-            self.bad(path, f"{path_value}: {e.strerror}")
-            return None
-        except ValueError as e:  # a NUL in the path
-            self.bad(path, f"{path_value!r}: {e}")
-            return None
-        if len(data) < 16:
-            self.bad(
-                path,
-                f"{path_value}: key is {len(data)} bytes; at least 16 are needed "
-                "(generate one with: head -c 32 /dev/urandom | base64 > FILE)",
-            )
-            return None
-        return data
+    except ValueError as e:  # a NUL in the path
+        r.bad(path, f"{path_value!r}: {e}")
+        return None
+    if len(data) < 16:
+        r.bad(
+            path,
+            f"{path_value}: key is {len(data)} bytes; at least 16 are needed "
+            "(generate one with: head -c 32 /dev/urandom | base64 > FILE)",
+        )
+        return None
+    return data
 
 
 TOP_KEYS = {
@@ -305,12 +195,9 @@ TOP_KEYS = {
 
 def parse(data: Any, source: str = "<config>") -> Config:
     """Validate a loaded YAML document; ConfigError listing every problem."""
-    r = _Reader()
-    if not isinstance(data, Mapping):
-        raise ConfigError(source, ["the file must hold a mapping (key: value lines)"])
-    for k in data:
-        if k not in TOP_KEYS:
-            r.bad(str(k), f"unknown key; allowed: {', '.join(sorted(TOP_KEYS))}")
+    r = Reader()
+    data = document(data, source)
+    r.known(data, TOP_KEYS)
 
     server = ServerName("")
     name = r.string(data, "server", "", required=True)
@@ -346,14 +233,8 @@ def parse(data: Any, source: str = "<config>") -> Config:
         )
         or {}
     )
-    uris: list[str] = []
-    raw_uris = r.string_list(d, "uris", "directory.")
-    for i, u in enumerate(raw_uris):
-        try:
-            uris.append(check_uri(u))
-        except ValueError as e:
-            r.bad(f"directory.uris[{i}]", str(e))
-    if d and not raw_uris:
+    uris = r.checked_list(d, "uris", "directory.", check_uri)
+    if d and not d.get("uris"):
         r.bad("directory.uris", "is missing; list the providers in write-provider order")
     suffix = r.string(d, "suffix", "directory.", required=bool(d)) or ""
     password = None
@@ -399,12 +280,7 @@ def parse(data: Any, source: str = "<config>") -> Config:
         provider_servers=provider_servers,
     )
 
-    resources = []
-    for i, res in enumerate(r.string_list(data, "resources", "")):
-        try:
-            resources.append(check_resource(res))
-        except ValueError as e:
-            r.bad(f"resources[{i}]", str(e))
+    resources = r.checked_list(data, "resources", "", check_resource)
 
     ch = (
         r.section(
@@ -420,15 +296,7 @@ def parse(data: Any, source: str = "<config>") -> Config:
             data,
             "timeouts",
             "",
-            known={
-                "failover",
-                "fence",
-                "lease",
-                "loop_interval",
-                "startup_grace",
-                "stop_grace",
-                "clock_rate_error",
-            },
+            known=TIMEOUT_KEYS,
         )
         or {}
     )
@@ -449,11 +317,11 @@ def parse(data: Any, source: str = "<config>") -> Config:
         keys: dict[str, bytes] = {}
         send_key = ""
         key_file = r.string(c, "key_file", "channels.lan.", required=True)
-        if key_file and (k := r.secret_file(key_file, "channels.lan.key_file")):
+        if key_file and (k := _secret_file(r, key_file, "channels.lan.key_file")):
             send_key = key_id(k)
             keys[send_key] = k
         old = r.string(c, "old_key_file", "channels.lan.")
-        if old and (k := r.secret_file(old, "channels.lan.old_key_file")):
+        if old and (k := _secret_file(r, old, "channels.lan.old_key_file")):
             keys[key_id(k)] = k
         interval = r.number(c, "interval", "channels.lan.", 0.1, low=0.005, high=60)
         intervals.append(interval)
@@ -467,12 +335,7 @@ def parse(data: Any, source: str = "<config>") -> Config:
             ch, "disk", "channels.", known={"path", "servers", "interval", "direct", "sync"}
         )
     ) is not None:
-        servers = []
-        for i, s in enumerate(r.string_list(c, "servers", "channels.disk.")):
-            try:
-                servers.append(check_server_name(s))
-            except ValueError as e:
-                r.bad(f"channels.disk.servers[{i}]", str(e))
+        servers = r.checked_list(c, "servers", "channels.disk.", check_server_name)
         if server and servers and server not in servers:
             r.bad(
                 "channels.disk.servers",
@@ -573,8 +436,7 @@ def parse(data: Any, source: str = "<config>") -> Config:
     if level not in ("debug", "info", "warning", "error"):
         r.bad("log.level", f"{level!r}; allowed: debug, info, warning, error")
 
-    if r.problems:
-        raise ConfigError(source, r.problems)
+    r.check(source)
     return Config(
         path=source,
         server=server,
@@ -612,7 +474,7 @@ def fence_bound(t: Timeouts, witness_timeout: float | None) -> float:
 
 
 def check_timing(
-    t: Timeouts, intervals: list[float], r: _Reader, witness_timeout: float | None = None
+    t: Timeouts, intervals: list[float], r: Reader, witness_timeout: float | None = None
 ) -> None:
     """The fencing inequality (docs/design.md section 4): a backup may start a program only after
     the old host's copy is certainly dead, by lease (frozen sentinel) or fence (cut off)."""
@@ -659,19 +521,4 @@ def check_timing(
 
 def load(path: str | None = None) -> Config:
     path = path or os.environ.get("NDSCLUST_CONFIG") or DEFAULT_PATH
-    try:
-        with open(path, encoding="utf-8") as f:
-            # libyaml when present: it reads in linear time and bounds the nesting depth,
-            # where the pure-Python loader recurses once per level.
-            data = yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    except OSError as e:
-        raise ConfigError(path, [f"cannot read: {e.strerror}"]) from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError(path, [f"{where}not valid YAML: {getattr(e, 'problem', e)}"]) from None
-    except UnicodeDecodeError as e:
-        raise ConfigError(path, [f"byte {e.start}: not UTF-8 text ({e.reason})"]) from None
-    except RecursionError:
-        raise ConfigError(path, ["not valid YAML: it nests too deeply"]) from None
-    return parse(data, path)
+    return parse(load_yaml(path), path)

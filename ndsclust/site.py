@@ -1,56 +1,27 @@
-"""The slapd configuration of an ndsclust directory, from a site description.
+"""The site description of an ndsclust directory, read from a site file.
 
 One ``Site`` describes the whole directory: suffixes, the providers in write-provider
-order, the replication identity, the operators and auditors, TLS material. From it and the
-templates in ``ndsclust/slapd/`` this module renders the cn=config LDIF of each provider
-(syncprov, accesslog and delta-syncrepl from every other provider, the pulse database, the
-monitor, indexes, the ndsclust schema, TLS and the ACLs), the base entries every provider
-loads with ``slapadd -w``, and server entries, which are also the identities sentinels bind
-as. ``deploy/render.py`` renders production providers from a site file with it, and the
-local lab (``ndsclust.lab.directory``) renders its providers with it too, so the lab runs
-under exactly the ACLs and TLS settings that are shipped.
+order, the replication identity, the operators and auditors, TLS material, paths and
+replication settings. ``parse_site`` checks a loaded site file completely and reports
+every problem at once (docs/style.md section 6). ``ndsclust.slapd.render`` renders the
+providers' configuration from it, for ``deploy/render.py`` and for the local lab alike.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import os
 import re
-import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import yaml
+from ndsclust.confread import Reader, document, load_yaml
+from ndsclust.pki import check_cluster
 
-from ndsclust import schema
-from ndsclust.errors import ConfigError, EntryInvalid, NdsclustError
-from ndsclust.ldapstore import entries
-from ndsclust.model import Server, check_resource, check_server_name
-
-TEMPLATES = Path(__file__).resolve().parent / "slapd"
 LDAPI_ROOT = "gidNumber=0+uidNumber=0,cn=peercred,cn=external,cn=auth"
-# syncrepl rids have at most three decimal digits: rid = base + server ID of the peer.
-MAIN_RID_BASE = 100
-PULSE_RID_BASE = 200
-MAX_SERVER_ID = 99
-ACCESSLOG_SUFFIX = "cn=accesslog"
-DELTA_SYNCREPL = (
-    f'syncdata=accesslog logbase="{ACCESSLOG_SUFFIX}" '
-    'logfilter="(&(objectClass=auditWriteObject)(reqResult=0))"'
-)
-# Plain LDAP must not carry a password or cluster data: every operation needs a security
-# strength of at least this, which TLS gives and ldapi:// (71 by default) too.
-MIN_SSF = "64"
-_PLACEHOLDER = re.compile(r"@([A-Z][A-Z0-9_]*)@")
+MAX_SERVER_ID = 99  # syncrepl rids have three decimal digits: rid = base + server ID
 _RDN = re.compile(r"^([a-z][a-z0-9-]*)=([^,=+\"\\<>;#]+)$")
-_REGEX_SPECIAL = re.compile(r"([.^$*+?()\[\]{}|\\])")
-
-Value = str | Sequence[str] | None
 
 SITE_KEYS = {
     "suffix",
@@ -67,55 +38,6 @@ SITE_KEYS = {
 }
 
 
-class RenderError(NdsclustError):
-    """A template and this renderer disagree on a placeholder: a defect, not bad input."""
-
-
-# -- templates ---------------------------------------------------------------------------
-
-
-def fill(template: str, values: Mapping[str, Value]) -> str:
-    """Replace every ``@NAME@`` of ``template``.
-
-    A string replaces the placeholder. A sequence repeats the line once per item (so a
-    line ``member: @OPERATORS@`` becomes one line per member) and drops it when empty.
-    ``None`` drops every line that uses the placeholder: that is how optional settings
-    (TLS, multi-provider mode of a single provider) disappear. A placeholder missing from
-    ``values`` is an error, and so is a value no placeholder uses: a template and its
-    renderer cannot drift apart silently."""
-    unused = sorted(set(values) - set(_PLACEHOLDER.findall(template)))
-    if unused:
-        raise RenderError(f"{', '.join('@' + n + '@' for n in unused)} is not used by the template")
-    out: list[str] = []
-    for line in template.splitlines():
-        names = _PLACEHOLDER.findall(line)
-        unknown = sorted({n for n in names if n not in values})
-        if unknown:
-            raise RenderError(
-                f"no value for {', '.join('@' + n + '@' for n in unknown)} in line {line!r}"
-            )
-        if any(values[n] is None for n in names):
-            continue
-        lists = [n for n in dict.fromkeys(names) if not isinstance(values[n], str)]
-        if len(lists) > 1:
-            raise RenderError(f"line {line!r} repeats for more than one list: {lists}")
-        if not lists:
-            out.append(_PLACEHOLDER.sub(lambda m: str(values[m.group(1)]), line))
-            continue
-        listed = lists[0]
-        for item in values[listed] or ():
-            out.append(
-                _PLACEHOLDER.sub(
-                    lambda m: item if m.group(1) == listed else str(values[m.group(1)]), line
-                )
-            )
-    return "\n".join(out) + "\n"
-
-
-def template(name: str) -> str:
-    return (TEMPLATES / name).read_text(encoding="utf-8")
-
-
 # -- site file ---------------------------------------------------------------------------
 
 
@@ -130,6 +52,9 @@ class Tls:
     ca_file: str
     cert_file: str
     key_file: str
+    # The cluster name of the CA (``ndsclust pki init CLUSTER``): with it a sentinel may
+    # bind with its server certificate (SASL EXTERNAL) instead of a password.
+    certificate_cluster: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,61 +107,38 @@ def naming_context(dn: str) -> tuple[list[str], list[str]]:
     raise ValueError(f"{dn!r}: a suffix starts with dc=... or o=...")
 
 
-class _Problems:
-    """Collects every problem of a site file with its path (docs/style.md section 6)."""
+def _text(
+    r: Reader, data: Mapping[str, Any], key: str, path: str = "", default: str | None = None
+) -> str:
+    """A required string (with ``default`` when absent): "" when missing or not a string."""
+    return r.string(data, key, path, required=True, default=default) or ""
 
-    def __init__(self) -> None:
-        self.found: list[str] = []
 
-    def bad(self, path: str, msg: str) -> None:
-        self.found.append(f"{path}: {msg}")
+def _dn(
+    r: Reader, data: Mapping[str, Any], key: str, path: str = "", default: str | None = None
+) -> str:
+    value = _text(r, data, key, path, default)
+    if not value:
+        return ""
+    try:
+        return check_dn(value)
+    except ValueError as e:
+        r.bad(path + key, str(e))
+        return ""
 
-    def text(
-        self, data: Mapping[str, Any], key: str, path: str = "", default: str | None = None
-    ) -> str:
-        value = data.get(key, default)
-        if value is None:
-            self.bad(path + key, "is missing")
-            return ""
-        if not isinstance(value, (str, int)) or isinstance(value, bool):
-            self.bad(path + key, f"{value!r} must be a string")
-            return ""
-        return str(value)
 
-    def dn(
-        self, data: Mapping[str, Any], key: str, path: str = "", default: str | None = None
-    ) -> str:
-        value = self.text(data, key, path, default)
-        if not value:
-            return ""
+def _dn_list(r: Reader, data: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    value = data.get(key)
+    if not isinstance(value, list) or not value:
+        r.bad(key, "must list at least one DN (a groupOfNames needs a member)")
+        return ()
+    out = []
+    for i, dn in enumerate(value):
         try:
-            return check_dn(value)
+            out.append(check_dn(str(dn)))
         except ValueError as e:
-            self.bad(path + key, str(e))
-            return ""
-
-    def section(self, data: Mapping[str, Any], key: str, known: set[str]) -> Mapping[str, Any]:
-        value = data.get(key) or {}
-        if not isinstance(value, Mapping):
-            self.bad(key, f"must be a mapping, not {type(value).__name__}")
-            return {}
-        for k in value:
-            if k not in known:
-                self.bad(f"{key}.{k}", f"unknown key; allowed: {', '.join(sorted(known))}")
-        return value
-
-    def dn_list(self, data: Mapping[str, Any], key: str) -> tuple[str, ...]:
-        value = data.get(key)
-        if not isinstance(value, list) or not value:
-            self.bad(key, "must list at least one DN (a groupOfNames needs a member)")
-            return ()
-        out = []
-        for i, dn in enumerate(value):
-            try:
-                out.append(check_dn(str(dn)))
-            except ValueError as e:
-                self.bad(f"{key}[{i}]", str(e))
-        return tuple(out)
+            r.bad(f"{key}[{i}]", str(e))
+    return tuple(out)
 
 
 def read_secret(path: str) -> str:
@@ -244,7 +146,7 @@ def read_secret(path: str) -> str:
     return Path(path).read_text(encoding="utf-8").rstrip("\n")
 
 
-def _providers(p: _Problems, data: Mapping[str, Any], tls: bool) -> tuple[Provider, ...]:
+def _providers(p: Reader, data: Mapping[str, Any], tls: bool) -> tuple[Provider, ...]:
     raw = data.get("providers")
     if not isinstance(raw, list) or not raw:
         p.bad(
@@ -290,21 +192,18 @@ def _providers(p: _Problems, data: Mapping[str, Any], tls: bool) -> tuple[Provid
 
 def parse_site(data: Any, source: str = "<site>", read: Callable[[str], str] = read_secret) -> Site:
     """A validated ``Site`` from a loaded site file; ConfigError listing every problem."""
-    if not isinstance(data, Mapping):
-        raise ConfigError(source, ["the file must hold a mapping (key: value lines)"])
-    p = _Problems()
-    for k in data:
-        if k not in SITE_KEYS:
-            p.bad(str(k), f"unknown key; allowed: {', '.join(sorted(SITE_KEYS))}")
-    suffix = p.dn(data, "suffix")
-    pulse_suffix = p.dn(data, "pulse_suffix", default="o=ndsclust-pulse")
+    data = document(data, source)
+    p = Reader()
+    p.known(data, SITE_KEYS)
+    suffix = _dn(p, data, "suffix")
+    pulse_suffix = _dn(p, data, "pulse_suffix", default="o=ndsclust-pulse")
     for key, dn in (("suffix", suffix), ("pulse_suffix", pulse_suffix)):
         if dn:
             try:
                 naming_context(dn)
             except ValueError as e:
                 p.bad(key, str(e))
-    base = p.dn(data, "base", default=f"ou=ndsclust,{suffix}" if suffix else None)
+    base = _dn(p, data, "base", default=f"ou=ndsclust,{suffix}" if suffix else None)
     if (
         base
         and suffix
@@ -314,12 +213,12 @@ def parse_site(data: Any, source: str = "<site>", read: Callable[[str], str] = r
         )
     ):
         p.bad("base", f"{base!r} must be ou=<name>,{suffix}: the cluster base lives in the suffix")
-    admin_dn = p.text(data, "admin_dn", default=LDAPI_ROOT)
+    admin_dn = _text(p, data, "admin_dn", default=LDAPI_ROOT)
     if '"' in admin_dn:
         p.bad("admin_dn", "must not contain '\"'")
 
-    rep = p.section(data, "replicator", {"dn", "password_file"})
-    replicator_dn = p.dn(rep, "dn", "replicator.", default=f"cn=replicator,{suffix}")
+    rep = p.section(data, "replicator", known={"dn", "password_file"}) or {}
+    replicator_dn = _dn(p, rep, "dn", "replicator.", default=f"cn=replicator,{suffix}")
     if (
         replicator_dn
         and suffix
@@ -330,7 +229,7 @@ def parse_site(data: Any, source: str = "<site>", read: Callable[[str], str] = r
     ):
         p.bad("replicator.dn", f"{replicator_dn!r} must be cn=<name>,{suffix}")
     password = ""
-    pw_file = p.text(rep, "password_file", "replicator.")
+    pw_file = _text(p, rep, "password_file", "replicator.")
     try:
         password = read(pw_file) if pw_file else ""
     except OSError as e:
@@ -361,11 +260,23 @@ def parse_site(data: Any, source: str = "<site>", read: Callable[[str], str] = r
             "to run without TLS (a test bench, never production)",
         )
     else:
-        t = p.section(data, "tls", {"ca_file", "cert_file", "key_file"})
+        t = (
+            p.section(
+                data, "tls", known={"ca_file", "cert_file", "key_file", "certificate_cluster"}
+            )
+            or {}
+        )
+        cluster = p.string(t, "certificate_cluster", "tls.")
+        if cluster is not None:
+            try:
+                check_cluster(cluster)
+            except ValueError as e:
+                p.bad("tls.certificate_cluster", str(e))
         tls = Tls(
-            p.text(t, "ca_file", "tls."),
-            p.text(t, "cert_file", "tls."),
-            p.text(t, "key_file", "tls."),
+            _text(p, t, "ca_file", "tls."),
+            _text(p, t, "cert_file", "tls."),
+            _text(p, t, "key_file", "tls."),
+            cluster,
         )
         for key in ("ca_file", "cert_file", "key_file"):
             value = getattr(tls, key)
@@ -373,8 +284,10 @@ def parse_site(data: Any, source: str = "<site>", read: Callable[[str], str] = r
                 p.bad(f"tls.{key}", f"{value!r} must be an absolute path")
     providers = _providers(p, data, tls is not None)
 
-    paths = p.section(data, "paths", {"data_dir", "run_dir", "module_path", "schema_dir"})
-    repl = p.section(data, "replication", {"retry", "accesslog_purge"})
+    paths = (
+        p.section(data, "paths", known={"data_dir", "run_dir", "module_path", "schema_dir"}) or {}
+    )
+    repl = p.section(data, "replication", known={"retry", "accesslog_purge"}) or {}
     site = Site(
         suffix=suffix,
         base=base,
@@ -383,15 +296,15 @@ def parse_site(data: Any, source: str = "<site>", read: Callable[[str], str] = r
         replicator_dn=replicator_dn,
         replicator_password=password,
         providers=providers,
-        operators=p.dn_list(data, "operators"),
-        auditors=p.dn_list(data, "auditors"),
+        operators=_dn_list(p, data, "operators"),
+        auditors=_dn_list(p, data, "auditors"),
         tls=tls,
-        data_dir=p.text(paths, "data_dir", "paths.", "/var/lib/ldap/ndsclust"),
-        run_dir=p.text(paths, "run_dir", "paths.", "/var/run/slapd"),
-        module_path=p.text(paths, "module_path", "paths.", "/usr/lib/ldap"),
-        schema_dir=p.text(paths, "schema_dir", "paths.", "/etc/ldap/schema"),
-        retry=p.text(repl, "retry", "replication.", "1 30 5 +"),
-        accesslog_purge=p.text(repl, "accesslog_purge", "replication.", "14+00:00 01+00:00"),
+        data_dir=_text(p, paths, "data_dir", "paths.", "/var/lib/ldap/ndsclust"),
+        run_dir=_text(p, paths, "run_dir", "paths.", "/var/run/slapd"),
+        module_path=_text(p, paths, "module_path", "paths.", "/usr/lib/ldap"),
+        schema_dir=_text(p, paths, "schema_dir", "paths.", "/etc/ldap/schema"),
+        retry=_text(p, repl, "retry", "replication.", "1 30 5 +"),
+        accesslog_purge=_text(p, repl, "accesslog_purge", "replication.", "14+00:00 01+00:00"),
     )
     for key in ("data_dir", "run_dir", "module_path", "schema_dir"):
         value = getattr(site, key)
@@ -411,220 +324,9 @@ def parse_site(data: Any, source: str = "<site>", read: Callable[[str], str] = r
             "replication.accesslog_purge",
             f"{site.accesslog_purge!r} is not 'AGE PERIOD' as [dd+]hh:mm, e.g. '14+00:00 01+00:00'",
         )
-    if p.found:
-        raise ConfigError(source, p.found)
+    p.check(source)
     return site
 
 
 def load_site(path: str) -> Site:
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except OSError as e:
-        raise ConfigError(path, [f"cannot read: {e.strerror}"]) from None
-    except yaml.YAMLError as e:
-        raise ConfigError(path, [f"not valid YAML: {e}"]) from None
-    return parse_site(data, path)
-
-
-# -- provider ----------------------------------------------------------------------------
-
-
-def syncrepl_lines(site: Site, me: int) -> tuple[list[str], list[str]]:
-    """olcSyncrepl values of the main and pulse databases of provider ``me``: one agreement
-    per other provider, bound as the replication identity, over TLS with the peer's
-    certificate verified against the site CA."""
-    common = (
-        f'bindmethod=simple binddn="{site.replicator_dn}" '
-        f'credentials="{site.replicator_password}" type=refreshAndPersist '
-        f'retry="{site.retry}" timeout=3 network-timeout=2 keepalive=30:3:5'
-    )
-    main: list[str] = []
-    pulse: list[str] = []
-    for peer in (q for q in site.providers if q.server_id != me):
-        tls = ""
-        if site.tls is not None:
-            tls = f" tls_cacert={site.tls.ca_file} tls_reqcert=demand"
-            if urlsplit(peer.uri).scheme.lower() == "ldap":
-                tls = " starttls=critical" + tls
-        main.append(
-            f"{{{len(main)}}}rid={MAIN_RID_BASE + peer.server_id:03d} "
-            f'provider={peer.uri} {common}{tls} searchbase="{site.suffix}" '
-            f"{DELTA_SYNCREPL}"
-        )
-        pulse.append(
-            f"{{{len(pulse)}}}rid={PULSE_RID_BASE + peer.server_id:03d} "
-            f'provider={peer.uri} {common}{tls} searchbase="{site.pulse_suffix}"'
-        )
-    return main, pulse
-
-
-def provider_ldif(
-    site: Site,
-    server_id: int,
-    *,
-    root_password: str | None = None,
-    durable: bool = True,
-    config_managers: Sequence[str] = (),
-) -> str:
-    """The cn=config LDIF of provider ``server_id``.
-
-    The keyword options serve the local lab, never deploy/: ``root_password`` lets the
-    admin (then a DN of the suffix) bind with a password, ``durable=False`` turns off the
-    fsync of every commit of a throwaway directory, ``config_managers`` are identities
-    that manage cn=config besides the admin (the lab's user over ldapi://)."""
-    if server_id not in {q.server_id for q in site.providers}:
-        raise ConfigError(
-            "--server-id",
-            [
-                f"{server_id} is not in the site's providers "
-                f"({', '.join(str(q.server_id) for q in site.providers)})"
-            ],
-        )
-    main, pulse = syncrepl_lines(site, server_id)
-    tls = site.tls
-    return fill(
-        template("provider.ldif.in"),
-        {
-            "SERVER_ID": str(server_id),
-            "SUFFIX": site.suffix,
-            "BASE": site.base,
-            "PULSE_SUFFIX": site.pulse_suffix,
-            "PULSE_SUFFIX_REGEX": _REGEX_SPECIAL.sub(r"\\\1", normalize_dn(site.pulse_suffix)),
-            "ADMIN_DN": site.admin_dn,
-            "CONFIG_MANAGERS": " ".join(
-                f'by dn.exact="{dn}" manage'
-                for dn in dict.fromkeys((site.admin_dn, *config_managers))
-            ),
-            "ROOT_PASSWORD": root_password,
-            "NO_SYNC": None if durable else "TRUE",
-            "REPLICATOR_DN": site.replicator_dn,
-            "DATA_DIR": site.data_dir,
-            "RUN_DIR": site.run_dir,
-            "MODULE_PATH": site.module_path,
-            "SCHEMA_DIR": site.schema_dir,
-            "NDSCLUST_SCHEMA": schema.render_ldif().strip(),
-            "TLS_CA_FILE": tls.ca_file if tls else None,
-            "TLS_CERT_FILE": tls.cert_file if tls else None,
-            "TLS_KEY_FILE": tls.key_file if tls else None,
-            "MIN_SSF": MIN_SSF if tls else None,
-            "ACCESSLOG_PURGE": site.accesslog_purge,
-            "MAIN_SYNCREPL": [f"olcSyncrepl: {line}" for line in main],
-            "PULSE_SYNCREPL": [f"olcSyncrepl: {line}" for line in pulse],
-            # A database without a replication agreement cannot be a multi-provider one.
-            "MULTI_PROVIDER": "TRUE" if main else None,
-        },
-    )
-
-
-# -- entries -----------------------------------------------------------------------------
-
-
-def ssha(password: str, salt: bytes | None = None) -> str:
-    """An RFC 2307 {SSHA} hash, which slapd checks natively. The identities hashed here
-    have random secrets of 16 characters and more, which no fast hash makes guessable;
-    people's passwords go through slappasswd with {ARGON2} (INSTALL.md)."""
-    salt = os.urandom(8) if salt is None else salt
-    digest = hashlib.sha1(password.encode("utf-8") + salt).digest()
-    return "{SSHA}" + base64.b64encode(digest + salt).decode("ascii")
-
-
-def with_operational(
-    ldif: str,
-    server_id: int,
-    now: datetime,
-    creator: str,
-    new_uuid: Callable[[], str] = lambda: str(uuid.uuid4()),
-) -> str:
-    """Append fixed operational attributes to every entry of ``ldif``: loaded with
-    ``slapadd`` on every provider, each entry is then the same entry everywhere (same
-    entryUUID and entryCSN), exactly as if it had replicated."""
-    stamp = now.strftime("%Y%m%d%H%M%SZ")
-    csn = f"{now.strftime('%Y%m%d%H%M%S.%f')}Z#000000#{server_id:03x}#000000"
-    out = []
-    for block in ldif.strip("\n").split("\n\n"):
-        if any(line.startswith("dn: ") for line in block.splitlines()):
-            block += (
-                f"\nentryUUID: {new_uuid()}\nentryCSN: {csn}\ncreatorsName: {creator}"
-                f"\ncreateTimestamp: {stamp}\nmodifiersName: {creator}"
-                f"\nmodifyTimestamp: {stamp}"
-            )
-        out.append(block)
-    return "\n\n".join(out) + "\n"
-
-
-def seed_ldifs(site: Site, now: datetime) -> dict[str, str]:
-    """The base entries, by file name: ``seed-main.ldif`` and ``seed-pulse.ldif``."""
-    suffix_classes, suffix_attrs = naming_context(site.suffix)
-    pulse_classes, pulse_attrs = naming_context(site.pulse_suffix)
-    values: dict[str, dict[str, Value]] = {
-        "seed-main.ldif": {
-            "SUFFIX": site.suffix,
-            "BASE": site.base,
-            "BASE_OU": site.base.split(",", 1)[0].split("=", 1)[1].strip(),
-            "SUFFIX_CLASSES": suffix_classes,
-            "SUFFIX_ATTRS": suffix_attrs,
-            "REPLICATOR_DN": site.replicator_dn,
-            "REPLICATOR_CN": site.replicator_dn.split(",", 1)[0].split("=", 1)[1].strip(),
-            "REPLICATOR_PASSWORD_HASH": ssha(site.replicator_password),
-            "OPERATORS": site.operators,
-            "AUDITORS": site.auditors,
-        },
-        "seed-pulse.ldif": {
-            "PULSE_SUFFIX": site.pulse_suffix,
-            "PULSE_CLASSES": pulse_classes,
-            "PULSE_ATTRS": pulse_attrs,
-        },
-    }
-    first = site.providers[0].server_id
-    return {
-        name: with_operational(fill(template(f"{name}.in"), v), first, now, site.admin_dn)
-        for name, v in values.items()
-    }
-
-
-def server_entry(
-    site: Site, name: str, addresses: Sequence[str], resources: Sequence[str], password: str
-) -> tuple[str, dict[str, list[str]]]:
-    """DN and attributes of one server's entry, as ``ndsclust servers add`` writes it, plus
-    the password its sentinel binds with (hashed). Validated by the same parser the
-    sentinels use."""
-    try:
-        server = Server(
-            name=check_server_name(name),
-            addresses=tuple(addresses),
-            resources=frozenset(check_resource(r) for r in resources),
-        )
-    except ValueError as e:
-        raise ConfigError("server", [str(e)]) from None
-    dn = f"cn={server.name},ou=servers,{site.base}"
-    attrs = entries.server_attributes(server)
-    try:
-        entries.parse_server(dn, attrs)
-    except EntryInvalid as e:
-        raise ConfigError("server", [f"{e.attribute}: {e.problem}"]) from None
-    if len(password) < 16:
-        raise ConfigError(
-            "server",
-            [
-                f"the password has {len(password)} characters; use at "
-                "least 16 (python3 -c 'import secrets; "
-                "print(secrets.token_urlsafe(32))')"
-            ],
-        )
-    attrs["objectClass"] = [*attrs["objectClass"], "simpleSecurityObject"]
-    attrs["userPassword"] = [ssha(password)]
-    return dn, attrs
-
-
-def server_ldif(
-    site: Site, name: str, addresses: Sequence[str], resources: Sequence[str], password: str
-) -> str:
-    """``server_entry`` as LDIF, for ``ldapadd``."""
-    dn, attrs = server_entry(site, name, addresses, resources, password)
-    lines = [
-        f"# Server {dn.split(',', 1)[0][3:]}; its sentinel binds as this entry (directory.bind_dn).",
-        f"dn: {dn}",
-    ]
-    lines += [f"{attr}: {v}" for attr, values in attrs.items() for v in values]
-    return "\n".join(lines) + "\n"
+    return parse_site(load_yaml(path), path)

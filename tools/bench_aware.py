@@ -7,17 +7,22 @@ A two-server lab runs, with alpha as primary and beta as backup, the sample prog
 ``ndsclust.lab.aware_counter``, one item every 20 ms; registered by starting it once by
 hand). Auto-recover is off for both, so each failback happens on an operator's request.
 
+With ``--warmup S`` both programs take S seconds after they start before they serve (a
+program loading its data): the capable one writes ``serving`` then, the aware one
+prepares before it waits, so that its paused copy on the primary is ready to serve when
+it is granted the start (what FIG. 7B loads it early for).
+
 Each trial migrates both to beta (``migrate:beta``), waits until alpha has loaded the
-aware program's paused copy, then requests the failback of ``cap`` and then of ``awr`` and
-measures, on CLOCK_MONOTONIC, from the request's write to the primary's copy becoming
-active: the capable program's first ledger line, the aware program's ``start`` line (the
-start was granted). Split into: request -> the backup's copy stopped (its ``stop`` line),
+aware program's paused copy (and it has warmed up), then requests the failback of ``cap``
+and then of ``awr`` and measures, on CLOCK_MONOTONIC, from the request's write to the
+primary's copy serving: the capable program's first ledger line (its ``serving`` line
+with a warm-up), the aware program's ``start`` line (the start was granted). Split into: request -> the backup's copy stopped (its ``stop`` line),
 and stopped -> active on alpha (host swap, then a fresh start or the paused copy let
 through). Both ledgers are checked for double runs, the aware items for gaps and repeats.
 
 The last line is exactly ``aware_failback_ms=<n> capable_failback_ms=<n>`` (medians).
 
-    tools/bench_aware.py [--trials 10] [--fast]
+    tools/bench_aware.py [--trials 10] [--fast] [--warmup S]
 
 ``--fast`` uses the shortest timings the configuration loader allows for 10 ms heartbeats.
 """
@@ -70,7 +75,7 @@ def line_time(lab: LabCluster, tag: str, kind: str, server: str, after: float) -
     return None
 
 
-def register_by_hand(lab: LabCluster) -> None:
+def register_by_hand(lab: LabCluster, warmup: float = 0.0) -> None:
     sock = lab.servers[A].dir / "control.sock"
     wait_until(sock.exists, timeout=30, what="alpha's control socket")
     env = {k: v for k, v in os.environ.items() if not k.startswith("NDSCLUST_")}
@@ -89,6 +94,7 @@ def register_by_hand(lab: LabCluster) -> None:
             B,
             "--socket",
             str(sock),
+            *(["--warmup", repr(warmup)] if warmup else []),
         ],
         env=env,
         capture_output=True,
@@ -100,33 +106,40 @@ def register_by_hand(lab: LabCluster) -> None:
         raise SystemExit(f"registering {AWR} failed: {done.stderr.strip()}")
 
 
-def move(lab: LabCluster, tag: Tag, request: Request, to: ServerName) -> tuple[float, float, float]:
-    """Write ``request``; return (request time, backup stop time, active-on-``to`` time)."""
+def move(
+    lab: LabCluster, tag: Tag, request: Request, to: ServerName, serving: str = "start"
+) -> tuple[float, float, float]:
+    """Write ``request``; return (request time, backup stop time, ``to`` serving time):
+    ``serving`` names the line that says so."""
     frm = B if to == A else A
     t0 = time.monotonic()
     lab.store().set_request(tag, request)
     wait_until(
-        lambda: line_time(lab, tag, "start", to, t0) is not None,
+        lambda: line_time(lab, tag, serving, to, t0) is not None,
         timeout=30,
-        what=f"{tag} active on {to}",
+        what=f"{tag} serving on {to}",
     )
     stopped = line_time(lab, tag, "stop", frm, t0)
-    active = line_time(lab, tag, "start", to, t0)
-    assert stopped is not None and active is not None
+    active = line_time(lab, tag, serving, to, t0)
+    if stopped is None or active is None:
+        seen = [ln for ln in lab.ledger_lines() if f" {tag} " in ln and float(ln.split()[-1]) >= t0]
+        raise SystemExit(f"{tag}: no stop line on {frm} before serving on {to}: {seen[:20]}")
     return t0, stopped, active
 
 
 def run(
-    trials: int, fast: bool, options: Mapping[str, Any] | None = None
+    trials: int, fast: bool, options: Mapping[str, Any] | None = None, warmup: float = 0.0
 ) -> tuple[list[tuple[float, float]], list[tuple[float, float]], str]:
-    """``options``: LabCluster timing options (``Timings.lab_options``), instead of ``fast``."""
+    """``options``: LabCluster timing options (``Timings.lab_options``), instead of ``fast``;
+    ``warmup``: seconds both programs take after they start before they serve."""
     opts: dict[str, Any] = dict(options) if options is not None else FAST if fast else {}
     aware: list[tuple[float, float]] = []
     capable: list[tuple[float, float]] = []
     # The program registers itself through alpha's sentinel: an operator under the ACLs.
     with LabCluster(2, log_level="warning", operator_servers=(A,), **opts) as lab:
-        lab.add_app(CAP, A, [B], auto_recover=False, extra=["--tick", "0.02"])
-        register_by_hand(lab)
+        ready = ["--warmup", repr(warmup)] if warmup else []
+        lab.add_app(CAP, A, [B], auto_recover=False, extra=["--tick", "0.02", *ready])
+        register_by_hand(lab, warmup)
         lab.store().replace_app_attrs(AWR, {"ndsclustAutoRecover": ["FALSE"]})
         lab.wait_running(CAP, A, timeout=30)
         lab.wait_running(AWR, A, timeout=30)
@@ -140,8 +153,11 @@ def run(
                 timeout=30,
                 what="the paused copy on alpha",
             )
-            for tag, out in ((CAP, capable), (AWR, aware)):
-                t0, stopped, active = move(lab, tag, Request(RequestKind.FAILBACK), A)
+            for tag, out, serving in (
+                (CAP, capable, "serving" if warmup else "start"),
+                (AWR, aware, "start"),
+            ):
+                t0, stopped, active = move(lab, tag, Request(RequestKind.FAILBACK), A, serving)
                 out.append(((stopped - t0) * 1000, (active - stopped) * 1000))
             print(
                 f"trial {i + 1}: capable {sum(capable[-1]):.0f} ms "
@@ -176,9 +192,19 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--trials", type=int, default=10)
     p.add_argument("--fast", action="store_true", help="shortest timings the loader allows")
+    p.add_argument(
+        "--warmup",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="seconds both programs take after they start before they serve",
+    )
     a = p.parse_args()
-    aware, capable, check = run(a.trials, a.fast)
+    if not a.warmup >= 0:
+        p.error("--warmup must be >= 0 seconds")
+    aware, capable, check = run(a.trials, a.fast, warmup=a.warmup)
     settings = "fastest allowed (10 ms heartbeats)" if a.fast else "default"
+    settings += f"; warmup {a.warmup:g} s"
     for name, parts in (("capable", capable), ("aware", aware)):
         print(
             f"{name}: unload median={statistics.median(u for u, _ in parts):.0f} ms, "

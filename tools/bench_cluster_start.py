@@ -38,9 +38,9 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from scale_lab import (
+from ndsclust.lab.directory import DirectoryCluster, LabTimeout, wait_until
+from tools.scale_lab import (
     ScaleLab,
     count_running,
     sample_apps,
@@ -48,8 +48,6 @@ from scale_lab import (
     server_names,
     stop_on_sigterm,
 )
-
-from ndsclust.lab.directory import DirectoryCluster, LabTimeout, wait_until
 
 # Events counted after a cold start: none of them should happen where nothing failed.
 TROUBLE = ("loop_hung", "rejoin", "fenced", "failover", "claim", "swap_conflict")

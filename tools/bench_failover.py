@@ -15,7 +15,7 @@ The ledger of every trial is checked for double runs. The last line is exactly
 
 ``--fast`` uses the shortest timings the configuration loader allows for 10 ms heartbeats;
 ``--timings FILE`` the heartbeat intervals, witness and timeouts of a sentinel
-configuration file (e.g. ``deploy/sentinel.example.yaml``, ``ndsclust.lab.timings``), and
+configuration file (e.g. ``deploy/sentinel.example.yaml``, ``tools.timings``), and
 prints them on a ``timings:`` line before the last.
 """
 
@@ -34,13 +34,12 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ndsclust.lab.cluster import LabCluster
 from ndsclust.lab.directory import LabError, wait_until
-from ndsclust.lab.timings import Timings, read_timings
 from ndsclust.ledger import double_runs, lives
 from ndsclust.model import Request, RequestKind, ServerName, Tag
+from tools.timings import Timings, read_timings
 
 A, B, C = ServerName("alpha"), ServerName("beta"), ServerName("gamma")
 
@@ -162,7 +161,7 @@ def main() -> int:
     if a.aware_trials:
         # Cluster-aware failback next to a capable one (tools/bench_aware.py): the aware
         # primary's copy is already loaded and paused when the hand-over starts.
-        import bench_aware
+        from tools import bench_aware
 
         aware, capable, check = bench_aware.run(a.aware_trials, a.fast, options)
         aware_ok = bench_aware.passed(check)

@@ -34,9 +34,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scale_lab import (
+from ndsclust.lab.directory import LabTimeout, wait_until
+from tools.scale_lab import (
     ScaleLab,
     count_running,
     sample_apps,
@@ -45,8 +46,6 @@ from scale_lab import (
     stop_on_sigterm,
     watch_usage,
 )
-
-from ndsclust.lab.directory import LabTimeout, wait_until
 
 MB = 1024 * 1024
 

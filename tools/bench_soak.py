@@ -4,8 +4,8 @@
     tools/bench_soak.py [--timings deploy/sentinel.example.yaml] [--minutes 10] [--stress]
                         [--pause-sentinel SECONDS]
 
-A 3-server namespace lab (``LabCluster(netns=True)``) runs with the timings of a sentinel
-configuration file (``ndsclust.lab.timings``) and one sample program per server, each on
+A 3-server namespace lab (``LabCluster(network=NetLab)``) runs with the timings of a sentinel
+configuration file (``tools.timings``) and one sample program per server, each on
 its primary. Then, for ``--minutes``, nothing is injected: with ``--stress`` the machine
 is loaded meanwhile (``tools/stress.py``: a CPU burner per core and a second lab cluster),
 and with ``--pause-sentinel S`` one sentinel (each server's in turn) is SIGSTOPped for S
@@ -52,12 +52,12 @@ if __package__ in (None, ""):
 from ndsclust.errors import NdsclustError
 from ndsclust.lab.cluster import LabCluster
 from ndsclust.lab.directory import LabError
-from ndsclust.lab.netns import cleanup_stale
-from ndsclust.lab.timings import Timings, read_timings
 from ndsclust.ledger import lives
 from ndsclust.model import ServerName, Tag
 from tools.faults.harness import log_lines_since, log_marks
+from tools.netns import NetLab, cleanup_stale
 from tools.stress import Stress
+from tools.timings import Timings, read_timings
 
 SERVERS = 3
 POLL = 0.5
@@ -195,7 +195,7 @@ class Soak:
 def run(timings: Timings, minutes: float, stress: bool, pause_s: float, out: Out = print) -> Count:
     failover = timings.failover
     cleanup_stale()
-    lab = LabCluster(SERVERS, netns=True, **timings.lab_options())
+    lab = LabCluster(SERVERS, network=NetLab, **timings.lab_options())
     try:
         lab.start()
         names = list(lab.servers)

@@ -1,6 +1,6 @@
-"""Options and helpers every subcommand shares: where the directory is, how to bind, output,
-and ``Follower``, the live view of the cluster that ``status --watch``, ``events --follow``
-and the ``--wait`` of the request verbs read from the RFC 4533 watch.
+"""Options and helpers every subcommand shares: where the directory is, how to bind, output.
+The live view that ``status --watch``, ``events --follow`` and the ``--wait`` of the request
+verbs read is ``ndsclust.ldapstore.follow.Follower``.
 
 Where the directory settings come from, first match wins: the command-line options, the
 ``NDSCLUST_*`` environment variables, the directory section of the sentinel configuration
@@ -16,24 +16,17 @@ import getpass
 import json
 import logging
 import os
-import queue
 import shlex
 import sys
-import threading
-import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from types import TracebackType
 from typing import Any
 
 from ndsclust import config as config_mod
-from ndsclust.errors import ConfigError, EntryInvalid, NdsclustError, ProviderUnreachable
-from ndsclust.ldapstore import entries
-from ndsclust.ldapstore.cache import ClusterCache
+from ndsclust.errors import ConfigError, EntryInvalid, NdsclustError
 from ndsclust.ldapstore.connection import Credentials, Providers
-from ndsclust.ldapstore.store import Snapshot, Store
-from ndsclust.ldapstore.watch import Changed, ChangeKind, Deleted, RefreshDone, Watch, WatchEvent
-from ndsclust.model import App, Event, Pulse, ServerName
+from ndsclust.ldapstore.store import Store
+from ndsclust.model import App, Event
 
 log = logging.getLogger("ndsclust.cli")
 
@@ -415,6 +408,19 @@ def invalid_json(e: EntryInvalid) -> dict[str, str]:
     return {"dn": e.dn, "attribute": e.attribute, "problem": e.problem}
 
 
+def add_follow_limits(p: argparse.ArgumentParser, flag: str, items: str) -> None:
+    """--count and --timeout, which end a live view (``flag``: --follow, --watch)."""
+    p.add_argument(
+        "--count", type=positive_int, metavar="N", help=f"with {flag}: stop after N {items}"
+    )
+    p.add_argument(
+        "--timeout",
+        type=positive_float,
+        metavar="SECONDS",
+        help=f"with {flag}: stop after this many seconds",
+    )
+
+
 def want_wait(args: argparse.Namespace) -> bool:
     """--wait / --no-wait; by default wait when a person watches (stdout is a terminal)."""
     return bool(args.wait) if args.wait is not None else sys.stdout.isatty()
@@ -441,174 +447,3 @@ def add_wait_options(p: argparse.ArgumentParser, default_timeout: float = 30.0) 
         help=f"how long --wait waits for the sentinels (default {default_timeout:g}); "
         "exit 1 when they did not act in time",
     )
-
-
-# -- the live view -----------------------------------------------------------------------
-
-
-class Follower:
-    """The cluster as the RFC 4533 watch shows it, kept current without polling.
-
-    Applications and servers are folded into a ``ClusterCache``; events and pulses, when
-    asked for, are kept by entryUUID. Each watch runs in its own thread and feeds one queue,
-    so ``wait_change`` can block on all of them at once. ``new_events`` are the events added
-    after the refresh, with their entryCSN: what happened since this command started
-    following.
-    """
-
-    def __init__(
-        self,
-        st: Store,
-        *,
-        cluster: bool = True,
-        events: bool = True,
-        pulses: bool = False,
-        event_filter: str | None = None,
-    ) -> None:
-        self.store = st
-        self.cache = ClusterCache()
-        self.events: dict[str, Event] = {}
-        self.new_events: list[tuple[str, Event]] = []  # (entryCSN, event)
-        self.pulses: dict[str, Pulse] = {}
-        self._queue: queue.Queue[tuple[str, WatchEvent]] = queue.Queue()
-        self._stop = threading.Event()
-        self._pumps: list[threading.Thread] = []
-        self._ready: set[str] = set()
-        self._events_dn = st.events_dn.lower()
-        self.watches: dict[str, Watch] = {}
-        if cluster:
-            self.watches["cluster"] = Watch(st.providers, st.base, name="cli-cluster")
-        elif events:
-            self.watches["cluster"] = Watch(
-                st.providers,
-                st.events_dn,
-                filter=event_filter or "(objectClass=ndsclustEvent)",
-                name="cli-events",
-            )
-        if pulses and st.pulse_base:
-            self.watches["pulses"] = Watch(
-                st.providers,
-                st.pulse_base,
-                filter="(objectClass=ndsclustPulseEntry)",
-                name="cli-pulses",
-            )
-        self._want_events = events
-
-    def __enter__(self) -> Follower:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def start(self) -> None:
-        for name, w in self.watches.items():
-            w.start()
-            t = threading.Thread(
-                target=self._pump, args=(name, w), name=f"{name}-pump", daemon=True
-            )
-            t.start()
-            self._pumps.append(t)
-
-    def stop(self) -> None:
-        self._stop.set()
-        for w in self.watches.values():
-            w.stop()
-        for t in self._pumps:
-            t.join()
-
-    def _pump(self, name: str, w: Watch) -> None:
-        while not self._stop.is_set():
-            ev = w.get(0.1)
-            if ev is not None:
-                self._queue.put((name, ev))
-
-    @property
-    def ready(self) -> bool:
-        return self._ready >= set(self.watches)
-
-    def wait_ready(self, timeout: float) -> None:
-        """Block until every watch finished its refresh; ProviderUnreachable after ``timeout``."""
-        deadline = time.monotonic() + timeout
-        while not self.ready:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise ProviderUnreachable(
-                    f"the directory watch got no complete answer within {timeout:g}s "
-                    f"from {', '.join(self.store.providers.uris)}"
-                )
-            self.wait_change(left)
-
-    def wait_change(self, timeout: float) -> bool:
-        """Apply what arrives within ``timeout``; True when something changed. After the
-        first event it also takes whatever is already queued, so a burst is one change."""
-        try:
-            item = self._queue.get(timeout=max(timeout, 0.0))
-        except queue.Empty:
-            return False
-        changed = self._apply(*item)
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return changed
-            changed = self._apply(*item) or changed
-
-    def _apply(self, name: str, ev: WatchEvent) -> bool:
-        if isinstance(ev, RefreshDone):
-            self._ready.add(name)
-            return True
-        if isinstance(ev, Deleted):
-            if name == "pulses":
-                return self.pulses.pop(ev.uuid, None) is not None
-            self.cache.delete(ev.uuid)
-            self.events.pop(ev.uuid, None)
-            return True
-        if not isinstance(ev, Changed):
-            return False  # Reconnected: the watch resumes by itself
-        entry = ev.entry
-        classes = {
-            c.lower()
-            for k, vs in entry.attributes.items()
-            if k.lower() == "objectclass"
-            for c in vs
-        }
-        if name == "pulses":
-            try:
-                self.pulses[entry.uuid] = entries.parse_pulse(entry.dn, entry.attributes)
-            except EntryInvalid as e:
-                log.warning("event=invalid_entry dn=%s error=%s", entry.dn, e.problem)
-                return False
-            return True
-        if "ndsclustevent" in classes:
-            if not self._want_events:
-                return False
-            try:
-                event = entries.parse_event(entry.dn, entry.attributes)
-            except (EntryInvalid, ValueError) as e:
-                log.warning("event=invalid_entry dn=%s error=%s", entry.dn, e)
-                return False
-            self.events[entry.uuid] = event
-            if name in self._ready and ev.kind is ChangeKind.ADD:
-                csn = next(
-                    (vs[0] for k, vs in entry.attributes.items() if k.lower() == "entrycsn" and vs),
-                    "",
-                )
-                self.new_events.append((csn, event))
-            return True
-        self.cache.put(entry.uuid, entry.dn, entry.attributes)
-        return True
-
-    def snapshot(self) -> Snapshot:
-        return self.cache.snapshot()
-
-    def pulse_map(self) -> dict[ServerName, Pulse]:
-        return {p.server: p for p in self.pulses.values()}
-
-    def event_list(self) -> list[Event]:
-        return sorted(self.events.values(), key=lambda e: (e.time, e.id))

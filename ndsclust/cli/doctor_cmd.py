@@ -14,16 +14,14 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import ldap3
 import yaml
-from ldap3.core.exceptions import LDAPException
 
-from ndsclust import doctor, schema
+from ndsclust import doctor
 from ndsclust.cli import common, repair_cmd
 from ndsclust.config import Config
 from ndsclust.errors import ProviderUnreachable, StoreError
-from ndsclust.ldapstore import entries, replication, schema_admin
-from ndsclust.ldapstore.connection import Credentials, open_connection
+from ndsclust.ldapstore import reads, replication, schema_admin
+from ndsclust.ldapstore.connection import Credentials
 from ndsclust.ldapstore.store import Store, generalized_time
 from ndsclust.model import ServerName
 
@@ -76,46 +74,6 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=cmd_doctor)
 
 
-def _subschema_version(uri: str, creds: Credentials) -> int | None:
-    """The schema version slapd has loaded, from the subschema subentry that any bind may
-    usually read: the fallback when cn=config is closed to this bind."""
-    conn = open_connection(uri, creds)
-    try:
-        conn.search(
-            "cn=Subschema",
-            "(objectClass=subschema)",
-            search_scope=ldap3.BASE,
-            attributes=["objectClasses"],
-            dereference_aliases=ldap3.DEREF_NEVER,
-        )
-        for r in conn.response or []:
-            if r.get("type") == "searchResEntry":
-                values = [v.decode() for v in r["raw_attributes"].get("objectClasses", [])]
-                return schema.version_in(values)
-        return None
-    except LDAPException:
-        return None
-    finally:
-        conn.unbind()
-
-
-def _config_readable(uri: str, creds: Credentials) -> bool:
-    conn = open_connection(uri, creds)
-    try:
-        conn.search(
-            "cn=schema,cn=config",
-            "(objectClass=*)",
-            search_scope=ldap3.BASE,
-            attributes=["1.1"],
-            dereference_aliases=ldap3.DEREF_NEVER,
-        )
-        return any(r.get("type") == "searchResEntry" for r in conn.response or [])
-    except LDAPException:
-        return False
-    finally:
-        conn.unbind()
-
-
 def schema_reading(uri: str, creds: Credentials) -> doctor.SchemaReading:
     try:
         status: schema_admin.SchemaStatus | None
@@ -127,10 +85,15 @@ def schema_reading(uri: str, creds: Credentials) -> doctor.SchemaReading:
             status = None  # cn=config refused outright
         # slapd answers "no such object" where a bind may not look: an empty answer means
         # "not loaded" only if this bind can see cn=schema,cn=config at all.
-        if status is not None and (status.dn is not None or _config_readable(uri, creds)):
+        if status is not None and (
+            status.dn is not None or schema_admin.config_readable(uri, creds)
+        ):
             return doctor.SchemaReading(uri, status.version)
         return doctor.SchemaReading(
-            uri, _subschema_version(uri, creds), source="subschema", config_readable=False
+            uri,
+            schema_admin.subschema_version(uri, creds),
+            source="subschema",
+            config_readable=False,
         )
     except ProviderUnreachable as e:
         return doctor.SchemaReading(uri, error=str(e))
@@ -145,7 +108,7 @@ def per_provider(uris: list[str], read: Callable[[str], R]) -> dict[str, R | str
     for uri in uris:
         try:
             out[uri] = read(uri)
-        except (ProviderUnreachable, StoreError, LDAPException) as e:
+        except StoreError as e:
             out[uri] = str(e)
     return out
 
@@ -165,22 +128,12 @@ def log_readings(
 
 
 def pulse_readings(st: Store) -> dict[ServerName, doctor.PulseReading]:
-    out: dict[ServerName, doctor.PulseReading] = {}
-    if not st.pulse_base:
-        return out
-    for dn, attrs in st.search(
-        st.pulse_base, "(objectClass=ndsclustPulseEntry)", scope=ldap3.LEVEL
-    ):
-        try:
-            p = entries.parse_pulse(dn, attrs)
-        except StoreError:
-            continue  # an invalid pulse entry: the server shows as without pulse
-        csn = next((v[0] for k, v in attrs.items() if k.lower() == "entrycsn" and v), b"")
-        written = common.parse_time(csn.decode() if isinstance(csn, bytes) else str(csn))
-        out[p.server] = doctor.PulseReading(
-            p.server, p.counter, common.parse_time(p.stamp), written
+    return {
+        p.server: doctor.PulseReading(
+            p.server, p.counter, common.parse_time(p.stamp), common.parse_time(csn)
         )
-    return out
+        for p, csn in reads.pulses_written(st)
+    }
 
 
 def transports(cfg: Config | None, uris: list[str], creds: Credentials) -> list[doctor.Transport]:

@@ -12,9 +12,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ldap3.utils.conv import escape_filter_chars
-
 from ndsclust.cli import common
+from ndsclust.ldapstore.follow import Follower
 from ndsclust.ldapstore.store import Store
 from ndsclust.model import Event, check_tag
 
@@ -48,18 +47,7 @@ def register(sub: Any) -> None:
         action="store_true",
         help="keep printing new events as the directory receives them",
     )
-    p.add_argument(
-        "--count",
-        type=common.positive_int,
-        metavar="N",
-        help="with --follow: stop after N new events",
-    )
-    p.add_argument(
-        "--timeout",
-        type=common.positive_float,
-        metavar="SECONDS",
-        help="with --follow: stop after this many seconds",
-    )
+    common.add_follow_limits(p, "--follow", "new events")
     p.set_defaults(handler=cmd_events)
 
 
@@ -104,12 +92,9 @@ def cmd_events(args: argparse.Namespace) -> int:
 
 
 def _follow(args: argparse.Namespace, st: Store) -> int:
-    filt = "(objectClass=ndsclustEvent)"
-    if args.tag:
-        filt = f"(&{filt}(ndsclustEventTag={escape_filter_chars(args.tag)}))"
     deadline = time.monotonic() + args.timeout if args.timeout else None
     try:
-        with common.Follower(st, cluster=False, events=True, event_filter=filt) as f:
+        with Follower(st, cluster=False, events=True, event_tag=args.tag) as f:
             f.wait_ready(args.connect_timeout)
             if not args.json:
                 print("\t".join(COLUMNS))
@@ -120,7 +105,7 @@ def _follow(args: argparse.Namespace, st: Store) -> int:
                 if left <= 0:
                     break
                 f.wait_change(left)
-                fresh = [e for _, e in f.new_events[done:]]
+                fresh = [n.event for n in f.new_events[done:]]
                 fresh = fresh[: args.count - done] if args.count else fresh
                 _print_lines(sorted(fresh, key=lambda e: (e.time, e.id)), args.json)
                 done += len(fresh)

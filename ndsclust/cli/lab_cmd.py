@@ -25,9 +25,11 @@ from typing import Any
 from ndsclust.cli import common
 from ndsclust.cli.status_cmd import status_data
 from ndsclust.errors import NdsclustError
-from ndsclust.lab.cluster import LabCluster, descendants
-from ndsclust.lab.directory import DirectoryCluster, LabError
+from ndsclust.lab.cluster import LabCluster
+from ndsclust.lab.directory import DirectoryCluster
+from ndsclust.lab.provider import LabError, descendants
 from ndsclust.ldapstore.connection import Providers
+from ndsclust.ldapstore.follow import Follower
 from ndsclust.ldapstore.store import Store
 from ndsclust.ledger import double_runs, lives
 from ndsclust.model import ServerName, Tag
@@ -156,12 +158,12 @@ def _status(lab: LabCluster) -> None:
 
 
 def _follow(
-    lab: LabCluster, tag: str, until: Any, event: str, timeout: float, act: Callable[[], float]
+    lab: LabCluster, tag: str, server: str, event: str, timeout: float, act: Callable[[], float]
 ) -> float:
     """Run ``act`` (it returns the CLOCK_MONOTONIC time it acted at) once the watch is
     ready, then print each change of the application's host and state, and its events, as
-    the watch delivers them, until ``until()`` holds and the ``event`` of the tag has been
-    shown; return that time. Acting only after the refresh means no event can hide in it;
+    the watch delivers them, until it runs on ``server`` only, is shown running there and
+    the ``event`` of the tag has been shown; return that time. Acting only after the refresh means no event can hide in it;
     the event is recorded after the state it explains, so it is waited for too.
 
     The watch follows beta's provider: alpha's is the one that dies and comes back."""
@@ -174,7 +176,7 @@ def _follow(
     last = ""
     seen: set[str] = set()
     try:
-        with common.Follower(st, events=True) as f:
+        with Follower(st, events=True) as f:
             f.wait_ready(10)
             since = act()
             deadline = time.monotonic() + timeout
@@ -185,7 +187,7 @@ def _follow(
                     if line != last:
                         _say(f"  +{(time.monotonic() - since) * 1000:6.0f} ms  {tag}: {line}")
                         last = line
-                for _, e in f.new_events:
+                for e in f.fresh_events():
                     if e.tag == tag:
                         seen.add(e.kind)
                         _say(
@@ -193,12 +195,16 @@ def _follow(
                             f"by {e.server}: {e.text}"
                         )
                 f.new_events.clear()
-                if event in seen and until():
+                if event in seen and _settled(lab, tag, server):
                     return since
                 f.wait_change(0.05)
     finally:
         st.close()
     raise LabError(f"the demo did not see {tag} settle with a {event} event within {timeout:.0f}s")
+
+
+def _settled(lab: LabCluster, tag: str, server: str) -> bool:
+    return lab.running_on(tag) == {server} and lab.app(tag).state.state.value == "running"
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -212,14 +218,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         _say(f"demo: cluster up in {took:.1f}s; 'web' runs on alpha (backups: beta, gamma)\n")
         _status(lab)
         _say("\ndemo: killing server alpha (sentinel, lease guard, program and slapd, SIGKILL)")
-        t0 = _follow(
-            lab,
-            "web",
-            lambda: lab.running_on("web") == {B} and lab.app("web").state.state.value == "running",
-            "failover",
-            30,
-            lambda: lab.kill_server(A),
-        )
+        t0 = _follow(lab, "web", B, "failover", 30, lambda: lab.kill_server(A))
         started = lab.first_start_after("web", t0, server=B)
         failover_ms = (started - t0) * 1000 if started else float("nan")
         _say(f"demo: web runs on beta {failover_ms:.0f} ms after alpha died\n")
@@ -231,14 +230,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             lab.restart_server(A)
             return t
 
-        t1 = _follow(
-            lab,
-            "web",
-            lambda: lab.running_on("web") == {A} and lab.app("web").state.state.value == "running",
-            "failback",
-            60,
-            restart,
-        )
+        t1 = _follow(lab, "web", A, "failback", 60, restart)
         back = lab.first_start_after("web", t1, server=A)
         stopped_on_b = _last_stop(lab, "web", B, t1)
         failback_ms = (back - stopped_on_b) * 1000 if back and stopped_on_b else float("nan")

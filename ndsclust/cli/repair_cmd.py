@@ -16,10 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from ndsclust.cli import common
-from ndsclust.errors import ProviderUnreachable
 from ndsclust.ldapstore import reseed
 from ndsclust.ldapstore.antientropy import Repairer
-from ndsclust.ldapstore.connection import open_connection
 from ndsclust.ldapstore.store import Store
 
 
@@ -100,23 +98,16 @@ def _reseed(args: argparse.Namespace, store: Store, write: str) -> int:
     if target == write:
         print(f"{target} is the write provider: nothing to re-seed it from", file=sys.stderr)
         return 2
-    try:
-        open_connection(target, common.credentials(args), timeout=1.0).unbind()
+    if reseed.answers(target, common.credentials(args)):
         print(f"{target} answers: stop its slapd first", file=sys.stderr)
         return 1
-    except ProviderUnreachable:
-        pass
     if not _consent(
         args,
         f"Replace {target}'s copy of {store.suffix} ({args.slapd_conf}) with the write "
         f"provider {write}'s?",
     ):
         return 1
-    conn = open_connection(write, common.credentials(args), timeout=10.0)
-    try:
-        ldif = reseed.export(conn, store.suffix)
-    finally:
-        conn.unbind()
+    ldif = reseed.export_from(write, common.credentials(args), store.suffix)
     kept, took = reseed.reload(args.slapd_conf, store.suffix, ldif)
     store.record_event(
         "reseed",

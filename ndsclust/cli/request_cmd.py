@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-import ldap3
-
 from ndsclust.cli import common
 from ndsclust.errors import EntryInvalid, NoSuchEntry
+from ndsclust.ldapstore import reads
+from ndsclust.ldapstore.follow import Follower
 from ndsclust.ldapstore.store import Snapshot, Store
 from ndsclust.model import (
     App,
@@ -177,18 +177,8 @@ def judge_maintenance(
 # -- shell -------------------------------------------------------------------------------
 
 
-def _entry_csn(st: Store, dn: str) -> str:
-    found = st.search(dn, "(objectClass=*)", scope=ldap3.BASE, attributes=["entryCSN"])
-    for _, attrs in found:
-        for k, vs in attrs.items():
-            if k.lower() == "entrycsn" and vs:
-                v = vs[0]
-                return v.decode() if isinstance(v, bytes) else str(v)
-    raise NoSuchEntry(f"{dn} vanished right after the write")
-
-
 def _follow(
-    f: common.Follower,
+    f: Follower,
     judge: Callable[[Sequence[Event]], Verdict],
     written_csn: str,
     timeout: float,
@@ -199,7 +189,7 @@ def _follow(
     deadline = began + timeout
     shown = ""
     while True:
-        events = [e for csn, e in f.new_events if csn >= written_csn]
+        events = f.fresh_events(written_csn)
         verdict = judge(events)
         if verdict.outcome is Outcome.DONE:
             print(f"{subject}: {verdict.text} ({time.monotonic() - began:.1f}s)")
@@ -252,40 +242,67 @@ def known_server(snap: Snapshot, name: str) -> ServerName:
     raise NoSuchEntry(f"unknown server {name!r}{hint}; known servers: {known}")
 
 
+Judge = Callable[[Snapshot, Sequence[Event], str], Verdict]
+
+
+def _act(
+    args: argparse.Namespace,
+    st: Store,
+    subject: str,
+    write: Callable[[], str],
+    audit: Callable[[], None],
+    judge: Judge,
+    written: str,
+) -> int:
+    """``write`` the operator's change (it returns the DN written), record it, and with
+    --wait follow the directory until ``judge`` gives a final verdict on the snapshot, the
+    events recorded since and the entryCSN the write left."""
+    follower: Follower | None = None
+    try:
+        if common.want_wait(args):
+            follower = Follower(st)
+            follower.start()
+            follower.wait_ready(args.connect_timeout)
+        csn = reads.entry_csn(st, write())
+        audit()
+        if follower is None:
+            print(written)
+            return 0
+        fol = follower
+        return _follow(
+            fol, lambda events: judge(fol.snapshot(), events, csn), csn, args.timeout, subject
+        )
+    finally:
+        if follower is not None:
+            follower.stop()
+
+
 def request_verb(args: argparse.Namespace, make: Callable[[Snapshot], Request]) -> int:
     st = common.store(args)
-    follower: common.Follower | None = None
     try:
         snap = st.snapshot()
         app = _valid_app(snap, st, args.tag)
         request = make(snap)
         if app.request is not None and app.request != request:
             print(f"{app.tag}: replacing the pending request {app.request}", file=sys.stderr)
-        wait = common.want_wait(args)
-        if wait:
-            follower = common.Follower(st)
-            follower.start()
-            follower.wait_ready(args.connect_timeout)
-        st.set_request(app.tag, request)
-        written = _entry_csn(st, app.dn)
-        common.audit(st, f"request_{request.kind.value}", tag=app.tag, text=f"request={request}")
-        if follower is None:
-            print(
-                f"{app.tag}: request {request} written; 'ndsclust status --watch' shows "
-                "when the sentinels act"
-            )
-            return 0
-        fol = follower
-        return _follow(
-            fol,
-            lambda events: judge_request(app, request, written, fol.snapshot(), events),
-            written,
-            args.timeout,
+
+        def write() -> str:
+            st.set_request(app.tag, request)
+            return app.dn
+
+        return _act(
+            args,
+            st,
             app.tag,
+            write,
+            lambda: common.audit(
+                st, f"request_{request.kind.value}", tag=app.tag, text=f"request={request}"
+            ),
+            lambda snap, events, csn: judge_request(app, request, csn, snap, events),
+            f"{app.tag}: request {request} written; 'ndsclust status --watch' shows "
+            "when the sentinels act",
         )
     finally:
-        if follower is not None:
-            follower.stop()
         st.close()
 
 
@@ -324,41 +341,31 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_maintenance(args: argparse.Namespace) -> int:
     on = args.mode == "on"
     st = common.store(args)
-    follower: common.Follower | None = None
     try:
         snap = st.snapshot()
         name = known_server(snap, args.server)
         moving = frozenset(a.tag for a in snap.apps.values() if a.host == name)
-        if common.want_wait(args):
-            follower = common.Follower(st)
-            follower.start()
-            follower.wait_ready(args.connect_timeout)
-        st.set_server_state(name, ServerState.MAINTENANCE if on else ServerState.UP)
-        written = _entry_csn(st, st.server_dn(name))
-        common.audit(
-            st, "maintenance_on" if on else "maintenance_off", server=name, text=f"server={name}"
-        )
-        if follower is None:
-            print(
-                f"{name}: maintenance {args.mode} written"
-                + (
-                    f"; the sentinels move {', '.join(sorted(moving))} away"
-                    if on and moving
-                    else ""
-                )
-            )
-            return 0
-        fol = follower
-        return _follow(
-            fol,
-            lambda events: judge_maintenance(name, on, moving, written, fol.snapshot(), events),
-            written,
-            args.timeout,
+
+        def write() -> str:
+            st.set_server_state(name, ServerState.MAINTENANCE if on else ServerState.UP)
+            return st.server_dn(name)
+
+        return _act(
+            args,
+            st,
             name,
+            write,
+            lambda: common.audit(
+                st,
+                "maintenance_on" if on else "maintenance_off",
+                server=name,
+                text=f"server={name}",
+            ),
+            lambda snap, events, csn: judge_maintenance(name, on, moving, csn, snap, events),
+            f"{name}: maintenance {args.mode} written"
+            + (f"; the sentinels move {', '.join(sorted(moving))} away" if on and moving else ""),
         )
     finally:
-        if follower is not None:
-            follower.stop()
         st.close()
 
 
@@ -386,32 +393,41 @@ def register(sub: Any) -> None:
             "takes it. Needed when auto-recover is off. Writes ndsclustRequest: failback.",
         ),
     )
+    tag = ("tag", {"help": "the application's tag"})
     for name, handler, short, long in verbs:
-        p = sub.add_parser(name, help=short, description=long)
-        p.add_argument("tag", help="the application's tag")
-        common.add_wait_options(p)
-        p.set_defaults(handler=handler)
-
-    p = sub.add_parser(
+        _verb(sub, name, handler, short, long, [tag])
+    _verb(
+        sub,
         "migrate",
-        help="move an application to a named server",
-        description="Ask the sentinels to move the application to SERVER: the "
-        "host unloads it, then SERVER loads it. SERVER must be in "
-        "ou=servers. Writes ndsclustRequest: migrate:SERVER.",
+        cmd_migrate,
+        "move an application to a named server",
+        "Ask the sentinels to move the application to SERVER: the host unloads it, then "
+        "SERVER loads it. SERVER must be in ou=servers. Writes ndsclustRequest: migrate:SERVER.",
+        [tag, ("server", {"help": "the server to move it to"})],
     )
-    p.add_argument("tag", help="the application's tag")
-    p.add_argument("server", help="the server to move it to")
-    common.add_wait_options(p)
-    p.set_defaults(handler=cmd_migrate)
-
-    p = sub.add_parser(
+    _verb(
+        sub,
         "maintenance",
-        help="take a server out of service, or back",
-        description="on: the sentinels move every application off SERVER and "
-        "none moves onto it. off: SERVER takes part again. Writes "
-        "ndsclustServerState (maintenance or up).",
+        cmd_maintenance,
+        "take a server out of service, or back",
+        "on: the sentinels move every application off SERVER and none moves onto it. off: "
+        "SERVER takes part again. Writes ndsclustServerState (maintenance or up).",
+        [("server", {"help": "the server's name"}), ("mode", {"choices": ("on", "off")})],
+        timeout=60.0,
     )
-    p.add_argument("server", help="the server's name")
-    p.add_argument("mode", choices=("on", "off"))
-    common.add_wait_options(p, default_timeout=60.0)
-    p.set_defaults(handler=cmd_maintenance)
+
+
+def _verb(
+    sub: Any,
+    name: str,
+    handler: Callable[[argparse.Namespace], int],
+    short: str,
+    long: str,
+    positionals: Sequence[tuple[str, dict[str, Any]]],
+    timeout: float = 30.0,
+) -> None:
+    p = sub.add_parser(name, help=short, description=long)
+    for arg, options in positionals:
+        p.add_argument(arg, **options)
+    common.add_wait_options(p, default_timeout=timeout)
+    p.set_defaults(handler=handler)

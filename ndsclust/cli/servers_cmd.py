@@ -9,12 +9,13 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from ndsclust.cli import common
 from ndsclust.errors import ConfigError, EntryExists, EntryInvalid, NoSuchEntry, StoreError
-from ndsclust.ldapstore import entries
+from ndsclust.ldapstore import entries, reads
+from ndsclust.ldapstore.entries import Entry
 from ndsclust.ldapstore.store import Snapshot, Store
 from ndsclust.model import Server, ServerState, check_server_name
 
@@ -173,34 +174,24 @@ def cmd_add(args: argparse.Namespace) -> int:
     return 0
 
 
-def naming_apps(found: Sequence[tuple[str, Mapping[str, Sequence[Any]]]], name: str) -> list[str]:
+def naming_apps(found: Sequence[Entry], name: str) -> list[str]:
     """``dn (attribute)`` of every application entry that names server ``name``, read raw so
     that invalid entries count too."""
     out = []
-    for dn, attrs in found:
-        for attr, values in attrs.items():
-            if attr.lower() not in {a.lower() for a in NAMING}:
-                continue
-            for v in values:
-                text = v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
-                text = _ORDER_PREFIX.sub("", text)
-                if text.removeprefix("migrate:") == name:
-                    out.append(f"{dn} ({attr})")
+    for e in found:
+        for attr in NAMING:
+            for v in e.all(attr):
+                if _ORDER_PREFIX.sub("", v).removeprefix("migrate:") == name:
+                    out.append(f"{e.dn} ({attr})")
     return out
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
     st = common.store(args)
     try:
-        if not st.search(
-            st.server_dn(args.name),
-            "(objectClass=ndsclustServer)",
-            scope="BASE",
-            attributes=["1.1"],
-        ):
+        if not reads.exists(st, st.server_dn(args.name), "(objectClass=ndsclustServer)"):
             raise NoSuchEntry(f"no server {args.name!r} under {st.servers_dn}")
-        found = st.search(st.apps_dn, "(objectClass=ndsclustApplication)", attributes=list(NAMING))
-        users = naming_apps(found, args.name)
+        users = naming_apps(reads.applications(st, NAMING), args.name)
         if users:
             print(
                 f"ndsclust: {args.name} is still named by: {'; '.join(users)}. Move or edit "

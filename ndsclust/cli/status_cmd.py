@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ndsclust.cli import common
+from ndsclust.ldapstore.follow import Follower
 from ndsclust.ldapstore.store import Snapshot, Store
 from ndsclust.model import Event, Pulse, ServerName, Tag
 
@@ -44,15 +45,7 @@ def register(sub: Any) -> None:
         help="redraw on every change until Ctrl-C; piped, print one view (one JSON "
         "line with --json) per change",
     )
-    p.add_argument(
-        "--count", type=common.positive_int, metavar="N", help="with --watch: stop after N views"
-    )
-    p.add_argument(
-        "--timeout",
-        type=common.positive_float,
-        metavar="SECONDS",
-        help="with --watch: stop after this many seconds",
-    )
+    common.add_follow_limits(p, "--watch", "views")
     p.add_argument(
         "--stale",
         type=common.positive_float,
@@ -242,7 +235,7 @@ def _watch(args: argparse.Namespace, st: Store) -> int:
         )
 
     try:
-        with common.Follower(st, pulses=True) as f:
+        with Follower(st, pulses=True) as f:
             f.wait_ready(args.connect_timeout)
             if sys.stdout.isatty() and not args.json:
                 from rich.live import Live

@@ -14,7 +14,8 @@ marker saved, exiting 0.
 Output, appended to ``--output`` in single O_APPEND writes (copies on several servers of
 one machine can share the file, like the sample program's ledger)::
 
-    <server> <pid> <tag> waiting <monotonic>          loaded; paused until granted the start
+    <server> <pid> <tag> waiting <monotonic>          loaded and prepared (``--warmup``
+                                                      seconds); paused until granted the start
     <server> <pid> <tag> start <monotonic>            granted: the active copy from here
     <server> <pid> <tag> resume <marker> <monotonic>  the marker it continues from
     <server> <pid> <tag> item <n> <monotonic>         item n processed
@@ -94,6 +95,7 @@ def command(
     backups: Sequence[str] = (),
     resources: Sequence[str] = (),
     interval: float = 0.02,
+    warmup: float = 0.0,
 ) -> list[str]:
     """The command line the program registers (an entry written with it is "unchanged"
     when the program registers): how any server loads it."""
@@ -110,6 +112,8 @@ def command(
         "--interval",
         repr(interval),
     ]
+    if warmup:
+        cmd += ["--warmup", repr(warmup)]
     if backups:
         cmd += ["--backups", ",".join(backups)]
     if resources:
@@ -129,6 +133,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--backups", type=_list, default=[])
     p.add_argument("--resources", type=_list, default=[])
     p.add_argument("--interval", type=float, default=0.02)
+    p.add_argument(
+        "--warmup", type=float, default=0.0, help="seconds of preparation before it waits"
+    )
     p.add_argument("--socket", help="the sentinel's control socket (default: NDSCLUST_SOCKET)")
     args = p.parse_args(argv)
     if not args.tag:
@@ -147,7 +154,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             reg = session.register(
                 command=command(
-                    args.output, args.tag, args.primary, args.backups, args.resources, args.interval
+                    args.output,
+                    args.tag,
+                    args.primary,
+                    args.backups,
+                    args.resources,
+                    args.interval,
+                    args.warmup,
                 ),
                 primary=args.primary,
                 backups=args.backups,
@@ -178,6 +191,10 @@ def _run(session: aware.Session, args: argparse.Namespace) -> int:
         os.write(fd, f"{head} {what} {time.monotonic():.6f}\n".encode())
 
     try:
+        # Preparation (``--warmup``) comes before the wait: a paused copy is ready to serve
+        # the moment it is granted the start, which is what FIG. 7B loads it early for.
+        if session.should_stop(timeout=args.warmup):
+            return 0
         write("waiting")
         try:
             session.wait_until_host()

@@ -9,7 +9,8 @@ process running ``ndsclust sentinel run`` with a generated configuration. Sample
 "Killing a server" SIGKILLs its sentinel, everything below it (lease guard, programs)
 and its slapd at once: what a power cut does, as far as one machine can show it.
 
-With ``netns=True`` every server is a network namespace of a ``NetLab`` instead: its slapd
+With ``network`` (a factory such as ``tools.netns.NetLab``, called with the server names)
+every server is a network namespace of that network instead: its slapd
 and its sentinel (and so its programs) run inside it, its provider listens on its dir
 address, its heartbeats use its lan address, and the test process reaches the providers
 through the root namespace's address on the dir bridge. The ledger and the disk-pulse file
@@ -28,19 +29,18 @@ it puts that server's identity in the operators group (``operator_servers`` here
 that such a server may then create and change applications, commands included.
 
 ``witness=True`` adds a witness (claims 12, 43) to every sentinel's configuration: a TCP
-listener of this process, on the root namespace's dir-bridge address with ``netns``, so
+listener of this process, on the root namespace's dir-bridge address with ``network``, so
 a server reaches it exactly while its dir link works.
 
 Timings: ``timeouts`` (the sentinel's ``timeouts`` section, over the lab's own start-up and
 stop grace, ``LAB_TIMEOUTS``), ``intervals`` (one number for every heartbeat channel, or a
 mapping channel -> seconds for ``lan``, ``directory`` and ``disk``; a channel left out
 keeps the sentinel's default) and ``witness_interval``/``witness_timeout``.
-``ndsclust.lab.timings`` builds all of them from a sentinel configuration file.
+``tools.timings`` builds all of them from a sentinel configuration file.
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import secrets
@@ -50,22 +50,24 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
-from ndsclust.lab.directory import DirectoryCluster, LabError, free_ports, wait_until
-from ndsclust.lab.netns import NetLab
+from ndsclust.lab.directory import DirectoryCluster
+from ndsclust.lab.provider import LabError, alive, descendants, die_with, free_ports, wait_until
 from ndsclust.ldapstore.connection import Providers
 from ndsclust.ldapstore.store import Store
 from ndsclust.model import App, AppState, AppType, ServerName, StateValue, Tag
 
+# alive and descendants are imported from here by the tools and the tests too.
+__all__ = ["LabCluster", "LabServer", "Network", "Witness", "alive", "descendants"]
+
 SAMPLE_APP = Path(__file__).with_name("sample_app.py")
 SERVER_NAMES = ("alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta")
-PR_SET_PDEATHSIG = 1
 # Each namespace has its own port space: every server's heartbeats use the same port.
 NETNS_LAN_PORT = 7946
 WITNESS_BACKLOG = 64
@@ -76,6 +78,24 @@ INTERVAL_CHANNELS = ("lan", "directory", "disk")
 # The lab's own timeouts, which those given override: a lab sentinel starts and unloads
 # quickly.
 LAB_TIMEOUTS: Mapping[str, float] = {"stop_grace": 2.0, "startup_grace": 2.0}
+
+
+class Network(Protocol):
+    """Servers as hosts of their own (``tools.netns.NetLab``): what the lab asks of them."""
+
+    def start(self) -> None: ...
+    def teardown(self) -> None: ...
+    def address(self, name: str, net: str) -> str:
+        """The server's address on ``net``: ``lan`` (heartbeats) or ``dir`` (its provider)."""
+
+    def root_address(self, net: str) -> str:
+        """This process's address on ``net``."""
+
+    def exec_prefix(self, name: str) -> tuple[str, ...]:
+        """Prefix a command with this to run it on the server."""
+
+    def link_down(self, name: str) -> None: ...
+    def link_up(self, name: str) -> None: ...
 
 
 @dataclass
@@ -97,40 +117,6 @@ class LabServer:
         if self.process is not None:
             return self.process.poll() is None
         return self.pid is not None and alive(self.pid)
-
-
-def alive(pid: int) -> bool:
-    """The process exists and is neither a zombie nor dead."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):
-        return False
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` (children first found through /proc/*/stat)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    out: list[int] = []
-    todo = [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
-
-
-def _die_with_parent() -> None:
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class Witness:
@@ -176,7 +162,7 @@ class LabCluster:
         resources: Mapping[str, Sequence[str]] | None = None,
         log_level: str = "info",
         disk: bool = True,
-        netns: bool = False,
+        network: Callable[[Sequence[str]], Network] | None = None,
         witness: bool = False,
         witness_interval: float | None = None,
         witness_timeout: float | None = None,
@@ -213,7 +199,7 @@ class LabCluster:
         self.sentinel_wrapper = tuple(sentinel_wrapper)
         self.operator_servers = frozenset(operator_servers)
         names = SERVER_NAMES[:n]
-        self.net = NetLab(names) if netns else None
+        self.net = network(names) if network is not None else None
         if self.net is not None:
             net = self.net
             self.directory = DirectoryCluster(
@@ -226,7 +212,7 @@ class LabCluster:
                 tls=True,
             )
         else:
-            # A lab directory is thrown away: no fsync per commit (see provider_config).
+            # A lab directory is thrown away: no fsync per commit (render.provider_ldif, durable).
             self.directory = DirectoryCluster(
                 n=n, base_dir=base_dir, die_with_parent=die_with_parent, durable=False, tls=True
             )
@@ -410,7 +396,7 @@ class LabCluster:
                 stdout=log,
                 stderr=log,
                 cwd=str(server.dir),
-                preexec_fn=_die_with_parent if self.die_with_parent else None,
+                preexec_fn=die_with(os.getpid()) if self.die_with_parent else None,
                 start_new_session=True,
             )
         finally:
@@ -439,7 +425,7 @@ class LabCluster:
 
     def kill_server(self, name: ServerName) -> float:
         """SIGKILL the server's sentinel, its guards and programs and its slapd at once
-        (and take its links down, with ``netns``); returns the CLOCK_MONOTONIC time of
+        (and take its links down, with ``network``); returns the CLOCK_MONOTONIC time of
         the kill."""
         server = self.servers[name]
         pids = []
@@ -461,7 +447,7 @@ class LabCluster:
         return t
 
     def restart_server(self, name: ServerName) -> None:
-        """Bring a killed server back: its links (with ``netns``), its slapd, then its
+        """Bring a killed server back: its links (with ``network``), its slapd, then its
         sentinel."""
         server = self.servers[name]
         provider = self.directory.providers[server.index]

@@ -10,6 +10,8 @@ Lines are short single writes to an O_APPEND file, so copies on several servers 
 machine (network namespaces share the kernel's monotonic clock) can share one ledger.
 A copy killed with SIGKILL writes no stop line; its last tick bounds when it died.
 ``--crash-after N`` exits with status 3 after N seconds (supervision tests).
+``--warmup S`` prepares for S seconds after the start line (ticking) before it serves,
+and then writes a ``serving`` line (a program that loads its data first; ``tools/bench_aware.py``).
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ import time
 
 USAGE = (
     "usage: sample_app.py --ledger FILE [--tag TAG] [--server NAME] [--tick SECONDS] "
-    "[--crash-after SECONDS]"
+    "[--crash-after SECONDS] [--warmup SECONDS]"
 )
-NUMBERS = ("tick", "crash_after")
+NUMBERS = ("tick", "crash_after", "warmup")
 
 
 class Args:
@@ -33,6 +35,7 @@ class Args:
         self.server = os.environ.get("NDSCLUST_SERVER", "?")
         self.tick = 0.05
         self.crash_after = 0.0
+        self.warmup = 0.0
 
 
 def parse(argv: list[str]) -> Args:
@@ -78,12 +81,22 @@ def main() -> int:
     write("start")
     print(f"{a.tag} started on {a.server} pid {os.getpid()}", flush=True)
     began = time.monotonic()
+    serve_at = began + a.warmup if a.warmup else None
+    next_tick = began + a.tick
     while not stopping:
-        time.sleep(a.tick)
+        wake = next_tick if serve_at is None else min(next_tick, serve_at)
+        time.sleep(max(0.0, wake - time.monotonic()))
         if stopping:
             break
+        now = time.monotonic()
+        if serve_at is not None and now >= serve_at:
+            write("serving")
+            serve_at = None
+        if now < next_tick:
+            continue
         write("tick")
-        if a.crash_after and time.monotonic() - began >= a.crash_after:
+        next_tick = now + a.tick
+        if a.crash_after and now - began >= a.crash_after:
             print(f"{a.tag} crashing on purpose", file=sys.stderr, flush=True)
             return 3
     write("stop")

@@ -1,17 +1,22 @@
 """A typed, current picture of the cluster, folded from watch events and own writes.
 
-The watch (RFC 4533) delivers raw entries; this cache turns them into ``App`` and
-``Server`` snapshots and keeps the invalid ones aside with their errors (one bad entry
-affects nothing else). What the watch delivers is authoritative and applied in the order
-it arrives, whatever its entryCSN: after a partition heals, replication may bring a change
-whose CSN is older than the copy we hold, and it is the converged value.
+The watch (RFC 4533) delivers entries; this cache turns them into ``App`` and ``Server``
+snapshots and keeps the invalid ones aside with their errors (one bad entry affects nothing
+else). What the watch delivers is authoritative and applied in the order it arrives,
+whatever its entryCSN: after a partition heals, replication may bring a change whose CSN is
+older than the copy we hold, and it is the converged value.
 
 Our own writes are shown at once as *local* copies (``put(..., local=True)`` with the entry
 as the write left it), so the decision core sees its own claim in the next cycle. A local
 copy hides the watch's copy until the watch delivers the entry with a CSN at least as new
 (the echo of our write), so an event already queued from before the write cannot make it
 look as if the claim had not happened; it also lapses after ``LOCAL_TTL`` seconds, should
-the echo never come.
+the echo never come. An echo with exactly the local copy's CSN is that same version of the
+entry: the local copy's value is kept and the echo is not parsed again.
+
+What is held per entry is the typed value only (its DN, entryUUID and entryCSN are the
+value's own fields), with the values many entries share kept once (``entries.py``):
+``tools/bench_cache_memory.py`` measures it.
 """
 
 from __future__ import annotations
@@ -25,18 +30,23 @@ from typing import Any
 
 from ndsclust.errors import EntryInvalid
 from ndsclust.ldapstore import entries
+from ndsclust.ldapstore.entries import Entry
 from ndsclust.ldapstore.store import Snapshot
-from ndsclust.model import App, Server, ServerName, Tag
+from ndsclust.ldapstore.syncsession import Changed, Deleted, WatchEvent
+from ndsclust.model import App, Event, Server, ServerName, Tag
 
 LOCAL_TTL = 10.0
 
+Value = App | Server | EntryInvalid | None  # None: an entry of no interest (ou=...)
+
 
 @dataclass(frozen=True, slots=True)
-class _Held:
-    dn: str
+class _Local:
+    """Our own write, shown until the watch echoes it."""
+
+    value: Value
     csn: str
-    value: App | Server | EntryInvalid | None  # None: an entry of no interest (ou=...)
-    since: float = 0.0  # local copies: when we wrote it
+    since: float  # when we wrote it
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,19 +58,16 @@ class Move:
     wall: float  # seconds since the epoch (the event's ndsclustEventTime)
 
 
-def _csn_of(attrs: Mapping[str, Sequence[Any]]) -> str:
-    for k, v in attrs.items():
-        if k.lower() == "entrycsn" and v:
-            x = v[0]
-            return x.decode() if isinstance(x, bytes) else str(x)
-    return ""
-
-
-def _object_classes(attrs: Mapping[str, Sequence[Any]]) -> set[str]:
-    for k, v in attrs.items():
-        if k.lower() == "objectclass":
-            return {(x.decode() if isinstance(x, bytes) else str(x)).lower() for x in v}
-    return set()
+def _value(entry: Entry) -> Value:
+    classes = entry.classes
+    try:
+        if "ndsclustapplication" in classes:
+            return entries.parse_app(entry)
+        if "ndsclustserver" in classes:
+            return entries.parse_server(entry)
+    except EntryInvalid as e:
+        return e
+    return None
 
 
 class ClusterCache:
@@ -70,8 +77,8 @@ class ClusterCache:
         self, move_kinds: frozenset[str] = frozenset(), clock: Callable[[], float] = time.monotonic
     ) -> None:
         self._lock = threading.Lock()
-        self._held: dict[str, _Held] = {}
-        self._local: dict[str, _Held] = {}
+        self._held: dict[str, Value] = {}
+        self._local: dict[str, _Local] = {}
         self._clock = clock
         self._move_kinds = move_kinds
         self._moves: dict[str, Move] = {}
@@ -83,41 +90,59 @@ class ClusterCache:
         """Grows with every change that was applied: cheap 'did anything change?' checks."""
         return self._version
 
+    def apply(self, event: WatchEvent) -> bool:
+        """Fold one watch event in; True when it was an entry's change or deletion."""
+        if isinstance(event, Changed):
+            self.put_entry(event.entry.record)
+            return True
+        if isinstance(event, Deleted):
+            self.delete(event.uuid)
+            return True
+        return False
+
     def put(
         self, uuid: str, dn: str, attrs: Mapping[str, Sequence[Any]], *, local: bool = False
     ) -> None:
+        """Apply one entry given as a DN and attribute map (see ``put_entry``)."""
+        self.put_entry(Entry(dn, attrs, uuid=uuid), local=local, uuid=uuid)
+
+    def put_entry(self, entry: Entry, *, local: bool = False, uuid: str | None = None) -> None:
         """Apply one entry: from the watch, or (``local``) as our own write left it."""
-        csn = _csn_of(attrs)
-        classes = _object_classes(attrs)
+        uuid = uuid or entry.uuid
+        classes = entry.classes
         if "ndsclustevent" in classes:
-            self._put_move(uuid, dn, attrs)
+            self._put_move(uuid, entry)
             return
-        value: App | Server | EntryInvalid | None
-        try:
-            if "ndsclustapplication" in classes:
-                value = entries.parse_app(dn, attrs)
-            elif "ndsclustserver" in classes:
-                value = entries.parse_server(dn, attrs)
-            else:
-                value = None
-        except EntryInvalid as e:
-            value = e
+        csn = entry.csn
+        if not local:
+            with self._lock:
+                mine = self._local.get(uuid)
+                if mine is not None and csn and csn == mine.csn:
+                    # The echo of our own write: the same version we already hold.
+                    del self._local[uuid]
+                    self._held[uuid] = mine.value
+                    return
+        value = _value(entry)
         with self._lock:
             if local:
-                self._local[uuid] = _Held(dn, csn, value, self._clock())
+                self._local[uuid] = _Local(value, csn, self._clock())
             else:
-                self._held[uuid] = _Held(dn, csn, value)
+                self._held[uuid] = value
                 mine = self._local.get(uuid)
                 if mine is not None and (not mine.csn or (csn and csn >= mine.csn)):
                     del self._local[uuid]  # the watch has caught up with our write
             self._version += 1
             self._snap = None
 
-    def _put_move(self, uuid: str, dn: str, attrs: Mapping[str, Sequence[Any]]) -> None:
+    def _put_move(self, uuid: str, entry: Entry) -> None:
         try:
-            event = entries.parse_event(dn, attrs)
+            event = entries.parse_event(entry)
         except (EntryInvalid, ValueError):
             return
+        self.put_event(uuid, event)
+
+    def put_event(self, uuid: str, event: Event) -> None:
+        """An event of the audit trail: kept when it is a move of a kind asked for."""
         if event.kind not in self._move_kinds or event.tag is None:
             return
         try:
@@ -136,7 +161,8 @@ class ClusterCache:
         with self._lock:
             self._moves.pop(uuid, None)
             self._local.pop(uuid, None)
-            if self._held.pop(uuid, None) is not None:
+            if uuid in self._held:
+                del self._held[uuid]
                 self._version += 1
                 self._snap = None
 
@@ -159,21 +185,21 @@ class ClusterCache:
                 self._snap = None
             if self._snap is not None:
                 return self._snap
-            held = list({**self._held, **self._local}.values())
+            held = list({**self._held, **{u: h.value for u, h in self._local.items()}}.values())
             version = self._version
         servers: dict[ServerName, Server] = {}
         apps: dict[Tag, App] = {}
         invalid: list[EntryInvalid] = []
-        for h in held:
-            if isinstance(h.value, Server):
-                servers[h.value.name] = h.value
-            elif isinstance(h.value, EntryInvalid):
-                invalid.append(h.value)
-        for h in held:
-            if isinstance(h.value, App):
+        for v in held:
+            if isinstance(v, Server):
+                servers[v.name] = v
+            elif isinstance(v, EntryInvalid):
+                invalid.append(v)
+        for v in held:
+            if isinstance(v, App):
                 try:
-                    entries.check_references(h.value, servers)
-                    apps[h.value.tag] = h.value
+                    entries.check_references(v, servers)
+                    apps[v.tag] = v
                 except EntryInvalid as e:
                     invalid.append(e)
         snap = Snapshot(apps, servers, tuple(sorted(invalid, key=lambda e: e.dn)))

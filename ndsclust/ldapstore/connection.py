@@ -16,15 +16,16 @@ import logging
 import ssl
 import threading
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import ldap3
 from ldap3.core.exceptions import LDAPException
 from ldap3.utils.config import set_config_parameter
 
-from ndsclust.errors import ConfigError, ProviderUnreachable
+from ndsclust.errors import ConfigError, ProviderUnreachable, StoreError
 
 log = logging.getLogger("ndsclust.ldapstore")
 
@@ -65,6 +66,18 @@ def check_uri(uri: str) -> str:
     return uri
 
 
+# The socket ``ldapi:///`` means, as libldap and Debian's slapd have it: without a path in
+# the URI ldap3 would connect to the socket "//".
+DEFAULT_LDAPI_SOCKET = "/var/run/slapd/ldapi"
+
+
+def _server_uri(uri: str) -> str:
+    parts = urlsplit(uri)
+    if parts.scheme.lower() == "ldapi" and not parts.netloc:
+        return "ldapi://" + quote(DEFAULT_LDAPI_SOCKET, safe="")
+    return uri
+
+
 def _tls(creds: Credentials) -> ldap3.Tls:
     # Always verify the provider: without ca_file against the system's CAs. (Left to
     # itself, ldap3 would do TLS that checks no certificate at all.)
@@ -98,7 +111,11 @@ def open_connection(
     tls = _tls(creds)
     try:
         server = ldap3.Server(
-            uri, use_ssl=(scheme == "ldaps"), tls=tls, get_info=ldap3.NONE, connect_timeout=timeout
+            _server_uri(uri),
+            use_ssl=(scheme == "ldaps"),
+            tls=tls,
+            get_info=ldap3.NONE,
+            connect_timeout=timeout,
         )
         kwargs: dict[str, object] = {
             "client_strategy": ldap3.ASYNC_STREAM if stream else ldap3.SYNC,
@@ -150,6 +167,23 @@ def open_connection(
         raise ProviderUnreachable(f"{uri}: {e}", answered=True) from None
     except OSError as e:
         raise ProviderUnreachable(f"{uri}: {e}", answered=_refusal(str(e))) from None
+
+
+@contextmanager
+def connected(uri: str, creds: Credentials, *, timeout: float = 2.0) -> Iterator[ldap3.Connection]:
+    """One bound connection to ``uri`` for a few reads, closed afterwards. An LDAP error on
+    it becomes ``StoreError`` naming the provider (ProviderUnreachable when it cannot be
+    opened), so no ldap3 exception leaves the package."""
+    conn = open_connection(uri, creds, timeout=timeout)
+    try:
+        yield conn
+    except LDAPException as e:
+        raise StoreError(f"{uri}: {type(e).__name__}: {e}") from None
+    finally:
+        try:
+            conn.unbind()
+        except LDAPException:
+            pass  # the connection is gone either way
 
 
 def _refusal(text: str) -> bool:

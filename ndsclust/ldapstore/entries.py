@@ -4,15 +4,18 @@ Every parse either returns a frozen ``App``/``Server``/``Pulse``/``Event`` or ra
 ``EntryInvalid`` naming the DN, the attribute, the value and what is allowed. One bad entry
 never stops anything else: callers collect the error and carry on with the rest.
 
-Attribute maps come from ldap3 or the watch as ``{name: [str, ...]}``; names are matched
-case-insensitively, as LDAP does.
+An entry arrives as an ``Entry`` (the one decoded, case-insensitive view of an entry, with
+its ``uuid``, ``csn`` and ``classes``), or as a DN with an attribute map from ldap3
+(``{name: [bytes or str, ...]}``); names are matched case-insensitively, as LDAP does.
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
-from collections.abc import Collection, Iterable, Mapping, Sequence
+import sys
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from shlex import join
 from typing import Any
 
@@ -38,26 +41,171 @@ Attrs = Mapping[str, Sequence[Any]]
 
 _ORDERED = re.compile(r"^\{(\d{1,9})\}(.*)$", re.S)
 MAX_VALUE = 4096
+_NONE: frozenset[str] = frozenset()
 
 
-class _Entry:
-    """Case-insensitive, validated access to one entry's attributes."""
+# Values many entries share are kept once: a cache of 10 000 applications holds a few
+# dozen server names, states and requests, not 10 000 copies of each (tools/bench_cache_memory.py).
+def _server_name(value: str) -> ServerName:
+    return ServerName(sys.intern(check_server_name(value)))
 
-    def __init__(self, dn: str, attrs: Attrs) -> None:
+
+def _command(value: str) -> tuple[str, ...]:
+    # The program recurs across applications: one string for it. Interning every word
+    # would cost more than it saves, most arguments being an application's own.
+    argv = parse_command(value)
+    return (sys.intern(argv[0]), *argv[1:])
+
+
+@functools.lru_cache(maxsize=1024)
+def _state(value: str) -> StateValue:
+    return StateValue.parse(value)
+
+
+@functools.lru_cache(maxsize=1024)
+def _request(value: str) -> Request:
+    return Request.parse(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _server_list(names: tuple[ServerName, ...]) -> tuple[ServerName, ...]:
+    return names
+
+
+def _resources(e: _Checked) -> frozenset[str]:
+    found = frozenset(
+        sys.intern(e.check("ndsclustResource", r, check_resource))
+        for r in e.all("ndsclustResource")
+    )
+    return found or _NONE
+
+
+def _text(v: Any) -> str:
+    return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+
+
+class Entry:
+    """One directory entry as the store or the watch received it: the one decoded,
+    case-insensitive view of an entry's attributes (values as text, UTF-8 with
+    replacement), with its ``uuid``, ``csn`` and object ``classes``.
+
+    Values are decoded when first asked for, so an entry looked at only for its entryCSN
+    (the echo of one's own write, see ``cache.py``) costs no decoding of the rest.
+    """
+
+    __slots__ = ("_decoded", "_names", "_raw", "dn")
+
+    def __init__(self, dn: str, attrs: Attrs, *, uuid: str | None = None) -> None:
+        """``uuid``: the entryUUID as the caller already holds it (the watch's Sync State
+        control), kept as the same string rather than decoded again when it matches."""
         self.dn = dn
-        self._a: dict[str, list[str]] = {}
+        self._raw: dict[str, Sequence[Any]] = {}
+        self._names: dict[str, str] = {}  # lower-case -> the name as received
+        self._decoded: dict[str, tuple[str, ...]] = {}
+        if isinstance(attrs, EntryAttributes):
+            # Another Entry's attributes (a watch event's, given on as a mapping): share what
+            # it holds and what it decoded already, instead of decoding all of it again.
+            self._raw, self._names, self._decoded = (
+                attrs.of._raw,
+                attrs.of._names,
+                attrs.of._decoded,
+            )
+            attrs = {}
         for k, vs in attrs.items():
-            vals = [
-                v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
-                for v in (vs if isinstance(vs, (list, tuple)) else [vs])
-            ]
-            self._a.setdefault(k.lower(), []).extend(vals)
+            key = k.lower()
+            vals = vs if isinstance(vs, (list, tuple)) else [vs]
+            if key in self._raw:
+                self._raw[key] = [*self._raw[key], *vals]
+            else:
+                self._raw[key] = vals
+                self._names[key] = k
+        if uuid is not None and self.all("entryUUID") == (uuid,):
+            self._decoded["entryuuid"] = (uuid,)
+
+    def __repr__(self) -> str:
+        return f"Entry({self.dn!r}, {dict(self.attributes)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Entry):
+            return NotImplemented
+        return self.dn == other.dn and dict(self.attributes) == dict(other.attributes)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def all(self, attr: str) -> tuple[str, ...]:
+        """Every value of ``attr`` (any case), as text; () when it has none."""
+        key = attr.lower()
+        got = self._decoded.get(key)
+        if got is None:
+            got = tuple(_text(v) for v in self._raw.get(key, ()))
+            self._decoded[key] = got
+        return got
+
+    def first(self, attr: str) -> str | None:
+        """The first value of ``attr``, None when it has none (no validation)."""
+        vals = self.all(attr)
+        return vals[0] if vals else None
+
+    def has(self, attr: str) -> bool:
+        return bool(self._raw.get(attr.lower()))
+
+    @property
+    def uuid(self) -> str:
+        """entryUUID, "" when it was not asked for."""
+        return self.first("entryUUID") or ""
+
+    @property
+    def csn(self) -> str:
+        """entryCSN, "" when it was not asked for."""
+        return self.first("entryCSN") or ""
+
+    @property
+    def classes(self) -> frozenset[str]:
+        """The object classes, lower-case."""
+        return frozenset(c.lower() for c in self.all("objectClass"))
+
+    @property
+    def attributes(self) -> Mapping[str, tuple[str, ...]]:
+        """Every attribute under its name as received (read-only), decoded when read."""
+        return EntryAttributes(self)
+
+
+class EntryAttributes(Mapping[str, tuple[str, ...]]):
+    """An Entry's attributes as a read-only mapping, keyed by the names as received; a value
+    is decoded when it is read."""
+
+    __slots__ = ("of",)
+
+    def __init__(self, entry: Entry) -> None:
+        self.of = entry
+
+    def __getitem__(self, name: str) -> tuple[str, ...]:
+        if self.of._names.get(name.lower()) != name:
+            raise KeyError(name)
+        return self.of.all(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.of._names.values())
+
+    def __len__(self) -> int:
+        return len(self.of._names)
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
+
+
+class _Checked:
+    """Validated access to one entry's attributes, for the parsers below."""
+
+    def __init__(self, entry: Entry) -> None:
+        self.entry = entry
+        self.dn = entry.dn
 
     def bad(self, attr: str, problem: str) -> EntryInvalid:
         return EntryInvalid(self.dn, attr, problem)
 
-    def all(self, attr: str) -> list[str]:
-        return self._a.get(attr.lower(), [])
+    def all(self, attr: str) -> tuple[str, ...]:
+        return self.entry.all(attr)
 
     def one(self, attr: str, *, required: bool = False) -> str | None:
         vals = self.all(attr)
@@ -66,7 +214,7 @@ class _Entry:
                 raise self.bad(attr, "is missing; this attribute is required")
             return None
         if len(vals) > 1:
-            raise self.bad(attr, f"has {len(vals)} values {vals!r}; exactly one is allowed")
+            raise self.bad(attr, f"has {len(vals)} values {list(vals)!r}; exactly one is allowed")
         v = vals[0]
         if len(v) > (MAX_MARKER if attr == "ndsclustMarker" else MAX_VALUE):
             raise self.bad(attr, f"value is {len(v)} characters long; that is too long")
@@ -86,28 +234,26 @@ class _Entry:
             keyed.append((int(m.group(1)), m.group(2)) if m else (pos, v))
         return [v for _, v in sorted(keyed, key=lambda kv: kv[0])]
 
-    @property
-    def uuid(self) -> str:
-        return self.one("entryUUID") or ""
 
-    @property
-    def csn(self) -> str:
-        return self.one("entryCSN") or ""
+def entry_of(dn: str | Entry, attrs: Attrs | None = None) -> Entry:
+    """``dn`` when it is an Entry already, else the Entry of ``dn`` and ``attrs``."""
+    return dn if isinstance(dn, Entry) else Entry(dn, attrs or {})
 
 
-def _servers(e: _Entry, attr: str, values: Iterable[str]) -> tuple[ServerName, ...]:
+def _servers(e: _Checked, attr: str, values: Iterable[str]) -> tuple[ServerName, ...]:
     out: list[ServerName] = []
     for v in values:
-        name = e.check(attr, v, check_server_name)
+        name = e.check(attr, v, _server_name)
         if name in out:
             raise e.bad(attr, f"names {name!r} twice; list each backup server once")
         out.append(name)
-    return tuple(out)
+    return _server_list(tuple(out))
 
 
-def parse_app(dn: str, attrs: Attrs) -> App:
+def parse_app(dn: str | Entry, attrs: Attrs | None = None) -> App:
     """An ``ndsclustApplication`` entry as an App, or EntryInvalid."""
-    e = _Entry(dn, attrs)
+    e = _Checked(entry_of(dn, attrs))
+    dn = e.dn
     tag = e.check("ndsclustTag", e.one("ndsclustTag", required=True) or "", check_tag)
     type_value = e.one("ndsclustType", required=True) or ""
     try:
@@ -116,15 +262,11 @@ def parse_app(dn: str, attrs: Attrs) -> App:
         raise e.bad(
             "ndsclustType", f"{type_value!r} is not an application type; allowed: capable, aware"
         ) from None
-    command = e.check(
-        "ndsclustCommand", e.one("ndsclustCommand", required=True) or "", parse_command
-    )
+    command = e.check("ndsclustCommand", e.one("ndsclustCommand", required=True) or "", _command)
     unload = e.one("ndsclustUnloadCommand")
     health = e.one("ndsclustHealthCommand")
     primary = e.check(
-        "ndsclustPrimaryServer",
-        e.one("ndsclustPrimaryServer", required=True) or "",
-        check_server_name,
+        "ndsclustPrimaryServer", e.one("ndsclustPrimaryServer", required=True) or "", _server_name
     )
     backups = _servers(e, "ndsclustBackupServer", e.ordered("ndsclustBackupServer"))
     if primary in backups:
@@ -133,10 +275,8 @@ def parse_app(dn: str, attrs: Attrs) -> App:
             f"names the primary server {primary!r}; a backup must be another server",
         )
     host_value = e.one("ndsclustHostServer")
-    host = e.check("ndsclustHostServer", host_value, check_server_name) if host_value else None
-    resources = frozenset(
-        e.check("ndsclustResource", r, check_resource) for r in e.all("ndsclustResource")
-    )
+    host = e.check("ndsclustHostServer", host_value, _server_name) if host_value else None
+    resources = _resources(e)
     auto = e.one("ndsclustAutoRecover")
     if auto is not None and auto not in ("TRUE", "FALSE"):
         raise e.bad("ndsclustAutoRecover", f"{auto!r} is not a boolean; allowed: TRUE, FALSE")
@@ -150,18 +290,16 @@ def parse_app(dn: str, attrs: Attrs) -> App:
         primary=primary,
         backups=backups,
         host=host,
-        unload_command=e.check("ndsclustUnloadCommand", unload, parse_command) if unload else None,
-        health_command=e.check("ndsclustHealthCommand", health, parse_command) if health else None,
+        unload_command=e.check("ndsclustUnloadCommand", unload, _command) if unload else None,
+        health_command=e.check("ndsclustHealthCommand", health, _command) if health else None,
         resources=resources,
         auto_recover=auto != "FALSE",
         marker=marker,
-        state=e.check("ndsclustState", state_value, StateValue.parse)
-        if state_value
-        else StateValue.parse("stopped"),
-        request=e.check("ndsclustRequest", request_value, Request.parse) if request_value else None,
+        state=e.check("ndsclustState", state_value or "stopped", _state),
+        request=e.check("ndsclustRequest", request_value, _request) if request_value else None,
         dn=dn,
-        uuid=e.uuid,
-        csn=e.csn,
+        uuid=e.entry.uuid,
+        csn=e.entry.csn,
     )
 
 
@@ -185,9 +323,10 @@ def check_references(app: App, servers: Collection[str]) -> None:
         )
 
 
-def parse_server(dn: str, attrs: Attrs) -> Server:
+def parse_server(dn: str | Entry, attrs: Attrs | None = None) -> Server:
     """An ``ndsclustServer`` entry as a Server, or EntryInvalid."""
-    e = _Entry(dn, attrs)
+    e = _Checked(entry_of(dn, attrs))
+    dn = e.dn
     name = e.check("cn", e.one("cn", required=True) or "", check_server_name)
     addresses = tuple(
         e.check("ndsclustAddress", a, _check_address) for a in e.all("ndsclustAddress")
@@ -203,13 +342,11 @@ def parse_server(dn: str, attrs: Attrs) -> Server:
     return Server(
         name=name,
         addresses=addresses,
-        resources=frozenset(
-            e.check("ndsclustResource", r, check_resource) for r in e.all("ndsclustResource")
-        ),
+        resources=_resources(e),
         state=state,
         dn=dn,
-        uuid=e.uuid,
-        csn=e.csn,
+        uuid=e.entry.uuid,
+        csn=e.entry.csn,
     )
 
 
@@ -226,19 +363,23 @@ def _check_address(value: str) -> str:
     return value
 
 
-def parse_pulse(dn: str, attrs: Attrs) -> Pulse:
-    e = _Entry(dn, attrs)
+def parse_pulse(dn: str | Entry, attrs: Attrs | None = None) -> Pulse:
+    e = _Checked(entry_of(dn, attrs))
+    dn = e.dn
     name = e.check("cn", e.one("cn", required=True) or "", check_server_name)
     counter = e.one("ndsclustPulse", required=True) or ""
     try:
         n = int(counter)
     except ValueError:
         raise e.bad("ndsclustPulse", f"{counter!r} is not an integer") from None
-    return Pulse(server=name, counter=n, stamp=e.one("ndsclustPulseTime") or "", dn=dn, uuid=e.uuid)
+    return Pulse(
+        server=name, counter=n, stamp=e.one("ndsclustPulseTime") or "", dn=dn, uuid=e.entry.uuid
+    )
 
 
-def parse_event(dn: str, attrs: Attrs) -> Event:
-    e = _Entry(dn, attrs)
+def parse_event(dn: str | Entry, attrs: Attrs | None = None) -> Event:
+    e = _Checked(entry_of(dn, attrs))
+    dn = e.dn
     server = e.one("ndsclustEventServer")
     tag = e.one("ndsclustEventTag")
     return Event(

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import ldap3
 
 from ndsclust.errors import ProviderUnreachable, StoreError
-from ndsclust.ldapstore.connection import Credentials, open_connection
+from ndsclust.ldapstore.connection import Credentials, connected
+from ndsclust.ldapstore.entries import Entry
 
 ContextCSNs = Mapping[str, str]  # serverID (3 hex digits) -> CSN
 ACCESSLOG_BASE = "cn=accesslog"
@@ -56,11 +57,8 @@ def parse_csns(values: Iterable[str]) -> dict[str, str]:
 def context_csns(
     uri: str, creds: Credentials, suffix: str, *, timeout: float = 2.0
 ) -> dict[str, str]:
-    conn = open_connection(uri, creds, timeout=timeout)
-    try:
+    with connected(uri, creds, timeout=timeout) as conn:
         return read_context_csns(conn, suffix) or {}
-    finally:
-        conn.unbind()
 
 
 def read_context_csns(conn: ldap3.Connection, suffix: str) -> dict[str, str] | None:
@@ -148,8 +146,7 @@ def access_log(
     """The modifies of entries under ``base`` that ``uri``'s accesslog holds from ``since``
     (GeneralizedTime) on. Needs read access to ``cn=accesslog`` (the replication identity
     or the directory's administrator have it)."""
-    conn = open_connection(uri, creds, timeout=timeout)
-    try:
+    with connected(uri, creds, timeout=timeout) as conn:
         conn.search(
             ACCESSLOG_BASE,
             "(objectClass=*)",
@@ -176,32 +173,22 @@ def access_log(
         for r in entries:
             if r.get("type") != "searchResEntry":
                 continue
-            raw = r["raw_attributes"]
-
-            def one(name: str) -> str:
-                values = raw.get(name) or [b""]
-                return bytes(values[0]).decode("utf-8", "replace")
-
-            dn = one("reqDN")
+            e = Entry(r["dn"], r["raw_attributes"])
+            dn = e.first("reqDN") or ""
             if not (dn.lower().endswith(suffix) or dn.lower() == base.lower()):
                 continue
             out.append(
                 LogWrite(
-                    one("reqStart"),
-                    one("reqEntryUUID"),
+                    e.first("reqStart") or "",
+                    e.first("reqEntryUUID") or "",
                     dn,
-                    one("entryCSN"),
-                    tuple(
-                        parse_req_mod(bytes(v).decode("utf-8", "replace"))
-                        for v in raw.get("reqMod") or []
-                    ),
+                    e.csn,
+                    tuple(parse_req_mod(v) for v in e.all("reqMod")),
                 )
             )
         if conn.result and conn.result.get("result") not in (0, None):
             raise StoreError(f"{uri}: reading {ACCESSLOG_BASE}: {conn.result.get('description')}")
         return out
-    finally:
-        conn.unbind()
 
 
 # A subtree as one provider holds it: lower-cased DN -> attribute -> sorted values (user
@@ -211,11 +198,8 @@ Tree = dict[str, dict[str, tuple[str, ...]]]
 
 def read_tree(uri: str, creds: Credentials, base: str, *, timeout: float = 5.0) -> Tree:
     """Every entry under ``base`` on the provider ``uri``; empty when ``base`` is not there."""
-    conn = open_connection(uri, creds, timeout=timeout)
-    try:
+    with connected(uri, creds, timeout=timeout) as conn:
         return search_tree(conn, base)
-    finally:
-        conn.unbind()
 
 
 def search_tree(conn: ldap3.Connection, base: str) -> Tree:

@@ -25,7 +25,8 @@ from pathlib import Path
 
 import ldap3
 
-from ndsclust.errors import StoreError
+from ndsclust.errors import ProviderUnreachable, StoreError
+from ndsclust.ldapstore.connection import Credentials, open_connection
 
 # Kept by the export so the reload is the same entries, not look-alikes (slapadd accepts them).
 KEPT_OPERATIONAL = (
@@ -79,6 +80,24 @@ def export(conn: ldap3.Connection, suffix: str) -> str:
         if e.get("type") == "searchResEntry"
     ]
     return to_ldif(entries)
+
+
+def export_from(uri: str, creds: Credentials, suffix: str) -> str:
+    """``export`` through a connection of its own to the provider ``uri``."""
+    conn = open_connection(uri, creds, timeout=10.0)
+    try:
+        return export(conn, suffix)
+    finally:
+        conn.unbind()
+
+
+def answers(uri: str, creds: Credentials) -> bool:
+    """Whether the provider ``uri`` accepts a bind now (a provider to reload must not)."""
+    try:
+        open_connection(uri, creds, timeout=1.0).unbind()
+    except ProviderUnreachable:
+        return False
+    return True
 
 
 def db_directory(conf_dir: Path, suffix: str) -> Path:

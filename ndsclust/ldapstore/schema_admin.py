@@ -11,8 +11,9 @@ from dataclasses import dataclass
 import ldap3
 
 from ndsclust import schema
-from ndsclust.errors import SchemaError, StoreError
-from ndsclust.ldapstore.connection import Credentials, open_connection
+from ndsclust.errors import ProviderUnreachable, SchemaError, StoreError
+from ndsclust.ldapstore.connection import Credentials, connected
+from ndsclust.ldapstore.entries import Entry
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,8 +24,7 @@ class SchemaStatus:
 
 
 def status(uri: str, creds: Credentials) -> SchemaStatus:
-    conn = open_connection(uri, creds)
-    try:
+    with connected(uri, creds) as conn:
         ok = conn.search(
             "cn=schema,cn=config",
             "(cn=*ndsclust)",
@@ -41,11 +41,9 @@ def status(uri: str, creds: Credentials) -> SchemaStatus:
         for r in conn.response or []:
             if r.get("type") != "searchResEntry":
                 continue
-            values = [v.decode() for v in r["raw_attributes"].get("olcObjectClasses", [])]
-            return SchemaStatus(uri, r["dn"], schema.version_in(values))
+            e = Entry(r["dn"], r["raw_attributes"])
+            return SchemaStatus(uri, e.dn, schema.version_in(list(e.all("olcObjectClasses"))))
         return SchemaStatus(uri, None, None)
-    finally:
-        conn.unbind()
 
 
 def install(uri: str, creds: Credentials) -> str:
@@ -65,13 +63,49 @@ def install(uri: str, creds: Credentials) -> str:
         "olcAttributeTypes": [a.definition() for a in schema.ATTRIBUTES],
         "olcObjectClasses": [o.definition() for o in schema.OBJECT_CLASSES],
     }
-    conn = open_connection(uri, creds)
-    try:
+    with connected(uri, creds) as conn:
         if not conn.add(f"cn={schema.SCHEMA_NAME},cn=schema,cn=config", ["olcSchemaConfig"], attrs):
             raise SchemaError(
                 f"{uri}: loading the schema failed: {conn.result.get('description')} "
                 f"{conn.result.get('message', '')}".rstrip()
             )
-    finally:
-        conn.unbind()
     return "installed"
+
+
+def _read_base(uri: str, creds: Credentials, dn: str, filt: str, attrs: list[str]) -> Entry | None:
+    """The entry ``dn`` as this bind may read it; None when it may not (or it is absent)."""
+    with connected(uri, creds) as conn:
+        conn.search(
+            dn,
+            filt,
+            search_scope=ldap3.BASE,
+            attributes=attrs,
+            dereference_aliases=ldap3.DEREF_NEVER,
+        )
+        for r in conn.response or []:
+            if r.get("type") == "searchResEntry":
+                return Entry(r["dn"], r["raw_attributes"])
+    return None
+
+
+def subschema_version(uri: str, creds: Credentials) -> int | None:
+    """The schema version slapd has loaded, from the subschema subentry that any bind may
+    usually read: the fallback when cn=config is closed to this bind."""
+    try:
+        e = _read_base(uri, creds, "cn=Subschema", "(objectClass=subschema)", ["objectClasses"])
+    except ProviderUnreachable:
+        raise
+    except StoreError:
+        return None
+    return schema.version_in(list(e.all("objectClasses"))) if e is not None else None
+
+
+def config_readable(uri: str, creds: Credentials) -> bool:
+    """Whether this bind can see cn=schema,cn=config at all (slapd answers "no such object"
+    where a bind may not look)."""
+    try:
+        return _read_base(uri, creds, "cn=schema,cn=config", "(objectClass=*)", ["1.1"]) is not None
+    except ProviderUnreachable:
+        raise
+    except StoreError:
+        return False

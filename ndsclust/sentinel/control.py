@@ -5,46 +5,9 @@ register their entry (FIG. 6 step 604), wait paused until this server hosts them
 read and compare-and-swap their marker (claims 34-35) and hear when to unload themselves.
 The sentinel writes to the directory with its own identity, so programs need none.
 
-Socket. A Unix stream socket at the configured ``control_socket`` path, mode 0600. It
-belongs to ``programs.user`` when that is set (the programs' user can connect, and root),
-else to the sentinel's own user: with the sentinel running as root, root only. The mode is
-set on the socket before ``bind``, so the file never exists with looser permissions. A stale
-socket file is replaced; a live one (another sentinel listening) is refused at start.
-
-Protocol, version 1. UTF-8 lines ending in ``\\n``, one JSON object per line, at most
-``ndsclust.aware.MAX_LINE`` bytes. The client numbers its requests (``id``, an integer) and
-every answer carries the id of its request; answers may come out of order (a ``wait`` is
-answered when the start is granted). ``hello`` comes first::
-
-    client -> sentinel                              answer, besides "id" and "ok": true
-    {"op": "hello", "protocol": 1,                  "server": S, "supervised": bool,
-     "tag": T | null, "token": K | null}            "tag": T | null (the token's tag)
-    {"op": "ping"}                                  (nothing more)
-    {"op": "register", "app": {"tag": T,            "result": "created" | "updated" |
-     "command": [argv...], "primary": S,                      "unchanged",
-     "backups": [S...], "resources": [R...]}}       "host": S | null
-    {"op": "wait"}                                  "granted": true, when it is
-    {"op": "get_marker"}                            "marker": M | null
-    {"op": "set_marker", "expected": M | null,      (nothing more)
-     "value": M}
-
-    sentinel -> client, unasked:  {"event": "stop", "reason": text}
-    error answer:  {"id": n | null, "ok": false, "error": code, "message": text, ...}
-
-Error codes: ``bad-request`` (the line is no valid request: nothing was done; the
-connection stays usable unless the line was longer than the limit), ``unavailable`` (the
-directory did not answer), ``no-entry``, ``invalid-entry``, ``refused`` (registration; with
-``tag`` and ``attribute``; nothing was written), ``not-supervised``, ``not-granted``,
-``conflict`` (with ``expected`` and ``current``), ``stopping``.
-
-Who may do what. The sentinel gives each cluster-aware program it starts a fresh token
-(``NDSCLUST_TOKEN``); a ``hello`` with it binds the connection to that start of that tag.
-Such a connection may register only its own tag, ``wait``, and set the marker once the
-start is granted (also while a stop is requested: the program saves its marker on the way
-out). A connection without a token is a copy started by hand (FIG. 6 first start): it may
-register any tag and read the marker of the tag it named, nothing else. The sentinel
-grants a start only while this server hosts the application (``grant``, from the shell);
-until then ``wait`` stays unanswered and the copy does nothing: the paused copy of FIG. 7B.
+Socket: a Unix stream socket at the configured ``control_socket`` path, mode 0600
+(``control_socket``). Protocol: ``ndsclust.control_protocol`` (version 1), which also says
+who may do what.
 
 Threads: one thread serves every connection (non-blocking sockets, a selector); directory
 work runs on a few worker threads, so a slow provider delays only the requests that need
@@ -54,121 +17,47 @@ which never block on a client.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
-import pwd
 import secrets
 import selectors
 import socket
-import stat
 import struct
 import threading
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Final
 
-from ndsclust.aware import (
+from ndsclust.control_protocol import (
     MAX_LINE,
-    PROTOCOL,
-    LineBuffer,
     ProtocolError,
     Registration,
     RegistrationRefused,
-    check_marker,
     decode,
     encode,
+    error_reply,
+    hello_of,
+    marker_swap_of,
 )
-from ndsclust.errors import (
-    ConfigError,
-    EntryExists,
-    EntryInvalid,
-    NoSuchEntry,
-    StoreError,
-    SwapConflict,
-)
-from ndsclust.ldapstore import entries
+from ndsclust.errors import EntryInvalid, NoSuchEntry, StoreError, SwapConflict
+from ndsclust.framing import LineFramer, receive, send_queued
 from ndsclust.ldapstore.store import Store
-from ndsclust.model import App, AppType, ServerName, Tag, check_tag
+from ndsclust.logfmt import line as logline
+from ndsclust.model import ServerName, Tag
+from ndsclust.sentinel.control_registration import write_registration
+from ndsclust.sentinel.control_socket import SOCKET_MODE, listen
 
 MAX_CLIENTS = 1024  # connections at once; more are told so and closed
 MAX_IN_FLIGHT = 16  # directory requests one connection may have waiting
 MAX_OUT = 4 << 20  # unsent bytes to one client beyond which it is dropped
 WORKERS = 2  # threads doing directory work for clients
-SOCKET_MODE = 0o600
-MAX_PATH = 107  # sun_path holds 108 bytes with the terminating NUL
-
-# What a registration writes, and so what it may change on an existing entry: never the
-# host, the state, the marker or an operator's request.
-REGISTERED: Final = (
-    "ndsclustCommand",
-    "ndsclustPrimaryServer",
-    "ndsclustBackupServer",
-    "ndsclustResource",
-)
 
 _UCRED = struct.Struct("3i")
 
 # A request handler: (server, connection, request) -> the answer's fields, or None when the
 # answer is queued already or comes later.
 Handler = Callable[["ControlServer", "_Conn", dict[str, object]], dict[str, object] | None]
-
-
-# ---------------------------------------------------------------------------- pure logic
-
-
-@dataclass(frozen=True, slots=True)
-class Create:
-    """A first registration: add this entry."""
-
-    app: App
-
-
-@dataclass(frozen=True, slots=True)
-class Update:
-    """A registration of an existing entry: replace these attributes (None removes one);
-    empty: nothing to write."""
-
-    changes: Mapping[str, list[str] | None]
-
-
-def plan_registration(
-    reg: Registration, existing: App | None, servers: Collection[str]
-) -> Create | Update:
-    """What registering ``reg`` writes, given the entry as it is (FIG. 6 steps 602-604).
-
-    RegistrationRefused when it names an unknown server or the tag belongs to a program of
-    another type.
-    """
-    wanted = reg.app()
-    try:
-        entries.check_references(wanted, servers)
-    except EntryInvalid as e:
-        raise RegistrationRefused(reg.tag, e.attribute, e.problem) from None
-    if existing is None:
-        return Create(wanted)
-    if existing.type is not AppType.AWARE:
-        raise RegistrationRefused(
-            reg.tag,
-            "ndsclustType",
-            f"the tag belongs to a cluster-{existing.type.value} application, which an operator "
-            "registered; a program registers only its own cluster-aware entry: choose another "
-            f"tag, or remove that entry first (ndsclust app remove {reg.tag})",
-        )
-    have = entries.app_attributes(existing)
-    want = entries.app_attributes(wanted)
-    return Update({a: want.get(a) for a in REGISTERED if have.get(a) != want.get(a)})
-
-
-def error_reply(rid: object, code: str, message: str, **extra: object) -> dict[str, object]:
-    return {
-        "id": rid if isinstance(rid, int) else None,
-        "ok": False,
-        "error": code,
-        "message": message,
-        **extra,
-    }
 
 
 class Refusal(Exception):
@@ -188,7 +77,7 @@ class Refusal(Exception):
 class _Conn:
     sock: socket.socket
     pid: int  # the client's, for the log (SO_PEERCRED)
-    lines: LineBuffer = field(default_factory=LineBuffer)
+    lines: LineFramer = field(default_factory=lambda: LineFramer(MAX_LINE))
     out: bytearray = field(default_factory=bytearray)
     tag: Tag | None = None
     admission: _Admission | None = None
@@ -252,8 +141,7 @@ class ControlServer:
 
     def start(self) -> None:
         """Bind and listen; ConfigError when the path cannot be used."""
-        listener = self._bind()
-        self._listener = listener
+        self._listener, self._inode = listen(self.path, self.user)
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._workers = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="control-worker")
         self._thread = threading.Thread(target=self._serve, name="sentinel-control", daemon=True)
@@ -265,63 +153,6 @@ class ControlServer:
             owner=self.user or "sentinel",
             mode=f"{SOCKET_MODE:04o}",
         )
-
-    def _bind(self) -> socket.socket:
-        path = self.path
-        problem = self._path_problem(path)
-        if problem:
-            raise ConfigError("control_socket", [f"control_socket: {problem}"])
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        try:
-            # Linux gives the socket file the mode of the socket inode: set before bind, the
-            # file is never open to others, whatever the umask.
-            os.fchmod(sock.fileno(), SOCKET_MODE)
-            os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
-            sock.bind(path)
-            os.chmod(path, SOCKET_MODE)
-            if self.user is not None:
-                entry = pwd.getpwnam(self.user)
-                if (entry.pw_uid, entry.pw_gid) != (os.geteuid(), os.getegid()):
-                    os.chown(path, entry.pw_uid, entry.pw_gid)
-            st = os.stat(path)
-            self._inode = (st.st_dev, st.st_ino)
-            sock.listen(128)
-            sock.setblocking(False)
-        except KeyError:
-            sock.close()
-            raise ConfigError(
-                "control_socket",
-                [f"programs.user: user {self.user!r} does not exist; it would own {path}"],
-            ) from None
-        except OSError as e:
-            sock.close()
-            raise ConfigError(
-                "control_socket", [f"control_socket: cannot listen on {path}: {e.strerror or e}"]
-            ) from None
-        return sock
-
-    @staticmethod
-    def _path_problem(path: str) -> str | None:
-        """Why ``path`` cannot be bound now; removes a stale socket file left by a dead sentinel."""
-        if len(os.fsencode(path)) > MAX_PATH:
-            return f"{path} is longer than {MAX_PATH} bytes, the limit of a Unix socket path"
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            return None
-        if not stat.S_ISSOCK(st.st_mode):
-            return f"{path} exists and is not a socket; remove it or choose another path"
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(path)
-        except OSError as e:
-            if e.errno not in (errno.ECONNREFUSED, errno.ENOENT):
-                return f"{path}: {e.strerror or e}"
-            os.unlink(path)  # nobody listens: a sentinel that died left it
-            return None
-        finally:
-            probe.close()
-        return f"another process listens on {path} (is a sentinel already running?)"
 
     def stop(self) -> None:
         """Close every connection, remove the socket file, close the store."""
@@ -422,13 +253,7 @@ class ControlServer:
                 pass  # the pipe is full: the serving thread is awake already
 
     def _event(self, level: int, event: str, **fields: object) -> None:
-        parts = [f"event={event}", f"server={self.server}"]
-        for k, v in fields.items():
-            text = str(v)
-            if not text or any(c.isspace() or c in '"=' for c in text):
-                text = '"' + text.replace('"', "'").replace("\n", " ") + '"'
-            parts.append(f"{k}={text}")
-        self._log.log(level, " ".join(parts))
+        self._log.log(level, logline(event, server=self.server, **fields))
 
     # -- the serving thread
 
@@ -456,7 +281,7 @@ class ControlServer:
                                 self._writable(conn)
                     except Exception:
                         # One client's trouble must not end the server (docs/design.md invariant 4).
-                        self._log.exception("event=control_error server=%s", self.server)
+                        self._log.exception(logline("control_error", server=self.server))
                         if isinstance(key.data, _Conn):
                             self._close(sel, key.data)
                 self._sync(sel)
@@ -491,16 +316,10 @@ class ControlServer:
             except OSError:
                 pid = 0
             if len(self._conns) >= MAX_CLIENTS:
-                try:
-                    sock.send(
-                        encode(
-                            error_reply(
-                                None, "unavailable", f"too many clients ({MAX_CLIENTS}); try again"
-                            )
-                        )
-                    )
-                except OSError:
-                    pass
+                busy = error_reply(
+                    None, "unavailable", f"too many clients ({MAX_CLIENTS}); try again"
+                )
+                send_queued(sock, bytearray(encode(busy)))
                 sock.close()
                 continue
             conn = _Conn(sock, pid)
@@ -508,19 +327,16 @@ class ControlServer:
             sel.register(sock, selectors.EVENT_READ, conn)
 
     def _readable(self, conn: _Conn) -> None:
-        try:
-            data = conn.sock.recv(65536)
-        except (BlockingIOError, InterruptedError):
+        data = receive(conn.sock)
+        if data is None:
             return
-        except OSError:
-            data = b""
         if not data:
             # The answers still queued go out; reading stops (EOF stays readable forever).
             conn.eof = True
             return
         for line in conn.lines.feed(data):
             self._line(conn, line)
-        if conn.lines.overflowed:
+        if conn.lines.too_long:
             self._bad(conn, None, f"a line is longer than {MAX_LINE} bytes; closing")
             with self._lock:
                 conn.closing = True
@@ -634,11 +450,11 @@ class ControlServer:
     def _answer(self, conn: _Conn, rid: int, fn: Handler, msg: dict[str, object]) -> None:
         try:
             result = fn(self, conn, msg)
+        except ProtocolError as e:
+            self._bad(conn, rid, str(e))
+            self._wake()
+            return
         except Refusal as r:
-            if r.code == "bad-request":
-                self._bad(conn, rid, r.message)
-                self._wake()
-                return
             reply = error_reply(rid, r.code, r.message, **r.extra)
         except RegistrationRefused as e:
             reply = error_reply(rid, "refused", e.problem, tag=e.tag, attribute=e.attribute)
@@ -649,7 +465,7 @@ class ControlServer:
         except StoreError as e:
             reply = error_reply(rid, "unavailable", f"the directory did not answer: {e}")
         except Exception as e:
-            self._log.exception("event=control_error server=%s pid=%s", self.server, conn.pid)
+            self._log.exception(logline("control_error", server=self.server, pid=conn.pid))
             reply = error_reply(rid, "unavailable", f"the sentinel failed: {type(e).__name__}: {e}")
         else:
             if result is None:  # answered already (hello), or later (a wait)
@@ -662,23 +478,8 @@ class ControlServer:
 
     def _hello(self, conn: _Conn, msg: dict[str, object]) -> None:
         if conn.greeted:
-            raise Refusal("bad-request", "hello was said already on this connection")
-        if msg.get("protocol") != PROTOCOL:
-            raise Refusal(
-                "bad-request",
-                f"protocol {msg.get('protocol')!r} is not spoken here; "
-                f"this sentinel speaks {PROTOCOL}",
-            )
-        tag, token = msg.get("tag"), msg.get("token")
-        if tag is not None:
-            if not isinstance(tag, str):
-                raise Refusal("bad-request", "'tag' must be a string or null")
-            try:
-                check_tag(tag)
-            except ValueError as e:
-                raise Refusal("bad-request", f"tag: {e}") from None
-        if token is not None and not isinstance(token, str):
-            raise Refusal("bad-request", "'token' must be a string or null")
+            raise ProtocolError("hello was said already on this connection")
+        tag, token = hello_of(msg)
         with self._lock:
             adm = self._by_token.get(token) if token is not None else None
             if token is not None and adm is None:
@@ -688,9 +489,9 @@ class ControlServer:
                     "the start it belonged to has ended",
                 )
             if adm is not None and tag is not None and tag != adm.tag:
-                raise Refusal("bad-request", f"the token belongs to {adm.tag}, not {tag}")
+                raise ProtocolError(f"the token belongs to {adm.tag}, not {tag}")
             conn.greeted = True
-            conn.tag = adm.tag if adm is not None else (Tag(tag) if tag else None)
+            conn.tag = adm.tag if adm is not None else tag
             conn.admission = adm
             self._queue(
                 conn,
@@ -737,7 +538,7 @@ class ControlServer:
             raise RegistrationRefused(
                 reg.tag, "ndsclustTag", f"the program started as {adm.tag} registers only {adm.tag}"
             )
-        result, host = self._write_registration(reg)
+        result, host = write_registration(self.store, reg)
         if result != "unchanged":
             self._event(logging.INFO, "aware_register", tag=reg.tag, pid=conn.pid, result=result)
             try:
@@ -751,57 +552,13 @@ class ControlServer:
                 self._event(logging.WARNING, "event_not_recorded", tag=reg.tag, error=str(e))
         return {"result": result, "host": host}
 
-    def _write_registration(self, reg: Registration) -> tuple[str, ServerName | None]:
-        for attempt in range(2):
-            try:
-                existing: App | None = self.store.app(reg.tag)
-            except NoSuchEntry:
-                existing = None
-            except EntryInvalid as e:
-                raise RegistrationRefused(
-                    reg.tag,
-                    e.attribute,
-                    f"the entry in the directory is invalid ({e.problem}); fix or remove it first",
-                ) from None
-            servers, _ = self.store.servers()
-            plan = plan_registration(reg, existing, servers)
-            try:
-                if isinstance(plan, Create):
-                    self.store.add_app(plan.app)
-                    return "created", plan.app.host
-                assert existing is not None
-                if not plan.changes:
-                    return "unchanged", existing.host
-                # The type is part of the swap: if an operator made it capable meanwhile,
-                # nothing is written.
-                aware = AppType.AWARE.value
-                self.store.swap(
-                    self.store.app_dn(reg.tag), "ndsclustType", aware, aware, also=plan.changes
-                )
-                return "updated", existing.host
-            except (EntryExists, SwapConflict, NoSuchEntry):
-                if attempt == 1:
-                    raise RegistrationRefused(
-                        reg.tag,
-                        "ndsclustTag",
-                        "the entry kept changing while it was being registered; try again",
-                    ) from None
-        raise AssertionError("unreachable")
-
     def _get_marker(self, conn: _Conn, msg: dict[str, object]) -> dict[str, object]:
         if conn.tag is None:
-            raise Refusal("bad-request", "no tag: name it in hello")
+            raise ProtocolError("no tag: name it in hello")
         return {"marker": self.store.app(conn.tag).marker}
 
     def _set_marker(self, conn: _Conn, msg: dict[str, object]) -> dict[str, object]:
-        expected, value = msg.get("expected"), msg.get("value")
-        if expected is not None and not isinstance(expected, str):
-            raise Refusal("bad-request", "'expected' must be a string or null")
-        try:
-            check_marker(value)
-        except ValueError as e:
-            raise Refusal("bad-request", f"value: {e}") from None
-        assert isinstance(value, str)
+        expected, value = marker_swap_of(msg)
         with self._lock:
             adm = conn.admission
             if adm is None:

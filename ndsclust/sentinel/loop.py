@@ -42,6 +42,7 @@ from dataclasses import dataclass, replace
 
 import ldap3
 
+from ndsclust import logfmt
 from ndsclust.config import KILL_ALLOWANCE, Config
 from ndsclust.errors import (
     ConfigError,
@@ -111,13 +112,7 @@ MOVE_VALUES = frozenset(k.value for k in MOVES)
 
 def log_event(level: int, event: str, **fields: object) -> None:
     """One line per event: ``event=failover tag=web server=beta from=alpha``."""
-    parts = [f"event={event}"]
-    for k, v in fields.items():
-        text = str(v)
-        if " " in text or not text:
-            text = '"' + text.replace('"', "'") + '"'
-        parts.append(f"{k}={text}")
-    log.log(level, " ".join(parts))
+    log.log(level, logfmt.encode(event, fields))
 
 
 def policy_of(cfg: Config) -> Policy:

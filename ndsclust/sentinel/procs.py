@@ -13,7 +13,8 @@ state machine of one supervised program and ``NEXT`` its transition table:
 
 STARTING covers the time between asking the guard to start the program and the guard
 confirming the pid; a paused program (a cluster-aware one loaded ahead of failback,
-FIG. 7B) stays in STARTING with ``paused`` set and no pid until it is resumed.
+FIG. 7B, holding itself at its control-socket gate) stays in STARTING with ``paused`` set,
+with its pid once it runs, until it is resumed.
 """
 
 from __future__ import annotations

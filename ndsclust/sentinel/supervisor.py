@@ -23,15 +23,15 @@ user, in ``cwd`` (default ``/``), with a clean environment: the ``env`` given pl
 ``NDSCLUST_TAG``, ``NDSCLUST_SERVER`` and, when the sentinel has a control socket,
 ``NDSCLUST_SOCKET``. The guard reads their stdout and stderr, so a chatty program never
 blocks; ``poll()`` logs each line as ``event=output tag=T server=S stream=stdout line=...``
-(lines longer than ``guard.MAX_LINE`` bytes in pieces; lines the guard had to drop while
+(quoted as any value, so a program's text cannot pass for fields of the sentinel's; lines
+longer than ``guard_protocol.MAX_LINE`` bytes in pieces; lines the guard had to drop while
 the sentinel was not reading are counted in an ``event=output_dropped`` line).
 
-A program started ``paused`` is held by the guard, which starts it on ``resume(tag)``;
-until then it is STARTING with ``paused`` set and no pid. A program started ``paused`` and
-``gated`` (a cluster-aware one loaded ahead of failback, FIG. 7B) runs at once and holds
-itself at its own gate, the control socket (``ndsclust.sentinel.control``): its row stays
-STARTING with ``paused`` set, with its pid, until ``resume(tag)`` marks it RUNNING; letting
-it through its gate is the caller's business, the guard is not involved.
+A program started ``paused`` (a cluster-aware one loaded ahead of failback, FIG. 7B) runs at
+once and holds itself at its own gate, the control socket (``ndsclust.sentinel.control``):
+only a ``gated`` program has one, so only it can be started paused. Its row stays STARTING
+with ``paused`` set, with its pid once it runs, until ``resume(tag)`` marks it RUNNING;
+letting it through its gate is the caller's business, the guard is not involved.
 
 If the guard dies, every program still running is reported EXITED with the reason ``its
 lease guard died``, and the next ``start`` starts a new guard.
@@ -43,70 +43,51 @@ raises its own limit, and its docstring counts them.
 
 from __future__ import annotations
 
-import errno
-import json
 import logging
 import os
 import pwd
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType, TracebackType
+from types import MappingProxyType
 
 import ndsclust
 from ndsclust.errors import SupervisorError
+from ndsclust.logfmt import line as logline
 from ndsclust.model import ServerName, Tag, check_tag
-from ndsclust.sentinel.guard import (
-    SCHED_POLICY,
-    SCHED_PRIORITY,
+from ndsclust.sentinel.guard_link import GuardLink, prioritize
+from ndsclust.sentinel.guard_protocol import (
     Command,
     Dropped,
     Exited,
     Failed,
     Health,
     HealthResult,
-    LineReader,
     Output,
     ProtocolError,
     Renew,
     Report,
-    Resume,
     Spec,
     Start,
     Started,
     Stop,
     UnloadResult,
-    encode_command,
-    parse_report,
 )
 from ndsclust.sentinel.procs import ProcInfo, ProcState, check_transition
 
 MAX_RESTARTS_KEPT = 64  # restart times kept per tag; the core's window needs far fewer
 GUARD_REAP_TIMEOUT = 5.0  # seconds close() waits for the guard to kill everything and exit
-MAX_POLL_BYTES = 1 << 22  # report bytes one poll() reads; the rest waits for the next
 
 _log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------- pure helpers
-
-
-def format_fields(event: str, **fields: object) -> str:
-    """``event=E k=v ...``; a value with spaces, quotes or ``=`` is JSON-quoted."""
-    parts = [f"event={event}"]
-    for key, value in fields.items():
-        text = str(value)
-        if not text or any(c.isspace() or c in '"=' for c in text):
-            text = json.dumps(text)
-        parts.append(f"{key}={text}")
-    return " ".join(parts)
 
 
 def program_env(
@@ -167,7 +148,6 @@ class _Run:
     started_at: float
     restarts: tuple[float, ...]
     paused: bool
-    gated: bool = False
     state: ProcState = ProcState.STARTING
     pid: int | None = None
     exit_code: int | None = None
@@ -188,42 +168,6 @@ class _Run:
             stop_requested=self.stop_requested,
             reason=self.reason,
         )
-
-
-@dataclass(eq=False)
-class _GuardLink:
-    """The sentinel's end of the guard: its process, its socket, what waits to be sent."""
-
-    proc: subprocess.Popen[bytes]
-    sock: socket.socket
-    reader: LineReader = field(default_factory=LineReader)
-    out: bytearray = field(default_factory=bytearray)
-
-
-def _prioritize(pid: int) -> tuple[int, dict[str, str]]:
-    """Give the lease guard real-time priority (SCHED_RR, the lowest level), as corosync
-    does for itself: the guard's kill at lease expiry is what keeps a frozen sentinel's
-    programs from outliving their lease, and on a server whose CPUs are saturated an
-    ordinary process can wait hundreds of milliseconds for a CPU, far beyond the scheduling
-    slack of the fencing inequality. The guard is idle but for its few events, and its
-    programs do not inherit the priority (SCHED_RESET_ON_FORK). Refused (EPERM: not root,
-    no CAP_SYS_NICE, systemd's RestrictRealtime=yes, a control group without real-time
-    runtime), the guard keeps the ordinary policy and runs all the same; the log level
-    and fields of ``guard_start`` say which."""
-    try:
-        os.sched_setscheduler(
-            pid, SCHED_POLICY | os.SCHED_RESET_ON_FORK, os.sched_param(SCHED_PRIORITY)
-        )
-    except OSError as e:
-        error = errno.errorcode.get(e.errno or 0, type(e).__name__)
-        return logging.WARNING, {
-            "scheduling": "ordinary",
-            "error": error,
-            "detail": "real-time priority refused, so the lease kill may wait for a CPU on a "
-            "saturated server; it needs root or CAP_SYS_NICE and, under systemd, "
-            "RestrictRealtime=no",
-        }
-    return logging.INFO, {"scheduling": "realtime"}
 
 
 class Supervisor:
@@ -256,7 +200,7 @@ class Supervisor:
         self._clock = clock
         self._python = python
         self._runs: dict[Tag, _Run] = {}
-        self._guard: _GuardLink | None = None
+        self._guard: GuardLink | None = None
         self._reaping: list[subprocess.Popen[bytes]] = []
         self._exits: list[ProcInfo] = []
         self._closed = False
@@ -272,21 +216,16 @@ class Supervisor:
     def __enter__(self) -> Supervisor:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     # -- logging
 
     def _event(self, level: int, event: str, tag: Tag, **fields: object) -> None:
-        self._logger.log(level, format_fields(event, tag=tag, server=self._server, **fields))
+        self._logger.log(level, logline(event, tag=tag, server=self._server, **fields))
 
     def _guard_event(self, level: int, event: str, **fields: object) -> None:
-        self._logger.log(level, format_fields(event, server=self._server, **fields))
+        self._logger.log(level, logline(event, server=self._server, **fields))
 
     # -- table
 
@@ -305,60 +244,23 @@ class Supervisor:
 
     # -- the guard
 
-    def _start_guard(self) -> _GuardLink:
-        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            proc = subprocess.Popen(
-                [
-                    self._python,
-                    "-m",
-                    "ndsclust.sentinel.guard",
-                    "--fd",
-                    str(theirs.fileno()),
-                    "--lease-timeout",
-                    repr(self._lease_timeout),
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                pass_fds=(theirs.fileno(),),
-                cwd="/",
-                env=self._guard_env,
-                start_new_session=True,
-            )
-        except OSError as e:
-            mine.close()
-            raise SupervisorError(f"cannot start the lease guard ({self._python}): {e}") from e
-        finally:
-            theirs.close()
-        mine.setblocking(False)
-        self._guard = _GuardLink(proc, mine)
-        level, scheduling = _prioritize(proc.pid)
+    def _start_guard(self) -> GuardLink:
+        self._guard = guard = GuardLink.start(self._python, self._lease_timeout, self._guard_env)
+        level, scheduling = prioritize(guard.proc.pid)
         self._guard_event(
-            level, "guard_start", guard_pid=proc.pid, lease=f"{self._lease_timeout:g}", **scheduling
+            level,
+            "guard_start",
+            guard_pid=guard.proc.pid,
+            lease=f"{self._lease_timeout:g}",
+            **scheduling,
         )
-        return self._guard
+        return guard
 
     def _send(self, cmd: Command) -> None:
-        guard = self._guard
-        if guard is None:
-            return  # the guard is gone: every run it had is already EXITED
-        guard.out += encode_command(cmd)
-        self._flush(guard)
+        if self._guard is not None:  # else the guard is gone: every run it had is EXITED
+            self._guard.send(cmd)
 
-    def _flush(self, guard: _GuardLink) -> None:
-        # The guard reads whenever it can; what it has not taken yet waits here rather
-        # than block the sentinel. A guard that stops reading lets the lease lapse.
-        while guard.out:
-            try:
-                sent = guard.sock.send(guard.out, socket.MSG_NOSIGNAL)
-            except BlockingIOError:
-                return
-            except OSError:
-                guard.out.clear()  # the guard is gone; poll() reads the end of its socket
-                return
-            del guard.out[:sent]
-
-    def _lost_guard(self, guard: _GuardLink) -> None:
+    def _lost_guard(self, guard: GuardLink) -> None:
         """The guard's socket ended: it exited, after its last reports or without them."""
         self._guard = None
         guard.sock.close()
@@ -394,8 +296,8 @@ class Supervisor:
     ) -> ProcInfo:
         """Ask the guard to start ``argv``; the pid shows in ``table()`` once it runs.
 
-        ``paused``: held until ``resume``, by the guard, or with ``gated`` by the program
-        itself (see the module docstring). Starting a tag whose program has exited is a
+        ``paused``: the program holds itself at its own gate until ``resume``, so it must be
+        ``gated`` (a cluster-aware program; see the module docstring). Starting a tag whose program has exited is a
         restart: its time joins ``restarts``.
         """
         self._check_open()
@@ -416,6 +318,11 @@ class Supervisor:
             raise SupervisorError(
                 f"program {tag}: the unload command is empty; omit it to use SIGTERM"
             )
+        if paused and not gated:
+            raise SupervisorError(
+                f"program {tag}: only a gated (cluster-aware) program can be started paused: "
+                "it holds itself at its control-socket gate; the guard holds nothing"
+            )
         if cwd is not None and not cwd.startswith("/"):
             raise SupervisorError(
                 f"program {tag}: working directory {cwd!r} must be an absolute path"
@@ -429,7 +336,6 @@ class Supervisor:
             uid=None if creds is None else creds.uid,
             gid=None if creds is None else creds.gid,
             groups=None if creds is None else creds.groups,
-            paused=paused and not gated,
         )
         if self._guard is None:
             self._start_guard()
@@ -438,9 +344,7 @@ class Supervisor:
         if old is not None:
             check_transition(tag, old.state, ProcState.STARTING)
             restarts = (*old.restarts, now)[-MAX_RESTARTS_KEPT:]
-        run = _Run(
-            tag=tag, started_at=now, restarts=restarts, paused=paused, gated=paused and gated
-        )
+        run = _Run(tag=tag, started_at=now, restarts=restarts, paused=paused)
         self._runs[tag] = run
         self._send(Start(tag, spec))
         self._event(
@@ -448,7 +352,7 @@ class Supervisor:
             "program_start",
             tag,
             command=shlex.join(argv),
-            paused="gated" if run.gated else str(paused).lower(),
+            paused="gated" if paused else "false",
             restarts=len(restarts),
         )
         return run.info()
@@ -461,9 +365,7 @@ class Supervisor:
                 f"program {tag} is {run.state.value} and not paused; nothing to resume"
             )
         run.paused = False
-        if not run.gated:
-            self._send(Resume(tag))
-        elif run.pid is not None:
+        if run.pid is not None:
             self._move(run, ProcState.RUNNING)  # already running, held at its own gate
         self._event(logging.INFO, "program_resume", tag)
 
@@ -535,7 +437,7 @@ class Supervisor:
             return
         if guard.out:
             # Every line renews the lease when the guard reads it; one is already waiting.
-            self._flush(guard)
+            guard.flush()
         else:
             self._send(Renew())
 
@@ -543,37 +445,20 @@ class Supervisor:
         """Collect what the guard reported; return the rows of programs that exited since the last call."""
         guard = self._guard
         if guard is not None:
-            self._flush(guard)
+            guard.flush()
             self._read_reports(guard)
         self._reaping = [proc for proc in self._reaping if proc.poll() is None]
         exits, self._exits = tuple(self._exits), []
         return exits
 
-    def _read_reports(self, guard: _GuardLink) -> None:
-        budget = MAX_POLL_BYTES
-        while budget > 0:
-            try:
-                data = guard.sock.recv(65536)
-            except BlockingIOError:
-                return
-            except OSError:
-                data = b""
-            if not data:
-                self._lost_guard(guard)
-                return
-            budget -= len(data)
-            try:
-                lines = guard.reader.feed(data)
-            except ValueError as e:
-                self._guard_event(logging.WARNING, "guard_protocol_error", text=str(e))
-                continue
-            for line in lines:
-                try:
-                    report = parse_report(line)
-                except ValueError as e:
-                    self._guard_event(logging.WARNING, "guard_protocol_error", text=str(e))
-                    continue
-                self._apply(report)
+    def _read_reports(self, guard: GuardLink) -> None:
+        got = guard.read()
+        for text in got.errors:
+            self._guard_event(logging.WARNING, "guard_protocol_error", text=text)
+        for report in got.reports:
+            self._apply(report)
+        if got.ended:
+            self._lost_guard(guard)
 
     def _live(self, tag: Tag) -> _Run | None:
         run = self._runs.get(tag)
@@ -582,10 +467,7 @@ class Supervisor:
     def _apply(self, report: Report) -> None:
         match report:
             case Output(tag, stream, line):
-                # line= comes last and unquoted: everything after it is the program's line.
-                self._logger.info(
-                    f"event=output tag={tag} server={self._server} stream={stream} line={line}"
-                )
+                self._event(logging.INFO, "output", tag, stream=stream, line=line)
             case Dropped(tag, count):
                 self._event(logging.WARNING, "output_dropped", tag, lines=count)
             case ProtocolError(tag, text):
@@ -593,8 +475,6 @@ class Supervisor:
             case Started(tag, pid):
                 if (run := self._live(tag)) is not None:
                     run.pid = pid
-                    if not run.gated:
-                        run.paused = False
                     if run.state is ProcState.STARTING and not run.paused:
                         self._move(run, ProcState.RUNNING)
                     self._event(

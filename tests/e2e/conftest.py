@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 import pytest
 
 from ndsclust.lab.cluster import LabCluster
-from ndsclust.lab.netns import cleanup_stale
 from ndsclust.ledger import double_runs, lives
 from tools.faults.harness import Faults, lab_options
+from tools.netns import cleanup_stale
 
 LabFactory = Callable[..., LabCluster]
 NsLab = Callable[..., tuple[LabCluster, Faults]]
@@ -45,7 +45,9 @@ def lab(
 
 
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, Any, None]:
     outcome = yield
     rep = outcome.get_result()
     setattr(item, "rep_" + rep.when, rep)

@@ -12,7 +12,8 @@ import sys
 from collections import Counter
 from collections.abc import Callable
 
-from ndsclust.aware import LineBuffer, decode, encode
+from ndsclust.control_protocol import MAX_LINE, decode, encode
+from ndsclust.framing import LineFramer
 from ndsclust.lab import aware_counter
 from ndsclust.lab.cluster import LabCluster
 from ndsclust.lab.directory import wait_until
@@ -106,7 +107,7 @@ def test_fig6_example_registers_itself_and_bad_input_is_contained(lab: LabFactor
             b"\x00\x01garbage\n"
             + encode({"id": 1, "op": "hello", "protocol": 1, "tag": T, "token": "forged"})
         )
-        buf, got = LineBuffer(), list[dict[str, object]]()
+        buf, got = LineFramer(MAX_LINE), list[dict[str, object]]()
         while len(got) < 2:
             got += [decode(line) for line in buf.feed(s.recv(65536))]
     finally:

@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 
 from ndsclust.lab.cluster import LabCluster
-from ndsclust.lab.timings import read_timings
 from ndsclust.ledger import double_runs, lives
 from ndsclust.model import ServerName
 from tools.faults.checker import check_directory
 from tools.faults.harness import Faults, hold, live_copies, wait_log
+from tools.timings import read_timings
 
 pytestmark = pytest.mark.e2e
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from ndsclust.lab.timings import lab_defaults
 from tools import bench_soak
+from tools.timings import lab_defaults
 
 pytestmark = pytest.mark.e2e
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from ndsclust.cli import main
-from ndsclust.lab.directory import MAIN_DB, DirectoryCluster, Provider, wait_until
+from ndsclust.lab.directory import DirectoryCluster, Provider, wait_until
 from ndsclust.ldapstore.antientropy import Repairer
 from ndsclust.ldapstore.connection import Providers
 from ndsclust.ldapstore.store import Store
@@ -24,6 +24,9 @@ from ndsclust.model import Server, ServerName, ServerState
 from ndsclust.sentinel.antientropy import Sweeper
 
 pytestmark = pytest.mark.integration
+
+# The cluster data database, third in ndsclust/slapd/provider.ldif.in.
+MAIN_DB = "olcDatabase={2}mdb,cn=config"
 
 
 def offline(p: Provider, suffix: str, tool: str, ldif: str) -> None:

@@ -16,18 +16,16 @@ import pytest
 
 from ndsclust import aware
 from ndsclust.aware import (
-    MAX_LINE,
-    LineBuffer,
     MarkerConflict,
     NotGranted,
     NotSupervised,
     RegistrationRefused,
     StopRequested,
     WaitTimeout,
-    decode,
-    encode,
 )
+from ndsclust.control_protocol import MAX_LINE, decode, encode
 from ndsclust.errors import ConfigError, NoSuchEntry
+from ndsclust.framing import LineFramer
 from ndsclust.lab.directory import DirectoryCluster, wait_until
 from ndsclust.ldapstore.connection import Providers
 from ndsclust.ldapstore.store import Store
@@ -107,7 +105,7 @@ def raw(path: str) -> socket.socket:
 
 
 def replies(s: socket.socket, n: int) -> list[dict[str, object]]:
-    buf = LineBuffer()
+    buf = LineFramer(MAX_LINE)
     out: list[dict[str, object]] = []
     while len(out) < n:
         data = s.recv(65536)

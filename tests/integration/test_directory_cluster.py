@@ -207,6 +207,7 @@ def test_slapd_pair_replicates_both_ways(slapd_pair: DirectoryCluster) -> None:
 
 def test_killed_provider_catches_up_after_restart(fresh_directory: Factory) -> None:
     cluster = fresh_directory(n=3)
+    seeded = len(cluster.read_tree(2))
     keep = f"cn=kept,{cluster.suffix}"
     add(cluster, 0, keep, ["organizationalRole"], {"cn": "kept", "description": "before"})
     wait_until(lambda: cluster.read_tree(2, keep), timeout=5, what="kept on provider 2")
@@ -228,7 +229,7 @@ def test_killed_provider_catches_up_after_restart(fresh_directory: Factory) -> N
     assert p2.running and p2.pid != old_pid
     wait_until(lambda: same_everywhere(cluster), timeout=5, what="provider 2 to catch up by values")
     assert cluster.read_tree(2, keep)[keep]["description"] == ("during",)
-    assert len(cluster.read_tree(2)) == 1 + 1 + 20
+    assert len(cluster.read_tree(2)) == seeded + 1 + 20
     cluster.wait_converged(timeout=5)
     cluster.wait_replicating(timeout=5)
 
@@ -254,23 +255,29 @@ def test_schema_loads_over_ldapi_and_replication_waits_for_it(fresh_directory: F
 
 def test_stop_leaves_no_process_and_no_directory(fresh_directory: Factory) -> None:
     cluster = fresh_directory(n=3)
-    # A new cluster holds the base entries on every provider and nothing below them: the
-    # store creates the rest.
+    # A new cluster holds the base entries deploy/ seeds (ndsclust/slapd/seed-*.ldif.in),
+    # the same on every provider, and nothing else.
+    base = cluster.base
     for p in cluster.providers:
-        assert cluster.read_tree(p.index) == {
-            "dc=ndsclust,dc=test": {
-                "objectClass": ("dcObject", "organization"),
-                "dc": ("ndsclust",),
-                "o": ("ndsclust",),
-            }
+        tree = cluster.read_tree(p.index)
+        assert set(tree) == {
+            cluster.suffix,
+            f"cn=replicator,{cluster.suffix}",
+            f"ou=people,{cluster.suffix}",
+            base,
+            *(f"ou={ou},{base}" for ou in ("servers", "applications", "events")),
+            *(f"cn={group},{base}" for group in ("operators", "auditors")),
         }
+        assert tree[cluster.suffix]["objectClass"] == ("dcObject", "organization")
+        assert "ndsclustCluster" in tree[base]["objectClass"]
+        assert tree[f"cn=operators,{base}"]["member"] == (cluster.admin_dn,)
         assert set(cluster.read_tree(p.index, cluster.pulse_suffix)) == {"o=ndsclust-pulse"}
     pids = [p.pid for p in cluster.providers]
     assert all(pid is not None and slapd_alive(pid) for pid in pids)
-    base = cluster.base_dir
+    base_dir = cluster.base_dir
     cluster.stop()
     assert not any(pid is not None and slapd_alive(pid) for pid in pids)
-    assert not base.exists()
+    assert not base_dir.exists()
     cluster.stop()  # idempotent
 
 

@@ -201,8 +201,8 @@ def test_store_fails_over_when_the_write_provider_is_killed(
 ) -> None:
     store.add_app(web(host=A))
     assert store.provider == directory.uris[0]
-    # Replication is asynchronous: an add that the killed provider has not sent yet is lost
-    # with it, which is not what this test is about.
+    # The entry must have reached the other providers before its write provider dies: an
+    # add that never replicated is lost with it, and that is not what this test is about.
     directory.wait_converged()
     first = directory.providers[0]
     first.kill()

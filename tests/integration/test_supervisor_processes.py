@@ -7,6 +7,7 @@ No directory is needed. Every test kills what it started, even when it fails: th
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import resource
@@ -234,13 +235,10 @@ def start(
     pidfile: Path,
     mode: str = "run",
     *extra: str,
-    paused: bool = False,
     unload_argv: list[str] | None = None,
     tag: Tag = WEB,
 ) -> ProcInfo:
-    return sup.start(
-        tag, [PY, str(program), mode, str(pidfile), *extra], paused=paused, unload_argv=unload_argv
-    )
+    return sup.start(tag, [PY, str(program), mode, str(pidfile), *extra], unload_argv=unload_argv)
 
 
 def sleeper(sup: Supervisor, tag: Tag, reaper: Reaper) -> ProcInfo:
@@ -430,7 +428,7 @@ def test_output_is_logged_line_by_line_and_environment_is_clean(
     assert gone.exit_code == 0
     # The guard forwards a program's last output before its exit.
     prefix = "event=output tag=web server=alpha stream=stdout line="
-    env = sorted(ln[len(prefix) :] for ln in log[1].lines if ln.startswith(prefix))
+    env = sorted(json.loads(ln[len(prefix) :]) for ln in log[1].lines if ln.startswith(prefix))
     assert env == [
         "GREETING=hello world",
         "NDSCLUST_SERVER=alpha",
@@ -450,8 +448,8 @@ def test_both_streams_are_logged(
     start(sup, program, tmp_path / "pid", "exit", "0")
     wait_until(row(sup, ProcState.EXITED), sup=sup)
     want = {
-        "event=output tag=web server=alpha stream=stdout line=hello from web",
-        "event=output tag=web server=alpha stream=stderr line=complaint on stderr",
+        'event=output tag=web server=alpha stream=stdout line="hello from web"',
+        'event=output tag=web server=alpha stream=stderr line="complaint on stderr"',
     }
     assert want <= set(log[1].lines)
 
@@ -510,33 +508,21 @@ def test_program_runs_as_the_configured_user_in_its_directory(
     assert wait_until(row(sup, ProcState.EXITED), sup=sup).exit_code == -signal.SIGTERM
 
 
-# -- paused start (FIG. 7B)
+# -- paused start (FIG. 7B): the program holds itself at its own gate
 
 
-def test_fig7b_paused_program_starts_on_resume(
+def test_fig7b_paused_copy_runs_at_once_and_a_stop_before_resume_is_an_unload(
     sup: Supervisor, files: tuple[Path, Path, Path], tmp_path: Path, reaper: Reaper
 ) -> None:
     program, _, _ = files
     pidfile = tmp_path / "pid"
-    info = start(sup, program, pidfile, paused=True)
-    assert info.paused and info.state is ProcState.STARTING and info.pid is None
-    # A program started after it shows that the guard has handled the paused one.
-    sleeper(sup, DB, reaper)
-    assert sup.table()[WEB].state is ProcState.STARTING and not pidfile.exists()
-    sup.resume(WEB)
+    sup.start(WEB, [PY, str(program), "run", str(pidfile)], paused=True, gated=True)
     pid, _, _ = read_pidfile(pidfile, reaper, sup)
-    running = wait_until(row(sup, ProcState.RUNNING), sup=sup)
-    assert running.pid == pid and not running.paused
-
-
-def test_fig7b_paused_program_stopped_before_resume_never_runs(
-    sup: Supervisor, files: tuple[Path, Path, Path], tmp_path: Path
-) -> None:
-    program, _, _ = files
-    start(sup, program, tmp_path / "pid", paused=True)
+    held = wait_until(lambda: sup.table()[WEB] if sup.table()[WEB].pid == pid else None, sup=sup)
+    assert held.state is ProcState.STARTING and held.paused
     sup.stop(WEB, grace=5.0)
     gone = wait_until(row(sup, ProcState.EXITED), sup=sup)
-    assert gone.pid is None and gone.exit_code is None and gone.stop_requested
+    assert gone.pid == pid and gone.stop_requested and not gone.failed
 
 
 # -- health command
@@ -564,7 +550,7 @@ def test_claim57_failed_health_check_stops_the_program_as_a_failure(
     gone = wait_until(row(sup, ProcState.EXITED), sup=sup)
     assert gone.failed and gone.reason == "health check failed: exit 1"
     assert gone.exit_code == -signal.SIGTERM
-    assert "event=output tag=web server=alpha stream=health line=port closed" in log[1].lines
+    assert 'event=output tag=web server=alpha stream=health line="port closed"' in log[1].lines
 
 
 def test_claim57_health_check_without_answer_times_out(

@@ -1,7 +1,8 @@
 """TLS against a real slapd (Debian's, built with GnuTLS) with material from ``ndsclust.pki``.
 
-One slapd for the module, listening on ldaps:// (TLS from the first byte), on ldap:// (for
-StartTLS) and on ldapi://. Its certificate comes from ``pki.issue`` for 127.0.0.1; a second,
+One slapd for the module, configured as deploy/ ships it (rendered by
+``ndsclust.slapd.render`` with ``tls.certificate_cluster``), listening on ldaps:// (TLS from
+the first byte), on ldap:// (for StartTLS) and on ldapi://. Its certificate comes from ``pki.issue`` for 127.0.0.1; a second,
 unrelated CA plays the attacker's (or another cluster's). Proves: certificate verification
 is on (wrong CA, wrong name refused), StartTLS works, plain ldap:// is refused before any
 packet is sent when the configuration forbids it, and a server certificate binds with SASL
@@ -21,10 +22,11 @@ from pathlib import Path
 import ldap3
 import pytest
 
-from ndsclust import pki
+from ndsclust import pki, site
 from ndsclust.errors import ConfigError, ProviderUnreachable
 from ndsclust.lab.directory import Provider, free_ports
 from ndsclust.ldapstore.connection import Credentials, Providers, open_connection
+from ndsclust.slapd import render
 
 SUFFIX = "dc=ndsclust,dc=test"
 BASE = f"ou=ndsclust,{SUFFIX}"
@@ -63,69 +65,40 @@ class Setup:
         return str(d / f"{server}.crt"), str(d / f"{server}.key")
 
 
-def config_ldif(d: Path, pki_dir: Path) -> str:
-    ldapi_root = "gidNumber=0+uidNumber=0,cn=peercred,cn=external,cn=auth"
-    return f"""dn: cn=config
-objectClass: olcGlobal
-cn: config
-olcPidFile: {d}/slapd.pid
-olcTLSCACertificateFile: {pki_dir}/ca.crt
-olcTLSCertificateFile: {pki_dir}/ldap.crt
-olcTLSCertificateKeyFile: {pki_dir}/ldap.key
-olcTLSVerifyClient: try
-olcAuthzRegexp: {{0}}{pki.authz_regexp(CLUSTER, BASE)}
-
-dn: cn=module{{0}},cn=config
-objectClass: olcModuleList
-cn: module{{0}}
-olcModulePath: /usr/lib/ldap
-olcModuleLoad: back_mdb
-
-dn: cn=schema,cn=config
-objectClass: olcSchemaConfig
-cn: schema
-
-include: file:///etc/ldap/schema/core.ldif
-
-dn: olcDatabase={{-1}}frontend,cn=config
-objectClass: olcDatabaseConfig
-objectClass: olcFrontendConfig
-olcDatabase: {{-1}}frontend
-
-dn: olcDatabase={{0}}config,cn=config
-objectClass: olcDatabaseConfig
-olcDatabase: {{0}}config
-olcAccess: {{0}}to * by dn.exact={ldapi_root} manage by * none
-
-dn: olcDatabase={{1}}mdb,cn=config
-objectClass: olcDatabaseConfig
-objectClass: olcMdbConfig
-olcDatabase: {{1}}mdb
-olcDbDirectory: {d}/db
-olcSuffix: {SUFFIX}
-olcRootDN: {ADMIN}
-olcRootPW: {ADMIN_PW}
-olcDbMaxSize: 16777216
-olcAccess: {{0}}to * by users read by * none
-"""
+def site_of(d: Path, pki_dir: Path, uri: str) -> site.Site:
+    """One provider as deploy/ describes it, with TLS and client certificates of CLUSTER:
+    the test renders it through the shipped templates like any other provider."""
+    return site.Site(
+        suffix=SUFFIX,
+        base=BASE,
+        pulse_suffix="o=ndsclust-pulse",
+        admin_dn=ADMIN,
+        replicator_dn=f"cn=replicator,{SUFFIX}",
+        replicator_password="tls-test-replicator-secret",
+        providers=(site.Provider(1, uri),),
+        operators=(ADMIN,),
+        auditors=(ADMIN,),
+        tls=site.Tls(
+            str(pki_dir / "ca.crt"),
+            str(pki_dir / "ldap.crt"),
+            str(pki_dir / "ldap.key"),
+            certificate_cluster=CLUSTER,
+        ),
+        data_dir=str(d),
+        run_dir=str(d),
+        module_path="/usr/lib/ldap",
+        schema_dir="/etc/ldap/schema",
+        retry="1 +",
+        accesslog_purge="07+00:00 01+00:00",
+    )
 
 
-def data_ldif() -> str:
-    entries = [
-        (SUFFIX, ["dcObject", "organization"], {"dc": "ndsclust", "o": "ndsclust"}),
-        (BASE, ["organizationalUnit"], {"ou": "ndsclust"}),
-        (f"ou=servers,{BASE}", ["organizationalUnit"], {"ou": "servers"}),
-        (f"cn=alpha,ou=servers,{BASE}", ["applicationProcess"], {"cn": "alpha"}),
-    ]
-    blocks = []
-    for dn, classes, attrs in entries:
-        lines = [
-            f"dn: {dn}",
-            *(f"objectClass: {c}" for c in classes),
-            *(f"{k}: {v}" for k, v in attrs.items()),
-        ]
-        blocks.append("\n".join(lines))
-    return "\n\n".join(blocks) + "\n"
+def alpha_ldif() -> str:
+    """Server alpha's entry, which its certificate binds as."""
+    return (
+        f"dn: cn=alpha,ou=servers,{BASE}\nobjectClass: ndsclustServer\ncn: alpha\n"
+        "ndsclustServerState: up\n"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -139,16 +112,22 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         pki.issue(pki_dir, "alpha", NOW)  # the sentinel of alpha
         pki.init_ca(other_dir, CLUSTER, NOW)
         pki.issue(other_dir, "alpha", NOW, ips=["127.0.0.1"])
-        (d / "slapd.d").mkdir(parents=True)
-        (d / "db").mkdir()
-        (root / "config.ldif").write_text(config_ldif(d, pki_dir))
-        (root / "data.ldif").write_text(data_ldif())
+        for sub in ("slapd.d", "accesslog", "db", "pulse"):
+            (d / sub).mkdir(parents=True)
         port, tls_port = free_ports(["127.0.0.1", "127.0.0.1"])
         slapd = TlsProvider(d, port, tls_port)
-        for args in (
-            ["-n0", "-l", str(root / "config.ldif")],
-            ["-b", SUFFIX, "-l", str(root / "data.ldif")],
-        ):
+        described = site_of(d, pki_dir, slapd.ldaps_url)
+        (root / "config.ldif").write_text(
+            render.provider_ldif(described, 1, root_password=ADMIN_PW)
+        )
+        loads = [["-n0", "-l", str(root / "config.ldif")]]
+        for name, text in render.seed_ldifs(described, NOW).items():
+            (root / name).write_text(text)
+            suffix = SUFFIX if name == "seed-main.ldif" else described.pulse_suffix
+            loads.append(["-q", "-w", "-b", suffix, "-l", str(root / name)])
+        (root / "alpha.ldif").write_text(alpha_ldif())
+        loads.append(["-b", SUFFIX, "-l", str(root / "alpha.ldif")])
+        for args in loads:
             subprocess.run(
                 ["/usr/sbin/slapadd", "-F", str(slapd.conf_dir), *args],
                 check=True,

@@ -8,11 +8,13 @@ import subprocess
 import uuid
 
 from ndsclust.lab.directory import DirectoryCluster, wait_until
+from ndsclust.ldapstore import reads
 from ndsclust.ldapstore.cache import ClusterCache
 from ndsclust.ldapstore.connection import Providers
+from ndsclust.ldapstore.follow import Follower
 from ndsclust.ldapstore.store import APP_ATTRS, Store
 from ndsclust.ldapstore.watch import Changed, Deleted, Watch
-from ndsclust.model import AppType, Server, ServerName
+from ndsclust.model import AppType, Server, ServerName, ServerState
 
 
 def ldapadd(uri: str, d: DirectoryCluster, ldif: str) -> None:
@@ -103,4 +105,50 @@ def test_ldapadd_on_provider_1_arrives_typed_on_provider_3_and_bad_entries_are_c
         )
     finally:
         watch.stop()
+        store.close()
+
+
+def test_follower_shows_entries_events_and_pulses_typed_and_reads_see_the_writes(
+    directory: DirectoryCluster,
+) -> None:
+    creds = directory.admin_credentials()
+    base = f"ou=t{uuid.uuid4().hex[:8]},{directory.suffix}"
+    store = Store(
+        Providers(directory.uris, creds),
+        directory.suffix,
+        base=base,
+        pulse_base=directory.pulse_suffix,
+    )
+    store.ensure_base()
+    store.add_server(Server(name=ServerName("alpha")))
+    name = f"p{uuid.uuid4().hex[:6]}"
+    store.write_pulse(name, 1)
+    follower = Follower(store, pulses=True, providers=Providers([directory.uris[2]], creds))
+    try:
+        with follower:
+            follower.wait_ready(10)
+            assert set(follower.snapshot().servers) == {"alpha"}
+            assert follower.pulse_map()[ServerName(name)].counter == 1
+            assert not follower.fresh_events()
+            store.set_server_state("alpha", ServerState.MAINTENANCE)
+            written = reads.entry_csn(store, store.server_dn("alpha"))
+            store.record_event("maintenance_on", server="alpha", text="by=test")
+            store.write_pulse(name, 2)
+
+            def seen() -> bool:
+                follower.updates(0.2)
+                alpha = follower.snapshot().servers["alpha"]
+                return (
+                    alpha.state is ServerState.MAINTENANCE
+                    and alpha.csn >= written
+                    and [e.kind for e in follower.fresh_events(written)] == ["maintenance_on"]
+                    and follower.pulse_map()[ServerName(name)].counter == 2
+                )
+
+            wait_until(seen, timeout=10, what="the change, the event and the pulse, typed")
+        assert reads.exists(store, store.server_dn("alpha"), "(objectClass=ndsclustServer)")
+        assert not reads.exists(store, store.app_dn("none"))
+        assert any(p.server == name for p, csn in reads.pulses_written(store) if csn)
+    finally:
+        store.delete(store.pulse_dn(name))
         store.close()

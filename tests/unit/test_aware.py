@@ -11,10 +11,10 @@ from collections.abc import Iterator
 import pytest
 
 from ndsclust import aware
-from ndsclust.aware import (
+from ndsclust.aware import cas_update
+from ndsclust.control_protocol import (
     MAX_LINE,
     AwareError,
-    LineBuffer,
     MarkerConflict,
     NotGranted,
     NotSupervised,
@@ -22,15 +22,17 @@ from ndsclust.aware import (
     Registration,
     RegistrationRefused,
     StopRequested,
-    cas_update,
     check_marker,
     decode,
     encode,
     error_from_reply,
+    hello_of,
+    marker_swap_of,
     registration,
 )
+from ndsclust.framing import LineFramer
 from ndsclust.model import App, AppState, AppType, Request, RequestKind, ServerName, StateValue, Tag
-from ndsclust.sentinel.control import Create, Update, plan_registration
+from ndsclust.sentinel.control_registration import Create, Update, plan_registration
 
 A, B, C = ServerName("alpha"), ServerName("beta"), ServerName("gamma")
 SERVERS = {A, B, C}
@@ -78,24 +80,6 @@ def test_encode_refuses_a_line_over_the_limit() -> None:
         encode({"value": "x" * MAX_LINE})
 
 
-def test_line_buffer_joins_pieces_and_splits_lines() -> None:
-    buf = LineBuffer(limit=10)
-    assert buf.feed(b'{"a"') == []
-    assert buf.feed(b':1}\n{}\n{"b') == [b'{"a":1}', b"{}"]
-    assert buf.feed(b'":2}\n') == [b'{"b":2}']
-    assert not buf.overflowed
-
-
-def test_line_buffer_overflow_drops_the_stream() -> None:
-    buf = LineBuffer(limit=10)
-    assert buf.feed(b"ok\n" + b"x" * 11) == [b"ok"]
-    assert buf.overflowed
-    assert buf.feed(b"\nfine\n") == []  # never back in step after an overflow
-    too_long_complete = LineBuffer(limit=4)
-    assert too_long_complete.feed(b"abcdef\nok\n") == []
-    assert too_long_complete.overflowed
-
-
 @pytest.mark.parametrize(
     "value, words",
     [
@@ -112,6 +96,33 @@ def test_check_marker_refuses_what_the_directory_cannot_store(value: object, wor
 
 
 # -- registration (FIG. 6 step 604)
+
+
+@pytest.mark.parametrize(
+    "msg, words",
+    [
+        ({"protocol": 2}, "protocol 2 is not spoken here"),
+        ({"protocol": 1, "tag": 3}, "'tag' must be a string or null"),
+        ({"protocol": 1, "token": 3}, "'token' must be a string or null"),
+        ({"protocol": 1, "tag": "a b"}, "tag: "),
+    ],
+)
+def test_a_hello_names_what_is_wrong(msg: dict[str, object], words: str) -> None:
+    with pytest.raises(ProtocolError, match=words):
+        hello_of(msg)
+
+
+def test_a_hello_gives_its_tag_and_token() -> None:
+    assert hello_of({"protocol": 1, "tag": "web", "token": "k"}) == ("web", "k")
+    assert hello_of({"protocol": 1}) == (None, None)
+
+
+def test_a_marker_swap_is_checked_as_the_directory_would() -> None:
+    assert marker_swap_of({"expected": None, "value": "7"}) == (None, "7")
+    with pytest.raises(ProtocolError, match="'expected' must be a string or null"):
+        marker_swap_of({"expected": 7, "value": "8"})
+    with pytest.raises(ProtocolError, match="value: a marker cannot be empty"):
+        marker_swap_of({"expected": "7", "value": ""})
 
 
 def test_registration_carries_the_fig2_attributes_and_round_trips_the_wire() -> None:
@@ -304,7 +315,7 @@ def answer(
     to an id nobody asked for (which the session must ignore)."""
 
     def run() -> None:
-        buf = LineBuffer()
+        buf = LineFramer(MAX_LINE)
         for reply in replies:
             lines: list[bytes] = []
             while not lines:
@@ -380,3 +391,14 @@ def test_closed_socket_is_a_stop_request_and_fails_calls(
     assert session.stop_reason == aware.LOST
     with pytest.raises(aware.ControlUnavailable):
         _ = session.marker
+
+
+def test_a_line_over_the_limit_from_the_sentinel_ends_the_session(
+    pair: tuple[aware.Session, socket.socket],
+) -> None:
+    session, peer = pair
+    sender = threading.Thread(target=peer.sendall, args=(b"x" * (MAX_LINE + 1),), daemon=True)
+    sender.start()
+    assert session.should_stop(timeout=10)
+    assert session.stop_reason == f"the sentinel sent a line longer than {MAX_LINE} bytes"
+    sender.join(timeout=10)

@@ -1,6 +1,9 @@
 """The typed cache folded from watch events: newer copies win, bad entries stay aside."""
 
 from ndsclust.ldapstore.cache import ClusterCache
+from ndsclust.ldapstore.entries import Entry
+from ndsclust.ldapstore.syncsession import Changed, ChangeKind, Deleted, RefreshDone, SyncEntry
+from ndsclust.model import Event, Tag
 
 
 def app_attrs(host: str, csn: str, **extra: list[str]) -> dict[str, list[str]]:
@@ -90,3 +93,66 @@ def test_delete_and_version() -> None:
     assert c.version > v and "web" in c.snapshot().apps
     c.delete("u1")
     assert "web" not in c.snapshot().apps
+
+
+def test_the_echo_of_an_own_write_is_not_parsed_again() -> None:
+    c = ClusterCache()
+    servers(c)
+    c.put("u1", "ndsclustTag=web", app_attrs("alpha", "1"))
+    c.put("u1", "ndsclustTag=web", app_attrs("beta", "2"), local=True)
+    mine = c.snapshot().apps["web"]
+    version = c.version
+    # The echo: same CSN, so the same version of the entry. Its values are never read
+    # (a value the parser would refuse proves it), and nothing visible changed.
+    c.put("u1", "ndsclustTag=web", app_attrs("beta", "2", ndsclustType=["unreadable"]))
+    assert c.snapshot().apps["web"] is mine and c.version == version
+    # The local copy is gone: the next change from the watch shows as it comes.
+    c.put("u1", "ndsclustTag=web", app_attrs("alpha", "3"))
+    assert c.snapshot().apps["web"].host == "alpha"
+
+
+def test_apply_folds_typed_watch_events() -> None:
+    c = ClusterCache()
+    servers(c)
+    entry = Entry("ndsclustTag=web", {**app_attrs("beta", "2"), "entryUUID": ["u1"]})
+    assert c.apply(Changed(SyncEntry(entry.dn, "u1", entry), ChangeKind.ADD))
+    assert c.snapshot().apps["web"].uuid == "u1"
+    assert not c.apply(RefreshDone())
+    assert c.apply(Deleted("u1", entry.dn)) and "web" not in c.snapshot().apps
+
+
+def test_moves_come_from_events_given_typed_or_as_entries() -> None:
+    c = ClusterCache(move_kinds=frozenset({"failover"}))
+    event = Event("e1", "20261202010000.000000Z", "failover", tag=Tag("web"))
+    c.put_event("u1", event)
+    c.put_event("u2", Event("e2", "20261202010000.000000Z", "swap_conflict", tag=Tag("web")))
+    c.put(
+        "u3",
+        "ndsclustEventId=e3",
+        {
+            "objectClass": ["ndsclustEvent"],
+            "ndsclustEventId": ["e3"],
+            "ndsclustEventTime": ["20261202010001.000000Z"],
+            "ndsclustEventKind": ["failover"],
+            "ndsclustEventTag": ["db"],
+        },
+    )
+    assert sorted(m.tag for m in c.moves()) == ["db", "web"]
+    c.delete("u1")
+    assert [m.tag for m in c.moves()] == ["db"]
+
+
+class _Untouchable(bytes):
+    def decode(self, *args: object, **kwargs: object) -> str:
+        raise AssertionError("an echo's values were decoded")
+
+
+def test_an_echo_given_as_a_watch_events_attributes_is_not_decoded() -> None:
+    c = ClusterCache()
+    servers(c)
+    c.put("u1", "ndsclustTag=web", app_attrs("beta", "2"), local=True)
+    raw = {k: [v.encode() for v in vs] for k, vs in app_attrs("beta", "2").items()}
+    raw["ndsclustCommand"] = [_Untouchable(b"/bin/true")]
+    echo = Entry("ndsclustTag=web", raw, uuid="u1")
+    c.put("u1", echo.dn, echo.attributes)  # as the sentinel passes a watch event on
+    assert c.snapshot().apps["web"].host == "beta"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ndsclust.cli import app_cmd
-from ndsclust.cli.app_cmd import (
+from ndsclust.cli import app_fields
+from ndsclust.cli.app_fields import (
     build_app,
     check_given,
     edited,
@@ -146,7 +146,7 @@ def test_edit_replaces_and_removes_case_insensitively() -> None:
 
 
 def test_edit_fields_cover_every_application_attribute() -> None:
-    names = {f.attr for f in app_cmd.FIELDS}
+    names = {f.attr for f in app_fields.FIELDS}
     assert names == {
         "ndsclustTag",
         "ndsclustType",

@@ -22,10 +22,10 @@ from ndsclust import config, schema
 from ndsclust.cli import build_parser
 from ndsclust.cli.sentinel_cmd import cmd_run
 from ndsclust.errors import ConfigError
-from ndsclust.lab.directory import NDSCLUST_EQ_INDEXES
 from ndsclust.ldapstore import entries
 from ndsclust.sentinel import guard
 from ndsclust.sentinel.loop import HANDOFF_DEADLINE_EXTRA
+from ndsclust.slapd.render import NDSCLUST_EQ_INDEXES
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 EXAMPLE = DEPLOY / "sentinel.example.yaml"
@@ -286,6 +286,32 @@ def test_site_problems_are_reported_together(tmp_path: Path) -> None:
         "operators: must list at least one DN",
     ):
         assert expected in text
+
+
+def test_server_certificates_bind_only_with_a_certificate_cluster(tmp_path: Path) -> None:
+    plain = render.provider_ldif(render.parse_site(site_data(tmp_path)), 1)
+    assert "olcTLSVerifyClient" not in plain and "olcAuthzRegexp" not in plain
+    data = site_data(tmp_path)
+    data["tls"]["certificate_cluster"] = "prod"
+    ldif = render.provider_ldif(render.parse_site(data), 1)
+    assert "olcTLSVerifyClient: try\n" in ldif
+    assert (
+        'olcAuthzRegexp: {0}"^cn=([a-z0-9-]+),ou=servers,o=prod$" '
+        '"cn=$1,ou=servers,ou=ndsclust,dc=example,dc=com"\n'
+    ) in ldif
+    data["tls"]["certificate_cluster"] = "no spaces"
+    with pytest.raises(ConfigError, match=r"tls\.certificate_cluster: 'no spaces'"):
+        render.parse_site(data)
+
+
+def test_the_lab_can_leave_the_schema_out(site: Any) -> None:
+    """Without the ndsclust schema nothing may name its attributes: not the schema, an
+    index, or an ACL rule (slapd renumbers the rules that remain)."""
+    ldif = render.provider_ldif(site, 1, with_schema=False)
+    assert not [line for line in ldif.splitlines() if re.search(r"\bndsclust[A-Z]", line)]
+    assert "olcAccess: {10}to * by self read" in ldif  # slapd renumbers the gaps
+    seed = render.seed_ldifs(site, datetime(2024, 5, 1, tzinfo=UTC), with_schema=False)
+    assert "ndsclustCluster" not in seed["seed-main.ldif"]
 
 
 def test_provider_config_replicates_from_every_peer(site: Any) -> None:

@@ -149,3 +149,26 @@ def test_server_entry_validation() -> None:
         entries.parse_server("cn=a,ou=servers", {"cn": ["a"], "ndsclustAddress": ["host"]})
     with pytest.raises(EntryInvalid, match="allowed: up, down, maintenance"):
         entries.parse_server("cn=a,ou=servers", {"cn": ["a"], "ndsclustServerState": ["gone"]})
+
+
+def test_entry_is_case_insensitive_and_decodes_on_demand() -> None:
+    e = entries.Entry(
+        DN,
+        {
+            "objectClass": [b"top", b"ndsclustApplication"],
+            "entryCSN": [b"20261125120000.000001Z#000000#001#000000"],
+            "EntryUUID": [b"0b9c6a52"],
+            "ndsclustTag": [b"caf\xc3\xa9", b"\xff"],
+        },
+    )
+    assert e.csn.startswith("20261125120000") and e.uuid == "0b9c6a52"
+    assert e.classes == {"top", "ndsclustapplication"}
+    assert e.all("NDSCLUSTTAG") == ("café", "\ufffd") and e.first("absent") is None
+    assert e.attributes["EntryUUID"] == ("0b9c6a52",)  # names as received
+
+
+def test_entries_share_the_values_many_of_them_hold() -> None:
+    a = entries.parse_app(DN, attrs())
+    b = entries.parse_app(DN.replace("web", "db"), attrs(ndsclustTag="db"))
+    assert a.primary is b.primary and a.backups is b.backups and a.state is b.state
+    assert a.command[0] is b.command[0]

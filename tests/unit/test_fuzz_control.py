@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from ndsclust.aware import ERROR_CODES
+from ndsclust.control_protocol import ERROR_CODES
 from ndsclust.ldapstore.connection import Credentials, Providers
 from ndsclust.ldapstore.store import Store
 from ndsclust.model import ServerName

@@ -6,36 +6,34 @@ import errno
 import logging
 import os
 import pwd
+import socket
+import threading
 
 import pytest
 
 from ndsclust.errors import SupervisorError
+from ndsclust.logfmt import line as logline
 from ndsclust.model import ServerName, Tag
-from ndsclust.sentinel import supervisor
-from ndsclust.sentinel.guard import (
-    SCHED_POLICY,
-    SCHED_PRIORITY,
+from ndsclust.sentinel import guard_link
+from ndsclust.sentinel.guard import SCHED_POLICY, SCHED_PRIORITY, Lease
+from ndsclust.sentinel.guard_child import describe_status
+from ndsclust.sentinel.guard_protocol import (
     Command,
     Dropped,
     Exited,
     Failed,
     Health,
     HealthResult,
-    Lease,
-    LineReader,
-    LineSplitter,
     Output,
     ProtocolError,
     Renew,
     Report,
-    Resume,
     Spec,
     Start,
     Started,
     Stop,
     UnloadResult,
     clean_line,
-    describe_status,
     encode_command,
     encode_report,
     parse_command,
@@ -46,7 +44,6 @@ from ndsclust.sentinel.procs import NEXT, ProcInfo, ProcState, check_transition
 from ndsclust.sentinel.supervisor import (
     Credentials,
     Supervisor,
-    format_fields,
     program_env,
     resolve_user,
 )
@@ -84,7 +81,6 @@ def test_claim57_exit_on_its_own_is_a_failure_an_unload_is_not() -> None:
     "cmd",
     [
         Renew(),
-        Resume(WEB),
         Stop(WEB, 2.5),
         Stop(Tag("db.1"), 0.0),
         Health(WEB, 3.0, ("/usr/bin/check", "--port", "80 81")),
@@ -98,7 +94,6 @@ def test_claim57_exit_on_its_own_is_a_failure_an_unload_is_not() -> None:
                 uid=65534,
                 gid=65534,
                 groups=(65534, 4),
-                paused=True,
             ),
         ),
         Start(Tag("x"), Spec(argv=("/bin/app",), env={})),
@@ -119,16 +114,15 @@ def test_commands_round_trip_on_one_line(cmd: Command) -> None:
         ("stop web -1", ">= 0"),
         ("stop web nan", ">= 0"),
         ("stop -x 1", "bad tag"),
-        ("resume", "bad tag"),
-        ("resume web now", "only a tag"),
+        ("resume web", "unknown command"),
         ("health web 1 /bin/true", "not a JSON list"),
         ("health web 1 []", "non-empty list"),
-        ('start web {"argv": [], "env": {}, "cwd": "/", "paused": false}', "argv"),
-        ('start web {"argv": ["/a"], "env": {"K": 1}, "cwd": "/", "paused": false}', "'env'"),
-        ('start web {"argv": ["/a"], "env": {}, "cwd": "rel", "paused": false}', "'cwd'"),
-        ('start web {"argv": ["/a"], "env": {}, "cwd": "/", "paused": false, "uid": -1}', "'uid'"),
+        ('start web {"argv": [], "env": {}, "cwd": "/"}', "argv"),
+        ('start web {"argv": ["/a"], "env": {"K": 1}, "cwd": "/"}', "'env'"),
+        ('start web {"argv": ["/a"], "env": {}, "cwd": "rel"}', "'cwd'"),
+        ('start web {"argv": ["/a"], "env": {}, "cwd": "/", "uid": -1}', "'uid'"),
         (
-            'start web {"argv": ["/a"], "env": {}, "cwd": "/", "paused": false, "groups": [true]}',
+            'start web {"argv": ["/a"], "env": {}, "cwd": "/", "groups": [true]}',
             "'groups'",
         ),
         ("start web [1]", "not a JSON object"),
@@ -196,16 +190,6 @@ def test_bad_reports_are_rejected(line: str) -> None:
         parse_report(line)
 
 
-def test_line_reader_joins_pieces_and_bounds_a_line() -> None:
-    reader = LineReader(limit=16)
-    assert reader.feed(b"ren") == []
-    assert reader.feed(b"ew\nresume x\nst") == ["renew", "resume x"]
-    assert reader.feed(b"op x 1\n") == ["stop x 1"]
-    with pytest.raises(ValueError, match="longer than 16 bytes"):
-        reader.feed(b"x" * 17)
-    assert reader.feed(b"renew\n") == ["renew"]
-
-
 # -- lease (docs/design.md section 4: a frozen sentinel cannot keep a program past its lease)
 
 
@@ -238,17 +222,6 @@ def test_describe_status() -> None:
 
 
 # -- output lines
-
-
-def test_output_lines_are_bounded_and_split_without_loss() -> None:
-    splitter = LineSplitter(max_line=4)
-    assert splitter.feed(b"ab\ncdefgh") == [b"ab", b"cdef"]
-    assert splitter.feed(b"\n\n") == [b"gh", b""]
-    assert splitter.feed(b"abcd\n") == [b"abcd"]
-    assert splitter.feed(b"tail") == [b"tail"]
-    assert splitter.feed(b"xy") == []
-    assert splitter.flush() == [b"xy"]
-    assert splitter.flush() == []
 
 
 def test_output_line_is_printable() -> None:
@@ -287,11 +260,12 @@ def test_a_tag_that_cannot_travel_is_refused_before_any_guard_starts() -> None:
         sup.start(WEB, ["/bin/true"])
 
 
-def test_log_fields_quote_values_with_spaces() -> None:
-    assert format_fields(
-        "program_exited", tag="web", server="alpha", code=-9, reason="health check failed: exit 1"
-    ) == ('event=program_exited tag=web server=alpha code=-9 reason="health check failed: exit 1"')
-    assert format_fields("x", text="") == 'event=x text=""'
+def test_only_a_gated_program_can_be_started_paused() -> None:
+    sup = Supervisor(ServerName("alpha"), lease_timeout=1.0, start_guard=False)
+    with pytest.raises(SupervisorError, match=r"only a gated .* can be started paused"):
+        sup.start(WEB, ["/bin/true"], paused=True)
+    assert sup.table() == {}
+    sup.close()
 
 
 # -- environment and user
@@ -348,11 +322,11 @@ def test_guard_gets_the_policy_it_exports(monkeypatch: pytest.MonkeyPatch) -> No
     """What the shipped unit is checked against (test_deploy_units) is what is asked for."""
     calls: list[tuple[int, int, int]] = []
     monkeypatch.setattr(
-        supervisor.os,
+        guard_link.os,
         "sched_setscheduler",
         lambda pid, policy, param: calls.append((pid, policy, param.sched_priority)),
     )
-    assert supervisor._prioritize(1234) == (logging.INFO, {"scheduling": "realtime"})
+    assert guard_link.prioritize(1234) == (logging.INFO, {"scheduling": "realtime"})
     assert calls == [(1234, SCHED_POLICY | os.SCHED_RESET_ON_FORK, SCHED_PRIORITY)]
 
 
@@ -362,12 +336,44 @@ def test_refused_realtime_is_one_warning_line_not_a_failure(
     def refuse(pid: int, policy: int, param: os.sched_param) -> None:
         raise PermissionError(errno.EPERM, os.strerror(errno.EPERM))
 
-    monkeypatch.setattr(supervisor.os, "sched_setscheduler", refuse)
-    level, fields = supervisor._prioritize(1234)
+    monkeypatch.setattr(guard_link.os, "sched_setscheduler", refuse)
+    level, fields = guard_link.prioritize(1234)
     assert level == logging.WARNING
-    line = format_fields("guard_start", server="alpha", guard_pid=1234, lease="30", **fields)
+    line = logline("guard_start", server="alpha", guard_pid=1234, lease="30", **fields)
     assert line.startswith(
         "event=guard_start server=alpha guard_pid=1234 lease=30 "
         'scheduling=ordinary error=EPERM detail="real-time priority refused'
     )
     assert "\n" not in line and "RestrictRealtime=no" in line
+
+
+# -- the sentinel's end of the guard's socket
+
+
+def test_guard_link_reads_reports_and_names_the_lines_that_are_none() -> None:
+    mine, theirs = socket.socketpair()
+    mine.setblocking(False)
+    link = guard_link.GuardLink(proc=None, sock=mine)  # type: ignore[arg-type]
+    try:
+        assert link.read() == guard_link.Received()
+        data = encode_report(Started(WEB, 42)) + b"nonsense\n" + b"x" * ((1 << 20) + 1) + b"\n"
+        sender = threading.Thread(
+            target=theirs.sendall, args=(data + encode_report(Exited(WEB, 0, "exited")),)
+        )
+        sender.start()
+        reports: list[Report] = []
+        errors: list[str] = []
+        while len(reports) < 2:
+            got = link.read()
+            assert not got.ended
+            reports += got.reports
+            errors += got.errors
+        sender.join()
+        assert reports == [Started(WEB, 42), Exited(WEB, 0, "exited")]
+        assert errors == ["unknown report 'nonsense'", "a line longer than 1048576 bytes"]
+        link.send(Renew())
+        assert theirs.recv(100) == b"renew\n"
+        theirs.close()
+        assert link.read().ended
+    finally:
+        mine.close()

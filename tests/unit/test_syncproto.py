@@ -12,6 +12,7 @@ import logging
 import pytest
 
 from ndsclust.ldapstore.connection import Credentials, Providers
+from ndsclust.ldapstore.entries import Entry
 from ndsclust.ldapstore.syncproto import (
     SYNC_REQUEST_OID,
     EntryState,
@@ -314,7 +315,12 @@ def test_full_refresh_reports_known_entries_it_did_not_mention_even_as_delete_ph
     s = SyncSession(known={U3: "ou=gone,o=x"})
     assert s.begin() is None
     out = entry(s, EntryState.ADD, U1, "ou=a,o=x", ou=[b"a"])
-    assert out == [(Changed(SyncEntry("ou=a,o=x", U1, {"ou": ("a",)}), ChangeKind.ADD), None)]
+    assert out == [
+        (
+            Changed(SyncEntry("ou=a,o=x", U1, Entry("ou=a,o=x", {"ou": ("a",)})), ChangeKind.ADD),
+            None,
+        )
+    ]
     out = s.on_info(RefreshDelete(C1))
     # The new cookie goes with the last event: stopping before it means replaying.
     assert out == [(Deleted(U3, "ou=gone,o=x"), None), (RefreshDone(), C1)]
@@ -329,7 +335,7 @@ def test_resumed_delete_phase_names_deleted_entries_and_keeps_the_unmentioned() 
     ]
     out = entry(s, EntryState.ADD, U3, "ou=c,o=x", description=[b"new"])
     assert out[0][0] == Changed(
-        SyncEntry("ou=c,o=x", U3, {"description": ("new",)}), ChangeKind.MODIFY
+        SyncEntry("ou=c,o=x", U3, Entry("ou=c,o=x", {"description": ("new",)})), ChangeKind.MODIFY
     )  # known before: a modification
     assert s.on_info(RefreshDelete(C2)) == [(RefreshDone(), C2)]
     assert set(s.known) == {U1, U3}
@@ -359,7 +365,7 @@ def test_persist_phase_changes_carry_their_cookies() -> None:
     s.begin()
     s.on_info(RefreshDelete(C0))
     assert entry(s, EntryState.ADD, U1, "ou=a,o=x", C1) == [
-        (Changed(SyncEntry("ou=a,o=x", U1, {}), ChangeKind.ADD), C1)
+        (Changed(SyncEntry("ou=a,o=x", U1, Entry("ou=a,o=x", {})), ChangeKind.ADD), C1)
     ]
     ((modified, cookie),) = entry(
         s, EntryState.MODIFY, U1, "ou=renamed,o=x", C2, description=[b"caf\xc3\xa9", b"\xff"]

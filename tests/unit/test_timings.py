@@ -1,4 +1,4 @@
-"""Lab timings read from a sentinel configuration file (ndsclust.lab.timings)."""
+"""Lab timings read from a sentinel configuration file (tools.timings)."""
 
 from pathlib import Path
 
@@ -7,7 +7,7 @@ import yaml
 
 from ndsclust.lab.cluster import LAB_TIMEOUTS, LabCluster
 from ndsclust.lab.directory import LabError
-from ndsclust.lab.timings import lab_defaults, read_timings
+from tools.timings import lab_defaults, read_timings
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "sentinel.example.yaml"
 

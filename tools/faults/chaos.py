@@ -6,7 +6,7 @@
 
 The lab runs with the timings of a sentinel configuration file, by default
 ``deploy/sentinel.example.yaml`` (its heartbeat intervals, witness and timeouts, read by
-``ndsclust.lab.timings``): the deployed shape. ``--lab-timings`` keeps the lab's own fast
+``tools.timings``): the deployed shape. ``--lab-timings`` keeps the lab's own fast
 timings instead. Every time window of a trial scales with the failover timeout
 (``Scale``): the fault window lasts 1.5 to 3 failover timeouts (at least 3 to 6 s), and the
 waits for applications to start, providers to settle, programs to stop and the liveness
@@ -54,8 +54,6 @@ if __package__ in (None, ""):
 from ndsclust.errors import NdsclustError
 from ndsclust.lab.cluster import LabCluster
 from ndsclust.lab.directory import LabError, wait_until
-from ndsclust.lab.netns import cleanup_stale
-from ndsclust.lab.timings import LAB_SOURCE, Timings, lab_defaults, read_timings
 from ndsclust.ledger import double_runs, lives
 from ndsclust.model import ServerName
 from tools.faults.checker import LivenessViolation, Report, check_directory, check_liveness
@@ -67,7 +65,9 @@ from tools.faults.harness import (
     log_marks,
     make_lab,
 )
+from tools.netns import cleanup_stale
 from tools.stress import Stress
+from tools.timings import LAB_SOURCE, Timings, lab_defaults, read_timings
 
 APPS_PER_TRIAL = 2
 MAX_FAULTS = 3

@@ -1,13 +1,13 @@
 """Fault injection on a lab cluster whose servers are network namespaces.
 
-``make_lab(n, ...)`` builds the ``LabCluster`` (``netns=True``, sentinels started through
+``make_lab(n, ...)`` builds the ``LabCluster`` (``network=NetLab``, sentinels started through
 ``wallclock.py`` so their wall clock can be stepped); ``Faults(lab)`` injects faults and
 remembers each one, so ``heal()`` undoes them all and leaves every server running again:
 
 processes   SIGKILL of a sentinel, a program or a provider; SIGSTOP and SIGCONT of each;
             a whole server down (everything in its namespace killed, its links down)
 network     links down; a partition into groups, both ways or one way; random loss;
-            delay and jitter (``ndsclust.lab.netns``: tc BPF filters, bridges, and a
+            delay and jitter (``tools.netns``: tc BPF filters, bridges, and a
             userspace relay for delay, since the kernel here has no netem)
 isolation   one server cut off on every channel at once (``isolate``): both its links on a
             bridge of its own, its disk-pulse path cut, and so the witness (which listens
@@ -37,10 +37,10 @@ from typing import Any
 
 from ndsclust.lab.cluster import LabCluster, alive
 from ndsclust.lab.directory import LabError, wait_until
-from ndsclust.lab.netns import NETS
 from ndsclust.ldapstore.connection import Providers
 from ndsclust.ldapstore.store import Store
 from ndsclust.model import ServerName
+from tools.netns import NETS, NetLab
 
 HERE = Path(__file__).resolve().parent
 WALLCLOCK = HERE / "wallclock.py"
@@ -61,7 +61,7 @@ class FaultError(LabError):
 def lab_options() -> dict[str, Any]:
     """LabCluster options for a lab ``Faults`` can work on: namespaces, and sentinels
     started through ``wallclock.py`` so that ``clock_step`` reaches them."""
-    return {"netns": True, "sentinel_wrapper": (str(WALLCLOCK), "{dir}/" + OFFSET_FILE)}
+    return {"network": NetLab, "sentinel_wrapper": (str(WALLCLOCK), "{dir}/" + OFFSET_FILE)}
 
 
 def make_lab(n: int = 3, **options: Any) -> LabCluster:
@@ -99,10 +99,10 @@ class Faults:
     """Faults on ``lab`` (built by ``make_lab``); see the module docstring."""
 
     def __init__(self, lab: LabCluster) -> None:
-        if lab.net is None:
-            raise FaultError("fault injection needs a lab of network namespaces (netns=True)")
+        if not isinstance(lab.net, NetLab):
+            raise FaultError("fault injection needs a lab of network namespaces (network=NetLab)")
         self.lab = lab
-        self.net = lab.net
+        self.net: NetLab = lab.net
         self.log: list[str] = []
         self._paused: dict[int, str] = {}  # pid -> what it is
         self._dead_sentinels: set[str] = set()

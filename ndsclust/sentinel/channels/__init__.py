@@ -18,9 +18,11 @@ import errno
 import ipaddress
 import logging
 import socket
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
+from ndsclust.logfmt import line as logline
 from ndsclust.model import ServerName
 
 log = logging.getLogger("ndsclust.sentinel.channels")
@@ -59,6 +61,18 @@ class Channel(ABC):
     def stats(self) -> Mapping[str, int]:
         """Counters for ``ndsclust status`` and ``doctor``: sent, received, dropped by reason,
         and ``degraded`` (1 while the channel cannot do its job)."""
+
+
+class HeardChannel(Channel):
+    """A channel that hears peers: ``observe`` is what its thread (or the store) recorded
+    in ``_heard``, under ``_lock``."""
+
+    _lock: threading.Lock
+    _heard: dict[ServerName, float]
+
+    def observe(self, now: float) -> Mapping[ServerName, float]:
+        with self._lock:
+            return dict(self._heard)
 
 
 def parse_address(text: str) -> tuple[socket.AddressFamily, tuple[str, int]]:
@@ -113,3 +127,60 @@ class Waker:
     def close(self) -> None:
         self.reader.close()
         self._writer.close()
+
+
+def check_timing(problems: list[str], interval: float, timeout: float) -> None:
+    """The rules of every channel that acts each ``interval``: add what breaks them."""
+    if not interval > 0:
+        problems.append(f"interval: {interval} must be a positive number of seconds")
+    if not timeout > interval:
+        problems.append(f"timeout: {timeout} s must exceed the interval ({interval} s)")
+
+
+class ChannelThread:
+    """A channel's one thread: started once, asked to end through ``stopping`` (and the
+    channel's ``Waker``, if it waits on one), joined for at most ``STOP_JOIN_TIMEOUT``."""
+
+    def __init__(
+        self, channel: str, target: Callable[[], None], waker: Waker | None = None
+    ) -> None:
+        self._channel = channel
+        self._target = target
+        self._waker = waker
+        self._thread: threading.Thread | None = None
+        self.stopping = threading.Event()
+
+    @property
+    def running(self) -> bool:
+        """Started and not asked to stop."""
+        return self._thread is not None and not self.stopping.is_set()
+
+    def check_new(self) -> None:
+        """RuntimeError if the thread was started: a channel is started once."""
+        if self._thread is not None:
+            raise RuntimeError(f"the {self._channel} channel was already started; make a new one")
+
+    def start(self) -> None:
+        self.check_new()
+        self._thread = threading.Thread(
+            target=self._target, name=f"ndsclust-{self._channel}", daemon=False
+        )
+        self._thread.start()
+
+    def stop(self, **where: object) -> bool:
+        """End the thread. True when the channel may release what the thread used: it has
+        ended, or never ran. False when it was stopped already, or is stuck in I/O the
+        kernel will not interrupt (a hung shared disk; logged, with ``where``): it ends when
+        the kernel returns, and what it uses is left to it."""
+        if self.stopping.is_set():
+            return False
+        self.stopping.set()
+        if self._waker is not None:
+            self._waker.wake()
+        if self._thread is None:
+            return True
+        self._thread.join(STOP_JOIN_TIMEOUT)
+        if self._thread.is_alive():
+            log.error(logline("channel_stop_timeout", channel=self._channel, **where))
+            return False
+        return True

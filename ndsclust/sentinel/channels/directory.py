@@ -17,12 +17,12 @@ from collections.abc import Mapping
 
 from ndsclust.errors import ConfigError
 from ndsclust.model import ServerName
-from ndsclust.sentinel.channels import Channel
+from ndsclust.sentinel.channels import HeardChannel
 
 _COUNTERS = ("pulses_written", "pulses_seen", "changes", "after_stop")
 
 
-class DirectoryChannel(Channel):
+class DirectoryChannel(HeardChannel):
     name = "directory"
 
     def __init__(
@@ -73,10 +73,6 @@ class DirectoryChannel(Channel):
                 self._stats["changes"] += 1
                 # The store's threads may report out of order: last heard never goes back.
                 self._heard[server] = max(now, self._heard.get(server, now))
-
-    def observe(self, now: float) -> Mapping[ServerName, float]:
-        with self._lock:
-            return dict(self._heard)
 
     def stats(self) -> Mapping[str, int]:
         with self._lock:

@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import json
 import mmap
 import os
 import stat
@@ -57,8 +56,9 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 
 from ndsclust.errors import ConfigError
+from ndsclust.logfmt import line as logline
 from ndsclust.model import ServerName
-from ndsclust.sentinel.channels import STOP_JOIN_TIMEOUT, Channel, log, os_error_name
+from ndsclust.sentinel.channels import ChannelThread, HeardChannel, check_timing, log, os_error_name
 
 SLOT_SIZE = 4096
 MAGIC = b"NDSK"
@@ -104,7 +104,7 @@ def block_size(fd: int, mode: int) -> int:
     return int(struct.unpack("i", raw)[0])
 
 
-class DiskChannel(Channel):
+class DiskChannel(HeardChannel):
     name = "disk"
 
     def __init__(
@@ -130,10 +130,7 @@ class DiskChannel(Channel):
                 problems.append(f"{what}: {value!r} is longer than {_NAME_BYTES - 1} bytes")
         if not path:
             problems.append("path: name the shared file or block device")
-        if not interval > 0:
-            problems.append(f"interval: {interval} must be a positive number of seconds")
-        if not timeout > interval:
-            problems.append(f"timeout: {timeout} s must exceed the interval ({interval} s)")
+        check_timing(problems, interval, timeout)
         if problems:
             raise ConfigError("channels.disk", problems)
         self.timeout = timeout
@@ -160,32 +157,17 @@ class DiskChannel(Channel):
         self._owner_problem: dict[int, str] = {}
         self._write_buf = mmap.mmap(-1, SLOT_SIZE)
         self._read_buf = mmap.mmap(-1, SLOT_SIZE * len(self._servers))
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._runner = ChannelThread("disk", self._run)
 
     def start(self) -> None:
-        if self._thread is not None:
-            raise RuntimeError("the disk channel was already started; make a new one")
-        self._thread = threading.Thread(target=self._run, name="ndsclust-disk", daemon=False)
-        self._thread.start()
+        self._runner.start()
 
     def stop(self) -> None:
-        if self._stopping.is_set():
-            return
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(STOP_JOIN_TIMEOUT)
-            if self._thread.is_alive():
-                # Stuck in I/O on hung storage; the thread ends when the kernel returns.
-                log.error("event=channel_stop_timeout channel=disk path=%s", self._path)
-                return
+        if not self._runner.stop(path=self._path):
+            return  # stopped already, or stuck in I/O on hung storage: the fd is its own
         self._close()
         self._write_buf.close()
         self._read_buf.close()
-
-    def observe(self, now: float) -> Mapping[ServerName, float]:
-        with self._lock:
-            return dict(self._heard)
 
     def stats(self) -> Mapping[str, int]:
         with self._lock:
@@ -199,10 +181,10 @@ class DiskChannel(Channel):
         try:
             while True:
                 self._round()
-                if self._stopping.wait(self._interval):
+                if self._runner.stopping.wait(self._interval):
                     return
         except Exception:
-            log.exception("event=channel_crashed channel=disk path=%s", self._path)
+            log.exception(logline("channel_crashed", channel="disk", path=self._path))
             with self._lock:
                 self._degraded = True
 
@@ -212,11 +194,11 @@ class DiskChannel(Channel):
             was = self._degraded
             self._degraded = trouble is not None
         if trouble is not None and not was:
-            log.warning("event=channel_degraded channel=disk path=%s %s", self._path, trouble)
+            log.warning(logline("channel_degraded", channel="disk", path=self._path, **trouble))
         elif trouble is None and was:
-            log.info("event=channel_recovered channel=disk path=%s", self._path)
+            log.info(logline("channel_recovered", channel="disk", path=self._path))
 
-    def _pulse(self) -> str | None:
+    def _pulse(self) -> dict[str, str] | None:
         """Write our slot, read everyone's; what went wrong, or None."""
         if self._fd is None:
             trouble = self._open()
@@ -247,7 +229,7 @@ class DiskChannel(Channel):
                 self._look(index, self._read_buf[offset : offset + _BODY.size + _CRC.size], now)
         return None
 
-    def _open(self) -> str | None:
+    def _open(self) -> dict[str, str] | None:
         """Open the path, with O_DIRECT if wanted; what went wrong, or None."""
         try:
             mode = os.stat(self._path).st_mode
@@ -280,21 +262,24 @@ class DiskChannel(Channel):
             )
         if self._opened != (direct, size):
             log.info(
-                "event=disk_opened channel=disk path=%s direct=%d sync=%d block_size=%d",
-                self._path,
-                direct,
-                bool(self._flags & os.O_DSYNC),
-                size,
+                logline(
+                    "disk_opened",
+                    channel="disk",
+                    path=self._path,
+                    direct=int(direct),
+                    sync=int(bool(self._flags & os.O_DSYNC)),
+                    block_size=size,
+                )
             )
             self._opened = (direct, size)
         return None
 
-    def _failed(self, op: str, error: str, detail: str = "") -> str:
+    def _failed(self, op: str, error: str, detail: str = "") -> dict[str, str]:
         with self._lock:
             self._stats[f"{op}_errors"] += 1
         # Reopen next round: the storage may have been remounted or reconnected.
         self._close()
-        return f"op={op} error={error}" + (f" detail={json.dumps(detail)}" if detail else "")
+        return {"op": op, "error": error, **({"detail": detail} if detail else {})}
 
     def _close(self) -> None:
         if self._fd is not None:
@@ -324,11 +309,14 @@ class DiskChannel(Channel):
                 # Logged once per change: the servers' lists disagree, or another cluster
                 # or program writes this file.
                 log.warning(
-                    "event=disk_slot_invalid channel=disk path=%s slot=%d expected=%s problem=%s",
-                    self._path,
-                    index,
-                    server,
-                    problem,
+                    logline(
+                        "disk_slot_invalid",
+                        channel="disk",
+                        path=self._path,
+                        slot=index,
+                        expected=server,
+                        problem=problem,
+                    )
                 )
             self._owner_problem[index] = problem
             return

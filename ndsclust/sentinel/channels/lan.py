@@ -31,11 +31,13 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 
 from ndsclust.errors import ConfigError
+from ndsclust.logfmt import line as logline
 from ndsclust.model import ServerName
 from ndsclust.sentinel.channels import (
-    STOP_JOIN_TIMEOUT,
-    Channel,
+    ChannelThread,
+    HeardChannel,
     Waker,
+    check_timing,
     format_address,
     log,
     os_error_name,
@@ -83,7 +85,7 @@ _COUNTERS = (
 ANSWERED_KEPT = 4096
 
 
-class LanChannel(Channel):
+class LanChannel(HeardChannel):
     name = "lan"
 
     def __init__(
@@ -119,10 +121,7 @@ class LanChannel(Channel):
                 problems.append(
                     f"keys.{key_id}: {len(key)} bytes; use at least {MIN_KEY_BYTES} random bytes"
                 )
-        if not interval > 0:
-            problems.append(f"interval: {interval} must be a positive number of seconds")
-        if not timeout > interval:
-            problems.append(f"timeout: {timeout} s must exceed the interval ({interval} s)")
+        check_timing(problems, interval, timeout)
         if not window > 0:
             problems.append(f"window: {window} must be a positive number of seconds")
         if problems:
@@ -155,14 +154,12 @@ class LanChannel(Channel):
         self._sockets: list[socket.socket] = []
         self._selector = selectors.DefaultSelector()
         self._waker = Waker()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._runner = ChannelThread("lan", self._run, self._waker)
 
     # -- the Channel interface ------------------------------------------------------------
 
     def start(self) -> None:
-        if self._thread is not None:
-            raise RuntimeError("the lan channel was already started; make a new one")
+        self._runner.check_new()  # before any socket is bound
         for family, address in self._binds:
             sock = socket.socket(family, socket.SOCK_DGRAM)
             try:
@@ -173,9 +170,12 @@ class LanChannel(Channel):
                 with self._lock:
                     self._stats["bind_errors"] += 1
                 log.warning(
-                    "event=channel_degraded channel=lan address=%s error=%s",
-                    format_address(address),
-                    os_error_name(exc),
+                    logline(
+                        "channel_degraded",
+                        channel="lan",
+                        address=format_address(address),
+                        error=os_error_name(exc),
+                    )
                 )
                 continue
             self._sockets.append(sock)
@@ -183,30 +183,15 @@ class LanChannel(Channel):
         self._selector.register(self._waker.reader, selectors.EVENT_READ)
         # Above every sequence a previous run of this sentinel can have sent.
         self._first_sequence = self._next_sequence = time.time_ns()
-        self._thread = threading.Thread(target=self._run, name="ndsclust-lan", daemon=False)
-        self._thread.start()
+        self._runner.start()
 
     def stop(self) -> None:
-        if self._stopping.is_set():
-            return
-        self._stopping.set()
-        if self._thread is None:
-            self._selector.close()
-            self._waker.close()
-            return
-        self._waker.wake()
-        self._thread.join(STOP_JOIN_TIMEOUT)
-        if self._thread.is_alive():
-            log.error("event=channel_stop_timeout channel=lan")
+        if not self._runner.stop():
             return
         self._selector.close()
         for sock in self._sockets:
             sock.close()
         self._waker.close()
-
-    def observe(self, now: float) -> Mapping[ServerName, float]:
-        with self._lock:
-            return dict(self._heard)
 
     def acknowledged(self, now: float) -> Mapping[ServerName, float]:
         """When each peer last acknowledged one of our requests: proof that what this server
@@ -219,7 +204,7 @@ class LanChannel(Channel):
     def stats(self) -> Mapping[str, int]:
         with self._lock:
             out = dict(self._stats)
-            running = self._thread is not None and not self._stopping.is_set()
+            running = self._runner.running
             out["degraded"] = int(self._crashed or (running and not self._sockets))
         return out
 
@@ -247,7 +232,7 @@ class LanChannel(Channel):
                 except ValueError as exc:
                     bad += 1
                     log.warning(
-                        "event=bad_peer_address channel=lan server=%s error=%s", server, exc
+                        logline("bad_peer_address", channel="lan", server=server, error=exc)
                     )
             parsed[server] = tuple(good)
         with self._lock:
@@ -264,7 +249,7 @@ class LanChannel(Channel):
     def _run(self) -> None:
         try:
             next_send = self._monotonic()
-            while not self._stopping.is_set():
+            while not self._runner.stopping.is_set():
                 now = self._monotonic()
                 if now >= next_send:
                     self._send_requests()
@@ -274,7 +259,7 @@ class LanChannel(Channel):
                         self._receive(key.data)
         except Exception:
             # Contained: the other channels keep the peers' liveness; status shows degraded.
-            log.exception("event=channel_crashed channel=lan")
+            log.exception(logline("channel_crashed", channel="lan"))
             with self._lock:
                 self._crashed = True
 

@@ -24,8 +24,9 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 
 from ndsclust.errors import ConfigError
+from ndsclust.logfmt import line as logline
 from ndsclust.model import ServerName
-from ndsclust.sentinel.channels import STOP_JOIN_TIMEOUT, Channel, Waker, log, parse_address
+from ndsclust.sentinel.channels import Channel, ChannelThread, Waker, log, parse_address
 
 _COUNTERS = ("probes", "successes", "refused", "timeouts", "errors")
 
@@ -74,26 +75,14 @@ class WitnessChannel(Channel):
         self._was_reachable: bool | None = None
 
         self._waker = Waker()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._runner = ChannelThread("witness", self._run, self._waker)
 
     def start(self) -> None:
-        if self._thread is not None:
-            raise RuntimeError("the witness channel was already started; make a new one")
-        self._thread = threading.Thread(target=self._run, name="ndsclust-witness", daemon=False)
-        self._thread.start()
+        self._runner.start()
 
     def stop(self) -> None:
-        if self._stopping.is_set():
-            return
-        self._stopping.set()
-        self._waker.wake()
-        if self._thread is not None:
-            self._thread.join(STOP_JOIN_TIMEOUT)
-            if self._thread.is_alive():
-                log.error("event=channel_stop_timeout channel=witness")
-                return
-        self._waker.close()
+        if self._runner.stop():
+            self._waker.close()
 
     def observe(self, now: float) -> Mapping[ServerName, float]:
         """Always empty: the witness hears no peer (see the module docstring)."""
@@ -116,7 +105,7 @@ class WitnessChannel(Channel):
 
     def _run(self) -> None:
         try:
-            while not self._stopping.is_set():
+            while not self._runner.stopping.is_set():
                 started = self._monotonic()
                 outcome = self._probe()
                 now = self._monotonic()
@@ -126,9 +115,9 @@ class WitnessChannel(Channel):
                     if outcome == "successes":
                         self._last_success = now
                 self._log_change(now)
-                self._stopping.wait(max(0.0, started + self._interval - now))
+                self._runner.stopping.wait(max(0.0, started + self._interval - now))
         except Exception:
-            log.exception("event=channel_crashed channel=witness")
+            log.exception(logline("channel_crashed", channel="witness"))
             with self._lock:
                 self._crashed = True
 
@@ -158,7 +147,7 @@ class WitnessChannel(Channel):
         reachable = self.reachable(now)
         if reachable != self._was_reachable:
             if reachable:
-                log.info("event=witness_reachable channel=witness address=%s", self._text)
+                log.info(logline("witness_reachable", channel="witness", address=self._text))
             else:
-                log.warning("event=witness_unreachable channel=witness address=%s", self._text)
+                log.warning(logline("witness_unreachable", channel="witness", address=self._text))
         self._was_reachable = reachable

@@ -27,18 +27,10 @@ import yaml
 from ndsclust import config
 from ndsclust.errors import ConfigError
 from ndsclust.lab.cluster import LAB_TIMEOUTS
-from ndsclust.lab.directory import LabError
+from ndsclust.lab.provider import LabError
 
 CHANNELS = ("lan", "directory", "disk")
-TIMEOUT_KEYS = (
-    "failover",
-    "fence",
-    "lease",
-    "loop_interval",
-    "startup_grace",
-    "stop_grace",
-    "clock_rate_error",
-)
+TIMEOUT_KEYS = config.TIMEOUT_KEYS
 LAB_SOURCE = "lab-defaults"
 # The skeleton's stand-ins for what the loader wants besides timings; never used to connect.
 _SKELETON_URI = "ldapi://%2Frun%2Fndsclust-timings"
@@ -136,9 +128,9 @@ def _parse(
             ) from None
 
 
-# The checkout this package runs from: a relative path such as deploy/sentinel.example.yaml
+# The checkout these tools run from: a relative path such as deploy/sentinel.example.yaml
 # is found there too when the tools run from another directory.
-CHECKOUT = Path(__file__).resolve().parents[2]
+CHECKOUT = Path(__file__).resolve().parents[1]
 
 
 def read_timings(path: str | Path) -> Timings:

@@ -56,9 +56,8 @@ import threading
 import time
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from types import TracebackType
 
-from ndsclust.lab.directory import LabError
+from ndsclust.lab.provider import LabError
 
 NETS = ("lan", "dir")
 PREFIX = "ndc"
@@ -350,12 +349,7 @@ class NetLab:
         self.start()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.teardown()
 
     def start(self) -> None:
