@@ -41,6 +41,7 @@ from pyasn1.codec.ber import encoder
 
 from ndsclust.errors import ProviderUnreachable, StoreError
 from ndsclust.ldapstore.connection import Credentials, open_connection
+from ndsclust.ldapstore.entries import Entry
 from ndsclust.ldapstore.replication import behind, read_context_csns
 
 log = logging.getLogger("ndsclust.antientropy")
@@ -227,8 +228,7 @@ def read_values(conn: ldap3.Connection, dn: str) -> tuple[Values, str] | None:
     if not got:
         return None
     raw = got[0]["raw_attributes"]
-    csn = next((bytes(v[0]).decode() for a, v in raw.items() if a.lower() == "entrycsn"), "")
-    return user_values(raw), csn
+    return user_values(raw), Entry(dn, raw).csn
 
 
 def _values(conn: ldap3.Connection, dn: str) -> Values | None:
