@@ -498,15 +498,49 @@ class Store:
         """Move the host from ``expected`` to ``new`` (None = absent) atomically, optionally
         setting the state in the same request. SwapConflict when the host was not ``expected``;
         Withdrawn when ``unless`` gives a reason just before the send (see ``modify``)."""
-        also: dict[str, list[str] | None] = {}
+        return self.swap_app(
+            tag, host=(expected, new), state=state, post_read=post_read, unless=unless
+        )
+
+    def swap_app(
+        self,
+        tag: str,
+        *,
+        host: tuple[ServerName | None, ServerName | None] | None = None,
+        consume: Request | None = None,
+        state: StateValue | None = None,
+        post_read: Sequence[str] | None = None,
+        unless: Callable[[], str | None] | None = None,
+    ) -> dict[str, list[Any]] | None:
+        """One compare-and-swap modify of an application with several parts: the host from
+        ``host[0]`` to ``host[1]`` (None = absent), the request ``consume`` removed (it must
+        still be that value), the state replaced. All apply or none: SwapConflict when the
+        host or the request was not what the caller saw (re-read and decide again)."""
+        changes: dict[str, list[tuple[str, list[str]]]] = {}
+        parts: list[tuple[str, str | None, str | None]] = []
+        if host is not None:
+            expected, new = host
+            ops: list[tuple[str, list[str]]] = []
+            if expected is not None:
+                ops.append((ldap3.MODIFY_DELETE, [expected]))
+            if new is not None:
+                ops.append((ldap3.MODIFY_ADD, [new]))
+            if not ops:
+                raise ValueError("a host swap needs an expected or a new value")
+            changes["ndsclustHostServer"] = ops
+            parts.append(("ndsclustHostServer", expected, new))
+        if consume is not None:
+            changes["ndsclustRequest"] = [(ldap3.MODIFY_DELETE, [str(consume)])]
+            parts.append(("ndsclustRequest", str(consume), None))
+        if not parts:
+            raise ValueError("swap_app needs a host swap or a request to consume")
         if state is not None:
-            also["ndsclustState"] = [str(state)]
-        return self.swap(
+            changes["ndsclustState"] = [(ldap3.MODIFY_REPLACE, [str(state)])]
+        attribute = "+".join(p[0] for p in parts)
+        return self.modify(
             self.app_dn(tag),
-            "ndsclustHostServer",
-            expected,
-            new,
-            also=also,
+            changes,
+            swap=(attribute, parts[0][1], parts[0][2]),
             post_read=post_read,
             unless=unless,
         )
@@ -527,9 +561,7 @@ class Store:
         self, tag: str, request: Request, *, post_read: Sequence[str] | None = None
     ) -> dict[str, list[Any]] | None:
         """Remove exactly this request; SwapConflict if an operator replaced it meanwhile."""
-        return self.swap(
-            self.app_dn(tag), "ndsclustRequest", str(request), None, post_read=post_read
-        )
+        return self.swap_app(tag, consume=request, post_read=post_read)
 
     def swap_marker(self, tag: str, expected: str | None, new: str) -> None:
         self.swap(self.app_dn(tag), "ndsclustMarker", expected, new)

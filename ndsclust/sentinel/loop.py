@@ -57,9 +57,9 @@ from ndsclust.ldapstore.connection import Providers
 from ndsclust.ldapstore.replication import caught_up
 from ndsclust.ldapstore.store import APP_ATTRS, Store
 from ndsclust.ldapstore.watch import Changed, Deleted, RefreshDone, Watch
-from ndsclust.model import App, AppState, AppType, ServerName, ServerState, StateValue, Tag
+from ndsclust.model import App, AppType, ServerName, ServerState, Tag
 from ndsclust.sentinel.actions import (
-    MOVES,
+    FAILURE_MOVES,
     Action,
     Claim,
     ConsumeRequest,
@@ -84,7 +84,7 @@ from ndsclust.sentinel.detector import Detector, Liveness, must_fence
 from ndsclust.sentinel.procs import ProcInfo
 from ndsclust.sentinel.rejoin import CheckView, Rejoin, WriteBarrier
 from ndsclust.sentinel.supervisor import Supervisor
-from ndsclust.sentinel.view import History, Policy, Said, View
+from ndsclust.sentinel.view import Policy, Said, View, histories
 
 log = logging.getLogger("ndsclust.sentinel")
 
@@ -107,7 +107,6 @@ STATS_INTERVAL = 10.0
 PROBLEM_PREFIXES = ("dropped_", "bad_", "wrong_")
 # Connections that carry out independent applications' actions side by side.
 WRITERS = 8
-MOVE_VALUES = frozenset(k.value for k in MOVES)
 
 
 def log_event(level: int, event: str, **fields: object) -> None:
@@ -162,7 +161,7 @@ class Sentinel:
         if d.local_uri:
             read_uris = [d.local_uri] + [u for u in d.uris if u != d.local_uri]
         self.read_providers = Providers(read_uris, d.credentials)
-        self.cache = ClusterCache(move_kinds=frozenset(k.value for k in MOVES))
+        self.cache = ClusterCache(move_kinds=frozenset(k.value for k in FAILURE_MOVES))
         self.watch = Watch(self.read_providers, d.base, attributes=APP_ATTRS, name="cluster")
         self.pulse_watch = Watch(
             self.read_providers,
@@ -452,32 +451,9 @@ class Sentinel:
             out["lan"] = self.lan.acknowledged(now)
         return out
 
-    def _history(self, now: float) -> dict[Tag, History]:
-        """Recent moves per application from the audit trail, on this server's clock."""
-        wall = time.time()
-        out: dict[Tag, dict[str, list[float]]] = {}
-        last: dict[Tag, tuple[float, str]] = {}
-        for m in self.cache.moves():
-            out.setdefault(m.tag, {}).setdefault(m.kind, []).append(now - (wall - m.wall))
-            if m.tag not in last or m.wall >= last[m.tag][0]:
-                last[m.tag] = (m.wall, m.kind)
-        return {
-            tag: History(
-                failovers=tuple(sorted(k.get(EventKind.FAILOVER.value, []))),
-                handoffs=tuple(sorted(k.get(EventKind.HANDOFF.value, []))),
-                last_move=EventKind(last[tag][1]),
-            )
-            for tag, k in out.items()
-        }
-
     def view(self, now: float) -> View:
         snap = self.cache.snapshot()
-        history = self._history(now)
-        for tag, app in snap.apps.items():
-            if app.state.state is AppState.LOADING and app.state.reason in MOVE_VALUES:
-                history[tag] = replace(
-                    history.get(tag, History()), last_move=EventKind(app.state.reason)
-                )
+        history = histories(((m.tag, m.kind, m.wall) for m in self.cache.moves()), now, time.time())
         servers = dict(snap.servers)
         if self._leaving and self.me in servers:
             # A stopping sentinel behaves as a server in maintenance: it unloads its
@@ -617,11 +593,9 @@ class Sentinel:
 
     def _run_group(self, group: list[Action], view: View, now: float) -> None:
         tag = group[0].tag
-        # The kind of move the group makes (failover, migrate, ...), written with its swap.
-        move = next((a.kind for a in group if isinstance(a, RecordEvent) and a.kind in MOVES), None)
         for action in group:
             try:
-                self._do(action, view, now, move)
+                self._do(action, view, now)
             except Withdrawn as e:
                 log_event(logging.INFO, "claim_withdrawn", tag=tag, server=self.me, why=e.why)
                 return
@@ -841,7 +815,7 @@ class Sentinel:
             raise SupervisorError(f"application {tag} is no longer in the directory")
         return app
 
-    def _do(self, action: Action, view: View, now: float, move: EventKind | None) -> None:
+    def _do(self, action: Action, view: View, now: float) -> None:
         tag = action.tag
         w = self._writer
         if isinstance(action, Claim):
@@ -851,11 +825,11 @@ class Sentinel:
             # withdrawn, so a claim never lands long after its host came back.
             self._seen_write(
                 tag,
-                w.swap_host(
+                w.swap_app(
                     tag,
-                    host,
-                    self.me,
-                    state=StateValue(AppState.LOADING),
+                    host=(host, self.me),
+                    consume=action.consumes,
+                    state=action.state,
                     post_read=APP_ATTRS,
                     unless=None
                     if host is None or host == self.me
@@ -868,16 +842,19 @@ class Sentinel:
                 tag=tag,
                 server=self.me,
                 **{"from": action.expect_host or "-"},
+                state=str(action.state),
                 reason=action.reason,
             )
         elif isinstance(action, Release):
-            # The new host learns why it got the application from the same atomic write
-            # (loading(migrate), loading(failback), ...): a migrate must not be taken for a
-            # failover and sent straight back before the audit-trail event reaches it.
-            state = StateValue(AppState.LOADING, move.value) if move and action.to else None
             self._seen_write(
                 tag,
-                w.swap_host(tag, action.expect_host, action.to, state=state, post_read=APP_ATTRS),
+                w.swap_app(
+                    tag,
+                    host=(action.expect_host, action.to),
+                    consume=action.consumes,
+                    state=action.state,
+                    post_read=APP_ATTRS,
+                ),
             )
             log_event(
                 logging.INFO,
@@ -885,10 +862,14 @@ class Sentinel:
                 tag=tag,
                 server=self.me,
                 to=action.to or "-",
+                state=str(action.state),
                 reason=action.reason,
             )
         elif isinstance(action, ConsumeRequest):
-            self._seen_write(tag, w.consume_request(tag, action.request, post_read=APP_ATTRS))
+            self._seen_write(
+                tag,
+                w.swap_app(tag, consume=action.request, state=action.state, post_read=APP_ATTRS),
+            )
             log_event(
                 logging.INFO, "request_done", tag=tag, server=self.me, request=str(action.request)
             )
