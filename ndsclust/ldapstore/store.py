@@ -451,6 +451,15 @@ class Store:
             raise NoSuchEntry(f"no application with tag {tag!r} (looked for {self.app_dn(tag)})")
         return entries.parse_app(*found[0])
 
+    def app_entry(self, tag: str) -> tuple[str, str, dict[str, list[Any]]] | None:
+        """The raw entry of one application as the write provider has it now: (entryUUID,
+        DN, attributes with entryCSN), for a cache that shows its own writes; None when
+        it is gone."""
+        for dn, attrs in self.search(self.app_dn(tag), "(objectClass=*)", scope=ldap3.BASE):
+            uuid = (attrs.get("entryUUID") or [b""])[0]
+            return (uuid.decode() if isinstance(uuid, bytes) else str(uuid)), dn, attrs
+        return None
+
     def apps(self) -> tuple[dict[Tag, App], list[EntryInvalid]]:
         good: dict[Tag, App] = {}
         bad: list[EntryInvalid] = []
@@ -606,6 +615,12 @@ class Store:
         if seq % 50 == 0:
             self.prune_events()
         return entries.parse_event(dn, attrs)
+
+    def record_events(self, events: Sequence[tuple[str, str | None, str]], *, server: str) -> None:
+        """Append several events (kind, tag, text) written by ``server``, in order, on one
+        connection (the recorder's batch)."""
+        for kind, tag, text in events:
+            self.record_event(kind, server=server, tag=tag, text=text)
 
     def events(self, *, tag: str | None = None, limit: int | None = None) -> list[Event]:
         filt = "(objectClass=ndsclustEvent)"
