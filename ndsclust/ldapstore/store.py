@@ -49,6 +49,9 @@ from ndsclust.model import (
 
 log = logging.getLogger("ndsclust.ldapstore")
 
+# Events added through one store between two prunes of the audit trail.
+PRUNE_EVERY = 50
+
 
 def generalized_time(t: float | None = None) -> str:
     dt = datetime.fromtimestamp(time.time() if t is None else t, tz=UTC)
@@ -85,6 +88,7 @@ class Store(Session):
         self.events_dn = f"ou=events,{self.base}"
         self.event_limit = event_limit
         self._event_seq = 0
+        self._pruned_at = 0
 
     # -- cluster base ---------------------------------------------------------------------
 
@@ -287,7 +291,13 @@ class Store(Session):
     # -- events ---------------------------------------------------------------------------
 
     def record_event(
-        self, kind: str, *, server: str | None = None, tag: str | None = None, text: str = ""
+        self,
+        kind: str,
+        *,
+        server: str | None = None,
+        tag: str | None = None,
+        text: str = "",
+        prune: bool = True,
     ) -> Event:
         """Append one event to the audit trail; prune the oldest beyond ``event_limit``.
 
@@ -320,16 +330,27 @@ class Store(Session):
             made.append((seq, dn, attrs))
 
         self._run("add", op)
-        seq, dn, attrs = made[-1]
-        if seq % 50 == 0:
-            self.prune_events()
+        _, dn, attrs = made[-1]
+        if prune:
+            self._maybe_prune()
         return entries.parse_event(dn, attrs)
+
+    def _maybe_prune(self) -> None:
+        """Prune once ``PRUNE_EVERY`` events were added since the last prune: a prune
+        searches every event, so a batch of a thousand prunes once, not twenty times."""
+        with self._lock:
+            due = self._event_seq - self._pruned_at >= PRUNE_EVERY
+            if due:
+                self._pruned_at = self._event_seq
+        if due:
+            self.prune_events()
 
     def record_events(self, events: Sequence[tuple[str, str | None, str]], *, server: str) -> None:
         """Append several events (kind, tag, text) written by ``server``, in order, on one
-        connection (the recorder's batch)."""
+        connection (the recorder's batch), pruning at most once, after them."""
         for kind, tag, text in events:
-            self.record_event(kind, server=server, tag=tag, text=text)
+            self.record_event(kind, server=server, tag=tag, text=text, prune=False)
+        self._maybe_prune()
 
     def events(self, *, tag: str | None = None, limit: int | None = None) -> list[Event]:
         filt = "(objectClass=ndsclustEvent)"

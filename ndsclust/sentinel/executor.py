@@ -1,8 +1,8 @@
 """The executor: carries out what ``decide`` returns (its contract is in ``decide``).
 
-Actions are grouped by application; groups are independent, so when there are several
-they run side by side on ``writers`` connections to the write provider (a thousand
-applications failing over at once is a thousand swaps, not a queue of them). Within a
+Actions are grouped by application; groups are independent, so they run side by side on
+the pool's connections to the write provider (a thousand applications failing over at once
+is a thousand swaps, not a queue of them), and the loop does not wait for them. Within a
 group the actions run in order, and a failed compare-and-swap (``SwapConflict``), a
 withdrawn claim, a supervisor error or provider trouble drops the rest of the group: the
 next view decides again (docs/style.md section 5). Each action is one ``match`` case; a
@@ -12,8 +12,8 @@ move (``Claim``, ``Release``) is one atomic modify with everything the core deci
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 from ndsclust.errors import StoreError, SupervisorError, SwapConflict, Withdrawn
@@ -32,7 +32,7 @@ from ndsclust.sentinel.actions import (
     SetState,
     Unload,
 )
-from ndsclust.sentinel.logline import log_event
+from ndsclust.sentinel.logline import log, log_event
 from ndsclust.sentinel.procs import ProcInfo
 from ndsclust.sentinel.recorder import Record
 from ndsclust.sentinel.view import Policy, Said, View
@@ -80,6 +80,12 @@ class Records(Protocol):
     def put(self, record: Record) -> None: ...
 
 
+class Pool(Protocol):
+    """Where groups run (``concurrent.futures.ThreadPoolExecutor``)."""
+
+    def submit(self, fn: Callable[..., None], /, *args: Any, **kwargs: Any) -> object: ...
+
+
 class Executor:
     """Runs action lists; ``said`` holds when each standing condition was last recorded."""
 
@@ -94,7 +100,7 @@ class Executor:
         heard_now: Callable[[ServerName], bool],
         policy: Callable[[], Policy],
         post_read: Sequence[str],
-        pool: ThreadPoolExecutor | None = None,
+        pool: Pool | None = None,
     ) -> None:
         self.me = me
         self.said: dict[Said, float] = {}
@@ -106,16 +112,48 @@ class Executor:
         self._policy = policy
         self._post_read = list(post_read)
         self._pool = pool
+        self._lock = threading.Lock()
+        self._in_flight: set[Tag] = set()
+        self._finished = 0
 
     def run(self, actions: Sequence[Action], view: View, now: float) -> None:
+        """Start every group; with a pool this returns at once, without waiting for them.
+
+        At most one group per application is in flight: a group whose application still
+        has one under way is dropped (decided again from a later view, once the earlier
+        group's writes show in the cache). So the loop goes on reading program reports and
+        writing what follows from them while a thousand claims are answered."""
         groups: dict[Tag, list[Action]] = {}
         for action in actions:
             groups.setdefault(action.tag, []).append(action)
-        if len(groups) <= 1 or self._pool is None:
-            for group in groups.values():
+        for tag, group in groups.items():
+            if self._pool is None:
                 self.run_group(group, view, now)
-            return
-        list(self._pool.map(lambda g: self.run_group(g, view, now), groups.values()))
+                continue
+            with self._lock:
+                if tag in self._in_flight:
+                    continue
+                self._in_flight.add(tag)
+            self._pool.submit(self._run_tracked, tag, group, view, now)
+
+    @property
+    def finished(self) -> int:
+        """Grows each time a group ends: the loop decides again after one did."""
+        return self._finished
+
+    def busy(self, tag: Tag) -> bool:
+        with self._lock:
+            return tag in self._in_flight
+
+    def _run_tracked(self, tag: Tag, group: Sequence[Action], view: View, now: float) -> None:
+        try:
+            self.run_group(group, view, now)
+        except Exception:  # a pool thread's exception would vanish with its future
+            log.exception("event=executor_failed tag=%s server=%s", tag, self.me)
+        finally:
+            with self._lock:
+                self._in_flight.discard(tag)
+                self._finished += 1
 
     def run_group(self, group: Sequence[Action], view: View, now: float) -> None:
         tag = group[0].tag

@@ -447,6 +447,7 @@ class Sentinel:
                 return []
         key = (
             self.cache.version,
+            self.executor.finished,
             view.fenced,
             view.replication_caught_up,
             view.registering,

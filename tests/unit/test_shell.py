@@ -222,6 +222,37 @@ def test_a_supervisor_error_is_said_once_per_repeat_interval() -> None:
     assert len(sh.records.got) == 4
 
 
+class HeldPool:
+    """A pool whose jobs run only when the test says so."""
+
+    def __init__(self) -> None:
+        self.jobs: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
+
+    def submit(self, fn: Callable[..., None], /, *args: Any, **kwargs: Any) -> object:
+        self.jobs.append((fn, args))
+        return None
+
+    def drain(self) -> None:
+        jobs, self.jobs = self.jobs, []
+        for fn, args in jobs:
+            fn(*args)
+
+
+def test_the_loop_does_not_wait_and_one_group_per_application_is_in_flight() -> None:
+    sh = Shell()
+    pool = HeldPool()
+    sh.executor._pool = pool
+    v = view(web(A), heard=())
+    sh.run(failover(), v)
+    assert sh.executor.busy(WEB) and sh.store.swaps == []  # submitted, not waited for
+    sh.run(failover(), v)  # decided again before the first answered: dropped
+    assert len(pool.jobs) == 1
+    before = sh.executor.finished
+    pool.drain()
+    assert not sh.executor.busy(WEB) and sh.executor.finished == before + 1
+    assert len(sh.store.swaps) == 1 and sh.programs.started == [(WEB, False)]
+
+
 def test_a_load_of_an_application_gone_from_the_directory_is_an_error() -> None:
     sh = Shell()
     sh.run([Load(WEB)], view())
