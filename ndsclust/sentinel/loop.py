@@ -15,11 +15,13 @@ own module with its collaborators typed by ``Protocol``:
 
 ``build.build_sentinel(config)`` makes the connections, watches, channels and supervisor.
 
-The main loop (``run``) blocks on the watch's queue for at most ``loop_interval``, folds
-what arrived into the cache, builds the ``View`` and executes what ``decide`` returns. Its
-directory writes may block while the store fails over to another provider; nothing
-safety-critical waits for it. The two watches and the channels run their own threads; the
-control socket (``control.py``) serves cluster-aware programs on its own threads.
+The main loop (``run``) blocks on the watch's queue for at most ``loop_interval`` (a change
+wakes it at once unless it decided less than an interval ago), folds what arrived into the
+cache, builds the ``View`` and hands what ``decide`` returns to the executor, which does
+not hold the loop up. Its directory writes may block while the store fails over to
+another provider; nothing safety-critical waits for them. The two watches and the
+channels run their own threads; the control socket (``control.py``) serves cluster-aware
+programs on its own threads.
 
 Coming back. A sentinel that was not running for a while (SIGSTOP, a hung host, a long
 scheduling stall: a loop cycle or keeper round later than ``stall_limit``) or that leaves
@@ -315,9 +317,17 @@ class Sentinel:
         self.policy = policy_of(new)
 
     def _wait_for_work(self, timeout: float) -> None:
-        """Block on the watch for at most ``timeout``: a change wakes the loop at once."""
+        """Block on the watch for at most ``timeout``. A change wakes the loop at once when
+        it has not decided for a whole interval; otherwise the loop waits out the interval,
+        so a flood of changes (a mass takeover echoing a thousand writes) costs one
+        decision per interval, not one per change."""
+        start = self.clock()
         if self._woken_by is None:
             self._woken_by = self.watch.get(timeout)
+        if self._woken_by is not None:
+            rest = min(self._last_decide, start) + timeout - self.clock()
+            if rest > 0:
+                self._stop.wait(rest)
 
     def _nothing_left(self) -> bool:
         if any(p.state.value != "exited" for p in self.programs.table().values()):
