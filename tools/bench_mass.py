@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ndsclust.lab.cluster import LabCluster
 from ndsclust.lab.directory import wait_until
+from ndsclust.ldapstore.store import Store
 from ndsclust.model import App, AppState, AppType, ServerName, StateValue, Tag
 
 A, B, C = ServerName("alpha"), ServerName("beta"), ServerName("gamma")
@@ -32,6 +33,15 @@ def settled(lab: LabCluster, n: int, hosts: set[str]) -> tuple[int, int]:
     apps, _ = lab.store().apps()
     ok = sum(1 for a in apps.values() if a.host in hosts and a.state.state is AppState.RUNNING)
     return ok, len(apps)
+
+
+def unsettled(store: Store, hosts: set[str]) -> int:
+    """How many applications are not yet running on one of ``hosts``: a search that returns
+    only those, without attributes, so polling every 50 ms does not load the provider with
+    a thousand entries each time (the final count reads them all)."""
+    on_hosts = "".join(f"(ndsclustHostServer={h})" for h in sorted(hosts))
+    filt = f"(&(objectClass=ndsclustApplication)(|(!(ndsclustState=running))(!(|{on_hosts}))))"
+    return len(store.search(store.apps_dn, filt, attributes=["1.1"]))
 
 
 def main() -> int:
@@ -63,13 +73,16 @@ def main() -> int:
         )
         print(f"all running on alpha after {time.monotonic() - t_up:.1f}s", flush=True)
         t0 = lab.kill_server(A)
+        watcher = lab.store()
         wait_until(
-            lambda: settled(lab, a.apps, {B, C})[0] == a.apps,
+            lambda: unsettled(watcher, {B, C}) == 0,
             timeout=300,
             interval=0.05,
             what=f"{a.apps} applications running on beta or gamma",
         )
         took = (time.monotonic() - t0) * 1000
+        ok, total = settled(lab, a.apps, {B, C})
+        assert ok == total == a.apps, (ok, total)
         apps, _ = store.apps()
         on_b = sum(1 for x in apps.values() if x.host == B)
         print(f"after the failover: {on_b} on beta, {a.apps - on_b} on gamma", flush=True)

@@ -5,27 +5,22 @@ Layout under the cluster base (docs/design.md section 2)::
     ou=ndsclust,<suffix>    ou=servers / ou=applications / ou=events
     <pulse suffix>          cn=<server>: one pulse entry per server (own database)
 
-Every write goes to the write provider, the first reachable provider of the ordered list
-(``connection.Providers``). A compare-and-swap is one modify request that deletes the
-expected value and adds the new one: atomic on one provider, it fails with result 16
-(noSuchAttribute) when someone changed the value first, and that becomes ``SwapConflict``
-(docs/style.md section 5: re-read and decide again, never retry the same write).
+Every write goes to the write provider through ``session.Session`` (connection, failover,
+the low-level operations and what a conflict becomes). A move is one compare-and-swap
+modify with several parts (``swap_app``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import ldap3
-from ldap3.core.exceptions import LDAPCommunicationError, LDAPException, LDAPResponseTimeoutError
-from ldap3.protocol.rfc4527 import post_read_control
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import escape_rdn
 
@@ -33,14 +28,13 @@ from ndsclust.errors import (
     EntryExists,
     EntryInvalid,
     NoSuchEntry,
-    ProviderUnreachable,
     StoreError,
-    SwapConflict,
-    Withdrawn,
 )
 from ndsclust.ldapstore import entries
-from ndsclust.ldapstore.connection import Providers, open_connection
-from ndsclust.ldapstore.replication import behind, read_context_csns
+from ndsclust.ldapstore.connection import Providers
+from ndsclust.ldapstore.session import APP_ATTRS as APP_ATTRS
+from ndsclust.ldapstore.session import DEFAULT_OP_DEADLINE as DEFAULT_OP_DEADLINE
+from ndsclust.ldapstore.session import Session
 from ndsclust.model import (
     App,
     Event,
@@ -55,25 +49,8 @@ from ndsclust.model import (
 
 log = logging.getLogger("ndsclust.ldapstore")
 
-T = TypeVar("T")
-
-# LDAP result codes we act on.
-NO_SUCH_OBJECT = 32
-NO_SUCH_ATTRIBUTE = 16
-ATTRIBUTE_OR_VALUE_EXISTS = 20
-CONSTRAINT_VIOLATION = 19
-ALREADY_EXISTS = 68
-BUSY_CODES = {51, 52, 80}
-POST_READ = "1.3.6.1.1.13.2"  # busy, unavailable, other: try the next provider
-
-# How long the store keeps trying the provider list for one operation.
-DEFAULT_OP_DEADLINE = 10.0
-# How often a store that failed over checks whether an earlier provider is back.
-RETURN_CHECK_INTERVAL = 5.0
-# How long the return check waits for an earlier provider to answer.
-RETURN_PROBE_TIMEOUT = 0.5
-
-APP_ATTRS = ["*", "entryUUID", "entryCSN", "modifyTimestamp"]
+# Events added through one store between two prunes of the audit trail.
+PRUNE_EVERY = 50
 
 
 def generalized_time(t: float | None = None) -> str:
@@ -90,11 +67,7 @@ class Snapshot:
     invalid: tuple[EntryInvalid, ...] = ()
 
 
-class _Transient(Exception):
-    """A provider went away mid-operation: fail over and retry."""
-
-
-class Store:
+class Store(Session):
     """Typed CRUD and compare-and-swap over the provider list. Thread-safe."""
 
     def __init__(
@@ -107,275 +80,15 @@ class Store:
         op_deadline: float = DEFAULT_OP_DEADLINE,
         event_limit: int = 1000,
     ) -> None:
-        self.providers = providers
-        self.suffix = suffix
+        super().__init__(providers, suffix, op_deadline=op_deadline)
         self.base = base or f"ou=ndsclust,{suffix}"
         self.pulse_base = pulse_base
         self.servers_dn = f"ou=servers,{self.base}"
         self.apps_dn = f"ou=applications,{self.base}"
         self.events_dn = f"ou=events,{self.base}"
-        self.op_deadline = op_deadline
         self.event_limit = event_limit
-        self._lock = threading.RLock()
-        self._conn: ldap3.Connection | None = None
-        self._index = -1
-        self._last_return_check = 0.0
         self._event_seq = 0
-
-    # -- connection ---------------------------------------------------------------------
-
-    @property
-    def provider(self) -> str | None:
-        """URI of the provider in use (the write provider), None before the first operation."""
-        return self.providers.uris[self._index] if self._conn is not None else None
-
-    def _connection(self) -> ldap3.Connection:
-        now = time.monotonic()
-        if self._conn is not None and self.providers.dead(self._index):
-            # The channels find this provider's server dead: a connection to it would only
-            # time out (docs/platform.md fact 23: a cut-off provider costs seconds), so move on now.
-            log.debug(
-                "event=provider_dropped provider=%s reason=server_dead",
-                self.providers.uris[self._index],
-            )
-            self._drop()
-        if (
-            self._conn is not None
-            and self._index > 0
-            and now - self._last_return_check > RETURN_CHECK_INTERVAL
-        ):
-            self._last_return_check = now
-            self._try_return()
-        if self._conn is None or self._conn.closed:
-            self._drop()
-            index, conn = self.providers.connect_retrying(
-                prefer=0, deadline=now + self.op_deadline, patient=True
-            )
-            if self._index not in (-1, index):
-                log.warning(
-                    "event=provider_failover provider=%s was=%s",
-                    self.providers.uris[index],
-                    self.providers.uris[self._index],
-                )
-            self._conn, self._index = conn, index
-            self._last_return_check = now
-        return self._conn
-
-    def _try_return(self) -> None:
-        """The write provider is the FIRST reachable one: go back to an earlier provider once
-        it answers AND holds everything the one in use holds (its contextCSNs are at least
-        ours), so a provider that was cut off never serves a compare-and-swap on an old
-        value. A short probe: a provider that does not answer quickly is tried again later."""
-        assert self._conn is not None
-        earlier = [i for i in self.providers.order(0) if i < self._index]
-        if not earlier:
-            return
-        try:
-            conn = open_connection(
-                self.providers.uris[earlier[0]], self.providers.creds, timeout=RETURN_PROBE_TIMEOUT
-            )
-        except ProviderUnreachable:
-            return
-        try:
-            theirs = read_context_csns(conn, self.suffix)
-            ours = read_context_csns(self._conn, self.suffix)
-        except (LDAPException, StoreError):
-            conn.unbind()
-            return
-        if ours is None or theirs is None or behind(theirs, ours):
-            conn.unbind()
-            return
-        log.info(
-            "event=write_provider provider=%s was=%s",
-            self.providers.uris[earlier[0]],
-            self.providers.uris[self._index],
-        )
-        self._drop()
-        self._conn, self._index = conn, earlier[0]
-
-    def _drop(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.unbind()
-            except LDAPException:
-                pass
-            self._conn = None
-
-    def _run(self, what: str, fn: Callable[[ldap3.Connection], T]) -> T:
-        """Run ``fn`` on the write provider; on a lost provider, fail over and run it again.
-
-        A write whose connection broke may or may not have been applied. Run again on the
-        same provider, a swap that already succeeded reports SwapConflict (the caller
-        re-reads) and an add EntryExists. Run on another provider, a swap or modify sets
-        the same values there (replication then agrees), but an add of the same DN makes
-        a second entry of that name: ``record_event`` therefore names each attempt anew,
-        and an operator's add that reports a lost provider should be checked
-        (``ndsclust doctor`` compares the providers' entries).
-        """
-        deadline = time.monotonic() + self.op_deadline
-        with self._lock:
-            while True:
-                try:
-                    return fn(self._connection())
-                except (LDAPCommunicationError, LDAPResponseTimeoutError, _Transient) as e:
-                    log.warning(
-                        "event=provider_lost provider=%s op=%s error=%s",
-                        self.provider,
-                        what,
-                        type(e).__name__,
-                    )
-                    self._drop()
-                    if time.monotonic() > deadline:
-                        raise ProviderUnreachable(
-                            f"{what}: no provider answered within {self.op_deadline:.0f}s"
-                        ) from None
-
-    def close(self) -> None:
-        with self._lock:
-            self._drop()
-
-    # -- low-level operations -------------------------------------------------------------
-
-    @staticmethod
-    def _check(conn: ldap3.Connection, ok: bool, what: str) -> dict[str, Any]:
-        result: dict[str, Any] = conn.result or {}
-        if not ok and result.get("result") in BUSY_CODES:
-            raise _Transient(what)
-        return result
-
-    def search(
-        self,
-        base: str,
-        filt: str,
-        *,
-        scope: str = ldap3.SUBTREE,
-        attributes: Sequence[str] = APP_ATTRS,
-    ) -> list[tuple[str, dict[str, list[Any]]]]:
-        def op(conn: ldap3.Connection) -> list[tuple[str, dict[str, list[Any]]]]:
-            ok = conn.search(
-                base,
-                filt,
-                search_scope=scope,
-                attributes=list(attributes),
-                dereference_aliases=ldap3.DEREF_NEVER,
-            )
-            result = self._check(conn, ok, "search")
-            if not ok and result.get("result") == NO_SUCH_OBJECT:
-                return []
-            if not ok and result.get("result") not in (0, None):
-                raise StoreError(
-                    f"search {base} {filt}: {result.get('description')} "
-                    f"{result.get('message', '')}".rstrip()
-                )
-            return [
-                (r["dn"], dict(r["raw_attributes"]))
-                for r in conn.response or []
-                if r.get("type") == "searchResEntry"
-            ]
-
-        return self._run("search", op)
-
-    def add(self, dn: str, attrs: Mapping[str, Sequence[str]]) -> None:
-        self._run("add", lambda conn: self._add_on(conn, dn, attrs))
-
-    def _add_on(self, conn: ldap3.Connection, dn: str, attrs: Mapping[str, Sequence[str]]) -> None:
-        object_class = list(attrs["objectClass"])
-        rest = {k: list(v) for k, v in attrs.items() if k != "objectClass"}
-        ok = conn.add(dn, object_class, rest)
-        result = self._check(conn, ok, "add")
-        if ok:
-            return
-        if result.get("result") == ALREADY_EXISTS:
-            raise EntryExists(f"{dn} already exists")
-        raise StoreError(
-            f"add {dn}: {result.get('description')} {result.get('message', '')}".rstrip()
-        )
-
-    def modify(
-        self,
-        dn: str,
-        changes: Mapping[str, list[tuple[str, list[str]]]],
-        *,
-        swap: tuple[str, str | None, str | None] | None = None,
-        post_read: Sequence[str] | None = None,
-        unless: Callable[[], str | None] | None = None,
-    ) -> dict[str, list[Any]] | None:
-        """One modify request. ``swap`` = (attribute, expected, new) names the compare-and-swap
-        part so a conflict is reported as SwapConflict rather than a generic error.
-        ``post_read`` asks for those attributes of the entry as the modify left it (RFC 4527
-        post-read control, answered in the same response): saves a read after the write.
-        ``unless`` is asked once a provider is connected, just before each send: a reason
-        it returns withdraws the write (``Withdrawn``), however long the connect took."""
-        controls = [post_read_control(list(post_read))] if post_read else None
-
-        def op(conn: ldap3.Connection) -> dict[str, list[Any]] | None:
-            if unless is not None and (why := unless()):
-                raise Withdrawn(dn, why)
-            ok = conn.modify(dn, {k: list(v) for k, v in changes.items()}, controls=controls)
-            result = self._check(conn, ok, "modify")
-            if ok:
-                if not post_read:
-                    return None
-                read = (result.get("controls") or {}).get(POST_READ, {}).get("value", {})
-                return dict(read.get("result") or {}) or None
-            code = result.get("result")
-            if code == NO_SUCH_OBJECT:
-                raise NoSuchEntry(f"{dn} does not exist")
-            if swap and code in (
-                NO_SUCH_ATTRIBUTE,
-                ATTRIBUTE_OR_VALUE_EXISTS,
-                CONSTRAINT_VIOLATION,
-            ):
-                raise SwapConflict(dn, *swap)
-            raise StoreError(
-                f"modify {dn}: {result.get('description')} {result.get('message', '')}".rstrip()
-            )
-
-        return self._run("modify", op)
-
-    def delete(self, dn: str) -> None:
-        def op(conn: ldap3.Connection) -> None:
-            ok = conn.delete(dn)
-            result = self._check(conn, ok, "delete")
-            if ok:
-                return
-            if result.get("result") == NO_SUCH_OBJECT:
-                raise NoSuchEntry(f"{dn} does not exist")
-            raise StoreError(
-                f"delete {dn}: {result.get('description')} {result.get('message', '')}".rstrip()
-            )
-
-        self._run("delete", op)
-
-    def swap(
-        self,
-        dn: str,
-        attribute: str,
-        expected: str | None,
-        new: str | None,
-        *,
-        also: Mapping[str, list[str] | None] | None = None,
-        post_read: Sequence[str] | None = None,
-        unless: Callable[[], str | None] | None = None,
-    ) -> dict[str, list[Any]] | None:
-        """Compare-and-swap one single-valued attribute in one modify request.
-
-        expected None = the attribute must be absent; new None = remove it. ``also`` replaces
-        further attributes in the same atomic request (None deletes them)."""
-        changes: dict[str, list[tuple[str, list[str]]]] = {}
-        ops: list[tuple[str, list[str]]] = []
-        if expected is not None:
-            ops.append((ldap3.MODIFY_DELETE, [expected]))
-        if new is not None:
-            ops.append((ldap3.MODIFY_ADD, [new]))
-        if expected is None and new is None:
-            raise ValueError("swap needs an expected or a new value")
-        changes[attribute] = ops
-        for k, v in (also or {}).items():
-            changes[k] = [(ldap3.MODIFY_REPLACE, v or [])]
-        return self.modify(
-            dn, changes, swap=(attribute, expected, new), post_read=post_read, unless=unless
-        )
+        self._pruned_at = 0
 
     # -- cluster base ---------------------------------------------------------------------
 
@@ -451,6 +164,15 @@ class Store:
             raise NoSuchEntry(f"no application with tag {tag!r} (looked for {self.app_dn(tag)})")
         return entries.parse_app(*found[0])
 
+    def app_entry(self, tag: str) -> tuple[str, str, dict[str, list[Any]]] | None:
+        """The raw entry of one application as the write provider has it now: (entryUUID,
+        DN, attributes with entryCSN), for a cache that shows its own writes; None when
+        it is gone."""
+        for dn, attrs in self.search(self.app_dn(tag), "(objectClass=*)", scope=ldap3.BASE):
+            uuid = (attrs.get("entryUUID") or [b""])[0]
+            return (uuid.decode() if isinstance(uuid, bytes) else str(uuid)), dn, attrs
+        return None
+
     def apps(self) -> tuple[dict[Tag, App], list[EntryInvalid]]:
         good: dict[Tag, App] = {}
         bad: list[EntryInvalid] = []
@@ -498,15 +220,49 @@ class Store:
         """Move the host from ``expected`` to ``new`` (None = absent) atomically, optionally
         setting the state in the same request. SwapConflict when the host was not ``expected``;
         Withdrawn when ``unless`` gives a reason just before the send (see ``modify``)."""
-        also: dict[str, list[str] | None] = {}
+        return self.swap_app(
+            tag, host=(expected, new), state=state, post_read=post_read, unless=unless
+        )
+
+    def swap_app(
+        self,
+        tag: str,
+        *,
+        host: tuple[ServerName | None, ServerName | None] | None = None,
+        consume: Request | None = None,
+        state: StateValue | None = None,
+        post_read: Sequence[str] | None = None,
+        unless: Callable[[], str | None] | None = None,
+    ) -> dict[str, list[Any]] | None:
+        """One compare-and-swap modify of an application with several parts: the host from
+        ``host[0]`` to ``host[1]`` (None = absent), the request ``consume`` removed (it must
+        still be that value), the state replaced. All apply or none: SwapConflict when the
+        host or the request was not what the caller saw (re-read and decide again)."""
+        changes: dict[str, list[tuple[str, list[str]]]] = {}
+        parts: list[tuple[str, str | None, str | None]] = []
+        if host is not None:
+            expected, new = host
+            ops: list[tuple[str, list[str]]] = []
+            if expected is not None:
+                ops.append((ldap3.MODIFY_DELETE, [expected]))
+            if new is not None:
+                ops.append((ldap3.MODIFY_ADD, [new]))
+            if not ops:
+                raise ValueError("a host swap needs an expected or a new value")
+            changes["ndsclustHostServer"] = ops
+            parts.append(("ndsclustHostServer", expected, new))
+        if consume is not None:
+            changes["ndsclustRequest"] = [(ldap3.MODIFY_DELETE, [str(consume)])]
+            parts.append(("ndsclustRequest", str(consume), None))
+        if not parts:
+            raise ValueError("swap_app needs a host swap or a request to consume")
         if state is not None:
-            also["ndsclustState"] = [str(state)]
-        return self.swap(
+            changes["ndsclustState"] = [(ldap3.MODIFY_REPLACE, [str(state)])]
+        attribute = "+".join(p[0] for p in parts)
+        return self.modify(
             self.app_dn(tag),
-            "ndsclustHostServer",
-            expected,
-            new,
-            also=also,
+            changes,
+            swap=(attribute, parts[0][1], parts[0][2]),
             post_read=post_read,
             unless=unless,
         )
@@ -527,9 +283,7 @@ class Store:
         self, tag: str, request: Request, *, post_read: Sequence[str] | None = None
     ) -> dict[str, list[Any]] | None:
         """Remove exactly this request; SwapConflict if an operator replaced it meanwhile."""
-        return self.swap(
-            self.app_dn(tag), "ndsclustRequest", str(request), None, post_read=post_read
-        )
+        return self.swap_app(tag, consume=request, post_read=post_read)
 
     def swap_marker(self, tag: str, expected: str | None, new: str) -> None:
         self.swap(self.app_dn(tag), "ndsclustMarker", expected, new)
@@ -537,7 +291,13 @@ class Store:
     # -- events ---------------------------------------------------------------------------
 
     def record_event(
-        self, kind: str, *, server: str | None = None, tag: str | None = None, text: str = ""
+        self,
+        kind: str,
+        *,
+        server: str | None = None,
+        tag: str | None = None,
+        text: str = "",
+        prune: bool = True,
     ) -> Event:
         """Append one event to the audit trail; prune the oldest beyond ``event_limit``.
 
@@ -570,10 +330,27 @@ class Store:
             made.append((seq, dn, attrs))
 
         self._run("add", op)
-        seq, dn, attrs = made[-1]
-        if seq % 50 == 0:
-            self.prune_events()
+        _, dn, attrs = made[-1]
+        if prune:
+            self._maybe_prune()
         return entries.parse_event(dn, attrs)
+
+    def _maybe_prune(self) -> None:
+        """Prune once ``PRUNE_EVERY`` events were added since the last prune: a prune
+        searches every event, so a batch of a thousand prunes once, not twenty times."""
+        with self._lock:
+            due = self._event_seq - self._pruned_at >= PRUNE_EVERY
+            if due:
+                self._pruned_at = self._event_seq
+        if due:
+            self.prune_events()
+
+    def record_events(self, events: Sequence[tuple[str, str | None, str]], *, server: str) -> None:
+        """Append several events (kind, tag, text) written by ``server``, in order, on one
+        connection (the recorder's batch), pruning at most once, after them."""
+        for kind, tag, text in events:
+            self.record_event(kind, server=server, tag=tag, text=text, prune=False)
+        self._maybe_prune()
 
     def events(self, *, tag: str | None = None, limit: int | None = None) -> list[Event]:
         filt = "(objectClass=ndsclustEvent)"

@@ -4,9 +4,12 @@ The core (``ndsclust.sentinel.decide``) returns a list of these; the shell execu
 order (the ordering contract is in ``decide``'s docstring). Each action names its tag, so
 the shell can drop the rest of one application's actions when a compare-and-swap fails.
 
-    Claim         swap ndsclustHostServer from ``expect_host`` to this server (CAS)
-    Release       swap ndsclustHostServer from ``expect_host`` to ``to`` (CAS; None removes it)
-    ConsumeRequest delete ndsclustRequest if it still holds ``request`` (CAS)
+    Claim         one atomic modify: swap ndsclustHostServer from ``expect_host`` to this
+                  server (CAS), write ``state`` and consume the request it honours (CAS)
+    Release       one atomic modify: swap ndsclustHostServer from ``expect_host`` to ``to``
+                  (CAS; None removes it), write ``state``, consume the request it honours
+    ConsumeRequest delete ndsclustRequest if it still holds ``request`` (CAS), writing
+                  ``state`` in the same modify when one is given
     Load          start the program; if the table holds a paused copy, resume that copy
     LoadPaused    start a cluster-aware program paused, ready for failback (FIG. 7B)
     Restart       start again a program that exited on its own (claim 57)
@@ -21,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from ndsclust.model import Request, ServerName, StateValue, Tag
+from ndsclust.model import AppState, Request, ServerName, StateValue, Tag
 
 
 class EventKind(StrEnum):
@@ -68,9 +71,9 @@ NOTIFY_KINDS: frozenset[EventKind] = frozenset(
     }
 )
 
-# Events that feed ``History`` (the shell reads them back from the audit trail): every
-# change of host, and among them the moves that happened because something failed, which
-# flap damping counts.
+# Events of a change of host. ``History`` (flap damping, the failback hold) is built from
+# the ones that happened because something failed; why an application is where it is now
+# is kept on its entry (``placed_by``), never read back from the audit trail.
 MOVES: frozenset[EventKind] = frozenset(
     {
         EventKind.FAILOVER,
@@ -85,25 +88,62 @@ MOVES: frozenset[EventKind] = frozenset(
 FAILURE_MOVES: frozenset[EventKind] = frozenset({EventKind.FAILOVER, EventKind.HANDOFF})
 
 
+# Moves after which the application stays where it was put: no automatic failback.
+PINNING: frozenset[EventKind] = frozenset({EventKind.MIGRATE})
+# States that carry the move that put the application on its host as their reason:
+# ``loading(migrate)`` written with the swap, ``running(migrate)`` kept by the new host.
+PLACED_STATES = frozenset({AppState.LOADING, AppState.RUNNING, AppState.REPLICATION_PENDING})
+
+
+def placed(state: AppState, kind: EventKind | None) -> StateValue:
+    """``state`` carrying the move that placed the application, when it is one that pins it
+    (``loading`` carries every move, so the new host learns why from the swap itself)."""
+    keep = kind is not None and (kind in PINNING or state is AppState.LOADING)
+    return StateValue(state, kind.value if keep and kind is not None else "")
+
+
+def placed_by(state: StateValue) -> EventKind | None:
+    """The move that put the application on its host, as its state says (``placed``)."""
+    if state.state not in PLACED_STATES or not state.reason:
+        return None
+    try:
+        kind = EventKind(state.reason)
+    except ValueError:
+        return None
+    return kind if kind in MOVES else None
+
+
 @dataclass(frozen=True, slots=True)
 class Claim:
+    """This server takes the application: host swap, ``state`` and the consumed request
+    ``consumes`` in one compare-and-swap modify (both the host and the request must still
+    hold what the view showed)."""
+
     tag: Tag
     expect_host: ServerName | None
     reason: str
+    state: StateValue
+    consumes: Request | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Release:
+    """This server hands the application to ``to`` (None: nobody), with ``state`` and the
+    consumed request in the same compare-and-swap modify."""
+
     tag: Tag
     to: ServerName | None
     expect_host: ServerName
     reason: str
+    state: StateValue
+    consumes: Request | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class ConsumeRequest:
     tag: Tag
     request: Request
+    state: StateValue | None = None
 
 
 @dataclass(frozen=True, slots=True)

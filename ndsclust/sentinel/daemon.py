@@ -20,7 +20,8 @@ from types import FrameType
 
 from ndsclust import config
 from ndsclust.errors import ConfigError
-from ndsclust.sentinel.loop import Sentinel, log_event
+from ndsclust.sentinel.build import build_sentinel
+from ndsclust.sentinel.logline import log_event
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
 RESTART_KEYS = (
@@ -90,7 +91,7 @@ def _run(cfg: config.Config, path: str) -> int:
     def ready() -> None:
         sd_notify("READY=1")
 
-    sentinel = Sentinel(cfg, ready=ready)
+    sentinel = build_sentinel(cfg, ready=ready)
 
     def on_stop(signum: int, frame: FrameType | None) -> None:
         sd_notify("STOPPING=1")

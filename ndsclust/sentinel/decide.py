@@ -73,9 +73,6 @@ from ndsclust.sentinel.procs import ProcInfo, ProcState
 from ndsclust.sentinel.registration import registration_event
 from ndsclust.sentinel.view import Move, Policy, View, Viewpoint, paused, running, stopping
 
-RUNNING = StateValue(AppState.RUNNING)
-PENDING = StateValue(AppState.REPLICATION_PENDING)
-
 
 def decide(view: View, me: ServerName, now: float, policy: Policy = Policy()) -> list[Action]:
     """FIGS. 6-9: what server ``me`` must do next, at monotonic time ``now``."""
@@ -114,7 +111,7 @@ def _hold(vp: Viewpoint, app: App | None, actions: list[Action]) -> list[Action]
     # FIG. 6 step 614: the local copy of the directory may be stale, so act on nothing.
     # A paused copy (LoadPaused) runs nothing: holding it back needs no explanation.
     if app is not None and any(isinstance(a, STARTS) for a in actions):
-        return vp.set_state(app, PENDING)
+        return vp.set_state(app, vp.kept(app, AppState.REPLICATION_PENDING))
     return []
 
 
@@ -184,7 +181,7 @@ def _as_host(vp: Viewpoint, app: App, proc: ProcInfo | None) -> list[Action]:
         if running(proc) or paused(proc):
             out.append(Unload(app.tag, reason))
         return out + vp.set_state(app, StateValue(AppState.ERROR, reason), EventKind.ERROR)
-    desired = RUNNING
+    desired = vp.kept(app, AppState.RUNNING)
     if vp.in_maintenance(me):
         target = vp.first_fit(app, me)
         if target is not None:
@@ -211,7 +208,7 @@ def _keep_running(
 ) -> list[Action]:
     """This server hosts ``app`` and keeps it: the program must run (FIG. 8 step 908)."""
     if proc is None or paused(proc) or (proc.state is ProcState.EXITED and proc.stop_requested):
-        return [Load(app.tag), *vp.set_state(app, failover.LOADING)]
+        return [Load(app.tag), *vp.set_state(app, vp.kept(app, AppState.LOADING))]
     if proc.failed:
         return failover.supervise(vp, app, proc)
     if proc.state is ProcState.RUNNING:

@@ -17,13 +17,15 @@ from __future__ import annotations
 
 from ndsclust.model import App, AppState, AppType, StateValue
 from ndsclust.sentinel.actions import (
+    PINNING,
     Action,
-    ConsumeRequest,
     EventKind,
     LoadPaused,
     Release,
     Unload,
     announce,
+    placed,
+    placed_by,
 )
 from ndsclust.sentinel.procs import ProcInfo
 from ndsclust.sentinel.view import Move, Viewpoint, paused, running, stopped
@@ -58,9 +60,11 @@ def as_primary(vp: Viewpoint, app: App, proc: ProcInfo | None) -> list[Action]:
 def as_backup(vp: Viewpoint, app: App) -> Move | StateValue:
     """This backup hosts ``app``: fail back now (a Move) or keep it, showing this state."""
     primary = app.primary
-    if vp.history(app.tag).last_move is EventKind.MIGRATE:
-        # An operator migrated it here: it stays until an operator moves it again.
-        return RUNNING
+    pin = placed_by(app.state)
+    if pin in PINNING:
+        # An operator migrated it here: it stays until an operator moves it again. The
+        # entry says so (running(migrate), written with the swap), not the audit trail.
+        return placed(AppState.RUNNING, pin)
     if vp.unfit(app, primary) is not None:
         # FIG. 7B 860: the primary has not recovered (or may not take it): keep it here.
         return RUNNING
@@ -87,12 +91,8 @@ def depart(vp: Viewpoint, app: App, proc: ProcInfo | None, move: Move) -> list[A
         return [Unload(app.tag, move.text), *vp.set_state(app, StateValue(AppState.UNLOADING))]
     if not stopped(proc):
         return []  # still stopping: the swap waits until the program has ended
-    out: list[Action] = [Release(app.tag, move.to, vp.me, move.text)]
-    if move.request is not None:
-        out.append(ConsumeRequest(app.tag, move.request))
-    if move.to is None:
-        # Nobody will host it, so nobody else would write this state; a new host writes
-        # its own (loading), which is why a move to a server writes none here.
-        out += vp.set_state(app, StateValue(AppState.STOPPED))
-    out += announce(move.kind, app.tag, move.text)
-    return out
+    # One atomic modify: the host swap, the state (loading(<kind>) tells the new host why
+    # it gets the application; stopped when nobody will host it) and the request honoured.
+    state = StateValue(AppState.STOPPED) if move.to is None else placed(AppState.LOADING, move.kind)
+    release = Release(app.tag, move.to, vp.me, move.text, state, move.request)
+    return [release, *announce(move.kind, app.tag, move.text)]

@@ -32,6 +32,7 @@ from ndsclust.sentinel.actions import (
     Release,
     Restart,
     announce,
+    placed,
 )
 from ndsclust.sentinel.procs import ProcInfo
 from ndsclust.sentinel.view import Viewpoint
@@ -49,13 +50,12 @@ def claim_and_load(
     """Swap the host from what the view shows to this server, then start the program.
 
     The swap comes first: if it fails (``SwapConflict``) the shell drops the rest, so a
-    server that lost the race never starts anything. ``honours`` is the operator's request
-    this claim carries out, consumed with it.
+    server that lost the race never starts anything. The same atomic modify writes
+    ``loading(<kind>)`` (why the application is here, kept on the entry) and consumes
+    ``honours``, the operator's request this claim carries out.
     """
-    out: list[Action] = [Claim(app.tag, app.host, text), Load(app.tag)]
-    if honours is not None:
-        out.append(ConsumeRequest(app.tag, honours))
-    return [*out, *vp.set_state(app, LOADING), *announce(kind, app.tag, text)]
+    claim = Claim(app.tag, app.host, text, placed(AppState.LOADING, kind), honours)
+    return [claim, Load(app.tag), *announce(kind, app.tag, text)]
 
 
 def take_over(vp: Viewpoint, app: App) -> list[Action]:
@@ -151,4 +151,5 @@ def supervise(vp: Viewpoint, app: App, proc: ProcInfo) -> list[Action]:
         return vp.set_state(app, failed(vp.flap_reason(vp.me)), EventKind.FLAP_DAMPED)
     # The program has already ended: nothing to unload before the swap.
     text = f"handoff to {target}: {limit}"
-    return [Release(app.tag, target, vp.me, text), *announce(EventKind.HANDOFF, app.tag, text)]
+    release = Release(app.tag, target, vp.me, text, placed(AppState.LOADING, EventKind.HANDOFF))
+    return [release, *announce(EventKind.HANDOFF, app.tag, text)]

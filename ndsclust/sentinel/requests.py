@@ -28,7 +28,7 @@ from ndsclust.sentinel.actions import (
     Release,
     announce,
 )
-from ndsclust.sentinel.failover import LOADING, claim_and_load
+from ndsclust.sentinel.failover import claim_and_load
 from ndsclust.sentinel.procs import ProcInfo
 from ndsclust.sentinel.view import Move, Viewpoint, running
 
@@ -146,12 +146,12 @@ def as_host(vp: Viewpoint, app: App, proc: ProcInfo | None) -> Answer:
                     )
                 )
             # An operator's load starts it again even past the restart limit (claim 57).
+            # The request goes with the state in one modify.
             return Answer(
                 final=True,
                 actions=(
-                    ConsumeRequest(app.tag, request),
+                    ConsumeRequest(app.tag, request, vp.kept(app, AppState.LOADING)),
                     Load(app.tag),
-                    *vp.set_state(app, LOADING),
                     *announce(EventKind.LOAD, app.tag, f"load on {me} (requested)"),
                 ),
             )
@@ -209,8 +209,6 @@ def unload_from_dead_host(vp: Viewpoint, app: App) -> list[Action]:
         return []
     text = f"unload requested; host {host} is dead"
     return [
-        Release(app.tag, None, host, text),
-        ConsumeRequest(app.tag, request),
-        *vp.set_state(app, STOPPED),
+        Release(app.tag, None, host, text, STOPPED, request),
         *announce(EventKind.UNLOAD, app.tag, text),
     ]

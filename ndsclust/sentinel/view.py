@@ -9,11 +9,29 @@ every figure needs (is a server alive, may it run this application, and if not, 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from ndsclust.model import App, Request, Server, ServerName, ServerState, StateValue, Tag
-from ndsclust.sentinel.actions import Action, EventKind, SetState, announce
+from ndsclust.model import (
+    App,
+    AppState,
+    Request,
+    Server,
+    ServerName,
+    ServerState,
+    StateValue,
+    Tag,
+)
+from ndsclust.sentinel.actions import (
+    FAILURE_MOVES,
+    PINNING,
+    Action,
+    EventKind,
+    SetState,
+    announce,
+    placed,
+    placed_by,
+)
 from ndsclust.sentinel.detector import Liveness
 from ndsclust.sentinel.procs import ProcInfo, ProcState
 
@@ -32,19 +50,35 @@ class Policy:
 
 @dataclass(frozen=True, slots=True)
 class History:
-    """An application's recent moves, anywhere in the cluster, from the audit trail.
+    """An application's recent failure moves, anywhere in the cluster, from the audit trail.
 
-    The shell fills it from the events of the kinds in ``actions.MOVES`` (wall times
-    converted to this server's monotonic clock), so every server sees the same moves.
-    ``failovers`` and ``handoffs`` are the times of those events (older ones may be left
-    out): flap damping counts both within its window, the failback hold looks at hand-offs. ``last_move`` is the
-    kind of the latest move event: after a migrate the application stays where the
-    operator put it, no automatic failback.
+    Built by ``histories`` from the failover and hand-off events (wall times converted to
+    this server's monotonic clock), so every server counts the same moves: flap damping
+    counts both within its window, the failback hold looks at hand-offs (older ones may be
+    left out). Where the application is, and why, is on its entry (``actions.placed_by``):
+    no decision waits for an event to arrive.
     """
 
     failovers: tuple[float, ...] = ()
     handoffs: tuple[float, ...] = ()
-    last_move: EventKind | None = None
+
+
+def histories(
+    moves: Iterable[tuple[Tag, str, float]], now: float, wall: float
+) -> dict[Tag, History]:
+    """``History`` per tag from audit-trail moves (tag, event kind, wall time of the event),
+    on the monotonic clock where ``now`` is the wall time ``wall``."""
+    times: dict[Tag, dict[str, list[float]]] = {}
+    for tag, kind, at in moves:
+        if kind in FAILURE_MOVES:
+            times.setdefault(tag, {}).setdefault(kind, []).append(now - (wall - at))
+    return {
+        tag: History(
+            failovers=tuple(sorted(k.get(EventKind.FAILOVER.value, []))),
+            handoffs=tuple(sorted(k.get(EventKind.HANDOFF.value, []))),
+        )
+        for tag, k in times.items()
+    }
 
 
 # A standing condition this server recorded: (tag, kind, text).
@@ -218,6 +252,12 @@ class Viewpoint:
         if last is not None and self.now - last < self.policy.repeat_after:
             return []
         return announce(kind, tag, text)
+
+    def kept(self, app: App, state: AppState) -> StateValue:
+        """``state`` as the host writes it while the application stays: it keeps the move
+        that pinned it here (``running(migrate)``), so the pin outlives the loading state."""
+        pin = placed_by(app.state)
+        return placed(state, pin if pin in PINNING else None)
 
     def set_state(
         self, app: App, value: StateValue, kind: EventKind | None = None, text: str = ""

@@ -129,3 +129,32 @@ def test_killed_provider_of_the_host_changes_nothing(lab: LabFactory) -> None:
         c.wait_running("web", C, timeout=30)  # alpha's sentinel still acts, via beta
     finally:
         c.directory.providers[0].start()
+
+
+def test_migrate_of_an_auto_recover_app_sticks_without_its_event(lab: LabFactory) -> None:
+    # Issue 18: an operator's migrate of an auto-recover application must not bounce back
+    # to the primary, even when the audit trail's migrate event never reaches the new
+    # host. The entry alone says why it is there: removing every event from the directory
+    # (the watch drops them from beta's cache) changes nothing.
+    c = lab(3)
+    c.add_app("web", A, [B, C], auto_recover=True)
+    c.wait_running("web", A)
+    st = c.store()
+    st.set_request(Tag("web"), Request(RequestKind.MIGRATE, B))
+    c.wait_running("web", B, timeout=30)
+    wait_until(
+        lambda: str(c.app("web").state) == "running(migrate)" and c.app("web").request is None,
+        timeout=10,
+        what="web running(migrate) on beta, request consumed",
+    )
+    for event in st.events(tag="web"):
+        st.delete(event.dn)
+    migrated = time.monotonic()
+    time.sleep(5)  # an outcome that must NOT happen: give a failback every chance
+    assert c.app("web").host == B
+    assert c.running_on("web") == {B}
+    assert c.first_start_after("web", migrated, server=A) is None
+    # The way home is an operator's request.
+    st.set_request(Tag("web"), Request(RequestKind.FAILBACK))
+    c.wait_running("web", A, timeout=30)
+    wait_until(lambda: c.app("web").host == A, timeout=10, what="web back on alpha")

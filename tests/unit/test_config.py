@@ -9,7 +9,7 @@ import pytest
 
 from ndsclust import config
 from ndsclust.errors import ConfigError
-from ndsclust.sentinel import loop
+from ndsclust.sentinel import build
 from ndsclust.sentinel.channels.disk import wants_direct
 
 
@@ -160,16 +160,16 @@ def test_disk_direct_must_be_a_boolean(tmp_path: Path) -> None:
 def test_the_sentinel_opens_the_disk_as_configured(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """loop.Sentinel._build_channels hands ``direct`` and ``sync`` to the channel."""
+    """build.build_channels hands ``direct`` and ``sync`` to the channel."""
     made: list[dict[str, Any]] = []
-    monkeypatch.setattr(loop, "DiskChannel", lambda **kw: made.append(kw) or object())
+    monkeypatch.setattr(build, "DiskChannel", lambda **kw: made.append(kw) or object())
     for disk, expected in (
         ({}, (None, False)),
         ({"direct": False, "sync": True}, (False, True)),
         ({"direct": True}, (True, False)),
     ):
         cfg = config.parse(with_disk(tmp_path, **disk))
-        sentinel = SimpleNamespace(cfg=cfg, me=cfg.server, channels={})
-        loop.Sentinel._build_channels(sentinel)  # type: ignore[arg-type]
+        parts = SimpleNamespace(channels={})
+        build.build_channels(cfg, parts)  # type: ignore[arg-type]
         assert (made[-1]["direct"], made[-1]["sync"]) == expected
         assert made[-1]["path"] == "/dev/sdz"

@@ -52,6 +52,15 @@ AWAITING = StateValue(AppState.AWAITING_FAILBACK)
 PENDING = StateValue(AppState.REPLICATION_PENDING)
 
 
+def loading(kind: EventKind) -> StateValue:
+    """The state a move writes with its swap: why the application is where it is."""
+    return StateValue(AppState.LOADING, kind.value)
+
+
+FAILOVER = loading(EventKind.FAILOVER)
+MIGRATED = StateValue(AppState.RUNNING, EventKind.MIGRATE.value)
+
+
 def app(
     host: ServerName | None = A,
     *,
@@ -329,9 +338,8 @@ def failover_text(host: ServerName = A) -> str:
 def test_fig7a_first_live_backup_claims_then_loads() -> None:
     out = run(lab(app(A), me=B, dead=[A]))
     assert out == [
-        Claim(WEB, A, failover_text()),
+        Claim(WEB, A, failover_text(), FAILOVER),
         Load(WEB),
-        SetState(WEB, LOADING),
         RecordEvent(EventKind.FAILOVER, WEB, failover_text()),
         Notify(EventKind.FAILOVER, WEB, failover_text()),
     ]
@@ -346,13 +354,15 @@ def test_fig8_host_alive_on_one_channel_is_not_failed_over() -> None:
 
 def test_fig7a_dead_first_backup_lets_the_next_take_it() -> None:
     out = run(lab(app(A), me=G, dead=[A, B]))
-    assert out[0] == Claim(WEB, A, failover_text())
+    assert out[0] == Claim(WEB, A, failover_text(), FAILOVER)
 
 
 def test_fig7a_backup_lacking_resource_is_skipped() -> None:
     db = app(A, resources={"san1"})
     published = {A: {"san1"}, G: {"san1"}}
-    assert run(lab(db, me=G, dead=[A], published=published))[0] == Claim(WEB, A, failover_text())
+    assert run(lab(db, me=G, dead=[A], published=published))[0] == Claim(
+        WEB, A, failover_text(), FAILOVER
+    )
     text = "beta lacks san1: cannot take it over from alpha"
     assert run(lab(db, me=B, dead=[A], published=published)) == [
         RecordEvent(EventKind.RESOURCE_MISSING, WEB, text),
@@ -388,19 +398,21 @@ def test_fig7a_candidate_order_counts_only_live_servers() -> None:
 
 def test_fig7a_dead_backup_host_goes_back_to_the_primary_first() -> None:
     out = run(lab(app(B), me=A, dead=[B]))
-    assert out[0] == Claim(WEB, B, failover_text(B))
+    assert out[0] == Claim(WEB, B, failover_text(B), FAILOVER)
     assert run(lab(app(B), me=G, dead=[B])) == []
 
 
 def test_fig7a_server_in_maintenance_never_claims() -> None:
     assert run(lab(app(A), me=B, dead=[A], maintenance=[B])) == []
-    assert run(lab(app(A), me=G, dead=[A], maintenance=[B]))[0] == Claim(WEB, A, failover_text())
+    assert run(lab(app(A), me=G, dead=[A], maintenance=[B]))[0] == Claim(
+        WEB, A, failover_text(), FAILOVER
+    )
 
 
 def test_fig7a_unknown_host_counts_as_dead() -> None:
     stray = app(ServerName("delta"))
     assert run(lab(stray, me=A))[0] == Claim(
-        WEB, ServerName("delta"), "failover from delta (silent channels: disk,lan)"
+        WEB, ServerName("delta"), "failover from delta (silent channels: disk,lan)", FAILOVER
     )
 
 
@@ -435,17 +447,15 @@ def test_fig7a_all_backups_dead_marks_failed() -> None:
 
 def test_fig7a_failover_honours_a_pending_load_request() -> None:
     out = run(lab(app(A, request="load"), me=B, dead=[A]))
-    assert out[:4] == [
-        Claim(WEB, A, failover_text()),
+    assert out[:2] == [
+        Claim(WEB, A, failover_text(), FAILOVER, Request.parse("load")),
         Load(WEB),
-        ConsumeRequest(WEB, Request.parse("load")),
-        SetState(WEB, LOADING),
     ]
 
 
 def test_fig7a_failover_leaves_other_requests_to_the_new_host() -> None:
     out = run(lab(app(A, request="failback"), me=B, dead=[A]))
-    assert out[:2] == [Claim(WEB, A, failover_text()), Load(WEB)]
+    assert out[:2] == [Claim(WEB, A, failover_text(), FAILOVER), Load(WEB)]
     assert not only(out, ConsumeRequest)
 
 
@@ -471,13 +481,15 @@ def test_flap_damping_keeps_the_app_failed_in_place() -> None:
 
 def test_flap_damping_forgets_moves_older_than_the_window() -> None:
     history = {WEB: History(failovers=(NOW - 3601, NOW - 2000), handoffs=(NOW - 1000,))}
-    assert run(lab(app(A), me=B, dead=[A], history=history))[0] == Claim(WEB, A, failover_text())
+    assert run(lab(app(A), me=B, dead=[A], history=history))[0] == Claim(
+        WEB, A, failover_text(), FAILOVER
+    )
 
 
 def test_flap_damping_yields_to_an_operator_request() -> None:
     history = {WEB: History(failovers=(NOW - 3, NOW - 2, NOW - 1))}
     out = run(lab(app(A, request="load"), me=B, dead=[A], history=history))
-    assert out[0] == Claim(WEB, A, failover_text())
+    assert out[0] == Claim(WEB, A, failover_text(), FAILOVER, Request.parse("load"))
 
 
 def test_failover_with_migrate_request_goes_straight_to_the_target() -> None:
@@ -485,14 +497,12 @@ def test_failover_with_migrate_request_goes_straight_to_the_target() -> None:
     assert run(lab(m, me=B, dead=[A])) == []
     out = run(lab(m, me=G, dead=[A]))
     text = "migrate to gamma (host alpha is dead)"
-    assert out[:4] == [
-        Claim(WEB, A, text),
+    assert out[:2] == [
+        Claim(WEB, A, text, loading(EventKind.MIGRATE), Request.parse("migrate:gamma")),
         Load(WEB),
-        ConsumeRequest(WEB, Request.parse("migrate:gamma")),
-        SetState(WEB, LOADING),
     ]
     # Target unfit: the ordinary failover happens; the new host will reject the request.
-    assert run(lab(m, me=B, dead=[A, G]))[0] == Claim(WEB, A, failover_text())
+    assert run(lab(m, me=B, dead=[A, G]))[0] == Claim(WEB, A, failover_text(), FAILOVER)
 
 
 # ----------------------------------------------------------------------- FIGS. 7B, 8 failback
@@ -504,7 +514,7 @@ def test_fig7b_auto_recover_backup_unloads_then_swaps_host_back() -> None:
     assert run(lab(app(B, state=UNLOADING), me=B, procs=[proc(ProcState.STOPPING)])) == []
     out = run(lab(app(B, state=UNLOADING), me=B, procs=[exited(stop=True)]))
     assert out == [
-        Release(WEB, A, B, "failback to alpha"),
+        Release(WEB, A, B, "failback to alpha", loading(EventKind.FAILBACK)),
         RecordEvent(EventKind.FAILBACK, WEB, "failback to alpha"),
         Notify(EventKind.FAILBACK, WEB, "failback to alpha"),
     ]
@@ -545,8 +555,7 @@ def test_fig7b_866_approved_failback_unloads_then_swaps_and_consumes() -> None:
     assert run(lab(approved, me=B, procs=[proc()])) == [Unload(WEB, text), SetState(WEB, UNLOADING)]
     out = run(lab(approved, me=B, procs=[exited(stop=True)]))
     assert out == [
-        Release(WEB, A, B, text),
-        ConsumeRequest(WEB, Request.parse("failback")),
+        Release(WEB, A, B, text, loading(EventKind.FAILBACK), Request.parse("failback")),
         RecordEvent(EventKind.FAILBACK, WEB, text),
         Notify(EventKind.FAILBACK, WEB, text),
     ]
@@ -606,10 +615,8 @@ def test_request_load_unhosted_first_fit_server_claims_loads_and_consumes() -> N
     out = run(lab(req, me=A))
     text = "load on alpha (requested)"
     assert out == [
-        Claim(WEB, None, text),
+        Claim(WEB, None, text, loading(EventKind.LOAD), Request.parse("load")),
         Load(WEB),
-        ConsumeRequest(WEB, Request.parse("load")),
-        SetState(WEB, LOADING),
         RecordEvent(EventKind.LOAD, WEB, text),
     ]
     assert run(lab(req, me=B)) == []
@@ -621,7 +628,7 @@ def test_request_load_skips_servers_that_cannot_run_it() -> None:
     published = {G: {"san1"}}
     assert run(lab(req, me=A, published=published)) == []
     assert run(lab(req, me=G, published=published))[0] == Claim(
-        WEB, None, "load on gamma (requested)"
+        WEB, None, "load on gamma (requested)", loading(EventKind.LOAD), Request.parse("load")
     )
 
 
@@ -649,9 +656,8 @@ def test_request_load_restarts_a_program_past_its_restart_limit() -> None:
     failed = StateValue(AppState.FAILED, "whatever")
     out = run(lab(app(A, state=failed, request="load"), me=A, dead=[B, G], procs=[spent]))
     assert out == [
-        ConsumeRequest(WEB, Request.parse("load")),
+        ConsumeRequest(WEB, Request.parse("load"), LOADING),
         Load(WEB),
-        SetState(WEB, LOADING),
         RecordEvent(EventKind.LOAD, WEB, "load on alpha (requested)"),
     ]
 
@@ -677,9 +683,7 @@ def test_request_unload_stops_then_removes_host() -> None:
     ]
     out = run(lab(app(A, request="unload", state=UNLOADING), me=A, procs=[exited(stop=True)]))
     assert out == [
-        Release(WEB, None, A, "unload requested"),
-        ConsumeRequest(WEB, Request.parse("unload")),
-        SetState(WEB, STOPPED),
+        Release(WEB, None, A, "unload requested", STOPPED, Request.parse("unload")),
         RecordEvent(EventKind.UNLOAD, WEB, "unload requested"),
     ]
     assert run(lab(req, me=B)) == []
@@ -687,16 +691,14 @@ def test_request_unload_stops_then_removes_host() -> None:
 
 def test_request_unload_of_a_failed_program_removes_host_at_once() -> None:
     out = run(lab(app(A, request="unload"), me=A, procs=[exited(stop=False)]))
-    assert out[0] == Release(WEB, None, A, "unload requested")
+    assert out[0] == Release(WEB, None, A, "unload requested", STOPPED, Request.parse("unload"))
 
 
 def test_request_unload_with_dead_host_first_live_server_removes_it() -> None:
     req = app(A, request="unload")
     text = "unload requested; host alpha is dead"
     assert run(lab(req, me=B, dead=[A])) == [
-        Release(WEB, None, A, text),
-        ConsumeRequest(WEB, Request.parse("unload")),
-        SetState(WEB, STOPPED),
+        Release(WEB, None, A, text, STOPPED, Request.parse("unload")),
         RecordEvent(EventKind.UNLOAD, WEB, text),
     ]
     assert run(lab(req, me=G, dead=[A])) == []
@@ -738,8 +740,14 @@ def test_request_migrate_unloads_then_swaps_to_target() -> None:
     ]
     out = run(lab(req, me=A, procs=[exited(stop=True)]))
     assert out == [
-        Release(WEB, G, A, "migrate to gamma"),
-        ConsumeRequest(WEB, Request.parse("migrate:gamma")),
+        Release(
+            WEB,
+            G,
+            A,
+            "migrate to gamma",
+            loading(EventKind.MIGRATE),
+            Request.parse("migrate:gamma"),
+        ),
         RecordEvent(EventKind.MIGRATE, WEB, "migrate to gamma"),
     ]
     assert run(lab(req, me=G)) == []
@@ -747,20 +755,37 @@ def test_request_migrate_unloads_then_swaps_to_target() -> None:
 
 def test_request_migrate_target_loads_once_host_names_it_and_stays() -> None:
     # An operator put it on a backup: no automatic failback although the primary is alive.
-    history = {WEB: History(last_move=EventKind.MIGRATE)}
-    assert run(lab(app(G, state=UNLOADING), me=G, history=history)) == [
-        Load(WEB),
-        SetState(WEB, LOADING),
-    ]
-    assert run(lab(app(G, state=LOADING), me=G, history=history, procs=[proc()])) == [
-        SetState(WEB, RUNNING)
-    ]
-    assert run(lab(app(G, auto=False), me=G, history=history, procs=[proc()])) == []
+    # The entry says why it is there (loading(migrate), written with the swap): no event
+    # from the audit trail is needed.
+    moved = loading(EventKind.MIGRATE)
+    assert run(lab(app(G, state=moved), me=G)) == [Load(WEB)]
+    assert run(lab(app(G, state=moved), me=G, procs=[proc()])) == [SetState(WEB, MIGRATED)]
+    assert run(lab(app(G, state=MIGRATED), me=G, procs=[proc()])) == []
+    assert run(lab(app(G, auto=False, state=MIGRATED), me=G, procs=[proc()])) == []
+
+
+def test_request_migrate_of_auto_recover_app_sticks_without_the_migrate_event() -> None:
+    # Issue 18: an operator migrates an auto-recover application from its primary alpha to
+    # beta, and the audit trail's migrate event never reaches beta (history is empty). The
+    # entry alpha's one atomic modify left behind is all beta needs to keep it.
+    home = app(A, request="migrate:beta", auto=True)
+    release = run(lab(home, me=A, procs=[exited(stop=True)]))[0]
+    assert isinstance(release, Release) and release.to == B
+    moved = app(B, auto=True, state=release.state)  # host, state and request in one write
+    assert release.consumes == Request.parse("migrate:beta")
+    first = run(lab(moved, me=B))
+    assert first == [Load(WEB)]
+    second = run(lab(moved, me=B, procs=[proc()]))
+    assert second == [SetState(WEB, MIGRATED)]
+    assert not only(second, Unload)
+    kept = app(B, auto=True, state=MIGRATED)
+    assert run(lab(kept, me=B, procs=[proc()])) == []
+    # Later program failures keep the pin: restarted in place, still no failback.
+    assert run(lab(kept, me=B, procs=[exited(stop=False)]))[0] == Restart(WEB)
 
 
 def test_request_migrate_back_to_primary_is_the_way_home() -> None:
-    history = {WEB: History(last_move=EventKind.MIGRATE)}
-    out = run(lab(app(G, request="migrate:alpha"), me=G, history=history, procs=[proc()]))
+    out = run(lab(app(G, request="migrate:alpha", state=MIGRATED), me=G, procs=[proc()]))
     assert out == [Unload(WEB, "migrate to alpha"), SetState(WEB, UNLOADING)]
 
 
@@ -821,10 +846,15 @@ def test_request_migrate_to_current_host_is_ignored() -> None:
 def test_request_migrate_unhosted_loads_on_target() -> None:
     req = app(None, state=STOPPED, request="migrate:beta")
     assert run(lab(req, me=A)) == []
-    assert run(lab(req, me=B))[:3] == [
-        Claim(WEB, None, "migrate to beta (it was unloaded)"),
+    assert run(lab(req, me=B))[:2] == [
+        Claim(
+            WEB,
+            None,
+            "migrate to beta (it was unloaded)",
+            loading(EventKind.MIGRATE),
+            Request.parse("migrate:beta"),
+        ),
         Load(WEB),
-        ConsumeRequest(WEB, Request.parse("migrate:beta")),
     ]
     bad = app(None, state=STOPPED, request="migrate:delta")
     assert kinds(run(lab(bad, me=A))) == [EventKind.REQUEST_REJECTED]
@@ -846,12 +876,17 @@ def test_maintenance_host_moves_app_to_next_fit_server() -> None:
         SetState(WEB, UNLOADING),
     ]
     out = run(lab(app(A, state=UNLOADING), me=A, maintenance=[A], procs=[exited(stop=True)]))
-    assert out == [Release(WEB, B, A, text), RecordEvent(EventKind.MAINTENANCE, WEB, text)]
+    assert out == [
+        Release(WEB, B, A, text, loading(EventKind.MAINTENANCE)),
+        RecordEvent(EventKind.MAINTENANCE, WEB, text),
+    ]
 
 
 def test_maintenance_skips_servers_that_cannot_take_it() -> None:
     out = run(lab(app(A), me=A, maintenance=[A], dead=[B], procs=[exited(stop=True)]))
-    assert out[0] == Release(WEB, G, A, "alpha is in maintenance: moving to gamma")
+    assert out[0] == Release(
+        WEB, G, A, "alpha is in maintenance: moving to gamma", loading(EventKind.MAINTENANCE)
+    )
 
 
 def test_maintenance_with_nowhere_to_go_keeps_running_and_says_so() -> None:
@@ -867,7 +902,9 @@ def test_maintenance_with_nowhere_to_go_keeps_running_and_says_so() -> None:
 
 def test_maintenance_on_backup_host_moves_to_next_not_to_primary_in_maintenance() -> None:
     out = run(lab(app(B), me=B, maintenance=[A, B], procs=[exited(stop=True)]))
-    assert out[0] == Release(WEB, G, B, "beta is in maintenance: moving to gamma")
+    assert out[0] == Release(
+        WEB, G, B, "beta is in maintenance: moving to gamma", loading(EventKind.MAINTENANCE)
+    )
 
 
 # ------------------------------------------------------------------- claim 57 supervision
@@ -890,7 +927,7 @@ def test_claim57_restart_limit_hands_program_to_next_server() -> None:
     spent = exited(stop=False, restarts=(NOW - 30, NOW - 20, NOW - 10))
     text = "handoff to beta: exited; restart limit reached (3 within 900s)"
     assert run(lab(app(A), me=A, procs=[spent])) == [
-        Release(WEB, B, A, text),
+        Release(WEB, B, A, text, loading(EventKind.HANDOFF)),
         RecordEvent(EventKind.HANDOFF, WEB, text),
         Notify(EventKind.HANDOFF, WEB, text),
     ]
@@ -901,7 +938,11 @@ def test_claim57_handoff_needs_sufficient_resources() -> None:
     db = app(A, resources={"san1"})
     out = run(lab(db, me=A, published={A: {"san1"}, G: {"san1"}}, procs=[spent]))
     assert out[0] == Release(
-        WEB, G, A, "handoff to gamma: exited; restart limit reached (3 within 900s)"
+        WEB,
+        G,
+        A,
+        "handoff to gamma: exited; restart limit reached (3 within 900s)",
+        loading(EventKind.HANDOFF),
     )
 
 
@@ -933,7 +974,7 @@ def test_claim57_handoff_is_flap_damped() -> None:
 
 def test_claim57_failed_program_on_backup_goes_back_to_live_primary() -> None:
     out = run(lab(app(B), me=B, procs=[exited(stop=False)]))
-    assert out[0] == Release(WEB, A, B, "failback to alpha")
+    assert out[0] == Release(WEB, A, B, "failback to alpha", loading(EventKind.FAILBACK))
 
 
 # ----------------------------------------------------------------------------------- fencing

@@ -50,7 +50,7 @@ from ndsclust.sentinel.actions import (
 from ndsclust.sentinel.decide import decide
 from ndsclust.sentinel.detector import Liveness, isolated
 from ndsclust.sentinel.procs import ProcInfo, ProcState
-from ndsclust.sentinel.view import History, Policy, View, running, stopping
+from ndsclust.sentinel.view import History, Policy, View, histories, running, stopping
 
 A, B, G = ServerName("alpha"), ServerName("beta"), ServerName("gamma")
 ALL = (A, B, G)
@@ -115,15 +115,10 @@ class World:
         return Liveness(me=me, configured=CHANNELS, seen=seen)
 
     def history(self) -> dict[Tag, History]:
-        out: dict[Tag, History] = {}
-        for tag in self.apps:
-            mine = [(t, k) for t, _, k, tg, _ in self.events if tg == tag and k in MOVES]
-            out[tag] = History(
-                failovers=tuple(t for t, k in mine if k is EventKind.FAILOVER),
-                handoffs=tuple(t for t, k in mine if k is EventKind.HANDOFF),
-                last_move=mine[-1][1] if mine else None,
-            )
-        return out
+        # The shell's way: the audit trail's moves through the core's ``histories`` (the
+        # simulation's clock is wall and monotonic at once).
+        moves = [(tg, k.value, t) for t, _, k, tg, _ in self.events if k in MOVES]
+        return histories(moves, self.now, self.now)
 
     def view(self, me: ServerName) -> View:
         fence = isolated(self.liveness(me, FENCE), None, len(ALL))
@@ -175,18 +170,12 @@ class World:
         """Run one action as server ``me``'s shell; False on a failed compare-and-swap."""
         procs = self.procs[me]
         match action:
-            case Claim(tag, expect, _):
-                if self.apps[tag].host != expect:
-                    return False
-                self.set_app(tag, host=me)
-            case Release(tag, to, expect, _):
-                if self.apps[tag].host != expect:
-                    return False
-                self.set_app(tag, host=to)
-            case ConsumeRequest(tag, request):
-                if self.apps[tag].request != request:
-                    return False
-                self.set_app(tag, request=None)
+            case Claim(tag, expect, _, state, consumes):
+                return self.swap(tag, (expect, me), consumes, state)
+            case Release(tag, to, expect, _, state, consumes):
+                return self.swap(tag, (expect, to), consumes, state)
+            case ConsumeRequest(tag, request, state):
+                return self.swap(tag, None, request, state)
             case Load(tag):
                 old = procs.get(tag)
                 if old is not None and old.paused:
@@ -224,6 +213,29 @@ class World:
                 self.said[me][(tag, kind, text)] = self.now
             case Notify(kind, tag, _):
                 self.notes.append((me, kind, tag))
+        return True
+
+    def swap(
+        self,
+        tag: Tag,
+        host: tuple[ServerName | None, ServerName | None] | None,
+        consumes: Request | None,
+        state: StateValue | None,
+    ) -> bool:
+        """The store's one compare-and-swap modify: every part applies, or none."""
+        app = self.apps[tag]
+        if host is not None and app.host != host[0]:
+            return False
+        if consumes is not None and app.request != consumes:
+            return False
+        changes: dict[str, Any] = {}
+        if host is not None:
+            changes["host"] = host[1]
+        if consumes is not None:
+            changes["request"] = None
+        if state is not None:
+            changes["state"] = state
+        self.set_app(tag, **changes)
         return True
 
     def advance(self, me: ServerName) -> None:
