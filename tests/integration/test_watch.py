@@ -407,22 +407,24 @@ def test_stop_leaves_no_thread_behind(directory: DirectoryCluster, sub: str) -> 
 def test_stop_while_reconnecting(
     directory: DirectoryCluster, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with socket.socket() as s:  # a port where nothing listens
+    # A port bound but not listening refuses connections, and stays ours for the whole test:
+    # a port closed again could be taken by another process, whose answers are not LDAP.
+    with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         dead = f"ldap://127.0.0.1:{s.getsockname()[1]}"
-    before = set(threading.enumerate())
-    w = Watch(providers(directory, [dead]), directory.suffix)
-    with caplog.at_level(logging.WARNING, logger="ndsclust.ldapstore.watch"):
-        w.start()
-        try:
-            wait_until(
-                lambda: "event=watch_unreachable" in caplog.text,
-                5.0,
-                what="the watch to fail connecting",
-            )
-        finally:
-            began = time.monotonic()
-            w.stop()
+        before = set(threading.enumerate())
+        w = Watch(providers(directory, [dead]), directory.suffix)
+        with caplog.at_level(logging.WARNING, logger="ndsclust.ldapstore.watch"):
+            w.start()
+            try:
+                wait_until(
+                    lambda: "event=watch_unreachable" in caplog.text,
+                    5.0,
+                    what="the watch to fail connecting",
+                )
+            finally:
+                began = time.monotonic()
+                w.stop()
     assert time.monotonic() - began < 1.0
     assert set(threading.enumerate()) <= before
     assert w.get(0) is None and w.provider is None
