@@ -20,8 +20,6 @@ import pytest
 
 from ndsclust.lab.directory import DirectoryCluster, LabError, LabTimeout, wait_until
 
-pytestmark = pytest.mark.integration
-
 SCHEMA_LDIF = Path(__file__).resolve().parents[2] / "schema" / "ndsclust.ldif"
 Factory = Callable[..., DirectoryCluster]
 
