@@ -57,11 +57,11 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 import ldap3
-from ldap3.core.exceptions import LDAPException
+from ldap3.core.exceptions import LDAPBindError, LDAPException
 
 from ndsclust import pki, schema, site
 from ndsclust.errors import NdsclustError
-from ndsclust.ldapstore.connection import Credentials
+from ndsclust.ldapstore.connection import Credentials, close_socket
 from ndsclust.ldapstore.replication import Tree, search_tree
 
 T = TypeVar("T")
@@ -99,6 +99,19 @@ class LabError(NdsclustError):
 
 class LabTimeout(LabError):
     """A bounded wait of the lab ran out."""
+
+
+def bound(conn: ldap3.Connection) -> ldap3.Connection:
+    """``conn`` opened and bound (simple with its user, anonymous without); raises
+    LDAPException, with the socket closed, when it cannot be."""
+    try:
+        conn.open()
+        if not conn.bind():
+            raise LDAPBindError(f"bind not successful - {conn.result.get('description')}")
+    except BaseException:
+        close_socket(conn)
+        raise
+    return conn
 
 
 def wait_until(
@@ -320,10 +333,11 @@ class Provider:
 
     def _answers(self) -> bool:
         try:
-            conn = ldap3.Connection(
-                ldap3.Server(self.ldapi_url, connect_timeout=1, get_info=ldap3.NONE),
-                auto_bind=ldap3.AUTO_BIND_NO_TLS,
-                receive_timeout=1,
+            conn = bound(
+                ldap3.Connection(
+                    ldap3.Server(self.ldapi_url, connect_timeout=1, get_info=ldap3.NONE),
+                    receive_timeout=1,
+                )
             )
         except LDAPException:
             return False
@@ -1138,12 +1152,13 @@ class DirectoryCluster:
     @contextmanager
     def _bound(self, p: Provider) -> Iterator[Any]:
         try:
-            conn = ldap3.Connection(
-                ldap3.Server(p.ldapi_url, connect_timeout=2, get_info=ldap3.NONE),
-                user=self.admin_dn,
-                password=self._admin_password,
-                auto_bind=ldap3.AUTO_BIND_NO_TLS,
-                receive_timeout=2,
+            conn = bound(
+                ldap3.Connection(
+                    ldap3.Server(p.ldapi_url, connect_timeout=2, get_info=ldap3.NONE),
+                    user=self.admin_dn,
+                    password=self._admin_password,
+                    receive_timeout=2,
+                )
             )
         except LDAPException as e:
             raise LabError(
