@@ -201,6 +201,7 @@ def test_store_fails_over_when_the_write_provider_is_killed(
 ) -> None:
     store.add_app(web(host=A))
     assert store.provider == directory.uris[0]
+    directory.wait_converged()  # the entry must be on provider 1 before provider 0 dies
     first = directory.providers[0]
     first.kill()
     try:
