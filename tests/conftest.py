@@ -11,6 +11,7 @@ slapd processes also die with the test process if it is killed (PR_SET_PDEATHSIG
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +19,19 @@ import pytest
 from ndsclust.lab.directory import DirectoryCluster, wait_until
 
 __all__ = ["wait_until"]
+
+LAYERS = {"integration": pytest.mark.integration, "e2e": pytest.mark.e2e}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test with the layer its directory names (``tests/integration``,
+    ``tests/e2e``): the marker follows where a module lives, so a new module cannot be
+    left unmarked, and ``-m "not e2e"`` selects what it says."""
+    here = Path(__file__).parent
+    for item in items:
+        parts = item.path.relative_to(here).parts if item.path.is_relative_to(here) else ()
+        if parts and parts[0] in LAYERS:
+            item.add_marker(LAYERS[parts[0]])
 
 
 def _started(

@@ -146,18 +146,22 @@ def open_connection(
             )
         else:
             conn = ldap3.Connection(server, authentication=ldap3.ANONYMOUS, **kwargs)
-        conn.open()
-        if creds.start_tls and scheme == "ldap" and not conn.start_tls():
-            conn.unbind()
-            raise ProviderUnreachable(f"{uri}: StartTLS refused: {conn.result}", answered=True)
-        if not conn.bind():
-            result = conn.result or {}
-            conn.unbind()
-            raise ProviderUnreachable(
-                f"{uri}: bind as {creds.bind_dn or ('SASL EXTERNAL' if creds.sasl_external else 'anonymous')}"
-                f" refused: {result.get('description')} {result.get('message', '')}".rstrip(),
-                answered=bool(result),
-            )
+        try:
+            conn.open()
+            if creds.start_tls and scheme == "ldap" and not conn.start_tls():
+                conn.unbind()
+                raise ProviderUnreachable(f"{uri}: StartTLS refused: {conn.result}", answered=True)
+            if not conn.bind():
+                result = conn.result or {}
+                conn.unbind()
+                raise ProviderUnreachable(
+                    f"{uri}: bind as {creds.bind_dn or ('SASL EXTERNAL' if creds.sasl_external else 'anonymous')}"
+                    f" refused: {result.get('description')} {result.get('message', '')}".rstrip(),
+                    answered=bool(result),
+                )
+        except BaseException:
+            close_socket(conn)
+            raise
         return conn
     except LDAPException as e:
         raise ProviderUnreachable(
@@ -184,6 +188,14 @@ def connected(uri: str, creds: Credentials, *, timeout: float = 2.0) -> Iterator
             conn.unbind()
         except LDAPException:
             pass  # the connection is gone either way
+
+
+def close_socket(conn: ldap3.Connection) -> None:
+    """Close the socket of a connection that failed to open, start TLS or bind: ldap3 2.9.1
+    leaves it open (``unbind`` does nothing on a connection that never opened) until the
+    garbage collector finds it."""
+    if conn.socket is not None:
+        conn.socket.close()
 
 
 def _refusal(text: str) -> bool:

@@ -225,7 +225,7 @@ def provider_ldif(
 def ssha(password: str, salt: bytes | None = None) -> str:
     """An RFC 2307 {SSHA} hash, which slapd checks natively. The identities hashed here
     have random secrets of 16 characters and more, which no fast hash makes guessable;
-    people's passwords go through slappasswd with {ARGON2} (INSTALL.md)."""
+    people's passwords go through slappasswd with {ARGON2} (deploy/INSTALL.md)."""
     salt = os.urandom(8) if salt is None else salt
     digest = hashlib.sha1(password.encode("utf-8") + salt).digest()
     return "{SSHA}" + base64.b64encode(digest + salt).decode("ascii")

@@ -21,8 +21,6 @@ from tools.faults.checker import check_directory
 from tools.faults.harness import Faults, hold, live_copies, wait_log
 from tools.timings import read_timings
 
-pytestmark = pytest.mark.e2e
-
 NsLab = Callable[..., tuple[LabCluster, Faults]]
 A, B, C = ServerName("alpha"), ServerName("beta"), ServerName("gamma")
 PARTITION_HOLD = 8.0

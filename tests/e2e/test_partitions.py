@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from contextlib import closing
 from typing import Any
 
 from ndsclust.lab.cluster import LabCluster
@@ -183,8 +184,9 @@ def test_partition_heals_after_both_sides_claimed(nslab: NsLab) -> None:
     f.kill_sentinel(C)
     f.link_down(C)
     c.wait_running("web", A, timeout=20)
-    assert provider_store(c, A).app("web").host == A
-    assert provider_store(c, B).app("web").host == C
+    with closing(provider_store(c, A)) as a, closing(provider_store(c, B)) as b:
+        assert a.app("web").host == A
+        assert b.app("web").host == C
     f.kill_sentinel(A)
     f.link_down(A)
     f.net.link_up(C)
@@ -222,14 +224,13 @@ def test_operator_edits_on_both_sides_of_a_partition_converge(nslab: NsLab) -> N
     c, f = nslab(3)
     c.add_app("cfg", A, [B, C], host=False)
     f.partition([[B, C], [A]], nets=["dir"])
-    provider_store(c, A).replace_app_attrs(
-        "cfg", {"ndsclustAutoRecover": ["FALSE"], "description": ["set at alpha"]}
-    )
-    provider_store(c, B).replace_app_attrs(
-        "cfg", {"ndsclustResource": ["disk1"], "description": ["set at beta"]}
-    )
-    assert provider_store(c, A).app("cfg").auto_recover is False
-    assert provider_store(c, B).app("cfg").auto_recover is True
+    with closing(provider_store(c, A)) as a, closing(provider_store(c, B)) as b:
+        a.replace_app_attrs(
+            "cfg", {"ndsclustAutoRecover": ["FALSE"], "description": ["set at alpha"]}
+        )
+        b.replace_app_attrs("cfg", {"ndsclustResource": ["disk1"], "description": ["set at beta"]})
+        assert a.app("cfg").auto_recover is False
+        assert b.app("cfg").auto_recover is True
     f.heal()
     f.settle()
     dn = c.store().app_dn("cfg")
@@ -256,7 +257,8 @@ def directory_view(c: LabCluster, tag: str) -> str:
     parts = []
     for name in c.names:
         try:
-            app = provider_store(c, name).app(tag)
+            with closing(provider_store(c, name)) as s:
+                app = s.app(tag)
             parts.append(f"{name}'s provider: host={app.host} state={app.state}")
         except Exception as e:  # a failure report must not fail itself
             parts.append(f"{name}'s provider: {e}")

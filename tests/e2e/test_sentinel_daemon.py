@@ -57,6 +57,8 @@ def test_notify_readiness_and_sigterm_hands_programs_to_the_backup(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        if proc.stderr:
+            proc.stderr.close()
         notify.close()
 
 

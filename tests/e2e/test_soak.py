@@ -3,12 +3,8 @@ lab's fast timings and one sentinel stalled for well under its lease. Nothing ma
 
 from __future__ import annotations
 
-import pytest
-
 from tools import bench_soak
 from tools.timings import lab_defaults
-
-pytestmark = pytest.mark.e2e
 
 
 def test_a_short_soak_with_a_stalled_sentinel_moves_nothing() -> None:

@@ -11,8 +11,6 @@ import pytest
 from ndsclust.lab.cluster import alive
 from tools.stress import Stress
 
-pytestmark = pytest.mark.e2e
-
 
 def test_stress_starts_its_load_and_stops_all_of_it() -> None:
     lines: list[str] = []

@@ -41,8 +41,6 @@ from ndsclust.model import (
     Tag,
 )
 
-pytestmark = pytest.mark.integration
-
 A, B, C = ServerName("alpha"), ServerName("beta"), ServerName("gamma")
 PROC_TIMEOUT = 30
 

@@ -43,8 +43,6 @@ from ndsclust.ldapstore.store import Store
 from ndsclust.ldapstore.watch import RefreshDone, Watch
 from ndsclust.model import Request, RequestKind, ServerName, ServerState, StateValue, Tag
 
-pytestmark = pytest.mark.integration
-
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 SUFFIX = "dc=example,dc=com"
 BASE = f"ou=ndsclust,{SUFFIX}"

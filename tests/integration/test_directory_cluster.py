@@ -12,7 +12,8 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import ldap3
@@ -20,20 +21,23 @@ import pytest
 
 from ndsclust.lab.directory import DirectoryCluster, LabError, LabTimeout, wait_until
 
-pytestmark = pytest.mark.integration
-
 SCHEMA_LDIF = Path(__file__).resolve().parents[2] / "schema" / "ndsclust.ldif"
 Factory = Callable[..., DirectoryCluster]
 
 
-def connect(cluster: DirectoryCluster, index: int) -> ldap3.Connection:
-    return ldap3.Connection(
+@contextmanager
+def connect(cluster: DirectoryCluster, index: int) -> Iterator[ldap3.Connection]:
+    conn = ldap3.Connection(
         ldap3.Server(cluster.uris[index], connect_timeout=2, get_info=ldap3.NONE),
         cluster.admin_dn,
         cluster.admin_password,
         auto_bind=True,
         receive_timeout=5,
     )
+    try:
+        yield conn
+    finally:
+        conn.unbind()  # ldap3's own `with` leaves bound a connection that was bound on entry
 
 
 def add(
@@ -141,16 +145,19 @@ def test_write_on_provider_0_is_visible_on_provider_2(directory: DirectoryCluste
 
 def test_pulse_suffix_replicates(directory: DirectoryCluster) -> None:
     dn = f"cn={unique('server')},{directory.pulse_suffix}"
-    with ldap3.Connection(
+    conn = ldap3.Connection(
         ldap3.Server(directory.uris[1], get_info=ldap3.NONE),
         directory.pulse_admin_dn,
         directory.admin_password,
         auto_bind=True,
-    ) as conn:
+    )
+    try:
         assert conn.add(
             dn, ["ndsclustPulseEntry"], {"cn": dn[3:].split(",")[0], "ndsclustPulse": "1"}
         ), conn.result
         assert conn.modify(dn, {"ndsclustPulse": [(ldap3.MODIFY_REPLACE, ["2"])]}), conn.result
+    finally:
+        conn.unbind()  # ldap3's `with` would leave it bound, as it was on entry
     for i in (0, 2):
         wait_until(
             lambda: directory.read_tree(i, dn).get(dn.lower(), {}).get("ndsclustPulse") == ("2",),
@@ -331,7 +338,8 @@ def test_cluster_outlives_its_creator_and_stops_from_another_process(tmp_path: P
     base = tmp_path / "lab"
     proc, pids = run_starter(base, die_with_parent=False)
     try:
-        assert proc.wait(timeout=10) == 0
+        proc.communicate(timeout=10)  # waits, and closes the pipes
+        assert proc.returncode == 0
         assert all(slapd_alive(pid) for pid in pids)
         cluster = DirectoryCluster.attach(base)
         assert [p.pid for p in cluster.providers] == pids

@@ -31,8 +31,6 @@ from ndsclust.ldapstore.watch import (
     WatchEvent,
 )
 
-pytestmark = pytest.mark.integration
-
 EVENT_TIMEOUT = 10.0
 
 

@@ -173,3 +173,4 @@ def test_the_sentinel_opens_the_disk_as_configured(
         build.build_channels(cfg, parts)  # type: ignore[arg-type]
         assert (made[-1]["direct"], made[-1]["sync"]) == expected
         assert made[-1]["path"] == "/dev/sdz"
+        parts.lan.stop()  # never started: closes its wake-up socket pair
