@@ -63,27 +63,11 @@ class ScaleLab(LabCluster):
     def _start(self) -> float:
         began = time.monotonic()
         self.directory.start()
-        key = self.base_dir / "cluster.key"
-        key.write_bytes(os.urandom(32).hex().encode())
-        key.chmod(0o600)
+        self.write_cluster_key()
         self.store().ensure_base()
         ports = free_ports(["127.0.0.1"] * self.n)
         for i, name in enumerate(server_names(self.n)):
-            sdir = self.base_dir / name
-            sdir.mkdir(exist_ok=True)
-            server = LabServer(
-                name=name,
-                index=i,
-                address=self.lan_address(i, ports[i]),
-                dir=sdir,
-                config_path=sdir / "sentinel.yaml",
-                log_path=sdir / "sentinel.log",
-            )
-            self.servers[name] = server
-            server.bind_dn, password = self.directory.add_server_identity(name, (server.address,))
-            pw_file = self.password_file(server)
-            pw_file.touch(0o600)
-            pw_file.write_text(password)
+            self.add_server(i, name, ports[i])
         for server in self.servers.values():
             self.write_config(server)
         return time.monotonic() - began

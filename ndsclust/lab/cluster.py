@@ -274,6 +274,36 @@ class LabCluster:
             return f"{self.net.address(SERVER_NAMES[i], 'lan')}:{NETNS_LAN_PORT}"
         return f"127.0.1.{i + 1}:{port}"
 
+    def write_cluster_key(self) -> None:  # the heartbeat key every lab sentinel shares
+        key = self.base_dir / "cluster.key"
+        key.write_bytes(secrets.token_hex(32).encode())
+        key.chmod(0o600)
+
+    def add_server(self, index: int, name: ServerName, port: int) -> LabServer:
+        """Server ``name``: its directory, identity (an operator when in ``operator_servers``)
+        and that identity's 0600 password file."""
+        sdir = self.base_dir / name
+        sdir.mkdir(exist_ok=True)
+        server = LabServer(
+            name=name,
+            index=index,
+            address=self.lan_address(index, port),
+            dir=sdir,
+            config_path=sdir / "sentinel.yaml",
+            log_path=sdir / "sentinel.log",
+            resources=self.resources.get(name, ()),
+        )
+        self.servers[name] = server
+        server.bind_dn, password = self.directory.add_server_identity(
+            name, (server.address,), server.resources
+        )
+        if name in self.operator_servers:
+            self.directory.add_operator(server.bind_dn)
+        pw_file = self.password_file(server)
+        pw_file.touch(0o600)
+        pw_file.write_text(password)
+        return server
+
     def _start(self) -> float:
         began = time.monotonic()
         if self.net is not None:
@@ -282,36 +312,13 @@ class LabCluster:
         if self.want_witness:
             self.witness = Witness(self.net.root_address("dir") if self.net else "127.0.0.1")
         ports = free_ports(["127.0.0.1"] * self.n)
-        key = self.base_dir / "cluster.key"
-        key.write_bytes(secrets.token_hex(32).encode())
-        key.chmod(0o600)
+        self.write_cluster_key()
         pw = self.base_dir / "admin.pw"
         pw.touch(0o600)
         pw.write_text(self.directory.admin_password)
-        store = self.store()
-        store.ensure_base()
+        self.store().ensure_base()
         for i in range(self.n):
-            name = ServerName(SERVER_NAMES[i])
-            sdir = self.base_dir / name
-            sdir.mkdir(exist_ok=True)
-            server = LabServer(
-                name=name,
-                index=i,
-                address=self.lan_address(i, ports[i]),
-                dir=sdir,
-                config_path=sdir / "sentinel.yaml",
-                log_path=sdir / "sentinel.log",
-                resources=self.resources.get(name, ()),
-            )
-            self.servers[name] = server
-            server.bind_dn, password = self.directory.add_server_identity(
-                name, (server.address,), server.resources
-            )
-            if name in self.operator_servers:
-                self.directory.add_operator(server.bind_dn)
-            pw_file = self.password_file(server)
-            pw_file.touch(0o600)
-            pw_file.write_text(password)
+            self.add_server(i, ServerName(SERVER_NAMES[i]), ports[i])
         for server in self.servers.values():
             self.write_config(server)
         for server in self.servers.values():
