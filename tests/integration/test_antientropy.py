@@ -18,9 +18,18 @@ import pytest
 from ndsclust.cli import main
 from ndsclust.lab.directory import DirectoryCluster, Provider, wait_until
 from ndsclust.ldapstore.antientropy import Repairer
-from ndsclust.ldapstore.connection import Providers
+from ndsclust.ldapstore.connection import Credentials, Providers
 from ndsclust.ldapstore.store import Store
-from ndsclust.model import Server, ServerName, ServerState
+from ndsclust.model import (
+    App,
+    AppState,
+    AppType,
+    Server,
+    ServerName,
+    ServerState,
+    StateValue,
+    Tag,
+)
 from ndsclust.sentinel.antientropy import Sweeper
 
 pytestmark = pytest.mark.integration
@@ -239,3 +248,78 @@ def test_nothing_repaired_while_replication_is_cut_then_repaired_once_healed(
     finally:
         rep.close()
     wait_until(lambda: held_alike(cluster, dn), 10, what="the entry repaired once healed")
+
+
+def _app(tag: str, host: str) -> App:
+    return App(
+        tag=Tag(tag),
+        type=AppType.CAPABLE,
+        command=("/bin/sleep", "1000"),
+        primary=ServerName("alpha"),
+        backups=(ServerName("beta"),),
+        host=ServerName(host),
+        state=StateValue(AppState.RUNNING),
+    )
+
+
+def test_a_sentinel_identity_makes_the_repairs_under_the_shipped_acls(
+    lab: tuple[DirectoryCluster, Store],
+) -> None:
+    """The sweeping sentinel binds as its own server entry, not as the admin: under the
+    ACLs of ndsclust/slapd/provider.ldif.in it brings back an event another server wrote,
+    deletes an application entry only the odd provider still holds and rewrites a host; an
+    operator's attribute (a command) it may not write, and says so."""
+    cluster, store = lab
+    dn, password = cluster.add_server_identity("alpha", ("127.0.0.1:7000",))
+    me = Credentials(
+        bind_dn=dn, password=password, ca_file=cluster.ca_file, allow_plain=not cluster.tls
+    )
+    store.add_app(_app("web", "alpha"))
+    store.add_app(_app("db", "alpha"))
+    event = store.record_event("failover", server="beta", text="written by another server").dn
+    web, db, stray = store.app_dn("web"), store.app_dn("db"), store.app_dn("stray")
+    cluster.wait_converged(10)
+    offline(
+        cluster.providers[2],
+        cluster.suffix,
+        "slapmodify",
+        f"dn: {event}\nchangetype: delete\n\n"
+        f"dn: {web}\nchangetype: modify\nreplace: ndsclustHostServer\nndsclustHostServer: beta\n\n"
+        f"dn: {db}\nchangetype: modify\nreplace: ndsclustCommand\nndsclustCommand: /bin/true\n\n"
+        f"dn: {stray}\nchangetype: add\nobjectClass: top\nobjectClass: ndsclustApplication\n"
+        "ndsclustTag: stray\nndsclustType: capable\nndsclustCommand: /bin/sleep 1\n"
+        "ndsclustPrimaryServer: alpha\n",
+    )
+    cluster.wait_replicating(15)
+    cluster.wait_converged(10)
+    sentinel = Store(Providers(cluster.uris, me), cluster.suffix)
+    rep = Repairer(
+        uris=cluster.uris,
+        creds=me,
+        base=store.base,
+        suffix=cluster.suffix,
+        write=lambda: cluster.uris[0],
+        record=lambda kind, text: sentinel.record_event(kind, server="alpha", text=text),
+        look_gap=0.3,
+        recheck_after=0.3,
+    )
+    try:
+        out = rep.sweep()
+    finally:
+        rep.close()
+    by_dn = {d.repair.dn: d for d in out.done}
+    assert {k for k, d in by_dn.items() if d.ok} == {event.lower(), web.lower(), stray.lower()}
+    assert not by_dn[db.lower()].ok  # the command is the operators' (insufficient access)
+    assert [dn for dn, _ in out.still] == [db.lower()]
+    for entry in (event, web):
+        wait_until(lambda e=entry: held_alike(cluster, e), 10, what=f"{entry} alike")
+    wait_until(
+        lambda: all(stray.lower() not in cluster.read_tree(i) for i in range(3)),
+        10,
+        what="the stray application gone everywhere",
+    )
+    written = [e for e in sentinel.events() if e.kind in ("repair", "repair_failed")]
+    sentinel.close()
+    assert {e.server for e in written} == {"alpha"}
+    assert sum(e.kind == "repair" and "ok=True" in e.text for e in written) == 3
+    assert any(e.kind == "repair_failed" and db.lower() in e.text for e in written)
