@@ -1,9 +1,10 @@
 """The anti-entropy sweeper: when and by whom the providers are compared and repaired.
 
-One sentinel at a time sweeps: the one whose own provider (``directory.local_uri``) is the
-first of ``directory.uris``, the write provider whenever the cluster is whole. Every server
-carries the same list and names its own provider as ``local_uri``, so exactly one sentinel
-matches, and it needs to ask no one. A sweep repairs only while every provider answers and
+One sentinel at a time sweeps: the one beside the first provider of ``directory.uris``, the
+write provider whenever the cluster is whole (``sweeps``: the server
+``directory.provider_servers`` names for it, else the one whose ``local_uri`` it is). Every
+server carries the same list and map, so exactly one sentinel matches, and it needs to ask
+no one. A sweep repairs only while every provider answers and
 their contextCSNs agree (``ndsclust.ldapstore.antientropy``), and then that provider is where
 every sentinel's writes go or return to (docs/design.md section 2). A rule on the provider
 each sentinel happens to be writing to would not do: for a moment two sentinels may be on
@@ -198,10 +199,20 @@ class Sweeper:
             self._wake.wait(wait)
 
 
+def sweeps(cfg: Config) -> bool:
+    """Whether this server's sentinel is the one that sweeps: the server that runs the first
+    provider of ``directory.uris`` by ``directory.provider_servers`` where that names it (so
+    several sentinels that share one provider, as in a scale lab, still make one sweeper),
+    else the server whose ``local_uri`` is that provider."""
+    d = cfg.directory
+    owner = d.provider_servers.get(d.uris[0])
+    return owner == cfg.server if owner else bool(d.local_uri) and d.local_uri == d.uris[0]
+
+
 def build_sweeper(cfg: Config) -> Sweeper | None:
     """The sweeper of this server's sentinel, or None when it is not the one that sweeps."""
     d = cfg.directory
-    if not d.local_uri or d.local_uri != d.uris[0]:
+    if not sweeps(cfg):
         return None
     job = Job(tuple(d.uris), d.credentials, d.base, d.suffix, cfg.server, cfg.log_level)
     first = d.uris[0]
