@@ -7,22 +7,32 @@ entryUUID and entryCSN included, as if replicated), then runs sweeps and prints:
         differing=<n> held_kb=<one provider's digests> look_peak_kb=<heap peak of that read>
         sweep_peak_kb=<heap peak of a whole sweep> alone_rss_mb=<peak RSS of a process that
         only sweeps, twice> alone_cpu_s=<its CPU time per sweep>
+        child_rss_mb=<peak RSS of the sentinel's sweep process> child_cpu_s=<its CPU time,
+        start-up included> child_ms=<its wall time> parent_rss_mb=<the caller's RSS before
+        and after those sweeps>
+
+The ``child_*`` figures are those of the sweep as a sentinel runs it
+(``ndsclust.sentinel.sweep_child.ChildSweep``: one short-lived process per sweep).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
+import tempfile
 import time
 import tracemalloc
 import uuid
+from pathlib import Path
 
 from ndsclust.lab.directory import DirectoryCluster
 from ndsclust.ldapstore.antientropy import Repairer, read_digests
 from ndsclust.ldapstore.connection import Providers, open_connection
 from ndsclust.ldapstore.store import Store, generalized_time
+from ndsclust.sentinel.sweep_child import ChildSweep, Job
 
 
 def ldif(base: str, n: int) -> str:
@@ -73,6 +83,47 @@ def alone(cluster: DirectoryCluster, base: str) -> tuple[float, float]:
     return float(got["rss_mb"]), float(got["cpu_s"])
 
 
+# What ChildSweep starts instead of the interpreter: the sweep child, then its own peak RSS
+# and CPU time appended to the file named by BENCH_CHILD_USAGE.
+WRAPPER = """#!{python}
+import json, os, resource, runpy, sys
+try:
+    runpy.run_module("ndsclust.sentinel.sweep_child", run_name="__main__")
+except SystemExit:
+    pass
+r = resource.getrusage(resource.RUSAGE_SELF)
+with open(os.environ["BENCH_CHILD_USAGE"], "a") as f:
+    f.write(json.dumps({{"rss_mb": r.ru_maxrss / 1024, "cpu_s": r.ru_utime + r.ru_stime}}) + "\\n")
+"""
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def child_sweeps(cluster: DirectoryCluster, base: str, n: int) -> tuple[float, float, float]:
+    """Peak RSS, CPU seconds and wall milliseconds of the sentinel's sweep process (worst of
+    ``n`` sweeps)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        wrapper, usage = Path(tmp) / "python", Path(tmp) / "usage"
+        wrapper.write_text(WRAPPER.format(python=sys.executable))
+        wrapper.chmod(0o755)
+        os.environ["BENCH_CHILD_USAGE"] = str(usage)
+        job = Job(tuple(cluster.uris), cluster.admin_credentials(), base, cluster.suffix, "bench")
+        sweep = ChildSweep(job, write=lambda: cluster.uris[0], python=str(wrapper))
+        wall = 0.0
+        for _ in range(n):
+            t0 = time.monotonic()
+            out = sweep.sweep()
+            wall = max(wall, (time.monotonic() - t0) * 1000)
+            assert not out.held, out.held
+        got = [json.loads(line) for line in usage.read_text().splitlines()]
+    return max(g["rss_mb"] for g in got), max(g["cpu_s"] for g in got), wall
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--entries", type=int, default=10_000)
@@ -104,6 +155,9 @@ def main() -> None:
             write=lambda: cluster.uris[0],
             record=lambda kind, text: None,
         )
+        parent_before = rss_mb()
+        c_rss, c_cpu, c_ms = child_sweeps(cluster, store.base, args.sweeps)
+        parent_after = rss_mb()
         conn = open_connection(cluster.uris[0], cluster.admin_credentials())
         t0 = time.monotonic()
         read_digests(conn, store.base)
@@ -125,12 +179,14 @@ def main() -> None:
         tracemalloc.stop()
         rep.close()
         store.close()
-        rss_mb, cpu_s = alone(cluster, store.base)
+        alone_rss, cpu_s = alone(cluster, store.base)
         print(
             f"antientropy: entries={out.entries} providers=3 read_ms={read_ms:.0f} "
             f"sweep_ms={best:.0f} differing={len(out.differing)} held_kb={held_kb:.0f} "
             f"look_peak_kb={look_peak_kb:.0f} sweep_peak_kb={peak_kb:.0f} "
-            f"alone_rss_mb={rss_mb:.1f} alone_cpu_s={cpu_s:.2f}"
+            f"alone_rss_mb={alone_rss:.1f} alone_cpu_s={cpu_s:.2f} "
+            f"child_rss_mb={c_rss:.1f} child_cpu_s={c_cpu:.2f} child_ms={c_ms:.0f} "
+            f"parent_rss_mb={parent_before:.1f}->{parent_after:.1f}"
         )
 
 
