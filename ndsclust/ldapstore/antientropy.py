@@ -452,13 +452,15 @@ class Repairer:
                 for a in {*mine, *d.before}
                 if a not in KEEP and d.before.get(a) != mine.get(a)
             }
-            if not changed:
-                # Only missing elsewhere: replace objectClass with its own values, a change
-                # that means nothing and that a server's identity may make on any cluster
-                # entry (ndsclust/slapd/provider.ldif.in), which brings the entry back
-                # (docs/platform.md fact 34).
-                changed = {"objectclass"}
-            changes = {a: [(ldap3.MODIFY_REPLACE, list(mine.get(a, ())))] for a in changed}
+            changes: dict[str, list[tuple[Any, list[str]]]] = {
+                a: [(ldap3.MODIFY_REPLACE, list(mine.get(a, ())))] for a in changed
+            }
+            if not changes:
+                # Only missing elsewhere: delete the entry's structural class and add it
+                # again, one modify that leaves it as it was and that a server's identity
+                # may make on any cluster entry (ndsclust/slapd/provider.ldif.in); its
+                # replication brings the entry back (docs/platform.md fact 34).
+                changes = {"objectClass": _touch(mine.get("objectclass", ()))}
             ok = wconn.modify(dn, changes, controls=[_assertion(f"(entryCSN={got[1]})")])
             code = (wconn.result or {}).get("result")
             note = "" if ok else ("changed meanwhile" if code == ASSERTION_FAILED else str(code))
@@ -549,6 +551,15 @@ class Probe:
     def close(self) -> None:
         for u in list(self._conns):
             self._drop(u)
+
+
+def _touch(classes: Sequence[str]) -> list[tuple[Any, list[str]]]:
+    """The objectClass change that changes nothing: its ndsclust class out and in again."""
+    ours = [c for c in classes if c.lower().startswith("ndsclust")] or [
+        c for c in classes if c.lower() != "top"
+    ]
+    one = ours[:1] or list(classes[:1])
+    return [(ldap3.MODIFY_DELETE, one), (ldap3.MODIFY_ADD, one)]
 
 
 def _only(d: Digests | None, dns: Sequence[str]) -> Digests | None:
