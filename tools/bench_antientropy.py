@@ -9,7 +9,8 @@ entryUUID and entryCSN included, as if replicated), then runs sweeps and prints:
         only sweeps, twice> alone_cpu_s=<its CPU time per sweep>
         child_rss_mb=<peak RSS of the sentinel's sweep process> child_cpu_s=<its CPU time,
         start-up included> child_ms=<its wall time> parent_rss_mb=<the caller's RSS before
-        and after those sweeps>
+        and after those sweeps> probe_cpu_ms=<CPU of one probe of every provider>
+        probe_pct=<that every PROBE_INTERVAL, in percent of a core>
 
 The ``child_*`` figures are those of the sweep as a sentinel runs it
 (``ndsclust.sentinel.sweep_child.ChildSweep``: one short-lived process per sweep).
@@ -29,9 +30,10 @@ import uuid
 from pathlib import Path
 
 from ndsclust.lab.directory import DirectoryCluster
-from ndsclust.ldapstore.antientropy import Repairer, read_digests
+from ndsclust.ldapstore.antientropy import Probe, Repairer, read_digests
 from ndsclust.ldapstore.connection import Providers, open_connection
 from ndsclust.ldapstore.store import Store, generalized_time
+from ndsclust.sentinel.antientropy import PROBE_INTERVAL
 from ndsclust.sentinel.sweep_child import ChildSweep, Job
 
 
@@ -124,12 +126,27 @@ def child_sweeps(cluster: DirectoryCluster, base: str, n: int) -> tuple[float, f
     return max(g["rss_mb"] for g in got), max(g["cpu_s"] for g in got), wall
 
 
+def probe_cpu_ms(cluster: DirectoryCluster, rounds: int = 50) -> float:
+    """Process CPU milliseconds of one ``Probe.check`` (its connections kept, as the sweeping
+    sentinel keeps them)."""
+    probe = Probe(cluster.uris, cluster.admin_credentials(), cluster.suffix)
+    try:
+        probe.check()  # opens the connections
+        t0 = time.process_time()
+        for _ in range(rounds):
+            probe.check()
+        return (time.process_time() - t0) * 1000 / rounds
+    finally:
+        probe.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--entries", type=int, default=10_000)
     ap.add_argument("--sweeps", type=int, default=3)
+    ap.add_argument("--tls", action="store_true", help="providers over TLS, as deployed")
     args = ap.parse_args()
-    with DirectoryCluster(n=3) as cluster:
+    with DirectoryCluster(n=3, tls=args.tls) as cluster:
         cluster.wait_replicating(15)
         store = Store(Providers(cluster.uris, cluster.admin_credentials()), cluster.suffix)
         store.ensure_base()
@@ -155,6 +172,7 @@ def main() -> None:
             write=lambda: cluster.uris[0],
             record=lambda kind, text: None,
         )
+        p_ms = probe_cpu_ms(cluster)
         parent_before = rss_mb()
         c_rss, c_cpu, c_ms = child_sweeps(cluster, store.base, args.sweeps)
         parent_after = rss_mb()
@@ -186,7 +204,8 @@ def main() -> None:
             f"look_peak_kb={look_peak_kb:.0f} sweep_peak_kb={peak_kb:.0f} "
             f"alone_rss_mb={alone_rss:.1f} alone_cpu_s={cpu_s:.2f} "
             f"child_rss_mb={c_rss:.1f} child_cpu_s={c_cpu:.2f} child_ms={c_ms:.0f} "
-            f"parent_rss_mb={parent_before:.1f}->{parent_after:.1f}"
+            f"parent_rss_mb={parent_before:.1f}->{parent_after:.1f} "
+            f"probe_cpu_ms={p_ms:.2f} probe_pct={p_ms / 10 / PROBE_INTERVAL:.3f}"
         )
 
 

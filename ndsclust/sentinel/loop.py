@@ -46,7 +46,7 @@ from ndsclust.config import KILL_ALLOWANCE, Config
 from ndsclust.errors import ConfigError
 from ndsclust.ldapstore.replication import caught_up
 from ndsclust.ldapstore.store import APP_ATTRS, Store
-from ndsclust.ldapstore.watch import Changed, Deleted, RefreshDone, WatchEvent
+from ndsclust.ldapstore.watch import Changed, Deleted, Reconnected, RefreshDone, WatchEvent
 from ndsclust.model import ServerName, ServerState
 from ndsclust.sentinel.actions import Action, EventKind
 from ndsclust.sentinel.catchup import ReplicationCheck
@@ -389,7 +389,7 @@ class Sentinel:
                 )
                 if self._ready_hook:
                     self._ready_hook()
-            elif isinstance(ev, RefreshDone):  # the watch reconnected
+            elif isinstance(ev, Reconnected):
                 self._poke("provider_restart")
         channel = self.parts.directory_channel
         while (pulse := self.pulse_watch.get(0)) is not None:

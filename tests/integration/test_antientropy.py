@@ -63,14 +63,17 @@ def lab(
         store.close()
 
 
-def repairer(cluster: DirectoryCluster, store: Store) -> Repairer:
+def repairer(
+    cluster: DirectoryCluster, store: Store, creds: Credentials | None = None, server: str = "test"
+) -> Repairer:
+    """A repairer binding as ``creds`` (default the admin) that records through ``store``."""
     return Repairer(
         uris=cluster.uris,
-        creds=cluster.admin_credentials(),
+        creds=creds or cluster.admin_credentials(),
         base=store.base,
         suffix=cluster.suffix,
         write=lambda: cluster.uris[0],
-        record=lambda kind, text: store.record_event(kind, server="test", text=text),
+        record=lambda kind, text: store.record_event(kind, server=server, text=text),
         look_gap=0.3,
         recheck_after=0.3,
     )
@@ -293,16 +296,7 @@ def test_a_sentinel_identity_makes_the_repairs_under_the_shipped_acls(
     cluster.wait_replicating(15)
     cluster.wait_converged(10)
     sentinel = Store(Providers(cluster.uris, me), cluster.suffix)
-    rep = Repairer(
-        uris=cluster.uris,
-        creds=me,
-        base=store.base,
-        suffix=cluster.suffix,
-        write=lambda: cluster.uris[0],
-        record=lambda kind, text: sentinel.record_event(kind, server="alpha", text=text),
-        look_gap=0.3,
-        recheck_after=0.3,
-    )
+    rep = repairer(cluster, sentinel, me, "alpha")
     try:
         out = rep.sweep()
     finally:
@@ -318,8 +312,10 @@ def test_a_sentinel_identity_makes_the_repairs_under_the_shipped_acls(
         10,
         what="the stray application gone everywhere",
     )
-    written = [e for e in sentinel.events() if e.kind in ("repair", "repair_failed")]
-    sentinel.close()
+    try:
+        written = [e for e in sentinel.events() if e.kind in ("repair", "repair_failed")]
+    finally:
+        sentinel.close()
     assert {e.server for e in written} == {"alpha"}
     assert sum(e.kind == "repair" and "ok=True" in e.text for e in written) == 3
     assert any(e.kind == "repair_failed" and db.lower() in e.text for e in written)

@@ -495,6 +495,10 @@ def test_sentinel_makes_the_anti_entropy_repairs(dep: Deployment) -> None:
             assert conn.modify(dn, {"objectClass": touch}), (dn, conn.result)
             after = dep.read(dn)
             assert after["objectClass"] == before["objectClass"]
+        # A replace with the same values needs the whole attribute (docs/platform.md fact 34)
+        same = dep.read(app_dn("web"))["objectClass"]
+        assert not conn.modify(app_dn("web"), {"objectClass": [(ldap3.MODIFY_REPLACE, same)]})
+        assert result(conn) == INSUFFICIENT_ACCESS, conn.result
         assert conn.delete(app_dn("s-stray")), conn.result
     finally:
         conn.unbind()
