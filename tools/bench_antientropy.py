@@ -58,7 +58,7 @@ from ndsclust.ldapstore.antientropy import Repairer
 from ndsclust.ldapstore.connection import Credentials
 a = json.loads(sys.argv[1])
 rep = Repairer(uris=a["uris"], creds=Credentials(bind_dn=a["dn"], password=a["pw"],
-    allow_plain=True), base=a["base"], suffix=a["suffix"], write=lambda: a["uris"][0],
+    allow_plain=True, ca_file=a["ca"]), base=a["base"], suffix=a["suffix"], write=lambda: a["uris"][0],
     record=lambda kind, text: None)
 t0 = resource.getrusage(resource.RUSAGE_SELF)
 rep.sweep()
@@ -75,6 +75,7 @@ def alone(cluster: DirectoryCluster, base: str) -> tuple[float, float]:
         "uris": cluster.uris,
         "dn": cluster.admin_dn,
         "pw": cluster.admin_password,
+        "ca": cluster.ca_file,
         "base": base,
         "suffix": cluster.suffix,
     }

@@ -513,17 +513,27 @@ class Probe:
         self._conns: dict[str, ldap3.Connection] = {}
         self._down: set[str] = set()
 
-    def _answers(self, uri: str) -> bool:
+    def _csns(self, uri: str) -> Mapping[str, str] | None:
         try:
             c = self._conns.get(uri)
             if c is None:
                 c = self._conns[uri] = open_connection(uri, self.creds, timeout=self.timeout)
-            if read_context_csns(c, self.suffix) is not None:
-                return True
+            csns = read_context_csns(c, self.suffix)
+            if csns is not None:
+                return csns
         except (LDAPException, ProviderUnreachable, StoreError):
             pass
         self._drop(uri)
-        return False
+        return None
+
+    def _answers(self, uri: str) -> bool:
+        return self._csns(uri) is not None
+
+    def whole(self) -> str:
+        """Why a sweep would be held now ("" when every provider answers and their
+        contextCSNs agree): asked before a sweep process is started for nothing."""
+        csns = {u: self._csns(u) for u in self.uris}
+        return unreachable(csns) or lagging(csns)
 
     def _drop(self, uri: str) -> None:
         c = self._conns.pop(uri, None)

@@ -57,6 +57,8 @@ class Sweep(Protocol):
 class Prober(Protocol):
     def check(self) -> str: ...
 
+    def whole(self) -> str: ...
+
     def close(self) -> None: ...
 
 
@@ -150,11 +152,13 @@ class Sweeper:
             with self._lock:
                 self.schedule.swept("", self._clock())
             return None
+        # A sweep that would be held is not started (it is a process of its own).
+        held, failed = self._probe.whole() if self._probe is not None else "", False
         try:
-            out = self._sweep.sweep()
+            out = Outcome(held=held) if held else self._sweep.sweep()
         except Exception as e:  # a sweep never stops the sentinel (invariant 4)
             log.error("event=antientropy_error reason=%s error=%r", reason, e)
-            out = Outcome(held=f"error: {type(e).__name__}")
+            out, failed = Outcome(held=f"error: {type(e).__name__}"), True
         self.repaired += out.repaired
         log.log(
             logging.WARNING if out.done or out.still else logging.DEBUG,
@@ -168,8 +172,8 @@ class Sweeper:
             len(out.still),
             out.held,
         )
-        with self._lock:
-            self.schedule.swept(out.held, self._clock())
+        with self._lock:  # a sweep that failed is not tried again at once, only when due
+            self.schedule.swept("" if failed else out.held, self._clock())
         if self._on_outcome is not None:
             self._on_outcome(reason, out)
         return out

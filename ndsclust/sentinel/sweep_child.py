@@ -7,7 +7,8 @@ it the job (providers, identity, base, the write provider, this server's name) a
 its standard input, and reads the ``Outcome`` back as JSON from its standard output. The
 child logs its repairs to the standard error it shares with the sentinel and records their
 events itself, as this server (``repair``, ``repair_failed``), through the write provider.
-A child that does not end within ``timeout`` seconds is killed and the sweep counts as held.
+A child that does not end within ``timeout`` seconds is killed; that, or a child that fails,
+is an error the sweeper logs, and the next sweep is the next one due.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ndsclust.errors import StoreError
 from ndsclust.ldapstore.antientropy import Action, Done, Outcome, Repair, Repairer
 from ndsclust.ldapstore.connection import Credentials, Providers
 from ndsclust.ldapstore.store import Store
@@ -113,12 +115,14 @@ class ChildSweep:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.communicate()
-            return Outcome(held=f"sweep took longer than {self.timeout:.0f}s")
+            raise StoreError(f"the sweep process took longer than {self.timeout:.0f}s") from None
         finally:
             with self._lock:
                 self._proc = None
+        if self._closed:
+            return Outcome(held="stopping")
         if proc.returncode != 0:
-            return Outcome(held=f"sweep process exited {proc.returncode}")
+            raise StoreError(f"the sweep process exited {proc.returncode} (its log says why)")
         return outcome_from_json(json.loads(out))
 
     def interrupt(self) -> None:

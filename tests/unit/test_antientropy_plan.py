@@ -200,6 +200,11 @@ class FakeProbe:
     def check(self) -> str:
         return self.answers.pop(0) if self.answers else ""
 
+    def whole(self) -> str:
+        return self.held
+
+    held = ""
+
     def close(self) -> None:
         self.closed = True
 
@@ -268,3 +273,24 @@ def test_exactly_one_sentinel_sweeps() -> None:
     chosen = [n for i, n in enumerate(eight) if sweeps(_cfg(n, uris[i % 3], owners8))]
     assert chosen == ["s0"]
     assert not sweeps(_cfg("alpha", None))  # no provider of its own: never
+
+
+def test_a_sweep_the_probe_would_hold_is_not_started_and_a_failed_one_waits() -> None:
+    class Boom(FakeSweep):
+        def sweep(self) -> Outcome:
+            self.calls += 1
+            raise RuntimeError("the sweep process exited 1")
+
+    now = [0.0]
+    probe = FakeProbe([])
+    probe.held = "unreachable: ldap://b"
+    fake = Boom(Outcome())
+    s = Sweeper(fake, settle=0, retry=2, interval=100, clock=lambda: now[0], probe=probe)
+    out = s.step()
+    assert out is not None and out.held == "unreachable: ldap://b" and fake.calls == 0
+    assert s.schedule.due(2) == "start"  # held on a pending poke: tried again soon
+    probe.held = ""
+    now[0] = 2
+    out = s.step()
+    assert out is not None and out.held == "error: RuntimeError" and fake.calls == 1
+    assert s.schedule.due(4) is None and s.schedule.due(102) == "slow"
