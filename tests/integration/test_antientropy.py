@@ -168,17 +168,36 @@ def test_nothing_repaired_while_partitioned_then_repaired_once_healed(
     wait_until(lambda: held_alike(cluster, dn), 10, what="the entry repaired once healed")
 
 
+def cli_options(cluster: DirectoryCluster, tmp_path: Path) -> list[str]:
+    """The global options of ``ndsclust`` binding as the admin (an operator's rights)."""
+    pw = tmp_path / "pw"
+    pw.write_text(cluster.admin_password)
+    options = [opt for uri in cluster.uris for opt in ("--uri", uri)]
+    options += ["--allow-plain-ldap", "-D", cluster.admin_dn, "-y", str(pw)]
+    return options + ["--suffix", cluster.suffix, "--pulse-suffix", cluster.pulse_suffix]
+
+
+def test_doctor_repair_sweeps_once_and_says_what_it_did(
+    lab: tuple[DirectoryCluster, Store], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cluster, store = lab
+    changed, stray = diverge(cluster, store)
+    assert main([*cli_options(cluster, tmp_path), "doctor", "--repair", "--yes"]) == 0
+    out = capsys.readouterr().out
+    assert f"repair\t{changed.lower()}\t{cluster.uris[2]}\trewrite\tok=True" in out
+    assert f"repair\t{stray.lower()}\t{cluster.uris[2]}\tdelete\tok=True" in out
+    assert "repaired=2 still=0" in out
+    wait_until(lambda: held_alike(cluster, changed), 10, what="the entry repaired")
+    assert {e.server for e in store.events() if e.kind == "repair"} == {"cli"}
+
+
 def test_doctor_repair_reseeds_a_stopped_provider_from_the_write_provider(
     lab: tuple[DirectoryCluster, Store], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     cluster, store = lab
     changed, stray = diverge(cluster, store)
     odd = cluster.providers[2]
-    pw = tmp_path / "pw"
-    pw.write_text(cluster.admin_password)
-    options = [opt for uri in cluster.uris for opt in ("--uri", uri)]
-    options += ["--allow-plain-ldap", "-D", cluster.admin_dn, "-y", str(pw)]
-    options += ["--suffix", cluster.suffix, "--pulse-suffix", cluster.pulse_suffix]
+    options = cli_options(cluster, tmp_path)
     reseed = ["doctor", "--repair", "--yes", "--reseed", odd.url, "--slapd-conf", str(odd.conf_dir)]
     assert main([*options, *reseed]) == 1  # still running: refused
     assert "stop its slapd first" in capsys.readouterr().err
