@@ -90,6 +90,7 @@ def alone(cluster: DirectoryCluster, base: str) -> tuple[float, float]:
 # and CPU time appended to the file named by BENCH_CHILD_USAGE.
 WRAPPER = """#!{python}
 import json, os, resource, runpy, sys
+sys.argv = [sys.argv[0], sys.argv[-1]]  # as -m gives them: the parent's pid
 try:
     runpy.run_module("ndsclust.sentinel.sweep_child", run_name="__main__")
 except SystemExit:

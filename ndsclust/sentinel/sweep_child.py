@@ -13,9 +13,12 @@ is an error the sweeper logs, and the next sweep is the next one due.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import json
 import logging
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -31,6 +34,7 @@ from ndsclust.ldapstore.store import Store
 log = logging.getLogger("ndsclust.antientropy")
 
 CHILD_TIMEOUT = 300.0
+PR_SET_PDEATHSIG = 1
 LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"  # as ndsclust/sentinel/daemon.py
 
 
@@ -104,11 +108,12 @@ class ChildSweep:
         with self._lock:
             if self._closed:
                 return Outcome(held="stopping")
+            # In the sentinel's process group, so that what stops the group stops it too;
+            # it dies with the sentinel's thread that started it (``main``).
             self._proc = proc = subprocess.Popen(
-                [self.python, "-m", "ndsclust.sentinel.sweep_child"],
+                [self.python, "-m", "ndsclust.sentinel.sweep_child", str(os.getpid())],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
-                start_new_session=True,  # a signal to the sentinel's group is not its own
             )
         try:
             out, _ = proc.communicate(json.dumps(request).encode(), timeout=self.timeout)
@@ -162,7 +167,17 @@ def run_job(request: dict[str, Any]) -> Outcome:
         store.close()
 
 
+def die_with_parent(parent: int) -> bool:
+    """SIGKILL this process when the thread that started it ends (a sentinel SIGKILLed in
+    the middle of a sweep leaves no sweep behind); False when the parent is gone already."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    return os.getppid() == parent
+
+
 def main() -> int:
+    if len(sys.argv) > 1 and not die_with_parent(int(sys.argv[1])):
+        return 1
     request = json.loads(sys.stdin.read())
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
