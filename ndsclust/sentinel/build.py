@@ -18,6 +18,7 @@ from ndsclust.ldapstore.connection import Providers
 from ndsclust.ldapstore.store import APP_ATTRS, DEFAULT_OP_DEADLINE, Store
 from ndsclust.ldapstore.watch import Watch
 from ndsclust.sentinel.actions import FAILURE_MOVES
+from ndsclust.sentinel.antientropy import Sweeper, build_sweeper
 from ndsclust.sentinel.channels import Channel
 from ndsclust.sentinel.channels.directory import DirectoryChannel
 from ndsclust.sentinel.channels.disk import DiskChannel
@@ -53,6 +54,7 @@ class Parts:
     directory_channel: DirectoryChannel | None = None
     witness: WitnessChannel | None = None
     pulse_store: Store | None = None  # the pulse writer's own connection
+    sweeper: Sweeper | None = None  # anti-entropy, on the one sentinel that sweeps
 
 
 def build_channels(cfg: Config, parts: Parts) -> None:
@@ -145,6 +147,7 @@ def build_parts(cfg: Config) -> Parts:
         control=control,
     )
     build_channels(cfg, parts)
+    parts.sweeper = build_sweeper(cfg)
     if parts.directory_channel is not None:
         parts.pulse_store = store_for(Providers(d.uris, d.credentials, timeout=1.0), 2.0)
     return parts

@@ -46,7 +46,7 @@ from ndsclust.config import KILL_ALLOWANCE, Config
 from ndsclust.errors import ConfigError
 from ndsclust.ldapstore.replication import caught_up
 from ndsclust.ldapstore.store import APP_ATTRS, Store
-from ndsclust.ldapstore.watch import Changed, Deleted, RefreshDone, WatchEvent
+from ndsclust.ldapstore.watch import Changed, Deleted, Reconnected, RefreshDone, WatchEvent
 from ndsclust.model import ServerName, ServerState
 from ndsclust.sentinel.actions import Action, EventKind
 from ndsclust.sentinel.catchup import ReplicationCheck
@@ -275,6 +275,8 @@ class Sentinel:
                 "pulse", lambda: write_pulses(self.me, store, channel, dc.interval, self._stop)
             )
         self._spawn("replication", self.replication.run)
+        if self.parts.sweeper is not None:
+            self.parts.sweeper.start()
         leave_deadline: float | None = None
         try:
             while True:
@@ -336,6 +338,8 @@ class Sentinel:
         return not any(a.host == self.me for a in snap.apps.values()) or not self._refreshed
 
     def _shutdown(self) -> None:
+        if self.parts.sweeper is not None:
+            self.parts.sweeper.stop()
         self.programs.close()
         if self.control:
             self.control.stop()
@@ -385,6 +389,8 @@ class Sentinel:
                 )
                 if self._ready_hook:
                     self._ready_hook()
+            elif isinstance(ev, Reconnected):
+                self._poke("provider_restart")
         channel = self.parts.directory_channel
         while (pulse := self.pulse_watch.get(0)) is not None:
             if isinstance(pulse, Changed) and channel is not None:
@@ -543,6 +549,7 @@ class Sentinel:
                     else "its server is heard again"
                 ),
             )
+            self._poke("provider_restart")
 
     def _ask_rejoin(self, why: str) -> None:
         """From the keeper: have the loop rejoin before its next decision."""
@@ -553,8 +560,13 @@ class Sentinel:
         self._last_key = None
         self.rejoin.begin(now, why)
 
+    def _poke(self, why: str) -> None:  # anti-entropy: sweep soon (sentinel/antientropy.py)
+        if self.parts.sweeper is not None:
+            self.parts.sweeper.poke(why)
+
     def _rejoined(self) -> None:
         self._last_key = None
+        self._poke("heal")
         log_event(
             logging.INFO,
             "rejoined",
