@@ -1,0 +1,210 @@
+"""Fencing other servers before a takeover (issue: fence the other server).
+
+The lab's servers are network namespaces (``tools/netns.py``); every server's configuration
+names, for each other server, fence devices run by ``tests/e2e/agents/fence_netns``, a
+test agent by the fence-agents convention that "powers off" a namespace: it SIGKILLs every
+process in it and takes its links down, and logs each call. A host frozen as a whole
+(every process in its namespace SIGSTOPped, its lease guard included, so nothing on it can
+act) is the failure no lease and no self-fencing covers: only a fence makes a takeover safe.
+Every ledger is checked for overlapping lives after each test, whatever it asserted.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ndsclust.lab.cluster import LabCluster, LabServer
+from ndsclust.lab.directory import wait_until
+from ndsclust.ledger import double_runs, lives
+from ndsclust.model import AppState, ServerName
+from tools.faults.harness import Faults, lab_options
+from tools.netns import NetLab, cleanup_stale
+
+A, B, C = ServerName("alpha"), ServerName("beta"), ServerName("gamma")
+AGENT = Path(__file__).resolve().parent / "agents" / "fence_netns"
+Levels = Callable[[LabCluster, ServerName], list[dict[str, Any]]]
+
+
+class FencedLab(LabCluster):
+    """A lab whose sentinels carry a ``fencing`` section: ``levels(lab, server)`` gives
+    the fence devices of each server."""
+
+    def __init__(self, n: int, *, levels: Levels, **options: Any) -> None:
+        super().__init__(n, **options)
+        self.levels = levels
+
+    def sentinel_config(self, server: LabServer) -> dict[str, Any]:
+        cfg = super().sentinel_config(server)
+        cfg["fencing"] = {
+            "retry_min": 0.5,
+            "retry_max": 2.0,
+            "servers": {s: self.levels(self, s) for s in self.names if s != server.name},
+        }
+        return cfg
+
+    def agent_log(self) -> list[dict[str, str]]:
+        """Every call of the test agent: its fields, ``at`` its monotonic time."""
+        try:
+            lines = (self.base_dir / "fence-calls.log").read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        out = []
+        for line in lines:
+            at, *rest = line.split()
+            out.append({"at": at, **dict(w.split("=", 1) for w in rest)})
+        return out
+
+
+def device(lab: LabCluster, server: ServerName, *, fail: Path | None = None) -> dict[str, Any]:
+    assert isinstance(lab.net, NetLab)
+    options = {"netns": lab.net.namespace(server), "log": str(lab.base_dir / "fence-calls.log")}
+    if fail is not None:
+        options["fail_file"] = str(fail)
+    return {"agent": str(AGENT), "timeout": 20, "options": options}
+
+
+@pytest.fixture
+def fenced(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., tuple[FencedLab, Faults]]]:
+    """``fenced(levels)``: a started three-server FencedLab of namespaces; stopped after the
+    test, its ledger checked for double runs (invariant 1), frozen processes let go."""
+    cleanup_stale()
+    made: list[tuple[FencedLab, Faults]] = []
+
+    def make(levels: Levels) -> tuple[FencedLab, Faults]:
+        c = FencedLab(3, levels=levels, base_dir=tmp_path_factory.mktemp("lab"), **lab_options())
+        f = Faults(c)
+        made.append((c, f))
+        c.start()
+        return c, f
+
+    yield make
+    failed = request.node.rep_call.failed if hasattr(request.node, "rep_call") else False
+    try:
+        for c, _ in made:
+            if failed:
+                for name in c.servers:
+                    print(f"--- sentinel log of {name} ---\n{c.log_tail(name, 80)}")
+            found = double_runs(lives(c.ledger_lines()))
+            assert not found, f"double runs in the ledger: {found}"
+    finally:
+        for c, f in made:
+            thaw(c, A)
+            f.release()
+            c.stop()
+
+
+def namespace_pids(c: LabCluster, server: ServerName) -> list[int]:
+    assert isinstance(c.net, NetLab)
+    done = subprocess.run(
+        ["ip", "netns", "pids", c.net.namespace(server)],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
+    return [int(p) for p in done.stdout.split() if p.isdigit()]
+
+
+def freeze(c: LabCluster, server: ServerName) -> float:
+    """SIGSTOP every process in the server's namespace: sentinel, lease guard, programs,
+    slapd. Returns the monotonic time it was done."""
+    for pid in namespace_pids(c, server):
+        try:
+            os.kill(pid, signal.SIGSTOP)
+        except ProcessLookupError:
+            pass
+    return time.monotonic()
+
+
+def thaw(c: LabCluster, server: ServerName) -> None:
+    for pid in namespace_pids(c, server):
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+
+
+def offs(c: FencedLab, server: ServerName) -> list[dict[str, str]]:
+    assert isinstance(c.net, NetLab)
+    ns = c.net.namespace(server)
+    return [x for x in c.agent_log() if x["action"] in ("off", "reboot") and x["netns"] == ns]
+
+
+def events(c: LabCluster, kind: str) -> list[str]:
+    return [e.text for e in c.store().events() if e.kind == kind]
+
+
+def test_frozen_host_is_fenced_and_its_application_runs_on_the_backup(fenced: Any) -> None:
+    c, _ = fenced(lambda lab, s: [device(lab, s)])
+    c.add_app("web", A, [B, C])
+    c.wait_running("web", A)
+    frozen = freeze(c, A)
+    c.wait_running("web", B, timeout=60)
+    calls = offs(c, A)
+    assert calls and all(x["code"] == "0" for x in calls), calls
+    started = c.first_start_after("web", frozen, server=B)
+    assert started is not None
+    # The program started on beta only after the agent had powered alpha off ...
+    assert started > float(calls[0]["at"])
+    # ... and nothing of alpha is left: its frozen copy did not live to run again.
+    assert namespace_pids(c, A) == []
+    assert not double_runs(lives(c.ledger_lines()))
+    wait_until(lambda: events(c, "fence"), timeout=20, what="a fence event")
+    assert "fence_netns" in events(c, "fence")[0]
+
+
+def test_failing_first_level_falls_through_to_the_second(fenced: Any, tmp_path: Path) -> None:
+    broken = tmp_path / "pdu-down"
+    broken.write_text("PDU 192.0.2.9 does not answer")
+    c, _ = fenced(lambda lab, s: [device(lab, s, fail=broken), device(lab, s)])
+    c.add_app("web", A, [B, C])
+    c.wait_running("web", A)
+    freeze(c, A)
+    c.wait_running("web", B, timeout=60)
+    codes = [x["code"] for x in offs(c, A)]
+    assert codes[:2] == ["1", "0"], codes
+    wait_until(lambda: events(c, "fence"), timeout=20, what="a fence event")
+    text = events(c, "fence")[0]
+    assert "level 1 fence_netns action=off: exit 1: simulated failure: PDU 192.0.2.9" in text
+    assert "level 2 fence_netns action=off: exit 0" in text
+
+
+def test_every_level_failing_leaves_it_stopped_until_a_fence_succeeds(
+    fenced: Any, tmp_path: Path
+) -> None:
+    broken = [tmp_path / "ipmi-down", tmp_path / "pdu-down"]
+    for i, f in enumerate(broken):
+        f.write_text(f"device {i + 1} unreachable")
+    c, _ = fenced(lambda lab, s: [device(lab, s, fail=broken[0]), device(lab, s, fail=broken[1])])
+    c.add_app("web", A, [B, C])
+    c.wait_running("web", A)
+    frozen = freeze(c, A)
+
+    def fence_failed_state() -> bool:
+        state = c.app("web").state
+        return state.state is AppState.FAILED and "fence_netns" in state.reason
+
+    wait_until(fence_failed_state, timeout=60, what="web failed naming the fence agent")
+    reason = c.app("web").state.reason
+    assert "device 1 unreachable" in reason and "device 2 unreachable" in reason, reason
+    assert c.app("web").host == B
+    wait_until(lambda: events(c, "fence_failed"), timeout=20, what="a fence_failed event")
+    assert "fencing alpha failed" in events(c, "fence_failed")[0]
+    # Retried with a backoff, and nothing started meanwhile.
+    wait_until(lambda: len(offs(c, A)) >= 4, timeout=30, what="a second attempt")
+    assert c.first_start_after("web", frozen) is None
+    broken[1].unlink()  # the second device answers again
+    c.wait_running("web", B, timeout=60)
+    assert namespace_pids(c, A) == []
+    started = c.first_start_after("web", frozen, server=B)
+    assert started is not None and started > float(offs(c, A)[-1]["at"])
