@@ -196,9 +196,10 @@ def attempt(
     *,
     wall: Callable[[], float] = time.time,
     run: AgentRun | None = None,
-) -> plan.Outcome:
+) -> plan.Outcome | None:
     """Take the lock on ``server``'s record (as read in ``found``), run its levels, write
-    the outcome. SwapConflict when another server took the lock first."""
+    the outcome. SwapConflict when another server took the lock first; None when the
+    record changed while the agents ran (the outcome was not written)."""
     base = found.state or FenceState(Phase.OWED, by, wall())
     locked = book.write(server, found, base.moved(Phase.FENCING, by, wall()), None)
     assert locked.state is not None
@@ -213,8 +214,10 @@ def attempt(
         book.write(server, locked, final, done.text)
     except SwapConflict:
         # The record changed under the lock: the fenced server came back and cleared it
-        # (plan.back_from_start), or an operator confirmed it off. Its word stands.
+        # (plan.back_from_start), or an operator confirmed it off. Its word stands, and
+        # this attempt's outcome is no longer news.
         log_event(logging.INFO, "fence_record_changed", server=by, target=server)
+        return None
     return done
 
 
@@ -377,6 +380,8 @@ class Gate:
         finally:
             with self._lock:
                 self._running.discard(peer)
+        if done is None:
+            return
         kind = EventKind.FENCE if done.confirmed else EventKind.FENCE_FAILED
         with self._lock:
             if done.confirmed:

@@ -11,9 +11,11 @@ Every ledger is checked for overlapping lives after each test, whatever it asser
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -208,3 +210,47 @@ def test_every_level_failing_leaves_it_stopped_until_a_fence_succeeds(
     assert namespace_pids(c, A) == []
     started = c.first_start_after("web", frozen, server=B)
     assert started is not None and started > float(offs(c, A)[-1]["at"])
+
+
+def ndsclust(c: LabCluster, server: ServerName, *argv: str) -> subprocess.CompletedProcess[str]:
+    """The command line, in the root namespace, with ``server``'s sentinel configuration
+    (its directory identity, its fencing section)."""
+    cfg = c.servers[server].config_path
+    return subprocess.run(
+        [sys.executable, "-m", "ndsclust", "--config", str(cfg), *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_operators_confirm_a_server_off_or_fence_one_by_hand(fenced: Any, tmp_path: Path) -> None:
+    """alpha's only device fails: web waits on beta. The operator powers alpha off himself
+    and swears to it (--confirm-off): web starts. Then gamma is fenced by hand through its
+    device. Both are audited."""
+    broken = tmp_path / "ilo-down"
+    broken.write_text("iLO of alpha unreachable")
+    c, f = fenced(lambda lab, s: [device(lab, s, fail=broken if s == A else None)])
+    c.add_app("web", A, [B, C])
+    c.wait_running("web", A)
+    frozen = freeze(c, A)
+    wait_until(lambda: c.app("web").state.state is AppState.FAILED, timeout=60, what="web failed")
+    refused = ndsclust(c, B, "fence", "--confirm-off", "alpha")
+    assert refused.returncode == 1 and "not a terminal: give --yes" in refused.stderr
+    assert c.first_start_after("web", frozen) is None
+    f.server_down(A)  # the operator pulls alpha's power cords
+    done = ndsclust(c, B, "fence", "--confirm-off", "alpha", "--yes")
+    assert done.returncode == 0, done.stderr
+    c.wait_running("web", B, timeout=60)
+    assert "confirmed off by operator:" in done.stdout
+    listed = ndsclust(c, B, "fence", "--list", "--json")
+    records = {r["server"]: r for r in json.loads(listed.stdout)}
+    assert records["alpha"]["phase"] == "confirmed"
+    manual = ndsclust(c, B, "fence", "gamma", "--yes")
+    assert manual.returncode == 0, manual.stderr
+    assert "gamma fenced by fence_netns" in manual.stdout
+    assert namespace_pids(c, C) == []
+    texts = events(c, "fence")
+    assert any("alpha confirmed off by operator:" in t for t in texts)
+    assert any("gamma fenced by fence_netns" in t and "by=" in t for t in texts)
