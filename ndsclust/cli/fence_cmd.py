@@ -18,12 +18,14 @@ import time
 from typing import Any
 
 from ndsclust.cli import common
+from ndsclust.doctor.fencing import check_fencing
+from ndsclust.doctor.findings import Finding
 from ndsclust.errors import ConfigError, SwapConflict
-from ndsclust.fencing import plan
+from ndsclust.fencing import agent, plan
 from ndsclust.fencing.config import Device
 from ndsclust.fencing.fencer import Book, Found, attempt
 from ndsclust.fencing.record import FenceState, Phase
-from ndsclust.model import check_server_name
+from ndsclust.model import ServerName, check_server_name
 
 COLUMNS = ("server", "phase", "by", "at", "attempts", "text")
 
@@ -159,3 +161,21 @@ def _list(args: argparse.Namespace) -> int:
     else:
         common.print_rows("fence records", COLUMNS, rows)
     return 0
+
+
+def doctor_findings(args: argparse.Namespace) -> list[Finding]:
+    """What ``doctor`` reports of fencing: every configured device asked ``monitor``, every
+    fence record read (``ndsclust.doctor.fencing``)."""
+    cfg = common.load_config(args)
+    fencing = cfg.fencing if cfg is not None else None
+    monitors: dict[tuple[ServerName, int], agent.Result] = {}
+    for server, levels in (fencing.servers if fencing else {}).items():
+        for i, d in enumerate(levels):
+            monitors[(server, i + 1)] = agent.run(d.agent, "monitor", d.stdin_options(), d.timeout)
+    st = common.store(args)
+    try:
+        records = {name: f.state for name, f in Book(st).all().items()}
+        servers, _ = st.servers()
+    finally:
+        st.close()
+    return check_fencing(fencing, monitors, records, servers, cfg.server if cfg else None)

@@ -236,6 +236,14 @@ def test_operators_confirm_a_server_off_or_fence_one_by_hand(fenced: Any, tmp_pa
     c.wait_running("web", A)
     frozen = freeze(c, A)
     wait_until(lambda: c.app("web").state.state is AppState.FAILED, timeout=60, what="web failed")
+    doctor = ndsclust(c, B, "doctor", "--json")
+    assert doctor.returncode == 1, doctor.stderr  # a fence device fails: a problem
+    found = {
+        (f["subject"], f["level"])
+        for f in json.loads(doctor.stdout)["findings"]
+        if f["check"] == "fencing"
+    }
+    assert {("alpha level 1", "problem"), ("gamma level 1", "ok")} <= found, found
     refused = ndsclust(c, B, "fence", "--confirm-off", "alpha")
     assert refused.returncode == 1 and "not a terminal: give --yes" in refused.stderr
     assert c.first_start_after("web", frozen) is None

@@ -548,3 +548,34 @@ def test_a_server_without_devices_waits_for_the_operator_when_fencing_is_require
     found = book.read(A)
     book.write(A, found, FenceState(Phase.CONFIRMED, "operator:cli", 5.0, via="confirm-off"))
     g.before_start(APP)
+
+
+# -- doctor ------------------------------------------------------------------------------------
+
+
+def test_doctor_reports_each_devices_health_and_the_records_that_hold_takeovers() -> None:
+    from ndsclust.doctor.fencing import check_fencing
+    from ndsclust.doctor.findings import Level
+
+    monitors = {
+        (A, 1): result("fence_ipmilan", 1, "connection timed out"),
+        (A, 2): result("fence_apc", 0),
+    }
+    records = {
+        "alpha": FenceState(Phase.FAILED, B, 5.0, attempts=3),
+        "gamma": FenceState(Phase.CONFIRMED, B, 5.0, 1, "fence_apc"),
+        "delta": None,
+    }
+    settings = fconfig.Fencing({A: ()}, required=True)
+    got = [(f.level, f.subject) for f in check_fencing(settings, monitors, records, [A, B, C], B)]
+    assert got == [
+        (Level.PROBLEM, "alpha level 1"),
+        (Level.OK, "alpha level 2"),
+        (Level.WARNING, "alpha"),  # required, and no levels configured in this settings
+        (Level.WARNING, "gamma"),
+        (Level.PROBLEM, "alpha"),
+        (Level.PROBLEM, "delta"),
+    ]
+    [failed] = [f for f in check_fencing(None, monitors, records, [], None) if f.subject == "alpha"]
+    assert "a fence is failed (by beta, 3 attempt(s))" in failed.message
+    assert "ndsclust fence --confirm-off alpha" in failed.fix
