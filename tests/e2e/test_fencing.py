@@ -1,7 +1,7 @@
 """Fencing other servers before a takeover (issue: fence the other server).
 
 The lab's servers are network namespaces (``tools/netns.py``); every server's configuration
-names, for each other server, fence devices run by ``tests/e2e/agents/fence_netns``, a
+names, for each other server, fence devices run by ``tools/fence_netns``, a
 test agent by the fence-agents convention that "powers off" a namespace: it SIGKILLs every
 process in it and takes its links down, and logs each call. A host frozen as a whole
 (every process in its namespace SIGSTOPped, its lease guard included, so nothing on it can
@@ -31,7 +31,7 @@ from tools.faults.harness import Faults
 from tools.netns import NetLab
 
 A, B, C = ServerName("alpha"), ServerName("beta"), ServerName("gamma")
-AGENT = Path(__file__).resolve().parent / "agents" / "fence_netns"
+AGENT = Path(__file__).resolve().parents[2] / "tools" / "fence_netns"
 Levels = Callable[[LabCluster, ServerName], list[dict[str, Any]]]
 NsLab = Callable[..., tuple[LabCluster, Faults]]
 
