@@ -50,6 +50,8 @@ class EventKind(StrEnum):
     ERROR = "error"  # the entry contradicts itself
     FENCED = "fenced"  # this server is cut off and stops everything
     REJOIN = "rejoin"  # back from a stall or fencing: the sync barrier
+    FENCE = "fence"  # another server was fenced by its agent, or confirmed off
+    FENCE_FAILED = "fence_failed"  # every fence level failed: nothing starts; retried
 
 
 # Kinds worth an operator's attention beyond the audit trail (FIG. 7A process 810 notifies
@@ -68,6 +70,8 @@ NOTIFY_KINDS: frozenset[EventKind] = frozenset(
         EventKind.REQUEST_REJECTED,
         EventKind.ERROR,
         EventKind.FENCED,
+        EventKind.FENCE,
+        EventKind.FENCE_FAILED,
     }
 )
 

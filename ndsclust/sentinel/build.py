@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ndsclust.config import Config
+from ndsclust.fencing.fencer import Gate
 from ndsclust.ldapstore.cache import ClusterCache
 from ndsclust.ldapstore.connection import Providers
 from ndsclust.ldapstore.store import APP_ATTRS, DEFAULT_OP_DEADLINE, Store
@@ -160,4 +161,16 @@ def build_sentinel(
     ready: Callable[[], None] | None = None,
 ) -> Sentinel:
     """One server's sentinel, ready to ``run()``."""
-    return Sentinel(build_parts(cfg), clock=clock, ready=ready)
+    parts = build_parts(cfg)
+    sentinel = Sentinel(parts, clock=clock, ready=ready)
+    if cfg.fencing is not None:
+        # Fence other servers before a takeover starts anything (docs/design.md section 4).
+        fence_store = parts.store_for()
+        sentinel.executor.fence_gate = Gate(
+            cfg.server,
+            cfg.fencing,
+            store=lambda: fence_store,
+            heard_now=sentinel.executor.heard_now,
+            records=sentinel.recorder,
+        )
+    return sentinel

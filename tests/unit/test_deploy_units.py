@@ -54,6 +54,10 @@ def example_with_files(tmp_path: Path) -> dict[str, Any]:
     (tmp_path / "cluster.key").write_text("k" * 44)
     data["directory"]["password_file"] = str(tmp_path / "directory.pw")
     data["channels"]["lan"]["key_file"] = str(tmp_path / "cluster.key")
+    (tmp_path / "fence.pw").write_text("a-fence-password")
+    for levels in data["fencing"]["servers"].values():
+        for device in levels:
+            device["password_file"] = str(tmp_path / "fence.pw")
     return data
 
 
@@ -101,6 +105,7 @@ SECTIONS = [
     ("notify",),
     ("events",),
     ("log",),
+    ("fencing",),
 ]
 
 
