@@ -50,6 +50,10 @@ class EventKind(StrEnum):
     ERROR = "error"  # the entry contradicts itself
     FENCED = "fenced"  # this server is cut off and stops everything
     REJOIN = "rejoin"  # back from a stall or fencing: the sync barrier
+    CLEANUP = "cleanup"  # an operator cleared the failure counts (ndsclust cleanup)
+    FAILBACK_HELD = "failback_held"  # the primary is back but the application stays
+    REPLICATION_PENDING = "replication_pending"  # FIG. 6 step 614: starts wait for it
+    INVALID_ENTRY = "invalid_entry"  # an entry every sentinel ignores until it is fixed
 
 
 # Kinds worth an operator's attention beyond the audit trail (FIG. 7A process 810 notifies
@@ -68,12 +72,13 @@ NOTIFY_KINDS: frozenset[EventKind] = frozenset(
         EventKind.REQUEST_REJECTED,
         EventKind.ERROR,
         EventKind.FENCED,
+        EventKind.FAILBACK_HELD,
+        EventKind.INVALID_ENTRY,
     }
 )
 
-# Events of a change of host. ``History`` (flap damping, the failback hold) is built from
-# the ones that happened because something failed; why an application is where it is now
-# is kept on its entry (``placed_by``), never read back from the audit trail.
+# Events of a change of host. Why an application is where it is now is kept on its entry
+# (``placed_by``), never read back from the audit trail.
 MOVES: frozenset[EventKind] = frozenset(
     {
         EventKind.FAILOVER,
@@ -85,7 +90,11 @@ MOVES: frozenset[EventKind] = frozenset(
         EventKind.UNLOAD,
     }
 )
-FAILURE_MOVES: frozenset[EventKind] = frozenset({EventKind.FAILOVER, EventKind.HANDOFF})
+# The audit-trail events ``History`` is built from: a hand-off is a real failure (the
+# program kept exiting, or could not start, on the server that handed it off), a cleanup
+# forgets every failure before it. Nothing else counts: a failover from a dead host, a
+# migrate, a maintenance move, a failback or a graceful stop is no failure of the program.
+COUNTED: frozenset[EventKind] = frozenset({EventKind.HANDOFF, EventKind.CLEANUP})
 
 
 # Moves after which the application stays where it was put: no automatic failback.

@@ -54,6 +54,7 @@ def example_with_files(tmp_path: Path) -> dict[str, Any]:
     (tmp_path / "cluster.key").write_text("k" * 44)
     data["directory"]["password_file"] = str(tmp_path / "directory.pw")
     data["channels"]["lan"]["key_file"] = str(tmp_path / "cluster.key")
+    data["programs"]["cwd"] = str(tmp_path)  # the guide creates it; the loader checks it
     return data
 
 
