@@ -21,10 +21,11 @@ the shell can drop the rest of one application's actions when a compare-and-swap
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from ndsclust.model import AppState, Request, ServerName, StateValue, Tag
+from ndsclust.model import AppState, Request, ServerName, StateValue, Tag, check_server_name
 
 
 class EventKind(StrEnum):
@@ -112,14 +113,41 @@ def placed(state: AppState, kind: EventKind | None) -> StateValue:
 
 
 def placed_by(state: StateValue) -> EventKind | None:
-    """The move that put the application on its host, as its state says (``placed``)."""
+    """The move that put the application on its host, as its state says (``placed``,
+    ``handed_off``)."""
     if state.state not in PLACED_STATES or not state.reason:
         return None
     try:
-        kind = EventKind(state.reason)
+        kind = EventKind(state.reason.partition(":")[0])
     except ValueError:
         return None
     return kind if kind in MOVES else None
+
+
+def handed_off(failed: Iterable[ServerName]) -> StateValue:
+    """``loading(handoff: alpha beta)``: the state a hand-off writes with its swap, naming
+    the servers where the program kept failing, so the next host knows them at once (the
+    hand-off events that say the same may arrive after it must decide where to go next)."""
+    return StateValue(AppState.LOADING, f"{EventKind.HANDOFF.value}: {' '.join(failed)}")
+
+
+def handed_off_from(state: StateValue) -> tuple[ServerName, ...]:
+    """The servers a ``handed_off`` state names (none for any other state)."""
+    kind, _, rest = state.reason.partition(":")
+    if state.state is not AppState.LOADING or kind != EventKind.HANDOFF.value:
+        return ()
+    out = []
+    for name in rest.split():
+        try:
+            out.append(check_server_name(name))
+        except ValueError:
+            continue
+    return tuple(out)
+
+
+# ``running(failback held: ...)``: a backup keeps it because the program kept failing on
+# the primary (``failback.as_backup``); the state itself names the primary as failed.
+FAILBACK_HELD_REASON = "failback held"
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from ndsclust.model import App, AppState, AppType, StateValue
 from ndsclust.sentinel.actions import (
+    FAILBACK_HELD_REASON,
     PINNING,
     Action,
     EventKind,
@@ -88,12 +89,12 @@ def as_backup(vp: Viewpoint, app: App) -> Move | Stay:
         return Stay(RUNNING)
     if not app.auto_recover:
         return Stay(AWAITING, EventKind.AWAITING_FAILBACK, awaiting_text(app))
-    if primary in vp.failed_on(app.tag):
+    if primary in vp.failed_on(app):
         # Claim 58 fails back once the failure is corrected; a program that kept failing on
         # the primary is not sent straight back to fail again.
         held = StateValue(
             AppState.RUNNING,
-            f"failback held: the program kept failing on {primary} within "
+            f"{FAILBACK_HELD_REASON}: the program kept failing on {primary} within "
             f"{vp.policy.flap_window:g}s; fails back when that expires or after: "
             f"ndsclust cleanup {app.tag}",
         )

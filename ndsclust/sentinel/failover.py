@@ -39,6 +39,7 @@ from ndsclust.sentinel.actions import (
     Release,
     Restart,
     announce,
+    handed_off,
     placed,
 )
 from ndsclust.sentinel.procs import ProcInfo
@@ -158,12 +159,14 @@ def supervise(vp: Viewpoint, app: App, proc: ProcInfo) -> list[Action]:
         if proc.refused:
             return vp.set_state(app, StateValue(AppState.ERROR, reason), EventKind.ERROR)
         return vp.set_state(app, failed(reason), EventKind.FAILED)
-    if vp.flapping(app.tag):
+    if vp.flapping(app):
         return vp.set_state(app, failed(vp.flap_reason(app.tag, vp.me)), EventKind.FLAP_DAMPED)
     # The program has already ended: nothing to unload before the swap. The hand-off event
     # is this server's failure (``History``): the program is not handed back here soon.
     text = f"handoff to {target}: {limit} on {vp.me}"
-    release_ = Release(app.tag, target, vp.me, text, placed(AppState.LOADING, EventKind.HANDOFF))
+    failed_here = vp.failed_on(app) | {vp.me}
+    state = handed_off(s for s in app.servers() if s in failed_here)
+    release_ = Release(app.tag, target, vp.me, text, state)
     return [release_, *announce(EventKind.HANDOFF, app.tag, text)]
 
 
@@ -174,7 +177,7 @@ def release(app: App) -> str:
 
 def _tried(vp: Viewpoint, app: App) -> str:
     """Why no other server gets a turn, server by server in the application's order."""
-    bad = vp.failed_on(app.tag) | {vp.me}
+    bad = vp.failed_on(app) | {vp.me}
     parts = [
         f"failed on {s}" if s in bad else (vp.unfit(app, s) or f"{s} can take it")
         for s in app.servers()

@@ -24,11 +24,13 @@ from ndsclust.model import (
     check_tag,
 )
 from ndsclust.sentinel.actions import (
+    FAILBACK_HELD_REASON,
     PINNING,
     Action,
     EventKind,
     SetState,
     announce,
+    handed_off_from,
     placed,
     placed_by,
 )
@@ -63,6 +65,7 @@ class History:
 
     failures: tuple[tuple[float, ServerName], ...] = ()
     cleaned: float | None = None
+    seen: frozenset[ServerName] = frozenset()  # servers with any hand-off event, cleaned or not
 
 
 def histories(
@@ -83,7 +86,8 @@ def histories(
     for tag in {*failures, *cleaned}:
         since = cleaned.get(tag)
         kept = sorted(f for f in failures.get(tag, []) if since is None or f[0] > since)
-        out[tag] = History(failures=tuple(kept), cleaned=since)
+        seen = frozenset(s for _, s in failures.get(tag, []))
+        out[tag] = History(failures=tuple(kept), cleaned=since, seen=seen)
     return out
 
 
@@ -233,17 +237,30 @@ class Viewpoint:
     def history(self, tag: Tag) -> History:
         return self.view.history.get(tag, History())
 
-    def failed_on(self, tag: Tag) -> frozenset[ServerName]:
+    def failed_on(self, app: App) -> frozenset[ServerName]:
         """The servers where the program kept failing within ``flap_window`` (and since the
-        last cleanup): it is not handed back to them, nor failed back to them."""
-        horizon = self.now - self.policy.flap_window
-        return frozenset(s for t, s in self.history(tag).failures if t > horizon)
+        last cleanup): it is not handed back to them, nor failed back to them.
 
-    def flapping(self, tag: Tag) -> bool:
+        The hand-off events say so; so does the entry itself, for a server whose event has
+        not arrived yet: ``loading(handoff: alpha beta)`` written with the hand-off's swap,
+        and ``running(failback held: ...)`` for the primary (the events follow the write,
+        and a program refused at once is handed on before they can arrive)."""
+        h = self.history(app.tag)
+        horizon = self.now - self.policy.flap_window
+        recent = {s for t, s in h.failures if t > horizon}
+        said = set(handed_off_from(app.state))
+        if app.state.state is AppState.RUNNING and app.state.reason.startswith(
+            FAILBACK_HELD_REASON
+        ):
+            said.add(app.primary)
+        return frozenset(recent | {s for s in said if s not in h.seen})
+
+    def flapping(self, app: App) -> bool:
         """Another hand-off would make more than ``flap_max_failovers`` of them within
         ``flap_window``: the program is given up where it is. Only program failures count."""
         horizon = self.now - self.policy.flap_window
-        moves = sum(1 for t, _ in self.history(tag).failures if t > horizon)
+        moves = sum(1 for t, _ in self.history(app.tag).failures if t > horizon)
+        moves = max(moves, len(handed_off_from(app.state)))
         return moves >= self.policy.flap_max_failovers
 
     def flap_reason(self, tag: Tag, host: ServerName) -> str:
@@ -257,14 +274,14 @@ class Viewpoint:
         """``app``'s servers without ``leaving``, in its order, the servers where it failed
         recently last: a failover prefers a server where the program did not just fail, and
         still takes one of those rather than leave it on a dead host."""
-        bad = self.failed_on(app.tag)
+        bad = self.failed_on(app)
         rest = [s for s in app.servers() if s != leaving]
         return tuple([s for s in rest if s not in bad] + [s for s in rest if s in bad])
 
     def next_untried(self, app: App, leaving: ServerName) -> ServerName | None:
         """Where a program that kept failing on ``leaving`` goes: the first fit server in the
         application's order where it has not failed recently (primary, then each backup)."""
-        bad = self.failed_on(app.tag) | {leaving}
+        bad = self.failed_on(app) | {leaving}
         for server in app.servers():
             if server not in bad and self.unfit(app, server) is None:
                 return server

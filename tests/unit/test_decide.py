@@ -31,6 +31,7 @@ from ndsclust.sentinel.actions import (
     SetState,
     Unload,
     announce,
+    handed_off,
 )
 from ndsclust.sentinel.decide import decide
 from ndsclust.sentinel.detector import Liveness
@@ -506,7 +507,7 @@ def test_histories_count_only_program_failures_since_the_last_cleanup() -> None:
         (WEB, "handoff", 160.0, B),
     ]
     h = histories(moves, NOW, 200.0)
-    assert h[WEB] == History(failures=((NOW - 40, B),), cleaned=NOW - 50)
+    assert h[WEB] == History(failures=((NOW - 40, B),), cleaned=NOW - 50, seen=frozenset({A, B}))
     assert histories(moves[:4], NOW, 200.0) == {}
 
 
@@ -959,7 +960,7 @@ def test_claim57_restart_limit_hands_program_to_next_server() -> None:
     spent = exited(stop=False, restarts=(NOW - 30, NOW - 20, NOW - 10))
     text = "handoff to beta: exited; restart limit reached (3 within 900s) on alpha"
     assert run(lab(app(A), me=A, procs=[spent])) == [
-        Release(WEB, B, A, text, loading(EventKind.HANDOFF)),
+        Release(WEB, B, A, text, handed_off([A])),
         RecordEvent(EventKind.HANDOFF, WEB, text),
         Notify(EventKind.HANDOFF, WEB, text),
     ]
@@ -974,7 +975,7 @@ def test_claim57_handoff_needs_sufficient_resources() -> None:
         G,
         A,
         "handoff to gamma: exited; restart limit reached (3 within 900s) on alpha",
-        loading(EventKind.HANDOFF),
+        handed_off([A]),
     )
 
 
@@ -1017,8 +1018,25 @@ def test_issue14_blocker1_handoff_goes_to_the_next_server_where_it_did_not_fail(
         G,
         B,
         "handoff to gamma: exited; restart limit reached (3 within 900s) on beta",
-        loading(EventKind.HANDOFF),
+        handed_off([A, B]),
     )
+
+
+def test_issue14_the_entry_names_where_it_failed_before_the_events_arrive() -> None:
+    # A refusal is handed on at once: beta decides before alpha's hand-off event reaches
+    # it. The swap's own state (loading(handoff: alpha)) keeps it from going back to alpha.
+    refused = proc(ProcState.EXITED, reason="refused: not allowed")
+    out = run(lab(app(B, state=handed_off([A])), me=B, procs=[refused]))
+    assert isinstance(out[0], Release) and out[0].to == G
+    assert out[0].state == handed_off([A, B])
+    # gamma runs it: the primary is named as failed until its event shows, then by it.
+    held = run(lab(app(G, state=handed_off([A, B])), me=G, procs=[proc()]))
+    assert isinstance(held[0], SetState) and "failback held" in held[0].value.reason
+    still = run(lab(app(G, state=held[0].value), me=G, procs=[proc()]))
+    assert not only(still, Unload)
+    seen = {WEB: History(failures=((NOW - 5000, A),), seen=frozenset({A}))}
+    expired = run(lab(app(G, state=held[0].value), me=G, procs=[proc()], history=seen))
+    assert expired[0] == Unload(WEB, "failback to alpha")
 
 
 def test_issue14_cleanup_forgets_restarts_and_failures() -> None:
