@@ -7,8 +7,6 @@ created) or an allow-list without the program (point 9)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +15,7 @@ import yaml
 from ndsclust.lab.cluster import LabCluster
 from ndsclust.lab.directory import wait_until
 from ndsclust.model import AppState, ServerName
+from tests.e2e.test_ldapmodify import ldapmodify
 
 LabFactory = Callable[..., LabCluster]
 A, B, C = ServerName("alpha"), ServerName("beta"), ServerName("gamma")
@@ -38,20 +37,6 @@ def reconfigure(c: LabCluster, name: ServerName, **programs: Any) -> None:
         timeout=60,
         what=f"{name}'s sentinel following the directory again",
     )
-
-
-def ldapmodify(c: LabCluster, ldif: str) -> None:
-    d = c.directory
-    assert d.ca_file is not None
-    out = subprocess.run(
-        ["ldapmodify", "-x", "-H", d.uris[1], "-D", d.admin_dn, "-w", d.admin_password],
-        input=ldif,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={**os.environ, "LDAPTLS_CACERT": d.ca_file},
-    )
-    assert out.returncode == 0, out.stderr
 
 
 def modify(c: LabCluster, tag: str, attribute: str, *values: str) -> None:

@@ -17,6 +17,7 @@ from ndsclust.model import (
     StateValue,
     Tag,
 )
+from ndsclust.sentinel import requests
 from ndsclust.sentinel.actions import (
     Action,
     Claim,
@@ -1037,6 +1038,20 @@ def test_issue14_the_entry_names_where_it_failed_before_the_events_arrive() -> N
     seen = {WEB: History(failures=((NOW - 5000, A),), seen=frozenset({A}))}
     expired = run(lab(app(G, state=held[0].value), me=G, procs=[proc()], history=seen))
     assert expired[0] == Unload(WEB, "failback to alpha")
+
+
+def test_issue14_point3_an_operators_migrate_is_never_damped() -> None:
+    # However many failures count, a migrate moves it (live host: unload, then swap; dead
+    # host: straight to the target), and says so with its event.
+    many = {WEB: History(failures=((NOW - 30, A), (NOW - 20, B), (NOW - 10, G)))}
+    req = app(A, request="migrate:beta")
+    assert run(lab(req, me=A, procs=[proc()], history=many))[0] == Unload(
+        WEB, requests.migrate_text(req, B)
+    )
+    out = run(lab(req, me=A, procs=[exited(stop=True)], history=many))
+    assert isinstance(out[0], Release) and out[0].to == B and kinds(out) == [EventKind.MIGRATE]
+    out = run(lab(req, me=B, dead=[A], history=many))
+    assert isinstance(out[0], Claim) and kinds(out) == [EventKind.MIGRATE]
 
 
 def test_issue14_cleanup_forgets_restarts_and_failures() -> None:

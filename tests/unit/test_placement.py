@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from ndsclust import config
+from ndsclust.cli import main
 from ndsclust.cli.request_cmd import Outcome, judge_request
 from ndsclust.config import Programs
 from ndsclust.errors import ConfigError
@@ -118,3 +119,22 @@ def test_cleanup_is_a_request_ldapmodify_can_write_and_done_once_consumed() -> N
     assert judge_request(given_up, cleanup, "3", snap, []).outcome is Outcome.PENDING
     snap = Snapshot({WEB: web(state=StateValue(AppState.LOADING), csn="4")}, {}, ())
     assert judge_request(given_up, cleanup, "3", snap, []).outcome is Outcome.DONE
+
+
+def test_blocker1_doctor_config_reports_the_missing_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Blocker 1 found ``ndsclust doctor --config`` reporting 0 problems for this file.
+    key = tmp_path / "cluster.key"
+    key.write_bytes(b"k" * 32)
+    path = tmp_path / "sentinel.yaml"
+    path.write_text(
+        "server: alpha\n"
+        "directory: {uris: ['ldap://127.0.0.1:3890'], suffix: 'dc=example,dc=com'}\n"
+        f"channels: {{lan: {{addresses: ['127.0.0.1:7946'], key_file: {key}}}}}\n"
+        "timeouts: {failover: 0.8, fence: 0.5, lease: 0.5}\n"
+        f"programs: {{cwd: {tmp_path}/missing}}\n"
+    )
+    assert main(["--config", str(path), "doctor"]) == 2
+    err = capsys.readouterr().err
+    assert f"programs.cwd: {tmp_path}/missing is not a directory on this server" in err
