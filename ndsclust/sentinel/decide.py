@@ -39,9 +39,10 @@ What ``decide`` guarantees, per application (``me`` is this server):
   start its program here gets no action at all this cycle.
 - Host is ``me`` (FIG. 8 step 908, FIG. 9): requests first (``requests``); then a move away
   if this server is in maintenance or, as a backup, the primary is back (``failback``;
-  not when an operator migrated it here, nor right after a hand-off);
-  otherwise keep the program running: load it, restart it after a failure or hand it on
-  (claim 57, ``failover.supervise``), and show ``running`` (or ``awaiting-failback``).
+  not when an operator migrated it here, nor while its program's failures on the primary
+  count); otherwise keep the program running: load it, restart it after a failure or hand
+  it to the next server where it has not failed (claim 57, ``failover.supervise``), and
+  show ``running``, or the hold that keeps it here with its reason (``failback.Stay``).
   A host that is neither primary nor backup is an error: the program does not run.
 - Host is another server or none, and the program runs here: unload it. After a
   partition heals the directory holds one host (the more current write, FIGS. 4E-4H);
@@ -50,7 +51,9 @@ What ``decide`` guarantees, per application (``me`` is this server):
   state at ``stopped``.
 - Host is alive elsewhere: a cluster-aware primary keeps a paused copy (FIG. 7B); a
   paused copy nobody wants any more is unloaded, as is a program whose entry is gone.
-- Host is dead on every channel: failover (``failover.take_over``).
+- Host is dead on every channel: failover (``failover.take_over``), never damped.
+- An entry that became invalid is decided on its last valid copy and reported once by its
+  host; one that never was valid is reported once by one server (``invalid``).
 - On the first cycle with replication caught up, a primary records which FIG. 6 case it
   found (``registration``).
 """

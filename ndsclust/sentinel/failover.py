@@ -148,14 +148,15 @@ def supervise(vp: Viewpoint, app: App, proc: ProcInfo) -> list[Action]:
                 f"{why}; restart {n} of {policy.max_restarts} within {policy.restart_window:g}s",
             ),
         ]
-    limit = why
+    limit = why  # a refusal names the server already
     if not proc.refused:
         limit += (
-            f"; restart limit reached ({policy.max_restarts} within {policy.restart_window:g}s)"
+            f"; restart limit reached ({policy.max_restarts} within "
+            f"{policy.restart_window:g}s) on {vp.me}"
         )
     target = vp.next_untried(app, vp.me)
     if target is None:
-        reason = f"{limit} on {vp.me}; given up: {_tried(vp, app)}; {release(app)}"
+        reason = f"{limit}; given up: {_tried(vp, app)}; {release(app)}"
         if proc.refused:
             return vp.set_state(app, StateValue(AppState.ERROR, reason), EventKind.ERROR)
         return vp.set_state(app, failed(reason), EventKind.FAILED)
@@ -163,7 +164,7 @@ def supervise(vp: Viewpoint, app: App, proc: ProcInfo) -> list[Action]:
         return vp.set_state(app, failed(vp.flap_reason(app.tag, vp.me)), EventKind.FLAP_DAMPED)
     # The program has already ended: nothing to unload before the swap. The hand-off event
     # is this server's failure (``History``): the program is not handed back here soon.
-    text = f"handoff to {target}: {limit} on {vp.me}"
+    text = f"handoff to {target}: {limit}"
     failed_here = vp.failed_on(app) | {vp.me}
     state = handed_off(s for s in app.servers() if s in failed_here)
     release_ = Release(app.tag, target, vp.me, text, state)

@@ -155,16 +155,17 @@ class LocalPrograms:
 
 
 def refusal_of(app: App, cfg: ProgramsConfig, me: ServerName, *, has_control: bool) -> str | None:
-    """Why this server will not start ``app``'s program, with what releases it, or None."""
+    """Why this server will not start ``app``'s program and what would let it, or None.
+    The decision core adds the release (``ndsclust cleanup``) when it gives up."""
     program = app.command[0]
     if cfg.allowed_commands and program not in cfg.allowed_commands:
         return (
-            f"{program} is not in programs.allowed_commands of server {me}; add it there "
-            f"(or fix ndsclustCommand), then: ndsclust cleanup {app.tag}"
+            f"{program} is not in programs.allowed_commands of server {me}: add it there "
+            "or fix ndsclustCommand"
         )
     if app.type is AppType.AWARE and not has_control:
         return (
-            f"{app.tag} is cluster-aware and server {me} has no control socket; set "
-            f"control_socket in its sentinel configuration, then: ndsclust cleanup {app.tag}"
+            f"{app.tag} is cluster-aware and server {me} has no control socket: set "
+            "control_socket in its sentinel configuration"
         )
     return None

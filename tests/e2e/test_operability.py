@@ -112,12 +112,24 @@ def test_blocker1_a_program_that_cannot_start_tries_each_server_then_cleanup_bri
     wait_until(lambda: events(c, "web", "cleanup"), timeout=20, what="the cleanup event")
 
 
-def test_blocker2_host_failures_are_never_damped_and_it_comes_back(lab: LabFactory) -> None:
-    # Four SIGKILLs of the host within the flap window: before issue 14 the fourth left the
-    # auto-recover application failed(flapping ...) on the dead host.
+def test_blocker2_after_start_up_handoffs_host_failures_never_keep_it_down(
+    lab: LabFactory,
+) -> None:
+    # Start-up hand-offs (alpha's programs.cwd missing), fixed and cleaned up, then four
+    # SIGKILLs of the host within the flap window: before issue 14 the third move left the
+    # auto-recover application failed(flapping ...) on the dead host, and nothing
+    # documented cleared it.
     c = lab(3)
+    work = c.servers[A].dir / "work"
+    work.mkdir()
+    reconfigure(c, A, cwd=str(work))
+    work.rmdir()
     c.add_app("web", A, [B, C], auto_recover=True)
-    c.wait_running("web", A)
+    c.wait_running("web", B, timeout=60)
+    assert [e.server for e in events(c, "web", "handoff")] == [A]
+    work.mkdir()
+    modify(c, "web", "ndsclustRequest", "cleanup")
+    c.wait_running("web", A, timeout=60)
     for _ in range(4):
         c.kill_server(A)
         c.wait_running("web", B, timeout=40)

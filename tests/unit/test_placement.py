@@ -56,7 +56,7 @@ def test_point9_allow_list_refusal_says_what_releases_it() -> None:
     why = refusal_of(web(), cfg, A, has_control=True)
     assert why is not None
     assert "/usr/bin/web is not in programs.allowed_commands of server alpha" in why
-    assert why.endswith("then: ndsclust cleanup web")
+    assert why.endswith("add it there or fix ndsclustCommand")
     assert (
         refusal_of(web(), Programs(allowed_commands=("/usr/bin/web",)), A, has_control=True) is None
     )
