@@ -11,6 +11,7 @@ import pytest
 from ndsclust import config
 from ndsclust.cli import main
 from ndsclust.cli.request_cmd import Outcome, judge_request
+from ndsclust.cli.status_cmd import state_cell
 from ndsclust.config import Programs
 from ndsclust.errors import ConfigError
 from ndsclust.ldapstore.store import Snapshot
@@ -138,3 +139,11 @@ def test_blocker1_doctor_config_reports_the_missing_directory(
     assert main(["--config", str(path), "doctor"]) == 2
     err = capsys.readouterr().err
     assert f"programs.cwd: {tmp_path}/missing is not a directory on this server" in err
+
+
+def test_point4_status_says_how_to_release_a_migrate_pin() -> None:
+    row = {"tag": "web", "state": "running(migrate)", "host": "beta", "primary": "alpha"}
+    assert state_cell(row) == "running(migrate): stays; back with ndsclust failback web"
+    assert state_cell({**row, "host": "alpha"}) == "running(migrate)"
+    held = "running(failback held: the program kept failing on alpha; ndsclust cleanup web)"
+    assert state_cell({**row, "state": held}) == held
