@@ -26,12 +26,14 @@ from dataclasses import dataclass
 
 from ndsclust.model import App, AppState, Request, RequestKind, ServerName, StateValue
 from ndsclust.sentinel.actions import (
+    FAILBACK_HELD_REASON,
     Action,
     ConsumeRequest,
     EventKind,
     Load,
     Release,
     announce,
+    handed_off_from,
 )
 from ndsclust.sentinel.failover import claim_and_load
 from ndsclust.sentinel.procs import ProcInfo
@@ -198,6 +200,11 @@ def cleanup(vp: Viewpoint, app: App, proc: ProcInfo | None, request: Request) ->
             *announce(EventKind.CLEANUP, app.tag, text + f"; starting it on {vp.me}"),
         ]
     state = STOPPED if app.host is None else None
+    held = app.state.reason.startswith(FAILBACK_HELD_REASON)
+    if handed_off_from(app.state) or (held and app.primary not in vp.history(app.tag).seen):
+        # The failures only the state names are forgotten too (those the events name are
+        # forgotten once the cleanup event shows: ``History.cleaned``).
+        state = StateValue(app.state.state)
     return [ConsumeRequest(app.tag, request, state), *announce(EventKind.CLEANUP, app.tag, text)]
 
 

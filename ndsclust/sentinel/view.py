@@ -241,19 +241,22 @@ class Viewpoint:
         """The servers where the program kept failing within ``flap_window`` (and since the
         last cleanup): it is not handed back to them, nor failed back to them.
 
-        The hand-off events say so; so does the entry itself, for a server whose event has
-        not arrived yet: ``loading(handoff: alpha beta)`` written with the hand-off's swap,
-        and ``running(failback held: ...)`` for the primary (the events follow the write,
-        and a program refused at once is handed on before they can arrive)."""
+        The hand-off events say so; so does the entry itself, since the events follow the
+        write and a program refused at once is handed on before they can arrive: the
+        servers ``loading(handoff: alpha beta)`` names (written with the hand-off's swap,
+        until the program runs or a cleanup), and the primary while the state is
+        ``running(failback held: ...)`` and no event about it has arrived yet."""
         h = self.history(app.tag)
         horizon = self.now - self.policy.flap_window
         recent = {s for t, s in h.failures if t > horizon}
-        said = set(handed_off_from(app.state))
-        if app.state.state is AppState.RUNNING and app.state.reason.startswith(
+        # The hand-off's state lasts until the program runs (a cleanup clears it too).
+        recent.update(handed_off_from(app.state))
+        held = app.state.state is AppState.RUNNING and app.state.reason.startswith(
             FAILBACK_HELD_REASON
-        ):
-            said.add(app.primary)
-        return frozenset(recent | {s for s in said if s not in h.seen})
+        )
+        if held and app.primary not in h.seen:
+            recent.add(app.primary)  # the hold outlives its events only until they arrive
+        return frozenset(recent)
 
     def flapping(self, app: App) -> bool:
         """Another hand-off would make more than ``flap_max_failovers`` of them within

@@ -1076,6 +1076,14 @@ def test_issue14_cleanup_request_restarts_a_given_up_program_on_its_host() -> No
         ConsumeRequest(WEB, Request.parse("cleanup")),
         RecordEvent(EventKind.CLEANUP, WEB, "failure counts cleared by an operator (on alpha)"),
     ]
+    # A state that names failures is cleared with the request.
+    held = StateValue(AppState.RUNNING, "failback held: the program kept failing on alpha")
+    out = run(lab(app(B, state=held, request="cleanup"), me=B, procs=[proc()]))
+    assert out[0] == ConsumeRequest(WEB, Request.parse("cleanup"), RUNNING)
+    # ... when only the state names them; those the events name go with the cleanup event.
+    seen = {WEB: History(failures=((NOW - 9, A),), seen=frozenset({A}))}
+    out = run(lab(app(B, state=held, request="cleanup"), me=B, procs=[proc()], history=seen))
+    assert out[0] == ConsumeRequest(WEB, Request.parse("cleanup"))
     assert run(lab(app(None, state=STOPPED, request="cleanup"), me=B)) == []
     assert kinds(run(lab(app(None, state=STOPPED, request="cleanup"), me=A))) == [EventKind.CLEANUP]
 
