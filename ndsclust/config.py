@@ -428,9 +428,19 @@ def parse(data: Any, source: str = "<config>") -> Config:
     for i, a in enumerate(allowed):
         if not a.startswith("/"):
             r.bad(f"programs.allowed_commands[{i}]", f"{a!r} is not an absolute path")
+    cwd = r.string(p, "cwd", "programs.", default="/") or "/"
+    if not cwd.startswith("/"):
+        r.bad("programs.cwd", f"{cwd!r} is not an absolute path")
+    elif not os.path.isdir(cwd):
+        # Every program starts there: without it none can start (issue 14, blocker 1).
+        r.bad(
+            "programs.cwd",
+            f"{cwd} is not a directory on this server, so no program could start; "
+            f"create it (install -d -m 0755 {cwd}) or set another",
+        )
     programs = Programs(
         user=r.string(p, "user", "programs."),
-        cwd=r.string(p, "cwd", "programs.", default="/") or "/",
+        cwd=cwd,
         env={str(k): str(v) for k, v in env.items()},
         allowed_commands=tuple(allowed),
     )

@@ -47,7 +47,7 @@ from ndsclust.errors import ConfigError
 from ndsclust.ldapstore.replication import caught_up
 from ndsclust.ldapstore.store import APP_ATTRS, Store
 from ndsclust.ldapstore.watch import Changed, Deleted, Reconnected, RefreshDone, WatchEvent
-from ndsclust.model import ServerName, ServerState
+from ndsclust.model import App, ServerName, ServerState, Tag
 from ndsclust.sentinel.actions import Action, EventKind
 from ndsclust.sentinel.catchup import ReplicationCheck
 from ndsclust.sentinel.decide import decide
@@ -60,7 +60,7 @@ from ndsclust.sentinel.pulse import write_pulses
 from ndsclust.sentinel.recorder import Recorder
 from ndsclust.sentinel.rejoin import Rejoin
 from ndsclust.sentinel.rejoin_runner import RejoinRunner, is_rejoin_of
-from ndsclust.sentinel.view import Policy, View, histories
+from ndsclust.sentinel.view import Policy, View, histories, last_valid
 
 if TYPE_CHECKING:
     from ndsclust.sentinel.build import Parts
@@ -155,6 +155,7 @@ class Sentinel:
         )
         self.recorder = Recorder(self.me, self.store, lambda: self.cfg.notify_command)
         self._servers: list[ServerName] = []
+        self._apps: dict[Tag, App] = {}  # the last cycle's applications (last_valid)
         self._rejoin_wanted = threading.Event()  # the keeper asks the loop to rejoin ...
         self._rejoin_why = ""  # ... for this reason
         self.keeper = Keeper(
@@ -409,7 +410,9 @@ class Sentinel:
 
     def view(self, now: float) -> View:
         snap = self.cache.snapshot()
-        history = histories(((m.tag, m.kind, m.wall) for m in self.cache.moves()), now, time.time())
+        history = histories(
+            ((m.tag, m.kind, m.wall, m.server) for m in self.cache.moves()), now, time.time()
+        )
         servers = dict(snap.servers)
         if self._leaving and self.me in servers:
             # A stopping sentinel behaves as a server in maintenance: it unloads its
@@ -428,8 +431,14 @@ class Sentinel:
             # Just out of fencing: a peer not heard since may be a live host; count every
             # peer alive until a full failover timeout has passed (as at start-up).
             liveness = replace(liveness, grace=frozenset(s for s in servers if s != self.me))
+        # An entry that became invalid keeps its last valid copy (docs/design.md section 3).
+        apps, invalid = last_valid(
+            snap.apps, ((e.dn, f"{e.attribute}: {e.problem}") for e in snap.invalid), self._apps
+        )
+        self._apps = apps
         return View(
-            apps=snap.apps,
+            apps=apps,
+            invalid=invalid,
             servers=servers,
             liveness=liveness,
             procs=self.programs.table(),

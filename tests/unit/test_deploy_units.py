@@ -58,6 +58,7 @@ def example_with_files(tmp_path: Path) -> dict[str, Any]:
     for levels in data["fencing"]["servers"].values():
         for device in levels:
             device["password_file"] = str(tmp_path / "fence.pw")
+    data["programs"]["cwd"] = str(tmp_path)  # the guide creates it; the loader checks it
     return data
 
 
