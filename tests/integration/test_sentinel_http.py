@@ -1,0 +1,116 @@
+"""The sentinel's HTTP server on real sockets, fed a fake snapshot: the endpoints, and what
+slow, malformed and numerous clients may cost (bounded connections, head size, time)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from ndsclust.config import HttpSettings
+from ndsclust.sentinel import httpd
+from ndsclust.sentinel.httpd import StatusServer
+from ndsclust.sentinel.metrics import Published
+from tests.unit.test_decide import A, app, lab, proc
+
+
+def snapshot() -> Published:
+    now = time.monotonic()
+    view = lab(app(A), me=A, procs=[proc()])
+    return Published(
+        server=A,
+        at=now,
+        started=now,
+        stale_after=5.0,
+        view=view,
+        watch_provider="ldaps://x",
+        write_provider="ldaps://x",
+    )
+
+
+@pytest.fixture
+def server() -> Iterator[StatusServer]:
+    s = StatusServer(
+        HttpSettings(listen="127.0.0.1:0", max_connections=16), snapshot, server="alpha"
+    )
+    s.start()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+def get(s: StatusServer, path: str) -> tuple[int, bytes]:
+    host, port = s.address
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=5) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        with e:
+            return e.code, e.read()
+
+
+def raw(s: StatusServer, data: bytes) -> bytes:
+    with socket.create_connection(s.address, timeout=10) as c:
+        c.sendall(data)
+        out = b""
+        while chunk := c.recv(65536):
+            out += chunk
+        return out
+
+
+def test_endpoints(server: StatusServer) -> None:
+    code, body = get(server, "/health")
+    assert code == 200 and json.loads(body)["ok"] is True
+    code, body = get(server, "/app/web")
+    assert code == 200 and json.loads(body)["pid"] == 4242
+    code, body = get(server, "/app/other")
+    assert code == 503
+    code, body = get(server, "/metrics")
+    assert code == 200
+    names = {f.name for f in text_string_to_metric_families(body.decode())}
+    assert {"ndsclust_app_host", "ndsclust_peer_alive", "ndsclust_fenced"} <= names
+    assert get(server, "/nothing")[0] == 404
+
+
+def test_malformed_oversized_and_other_methods(server: StatusServer) -> None:
+    assert raw(server, b"\x00\xff garbage\r\n\r\n").startswith(b"HTTP/1.1 400")
+    assert raw(server, b"POST /health HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 405")
+    big = b"GET /health HTTP/1.1\r\nX: " + b"a" * 20000 + b"\r\n\r\n"
+    assert raw(server, big).startswith(b"HTTP/1.1 431")
+
+
+def test_a_slow_head_is_cut_at_the_deadline(
+    server: StatusServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(httpd, "HEAD_TIMEOUT", 0.3)
+    with socket.create_connection(server.address, timeout=10) as c:
+        c.sendall(b"GET /health HTTP/1.1\r\n")
+        began = time.monotonic()
+        answer = c.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 408")
+        assert time.monotonic() - began < 5
+
+
+def test_quick_clients_get_through_many_slow_ones(server: StatusServer) -> None:
+    """200 connections that never finish their head: the server keeps at most 16 and a
+    quick client is still answered, every time."""
+    slow = []
+    try:
+        for _ in range(200):
+            c = socket.create_connection(server.address, timeout=5)
+            c.sendall(b"GET /metrics HTTP/1.1\r\nX-Slow: ")
+            slow.append(c)
+        for _ in range(20):
+            assert get(server, "/health")[0] == 200
+        assert server.refused >= 200 - 16
+        assert server._active <= 16
+    finally:
+        for c in slow:
+            c.close()
