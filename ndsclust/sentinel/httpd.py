@@ -31,18 +31,15 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
 
 from ndsclust.config import HttpSettings
 from ndsclust.errors import ConfigError
-from ndsclust.ldapstore.watch import Watch
-from ndsclust.model import ServerName
-from ndsclust.sentinel.channels import Channel
+from ndsclust.sentinel.http_status import Published
 from ndsclust.sentinel.logline import log_event
-from ndsclust.sentinel.metrics import Published, app_health, health, peers_heard, render
-from ndsclust.sentinel.view import View
+from ndsclust.sentinel.metrics import app_health, health, render
 
 MAX_HEAD = 8192
 HEAD_TIMEOUT = 5.0
@@ -267,89 +264,3 @@ def start_status_server(
         tls="yes" if settings.cert_file else "no",
     )
     return http
-
-
-class Publisher:
-    """The main loop's side: after every cycle ``publish`` swaps in one ``Published`` (a
-    single reference assignment, read by the HTTP thread as ``latest``). Does nothing, and
-    serves nothing, without an ``http`` section."""
-
-    def __init__(
-        self,
-        me: ServerName,
-        settings: HttpSettings | None,
-        channels: Mapping[str, Channel],
-        watch: Watch,
-        *,
-        started: float,
-        stale_after: float,
-    ) -> None:
-        self.me = me
-        self.settings = settings
-        self.channels = channels
-        self.watch = watch
-        self.started = started
-        self.stale_after = stale_after
-        self.latest: Published | None = None
-        self.http: StatusServer | None = None
-        self._cycles = 0
-        self._sum = self._max = self._last = 0.0
-
-    def start(self) -> bool:
-        """Serve HTTP when configured; False (logged) when its address cannot be had."""
-        if self.settings is None:
-            return True
-        try:
-            self.http = start_status_server(self.settings, lambda: self.latest, self.me)
-        except ConfigError as e:
-            log_event(logging.ERROR, "http_failed", server=self.me, error=str(e).replace("\n", ";"))
-            return False
-        return True
-
-    def stop(self) -> None:
-        if self.http is not None:
-            self.http.stop()
-
-    def publish(
-        self,
-        now: float,
-        *,
-        view: View | None,
-        took: float | None,
-        fenced: bool,
-        rejoin_pending: bool,
-        rejoin_grace: bool,
-        leaving: bool,
-        write_provider: str,
-    ) -> None:
-        """``took``: seconds the cycle's decision took, None when it decided nothing."""
-        if self.http is None:
-            return
-        if took is not None:
-            self._cycles += 1
-            self._sum += took
-            self._max = max(self._max, took)
-            self._last = took
-        w = self.watch.stats
-        self.latest = Published(
-            server=self.me,
-            at=now,
-            started=self.started,
-            stale_after=self.stale_after,
-            view=view,
-            heard=peers_heard({n: ch.observe(now) for n, ch in self.channels.items()}, self.me),
-            channel_stats={n: dict(ch.stats()) for n, ch in self.channels.items()},
-            fenced=fenced,
-            rejoin_pending=rejoin_pending,
-            rejoin_grace=rejoin_grace,
-            leaving=leaving,
-            write_provider=write_provider,
-            watch_provider=self.watch.provider,
-            watch_heard=self.watch.heard,
-            watch_reconnects=w.reconnects,
-            watch_full_refreshes=w.full_refreshes,
-            cycles=self._cycles,
-            cycle_seconds=self._last,
-            cycle_seconds_sum=self._sum,
-            cycle_seconds_max=self._max,
-        )

@@ -53,7 +53,7 @@ from ndsclust.sentinel.catchup import ReplicationCheck
 from ndsclust.sentinel.decide import decide
 from ndsclust.sentinel.detector import Detector, Liveness
 from ndsclust.sentinel.executor import Executor
-from ndsclust.sentinel.httpd import Publisher
+from ndsclust.sentinel.http_status import Publisher
 from ndsclust.sentinel.keeper import Fence, Keeper, fence_channels
 from ndsclust.sentinel.logline import log_event
 from ndsclust.sentinel.programs import LocalPrograms

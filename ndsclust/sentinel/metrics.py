@@ -1,9 +1,7 @@
 """What the sentinel's HTTP face shows, as pure functions of one published snapshot.
 
-The main loop publishes a ``Published`` after every cycle (``loop.Sentinel._publish``): a
-frozen record holding the cycle's ``View`` and a few counters, swapped in by one reference
-assignment, so the HTTP thread (``httpd.py``) never takes a lock the loop needs and never
-sees half a cycle. From it:
+The main loop publishes a ``Published`` after every cycle (``http_status.py``): a frozen
+record holding the cycle's ``View`` and a few counters. From it:
 
 - ``health``: whether this sentinel runs with a complete view (``GET /health``);
 - ``app_health``: whether this server hosts an application and its program runs
@@ -17,8 +15,8 @@ sees half a cycle. From it:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -30,41 +28,12 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from ndsclust.model import ServerName, Tag
+from ndsclust.model import Tag
+from ndsclust.sentinel.http_status import Published
 from ndsclust.sentinel.view import View, running
 
 # Channel counters that count something dropped or refused (the rest are traffic).
 DROP_PREFIXES = ("dropped_", "bad_", "wrong_")
-
-
-@dataclass(frozen=True, slots=True)
-class Published:
-    """One sentinel at the end of one loop cycle (see the module docstring).
-
-    ``view`` is None until the directory view is complete (the watch's refresh);
-    ``heard`` maps channel -> peer -> monotonic time last heard; ``stale_after``: a
-    snapshot older than this means the loop is stuck."""
-
-    server: ServerName
-    at: float
-    started: float
-    stale_after: float
-    view: View | None = None
-    heard: Mapping[str, Mapping[ServerName, float]] = field(default_factory=dict)
-    channel_stats: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
-    fenced: bool = False
-    rejoin_pending: bool = False
-    rejoin_grace: bool = False
-    leaving: bool = False
-    write_provider: str = ""
-    watch_provider: str | None = None
-    watch_heard: float = 0.0
-    watch_reconnects: int = 0
-    watch_full_refreshes: int = 0
-    cycles: int = 0
-    cycle_seconds: float = 0.0  # the last decision cycle
-    cycle_seconds_sum: float = 0.0  # all decision cycles since start
-    cycle_seconds_max: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,10 +292,3 @@ def render(p: Published, now: float) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Snapshot(p, now))
     return generate_latest(registry)
-
-
-def peers_heard(
-    observations: Mapping[str, Mapping[ServerName, float]], me: ServerName
-) -> dict[str, dict[ServerName, float]]:
-    """Channel -> peer -> last heard, without this server itself."""
-    return {ch: {s: t for s, t in obs.items() if s != me} for ch, obs in observations.items()}

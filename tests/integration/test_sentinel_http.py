@@ -15,8 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ndsclust.config import HttpSettings
 from ndsclust.sentinel import httpd
+from ndsclust.sentinel.http_status import Published
 from ndsclust.sentinel.httpd import StatusServer
-from ndsclust.sentinel.metrics import Published
 from tests.unit.test_decide import A, app, lab, proc
 
 

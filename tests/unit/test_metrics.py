@@ -6,7 +6,8 @@ from dataclasses import replace
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from ndsclust.sentinel.metrics import Published, app_health, health, render
+from ndsclust.sentinel.http_status import Published
+from ndsclust.sentinel.metrics import app_health, health, render
 from ndsclust.sentinel.procs import ProcState
 from ndsclust.sentinel.view import History
 from tests.unit.test_decide import WEB, A, B, G, app, lab, proc
