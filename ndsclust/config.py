@@ -568,9 +568,6 @@ def parse_http(r: Reader, data: Mapping[str, Any]) -> HttpSettings | None:
         r.bad("http.cert_file" if key else "http.key_file", "TLS needs both cert_file and key_file")
     if client_ca and not cert:
         r.bad("http.client_ca_file", "asking for client certificates needs cert_file and key_file")
-    for k, v in (("cert_file", cert), ("key_file", key), ("client_ca_file", client_ca)):
-        if v and not os.path.isfile(v):
-            r.bad(f"http.{k}", f"{v}: no such file")
     host = listen.rpartition(":")[0].strip("[]")
     loopback = host in ("127.0.0.1", "::1") or host.startswith("127.")
     if not loopback and not cert and not r.flag(h, "plain", "http.", False):

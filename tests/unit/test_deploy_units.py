@@ -101,6 +101,7 @@ SECTIONS = [
     ("notify",),
     ("events",),
     ("log",),
+    ("http",),
 ]
 
 
