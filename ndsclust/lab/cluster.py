@@ -203,6 +203,7 @@ class LabCluster:
         self.sentinel_wrapper = tuple(sentinel_wrapper)
         self.operator_servers = frozenset(operator_servers)
         self.want_http = http
+        self.state_extra: dict[str, Any] = {}  # more keys of lab.json (the console's)
         names = SERVER_NAMES[:n]
         self.net = network(names) if network is not None else None
         if self.net is not None:
@@ -511,8 +512,11 @@ class LabCluster:
             if self.net is not None:
                 self.net.teardown()
 
+    def save_state(self) -> None:
+        self._save_state()
+
     def _save_state(self) -> None:
-        state = {
+        state: dict[str, Any] = {
             "servers": {
                 s.name: {
                     "pid": s.pid,
@@ -523,7 +527,8 @@ class LabCluster:
                     **({"http": f"http://{s.http}"} if s.http else {}),
                 }
                 for s in self.servers.values()
-            }
+            },
+            **self.state_extra,
         }
         (self.base_dir / "lab.json").write_text(json.dumps(state, indent=2))
 
