@@ -79,40 +79,77 @@ $("login").addEventListener("submit", async (ev) => {
 $("logout").addEventListener("click", async () => {
   await call("/api/logout", {}); signedIn(null, null); say("signed out");
 });
+// Rows are kept and their cells updated in place: a change (or a pulse) never resets
+// what an operator is choosing in a row's controls.
+function rowFor(body, key, attr, build) {
+  let tr = body.querySelector(`tr[data-${attr}="${CSS.escape(key)}"]`);
+  if (!tr) { tr = el("tr"); tr.dataset[attr] = key; build(tr); }
+  body.append(tr);  // in the order of the list
+  return tr;
+}
+function setCell(tr, cls, text, extra) {
+  const td = tr.querySelector("td." + cls);
+  if (td.textContent !== text) td.textContent = text;
+  td.className = cls + (extra ? " " + extra : "");
+}
+function prune(body, attr, keep) {
+  for (const tr of [...body.rows]) if (!keep.has(tr.dataset[attr])) tr.remove();
+}
 function renderServers(list) {
-  const body = $("servers").tBodies[0]; body.replaceChildren();
+  const body = $("servers").tBodies[0];
   for (const s of list) {
-    const tr = el("tr"); tr.dataset.server = s.name;
-    tr.append(el("td", s.name, "name"), el("td", s.state, "state " + s.state));
-    const pulse = s.pulse ? `directory pulse ${s.pulse.age || ""}${s.pulse_fresh ? "" : " (stale)"}` : "no pulse";
-    tr.append(el("td", `lan ${(s.addresses || []).join(", ") || "-"}; ${pulse}`, "channels"));
-    tr.append(el("td", (s.resources || []).join(", ") || "-"), el("td", (s.hosting || []).join(", ") || "-"));
-    const td = el("td");
-    const on = s.state === "maintenance";
-    const b = el("button", on ? "end maintenance" : "maintenance", "maintenance");
-    b.addEventListener("click", () => act({verb: "maintenance", server: s.name, mode: on ? "off" : "on"}));
-    td.append(b); tr.append(td); body.append(tr);
+    const tr = rowFor(body, s.name, "server", (tr) => {
+      for (const c of ["name", "state", "channels", "resources", "hosting"]) tr.append(el("td", "", c));
+      const td = el("td"), b = el("button", "", "maintenance");
+      b.addEventListener("click", () => act({verb: "maintenance", server: s.name,
+                                             mode: tr.dataset.state === "maintenance" ? "off" : "on"}));
+      td.append(b); tr.append(td);
+    });
+    tr.dataset.state = s.state;
+    const pulse = s.pulse ? `directory pulse ${s.pulse.age ?? "?"}s ago${s.pulse_fresh ? "" : " (stale)"}` : "no pulse";
+    setCell(tr, "name", s.name);
+    setCell(tr, "state", s.state, s.state);
+    setCell(tr, "channels", `lan ${(s.addresses || []).join(", ") || "-"}; ${pulse}`);
+    setCell(tr, "resources", (s.resources || []).join(", ") || "-");
+    setCell(tr, "hosting", (s.hosting || []).join(", ") || "-");
+    const b = tr.querySelector("button.maintenance");
+    b.textContent = s.state === "maintenance" ? "end maintenance" : "maintenance";
   }
+  prune(body, "server", new Set(list.map((s) => s.name)));
+}
+function fillServers(select) {
+  const want = servers.join(",");
+  if (select.dataset.servers === want) return;
+  const chosen = select.value;
+  select.replaceChildren(...servers.map((n) => { const o = el("option", n); o.value = n; return o; }));
+  if (servers.includes(chosen)) select.value = chosen;
+  select.dataset.servers = want;
 }
 function renderApps(list) {
-  const body = $("apps").tBodies[0]; body.replaceChildren();
+  const body = $("apps").tBodies[0];
   for (const a of list) {
-    const tr = el("tr"); tr.dataset.tag = a.tag;
+    const tr = rowFor(body, a.tag, "tag", (tr) => {
+      for (const c of ["tag", "host", "state", "request", "primary", "backups", "last-event"]) tr.append(el("td", "", c));
+      const td = el("td", null, "action"), verb = el("select", null, "verb"), to = el("select", null, "to");
+      for (const v of ["migrate", "load", "unload", "failback", "cleanup"]) {
+        const o = el("option", v); o.value = v; verb.append(o);
+      }
+      const go = el("button", "do", "go");
+      go.addEventListener("click", () => act({verb: verb.value, tag: a.tag,
+                                              ...(verb.value === "migrate" ? {server: to.value} : {})}));
+      td.append(verb, " to ", to, " ", go); tr.append(td);
+    });
     const state = String(a.state || "");
-    tr.append(el("td", a.tag, "tag"), el("td", a.host || "-", "host"),
-              el("td", state, "state " + state.split("(")[0]), el("td", a.request || "-", "request"),
-              el("td", a.primary, "primary"), el("td", (a.backups || []).join(", "), "backups"),
-              el("td", evText(a.last_event), "last-event"));
-    const td = el("td"), verb = el("select", null, "verb"), to = el("select", null, "to");
-    for (const v of ["migrate", "load", "unload", "failback", "cleanup"]) {
-      const o = el("option", v); o.value = v; verb.append(o);
-    }
-    for (const s of servers) { const o = el("option", s); o.value = s; to.append(o); }
-    const go = el("button", "do", "go");
-    go.addEventListener("click", () => act({verb: verb.value, tag: a.tag,
-                                            ...(verb.value === "migrate" ? {server: to.value} : {})}));
-    td.append(verb, " to ", to, " ", go); tr.append(td); body.append(tr);
+    setCell(tr, "tag", a.tag);
+    setCell(tr, "host", a.host || "-");
+    setCell(tr, "state", state, state.split("(")[0]);
+    setCell(tr, "request", a.request || "-");
+    setCell(tr, "primary", a.primary);
+    setCell(tr, "backups", (a.backups || []).join(", "));
+    setCell(tr, "last-event", evText(a.last_event));
+    fillServers(tr.querySelector("select.to"));
   }
+  prune(body, "tag", new Set(list.map((a) => a.tag)));
 }
 function addEvent(e, first) {
   const li = el("li", `${e.time} ${e.kind} ${e.tag || "-"} ${e.server || "-"} ${e.text || ""}`);
