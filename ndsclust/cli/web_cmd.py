@@ -23,8 +23,6 @@ from typing import Any
 from ndsclust.cli import common
 from ndsclust.errors import ConfigError
 from ndsclust.ldapstore.follow import Follower
-from ndsclust.web.hub import Hub
-from ndsclust.web.server import Console, ConsoleServer, make_store_for
 
 DEFAULT_LISTEN = "127.0.0.1:8470"
 
@@ -74,6 +72,11 @@ def listen_address(text: str, tls: bool, plain: bool) -> tuple[str, int]:
 
 
 def cmd_web(args: argparse.Namespace) -> int:
+    # Imported here: ndsclust.web uses the CLI's shared helpers (status_data), and the
+    # other commands need none of it.
+    from ndsclust.web.hub import Hub
+    from ndsclust.web.server import Console, ConsoleServer, make_store_for
+
     if bool(args.tls_cert) != bool(args.tls_key):
         raise ConfigError("--tls-cert", ["HTTPS needs both --tls-cert and --tls-key"])
     address = listen_address(args.listen, bool(args.tls_cert), args.plain)

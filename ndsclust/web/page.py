@@ -100,7 +100,7 @@ function renderServers(list) {
   for (const s of list) {
     const tr = rowFor(body, s.name, "server", (tr) => {
       for (const c of ["name", "state", "channels", "resources", "hosting"]) tr.append(el("td", "", c));
-      const td = el("td"), b = el("button", "", "maintenance");
+      const td = el("td"), b = el("button", "", "toggle-maintenance");
       b.addEventListener("click", () => act({verb: "maintenance", server: s.name,
                                              mode: tr.dataset.state === "maintenance" ? "off" : "on"}));
       td.append(b); tr.append(td);
@@ -112,7 +112,7 @@ function renderServers(list) {
     setCell(tr, "channels", `lan ${(s.addresses || []).join(", ") || "-"}; ${pulse}`);
     setCell(tr, "resources", (s.resources || []).join(", ") || "-");
     setCell(tr, "hosting", (s.hosting || []).join(", ") || "-");
-    const b = tr.querySelector("button.maintenance");
+    const b = tr.querySelector("button.toggle-maintenance");
     b.textContent = s.state === "maintenance" ? "end maintenance" : "maintenance";
   }
   prune(body, "server", new Set(list.map((s) => s.name)));
