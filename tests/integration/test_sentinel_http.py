@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from ndsclust import pki
 from ndsclust.config import HttpSettings
+from ndsclust.model import ServerName
 from ndsclust.sentinel import httpd
 from ndsclust.sentinel.http_status import Published
 from ndsclust.sentinel.httpd import StatusServer
@@ -114,3 +119,45 @@ def test_quick_clients_get_through_many_slow_ones(server: StatusServer) -> None:
     finally:
         for c in slow:
             c.close()
+
+
+def test_tls_with_client_certificates(tmp_path: Path) -> None:
+    """HTTPS, and with client_ca_file a scraper without a certificate of that CA is
+    refused in the handshake."""
+    now = datetime.now(UTC)
+    ca = pki.make_ca("lab", now)
+    srv = pki.issue_server(ca, A, now, ips=["127.0.0.1"])
+    scraper = pki.issue_server(ca, ServerName("scraper"), now)
+    files = {}
+    for name, data in (
+        ("ca.crt", ca.cert_pem),
+        ("http.crt", srv.cert_pem),
+        ("http.key", srv.key_pem),
+        ("scraper.crt", scraper.cert_pem),
+        ("scraper.key", scraper.key_pem),
+    ):
+        (tmp_path / name).write_bytes(data)
+        files[name] = str(tmp_path / name)
+    settings = HttpSettings(
+        listen="127.0.0.1:0",
+        cert_file=files["http.crt"],
+        key_file=files["http.key"],
+        client_ca_file=files["ca.crt"],
+    )
+    s = StatusServer(settings, snapshot, server="alpha")
+    s.start()
+    try:
+        host, port = s.address
+        url = f"https://{host}:{port}/health"
+        ctx = ssl.create_default_context(cafile=files["ca.crt"])
+        ctx.load_cert_chain(files["scraper.crt"], files["scraper.key"])
+        with urllib.request.urlopen(url, context=ctx, timeout=10) as r:
+            assert r.status == 200
+        anonymous = ssl.create_default_context(cafile=files["ca.crt"])
+        with (
+            pytest.raises((ssl.SSLError, urllib.error.URLError, ConnectionError)),
+            urllib.request.urlopen(url, context=anonymous, timeout=10) as r,
+        ):
+            r.read()
+    finally:
+        s.stop()
