@@ -7,10 +7,11 @@ hostile or numerous client can delay no heartbeat, lease renewal or decision. Wh
 client may cost is bounded:
 
 - at most ``http.max_connections`` connections at once: at the limit a new connection
-  takes the place of the one that has waited longest for its headers (a slow client, never
-  one being answered), or is closed at accept when every one is being answered; a quick
-  client (a scraper, a load balancer's check) therefore gets through however many slow
-  ones hang on;
+  takes the place of the one that has waited longest for its request head, if that one
+  has had ``GRACE`` seconds to send it (a slow client, never one being answered, never one
+  just accepted whose head is still in the socket), and is closed at accept otherwise; a
+  quick client (a scraper, a load balancer's check) therefore gets through however many
+  slow ones hang on, at worst after a retry;
 - the request line and headers within ``MAX_HEAD`` bytes and ``HEAD_TIMEOUT`` seconds from
   the connection's start (however slowly they trickle in: a slowloris gets a 408 at the
   deadline), a TLS handshake within the same time;
@@ -42,6 +43,7 @@ from ndsclust.sentinel.logline import log_event
 from ndsclust.sentinel.metrics import app_health, health, render
 
 MAX_HEAD = 8192
+GRACE = 0.25  # seconds a connection keeps its place before a newer one may take it
 HEAD_TIMEOUT = 5.0
 WRITE_TIMEOUT = 10.0
 RENDER_EVERY = 1.0
@@ -78,8 +80,8 @@ class StatusServer:
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._active = 0
-        # Connections still reading their request head, oldest first (dicts keep order).
-        self._reading: dict[asyncio.StreamWriter, None] = {}
+        # Connections still reading their request head -> when accepted, oldest first.
+        self._reading: dict[asyncio.StreamWriter, float] = {}
         self._rendered: tuple[float, bytes] | None = None
         self.refused = 0  # connections closed at accept: over max_connections
         self.timed_out = 0
@@ -162,18 +164,18 @@ class StatusServer:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        now = time.monotonic()
         if self._active >= self.settings.max_connections:
-            if not self._reading:
-                self.refused += 1
+            self.refused += 1
+            oldest = next(iter(self._reading), None)
+            if oldest is None or now - self._reading[oldest] < GRACE:
                 writer.transport.abort()
                 return
-            oldest = next(iter(self._reading))
             del self._reading[oldest]
-            self.refused += 1
             oldest.transport.abort()  # its handler ends with a connection error
         self._active += 1
         try:
-            await self._answer(reader, writer)
+            await self._answer(reader, writer, now)
             writer.close()
         except (TimeoutError, ConnectionError, ssl.SSLError, OSError):
             # A client that does not read its answer: drop the connection and what it holds.
@@ -184,8 +186,10 @@ class StatusServer:
         finally:
             self._active -= 1
 
-    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._reading[writer] = None
+    async def _answer(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, accepted: float
+    ) -> None:
+        self._reading[writer] = accepted
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT)
         except TimeoutError:

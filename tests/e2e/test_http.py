@@ -41,7 +41,11 @@ def get(server: LabServer, path: str, timeout: float = 2.0) -> tuple[int, bytes]
 
 
 def metric(at: LabServer, name: str, **labels: str) -> float | None:
-    code, body = get(at, "/metrics")
+    # A connection refused at the limit (all slots younger than httpd.GRACE, as just after
+    # the hostile clients let go) is tried again, as a scraper would at its next scrape.
+    code, body = wait_until(
+        lambda: (r := get(at, "/metrics"))[0] != 0 and r, timeout=10, what="an answer"
+    )
     assert code == 200, code
     for fam in text_string_to_metric_families(body.decode()):
         for s in fam.samples:

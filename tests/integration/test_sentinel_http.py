@@ -103,9 +103,21 @@ def test_a_slow_head_is_cut_at_the_deadline(
         assert time.monotonic() - began < 5
 
 
+def answered(s: StatusServer, path: str, within: float = 5.0) -> tuple[int, float]:
+    """Status of ``path`` and the seconds it took, retrying a refused connection (at the
+    limit a newcomer is refused while every slot is younger than httpd.GRACE)."""
+    began = time.monotonic()
+    while True:
+        try:
+            return get(s, path)[0], time.monotonic() - began
+        except OSError:
+            if time.monotonic() - began > within:
+                raise
+
+
 def test_quick_clients_get_through_many_slow_ones(server: StatusServer) -> None:
     """200 connections that never finish their head: the server keeps at most 16 and a
-    quick client is still answered, every time."""
+    quick client is still answered, every time, within a grace or two."""
     slow = []
     try:
         for _ in range(200):
@@ -113,7 +125,8 @@ def test_quick_clients_get_through_many_slow_ones(server: StatusServer) -> None:
             c.sendall(b"GET /metrics HTTP/1.1\r\nX-Slow: ")
             slow.append(c)
         for _ in range(20):
-            assert get(server, "/health")[0] == 200
+            code, took = answered(server, "/health")
+            assert code == 200 and took < 3, took
         assert server.refused >= 200 - 16
         assert server._active <= 16
     finally:
