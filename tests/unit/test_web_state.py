@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from ndsclust.cli import build_parser
+from ndsclust.cli.web_cmd import listen_address
+from ndsclust.errors import ConfigError
 from ndsclust.ldapstore.connection import Credentials
 from ndsclust.ldapstore.store import Snapshot
 from ndsclust.model import Event, Server, ServerName, Tag
@@ -101,3 +104,20 @@ def test_console_state_lists_applications_servers_and_latest_events_first() -> N
         ServerName(n) for n in ("alpha", "beta", "gamma")
     ]
     assert [e["id"] for e in data["events"]] == ["2", "1", "0"]
+
+
+def test_the_console_listens_on_loopback_unless_told_otherwise() -> None:
+    assert listen_address("127.0.0.1:8470", tls=False, plain=False) == ("127.0.0.1", 8470)
+    assert listen_address("[::1]:0", tls=False, plain=False) == ("::1", 0)
+    assert listen_address("198.18.0.9:8470", tls=True, plain=False) == ("198.18.0.9", 8470)
+    assert listen_address("198.18.0.9:8470", tls=False, plain=True) == ("198.18.0.9", 8470)
+    with pytest.raises(ConfigError, match="not loopback"):
+        listen_address("198.18.0.9:8470", tls=False, plain=False)
+    for bad in ("localhost:8470", "127.0.0.1", "127.0.0.1:99999"):
+        with pytest.raises(ConfigError, match="ADDR:PORT"):
+            listen_address(bad, tls=False, plain=False)
+
+
+def test_web_is_a_command() -> None:
+    args = build_parser().parse_args(["web", "--listen", "127.0.0.1:0"])
+    assert args.listen == "127.0.0.1:0" and args.handler.__name__ == "cmd_web"
