@@ -3,9 +3,11 @@ browsers subscribed to it.
 
 ``Hub.run`` applies what the watches deliver and, after each burst, publishes the whole
 state (``state.console_state``) and every event added to the audit trail since, to each
-subscriber's queue as server-sent events. A queue is bounded: a browser that stops
-reading loses its place (its stream ends and its page reconnects) instead of growing the
-console. Pulses alone (several a second) refresh the state at most once a second.
+subscriber's queue as server-sent events. A queue holds at most one "send the latest
+state" (the state itself is the hub's, one copy however many browsers lag) and a bounded
+number of events: a browser that stops reading loses its place (its stream ends and its
+page reconnects) instead of growing the console. Pulses alone (several a second) refresh
+the state at most once a second.
 """
 
 from __future__ import annotations
@@ -27,15 +29,18 @@ from ndsclust.web.state import console_state
 log = logging.getLogger("ndsclust.web")
 
 QUEUE_LIMIT = 64
+STATE = ("state", "")  # queued for: send the hub's latest state
 PULSE_REFRESH = 1.0  # seconds between states sent for pulses alone
 BURST = 0.1  # changes arriving this close together make one state
 
 
 class Subscriber:
-    """One browser's event stream: (event name, JSON text) items, None when it must end."""
+    """One browser's event stream: ("event", JSON text) items, ("state", "") for "send the
+    hub's latest state", None when it must end."""
 
     def __init__(self) -> None:
         self.queue: queue.Queue[tuple[str, str] | None] = queue.Queue(QUEUE_LIMIT)
+        self.state_pending = False
 
     def end(self) -> None:
         """Empty the queue and end the stream (the page reconnects and starts afresh)."""
@@ -84,9 +89,15 @@ class Hub:
         """A new stream; its first item is the current state."""
         s = Subscriber()
         with self._lock:
-            s.offer(("state", self.state))
+            s.state_pending = s.offer(STATE)
             self._subs.add(s)
         return s
+
+    def latest(self, s: Subscriber) -> str:
+        """The state to send ``s`` now that it dequeued STATE."""
+        with self._lock:
+            s.state_pending = False
+            return self.state
 
     def unsubscribe(self, s: Subscriber) -> None:
         with self._lock:
@@ -121,13 +132,15 @@ class Hub:
         )
         text = json.dumps(data, sort_keys=True)
         items = [("event", json.dumps(event_json(e.event), sort_keys=True)) for e in fresh]
-        items.append(("state", text))
         with self._lock:
             self.state = text
             self.ready.set()
             dropped = []
             for s in self._subs:
-                if not all(s.offer(item) for item in items):
+                ok = all(s.offer(item) for item in items)
+                if ok and not s.state_pending:
+                    ok = s.state_pending = s.offer(STATE)
+                if not ok:
                     dropped.append(s)
             for s in dropped:
                 self._subs.discard(s)

@@ -261,6 +261,8 @@ class Handler(BaseHTTPRequestHandler):
                 if item is None:
                     return
                 name, data = item
+                if name == "state":
+                    data = hub.latest(sub)
                 self.wfile.write(f"event: {name}\ndata: {data}\n\n".encode())
                 self.wfile.flush()
         except OSError:

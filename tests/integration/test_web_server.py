@@ -29,8 +29,11 @@ class FakeHub:
 
     def subscribe(self) -> Subscriber:
         s = Subscriber()
-        s.offer(("state", self.state))
+        s.offer(("state", ""))
         return s
+
+    def latest(self, s: Subscriber) -> str:
+        return self.state
 
     def unsubscribe(self, s: Subscriber) -> None:
         pass
