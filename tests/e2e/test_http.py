@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ndsclust.lab.cluster import LabCluster, LabServer
 from ndsclust.lab.directory import wait_until
-from ndsclust.model import ServerName
+from ndsclust.model import Request, RequestKind, ServerName
 
 LabFactory = Callable[..., LabCluster]
 A, B, C = ServerName("alpha"), ServerName("beta"), ServerName("gamma")
@@ -164,3 +164,19 @@ def test_health_metrics_and_app_flip_through_a_failover_under_slow_clients(
     print(f"http_rss: before_mb={before:.1f} under_200_clients_mb={during:.1f}")
     assert during - before < GROWTH_MB, (before, during)
     c.wait_running("web", B)
+
+    # A move between two live servers: the old host turns 503 once its copy has ended,
+    # the new one 200 once its copy runs, and never both 200 at once: asked after the new
+    # host said 200, the old one never still says 200.
+    c.store().set_request("web", Request(RequestKind.MIGRATE, C))
+    both = False
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        on_g = get(g, "/app/web")[0]
+        on_b = get(b, "/app/web")[0]
+        both = both or (on_b == 200 and on_g == 200)
+        if on_g == 200 and on_b == 503:
+            break
+    assert (on_b, on_g) == (503, 200)
+    assert not both
+    assert json.loads(get(b, "/app/web")[1])["reason"] == "hosted by gamma"
