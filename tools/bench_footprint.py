@@ -36,6 +36,7 @@ import argparse
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections import Counter
 from pathlib import Path
@@ -63,7 +64,8 @@ class Scraper:
         self.lab, self.every = lab, every
         self.sizes: list[int] = []
         self.times: list[float] = []
-        self.errors = 0
+        self.errors = 0  # no answer within 10 s, or refused
+        self.statuses: Counter[str] = Counter()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -76,9 +78,14 @@ class Scraper:
                     try:
                         with urllib.request.urlopen(f"http://{server.http}{path}", timeout=10) as r:
                             size = len(r.read())
+                    except urllib.error.HTTPError as e:  # answered: /health's 503
+                        e.close()
+                        self.statuses[f"{path}:{e.code}"] += 1
+                        continue
                     except OSError:
                         self.errors += 1
                         continue
+                    self.statuses[f"{path}:200"] += 1
                     if path == "/metrics":
                         self.sizes.append(size)
                         self.times.append(time.monotonic() - began)
@@ -92,7 +99,8 @@ class Scraper:
             return f"none errors={self.errors}"
         return (
             f"metrics_scrapes={len(self.times)} metrics_kb={max(self.sizes) / 1024:.0f} "
-            f"scrape_s_max={max(self.times):.3f} errors={self.errors}"
+            f"scrape_s_max={max(self.times):.3f} errors={self.errors} "
+            + " ".join(f"{k}={v}" for k, v in sorted(self.statuses.items()))
         )
 
 
