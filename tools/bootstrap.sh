@@ -13,6 +13,9 @@ command -v ldapadd >/dev/null 2>&1 || missing+=(ldap-utils)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 [ -x /usr/sbin/fence_ipmilan ] || missing+=(fence-agents)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+# The console's browser test drives Debian's headless Chromium through its driver.
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "bootstrap: need ${missing[*]}; run as root or install them: apt-get install -y ${missing[*]}" >&2

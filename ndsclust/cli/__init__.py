@@ -24,6 +24,7 @@ from ndsclust.cli import (
     sentinel_cmd,
     servers_cmd,
     status_cmd,
+    web_cmd,
 )
 from ndsclust.errors import ConfigError, NdsclustError, ProviderUnreachable
 
@@ -42,6 +43,7 @@ MODULES = [
     pki_cmd,
     sentinel_cmd,
     lab_cmd,
+    web_cmd,
 ]
 
 

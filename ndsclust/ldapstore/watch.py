@@ -249,6 +249,12 @@ class Watch:
         return self._provider
 
     @property
+    def heard(self) -> float:
+        """Monotonic time the watch last heard its provider (a message or a keepalive's
+        answer); 0.0 before the first connection. What ``/metrics`` shows as watch lag."""
+        return self._heard
+
+    @property
     def stats(self) -> WatchStats:
         with self._lock:
             return WatchStats(self._entries, self._reconnects, self._full_refreshes)

@@ -100,6 +100,9 @@ MOVES: frozenset[EventKind] = frozenset(
 # forgets every failure before it. Nothing else counts: a failover from a dead host, a
 # migrate, a maintenance move, a failback or a graceful stop is no failure of the program.
 COUNTED: frozenset[EventKind] = frozenset({EventKind.HANDOFF, EventKind.CLEANUP})
+# The events the cache keeps per application: the counted ones, and failovers, which only
+# the metrics report (``History.failovers``); no decision reads them.
+KEPT_MOVES: frozenset[EventKind] = COUNTED | {EventKind.FAILOVER}
 
 
 # Moves after which the application stays where it was put: no automatic failback.

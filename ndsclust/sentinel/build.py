@@ -18,7 +18,7 @@ from ndsclust.ldapstore.cache import ClusterCache
 from ndsclust.ldapstore.connection import Providers
 from ndsclust.ldapstore.store import APP_ATTRS, DEFAULT_OP_DEADLINE, Store
 from ndsclust.ldapstore.watch import Watch
-from ndsclust.sentinel.actions import COUNTED
+from ndsclust.sentinel.actions import KEPT_MOVES
 from ndsclust.sentinel.antientropy import Sweeper, build_sweeper
 from ndsclust.sentinel.channels import Channel
 from ndsclust.sentinel.channels.directory import DirectoryChannel
@@ -130,7 +130,7 @@ def build_parts(cfg: Config) -> Parts:
         providers=write_providers,
         read_providers=read_providers,
         store_for=store_for,
-        cache=ClusterCache(move_kinds=frozenset(k.value for k in COUNTED)),
+        cache=ClusterCache(move_kinds=frozenset(k.value for k in KEPT_MOVES)),
         watch=Watch(read_providers, d.base, attributes=APP_ATTRS, name="cluster"),
         pulse_watch=Watch(
             read_providers,

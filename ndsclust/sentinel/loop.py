@@ -53,6 +53,7 @@ from ndsclust.sentinel.catchup import ReplicationCheck
 from ndsclust.sentinel.decide import decide
 from ndsclust.sentinel.detector import Detector, Liveness
 from ndsclust.sentinel.executor import Executor
+from ndsclust.sentinel.http_status import Publisher
 from ndsclust.sentinel.keeper import Fence, Keeper, fence_channels
 from ndsclust.sentinel.logline import log_event
 from ndsclust.sentinel.programs import LocalPrograms
@@ -228,6 +229,12 @@ class Sentinel:
         self._last_decide = 0.0
         self._woken_by: WatchEvent | None = None
         self.cycles = 0
+        self._view: View | None = None
+        # The HTTP face (httpd.py) reads what the loop publishes after each cycle.
+        stale = max(5.0, 20 * cfg.timeouts.loop_interval)
+        self.status = Publisher(
+            self.me, cfg.http, self.channels, self.watch, started=started, stale_after=stale
+        )
 
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
         t = threading.Thread(target=target, name=f"sentinel-{name}", daemon=True)
@@ -247,6 +254,8 @@ class Sentinel:
             channels=",".join(self.channels) or "-",
             witness=self.cfg.witness.address if self.cfg.witness else "-",
         )
+        if not self.status.start():
+            return 2
         if self.control:
             try:
                 self.control.start()
@@ -295,8 +304,10 @@ class Sentinel:
                     self._nothing_left() or (leave_deadline is not None and now > leave_deadline)
                 ):
                     break
+                decided = self.cycles
                 self.cycle(now)
                 self._progress = self.clock()
+                self._publish(now, self._progress - now if self.cycles != decided else None)
                 self._wait_for_work(self.cfg.timeouts.loop_interval)
         finally:
             self._shutdown()
@@ -338,9 +349,22 @@ class Sentinel:
         snap = self.cache.snapshot()
         return not any(a.host == self.me for a in snap.apps.values()) or not self._refreshed
 
+    def _publish(self, now: float, took: float | None) -> None:
+        self.status.publish(
+            now,
+            view=self._view if self._refreshed else None,
+            took=took,
+            fenced=self._view.fenced if self._view else self.keeper.fenced.is_set(),
+            rejoin_pending=self.rejoin.pending,
+            rejoin_grace=self.rejoin.in_grace(now),
+            leaving=self._leaving,
+            write_provider=self.providers.uris[self._write_provider],
+        )
+
     def _shutdown(self) -> None:
         if self.parts.sweeper is not None:
             self.parts.sweeper.stop()
+        self.status.stop()
         self.programs.close()
         if self.control:
             self.control.stop()
@@ -465,7 +489,7 @@ class Sentinel:
         if self._rejoin_wanted.is_set():
             self._rejoin_wanted.clear()
             self._begin_rejoin(now, self._rejoin_why)
-        view = self.view(now)
+        view = self._view = self.view(now)
         if self.rejoin.pending:
             self.rejoin.advance(now, view)
             if self.rejoin.pending:

@@ -66,6 +66,7 @@ class History:
     failures: tuple[tuple[float, ServerName], ...] = ()
     cleaned: float | None = None
     seen: frozenset[ServerName] = frozenset()  # servers with any hand-off event, cleaned or not
+    failovers: tuple[float, ...] = ()  # takeovers from a dead host: reported, never counted
 
 
 def histories(
@@ -76,18 +77,22 @@ def histories(
     ``wall``."""
     failures: dict[Tag, list[tuple[float, ServerName]]] = {}
     cleaned: dict[Tag, float] = {}
+    failovers: dict[Tag, list[float]] = {}
     for tag, kind, at, server in moves:
         t = now - (wall - at)
-        if kind == EventKind.CLEANUP.value:
+        if kind == EventKind.FAILOVER.value:
+            failovers.setdefault(tag, []).append(t)
+        elif kind == EventKind.CLEANUP.value:
             cleaned[tag] = max(t, cleaned.get(tag, t))
         elif kind == EventKind.HANDOFF.value and server is not None:
             failures.setdefault(tag, []).append((t, server))
     out: dict[Tag, History] = {}
-    for tag in {*failures, *cleaned}:
+    for tag in {*failures, *cleaned, *failovers}:
         since = cleaned.get(tag)
         kept = sorted(f for f in failures.get(tag, []) if since is None or f[0] > since)
         seen = frozenset(s for _, s in failures.get(tag, []))
-        out[tag] = History(failures=tuple(kept), cleaned=since, seen=seen)
+        took = tuple(sorted(failovers.get(tag, [])))
+        out[tag] = History(failures=tuple(kept), cleaned=since, seen=seen, failovers=took)
     return out
 
 

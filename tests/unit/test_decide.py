@@ -508,8 +508,11 @@ def test_histories_count_only_program_failures_since_the_last_cleanup() -> None:
         (WEB, "handoff", 160.0, B),
     ]
     h = histories(moves, NOW, 200.0)
-    assert h[WEB] == History(failures=((NOW - 40, B),), cleaned=NOW - 50, seen=frozenset({A, B}))
-    assert histories(moves[:4], NOW, 200.0) == {}
+    assert h[WEB] == History(
+        failures=((NOW - 40, B),), cleaned=NOW - 50, seen=frozenset({A, B}), failovers=(NOW - 100,)
+    )
+    # A failover is reported (metrics), never counted as a failure of the program.
+    assert histories(moves[:4], NOW, 200.0) == {WEB: History(failovers=(NOW - 100,))}
 
 
 def test_failover_with_migrate_request_goes_straight_to_the_target() -> None:

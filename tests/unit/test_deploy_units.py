@@ -107,6 +107,7 @@ SECTIONS = [
     ("events",),
     ("log",),
     ("fencing",),
+    ("http",),
 ]
 
 
