@@ -540,6 +540,52 @@ SENTINEL_REFUSED: list[tuple[str, str, Callable[[ldap3.Connection, str], bool]]]
         ),
     ),
     ("an application, deleted", app_dn("web"), lambda c, dn: bool(c.delete(dn))),
+    (
+        "an event signed by beta",
+        f"ndsclustEventId=forged-by-alpha,{EVENTS}",
+        lambda c, dn: bool(
+            c.add(
+                dn,
+                ["top", "ndsclustEvent"],
+                {
+                    "ndsclustEventId": "forged-by-alpha",
+                    "ndsclustEventTime": "20260101000000Z",
+                    "ndsclustEventKind": "failover",
+                    "ndsclustEventServer": BETA,
+                },
+            )
+        ),
+    ),
+    (
+        "an event without a server",
+        f"ndsclustEventId=unsigned-by-alpha,{EVENTS}",
+        lambda c, dn: bool(
+            c.add(
+                dn,
+                ["top", "ndsclustEvent"],
+                {
+                    "ndsclustEventId": "unsigned-by-alpha",
+                    "ndsclustEventTime": "20260101000000Z",
+                    "ndsclustEventKind": "failover",
+                },
+            )
+        ),
+    ),
+    (
+        "beta's event, rewritten",
+        f"ndsclustEventId=by-beta,{EVENTS}",
+        _mod("ndsclustEventText", "x"),
+    ),
+    (
+        "beta's event, re-signed",
+        f"ndsclustEventId=by-beta,{EVENTS}",
+        _mod("ndsclustEventServer", ALPHA),
+    ),
+    (
+        "its own event, re-signed as beta's",
+        f"ndsclustEventId=by-alpha,{EVENTS}",
+        _mod("ndsclustEventServer", BETA),
+    ),
     ("beta's pulse", f"cn={BETA},{PULSE}", _mod("ndsclustPulse", "999")),
     (
         "a pulse for another server",
@@ -585,12 +631,59 @@ SENTINEL_REFUSED: list[tuple[str, str, Callable[[ldap3.Connection, str], bool]]]
 
 @pytest.fixture(scope="module")
 def beta_pulse(dep: Deployment) -> None:
-    """Beta's pulse entry exists, so refusals to touch it are refusals, not noSuchObject."""
+    """Beta's pulse entry and an event of each server exist, so refusals to touch them are
+    refusals, not noSuchObject."""
     st = dep.store(server_dn(BETA))
     try:
         st.write_pulse(BETA, 1)
     finally:
         st.close()
+    for name in (ALPHA, BETA):
+        conn = dep.connect(server_dn(name))
+        try:
+            assert conn.add(
+                f"ndsclustEventId=by-{name},{EVENTS}",
+                ["top", "ndsclustEvent"],
+                {
+                    "ndsclustEventId": f"by-{name}",
+                    "ndsclustEventTime": "20260101000000Z",
+                    "ndsclustEventKind": "failover",
+                    "ndsclustEventServer": name,
+                },
+            ), conn.result
+        finally:
+            conn.unbind()
+
+
+def test_a_sentinel_prunes_other_servers_events(dep: Deployment, beta_pulse: None) -> None:
+    conn = dep.connect(server_dn(ALPHA))
+    dn = f"ndsclustEventId=pruned-by-alpha,{EVENTS}"
+    try:
+        conn.add(
+            dn,
+            ["top", "ndsclustEvent"],
+            {
+                "ndsclustEventId": "pruned-by-alpha",
+                "ndsclustEventTime": "20250101000000Z",
+                "ndsclustEventKind": "failover",
+                "ndsclustEventServer": BETA,
+            },
+        )
+        assert result(conn) == INSUFFICIENT_ACCESS
+        st = dep.store(server_dn(BETA))
+        try:
+            st.record_event("failover", server=BETA, text="old")
+        finally:
+            st.close()
+        ops = dep.store(OPERATOR)
+        try:
+            old = [e for e in ops.events() if e.server == BETA and e.text == "old"]
+        finally:
+            ops.close()
+        assert old
+        assert conn.delete(old[0].dn), conn.result
+    finally:
+        conn.unbind()
 
 
 @pytest.mark.parametrize("what, dn, op", SENTINEL_REFUSED, ids=[w for w, _, _ in SENTINEL_REFUSED])
