@@ -241,7 +241,9 @@ def store(args: argparse.Namespace) -> Store:
         base = base or (d.base if suffix in (None, d.suffix) else None)
         suffix = suffix or d.suffix
         pulse = pulse or d.pulse_suffix
-    providers = Providers(uris(args), credentials(args), timeout=PROVIDER_TIMEOUT)
+    providers = Providers(
+        uris(args), credentials(args), timeout=PROVIDER_TIMEOUT, final_refusal=True
+    )
     return Store(
         providers,
         suffix or DEFAULT_SUFFIX,
