@@ -253,6 +253,27 @@ def store(args: argparse.Namespace) -> Store:
     )
 
 
+def identity(args: argparse.Namespace) -> str:
+    """Who this command binds as, in words."""
+    c = credentials(args)
+    if c.bind_dn:
+        return c.bind_dn
+    return "SASL EXTERNAL" if c.sasl_external else "anonymous"
+
+
+def check_readable(args: argparse.Namespace, st: Store) -> None:
+    """An empty answer means "nothing there" only if this bind can see the cluster base:
+    slapd answers "no such object" where a bind may not look. NdsclustError (exit 1)
+    otherwise."""
+    if st.search(st.base, "(objectClass=*)", scope="BASE", attributes=["1.1"]):
+        return
+    raise NdsclustError(
+        f"cannot read {st.base} as {identity(args)}: it does not exist, or this identity may "
+        "not read it. Bind as a server (as root on a server the CLI reads "
+        f"{config_mod.DEFAULT_PATH}), an operator or an auditor (-D DN -y FILE)"
+    )
+
+
 def operator() -> str:
     """Who runs this command, for the audit trail."""
     try:

@@ -961,3 +961,38 @@ def test_install_guide_examples_work_for_an_operator(dep: Deployment) -> None:
     app = dep.read(app_dn("billing"))
     assert app["ndsclustRequest"] == ["failback"] and app["ndsclustHostServer"] == [ALPHA]
     assert dep.read(server_dn(ALPHA))["ndsclustServerState"] == ["up"]
+
+
+def _cli_args(dep: Deployment, *identity: str) -> list[str]:
+    return [
+        *(a for uri in dep.uris for a in ("--uri", uri)),
+        "--suffix",
+        SUFFIX,
+        "--pulse-suffix",
+        PULSE,
+        *identity,
+        "--ca-file",
+        str(dep.ca),
+        "-Z",
+    ]
+
+
+def test_status_as_anonymous_says_it_cannot_read(
+    dep: Deployment, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli_main([*_cli_args(dep), "status"]) == 1
+    err = capsys.readouterr().err
+    assert f"cannot read {BASE} as anonymous" in err and "no servers" not in err
+
+
+def test_a_wrong_password_exits_2_and_says_the_bind_was_refused(
+    dep: Deployment, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wrong = tmp_path / "wrong.pw"
+    wrong.write_text("not the password")
+    began = time.monotonic()
+    assert cli_main([*_cli_args(dep, "-D", OPERATOR, "-y", str(wrong)), "status"]) == 2
+    err = capsys.readouterr().err
+    assert "the bind was refused" in err and "invalidCredentials" in err, err
+    assert "no provider reachable" not in err
+    assert time.monotonic() - began < 5  # refused everywhere: no waiting for a better answer

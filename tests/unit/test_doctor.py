@@ -66,7 +66,7 @@ def cfg(tmp_path: Path, channels: dict[str, Any]) -> config.Config:
     return config.parse(
         {
             "server": "alpha",
-            "directory": {"uris": ["ldap://127.0.0.1:1"], "suffix": "dc=x"},
+            "directory": {"uris": ["ldaps://127.0.0.1:1"], "suffix": "dc=x"},
             "channels": channels,
             "timeouts": {"failover": 0.8, "fence": 0.5, "lease": 0.5},
         },
