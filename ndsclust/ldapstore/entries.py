@@ -216,8 +216,9 @@ class _Checked:
         if len(vals) > 1:
             raise self.bad(attr, f"has {len(vals)} values {list(vals)!r}; exactly one is allowed")
         v = vals[0]
-        if len(v) > (MAX_MARKER if attr == "ndsclustMarker" else MAX_VALUE):
-            raise self.bad(attr, f"value is {len(v)} characters long; that is too long")
+        limit = MAX_MARKER if attr == "ndsclustMarker" else MAX_VALUE
+        if len(v) > limit:
+            raise self.bad(attr, f"value is {len(v)} characters long, too long: the limit is {limit}")
         return v
 
     def check(self, attr: str, value: str, fn: Any) -> Any:
