@@ -206,6 +206,9 @@ class App:
     dn: str = ""
     uuid: str = ""  # entryUUID: how the watch names a deleted entry
     csn: str = ""  # entryCSN: which copy is more current (FIGS. 4E-4H)
+    # While a request is pending: the bind identity that last wrote the entry (its
+    # modifiersName), for the audit trail of whoever wrote the request, CLI or ldapmodify.
+    requested_by: str | None = None
 
     def servers(self) -> tuple[ServerName, ...]:
         """Primary then backups in the operator's order, without repeats."""

@@ -285,9 +285,15 @@ def operator() -> str:
 def audit(
     st: Store, kind: str, *, tag: str | None = None, server: str | None = None, text: str = ""
 ) -> None:
-    """Record what an operator did in ou=events. The change itself is already written, so
-    a refused audit write (ACLs) is reported, not turned into a failure of the command."""
-    words = [f"by={operator()}"] + ([text] if text else [])
+    """Record what an operator did in ou=events, with the bind identity that did it (the
+    directory's name for them, as in the entry's modifiersName; the Unix user after it).
+    The change itself is already written, so a refused audit write (ACLs) is reported, not
+    turned into a failure of the command."""
+    try:
+        who = st.whoami()
+    except NdsclustError:
+        who = "unknown"
+    words = [f"by={who}", f"user={operator()}"] + ([text] if text else [])
     try:
         st.record_event(kind, tag=tag, text=" ".join(words))
     except NdsclustError as e:

@@ -218,7 +218,9 @@ class _Checked:
         v = vals[0]
         limit = MAX_MARKER if attr == "ndsclustMarker" else MAX_VALUE
         if len(v) > limit:
-            raise self.bad(attr, f"value is {len(v)} characters long, too long: the limit is {limit}")
+            raise self.bad(
+                attr, f"value is {len(v)} characters long, too long: the limit is {limit}"
+            )
         return v
 
     def check(self, attr: str, value: str, fn: Any) -> Any:
@@ -298,6 +300,7 @@ def parse_app(dn: str | Entry, attrs: Attrs | None = None) -> App:
         marker=marker,
         state=e.check("ndsclustState", state_value or "stopped", _state),
         request=e.check("ndsclustRequest", request_value, _request) if request_value else None,
+        requested_by=(e.all("modifiersName") or (None,))[0] if request_value else None,
         dn=dn,
         uuid=e.entry.uuid,
         csn=e.entry.csn,

@@ -996,3 +996,26 @@ def test_a_wrong_password_exits_2_and_says_the_bind_was_refused(
     assert "the bind was refused" in err and "invalidCredentials" in err, err
     assert "no provider reachable" not in err
     assert time.monotonic() - began < 5  # refused everywhere: no waiting for a better answer
+
+
+def test_the_audit_trail_names_the_bind_identity_of_a_request(
+    dep: Deployment, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The CLI's audit event names the operator's DN; a request written with ldapmodify
+    carries its writer in modifiersName, which the sentinels copy into their event."""
+    dep.operator_ldif("ldapadd", app_ldif("audited", host=ALPHA))
+    args = _cli_args(dep, "-D", OPERATOR, "-y", str(dep.password_files[OPERATOR]))
+    assert cli_main([*args, "unload", "audited", "--no-wait"]) == 0
+    st = dep.store(OPERATOR)
+    try:
+        mine = [e for e in st.events(tag="audited") if e.kind == "request_unload"]
+        assert mine and f"by={OPERATOR}" in mine[-1].text and "by=root" not in mine[-1].text
+        dep.operator_ldif(
+            "ldapmodify",
+            f"dn: {app_dn('audited')}\nchangetype: modify\nreplace: ndsclustRequest\n"
+            "ndsclustRequest: load\n",
+        )
+        app = st.app("audited")
+        assert app.requested_by is not None and app.requested_by.lower() == OPERATOR.lower()
+    finally:
+        st.close()

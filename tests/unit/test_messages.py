@@ -40,3 +40,24 @@ def test_a_value_too_long_states_the_limit() -> None:
         EntryInvalid, match=f"100051 characters long, too long: the limit is {MAX_VALUE}"
     ):
         parse_app("ndsclustTag=web,ou=applications,ou=ndsclust,dc=x", attrs)
+
+
+def test_an_event_about_a_request_names_who_wrote_it() -> None:
+    from ndsclust.model import App, AppType, Request, RequestKind, ServerName, Tag
+    from ndsclust.sentinel.executor import requester_noted
+
+    alice = "uid=alice,ou=people,dc=example,dc=com"
+    app = App(
+        Tag("web"),
+        AppType.CAPABLE,
+        ("/bin/true",),
+        ServerName("alpha"),
+        (),
+        request=Request(RequestKind.MIGRATE, ServerName("beta")),
+        requested_by=alice,
+    )
+    assert (
+        requester_noted("migrate to beta", app)
+        == f"migrate to beta (request migrate:beta by {alice})"
+    )
+    assert requester_noted("failover", None) == "failover"
