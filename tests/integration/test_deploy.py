@@ -947,7 +947,8 @@ def test_replicator_reads_everything_and_writes_nothing(dep: Deployment) -> None
 def install_ldif_blocks() -> list[str]:
     """The ```ldif examples of INSTALL.md, in order."""
     text = (DEPLOY / "INSTALL.md").read_text()
-    return [block.split("```", 1)[0].lstrip("\n") for block in text.split("```ldif")[1:]]
+    # After the language may come a label (```ldif billing.ldif): the block starts a line later.
+    return [block.split("\n", 1)[1].split("```", 1)[0] for block in text.split("```ldif")[1:]]
 
 
 def test_install_guide_examples_work_for_an_operator(dep: Deployment) -> None:
