@@ -46,7 +46,7 @@ from ndsclust.ldapstore.store import Store
 from ndsclust.logfmt import line as logline
 from ndsclust.model import ServerName, Tag
 from ndsclust.sentinel.control_registration import write_registration
-from ndsclust.sentinel.control_socket import MAX_HELD, MAX_OUT, SOCKET_MODE, listen, over_budget
+from ndsclust.sentinel.control_socket import MAX_OUT, SOCKET_MODE, listen, over_budget
 
 MAX_CLIENTS = 1024  # connections at once; more are told so and closed
 MAX_IN_FLIGHT = 16  # directory requests one connection may have waiting
@@ -248,15 +248,10 @@ class ControlServer:
     def _shed(self) -> None:
         """Keep what all clients hold within MAX_HELD (docs in control_socket.py)."""
         # list(): worker threads call this while the serving thread adds connections.
-        conns = list(self._conns.values())
-        held = {c: c.lines.held + len(c.out) for c in conns if not c.closing}
-        victim = over_budget(held)
-        if victim is None:
+        held = {c: c.lines.held + len(c.out) for c in list(self._conns.values()) if not c.closing}
+        if (shed := over_budget(held)) is None:
             return
-        text = (
-            f"the sentinel holds {sum(held.values())} bytes for its clients, more than its "
-            f"limit of {MAX_HELD}; this connection held the most ({held[victim]}): closing it"
-        )
+        victim, text = shed
         self._event(logging.WARNING, "control_client_dropped", pid=victim.pid, error=text)
         victim.lines = LineFramer(MAX_LINE)
         victim.out[:] = encode(error_reply(None, "unavailable", text))

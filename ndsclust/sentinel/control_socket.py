@@ -34,12 +34,17 @@ MAX_OUT = 4 << 20  # unsent bytes to one client beyond which it is dropped
 MAX_HELD = 16 << 20  # unfinished lines and unsent answers of all clients together
 
 
-def over_budget(held: Mapping[K, int], limit: int = MAX_HELD) -> K | None:
+def over_budget(held: Mapping[K, int], limit: int = MAX_HELD) -> tuple[K, str] | None:
     """The connection to close when everything ``held`` (connection -> bytes) exceeds
-    ``limit``: the one holding the most. None while within the limit."""
-    if sum(held.values()) <= limit:
+    ``limit``, the one holding the most, and what to tell it. None while within the limit."""
+    total = sum(held.values())
+    if total <= limit:
         return None
-    return max(held, key=lambda k: held[k])
+    victim = max(held, key=lambda k: held[k])
+    return victim, (
+        f"the sentinel holds {total} bytes for its clients, more than its limit of "
+        f"{limit}; this connection held the most ({held[victim]}): closing it"
+    )
 
 
 def listen(path: str, user: str | None) -> tuple[socket.socket, tuple[int, int]]:
