@@ -53,6 +53,7 @@ class RequestKind(Enum):
     UNLOAD = "unload"
     FAILBACK = "failback"
     MIGRATE = "migrate"
+    CLEANUP = "cleanup"  # forget the failure counts (like pcs resource cleanup)
 
 
 def _what_is_wrong(value: str, allowed: str, limit: int, first: str) -> str:
@@ -163,7 +164,7 @@ class StateValue:
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """The value of ``ndsclustRequest``: load, unload, failback or ``migrate:<server>``."""
+    """The value of ``ndsclustRequest``: load, unload, failback, cleanup or ``migrate:<server>``."""
 
     kind: RequestKind
     target: ServerName | None = None
@@ -179,7 +180,8 @@ class Request:
             kind = RequestKind(value)
         except ValueError:
             raise ValueError(
-                f"{value!r} is not a request; allowed: load, unload, failback, migrate:<server>"
+                f"{value!r} is not a request; allowed: load, unload, failback, cleanup, "
+                "migrate:<server>"
             ) from None
         if kind is RequestKind.MIGRATE:
             raise ValueError("migrate needs a server: write 'migrate:<server>'")
