@@ -262,6 +262,14 @@ def parse(data: Any, source: str = "<config>") -> Config:
         allow_plain=bool(d.get("allow_plain_ldap", False)),
     )
     local_uri = r.string(d, "local_uri", "directory.")
+    for key, uri in [("uris", u) for u in uris] + [("local_uri", local_uri or "")]:
+        if uri.lower().startswith("ldap://") and not (creds.start_tls or creds.allow_plain):
+            # Refused at every connection: a sentinel would retry forever.
+            r.bad(
+                f"directory.{key}",
+                f"{uri}: plain LDAP without TLS is refused; use ldaps://, set "
+                "directory.start_tls: true, use ldapi://, or set allow_plain_ldap: true",
+            )
     provider_servers: dict[str, ServerName] = {}
     ps = r.section(d, "provider_servers", "directory.")
     for uri, name in (ps or {}).items():

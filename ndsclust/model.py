@@ -56,14 +56,35 @@ class RequestKind(Enum):
     CLEANUP = "cleanup"  # forget the failure counts (like pcs resource cleanup)
 
 
+def _what_is_wrong(value: str, allowed: str, limit: int, first: str) -> str:
+    """Which rule a name breaks: its length against ``limit``, or the first character
+    outside ``allowed`` with its position (counted from 1)."""
+    if not value:
+        return "it is empty"
+    if len(value) > limit:
+        return f"it is {len(value)} characters long, the limit is {limit}"
+    for i, c in enumerate(value, 1):
+        if c not in allowed:
+            return f"character {c!r} (U+{ord(c):04X}) at position {i} is not allowed"
+    if value[0] not in first:
+        return f"the first character {value[0]!r} is not allowed there"
+    return f"the last character {value[-1]!r} is not allowed there"
+
+
+_DIGITS = "0123456789"
+_LOWER = "abcdefghijklmnopqrstuvwxyz"
+_LETTERS = _LOWER + _LOWER.upper()
+
+
 def check_server_name(value: str) -> ServerName:
     """Return ``value`` as a ServerName or raise ValueError saying what is allowed."""
     if not _SERVER_RE.match(value):
         hint = ""
         if _SERVER_RE.match(value.lower()):
             hint = f"; write it in lower case: {value.lower()!r}"
+        why = _what_is_wrong(value, _LOWER + _DIGITS + "-", 63, _LOWER + _DIGITS)
         raise ValueError(
-            f"{value!r} is not a server name: lower-case letters, digits and '-', "
+            f"{value!r} is not a server name ({why}): lower-case letters, digits and '-', "
             f"1-63 characters, not starting or ending with '-'{hint}"
         )
     return ServerName(value)
@@ -71,17 +92,20 @@ def check_server_name(value: str) -> ServerName:
 
 def check_tag(value: str) -> Tag:
     if not _TAG_RE.match(value):
+        why = _what_is_wrong(value, _LETTERS + _DIGITS + "_.-", 63, _LETTERS + _DIGITS)
         raise ValueError(
-            f"{value!r} is not a tag: letters, digits, '_', '.', '-', 1-63 characters, "
-            "starting with a letter or digit"
+            f"{value!r} is not a tag ({why}): letters, digits, '_', '.', '-', 1-63 "
+            "characters, starting with a letter or digit"
         )
     return Tag(value)
 
 
 def check_resource(value: str) -> str:
     if not _RESOURCE_RE.match(value):
+        why = _what_is_wrong(value, _LETTERS + _DIGITS + "_.:/-", 128, _LETTERS + _DIGITS)
         raise ValueError(
-            f"{value!r} is not a resource name: letters, digits and '_.:/-', 1-128 characters"
+            f"{value!r} is not a resource name ({why}): letters, digits and '_.:/-', "
+            "1-128 characters, starting with a letter or digit"
         )
     return value
 
@@ -94,8 +118,12 @@ def parse_command(value: str) -> tuple[str, ...]:
         )
     if len(value) > MAX_COMMAND:
         raise ValueError(f"is {len(value)} characters long; at most {MAX_COMMAND} are allowed")
-    if any(ord(c) < 32 and c != "\t" for c in value):
-        raise ValueError("contains control characters; write the command on one line")
+    bad = next(((i, c) for i, c in enumerate(value, 1) if ord(c) < 32 and c != "\t"), None)
+    if bad is not None:
+        raise ValueError(
+            f"contains control characters: U+{ord(bad[1]):04X} at position {bad[0]}; "
+            "write the command on one line"
+        )
     try:
         argv = tuple(shlex.split(value))
     except ValueError as e:
@@ -180,6 +208,9 @@ class App:
     dn: str = ""
     uuid: str = ""  # entryUUID: how the watch names a deleted entry
     csn: str = ""  # entryCSN: which copy is more current (FIGS. 4E-4H)
+    # While a request is pending: the bind identity that last wrote the entry (its
+    # modifiersName), for the audit trail of whoever wrote the request, CLI or ldapmodify.
+    requested_by: str | None = None
 
     def servers(self) -> tuple[ServerName, ...]:
         """Primary then backups in the operator's order, without repeats."""

@@ -110,6 +110,17 @@ def judge_request(
         return Verdict(Outcome.PENDING, f"request {request} not taken yet ({describe(app)})")
     if app.request is not None:
         return Verdict(Outcome.FAILED, f"another request replaced it: {app.request}")
+    ignored = next(
+        (e for e in events if e.tag == tag and e.kind == EventKind.REQUEST_IGNORED), None
+    )
+    if ignored is not None and request.kind in (RequestKind.FAILBACK, RequestKind.MIGRATE):
+        # The operator's move was not made: where the application ends up by itself later
+        # (an automatic failback) is not this request's doing.
+        return Verdict(
+            Outcome.FAILED,
+            f"{ignored.server or 'a sentinel'} ignored the request: "
+            f"{ignored.text or '(no text)'} (now {describe(app)})",
+        )
     if target_reached(app, request):
         where = f"running on {app.host}" if app.host else "unloaded, stopped"
         return Verdict(Outcome.DONE, where)

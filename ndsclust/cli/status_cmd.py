@@ -218,6 +218,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             return _watch(args, st)
         snap = st.snapshot()
         data = status_data(snap, st.pulses(), st.events(), time.time(), args.stale)
+        if not snap.servers and not snap.apps:
+            common.check_readable(args, st)
     finally:
         st.close()
     if args.json:

@@ -216,8 +216,11 @@ class _Checked:
         if len(vals) > 1:
             raise self.bad(attr, f"has {len(vals)} values {list(vals)!r}; exactly one is allowed")
         v = vals[0]
-        if len(v) > (MAX_MARKER if attr == "ndsclustMarker" else MAX_VALUE):
-            raise self.bad(attr, f"value is {len(v)} characters long; that is too long")
+        limit = MAX_MARKER if attr == "ndsclustMarker" else MAX_VALUE
+        if len(v) > limit:
+            raise self.bad(
+                attr, f"value is {len(v)} characters long, too long: the limit is {limit}"
+            )
         return v
 
     def check(self, attr: str, value: str, fn: Any) -> Any:
@@ -297,6 +300,7 @@ def parse_app(dn: str | Entry, attrs: Attrs | None = None) -> App:
         marker=marker,
         state=e.check("ndsclustState", state_value or "stopped", _state),
         request=e.check("ndsclustRequest", request_value, _request) if request_value else None,
+        requested_by=(e.all("modifiersName") or (None,))[0] if request_value else None,
         dn=dn,
         uuid=e.entry.uuid,
         csn=e.entry.csn,

@@ -37,7 +37,7 @@ log = logging.getLogger("ndsclust.ldapstore")
 
 T = TypeVar("T")
 
-APP_ATTRS = ["*", "entryUUID", "entryCSN", "modifyTimestamp"]
+APP_ATTRS = ["*", "entryUUID", "entryCSN", "modifyTimestamp", "modifiersName"]
 
 # LDAP result codes we act on.
 NO_SUCH_OBJECT = 32
@@ -191,6 +191,17 @@ class Session:
     def close(self) -> None:
         with self._lock:
             self._drop()
+
+    def whoami(self) -> str:
+        """The identity the write provider knows this session as (RFC 4532), without the
+        ``dn:`` prefix: a DN, or ``anonymous``."""
+
+        def op(conn: ldap3.Connection) -> str:
+            found = conn.extend.standard.who_am_i()
+            text = found.decode() if isinstance(found, bytes) else str(found or "")
+            return text[3:] if text.startswith("dn:") else (text or "anonymous")
+
+        return self._run("whoami", op)
 
     # -- low-level operations -------------------------------------------------------------
 

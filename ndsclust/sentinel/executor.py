@@ -272,6 +272,7 @@ class Executor:
                 self._programs.unload(tag, reason)
             case RecordEvent(kind, tag, text):
                 self.said[(tag, kind, text)] = now
+                text = requester_noted(text, view.apps.get(tag))
                 level = logging.WARNING if kind in WARN_KINDS else logging.INFO
                 log_event(level, kind.value, tag=tag, server=self.me, text=text)
                 self._records.put(Record(kind, tag, text))
@@ -330,3 +331,11 @@ def _app(view: View, tag: Tag) -> App:
     if app is None:
         raise SupervisorError(f"application {tag} is no longer in the directory")
     return app
+
+
+def requester_noted(text: str, app: App | None) -> str:
+    """An event about a pending request names who wrote it (the entry's modifiersName):
+    the audit trail holds the bind identity, whether the CLI or ldapmodify wrote it."""
+    if app is None or app.request is None or not app.requested_by:
+        return text
+    return f"{text} (request {app.request} by {app.requested_by})"

@@ -46,6 +46,7 @@ def write_config(tmp_path: Path, **directory: Any) -> Path:
             "pulse_suffix": "o=pulse",
             "bind_dn": "cn=alpha,dc=example,dc=com",
             "password_file": str(pw),
+            "start_tls": True,
             **directory,
         },
         "channels": {"lan": {"addresses": ["127.0.0.1:7946"], "key_file": str(key)}},

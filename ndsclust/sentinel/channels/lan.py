@@ -268,7 +268,7 @@ class LanChannel(HeardChannel):
         self._next_sequence += 1
         return seq
 
-    def _packet(self, kind: Kind, echo: int) -> bytes:
+    def _packet(self, kind: Kind, echo: int, receiver: ServerName) -> bytes:
         packet = Packet(
             kind=kind,
             sender=self._me,
@@ -277,6 +277,7 @@ class LanChannel(HeardChannel):
             echo=echo,
             timestamp=self._wall(),
             key_id=self._send_key_id,
+            receiver=receiver,
         )
         return encode(packet, self._keys[self._send_key_id])
 
@@ -294,12 +295,12 @@ class LanChannel(HeardChannel):
 
     def _send_requests(self) -> None:
         with self._lock:
-            peers = list(self._peers.values())
-        for addresses in peers:
+            peers = list(self._peers.items())
+        for peer, addresses in peers:
             for family, address in addresses:
                 for sock in self._sockets:
                     if sock.family == family:
-                        self._send(sock, self._packet(Kind.REQUEST, 0), address, "sent")
+                        self._send(sock, self._packet(Kind.REQUEST, 0, peer), address, "sent")
 
     def _receive(self, sock: socket.socket) -> None:
         for _ in range(_MAX_READS):
@@ -320,7 +321,9 @@ class LanChannel(HeardChannel):
         with self._lock:
             self._stats["received"] += 1
         try:
-            packet = decode_and_verify(data, self._keys, self._wall(), self._cluster, self._window)
+            packet = decode_and_verify(
+                data, self._keys, self._wall(), self._cluster, self._window, receiver=self._me
+            )
         except HeartbeatRejected as exc:
             self._drop(exc.reason.value)
             return
@@ -334,7 +337,9 @@ class LanChannel(HeardChannel):
             if packet.kind is Kind.ACK:
                 self._acked[packet.sender] = now
         if packet.kind is Kind.REQUEST:
-            self._send(sock, self._packet(Kind.ACK, packet.sequence), source, "acks_sent")
+            self._send(
+                sock, self._packet(Kind.ACK, packet.sequence, packet.sender), source, "acks_sent"
+            )
 
     def _check(self, packet: Packet, now: float) -> str | None:
         """Why an authentic packet must still be dropped, or None to accept it."""
