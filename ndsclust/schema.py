@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 
 ARC = "2.25.16307282375000687117923598170370128403"
-VERSION = 1
+VERSION = 2
 SCHEMA_NAME = "ndsclust"
 
 DIRECTORY_STRING = "1.3.6.1.4.1.1466.115.121.1.15"
@@ -194,6 +194,11 @@ ATTRIBUTES: tuple[AttributeType, ...] = (
     _s(21, "ndsclustEventServer", "server that recorded the event"),
     _s(22, "ndsclustEventTag", "application the event is about", exact=False),
     _s(23, "ndsclustEventText", "the event in words"),
+    _s(
+        45,
+        "ndsclustPause",
+        "cluster-wide pause of automatic actions: until (or -) then the reason",
+    ),
 )
 
 OBJECT_CLASSES: tuple[ObjectClass, ...] = (
@@ -203,7 +208,7 @@ OBJECT_CLASSES: tuple[ObjectClass, ...] = (
         f"ndsclust cluster base; ndsclust schema version {VERSION}",
         "AUXILIARY",
         (),
-        ("description",),
+        ("description", "ndsclustPause"),
     ),
     ObjectClass(
         2,

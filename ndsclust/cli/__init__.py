@@ -17,6 +17,7 @@ from ndsclust.cli import (
     doctor_cmd,
     events_cmd,
     lab_cmd,
+    pause_cmd,
     pki_cmd,
     request_cmd,
     schema_cmd,
@@ -40,6 +41,7 @@ MODULES = [
     pki_cmd,
     sentinel_cmd,
     lab_cmd,
+    pause_cmd,
 ]
 
 

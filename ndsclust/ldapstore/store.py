@@ -46,6 +46,8 @@ from ndsclust.model import (
     StateValue,
     Tag,
 )
+from ndsclust.pause import ATTRIBUTE as PAUSE_ATTRIBUTE
+from ndsclust.pause import Pause, of_values
 
 log = logging.getLogger("ndsclust.ldapstore")
 
@@ -65,6 +67,7 @@ class Snapshot:
     apps: Mapping[Tag, App]
     servers: Mapping[ServerName, Server]
     invalid: tuple[EntryInvalid, ...] = ()
+    pause: Pause | None = None  # ndsclustPause on the cluster base (docs/operating.md, "Pause")
 
 
 class Store(Session):
@@ -121,6 +124,19 @@ class Store(Session):
                 "configure the pulse database on every provider "
                 "(deploy/INSTALL.md, step 4)"
             )
+
+    def pause(self) -> Pause | None:
+        """The cluster-wide pause on the cluster base, None when there is none."""
+        found = self.search(self.base, "(objectClass=*)", scope=ldap3.BASE, attributes=["*"])
+        if not found:
+            return None
+        attrs = {k.lower(): v for k, v in found[0][1].items()}
+        return of_values([str(v) for v in attrs.get(PAUSE_ATTRIBUTE.lower(), [])])
+
+    def set_pause(self, pause: Pause | None) -> None:
+        """Write (None: remove) the pause: docs/operating.md, "Pause"."""
+        values = [] if pause is None else [pause.value()]
+        self.modify(self.base, {PAUSE_ATTRIBUTE: [(ldap3.MODIFY_REPLACE, values)]})
 
     # -- servers --------------------------------------------------------------------------
 
@@ -196,7 +212,7 @@ class Store(Session):
                 valid[tag] = a
             except EntryInvalid as e:
                 bad.append(e)
-        return Snapshot(valid, servers, tuple(bad))
+        return Snapshot(valid, servers, tuple(bad), self.pause())
 
     def replace_app_attrs(self, tag: str, values: Mapping[str, list[str] | None]) -> None:
         """Replace attributes of one application (None or [] removes the attribute)."""

@@ -50,6 +50,7 @@ class EventKind(StrEnum):
     ERROR = "error"  # the entry contradicts itself
     FENCED = "fenced"  # this server is cut off and stops everything
     REJOIN = "rejoin"  # back from a stall or fencing: the sync barrier
+    PAUSED_HOLD = "paused_hold"  # the cluster is paused: what would have been done
 
 
 # Kinds worth an operator's attention beyond the audit trail (FIG. 7A process 810 notifies

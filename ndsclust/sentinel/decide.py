@@ -53,12 +53,14 @@ What ``decide`` guarantees, per application (``me`` is this server):
 - Host is dead on every channel: failover (``failover.take_over``).
 - On the first cycle with replication caught up, a primary records which FIG. 6 case it
   found (``registration``).
+- Paused (``View.paused``): automatic actions wait and are recorded as ``paused_hold``
+  instead; operators' requests are honoured (``pause_hold``).
 """
 
 from __future__ import annotations
 
 from ndsclust.model import App, AppState, RequestKind, ServerName, StateValue, Tag
-from ndsclust.sentinel import failback, failover, requests
+from ndsclust.sentinel import failback, failover, pause_hold, requests
 from ndsclust.sentinel.actions import (
     STARTS,
     Action,
@@ -89,6 +91,8 @@ def decide(view: View, me: ServerName, now: float, policy: Policy = Policy()) ->
             # Just rejoined: a peer's claim decided while this server was silent may land
             # within the grace; start nothing here until it is over (or the claim shows).
             actions = []
+        if view.paused:
+            actions = pause_hold.hold(vp, app, actions)
         out += actions
     return out
 

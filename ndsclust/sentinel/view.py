@@ -100,7 +100,9 @@ class View:
     again may still land: no program it hosts is started until that grace is over; ``history``: recent moves per tag; ``said``:
     when this server last recorded each standing condition (``decide`` returns
     ``RecordEvent`` of kinds ``resource_missing`` and ``maintenance_blocked`` at most once
-    per ``Policy.repeat_after``; the shell stores the time it recorded them).
+    per ``Policy.repeat_after``; the shell stores the time it recorded them); ``paused``: an
+    operator paused the cluster (docs/operating.md, "Pause"): automatic actions wait
+    (``pause_hold``).
     """
 
     apps: Mapping[Tag, App]
@@ -114,6 +116,7 @@ class View:
     starts_held: bool = False
     history: Mapping[Tag, History] = field(default_factory=dict, hash=False)
     said: Mapping[Said, float] = field(default_factory=dict, hash=False)
+    paused: bool = False
 
 
 @dataclass(frozen=True, slots=True)
