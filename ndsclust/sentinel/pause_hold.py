@@ -19,7 +19,11 @@ fencing, which ``decide`` does before any of this (a cut-off server still stops 
 programs, so its peers may take them over safely once the pause ends).
 
 An application whose actions are held gets, instead, one ``paused_hold`` event saying what
-would have been done, repeated only after ``Policy.repeat_after`` (``Viewpoint.say``).
+would have been done, repeated only after ``Policy.repeat_after`` (``Viewpoint.say``). When
+the held decision was to move away a program this server hosts but does not run (its
+sentinel has just started, or it stopped the program for a move the pause then held), the
+program is loaded here: a paused server keeps running what the directory says it hosts. A
+program that exited on its own is not started again (that is a restart).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from ndsclust.sentinel.actions import (
     Action,
     Claim,
     EventKind,
+    Load,
     LoadPaused,
     Notify,
     RecordEvent,
@@ -37,6 +42,7 @@ from ndsclust.sentinel.actions import (
     SetState,
     Unload,
 )
+from ndsclust.sentinel.procs import ProcState
 from ndsclust.sentinel.view import Viewpoint
 
 # States written only as part of an automatic decision.
@@ -61,7 +67,12 @@ def hold(vp: Viewpoint, app: App | None, actions: list[Action]) -> list[Action]:
         return actions
     if not any(automatic(vp, app, a) for a in actions):
         return actions
-    return vp.say(app.tag, EventKind.PAUSED_HOLD, f"paused: would {_describe(actions)}")
+    said = vp.say(app.tag, EventKind.PAUSED_HOLD, f"paused: would {_describe(actions)}")
+    proc = vp.proc(app.tag)
+    own = app.host == vp.me and vp.me in app.servers()
+    if own and (proc is None or (proc.state is ProcState.EXITED and proc.stop_requested)):
+        return [Load(app.tag), *said]
+    return said
 
 
 def _describe(actions: list[Action]) -> str:
