@@ -23,6 +23,7 @@ from ndsclust.cli import (
     schema_cmd,
     sentinel_cmd,
     servers_cmd,
+    simulate_cmd,
     status_cmd,
 )
 from ndsclust.errors import ConfigError, NdsclustError, ProviderUnreachable
@@ -42,6 +43,7 @@ MODULES = [
     sentinel_cmd,
     lab_cmd,
     pause_cmd,
+    simulate_cmd,
 ]
 
 
