@@ -19,6 +19,7 @@ from ndsclust.cli import (
     lab_cmd,
     pause_cmd,
     pki_cmd,
+    report_cmd,
     request_cmd,
     schema_cmd,
     sentinel_cmd,
@@ -44,6 +45,7 @@ MODULES = [
     lab_cmd,
     pause_cmd,
     simulate_cmd,
+    report_cmd,
 ]
 
 

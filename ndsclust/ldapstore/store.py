@@ -32,6 +32,7 @@ from ndsclust.errors import (
 )
 from ndsclust.ldapstore import entries
 from ndsclust.ldapstore.connection import Providers
+from ndsclust.ldapstore.entries import Entry
 from ndsclust.ldapstore.session import APP_ATTRS as APP_ATTRS
 from ndsclust.ldapstore.session import DEFAULT_OP_DEADLINE as DEFAULT_OP_DEADLINE
 from ndsclust.ldapstore.session import Session
@@ -130,8 +131,7 @@ class Store(Session):
         found = self.search(self.base, "(objectClass=*)", scope=ldap3.BASE, attributes=["*"])
         if not found:
             return None
-        attrs = {k.lower(): v for k, v in found[0][1].items()}
-        return of_values([str(v) for v in attrs.get(PAUSE_ATTRIBUTE.lower(), [])])
+        return of_values(list(Entry(*found[0]).all(PAUSE_ATTRIBUTE)))
 
     def set_pause(self, pause: Pause | None) -> None:
         """Write (None: remove) the pause: docs/operating.md, "Pause"."""

@@ -39,8 +39,9 @@ REDACTED = "<removed>"
 _SECRET_ATTRS = re.compile(
     r"password|secret|key|pkcs|credential|olcrootpw|krb|ntlm|sambalm|sambant", re.IGNORECASE
 )
-# Values that are password hashes ({ARGON2}..., {SSHA}...) or PEM blocks, in any attribute.
-_SECRET_VALUE = re.compile(r"^\s*\{[A-Z0-9.-]+\}|-----BEGIN [A-Z ]*(PRIVATE KEY|CERTIFICATE)")
+# Values that are password hashes ({ARGON2}..., {SSHA}...) or PEM blocks, in any attribute
+# (an X-ORDERED value's index, {0}beta, is not a scheme).
+_SECRET_VALUE = re.compile(r"^\s*\{[A-Z][A-Z0-9.-]+\}|-----BEGIN [A-Z ]*(PRIVATE KEY|CERTIFICATE)")
 
 
 def redact(attributes: Mapping[str, Sequence[Any]]) -> dict[str, list[str]]:

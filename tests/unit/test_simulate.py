@@ -166,6 +166,7 @@ def test_redact_removes_passwords_keys_and_hashes() -> None:
             "olcRootPW": ["secret"],
             "description": ["{ARGON2}$argon2id$xyz", "plain words"],
             "cert": ["-----BEGIN PRIVATE KEY-----\nMII"],
+            "ndsclustBackupServer": ["{0}beta", "{1}gamma"],
         }
     )
     assert out == {
@@ -173,6 +174,7 @@ def test_redact_removes_passwords_keys_and_hashes() -> None:
         "olcRootPW": ["<removed>"],
         "description": ["<removed>", "plain words"],
         "cert": ["<removed>"],
+        "ndsclustBackupServer": ["{0}beta", "{1}gamma"],
     }
 
 
