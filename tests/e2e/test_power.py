@@ -20,8 +20,10 @@ from ndsclust.cli import main
 from ndsclust.lab.cluster import LabCluster
 from ndsclust.lab.directory import wait_until
 from ndsclust.model import Request, ServerName, ServerState, Tag
+from tools.faults.harness import Faults
 
 LabFactory = Callable[..., LabCluster]
+NsLab = Callable[..., tuple[LabCluster, Faults]]
 A, B, G = ServerName("alpha"), ServerName("beta"), ServerName("gamma")
 FAILOVER = 0.8  # the lab's timeouts.failover (the sentinel's default)
 SETTLE = 60.0  # generous: the machine is shared and loaded
@@ -106,11 +108,16 @@ def host_pid(c: LabCluster, tag: str) -> int:
     return pid
 
 
-def do(c: LabCluster, fault: tuple[str, str]) -> None:
-    """Carry out one of simulate's events on the real lab."""
+def do(c: LabCluster, fault: tuple[str, str], faults: Faults | None = None) -> None:
+    """Carry out one of simulate's events on the real lab (the network ones need the
+    namespaces' fault injector)."""
     kind, arg = fault
     st = c.store()
     match kind:
+        case "cut-lan" if faults is not None:
+            faults.link_down(arg, ["lan"])
+        case "isolate" if faults is not None:
+            faults.isolate(arg)
         case "kill":
             c.kill_server(ServerName(arg))
         case "crash":
@@ -135,7 +142,9 @@ def _restarted(c: LabCluster, tag: str, before: int) -> bool:
         return False
 
 
-def predict_and_check(c: LabCluster, cli: Cli, faults: list[tuple[str, str]]) -> None:
+def predict_and_check(
+    c: LabCluster, cli: Cli, faults: list[tuple[str, str]], injector: Faults | None = None
+) -> None:
     """Predict each prefix of ``faults`` from one snapshot; carry them out one by one and
     compare host and state per application with each prediction once the lab is at rest."""
     settled(c, cli)
@@ -150,7 +159,7 @@ def predict_and_check(c: LabCluster, cli: Cli, faults: list[tuple[str, str]]) ->
         else:
             predictions.append(cli.simulate(*save, *args))
     for fault, predicted in zip(faults, predictions, strict=True):
-        do(c, fault)
+        do(c, fault, injector)
         expected = predicted["apps"]
         wait_until(
             lambda e=expected: placement(c) == e,  # type: ignore[misc]
@@ -192,6 +201,20 @@ def test_simulate_predicts_what_the_lab_does(
     for tag, host in (("web", A), ("db", B), ("cache", G), ("flaky", A)):
         c.wait_running(tag, host, timeout=SETTLE)
     predict_and_check(c, cli, SCENARIOS[name])
+
+
+def test_simulate_predicts_lan_cut_then_isolation(
+    nslab: NsLab, cli_for: Callable[[LabCluster], Cli]
+) -> None:
+    """In namespaces: a LAN cut alone moves nothing (the directory and disk pulses still
+    show the host); cut off on every channel, the host fences and its peers take over."""
+    c, f = nslab(3)
+    cli = cli_for(ready(c))
+    c.add_app("web", A, [B, G], auto_recover=False)
+    c.add_app("cache", G, [A, B])
+    c.wait_running("web", A, timeout=SETTLE)
+    c.wait_running("cache", G, timeout=SETTLE)
+    predict_and_check(c, cli, [("cut-lan", A), ("isolate", A)], f)
 
 
 def _logged(c: LabCluster, name: ServerName, text: bytes) -> bool:
