@@ -16,7 +16,7 @@ engine's replication lag and lost answers.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import pytest
 from hypothesis import given, settings
@@ -299,18 +299,9 @@ OPS = st.one_of(
 )
 
 
-@settings(max_examples=40, deadline=None)
-@given(
-    ops=st.lists(st.tuples(OPS, st.integers(1, 4)), max_size=12),
-    auto=st.booleans(),
-    aware=st.booleans(),
-    beta_lacks=st.booleans(),
-)
-def test_random_faults_never_run_twice_and_settle_on_the_host(
-    ops: list[tuple[tuple[str, ServerName], int]], auto: bool, aware: bool, beta_lacks: bool
-) -> None:
-    resources = {A: {"san1"}, B: set() if beta_lacks else {"san1"}, G: {"san1"}}
-    w = World(web(auto=auto, aware=aware, resources={"san1"}), resources=resources)
+def play(w: World, ops: list[tuple[tuple[str, ServerName], int]]) -> None:
+    """Each operation, then its cycles (``DoubleRun`` is raised after any action that runs
+    a second copy); then every fault is undone: healed, revived, out of maintenance."""
     for (op, server), cycles in ops:
         match op:
             case "kill":
@@ -329,11 +320,26 @@ def test_random_faults_never_run_twice_and_settle_on_the_host(
                 w.maintenance(server, False)
             case _:
                 w.request(WEB, op)
-        w.step(cycles)  # check() runs after every action
+        w.step(cycles)
     w.heal()
     for s in ALL:
         w.revive(s)
         w.maintenance(s, False)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    ops=st.lists(st.tuples(OPS, st.integers(1, 4)), max_size=12),
+    auto=st.booleans(),
+    aware=st.booleans(),
+    beta_lacks=st.booleans(),
+)
+def test_random_faults_never_run_twice_and_settle_on_the_host(
+    ops: list[tuple[tuple[str, ServerName], int]], auto: bool, aware: bool, beta_lacks: bool
+) -> None:
+    resources = {A: {"san1"}, B: set() if beta_lacks else {"san1"}, G: {"san1"}}
+    w = World(web(auto=auto, aware=aware, resources={"san1"}), resources=resources)
+    play(w, ops)
     w.step(40)
     app = w.web
     assert app.request is None
@@ -347,18 +353,23 @@ def test_random_faults_never_run_twice_and_settle_on_the_host(
 # ------------------------------------------------- hard cases: lag and lost answers
 
 
+def first(kind: type, answer: Answer, hit: list[Action]) -> Callable[[ServerName, Action], Answer]:
+    """Answers ``answer`` to the first action of type ``kind`` (kept in ``hit``), ``ok`` else."""
+
+    def answers(me: ServerName, action: Action) -> Answer:
+        if isinstance(action, kind) and not hit:
+            hit.append(action)
+            return answer
+        return "ok"
+
+    return answers
+
+
 def test_lost_answer_of_a_claim_the_taker_starts_from_what_the_directory_says() -> None:
     # beta's claim reaches the write provider but its answer is lost: the shell drops the
     # Load (and the event) with it; the next cycle beta finds itself host and loads.
     lost: list[Action] = []
-
-    def answers(me: ServerName, action: Action) -> Answer:
-        if isinstance(action, Claim) and not lost:
-            lost.append(action)
-            return "lost"
-        return "ok"
-
-    w = World(web(), answers=answers)
+    w = World(web(), answers=first(Claim, "lost", lost))
     w.kill(A)
     w.step(DETECT + 3)
     assert lost and w.web.host == B and w.running_on(WEB) == [B]
@@ -367,14 +378,7 @@ def test_lost_answer_of_a_claim_the_taker_starts_from_what_the_directory_says() 
 
 def test_a_refused_release_is_decided_again_and_the_migrate_still_happens() -> None:
     refused: list[Action] = []
-
-    def answers(me: ServerName, action: Action) -> Answer:
-        if isinstance(action, Release) and not refused:
-            refused.append(action)
-            return "refused"
-        return "ok"
-
-    w = World(web(), answers=answers)
+    w = World(web(), answers=first(Release, "refused", refused))
     w.request(WEB, "migrate:gamma")
     w.settle()
     assert refused and w.web.host == G and w.running_on(WEB) == [G] and w.web.request is None
@@ -405,29 +409,7 @@ def test_random_faults_with_lag_and_lost_answers_never_run_twice(
         return "lost" if writes[0] in lose else "ok"
 
     w = World(web(), lag={s: float(v) for s, v in lag.items()}, answers=answers)
-    for (op, server), cycles in ops:
-        match op:
-            case "kill":
-                w.kill(server)
-            case "revive":
-                w.revive(server)
-            case "isolate":
-                w.isolate(server)
-            case "heal":
-                w.heal()
-            case "crash":
-                w.crash(WEB)
-            case "maintenance_on":
-                w.maintenance(server, True)
-            case "maintenance_off":
-                w.maintenance(server, False)
-            case _:
-                w.request(WEB, op)
-        w.step(cycles)  # DoubleRun is raised after any action that runs a second copy
-    w.heal()
-    for s in ALL:
-        w.revive(s)
-        w.maintenance(s, False)
+    play(w, ops)
     w.settle()
     app = w.web
     if app.host is not None and app.state.state not in (AppState.FAILED, AppState.ERROR):
