@@ -3,7 +3,7 @@
 ``Fault`` is one event as ``ndsclust simulate`` takes it (``--kill alpha``); ``run`` applies
 each in turn and lets the cluster settle after each (every server's decision core, over
 simulated time, until nothing changes); ``Outcome`` is the placement it ends with and the
-events every server would have written, in order.
+events every server would have written, in order, each timed from the event it followed.
 """
 
 from __future__ import annotations
@@ -30,14 +30,17 @@ class Fault:
 @dataclass(frozen=True)
 class Outcome:
     placement: dict[str, dict[str, str | None]]
-    events: list[tuple[str, SimEvent]]  # (the fault it followed, the event)
+    events: list[tuple[str, float, SimEvent]]  # (the fault it followed, when that was, event)
     servers: dict[str, dict[str, Any]]
     took: float  # simulated seconds
 
     def json(self) -> dict[str, Any]:
         return {
             "apps": self.placement,
-            "events": [{**e.json(), "after": after} for after, e in self.events],
+            "events": [
+                {**e.json(), "after": after, "time": round(e.time - t0, 3)}
+                for after, t0, e in self.events
+            ],
             "servers": self.servers,
             "simulated_seconds": round(self.took, 3),
         }
@@ -89,12 +92,12 @@ def run(sim: Sim, faults: list[Fault]) -> Outcome:
     """Settle, then apply each fault and settle again; see the module docstring."""
     check(sim, faults)
     took = sim.settle()
-    out: list[tuple[str, SimEvent]] = [("start", e) for e in sim.events]
+    out: list[tuple[str, float, SimEvent]] = [("start", 0.0, e) for e in sim.events]
     for f in faults:
-        seen = len(sim.events)
+        seen, t0 = len(sim.events), sim.now
         apply(sim, f)
         took += sim.settle()
-        out += [(str(f), e) for e in sim.events[seen:]]
+        out += [(str(f), t0, e) for e in sim.events[seen:]]
     servers: dict[str, dict[str, Any]] = {
         s: {
             "up": sim.up[s],
