@@ -197,6 +197,11 @@ ATTRIBUTES: tuple[AttributeType, ...] = (
     # Fencing (docs/design.md section 4, "Fencing other servers"): one entry per fenced server.
     _s(55, "ndsclustFenceState", "owed, fencing, confirmed, failed or clear, with by= and at="),
     _s(56, "ndsclustFenceText", "what the last fence attempt did: agents, exit codes, output"),
+    _s(
+        45,
+        "ndsclustPause",
+        "cluster-wide pause of automatic actions: until (or -) then the reason",
+    ),
 )
 
 OBJECT_CLASSES: tuple[ObjectClass, ...] = (
@@ -206,7 +211,7 @@ OBJECT_CLASSES: tuple[ObjectClass, ...] = (
         f"ndsclust cluster base; ndsclust schema version {VERSION}",
         "AUXILIARY",
         (),
-        ("description",),
+        ("description", "ndsclustPause"),
     ),
     ObjectClass(
         2,

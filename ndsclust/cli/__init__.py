@@ -27,11 +27,14 @@ from ndsclust.cli import (
     events_cmd,
     fence_cmd,
     lab_cmd,
+    pause_cmd,
     pki_cmd,
+    report_cmd,
     request_cmd,
     schema_cmd,
     sentinel_cmd,
     servers_cmd,
+    simulate_cmd,
     status_cmd,
     web_cmd,
 )
@@ -58,6 +61,9 @@ MODULES = [
     sentinel_cmd,
     lab_cmd,
     web_cmd,
+    pause_cmd,
+    simulate_cmd,
+    report_cmd,
 ]
 
 

@@ -118,7 +118,16 @@ def status_data(
         "servers": servers,
         "applications": apps,
         "invalid": [common.invalid_json(e) for e in snap.invalid],
+        "pause": pause_json(snap, now),
     }
+
+
+def pause_json(snap: Snapshot, now: float) -> dict[str, Any] | None:
+    """The cluster-wide pause while it holds (docs/operating.md, "Pause"), else None."""
+    p = snap.pause
+    if p is None or not p.active(now):
+        return None
+    return {"until": p.until, "reason": p.reason, "text": p.describe(now)}
 
 
 def _event_cell(e: Mapping[str, Any] | None, now: float) -> str:
@@ -183,6 +192,8 @@ def change_key(data: Mapping[str, Any]) -> str:
 
 
 def _print_text(data: Mapping[str, Any], now: float) -> None:
+    if data.get("pause"):
+        print(data["pause"]["text"])
     common.print_rows("servers", SERVER_COLUMNS, server_rows(data))
     print()
     common.print_rows("applications", APP_COLUMNS, app_rows(data, now))
@@ -197,7 +208,9 @@ def _renderable(data: Mapping[str, Any], now: float, base: str) -> Any:
     from rich.console import Group
     from rich.text import Text
 
+    paused = [Text(data["pause"]["text"], style="bold yellow")] if data.get("pause") else []
     parts: list[Any] = [
+        *paused,
         common.rich_table("servers", SERVER_COLUMNS, server_rows(data)),
         common.rich_table("applications", APP_COLUMNS, app_rows(data, now)),
     ]

@@ -32,6 +32,7 @@ from ndsclust.errors import (
 )
 from ndsclust.ldapstore import entries
 from ndsclust.ldapstore.connection import Providers
+from ndsclust.ldapstore.entries import Entry
 from ndsclust.ldapstore.session import APP_ATTRS as APP_ATTRS
 from ndsclust.ldapstore.session import DEFAULT_OP_DEADLINE as DEFAULT_OP_DEADLINE
 from ndsclust.ldapstore.session import Session
@@ -46,6 +47,8 @@ from ndsclust.model import (
     StateValue,
     Tag,
 )
+from ndsclust.pause import ATTRIBUTE as PAUSE_ATTRIBUTE
+from ndsclust.pause import Pause, of_values
 
 log = logging.getLogger("ndsclust.ldapstore")
 
@@ -65,6 +68,7 @@ class Snapshot:
     apps: Mapping[Tag, App]
     servers: Mapping[ServerName, Server]
     invalid: tuple[EntryInvalid, ...] = ()
+    pause: Pause | None = None  # ndsclustPause on the cluster base (docs/operating.md, "Pause")
 
 
 class Store(Session):
@@ -121,6 +125,18 @@ class Store(Session):
                 "configure the pulse database on every provider "
                 "(deploy/INSTALL.md, step 4)"
             )
+
+    def pause(self) -> Pause | None:
+        """The cluster-wide pause on the cluster base, None when there is none."""
+        found = self.search(self.base, "(objectClass=*)", scope=ldap3.BASE, attributes=["*"])
+        if not found:
+            return None
+        return of_values(list(Entry(*found[0]).all(PAUSE_ATTRIBUTE)))
+
+    def set_pause(self, pause: Pause | None) -> None:
+        """Write (None: remove) the pause: docs/operating.md, "Pause"."""
+        values = [] if pause is None else [pause.value()]
+        self.modify(self.base, {PAUSE_ATTRIBUTE: [(ldap3.MODIFY_REPLACE, values)]})
 
     # -- servers --------------------------------------------------------------------------
 
@@ -196,7 +212,7 @@ class Store(Session):
                 valid[tag] = a
             except EntryInvalid as e:
                 bad.append(e)
-        return Snapshot(valid, servers, tuple(bad))
+        return Snapshot(valid, servers, tuple(bad), self.pause())
 
     def replace_app_attrs(self, tag: str, values: Mapping[str, list[str] | None]) -> None:
         """Replace attributes of one application (None or [] removes the attribute)."""

@@ -57,6 +57,7 @@ class EventKind(StrEnum):
     FAILBACK_HELD = "failback_held"  # the primary is back but the application stays
     REPLICATION_PENDING = "replication_pending"  # FIG. 6 step 614: starts wait for it
     INVALID_ENTRY = "invalid_entry"  # an entry every sentinel ignores until it is fixed
+    PAUSED_HOLD = "paused_hold"  # the cluster is paused: what would have been done
 
 
 # Kinds worth an operator's attention beyond the audit trail (FIG. 7A process 810 notifies

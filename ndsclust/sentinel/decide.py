@@ -56,12 +56,14 @@ What ``decide`` guarantees, per application (``me`` is this server):
   host; one that never was valid is reported once by one server (``invalid``).
 - On the first cycle with replication caught up, a primary records which FIG. 6 case it
   found (``registration``).
+- Paused (``View.paused``): automatic actions wait and are recorded as ``paused_hold``
+  instead; operators' requests are honoured (``pause_hold``).
 """
 
 from __future__ import annotations
 
 from ndsclust.model import App, AppState, RequestKind, ServerName, StateValue, Tag
-from ndsclust.sentinel import failback, failover, invalid, requests
+from ndsclust.sentinel import failback, failover, invalid, pause_hold, requests
 from ndsclust.sentinel.actions import (
     STARTS,
     Action,
@@ -94,6 +96,8 @@ def decide(view: View, me: ServerName, now: float, policy: Policy = Policy()) ->
             # Just rejoined: a peer's claim decided while this server was silent may land
             # within the grace; start nothing here until it is over (or the claim shows).
             actions = []
+        if view.paused:
+            actions = pause_hold.hold(vp, app, actions)
         out += actions
     return out
 

@@ -228,6 +228,7 @@ class Sentinel:
         self._stats_seen: dict[str, dict[str, int]] = {}
         self._last_decide = 0.0
         self._woken_by: WatchEvent | None = None
+        self._was_paused = False
         self.cycles = 0
         self._view: View | None = None
         # The HTTP face (httpd.py) reads what the loop publishes after each cycle.
@@ -473,6 +474,7 @@ class Sentinel:
             starts_held=self.rejoin.in_grace(now) or now < self._hold_starts_until,
             history=history,
             said=dict(self.executor.said),
+            paused=snap.pause is not None and snap.pause.active(time.time()),
         )
 
     def cycle(self, now: float) -> list[Action]:
@@ -490,6 +492,13 @@ class Sentinel:
             self._rejoin_wanted.clear()
             self._begin_rejoin(now, self._rejoin_why)
         view = self._view = self.view(now)
+        if view.paused != self._was_paused:  # docs/operating.md, "Pause"
+            self._was_paused = view.paused
+            log_event(
+                logging.WARNING if view.paused else logging.INFO,
+                "paused" if view.paused else "resumed",
+                server=self.me,
+            )
         if self.rejoin.pending:
             self.rejoin.advance(now, view)
             if self.rejoin.pending:
@@ -500,6 +509,7 @@ class Sentinel:
             view.fenced,
             view.replication_caught_up,
             view.registering,
+            view.paused,
             self._leaving,
             tuple(sorted(view.liveness.seen.items())),
             view.liveness.grace,

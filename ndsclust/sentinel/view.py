@@ -117,7 +117,9 @@ class View:
     ``RecordEvent`` of kinds ``resource_missing`` and ``maintenance_blocked`` at most once
     per ``Policy.repeat_after``; the shell stores the time it recorded them); ``invalid``:
     the application entries every sentinel ignores, by tag, with what is wrong (an entry
-    that was valid before keeps its last valid copy in ``apps``, see ``last_valid``).
+    that was valid before keeps its last valid copy in ``apps``, see ``last_valid``); ``paused``: an
+    operator paused the cluster (docs/operating.md, "Pause"): automatic actions wait
+    (``pause_hold``).
     """
 
     apps: Mapping[Tag, App]
@@ -132,6 +134,7 @@ class View:
     history: Mapping[Tag, History] = field(default_factory=dict, hash=False)
     said: Mapping[Said, float] = field(default_factory=dict, hash=False)
     invalid: Mapping[Tag, str] = field(default_factory=dict, hash=False)
+    paused: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -382,7 +382,7 @@ def test_status_json_text_and_invalid_entries(cli: Cli) -> None:
         },
     )
     data = cli.json("status")
-    assert isinstance(data, dict) and set(data) == {"servers", "applications", "invalid"}
+    assert isinstance(data, dict) and set(data) == {"servers", "applications", "invalid", "pause"}
     servers = {s["name"]: s for s in data["servers"]}
     assert servers["alpha"]["pulse"]["counter"] >= 7 and servers["alpha"]["pulse_fresh"]
     assert servers["alpha"]["seen"] == ["directory"] and servers["alpha"]["hosting"] == ["web"]
@@ -647,3 +647,23 @@ def test_every_verb_has_help(cli: Cli) -> None:
         rc, out, _ = cli(*verb, "--help")
         assert rc == 0 and out.startswith("usage: ndsclust"), verb
         assert len(out.splitlines()) > 4, verb
+
+
+def test_pause_and_resume_write_one_attribute_on_the_cluster_base(cli: Cli) -> None:
+    rc, out, err = cli("pause", "--for", "15m", "--reason", "upgrading slapd")
+    assert rc == 0, err
+    [value] = cli.raw(cli.store.base)["ndsclustPause"]
+    until, reason = value.decode().split(" ", 1)
+    assert reason == "upgrading slapd" and until.endswith("Z") and len(until) == 15
+    rc, out, _ = cli("status")
+    assert out.splitlines()[0].startswith("PAUSED until ") and "upgrading slapd" in out
+    assert cli.json("status")["pause"]["reason"] == "upgrading slapd"
+    assert [e.kind for e in cli.store.events()][-1:] == ["pause"]
+    rc, out, _ = cli("resume")
+    assert rc == 0 and "ndsclustPause" not in cli.raw(cli.store.base)
+    assert cli.json("status")["pause"] is None
+    assert cli("resume")[2].strip() == "not paused"
+    # What ldapmodify would write: no expiry.
+    cli.store.modify(cli.store.base, {"ndsclustPause": [(ldap3.MODIFY_REPLACE, ["- by hand"])]})
+    assert cli("status")[1].startswith("PAUSED until 'ndsclust resume': by hand")
+    assert cli("pause", "--for", "soon")[0] == 2

@@ -70,7 +70,8 @@ def test_last_event_per_tag_is_the_newest() -> None:
 
 def test_status_json_has_stable_keys_and_values() -> None:
     data = status_data(snapshot(), {A: Pulse(A, 41, STAMP)}, EVENTS, NOW, stale=5.0)
-    assert set(data) == {"servers", "applications", "invalid"}
+    assert set(data) == {"servers", "applications", "invalid", "pause"}
+    assert data["pause"] is None
     alpha, beta = data["servers"]
     assert set(alpha) == {
         "name",
