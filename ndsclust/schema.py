@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 
 ARC = "2.25.16307282375000687117923598170370128403"
-VERSION = 1
+VERSION = 2
 SCHEMA_NAME = "ndsclust"
 
 DIRECTORY_STRING = "1.3.6.1.4.1.1466.115.121.1.15"
@@ -194,6 +194,9 @@ ATTRIBUTES: tuple[AttributeType, ...] = (
     _s(21, "ndsclustEventServer", "server that recorded the event"),
     _s(22, "ndsclustEventTag", "application the event is about", exact=False),
     _s(23, "ndsclustEventText", "the event in words"),
+    # Fencing (docs/design.md section 4, "Fencing other servers"): one entry per fenced server.
+    _s(55, "ndsclustFenceState", "owed, fencing, confirmed, failed or clear, with by= and at="),
+    _s(56, "ndsclustFenceText", "what the last fence attempt did: agents, exit codes, output"),
 )
 
 OBJECT_CLASSES: tuple[ObjectClass, ...] = (
@@ -247,6 +250,14 @@ OBJECT_CLASSES: tuple[ObjectClass, ...] = (
         "STRUCTURAL",
         ("cn", "ndsclustPulse"),
         ("ndsclustPulseTime",),
+    ),
+    ObjectClass(
+        20,
+        "ndsclustFence",
+        "whether a server must be, is being or was fenced (under ou=events)",
+        "STRUCTURAL",
+        ("cn", "ndsclustFenceState"),
+        ("ndsclustFenceText",),
     ),
 )
 

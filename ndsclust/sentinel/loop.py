@@ -46,8 +46,8 @@ from ndsclust.config import KILL_ALLOWANCE, Config
 from ndsclust.errors import ConfigError
 from ndsclust.ldapstore.replication import caught_up
 from ndsclust.ldapstore.store import APP_ATTRS, Store
-from ndsclust.ldapstore.watch import Changed, Deleted, RefreshDone, WatchEvent
-from ndsclust.model import ServerName, ServerState
+from ndsclust.ldapstore.watch import Changed, Deleted, Reconnected, RefreshDone, WatchEvent
+from ndsclust.model import App, ServerName, ServerState, Tag
 from ndsclust.sentinel.actions import Action, EventKind
 from ndsclust.sentinel.catchup import ReplicationCheck
 from ndsclust.sentinel.decide import decide
@@ -61,7 +61,7 @@ from ndsclust.sentinel.pulse import write_pulses
 from ndsclust.sentinel.recorder import Recorder
 from ndsclust.sentinel.rejoin import Rejoin
 from ndsclust.sentinel.rejoin_runner import RejoinRunner, is_rejoin_of
-from ndsclust.sentinel.view import Policy, View, histories
+from ndsclust.sentinel.view import Policy, View, histories, last_valid
 
 if TYPE_CHECKING:
     from ndsclust.sentinel.build import Parts
@@ -156,6 +156,7 @@ class Sentinel:
         )
         self.recorder = Recorder(self.me, self.store, lambda: self.cfg.notify_command)
         self._servers: list[ServerName] = []
+        self._apps: dict[Tag, App] = {}  # the last cycle's applications (last_valid)
         self._rejoin_wanted = threading.Event()  # the keeper asks the loop to rejoin ...
         self._rejoin_why = ""  # ... for this reason
         self.keeper = Keeper(
@@ -284,6 +285,8 @@ class Sentinel:
                 "pulse", lambda: write_pulses(self.me, store, channel, dc.interval, self._stop)
             )
         self._spawn("replication", self.replication.run)
+        if self.parts.sweeper is not None:
+            self.parts.sweeper.start()
         leave_deadline: float | None = None
         try:
             while True:
@@ -359,6 +362,8 @@ class Sentinel:
         )
 
     def _shutdown(self) -> None:
+        if self.parts.sweeper is not None:
+            self.parts.sweeper.stop()
         self.status.stop()
         self.programs.close()
         if self.control:
@@ -409,6 +414,8 @@ class Sentinel:
                 )
                 if self._ready_hook:
                     self._ready_hook()
+            elif isinstance(ev, Reconnected):
+                self._poke("provider_restart")
         channel = self.parts.directory_channel
         while (pulse := self.pulse_watch.get(0)) is not None:
             if isinstance(pulse, Changed) and channel is not None:
@@ -427,7 +434,9 @@ class Sentinel:
 
     def view(self, now: float) -> View:
         snap = self.cache.snapshot()
-        history = histories(((m.tag, m.kind, m.wall) for m in self.cache.moves()), now, time.time())
+        history = histories(
+            ((m.tag, m.kind, m.wall, m.server) for m in self.cache.moves()), now, time.time()
+        )
         servers = dict(snap.servers)
         if self._leaving and self.me in servers:
             # A stopping sentinel behaves as a server in maintenance: it unloads its
@@ -446,8 +455,14 @@ class Sentinel:
             # Just out of fencing: a peer not heard since may be a live host; count every
             # peer alive until a full failover timeout has passed (as at start-up).
             liveness = replace(liveness, grace=frozenset(s for s in servers if s != self.me))
+        # An entry that became invalid keeps its last valid copy (docs/design.md section 3).
+        apps, invalid = last_valid(
+            snap.apps, ((e.dn, f"{e.attribute}: {e.problem}") for e in snap.invalid), self._apps
+        )
+        self._apps = apps
         return View(
-            apps=snap.apps,
+            apps=apps,
+            invalid=invalid,
             servers=servers,
             liveness=liveness,
             procs=self.programs.table(),
@@ -567,6 +582,7 @@ class Sentinel:
                     else "its server is heard again"
                 ),
             )
+            self._poke("provider_restart")
 
     def _ask_rejoin(self, why: str) -> None:
         """From the keeper: have the loop rejoin before its next decision."""
@@ -577,8 +593,13 @@ class Sentinel:
         self._last_key = None
         self.rejoin.begin(now, why)
 
+    def _poke(self, why: str) -> None:  # anti-entropy: sweep soon (sentinel/antientropy.py)
+        if self.parts.sweeper is not None:
+            self.parts.sweeper.poke(why)
+
     def _rejoined(self) -> None:
         self._last_key = None
+        self._poke("heal")
         log_event(
             logging.INFO,
             "rejoined",

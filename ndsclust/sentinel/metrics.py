@@ -282,7 +282,7 @@ def _app_families(p: Published, view: View) -> Iterator[Metric]:
     yield g
     g = _gauge("app_handoffs", "hand-offs for repeated failure in the recent moves", ("tag",))
     for tag, h in hists:
-        g.add_metric([tag], len(h.handoffs))
+        g.add_metric([tag], len(h.failures))
     yield g
 
 
