@@ -13,8 +13,9 @@ client may cost is bounded:
   quick client (a scraper, a load balancer's check) therefore gets through however many
   slow ones hang on, at worst after a retry;
 - the request line and headers within ``MAX_HEAD`` bytes and ``HEAD_TIMEOUT`` seconds from
-  the connection's start (however slowly they trickle in: a slowloris gets a 408 at the
-  deadline), a TLS handshake within the same time;
+  the connection's start, however slowly they trickle in (a slowloris gets a 408 at the
+  deadline); with TLS, the handshake before it within ``HEAD_TIMEOUT`` too (a connection
+  counts against the limit once its handshake is done);
 - no body is read, no connection kept alive, every answer written within ``WRITE_TIMEOUT``;
 - ``/metrics`` is rendered at most once per ``RENDER_EVERY`` seconds whatever the number of
   scrapers; the others get the same bytes.
@@ -67,12 +68,10 @@ class StatusServer:
         settings: HttpSettings,
         source: Callable[[], Published | None],
         *,
-        server: str,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self._source = source
-        self._server = server
         self._clock = clock
         self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -147,6 +146,10 @@ class StatusServer:
             loop.close()
 
     async def _main(self, tls: ssl.SSLContext | None) -> None:
+        # asyncio does the TLS handshake before _serve sees the connection, within
+        # HEAD_TIMEOUT. (Starting TLS inside _serve, in the connection's slot, would count
+        # handshakes too, but StreamWriter.start_tls of Python 3.11 leaves a writer whose
+        # handshake failed without a transport, which its finalizer then trips over.)
         self._stopping = asyncio.Event()
         server = await asyncio.start_server(
             self._serve,
@@ -257,7 +260,7 @@ def start_status_server(
     settings: HttpSettings, source: Callable[[], Published | None], server: str
 ) -> StatusServer:
     """A started ``StatusServer``; logs where it listens."""
-    http = StatusServer(settings, source, server=server)
+    http = StatusServer(settings, source)
     http.start()
     host, port = http.address
     log_event(

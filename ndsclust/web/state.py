@@ -25,7 +25,7 @@ from ndsclust.model import Event, Pulse, Request, ServerName, ServerState, Tag
 
 EVENTS_SHOWN = 100
 # Verbs on an application, and the ndsclustRequest value each writes; migrate adds
-# ":<server>". ``cleanup`` is written as it is: the sentinels that know it act on it.
+# ":<server>".
 APP_VERBS = ("load", "unload", "failback", "migrate", "cleanup")
 VERBS = (*APP_VERBS, "maintenance")
 
@@ -93,8 +93,7 @@ def parse_action(body: Any, snap: Snapshot) -> Action:
         if server is None:
             raise ValueError("migrate needs a server")
         return Action(verb, Tag(tag), ServerName(server))
-    if verb != "cleanup":
-        Request.parse(verb)  # the values the model knows; cleanup is new to some sentinels
+    Request.parse(verb)  # a value the model knows (it raises ValueError otherwise)
     return Action(verb, Tag(tag))
 
 

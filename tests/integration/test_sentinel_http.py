@@ -41,9 +41,7 @@ def snapshot() -> Published:
 
 @pytest.fixture
 def server() -> Iterator[StatusServer]:
-    s = StatusServer(
-        HttpSettings(listen="127.0.0.1:0", max_connections=16), snapshot, server="alpha"
-    )
+    s = StatusServer(HttpSettings(listen="127.0.0.1:0", max_connections=16), snapshot)
     s.start()
     try:
         yield s
@@ -156,8 +154,9 @@ def test_tls_with_client_certificates(tmp_path: Path) -> None:
         cert_file=files["http.crt"],
         key_file=files["http.key"],
         client_ca_file=files["ca.crt"],
+        max_connections=8,
     )
-    s = StatusServer(settings, snapshot, server="alpha")
+    s = StatusServer(settings, snapshot)
     s.start()
     try:
         host, port = s.address
@@ -166,6 +165,22 @@ def test_tls_with_client_certificates(tmp_path: Path) -> None:
         ctx.load_cert_chain(files["scraper.crt"], files["scraper.key"])
         with urllib.request.urlopen(url, context=ctx, timeout=10) as r:
             assert r.status == 200
+        # Connections that never start their handshake: each is dropped after its
+        # handshake timeout, and a scraper still gets through meanwhile.
+        mute = [socket.create_connection(s.address, timeout=5) for _ in range(30)]
+        try:
+            began = time.monotonic()
+            while True:
+                try:
+                    with urllib.request.urlopen(url, context=ctx, timeout=10) as r:
+                        assert r.status == 200
+                    break
+                except (OSError, ssl.SSLError):
+                    assert time.monotonic() - began < 5
+            assert s._active <= 8
+        finally:
+            for m in mute:
+                m.close()
         anonymous = ssl.create_default_context(cafile=files["ca.crt"])
         with (
             pytest.raises((ssl.SSLError, urllib.error.URLError, ConnectionError)),
