@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 
 ARC = "2.25.16307282375000687117923598170370128403"
-VERSION = 1
+VERSION = 2
 SCHEMA_NAME = "ndsclust"
 
 DIRECTORY_STRING = "1.3.6.1.4.1.1466.115.121.1.15"
@@ -194,6 +194,14 @@ ATTRIBUTES: tuple[AttributeType, ...] = (
     _s(21, "ndsclustEventServer", "server that recorded the event"),
     _s(22, "ndsclustEventTag", "application the event is about", exact=False),
     _s(23, "ndsclustEventText", "the event in words"),
+    _s(
+        60,
+        "ndsclustHeard",
+        "peer:channels the sentinel of this server hears it on now, e.g. beta:lan,disk or beta:-",
+        single=False,
+    ),
+    _s(61, "ndsclustChannels", "liveness channels configured on this sentinel", single=False),
+    _s(62, "ndsclustSentinelState", "running, stopping or stopped: the sentinel of this server"),
 )
 
 OBJECT_CLASSES: tuple[ObjectClass, ...] = (
@@ -247,6 +255,14 @@ OBJECT_CLASSES: tuple[ObjectClass, ...] = (
         "STRUCTURAL",
         ("cn", "ndsclustPulse"),
         ("ndsclustPulseTime",),
+    ),
+    ObjectClass(
+        16,
+        "ndsclustLivenessReport",
+        "what the sentinel of a server hears of its peers, on its pulse entry",
+        "AUXILIARY",
+        (),
+        ("ndsclustHeard", "ndsclustChannels", "ndsclustSentinelState"),
     ),
 )
 

@@ -50,6 +50,9 @@ class EventKind(StrEnum):
     ERROR = "error"  # the entry contradicts itself
     FENCED = "fenced"  # this server is cut off and stops everything
     REJOIN = "rejoin"  # back from a stall or fencing: the sync barrier
+    SERVER_DOWN = "server_down"  # no live server hears it, or its sentinel stopped
+    SERVER_UP = "server_up"  # heard again on the lan (or every channel its peers have)
+    SERVER_ISOLATED = "server_isolated"  # heard, but not on the lan: its network is cut
 
 
 # Kinds worth an operator's attention beyond the audit trail (FIG. 7A process 810 notifies
@@ -68,6 +71,9 @@ NOTIFY_KINDS: frozenset[EventKind] = frozenset(
         EventKind.REQUEST_REJECTED,
         EventKind.ERROR,
         EventKind.FENCED,
+        EventKind.SERVER_DOWN,
+        EventKind.SERVER_UP,
+        EventKind.SERVER_ISOLATED,
     }
 )
 
