@@ -150,6 +150,19 @@ def judge(
     return out
 
 
+def judge_by_pulse(
+    entries: Mapping[ServerName, ServerState],
+    stamps: Mapping[ServerName, float | None],
+    reports: Mapping[ServerName, LivenessReport | None],
+    now: float,
+    stale: float,
+) -> dict[ServerName, Judgement]:
+    """``judge`` as a reader outside the sentinels does: alive are the servers whose pulse
+    (``stamps``, wall time) is at most ``stale`` seconds old."""
+    alive = pulse_alive(list(entries), stamps, now, stale)
+    return judge(entries, {n: r for n, r in reports.items() if r is not None}, alive)
+
+
 def recorder_for(subject: ServerName, alive: Collection[ServerName]) -> ServerName | None:
     """The one server that records ``subject``'s changes as events: the first live server
     by name other than ``subject``. Servers that hear each other agree on it, so a change is

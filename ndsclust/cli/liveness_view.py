@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ndsclust.cli import common
-from ndsclust.liveness import Judgement, judge, pulse_alive
+from ndsclust.liveness import Judgement, judge_by_pulse, pulse_alive
 from ndsclust.model import Pulse, Server, ServerName
 
 CHANNELS = ("lan", "disk", "directory")
@@ -26,10 +26,13 @@ def judgements(
     stale: float,
 ) -> dict[ServerName, Judgement]:
     """Every server's state from the pulses' reports."""
-    stamps = {n: common.parse_time(p.stamp) for n, p in pulses.items()}
-    alive = pulse_alive(list(servers), stamps, now, stale)
-    reports = {n: p.report for n, p in pulses.items() if p.report is not None}
-    return judge({n: s.state for n, s in servers.items()}, reports, alive)
+    return judge_by_pulse(
+        {n: s.state for n, s in servers.items()},
+        {n: common.parse_time(p.stamp) for n, p in pulses.items()},
+        {n: p.report for n, p in pulses.items()},
+        now,
+        stale,
+    )
 
 
 def state_json(j: Judgement, fresh: bool) -> dict[str, Any]:

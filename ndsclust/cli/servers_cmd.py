@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ndsclust.cli import common, liveness_view
-from ndsclust.cli.status_cmd import DEFAULT_STALE
+from ndsclust.cli.status_cmd import DEFAULT_STALE, add_stale_option
 from ndsclust.errors import ConfigError, EntryExists, EntryInvalid, NoSuchEntry, StoreError
 from ndsclust.ldapstore import entries, reads
 from ndsclust.ldapstore.entries import Entry
@@ -92,13 +92,7 @@ def _list_options(p: Any) -> None:
         action="store_true",
         help="which channels each sentinel hears each peer on (like corosync-cfgtool -s)",
     )
-    p.add_argument(
-        "--stale",
-        type=common.positive_float,
-        default=DEFAULT_STALE,
-        metavar="SECONDS",
-        help="a pulse older than this counts as silent (default %(default)g)",
-    )
+    add_stale_option(p)
 
 
 def server_data(

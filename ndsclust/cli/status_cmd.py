@@ -46,6 +46,11 @@ def register(sub: Any) -> None:
         "line with --json) per change",
     )
     common.add_follow_limits(p, "--watch", "views")
+    add_stale_option(p)
+    p.set_defaults(handler=cmd_status)
+
+
+def add_stale_option(p: Any) -> None:
     p.add_argument(
         "--stale",
         type=common.positive_float,
@@ -53,7 +58,6 @@ def register(sub: Any) -> None:
         metavar="SECONDS",
         help="a pulse older than this counts as silent (default %(default)g)",
     )
-    p.set_defaults(handler=cmd_status)
 
 
 # -- pure: what the view shows -------------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from ndsclust.doctor.findings import Finding, Level, PulseReading
-from ndsclust.liveness import Judgement, Status, judge, pulse_alive
+from ndsclust.liveness import Judgement, Status, judge_by_pulse
 from ndsclust.model import Server, ServerName, ServerState
 
 
@@ -20,10 +20,13 @@ def judge_readings(
     max_age: float,
 ) -> dict[ServerName, Judgement]:
     """Every server judged from the pulse readings: alive when its pulse is fresh."""
-    stamps = {n: p.stamp for n, p in pulses.items()}
-    alive = pulse_alive(list(servers), stamps, now, max_age)
-    reports = {n: p.report for n, p in pulses.items() if p.report is not None}
-    return judge({n: s.state for n, s in servers.items()}, reports, alive)
+    return judge_by_pulse(
+        {n: s.state for n, s in servers.items()},
+        {n: p.stamp for n, p in pulses.items()},
+        {n: p.report for n, p in pulses.items()},
+        now,
+        max_age,
+    )
 
 
 def network_fix(server: Server) -> str:
