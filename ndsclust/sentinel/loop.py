@@ -554,18 +554,18 @@ class Sentinel:
         first = self.providers.order()[0]
         if first != self._write_provider:
             was, self._write_provider = self._write_provider, first
-            log_event(
-                logging.INFO,
-                "write_provider",
-                server=self.me,
-                provider=self.providers.uris[first],
-                was=self.providers.uris[was],
-                reason=(
-                    "its server is dead on every channel"
-                    if self.providers.dead(was)
-                    else "its server is heard again"
-                ),
-            )
+            # One line per event: a move off a dead server's provider is said here (the
+            # connections that follow it log at debug level); a return is said by the
+            # connection when it actually goes back, once that provider caught up.
+            if self.providers.dead(was):
+                log_event(
+                    logging.INFO,
+                    "write_provider",
+                    server=self.me,
+                    provider=self.providers.uris[first],
+                    was=self.providers.uris[was],
+                    reason="its server is dead on every channel",
+                )
 
     def _ask_rejoin(self, why: str) -> None:
         """From the keeper: have the loop rejoin before its next decision."""

@@ -33,7 +33,9 @@ from ndsclust.model import (
     ServerState,
 )
 from ndsclust.sentinel.actions import EventKind
-from ndsclust.sentinel.serverwatch import Changes
+from ndsclust.sentinel.detector import Liveness
+from ndsclust.sentinel.recorder import Record
+from ndsclust.sentinel.serverwatch import Changes, ServerWatch
 
 A, B, C = ServerName("alpha"), ServerName("beta"), ServerName("gamma")
 ALL = (A, B, C)
@@ -301,3 +303,46 @@ def test_doctor_says_a_dead_server_is_down() -> None:
     (alpha,) = [f for f in check_liveness(servers, rs, 101.0, 5.0) if f.subject == A]
     assert alpha.level is Level.PROBLEM and "is down" in alpha.message
     assert "systemctl status ndsclust-sentinel" in alpha.fix
+
+
+# -- the sentinel's part ---------------------------------------------------------------------
+
+
+class Collect(list[Record]):
+    def put(self, record: Record) -> None:
+        self.append(record)
+
+
+def pulse_attrs(name: str, r: LivenessReport) -> dict[str, list[str]]:
+    return {"cn": [name], "ndsclustPulse": ["5"], **encode_report(r)}
+
+
+def test_serverwatch_publishes_what_it_hears_and_records_a_death_once() -> None:
+    records = Collect()
+    beta = ServerWatch(B, ["lan", "disk", "directory"], records, settle=0.0)
+    servers = {n: Server(n) for n in ALL}
+    beta.pulse_entry("cn=gamma,o=p", pulse_attrs("gamma", healthy(C)))
+    heard = Liveness(B, EVERY, {A: EVERY, C: EVERY})
+    beta.cycle(0.0, heard, servers, judging=True)
+    assert beta.report is not None and beta.report.hears(A) == EVERY
+    assert records == []  # a baseline
+    gone = Liveness(B, EVERY, {A: frozenset(), C: EVERY})
+    beta.pulse_entry("cn=gamma,o=p", pulse_attrs("gamma", report({A: set(), B: EVERY})))
+    beta.cycle(1.0, gone, servers, judging=True)
+    beta.cycle(2.0, gone, servers, judging=True)
+    assert [(r.kind, r.notify) for r in records] == [
+        (EventKind.SERVER_DOWN, False),
+        (EventKind.SERVER_DOWN, True),
+    ]
+    assert records[0].text.startswith("alpha is down")
+
+
+def test_serverwatch_names_peers_whose_sentinel_is_leaving() -> None:
+    w = ServerWatch(B, ["lan"], Collect())
+    w.pulse_entry("cn=alpha,o=p", pulse_attrs("alpha", report({}, SentinelState.STOPPING)))
+    w.pulse_entry("cn=gamma,o=p", pulse_attrs("gamma", healthy(C)))
+    assert w.stopping() == {A}
+    w.pulse_entry("cn=alpha,o=p", pulse_attrs("alpha", report({}, SentinelState.STOPPED)))
+    assert w.stopping() == {A}
+    w.pulse_entry("cn=alpha,o=p", pulse_attrs("alpha", healthy(A)))
+    assert w.stopping() == frozenset()
