@@ -194,6 +194,9 @@ ATTRIBUTES: tuple[AttributeType, ...] = (
     _s(21, "ndsclustEventServer", "server that recorded the event"),
     _s(22, "ndsclustEventTag", "application the event is about", exact=False),
     _s(23, "ndsclustEventText", "the event in words"),
+    # Fencing (docs/design.md section 4, "Fencing other servers"): one entry per fenced server.
+    _s(55, "ndsclustFenceState", "owed, fencing, confirmed, failed or clear, with by= and at="),
+    _s(56, "ndsclustFenceText", "what the last fence attempt did: agents, exit codes, output"),
     _s(
         60,
         "ndsclustHeard",
@@ -255,6 +258,14 @@ OBJECT_CLASSES: tuple[ObjectClass, ...] = (
         "STRUCTURAL",
         ("cn", "ndsclustPulse"),
         ("ndsclustPulseTime",),
+    ),
+    ObjectClass(
+        20,
+        "ndsclustFence",
+        "whether a server must be, is being or was fenced (under ou=events)",
+        "STRUCTURAL",
+        ("cn", "ndsclustFenceState"),
+        ("ndsclustFenceText",),
     ),
     ObjectClass(
         16,
