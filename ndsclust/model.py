@@ -234,6 +234,33 @@ class Server:
     csn: str = ""
 
 
+class SentinelState(Enum):
+    """What a server's sentinel says of itself on its pulse entry (``ndsclustSentinelState``)."""
+
+    RUNNING = "running"
+    STOPPING = "stopping"  # stopped with SIGTERM: handing its programs on
+    STOPPED = "stopped"  # it ended cleanly
+
+
+@dataclass(frozen=True, slots=True)
+class LivenessReport:
+    """What one sentinel publishes on its pulse entry (``ndsclustLivenessReport``): the
+    channels it hears each peer on now (``heard``; a peer still in its start-up grace is
+    left out), the channels it has configured, and its own state. ``ndsclust.liveness``
+    turns the reports of every server into server states."""
+
+    heard: tuple[tuple[ServerName, frozenset[str]], ...] = ()
+    channels: frozenset[str] = frozenset()
+    sentinel: SentinelState = SentinelState.RUNNING
+
+    def hears(self, peer: ServerName) -> frozenset[str] | None:
+        """The channels it hears ``peer`` on; None when it says nothing of ``peer``."""
+        for name, chans in self.heard:
+            if name == peer:
+                return chans
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class Pulse:
     """One pulse entry in the pulse database: the directory liveness channel (claim 44)."""
@@ -243,6 +270,7 @@ class Pulse:
     stamp: str = ""  # the writer's wall time, only for display and clock-skew checks
     dn: str = ""
     uuid: str = ""
+    report: LivenessReport | None = None  # None: its sentinel publishes no report
 
 
 @dataclass(frozen=True, slots=True)

@@ -202,6 +202,14 @@ ATTRIBUTES: tuple[AttributeType, ...] = (
         "ndsclustPause",
         "cluster-wide pause of automatic actions: until (or -) then the reason",
     ),
+    _s(
+        60,
+        "ndsclustHeard",
+        "peer:channels the sentinel of this server hears it on now, e.g. beta:lan,disk or beta:-",
+        single=False,
+    ),
+    _s(61, "ndsclustChannels", "liveness channels configured on this sentinel", single=False),
+    _s(62, "ndsclustSentinelState", "running, stopping or stopped: the sentinel of this server"),
 )
 
 OBJECT_CLASSES: tuple[ObjectClass, ...] = (
@@ -263,6 +271,14 @@ OBJECT_CLASSES: tuple[ObjectClass, ...] = (
         "STRUCTURAL",
         ("cn", "ndsclustFenceState"),
         ("ndsclustFenceText",),
+    ),
+    ObjectClass(
+        16,
+        "ndsclustLivenessReport",
+        "what the sentinel of a server hears of its peers, on its pulse entry",
+        "AUXILIARY",
+        (),
+        ("ndsclustHeard", "ndsclustChannels", "ndsclustSentinelState"),
     ),
 )
 

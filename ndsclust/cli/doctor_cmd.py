@@ -147,7 +147,7 @@ def log_readings(provs: Targets, base: str, since: str) -> dict[str, doctor.LogR
 def pulse_readings(st: Store) -> dict[ServerName, doctor.PulseReading]:
     return {
         p.server: doctor.PulseReading(
-            p.server, p.counter, common.parse_time(p.stamp), common.parse_time(csn)
+            p.server, p.counter, common.parse_time(p.stamp), common.parse_time(csn), p.report
         )
         for p, csn in reads.pulses_written(st)
     }

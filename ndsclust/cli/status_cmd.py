@@ -15,13 +15,13 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ndsclust.cli import common
+from ndsclust.cli import common, liveness_view
 from ndsclust.ldapstore.follow import Follower
 from ndsclust.ldapstore.store import Snapshot, Store
 from ndsclust.model import Event, Pulse, ServerName, Tag
 
 DEFAULT_STALE = 5.0
-SERVER_COLUMNS = ("server", "state", "seen", "pulse_age", "hosting")
+SERVER_COLUMNS = ("server", "state", "seen", "pulse_age", "hosting", "reason")
 APP_COLUMNS = ("tag", "type", "host", "primary", "backups", "state", "request", "last_event")
 INVALID_COLUMNS = ("dn", "attribute", "problem")
 # How often a live view on a terminal redraws pulse ages when nothing changes.
@@ -46,6 +46,11 @@ def register(sub: Any) -> None:
         "line with --json) per change",
     )
     common.add_follow_limits(p, "--watch", "views")
+    add_stale_option(p)
+    p.set_defaults(handler=cmd_status)
+
+
+def add_stale_option(p: Any) -> None:
     p.add_argument(
         "--stale",
         type=common.positive_float,
@@ -53,7 +58,6 @@ def register(sub: Any) -> None:
         metavar="SECONDS",
         help="a pulse older than this counts as silent (default %(default)g)",
     )
-    p.set_defaults(handler=cmd_status)
 
 
 # -- pure: what the view shows -------------------------------------------------------------
@@ -91,6 +95,7 @@ def status_data(
 ) -> dict[str, Any]:
     """Everything ``status`` shows, with stable keys (the ``--json`` document)."""
     latest = last_events(events)
+    judged = liveness_view.judgements(snap.servers, pulses, now, stale)
     servers = []
     for name in sorted(snap.servers):
         s = snap.servers[name]
@@ -98,15 +103,14 @@ def status_data(
         servers.append(
             {
                 "name": name,
-                "state": s.state.value,
+                "entry_state": s.state.value,
                 "addresses": list(s.addresses),
                 "resources": sorted(s.resources),
                 "hosting": sorted(a.tag for a in snap.apps.values() if a.host == name),
                 "pulse": pulse,
                 "pulse_fresh": fresh,
-                # What the directory shows of the server; the sentinels' own channel views
-                # (lan, disk) are theirs and are not published.
-                "seen": ["directory"] if fresh else [],
+                # state, liveness, reason, seen (the channels its peers hear it on), heard_by
+                **liveness_view.state_json(judged[name], fresh),
             }
         )
     apps = []
@@ -155,6 +159,7 @@ def server_rows(data: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "seen": s["seen"],
                 "pulse_age": age,
                 "hosting": s["hosting"],
+                "reason": s["reason"],
             }
         )
     return rows

@@ -13,7 +13,7 @@ from enum import Enum
 from ndsclust.config import Config
 from ndsclust.errors import EntryInvalid
 from ndsclust.ldapstore.replication import ContextCSNs, LogWrite, Tree
-from ndsclust.model import App, Server, ServerName
+from ndsclust.model import App, LivenessReport, Server, ServerName
 
 DEFAULT_PULSE_MAX_AGE = 5.0
 DEFAULT_MAX_SKEW = 1.0
@@ -54,6 +54,7 @@ class PulseReading:
     counter: int
     stamp: float | None  # ndsclustPulseTime: the sentinel's clock when it wrote
     written: float | None  # entryCSN time: the accepting provider's clock
+    report: LivenessReport | None = None  # what its sentinel hears of its peers
 
 
 @dataclass(frozen=True, slots=True)

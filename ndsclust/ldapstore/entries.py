@@ -20,6 +20,7 @@ from shlex import join
 from typing import Any
 
 from ndsclust.errors import EntryInvalid
+from ndsclust.liveness import parse_report
 from ndsclust.model import (
     MAX_MARKER,
     App,
@@ -376,8 +377,19 @@ def parse_pulse(dn: str | Entry, attrs: Attrs | None = None) -> Pulse:
         n = int(counter)
     except ValueError:
         raise e.bad("ndsclustPulse", f"{counter!r} is not an integer") from None
+    try:
+        report = parse_report(
+            e.all("ndsclustHeard"), e.all("ndsclustChannels"), e.one("ndsclustSentinelState")
+        )
+    except ValueError as err:
+        raise e.bad("ndsclustHeard", str(err)) from None
     return Pulse(
-        server=name, counter=n, stamp=e.one("ndsclustPulseTime") or "", dn=dn, uuid=e.entry.uuid
+        server=name,
+        counter=n,
+        stamp=e.one("ndsclustPulseTime") or "",
+        dn=dn,
+        uuid=e.entry.uuid,
+        report=report,
     )
 
 

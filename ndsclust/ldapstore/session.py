@@ -107,12 +107,15 @@ class Session:
                 prefer=0, deadline=now + self.op_deadline, patient=True
             )
             if self._index not in (-1, index):
-                log.warning(
+                # Leaving a provider whose server the channels find dead: the sentinel has
+                # said so already (event=write_provider); one line per event.
+                log.log(
+                    logging.DEBUG if self.providers.dead(self._index) else logging.WARNING,
                     logline(
                         "provider_failover",
                         provider=self.providers.uris[index],
                         was=self.providers.uris[self._index],
-                    )
+                    ),
                 )
             self._conn, self._index = conn, index
             self._last_return_check = now

@@ -36,9 +36,11 @@ from ndsclust.ldapstore.entries import Entry
 from ndsclust.ldapstore.session import APP_ATTRS as APP_ATTRS
 from ndsclust.ldapstore.session import DEFAULT_OP_DEADLINE as DEFAULT_OP_DEADLINE
 from ndsclust.ldapstore.session import Session
+from ndsclust.liveness import encode_report
 from ndsclust.model import (
     App,
     Event,
+    LivenessReport,
     Pulse,
     Request,
     Server,
@@ -421,6 +423,22 @@ class Store(Session):
             self.modify(dn, {k: [(ldap3.MODIFY_REPLACE, v)] for k, v in values.items()})
         except NoSuchEntry:
             self.add(dn, {"objectClass": ["top", "ndsclustPulseEntry"], "cn": [server], **values})
+
+    def write_pulse_report(self, server: str, counter: int, report: LivenessReport) -> None:
+        """Advance this server's pulse and, in the same modify, replace its liveness report
+        (``ndsclust.liveness``); creates the entry on first use."""
+        dn = self.pulse_dn(server)
+        classes = ["top", "ndsclustPulseEntry", "ndsclustLivenessReport"]
+        values = {
+            "ndsclustPulse": [str(counter)],
+            "ndsclustPulseTime": [generalized_time()],
+            **encode_report(report),
+        }
+        changes = {k: [(ldap3.MODIFY_REPLACE, v)] for k, v in values.items()}
+        try:
+            self.modify(dn, {"objectClass": [(ldap3.MODIFY_REPLACE, classes)], **changes})
+        except NoSuchEntry:
+            self.add(dn, {"objectClass": classes, "cn": [server], **values})
 
     def pulses(self) -> dict[ServerName, Pulse]:
         out: dict[ServerName, Pulse] = {}

@@ -58,6 +58,9 @@ class EventKind(StrEnum):
     REPLICATION_PENDING = "replication_pending"  # FIG. 6 step 614: starts wait for it
     INVALID_ENTRY = "invalid_entry"  # an entry every sentinel ignores until it is fixed
     PAUSED_HOLD = "paused_hold"  # the cluster is paused: what would have been done
+    SERVER_DOWN = "server_down"  # no live server hears it, or its sentinel stopped
+    SERVER_UP = "server_up"  # heard again on the lan (or every channel its peers have)
+    SERVER_ISOLATED = "server_isolated"  # heard, but not on the lan: its network is cut
 
 
 # Kinds worth an operator's attention beyond the audit trail (FIG. 7A process 810 notifies
@@ -80,6 +83,9 @@ NOTIFY_KINDS: frozenset[EventKind] = frozenset(
         EventKind.FENCE_FAILED,
         EventKind.FAILBACK_HELD,
         EventKind.INVALID_ENTRY,
+        EventKind.SERVER_DOWN,
+        EventKind.SERVER_UP,
+        EventKind.SERVER_ISOLATED,
     }
 )
 

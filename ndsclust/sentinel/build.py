@@ -27,6 +27,7 @@ from ndsclust.sentinel.channels.lan import LanChannel
 from ndsclust.sentinel.channels.witness import WitnessChannel
 from ndsclust.sentinel.control import ControlServer
 from ndsclust.sentinel.loop import Sentinel
+from ndsclust.sentinel.serverwatch import REPORT_ATTRS
 from ndsclust.sentinel.supervisor import Supervisor
 
 
@@ -136,7 +137,7 @@ def build_parts(cfg: Config) -> Parts:
             read_providers,
             d.pulse_suffix,
             filter="(objectClass=ndsclustPulseEntry)",
-            attributes=("cn", "ndsclustPulse"),
+            attributes=("cn", "ndsclustPulse", *REPORT_ATTRS),
             name="pulse",
         ),
         supervisor=Supervisor(
@@ -149,8 +150,9 @@ def build_parts(cfg: Config) -> Parts:
     )
     build_channels(cfg, parts)
     parts.sweeper = build_sweeper(cfg)
-    if parts.directory_channel is not None:
-        parts.pulse_store = store_for(Providers(d.uris, d.credentials, timeout=1.0), 2.0)
+    # The pulse carries the liveness report too, so it is written with or without the
+    # directory channel (slowly without it: pulse.SLOW_INTERVAL).
+    parts.pulse_store = store_for(Providers(d.uris, d.credentials, timeout=1.0), 2.0)
     return parts
 
 

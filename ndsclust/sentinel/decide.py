@@ -200,14 +200,17 @@ def _as_host(vp: Viewpoint, app: App, proc: ProcInfo | None) -> list[Action]:
         target = vp.first_fit(app, me)
         if target is not None:
             move = Move(
-                target, EventKind.MAINTENANCE, f"{me} is in maintenance: moving to {target}"
+                target,
+                EventKind.MAINTENANCE,
+                f"{me} is {vp.out_of_service(me)}: moving to {target}",
             )
             return out + failback.depart(vp, app, proc, move)
         # Better running here than nowhere: maintenance waits for a server to take it.
         out += vp.say(
             app.tag,
             EventKind.MAINTENANCE_BLOCKED,
-            f"{me} is in maintenance but no server can take it: {vp.why_none_fit(app, me)}",
+            f"{me} is {vp.out_of_service(me)} but no server can take it: "
+            f"{vp.why_none_fit(app, me)}",
         )
     elif me != app.primary:
         plan = failback.as_backup(vp, app)

@@ -47,7 +47,7 @@ from ndsclust.errors import ConfigError
 from ndsclust.ldapstore.replication import caught_up
 from ndsclust.ldapstore.store import APP_ATTRS, Store
 from ndsclust.ldapstore.watch import Changed, Deleted, Reconnected, RefreshDone, WatchEvent
-from ndsclust.model import App, ServerName, ServerState, Tag
+from ndsclust.model import App, SentinelState, ServerName, ServerState, Tag
 from ndsclust.sentinel.actions import Action, EventKind
 from ndsclust.sentinel.catchup import ReplicationCheck
 from ndsclust.sentinel.decide import decide
@@ -57,10 +57,11 @@ from ndsclust.sentinel.http_status import Publisher
 from ndsclust.sentinel.keeper import Fence, Keeper, fence_channels
 from ndsclust.sentinel.logline import log_event
 from ndsclust.sentinel.programs import LocalPrograms
-from ndsclust.sentinel.pulse import write_pulses
+from ndsclust.sentinel.pulse import pulse_writer
 from ndsclust.sentinel.recorder import Recorder
 from ndsclust.sentinel.rejoin import Rejoin
 from ndsclust.sentinel.rejoin_runner import RejoinRunner, is_rejoin_of
+from ndsclust.sentinel.serverwatch import ServerWatch
 from ndsclust.sentinel.view import Policy, View, histories, last_valid
 
 if TYPE_CHECKING:
@@ -124,6 +125,9 @@ class Sentinel:
         self.control = parts.control
         self.policy = policy_of(cfg)
         self._stop = threading.Event()
+        # Set once the programs are gone: the keeper (leases, fencing) and the pulse go on
+        # through the hand-over of a stop, which a lapsed lease would cut short.
+        self._gone = threading.Event()
         self._leaving = False
         self._registering = True
         self._refreshed = False
@@ -155,6 +159,8 @@ class Sentinel:
             stop_grace=cfg.timeouts.stop_grace,
         )
         self.recorder = Recorder(self.me, self.store, lambda: self.cfg.notify_command)
+        # What this sentinel hears of its peers, published on its pulse entry; server events.
+        self.serverwatch = ServerWatch(self.me, list(self.channels), self.recorder)
         self._servers: list[ServerName] = []
         self._apps: dict[Tag, App] = {}  # the last cycle's applications (last_valid)
         self._rejoin_wanted = threading.Event()  # the keeper asks the loop to rejoin ...
@@ -171,7 +177,7 @@ class Sentinel:
             progress=lambda: self._progress,
             servers=lambda: self._servers,
             ask_rejoin=self._ask_rejoin,
-            stop=self._stop,
+            stop=self._gone,
         )
         d = cfg.directory
         local = d.local_uri
@@ -276,15 +282,9 @@ class Sentinel:
         self.pulse_watch.start()
         self._spawn("keeper", self.keeper.run)
         self.recorder.start()
-        channel, dc, store = (
-            self.parts.directory_channel,
-            self.cfg.directory_channel,
-            self.parts.pulse_store,
-        )
-        if channel is not None and dc is not None and store is not None:
-            self._spawn(
-                "pulse", lambda: write_pulses(self.me, store, channel, dc.interval, self._stop)
-            )
+        pulse = pulse_writer(self.parts, lambda: self.serverwatch.report, self._gone)
+        if pulse is not None:
+            self._spawn("pulse", pulse)
         self._spawn("replication", self.replication.run)
         if self.parts.sweeper is not None:
             self.parts.sweeper.start()
@@ -294,6 +294,7 @@ class Sentinel:
                 now = self.clock()
                 if self._stop.is_set() and not self._leaving:
                     self._leaving = True
+                    self.serverwatch.sentinel = SentinelState.STOPPING
                     leave_deadline = now + self.cfg.timeouts.stop_grace + HANDOFF_DEADLINE_EXTRA
                     log_event(
                         logging.INFO,
@@ -367,6 +368,12 @@ class Sentinel:
             self.parts.sweeper.stop()
         self.status.stop()
         self.programs.close()
+        # Its programs are gone: the last pulse tells the peers this sentinel stopped.
+        if self.serverwatch.report is not None:
+            self.serverwatch.report = replace(
+                self.serverwatch.report, sentinel=SentinelState.STOPPED
+            )
+        self._gone.set()
         if self.control:
             self.control.stop()
         self._stop.set()
@@ -419,6 +426,8 @@ class Sentinel:
                 self._poke("provider_restart")
         channel = self.parts.directory_channel
         while (pulse := self.pulse_watch.get(0)) is not None:
+            if isinstance(pulse, Changed):
+                self.serverwatch.pulse_entry(pulse.entry.dn, pulse.entry.attributes)
             if isinstance(pulse, Changed) and channel is not None:
                 attrs = {k.lower(): v for k, v in pulse.entry.attributes.items()}
                 try:
@@ -443,6 +452,10 @@ class Sentinel:
             # A stopping sentinel behaves as a server in maintenance: it unloads its
             # programs and hands them to the next eligible server (docs/design.md section 3).
             servers[self.me] = replace(servers[self.me], state=ServerState.MAINTENANCE)
+        stopping = self.serverwatch.stopping() & servers.keys()
+        for peer in stopping:
+            # Nor is a peer whose sentinel is leaving (or left) a place to fail back to.
+            servers[peer] = replace(servers[peer], state=ServerState.MAINTENANCE)
         lan = self.parts.lan
         if lan and self.cache.version != self._peers_version:
             self._peers_version = self.cache.version
@@ -475,6 +488,7 @@ class Sentinel:
             history=history,
             said=dict(self.executor.said),
             paused=snap.pause is not None and snap.pause.active(time.time()),
+            stopping=stopping | ({self.me} if self._leaving else set()),
         )
 
     def cycle(self, now: float) -> list[Action]:
@@ -499,6 +513,7 @@ class Sentinel:
                 "paused" if view.paused else "resumed",
                 server=self.me,
             )
+        self._watch_servers(now, view)
         if self.rejoin.pending:
             self.rejoin.advance(now, view)
             if self.rejoin.pending:
@@ -511,6 +526,7 @@ class Sentinel:
             view.registering,
             view.paused,
             self._leaving,
+            self.serverwatch.stopping(),
             tuple(sorted(view.liveness.seen.items())),
             view.liveness.grace,
             tuple(sorted((t, p.state, p.paused, p.pid) for t, p in view.procs.items())),
@@ -558,6 +574,13 @@ class Sentinel:
 
     # -- liveness, write provider, rejoin -----------------------------------------------------
 
+    def _watch_servers(self, now: float, view: View) -> None:
+        """Publish what the channels hear (degraded ones counting as silent, unlike the
+        view's liveness) and record server changes while this view can be trusted."""
+        heard = self.detector.liveness(self._observations(), now, list(view.servers))
+        judging = not (view.fenced or self.rejoin.pending or self.rejoin.in_grace(now))
+        self.serverwatch.cycle(now, heard, view.servers, judging)
+
     def _heard_now(self, server: ServerName) -> bool:
         """Whether any channel hears ``server`` at this instant."""
         now = self.clock()
@@ -580,19 +603,18 @@ class Sentinel:
         first = self.providers.order()[0]
         if first != self._write_provider:
             was, self._write_provider = self._write_provider, first
-            log_event(
-                logging.INFO,
-                "write_provider",
-                server=self.me,
-                provider=self.providers.uris[first],
-                was=self.providers.uris[was],
-                reason=(
-                    "its server is dead on every channel"
-                    if self.providers.dead(was)
-                    else "its server is heard again"
-                ),
-            )
-            self._poke("provider_restart")
+            # One line per event: a move off a dead server's provider is said here (the
+            # connections that follow it log at debug level); a return is said by the
+            # connection when it actually goes back, once that provider caught up.
+            if self.providers.dead(was):
+                log_event(
+                    logging.INFO,
+                    "write_provider",
+                    server=self.me,
+                    provider=self.providers.uris[first],
+                    was=self.providers.uris[was],
+                    reason="its server is dead on every channel",
+                )
 
     def _ask_rejoin(self, why: str) -> None:
         """From the keeper: have the loop rejoin before its next decision."""

@@ -135,6 +135,9 @@ class View:
     said: Mapping[Said, float] = field(default_factory=dict, hash=False)
     invalid: Mapping[Tag, str] = field(default_factory=dict, hash=False)
     paused: bool = False
+    # Servers shown in maintenance because their sentinel is stopping (SIGTERM), this one
+    # included: what the texts say instead of "in maintenance".
+    stopping: frozenset[ServerName] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +208,10 @@ class Viewpoint:
         entry = self.view.servers.get(server)
         return app.resources - (entry.resources if entry is not None else frozenset())
 
+    def out_of_service(self, server: ServerName) -> str:
+        """Why a server in maintenance is: its sentinel stopping, or an operator."""
+        return "stopping" if server in self.view.stopping else "in maintenance"
+
     def unfit(self, app: App, server: ServerName) -> str | None:
         """Why ``server`` may not take ``app`` now, or None when it may."""
         if server != self.me and server not in self.view.servers:
@@ -212,7 +219,7 @@ class Viewpoint:
         if not self.alive(server):
             return f"{server} is dead"
         if self.in_maintenance(server):
-            return f"{server} is in maintenance"
+            return f"{server} is {self.out_of_service(server)}"
         missing = self.missing(app, server)
         if missing:
             return f"{server} lacks {', '.join(sorted(missing))}"

@@ -192,7 +192,9 @@ def test_servers_list_add_remove(cli: Cli) -> None:
     listed = {s["name"]: s for s in cli.json("servers", "list")}
     assert set(listed) == {"alpha", "beta", "delta", "gamma"}
     assert listed["delta"]["addresses"] == ["127.0.0.1:7104", "127.0.0.2:7104"]
-    assert listed["delta"]["resources"] == ["san2"] and listed["delta"]["state"] == "up"
+    assert listed["delta"]["resources"] == ["san2"] and listed["delta"]["entry_state"] == "up"
+    # no sentinel runs on delta: nobody hears it and it publishes no pulse
+    assert listed["delta"]["state"] == "down"
     assert listed["alpha"]["hosting"] == ["web"] and listed["beta"]["backup_for"] == ["web"]
 
     rc, _, err = cli("servers", "add", "delta")
@@ -400,7 +402,7 @@ def test_status_json_text_and_invalid_entries(cli: Cli) -> None:
 
     rc, out, _ = cli("status")
     lines = out.splitlines()
-    assert rc == 0 and lines[0] == "server\tstate\tseen\tpulse_age\thosting"
+    assert rc == 0 and lines[0] == "server\tstate\tseen\tpulse_age\thosting\treason"
     assert lines[1].startswith("alpha\tup\tdirectory\t")
     assert "tag\ttype\thost\tprimary\tbackups\tstate\trequest\tlast_event" in lines
     assert "web\tcapable\talpha\talpha\tbeta,gamma\trunning\t-\t-" in lines

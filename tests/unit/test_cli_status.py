@@ -76,6 +76,10 @@ def test_status_json_has_stable_keys_and_values() -> None:
     assert set(alpha) == {
         "name",
         "state",
+        "entry_state",
+        "liveness",
+        "reason",
+        "heard_by",
         "addresses",
         "resources",
         "hosting",
@@ -85,7 +89,9 @@ def test_status_json_has_stable_keys_and_values() -> None:
     }
     assert alpha["pulse"] == {"counter": 41, "time": "2026-11-19T11:06:40.000000Z", "age": 2.0}
     assert alpha["pulse_fresh"] and alpha["seen"] == ["directory"]
-    assert beta["state"] == "maintenance" and beta["pulse"] is None and beta["seen"] == []
+    # beta publishes no pulse and nobody reports hearing it: down, whatever its entry says
+    assert beta["state"] == "down" and beta["entry_state"] == "maintenance"
+    assert beta["pulse"] is None and beta["seen"] == []
     assert beta["hosting"] == ["web"]
     db, web = data["applications"]
     assert db["state"] == "error(no server)" and db["host"] is None
@@ -116,6 +122,7 @@ def test_rows_for_the_table() -> None:
         "seen": ["directory"],
         "pulse_age": "2.0s",
         "hosting": [],
+        "reason": "no peer reports on it; it is alive",
     }
     web = app_rows(data, NOW)[1]
     assert web["last_event"] == "failover (12s ago)" and web["host"] == "beta"
