@@ -170,12 +170,12 @@ def open_connection(
         return conn
     except LDAPException as e:
         text = describe(e)
-        raise ProviderUnreachable(f"{uri}: {text}", answered=_refusal(text)) from None
+        raise ProviderUnreachable(f"{uri}: {text}", answered=_refusal(str(e))) from None
     except ssl.SSLError as e:
         raise ProviderUnreachable(f"{uri}: {describe(e)}", answered=True) from None
     except OSError as e:
         text = describe(e)
-        raise ProviderUnreachable(f"{uri}: {text}", answered=_refusal(text)) from None
+        raise ProviderUnreachable(f"{uri}: {text}", answered=_refusal(str(e))) from None
 
 
 # Bind results that are the credentials' fault: inappropriateAuthentication,

@@ -94,11 +94,7 @@ def test_blocker1_a_missing_program_directory_is_a_configuration_error(tmp_path:
     key.write_bytes(b"k" * 32)
     data: dict[str, Any] = {
         "server": "alpha",
-        "directory": {
-            "uris": ["ldap://127.0.0.1:3890"],
-            "suffix": "dc=example,dc=com",
-            "allow_plain_ldap": True,
-        },
+        "directory": {"uris": ["ldaps://127.0.0.1:3890"], "suffix": "dc=example,dc=com"},
         "channels": {"lan": {"addresses": ["127.0.0.1:7946"], "key_file": str(key)}},
         "timeouts": {"failover": 0.8, "fence": 0.5, "lease": 0.5},
         "programs": {"cwd": str(tmp_path / "var-lib-ndsclust")},
@@ -135,7 +131,7 @@ def test_blocker1_doctor_config_reports_the_missing_directory(
     path = tmp_path / "sentinel.yaml"
     path.write_text(
         "server: alpha\n"
-        "directory: {uris: ['ldap://127.0.0.1:3890'], suffix: 'dc=example,dc=com', allow_plain_ldap: true}\n"
+        "directory: {uris: ['ldaps://127.0.0.1:3890'], suffix: 'dc=example,dc=com'}\n"
         f"channels: {{lan: {{addresses: ['127.0.0.1:7946'], key_file: {key}}}}}\n"
         "timeouts: {failover: 0.8, fence: 0.5, lease: 0.5}\n"
         f"programs: {{cwd: {tmp_path}/missing}}\n"
