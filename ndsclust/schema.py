@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 
 ARC = "2.25.16307282375000687117923598170370128403"
-VERSION = 1
+VERSION = 2
 SCHEMA_NAME = "ndsclust"
 
 DIRECTORY_STRING = "1.3.6.1.4.1.1466.115.121.1.15"
@@ -194,6 +194,28 @@ ATTRIBUTES: tuple[AttributeType, ...] = (
     _s(21, "ndsclustEventServer", "server that recorded the event"),
     _s(22, "ndsclustEventTag", "application the event is about", exact=False),
     _s(23, "ndsclustEventText", "the event in words"),
+    # Service stacks (docs/design.md section 3, "Stacks"): attributes 30-39, class 13.
+    _s(
+        30,
+        "ndsclustRequires",
+        "tag of an application this one needs on the same server, started before it",
+        single=False,
+        exact=False,
+    ),
+    _s(
+        31,
+        "ndsclustAvoids",
+        "tag of an application this one should not share a server with",
+        single=False,
+        exact=False,
+    ),
+    _s(
+        32,
+        "ndsclustServiceAddress",
+        "service address that moves with the application, ip/prefix[@interface]",
+        single=False,
+        exact=False,
+    ),
 )
 
 OBJECT_CLASSES: tuple[ObjectClass, ...] = (
@@ -247,6 +269,14 @@ OBJECT_CLASSES: tuple[ObjectClass, ...] = (
         "STRUCTURAL",
         ("cn", "ndsclustPulse"),
         ("ndsclustPulseTime",),
+    ),
+    ObjectClass(
+        13,
+        "ndsclustStack",
+        "an application's place in a service stack: requirements, separations, addresses",
+        "AUXILIARY",
+        (),
+        ("ndsclustRequires", "ndsclustAvoids", "ndsclustServiceAddress"),
     ),
 )
 
