@@ -273,7 +273,7 @@ OBJECT_CLASSES: tuple[ObjectClass, ...] = (
     ObjectClass(
         13,
         "ndsclustStack",
-        "an application's place in a service stack: requirements, separations, addresses",
+        "the place of an application in a service stack: requirements, separations, addresses",
         "AUXILIARY",
         (),
         ("ndsclustRequires", "ndsclustAvoids", "ndsclustServiceAddress"),
