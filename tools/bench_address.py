@@ -2,8 +2,8 @@
 """Service address failover, measured from a client's side (docs/design.md section 6).
 
 A lab of three servers as network namespaces plus a client namespace on the same lan
-bridge runs the stack example (``ndsclust/lab/stack.py``: a service address on
-``svc-db``, a TCP service ``svc-web`` that requires it). The client connects to the service
+bridge runs a small TCP service holding a service address (``ndsclust/lab/stack.py``,
+``add_service``). The client connects to the service
 address every ``PROBE_EVERY`` seconds (each attempt gives up after ``PROBE_TIMEOUT``) and
 notes which server answered. Each trial SIGKILLs the host server (sentinel, guard,
 programs and slapd at once, its links down) and measures, on CLOCK_MONOTONIC (shared by
@@ -33,12 +33,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ndsclust.lab.cluster import LabCluster
 from ndsclust.lab.directory import wait_until
-from ndsclust.lab.stack import add_stack, lan_service_address
+from ndsclust.lab.stack import add_service, lan_service_address
 from ndsclust.ledger import double_runs, lives
 from ndsclust.model import ServerName
 from tools.netns import NetLab
 
 CLIENT = "client"
+TAG = "svc"
 PORT = 7070
 PROBE_EVERY = 0.01
 PROBE_TIMEOUT = 0.05
@@ -161,16 +162,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     with LabCluster(3, network=with_client) as lab:
         assert isinstance(lab.net, NetLab)
         address = lan_service_address(lab)
-        add_stack(lab, address, PORT, "alpha", ["beta", "gamma"])
+        add_service(lab, address, PORT, "alpha", ["beta", "gamma"], tag=TAG)
         primary = ServerName("alpha")
-        lab.wait_running("svc-web", primary, timeout=a.timeout)
+        lab.wait_running(TAG, primary, timeout=a.timeout)
         with Prober(lab.net, address, PORT) as probe:
             for i in range(a.trials):
                 gap = failover_trial(lab, probe, primary, a.timeout)
                 gaps.append(gap)
                 print(f"trial {i + 1}: {gap * 1000:.0f} ms", flush=True)
                 lab.restart_server(primary)
-                lab.wait_running("svc-web", primary, timeout=a.timeout)
+                lab.wait_running(TAG, primary, timeout=a.timeout)
         doubles = double_runs(lives(lab.ledger_lines()))
     gaps.sort()
     p50 = statistics.median(gaps)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what ndsclust's demo and tests need, only what is missing; never asks a question.
 # Debian 12, as root: slapd and ldap-utils from Debian, iproute2 for network namespaces,
+# iputils-arping for service address announcements,
 # a virtualenv in .venv with ndsclust installed in editable mode.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +10,7 @@ missing=()
 [ -x /usr/sbin/slapd ] || missing+=(slapd)
 command -v ldapadd >/dev/null 2>&1 || missing+=(ldap-utils)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v arping >/dev/null 2>&1 || missing+=(iputils-arping)  # service address announcements
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

@@ -12,6 +12,9 @@
 Start order is address, db, web; stop order web, db, address; a failover, migrate,
 failback or maintenance move of either moves both (docs/design.md section 3, "Stacks").
 The equivalent LDIF for a real cluster is in README, "Service stacks".
+
+``add_service`` registers the TCP service alone, holding the address itself: what a client
+of the address needs and nothing more (``tools/bench_address.py`` times its failover).
 """
 
 from __future__ import annotations
@@ -48,13 +51,7 @@ def add_stack(
     auto_recover: bool = True,
 ) -> tuple[App, App]:
     """Register the two applications, loaded on ``primary``; returns (db, web)."""
-    servers = dict(
-        primary=ServerName(primary),
-        backups=tuple(ServerName(b) for b in backups),
-        host=ServerName(primary),
-        auto_recover=auto_recover,
-        state=StateValue(AppState.LOADING),
-    )
+    servers = _placement(primary, backups, auto_recover)
     db = App(
         tag=Tag(f"{name}-db"),
         type=AppType.CAPABLE,
@@ -65,17 +62,7 @@ def add_stack(
     web = App(
         tag=Tag(f"{name}-web"),
         type=AppType.CAPABLE,
-        command=(
-            sys.executable,
-            "-S",
-            str(ECHO_SERVICE),
-            "--ledger",
-            str(lab.ledger),
-            "--tag",
-            f"{name}-web",
-            "--port",
-            str(port),
-        ),
+        command=echo_command(lab, f"{name}-web", port),
         requires=(db.tag,),
         **servers,  # type: ignore[arg-type]
     )
@@ -83,3 +70,49 @@ def add_stack(
     store.add_app(db)
     store.add_app(web)
     return db, web
+
+
+def add_service(
+    lab: LabCluster,
+    address: str,
+    port: int,
+    primary: str,
+    backups: Iterable[str],
+    *,
+    tag: str = "svc",
+    auto_recover: bool = True,
+) -> App:
+    """Register the TCP service holding the service address itself, loaded on ``primary``."""
+    app = App(
+        tag=Tag(tag),
+        type=AppType.CAPABLE,
+        command=echo_command(lab, tag, port),
+        addresses=(address,),
+        **_placement(primary, backups, auto_recover),  # type: ignore[arg-type]
+    )
+    lab.store().add_app(app)
+    return app
+
+
+def echo_command(lab: LabCluster, tag: str, port: int) -> tuple[str, ...]:
+    return (
+        sys.executable,
+        "-S",
+        str(ECHO_SERVICE),
+        "--ledger",
+        str(lab.ledger),
+        "--tag",
+        tag,
+        "--port",
+        str(port),
+    )
+
+
+def _placement(primary: str, backups: Iterable[str], auto_recover: bool) -> dict[str, object]:
+    return {
+        "primary": ServerName(primary),
+        "backups": tuple(ServerName(b) for b in backups),
+        "host": ServerName(primary),
+        "auto_recover": auto_recover,
+        "state": StateValue(AppState.LOADING),
+    }

@@ -55,6 +55,7 @@ class LocalPrograms:
         with self._lock:
             ended = list(self.supervisor.poll())
             for info in ended:
+                address.released(info.tag)  # stacks: gone before the core sees it stopped
                 if self.control:
                     self.control.ended(info.tag)
                 if info.stop_requested:

@@ -38,7 +38,15 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
-from ndsclust.model import App, AppState, Request, ServerName, StateValue, Tag
+from ndsclust.model import (
+    App,
+    AppState,
+    Request,
+    ServerName,
+    StateValue,
+    Tag,
+    parse_service_address,
+)
 from ndsclust.sentinel.actions import (
     Action,
     Claim,
@@ -348,7 +356,7 @@ def _join(vp: Viewpoint, stack: Stack, app: App, proc: ProcInfo | None) -> list[
         return [Claim(app.tag, app.host, text, LOADING), *announce(EventKind.STACK, app.tag, text)]
     if stopping(proc):
         return []
-    if any(not _up(vp.proc(r)) for r in _needs(vp, stack, app)):
+    if any(not _up(vp, vp.view.apps[r]) for r in _needs(vp, stack, app)):
         return []  # starts after what it requires
     if proc is None or paused(proc) or (proc.state is ProcState.EXITED and proc.stop_requested):
         return [Load(app.tag), *vp.set_state(app, vp.kept(app, AppState.LOADING))]
@@ -368,8 +376,12 @@ def _needs(vp: Viewpoint, stack: Stack, app: App) -> list[Tag]:
     return [by_key[_key(r)] for r in app.requires if _key(r) in by_key]
 
 
-def _up(proc: ProcInfo | None) -> bool:
-    return proc is not None and proc.state is ProcState.RUNNING and not proc.paused
+def _up(vp: Viewpoint, app: App) -> bool:
+    """``app`` runs here, its service addresses up (``address.local_resources``)."""
+    proc = vp.proc(app.tag)
+    if proc is None or proc.state is not ProcState.RUNNING or proc.paused:
+        return False
+    return all(f"addr:{ip}" in vp.view.resources for ip in address_ips(app.addresses))
 
 
 def _forward(vp: Viewpoint, app: App, root: App) -> list[Action] | None:
@@ -383,3 +395,7 @@ def _forward(vp: Viewpoint, app: App, root: App) -> list[Action] | None:
         return []
     text = f"{request} on {app.tag} moves the whole stack: passed to {root.tag}"
     return [ForwardRequest(app.tag, root.tag, request), *announce(EventKind.STACK, app.tag, text)]
+
+
+def address_ips(addresses: tuple[str, ...]) -> list[str]:
+    return [str(parse_service_address(a)[0].ip) for a in addresses]
