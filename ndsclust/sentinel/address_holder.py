@@ -27,7 +27,6 @@ dies), the warden removes the addresses and exits, releasing the locks.
 from __future__ import annotations
 
 import fcntl
-import ipaddress
 import os
 import select
 import signal
@@ -51,13 +50,18 @@ class Held:
     """One address and the interface it goes on."""
 
     def __init__(self, value: str) -> None:
+        # Checked and made canonical by the sentinel (model.check_service_address); parsed
+        # here without the ipaddress module, which costs a failover a visible start time.
         text, _, self.dev = value.partition("@")
-        self.addr = ipaddress.ip_interface(text)
-        if not self.dev:
-            raise ValueError(f"{value!r}: no interface")
+        self.ip, _, prefix = text.partition("/")
+        self.family = socket.AF_INET6 if ":" in self.ip else socket.AF_INET
+        self.packed = socket.inet_pton(self.family, self.ip)
+        self.prefix = int(prefix)
+        if not self.dev or not 0 <= self.prefix <= 8 * len(self.packed):
+            raise ValueError(f"{value!r}: write ip/prefix@interface")
 
     def __str__(self) -> str:
-        return f"{self.addr.with_prefixlen}@{self.dev}"
+        return f"{self.ip}/{self.prefix}@{self.dev}"
 
 
 def log(event: str, **fields: str) -> None:
@@ -84,14 +88,12 @@ EEXIST, EADDRNOTAVAIL = 17, 99
 
 def _netlink(kind: int, flags: int, h: Held) -> int:
     """One address request to the kernel; returns its errno (0: done)."""
-    family = socket.AF_INET if h.addr.version == 4 else socket.AF_INET6
-    raw = h.addr.ip.packed
+    family = h.family
+    raw = h.packed
     attrs = b"".join(struct.pack("=HH", 4 + len(raw), t) + raw for t in (IFA_LOCAL, IFA_ADDRESS))
-    if h.addr.version == 6:
+    if family == socket.AF_INET6:
         attrs += struct.pack("=HHI", 8, IFA_FLAGS, IFA_F_NODAD)  # answer at once
-    body = struct.pack(
-        "=BBBBI", family, h.addr.network.prefixlen, 0, 0, socket.if_nametoindex(h.dev)
-    )
+    body = struct.pack("=BBBBI", family, h.prefix, 0, 0, socket.if_nametoindex(h.dev))
     body += attrs
     msg = struct.pack("=LHHLL", 16 + len(body), kind, NLM_F_REQUEST | NLM_F_ACK | flags, 1, 0)
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as s:
@@ -118,11 +120,11 @@ def remove(h: Held) -> None:
         pass
 
 
-def neighbour_advertisement(target: ipaddress.IPv6Address, mac: bytes) -> bytes:
+def neighbour_advertisement(target: bytes, mac: bytes) -> bytes:
     """An unsolicited ICMPv6 neighbour advertisement (RFC 4861 section 4.4) with the
     override flag and the target link-layer address option; the kernel fills the checksum."""
     flags = 0x20000000  # Override: replace what neighbours have cached
-    return struct.pack("!BBHI", 136, 0, 0, flags) + target.packed + struct.pack("!BB", 2, 1) + mac
+    return struct.pack("!BBHI", 136, 0, 0, flags) + target + struct.pack("!BB", 2, 1) + mac
 
 
 def announce(h: Held) -> subprocess.Popen[bytes] | None:
@@ -132,8 +134,8 @@ def announce(h: Held) -> subprocess.Popen[bytes] | None:
     import subprocess
 
     try:
-        if h.addr.version == 4:
-            ip = str(h.addr.ip)
+        if h.family == socket.AF_INET:
+            ip = h.ip
             return subprocess.Popen(
                 [tool("arping"), "-q", "-U", "-c", "1", "-I", h.dev, "-s", ip, ip],
                 stdin=subprocess.DEVNULL,
@@ -143,12 +145,12 @@ def announce(h: Held) -> subprocess.Popen[bytes] | None:
         with open(f"/sys/class/net/{h.dev}/address") as f:
             mac = bytes.fromhex(f.read().strip().replace(":", ""))
         index = socket.if_nametoindex(h.dev)
-        target = ipaddress.IPv6Address(h.addr.ip)
+        target = h.ip
         with socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6) as s:
             s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
             s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
             s.bind((str(target), 0, 0, index))
-            s.sendto(neighbour_advertisement(target, mac), ("ff02::1", 0, 0, index))
+            s.sendto(neighbour_advertisement(h.packed, mac), ("ff02::1", 0, 0, index))
     except (OSError, ValueError, subprocess.SubprocessError) as e:
         log("address_announce_failed", address=str(h), error=repr(str(e)))
     return None
@@ -158,7 +160,7 @@ def lock(h: Held) -> int:
     """Take the address's lock (waiting for the last copy's warden); returns its fd."""
     os.makedirs(LOCK_DIR, mode=0o700, exist_ok=True)
     netns = os.stat("/proc/self/ns/net").st_ino
-    name = f"{netns}-{h.addr.ip}".replace(":", "_")
+    name = f"{netns}-{h.ip}".replace(":", "_")
     fd = os.open(f"{LOCK_DIR}/{name}", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     deadline = time.monotonic() + LOCK_WAIT
     while True:

@@ -65,9 +65,7 @@ def test_local_resources_and_interface_choice() -> None:
 def test_holder_parses_and_builds_an_unsolicited_advertisement() -> None:
     h = address_holder.Held("fd00::10/64@lan0")
     assert h.dev == "lan0" and str(h) == "fd00::10/64@lan0"
-    packet = address_holder.neighbour_advertisement(
-        ipaddress.IPv6Address("fd00::10"), bytes.fromhex("020000000001")
-    )
+    packet = address_holder.neighbour_advertisement(h.packed, bytes.fromhex("020000000001"))
     assert packet[0] == 136 and packet[4] & 0x20  # neighbour advertisement, override
     assert packet[8:24] == ipaddress.IPv6Address("fd00::10").packed
     assert packet[24:26] == b"\x02\x01" and len(packet) == 32
