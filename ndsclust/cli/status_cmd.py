@@ -31,8 +31,8 @@ APP_COLUMNS = (
     "backups",
     "state",
     "request",
-    "stack",
     "last_event",
+    "stack",  # stacks: last, so scripts reading the columns before it keep working
 )
 INVALID_COLUMNS = ("dn", "attribute", "problem")
 # How often a live view on a terminal redraws pulse ages when nothing changes.
