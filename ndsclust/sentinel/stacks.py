@@ -316,8 +316,13 @@ def _follow(vp: Viewpoint, stack: Stack, app: App, root: App, leaving: bool) -> 
     if root.host == me and not leaving:
         return _join(vp, stack, app, proc)
     if running(proc) or paused(proc):
+        if app.host == me and root.host == me:
+            return []  # the set is leaving: stopped in order (Plan._stack)
         if app.host == me:
-            return []  # the root's host stops it in order (Plan._stack)
+            # The root is elsewhere (a double claim resolved apart, an operator's write):
+            # a server runs members of a set only while it holds the root.
+            where = root.host or "no server"
+            return [Unload(app.tag, f"its stack's root {root.tag} is on {where}")]
         if app.host is None:
             return [Unload(app.tag, "host removed")]
         text = f"{app.host} hosts it; stopping the copy on {me}"

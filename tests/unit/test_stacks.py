@@ -377,3 +377,19 @@ def test_apps_without_stack_attributes_decide_as_before() -> None:
     assert not any(isinstance(a, (Unload, ForwardRequest)) for a in out)
     assert not [a for a in out if isinstance(a, SetState) and a.value.state is AppState.ERROR]
     assert Request.parse("load")  # the module's imports stay used
+
+
+def test_a_member_left_running_where_the_root_is_not_stops() -> None:
+    # After a partition the directory may converge with the root on beta and the members
+    # still naming alpha: alpha stops its copies at once (no server runs part of a set
+    # whose root it does not hold) and the set comes together again.
+    apps = stack_apps()
+    apps[0] = replace(apps[0], host=BETA)
+    w = StackWorld(apps)
+    w.checking = False  # the split is set up on purpose
+    w.step(1)
+    assert w.running_on(DB) == [] and w.running_on(WEB) == []
+    w.checking = True
+    settle(w)
+    (host,) = w.hosts()  # whole again (here back on its primary, by failback)
+    assert host is not None and w.runs_all_on(host)
