@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ndsclust import fencing as fencing_section
 from ndsclust.confread import Reader, document, load_yaml
 from ndsclust.ldapstore.connection import Credentials, check_uri
 from ndsclust.model import ServerName, check_resource, check_server_name
@@ -144,6 +145,8 @@ class Config:
     control_socket: str | None
     event_limit: int
     log_level: str
+    fencing: fencing_section.Fencing | None = None  # other servers' fence devices
+    http: HttpSettings | None = None  # the sentinel's HTTP face (``parse_http``)
 
     def channel_names(self) -> tuple[str, ...]:
         names = []
@@ -190,6 +193,8 @@ TOP_KEYS = {
     "control_socket",
     "events",
     "log",
+    "fencing",
+    "http",
 }
 
 
@@ -380,7 +385,14 @@ def parse(data: Any, source: str = "<config>") -> Config:
         stop_grace=r.number(t, "stop_grace", "timeouts.", 10.0, low=0, high=3600),
         clock_rate_error=r.number(t, "clock_rate_error", "timeouts.", 0.001, low=0, high=0.1),
     )
-    check_timing(timeouts, intervals, r, witness.timeout if witness else None)
+    fencing = fencing_section.parse(r, data)
+    check_timing(
+        timeouts,
+        intervals,
+        r,
+        witness.timeout if witness else None,
+        fenced=fencing is not None and fencing.required,
+    )
 
     sv = (
         r.section(
@@ -418,9 +430,19 @@ def parse(data: Any, source: str = "<config>") -> Config:
     for i, a in enumerate(allowed):
         if not a.startswith("/"):
             r.bad(f"programs.allowed_commands[{i}]", f"{a!r} is not an absolute path")
+    cwd = r.string(p, "cwd", "programs.", default="/") or "/"
+    if not cwd.startswith("/"):
+        r.bad("programs.cwd", f"{cwd!r} is not an absolute path")
+    elif not os.path.isdir(cwd):
+        # Every program starts there: without it none can start (issue 14, blocker 1).
+        r.bad(
+            "programs.cwd",
+            f"{cwd} is not a directory on this server, so no program could start; "
+            f"create it (install -d -m 0755 {cwd}) or set another",
+        )
     programs = Programs(
         user=r.string(p, "user", "programs."),
-        cwd=r.string(p, "cwd", "programs.", default="/") or "/",
+        cwd=cwd,
         env={str(k): str(v) for k, v in env.items()},
         allowed_commands=tuple(allowed),
     )
@@ -436,6 +458,7 @@ def parse(data: Any, source: str = "<config>") -> Config:
     if level not in ("debug", "info", "warning", "error"):
         r.bad("log.level", f"{level!r}; allowed: debug, info, warning, error")
 
+    http = parse_http(r, data)
     r.check(source)
     return Config(
         path=source,
@@ -454,6 +477,8 @@ def parse(data: Any, source: str = "<config>") -> Config:
         control_socket=r.string(data, "control_socket", ""),
         event_limit=r.integer(ev, "limit", "events.", 1000, low=10, high=1_000_000),
         log_level=level,
+        fencing=fencing,
+        http=http,
     )
 
 
@@ -474,15 +499,22 @@ def fence_bound(t: Timeouts, witness_timeout: float | None) -> float:
 
 
 def check_timing(
-    t: Timeouts, intervals: list[float], r: Reader, witness_timeout: float | None = None
+    t: Timeouts,
+    intervals: list[float],
+    r: Reader,
+    witness_timeout: float | None = None,
+    *,
+    fenced: bool = False,
 ) -> None:
     """The fencing inequality (docs/design.md section 4): a backup may start a program only after
-    the old host's copy is certainly dead, by lease (frozen sentinel) or fence (cut off)."""
+    the old host's copy is certainly dead, by lease (frozen sentinel) or fence (cut off).
+    ``fenced`` (``fencing.required``): no takeover starts anything before a fence agent or
+    an operator confirmed the old host off, so the inequality is not needed for safety."""
     max_interval = max(intervals, default=0.0)
     margin = t.margin(max(max_interval, t.loop_interval))
     fence = fence_bound(t, witness_timeout)
     bound = max(t.lease, fence) + margin
-    if t.failover <= bound:
+    if t.failover <= bound and not fenced:
         by_witness = (
             f", or witness timeout {witness_timeout}s + {KILL_ALLOWANCE}s"
             if fence != t.fence
@@ -522,3 +554,60 @@ def check_timing(
 def load(path: str | None = None) -> Config:
     path = path or os.environ.get("NDSCLUST_CONFIG") or DEFAULT_PATH
     return parse(load_yaml(path), path)
+
+
+# -- http: the sentinel's metrics and health endpoints (ndsclust/sentinel/httpd.py) -------
+
+DEFAULT_HTTP_LISTEN = "127.0.0.1:9469"
+HTTP_KEYS = {"listen", "cert_file", "key_file", "client_ca_file", "plain", "max_connections"}
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    """``http``: where the sentinel serves /metrics, /health and /app/<tag>.
+
+    Loopback by default; another address needs TLS (``cert_file``/``key_file``, and
+    ``client_ca_file`` to ask scrapers for a certificate of that CA) or ``plain: true``."""
+
+    listen: str = DEFAULT_HTTP_LISTEN
+    cert_file: str | None = None
+    key_file: str | None = None
+    client_ca_file: str | None = None
+    max_connections: int = 64
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
+def parse_http(r: Reader, data: Mapping[str, Any]) -> HttpSettings | None:
+    """The ``http`` section, or None when it is absent (no HTTP served)."""
+    h = r.section(data, "http", "", known=HTTP_KEYS)
+    if h is None:
+        return None
+    listen = r.string(h, "listen", "http.", default=DEFAULT_HTTP_LISTEN) or DEFAULT_HTTP_LISTEN
+    if r.address(listen, "http.listen") is None:
+        listen = DEFAULT_HTTP_LISTEN
+    cert = r.string(h, "cert_file", "http.")
+    key = r.string(h, "key_file", "http.")
+    client_ca = r.string(h, "client_ca_file", "http.")
+    if bool(cert) != bool(key):
+        r.bad("http.cert_file" if key else "http.key_file", "TLS needs both cert_file and key_file")
+    if client_ca and not cert:
+        r.bad("http.client_ca_file", "asking for client certificates needs cert_file and key_file")
+    host = listen.rpartition(":")[0].strip("[]")
+    loopback = host in ("127.0.0.1", "::1") or host.startswith("127.")
+    if not loopback and not cert and not r.flag(h, "plain", "http.", False):
+        r.bad(
+            "http.listen",
+            f"{listen} is not loopback: set cert_file and key_file (TLS), or plain: true to "
+            "serve metrics and health in the clear on that address",
+        )
+    return HttpSettings(
+        listen=listen,
+        cert_file=cert,
+        key_file=key,
+        client_ca_file=client_ca,
+        max_connections=r.integer(h, "max_connections", "http.", 64, low=1, high=1024),
+    )

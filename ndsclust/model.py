@@ -54,6 +54,7 @@ class RequestKind(Enum):
     UNLOAD = "unload"
     FAILBACK = "failback"
     MIGRATE = "migrate"
+    CLEANUP = "cleanup"  # forget the failure counts (like pcs resource cleanup)
 
 
 def check_server_name(value: str) -> ServerName:
@@ -136,7 +137,7 @@ class StateValue:
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """The value of ``ndsclustRequest``: load, unload, failback or ``migrate:<server>``."""
+    """The value of ``ndsclustRequest``: load, unload, failback, cleanup or ``migrate:<server>``."""
 
     kind: RequestKind
     target: ServerName | None = None
@@ -152,7 +153,8 @@ class Request:
             kind = RequestKind(value)
         except ValueError:
             raise ValueError(
-                f"{value!r} is not a request; allowed: load, unload, failback, migrate:<server>"
+                f"{value!r} is not a request; allowed: load, unload, failback, cleanup, "
+                "migrate:<server>"
             ) from None
         if kind is RequestKind.MIGRATE:
             raise ValueError("migrate needs a server: write 'migrate:<server>'")

@@ -216,6 +216,9 @@ ATTRIBUTES: tuple[AttributeType, ...] = (
         single=False,
         exact=False,
     ),
+    # Fencing (docs/design.md section 4, "Fencing other servers"): one entry per fenced server.
+    _s(55, "ndsclustFenceState", "owed, fencing, confirmed, failed or clear, with by= and at="),
+    _s(56, "ndsclustFenceText", "what the last fence attempt did: agents, exit codes, output"),
 )
 
 OBJECT_CLASSES: tuple[ObjectClass, ...] = (
@@ -277,6 +280,14 @@ OBJECT_CLASSES: tuple[ObjectClass, ...] = (
         "AUXILIARY",
         (),
         ("ndsclustRequires", "ndsclustAvoids", "ndsclustServiceAddress"),
+    ),
+    ObjectClass(
+        20,
+        "ndsclustFence",
+        "whether a server must be, is being or was fenced (under ou=events)",
+        "STRUCTURAL",
+        ("cn", "ndsclustFenceState"),
+        ("ndsclustFenceText",),
     ),
 )
 

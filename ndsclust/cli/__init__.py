@@ -16,6 +16,7 @@ from ndsclust.cli import (
     common,
     doctor_cmd,
     events_cmd,
+    fence_cmd,
     lab_cmd,
     pki_cmd,
     request_cmd,
@@ -23,6 +24,7 @@ from ndsclust.cli import (
     sentinel_cmd,
     servers_cmd,
     status_cmd,
+    web_cmd,
 )
 from ndsclust.errors import ConfigError, NdsclustError, ProviderUnreachable
 
@@ -36,10 +38,12 @@ MODULES = [
     request_cmd,
     events_cmd,
     doctor_cmd,
+    fence_cmd,
     schema_cmd,
     pki_cmd,
     sentinel_cmd,
     lab_cmd,
+    web_cmd,
 ]
 
 

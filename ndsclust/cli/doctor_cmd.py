@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import yaml
 
 from ndsclust import doctor
-from ndsclust.cli import common, repair_cmd
+from ndsclust.cli import common, fence_cmd, repair_cmd
 from ndsclust.config import Config
 from ndsclust.errors import ProviderUnreachable, StoreError
 from ndsclust.ldapstore import reads, replication, schema_admin
@@ -244,7 +244,7 @@ def gather(args: argparse.Namespace) -> doctor.Facts:
 def cmd_doctor(args: argparse.Namespace) -> int:
     if args.repair:
         return repair_cmd.run(args)
-    findings = doctor.diagnose(gather(args))
+    findings = [*doctor.diagnose(gather(args)), *fence_cmd.doctor_findings(args)]
     problems = sum(f.level is doctor.Level.PROBLEM for f in findings)
     warnings = sum(f.level is doctor.Level.WARNING for f in findings)
     if args.json:

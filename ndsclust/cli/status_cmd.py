@@ -166,11 +166,22 @@ def app_rows(data: Mapping[str, Any], now: float) -> list[dict[str, Any]]:
     return [
         {
             **{k: a[k] for k in APP_COLUMNS if k not in ("last_event", "stack")},
+            "state": state_cell(a),
             "stack": stack_text(a),
             "last_event": _event_cell(a["last_event"], now),
         }
         for a in data["applications"]
     ]
+
+
+def state_cell(a: Mapping[str, Any]) -> str:
+    """The state, and for the one hold whose state cannot say it (a migrate's pin, kept as
+    ``running(migrate)``), how to release it (README, "Where an application runs, and
+    why"). Every other hold's state carries its own reason."""
+    state = str(a["state"])
+    if state == "running(migrate)" and a["host"] != a["primary"]:
+        return f"{state}: stays; back with ndsclust failback {a['tag']}"
+    return state
 
 
 def change_key(data: Mapping[str, Any]) -> str:

@@ -56,6 +56,7 @@ class Move:
     tag: Tag
     kind: str
     wall: float  # seconds since the epoch (the event's ndsclustEventTime)
+    server: ServerName | None = None  # the server that recorded it
 
 
 def _value(entry: Entry) -> Value:
@@ -150,7 +151,7 @@ class ClusterCache:
         except ValueError:
             return
         with self._lock:
-            self._moves[uuid] = Move(event.tag, event.kind, when.timestamp())
+            self._moves[uuid] = Move(event.tag, event.kind, when.timestamp(), event.server)
 
     def moves(self) -> list[Move]:
         """Recent moves of the kinds asked for at construction, from the audit trail."""

@@ -26,6 +26,7 @@ from ldap3.core.exceptions import LDAPException
 from ldap3.utils.config import set_config_parameter
 
 from ndsclust.errors import ConfigError, ProviderUnreachable, StoreError
+from ndsclust.logfmt import line as logline
 
 log = logging.getLogger("ndsclust.ldapstore")
 
@@ -306,7 +307,7 @@ class Providers:
                 now = time.monotonic()
                 if self._closed.is_set() or (deadline is not None and now + delay > deadline):
                     raise
-                log.debug("event=providers_unreachable retry_in=%.2f", delay)
+                log.debug(logline("providers_unreachable", retry_in=f"{delay:.2f}"))
             if self._closed.wait(delay):
                 raise ProviderUnreachable("provider list closed while reconnecting")
             delay = min(delay * 2, self.backoff_max)

@@ -31,6 +31,7 @@ from ndsclust.errors import (
 )
 from ndsclust.ldapstore.connection import Providers, open_connection
 from ndsclust.ldapstore.replication import behind, read_context_csns
+from ndsclust.logfmt import line as logline
 
 log = logging.getLogger("ndsclust.ldapstore")
 
@@ -86,8 +87,11 @@ class Session:
             # The channels find this provider's server dead: a connection to it would only
             # time out (docs/platform.md fact 23: a cut-off provider costs seconds), so move on now.
             log.debug(
-                "event=provider_dropped provider=%s reason=server_dead",
-                self.providers.uris[self._index],
+                logline(
+                    "provider_dropped",
+                    provider=self.providers.uris[self._index],
+                    reason="server_dead",
+                )
             )
             self._drop()
         if (
@@ -104,9 +108,11 @@ class Session:
             )
             if self._index not in (-1, index):
                 log.warning(
-                    "event=provider_failover provider=%s was=%s",
-                    self.providers.uris[index],
-                    self.providers.uris[self._index],
+                    logline(
+                        "provider_failover",
+                        provider=self.providers.uris[index],
+                        was=self.providers.uris[self._index],
+                    )
                 )
             self._conn, self._index = conn, index
             self._last_return_check = now
@@ -137,9 +143,11 @@ class Session:
             conn.unbind()
             return
         log.info(
-            "event=write_provider provider=%s was=%s",
-            self.providers.uris[earlier[0]],
-            self.providers.uris[self._index],
+            logline(
+                "write_provider",
+                provider=self.providers.uris[earlier[0]],
+                was=self.providers.uris[self._index],
+            )
         )
         self._drop()
         self._conn, self._index = conn, earlier[0]
@@ -170,10 +178,9 @@ class Session:
                     return fn(self._connection())
                 except (LDAPCommunicationError, LDAPResponseTimeoutError, _Transient) as e:
                     log.warning(
-                        "event=provider_lost provider=%s op=%s error=%s",
-                        self.provider,
-                        what,
-                        type(e).__name__,
+                        logline(
+                            "provider_lost", provider=self.provider, op=what, error=type(e).__name__
+                        )
                     )
                     self._drop()
                     if time.monotonic() > deadline:

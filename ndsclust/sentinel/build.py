@@ -13,11 +13,13 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ndsclust.config import Config
+from ndsclust.fencing.fencer import Gate
 from ndsclust.ldapstore.cache import ClusterCache
 from ndsclust.ldapstore.connection import Providers
 from ndsclust.ldapstore.store import APP_ATTRS, DEFAULT_OP_DEADLINE, Store
 from ndsclust.ldapstore.watch import Watch
-from ndsclust.sentinel.actions import FAILURE_MOVES
+from ndsclust.sentinel.actions import KEPT_MOVES
+from ndsclust.sentinel.antientropy import Sweeper, build_sweeper
 from ndsclust.sentinel.channels import Channel
 from ndsclust.sentinel.channels.directory import DirectoryChannel
 from ndsclust.sentinel.channels.disk import DiskChannel
@@ -53,6 +55,7 @@ class Parts:
     directory_channel: DirectoryChannel | None = None
     witness: WitnessChannel | None = None
     pulse_store: Store | None = None  # the pulse writer's own connection
+    sweeper: Sweeper | None = None  # anti-entropy, on the one sentinel that sweeps
 
 
 def build_channels(cfg: Config, parts: Parts) -> None:
@@ -127,7 +130,7 @@ def build_parts(cfg: Config) -> Parts:
         providers=write_providers,
         read_providers=read_providers,
         store_for=store_for,
-        cache=ClusterCache(move_kinds=frozenset(k.value for k in FAILURE_MOVES)),
+        cache=ClusterCache(move_kinds=frozenset(k.value for k in KEPT_MOVES)),
         watch=Watch(read_providers, d.base, attributes=APP_ATTRS, name="cluster"),
         pulse_watch=Watch(
             read_providers,
@@ -145,6 +148,7 @@ def build_parts(cfg: Config) -> Parts:
         control=control,
     )
     build_channels(cfg, parts)
+    parts.sweeper = build_sweeper(cfg)
     if parts.directory_channel is not None:
         parts.pulse_store = store_for(Providers(d.uris, d.credentials, timeout=1.0), 2.0)
     return parts
@@ -157,4 +161,16 @@ def build_sentinel(
     ready: Callable[[], None] | None = None,
 ) -> Sentinel:
     """One server's sentinel, ready to ``run()``."""
-    return Sentinel(build_parts(cfg), clock=clock, ready=ready)
+    parts = build_parts(cfg)
+    sentinel = Sentinel(parts, clock=clock, ready=ready)
+    if cfg.fencing is not None:
+        # Fence other servers before a takeover starts anything (docs/design.md section 4).
+        fence_store = parts.store_for()
+        sentinel.executor.fence_gate = Gate(
+            cfg.server,
+            cfg.fencing,
+            store=lambda: fence_store,
+            heard_now=sentinel.executor.heard_now,
+            records=sentinel.recorder,
+        )
+    return sentinel

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from ndsclust.errors import StoreError, SupervisorError, SwapConflict, Withdrawn
+from ndsclust.fencing.fencer import FencePending
 from ndsclust.model import App, Request, ServerName, StateValue, Tag
 from ndsclust.sentinel.actions import (
     Action,
@@ -85,6 +86,18 @@ class Records(Protocol):
     def put(self, record: Record) -> None: ...
 
 
+class FenceGate(Protocol):
+    """Fencing other servers before a takeover starts anything (``fencing.fencer.Gate``)."""
+
+    def claiming(self, host: ServerName) -> object | None: ...
+
+    def claim_failed(self, host: ServerName, before: Any) -> None: ...
+
+    def before_start(self, app: App) -> None: ...
+
+    def cycle(self) -> None: ...
+
+
 class Pool(Protocol):
     """Where groups run (``concurrent.futures.ThreadPoolExecutor``)."""
 
@@ -120,6 +133,7 @@ class Executor:
         self._lock = threading.Lock()
         self._in_flight: set[Tag] = set()
         self._finished = 0
+        self.fence_gate: FenceGate | None = None  # set by build.py when fencing is configured
 
     def run(self, actions: Sequence[Action], view: View, now: float) -> None:
         """Start every group; with a pool this returns at once, without waiting for them.
@@ -128,6 +142,8 @@ class Executor:
         has one under way is dropped (decided again from a later view, once the earlier
         group's writes show in the cache). So the loop goes on reading program reports and
         writing what follows from them while a thousand claims are answered."""
+        if self.fence_gate is not None:
+            self.fence_gate.cycle()
         groups: dict[Tag, list[Action]] = {}
         for action in actions:
             groups.setdefault(action.tag, []).append(action)
@@ -140,6 +156,10 @@ class Executor:
                     continue
                 self._in_flight.add(tag)
             self._pool.submit(self._run_tracked, tag, group, view, now)
+
+    def heard_now(self, server: ServerName) -> bool:
+        """Whether any channel hears ``server`` at this instant."""
+        return self._heard_now(server)
 
     @property
     def finished(self) -> int:
@@ -184,6 +204,13 @@ class Executor:
             except SupervisorError as e:
                 self._supervisor_error(tag, str(e), now)
                 return
+            except FencePending as e:
+                # No start before another server is fenced (docs/design.md section 4).
+                if e.state is not None:
+                    self._seen(
+                        tag, self._writer().set_state(tag, e.state, post_read=self._post_read)
+                    )
+                return
             except StoreError as e:
                 # Provider trouble: leave the group; nothing in a group is unsafe to leave.
                 log_event(logging.WARNING, "store_error", tag=tag, server=self.me, error=str(e))
@@ -202,7 +229,16 @@ class Executor:
                     def unless() -> str | None:
                         return "the host is heard again" if self._heard_now(silent) else None
 
-                self._swap(tag, (host, self.me), consumes, state, unless)
+                gate = self.fence_gate
+                owed = None
+                if gate is not None and host is not None and host != self.me:
+                    owed = gate.claiming(host)  # the debt is written before the swap
+                try:
+                    self._swap(tag, (host, self.me), consumes, state, unless)
+                except (SwapConflict, Withdrawn):
+                    if gate is not None and host is not None and owed is not None:
+                        gate.claim_failed(host, owed)
+                    raise
                 log_event(
                     logging.INFO,
                     "claim",
@@ -231,7 +267,10 @@ class Executor:
             case SetState(tag, value):
                 self._seen(tag, self._writer().set_state(tag, value, post_read=self._post_read))
             case Load(tag) | Restart(tag):
-                self._programs.start(_app(view, tag), view.procs.get(tag), paused=False)
+                app = _app(view, tag)
+                if self.fence_gate is not None:
+                    self.fence_gate.before_start(app)
+                self._programs.start(app, view.procs.get(tag), paused=False)
             case LoadPaused(tag):
                 self._programs.start(_app(view, tag), view.procs.get(tag), paused=True)
             case Unload(tag, reason):

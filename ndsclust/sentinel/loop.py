@@ -46,14 +46,15 @@ from ndsclust.config import KILL_ALLOWANCE, Config
 from ndsclust.errors import ConfigError
 from ndsclust.ldapstore.replication import caught_up
 from ndsclust.ldapstore.store import APP_ATTRS, Store
-from ndsclust.ldapstore.watch import Changed, Deleted, RefreshDone, WatchEvent
-from ndsclust.model import ServerName, ServerState
+from ndsclust.ldapstore.watch import Changed, Deleted, Reconnected, RefreshDone, WatchEvent
+from ndsclust.model import App, ServerName, ServerState, Tag
 from ndsclust.sentinel import address
 from ndsclust.sentinel.actions import Action, EventKind
 from ndsclust.sentinel.catchup import ReplicationCheck
 from ndsclust.sentinel.decide import decide
 from ndsclust.sentinel.detector import Detector, Liveness
 from ndsclust.sentinel.executor import Executor
+from ndsclust.sentinel.http_status import Publisher
 from ndsclust.sentinel.keeper import Fence, Keeper, fence_channels
 from ndsclust.sentinel.logline import log_event
 from ndsclust.sentinel.programs import LocalPrograms
@@ -61,7 +62,7 @@ from ndsclust.sentinel.pulse import write_pulses
 from ndsclust.sentinel.recorder import Recorder
 from ndsclust.sentinel.rejoin import Rejoin
 from ndsclust.sentinel.rejoin_runner import RejoinRunner, is_rejoin_of
-from ndsclust.sentinel.view import Policy, View, histories
+from ndsclust.sentinel.view import Policy, View, histories, last_valid
 
 if TYPE_CHECKING:
     from ndsclust.sentinel.build import Parts
@@ -156,6 +157,7 @@ class Sentinel:
         )
         self.recorder = Recorder(self.me, self.store, lambda: self.cfg.notify_command)
         self._servers: list[ServerName] = []
+        self._apps: dict[Tag, App] = {}  # the last cycle's applications (last_valid)
         self._rejoin_wanted = threading.Event()  # the keeper asks the loop to rejoin ...
         self._rejoin_why = ""  # ... for this reason
         self.keeper = Keeper(
@@ -228,6 +230,12 @@ class Sentinel:
         self._last_decide = 0.0
         self._woken_by: WatchEvent | None = None
         self.cycles = 0
+        self._view: View | None = None
+        # The HTTP face (httpd.py) reads what the loop publishes after each cycle.
+        stale = max(5.0, 20 * cfg.timeouts.loop_interval)
+        self.status = Publisher(
+            self.me, cfg.http, self.channels, self.watch, started=started, stale_after=stale
+        )
 
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
         t = threading.Thread(target=target, name=f"sentinel-{name}", daemon=True)
@@ -247,6 +255,8 @@ class Sentinel:
             channels=",".join(self.channels) or "-",
             witness=self.cfg.witness.address if self.cfg.witness else "-",
         )
+        if not self.status.start():
+            return 2
         if self.control:
             try:
                 self.control.start()
@@ -276,6 +286,8 @@ class Sentinel:
                 "pulse", lambda: write_pulses(self.me, store, channel, dc.interval, self._stop)
             )
         self._spawn("replication", self.replication.run)
+        if self.parts.sweeper is not None:
+            self.parts.sweeper.start()
         leave_deadline: float | None = None
         try:
             while True:
@@ -293,8 +305,10 @@ class Sentinel:
                     self._nothing_left() or (leave_deadline is not None and now > leave_deadline)
                 ):
                     break
+                decided = self.cycles
                 self.cycle(now)
                 self._progress = self.clock()
+                self._publish(now, self._progress - now if self.cycles != decided else None)
                 self._wait_for_work(self.cfg.timeouts.loop_interval)
         finally:
             self._shutdown()
@@ -336,7 +350,22 @@ class Sentinel:
         snap = self.cache.snapshot()
         return not any(a.host == self.me for a in snap.apps.values()) or not self._refreshed
 
+    def _publish(self, now: float, took: float | None) -> None:
+        self.status.publish(
+            now,
+            view=self._view if self._refreshed else None,
+            took=took,
+            fenced=self._view.fenced if self._view else self.keeper.fenced.is_set(),
+            rejoin_pending=self.rejoin.pending,
+            rejoin_grace=self.rejoin.in_grace(now),
+            leaving=self._leaving,
+            write_provider=self.providers.uris[self._write_provider],
+        )
+
     def _shutdown(self) -> None:
+        if self.parts.sweeper is not None:
+            self.parts.sweeper.stop()
+        self.status.stop()
         self.programs.close()
         if self.control:
             self.control.stop()
@@ -386,6 +415,8 @@ class Sentinel:
                 )
                 if self._ready_hook:
                     self._ready_hook()
+            elif isinstance(ev, Reconnected):
+                self._poke("provider_restart")
         channel = self.parts.directory_channel
         while (pulse := self.pulse_watch.get(0)) is not None:
             if isinstance(pulse, Changed) and channel is not None:
@@ -404,7 +435,9 @@ class Sentinel:
 
     def view(self, now: float) -> View:
         snap = self.cache.snapshot()
-        history = histories(((m.tag, m.kind, m.wall) for m in self.cache.moves()), now, time.time())
+        history = histories(
+            ((m.tag, m.kind, m.wall, m.server) for m in self.cache.moves()), now, time.time()
+        )
         servers = dict(snap.servers)
         if self._leaving and self.me in servers:
             # A stopping sentinel behaves as a server in maintenance: it unloads its
@@ -423,8 +456,14 @@ class Sentinel:
             # Just out of fencing: a peer not heard since may be a live host; count every
             # peer alive until a full failover timeout has passed (as at start-up).
             liveness = replace(liveness, grace=frozenset(s for s in servers if s != self.me))
+        # An entry that became invalid keeps its last valid copy (docs/design.md section 3).
+        apps, invalid = last_valid(
+            snap.apps, ((e.dn, f"{e.attribute}: {e.problem}") for e in snap.invalid), self._apps
+        )
+        self._apps = apps
         return View(
-            apps=snap.apps,
+            apps=apps,
+            invalid=invalid,
             servers=servers,
             liveness=liveness,
             procs=self.programs.table(),
@@ -452,7 +491,7 @@ class Sentinel:
         if self._rejoin_wanted.is_set():
             self._rejoin_wanted.clear()
             self._begin_rejoin(now, self._rejoin_why)
-        view = self.view(now)
+        view = self._view = self.view(now)
         if self.rejoin.pending:
             self.rejoin.advance(now, view)
             if self.rejoin.pending:
@@ -545,6 +584,7 @@ class Sentinel:
                     else "its server is heard again"
                 ),
             )
+            self._poke("provider_restart")
 
     def _ask_rejoin(self, why: str) -> None:
         """From the keeper: have the loop rejoin before its next decision."""
@@ -555,8 +595,13 @@ class Sentinel:
         self._last_key = None
         self.rejoin.begin(now, why)
 
+    def _poke(self, why: str) -> None:  # anti-entropy: sweep soon (sentinel/antientropy.py)
+        if self.parts.sweeper is not None:
+            self.parts.sweeper.poke(why)
+
     def _rejoined(self) -> None:
         self._last_key = None
+        self._poke("heal")
         log_event(
             logging.INFO,
             "rejoined",

@@ -435,6 +435,7 @@ def test_requests_are_written_without_wait(cli: Cli) -> None:
         (["unload", "web"], "unload"),
         (["load", "web"], "load"),
         (["failback", "web"], "failback"),
+        (["cleanup", "web"], "cleanup"),
         (["migrate", "web", "gamma"], "migrate:gamma"),
     ):
         rc, out, err = cli(*argv, "--no-wait")
@@ -447,7 +448,13 @@ def test_requests_are_written_without_wait(cli: Cli) -> None:
     assert rc == 1 and "no application with tag 'nope'" in err
     assert cli.store.app("web").request == Request(RequestKind.MIGRATE, C)
     kinds = [e.kind for e in cli.store.events(tag="web")]
-    assert kinds == ["request_unload", "request_load", "request_failback", "request_migrate"]
+    assert kinds == [
+        "request_unload",
+        "request_load",
+        "request_failback",
+        "request_cleanup",
+        "request_migrate",
+    ]
 
 
 def test_wait_times_out_when_no_sentinel_acts(cli: Cli) -> None:

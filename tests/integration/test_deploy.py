@@ -475,6 +475,36 @@ def test_sentinel_writes_what_failover_needs(dep: Deployment) -> None:
         st.close()
 
 
+def test_sentinel_makes_the_anti_entropy_repairs(dep: Deployment) -> None:
+    """What anti-entropy needs beyond failover (docs/design.md invariant 3): the structural
+    class of any server, application or event deleted and added again in one modify (the
+    change that brings back a copy a provider lost), and an application entry deleted."""
+    dep.operator_ldif("ldapadd", app_ldif("s-stray"))
+    st = dep.store(server_dn(BETA))
+    event = st.record_event("note", server=BETA, text="by beta").dn
+    st.close()
+    conn = dep.connect(server_dn(ALPHA))
+    try:
+        for dn, cls in (
+            (event, "ndsclustEvent"),
+            (app_dn("web"), "ndsclustApplication"),
+            (server_dn(BETA), "ndsclustServer"),
+        ):
+            before = dep.read(dn)
+            touch = [(ldap3.MODIFY_DELETE, [cls]), (ldap3.MODIFY_ADD, [cls])]
+            assert conn.modify(dn, {"objectClass": touch}), (dn, conn.result)
+            after = dep.read(dn)
+            assert after["objectClass"] == before["objectClass"]
+        # A replace with the same values needs the whole attribute (docs/platform.md fact 34)
+        same = dep.read(app_dn("web"))["objectClass"]
+        assert not conn.modify(app_dn("web"), {"objectClass": [(ldap3.MODIFY_REPLACE, same)]})
+        assert result(conn) == INSUFFICIENT_ACCESS, conn.result
+        assert conn.delete(app_dn("s-stray")), conn.result
+    finally:
+        conn.unbind()
+    assert dep.read(app_dn("s-stray")) == {}
+
+
 def test_sentinel_watch_and_unlimited_reads(dep: Deployment) -> None:
     """A sentinel follows the cluster base by RFC 4533 as its own identity, and reads more
     entries than slapd's default size limit (a thousand applications must fit)."""
@@ -539,7 +569,13 @@ SENTINEL_REFUSED: list[tuple[str, str, Callable[[ldap3.Connection, str], bool]]]
             )
         ),
     ),
-    ("an application, deleted", app_dn("web"), lambda c, dn: bool(c.delete(dn))),
+    (
+        "an application's object classes",
+        app_dn("web"),
+        lambda c, dn: bool(
+            c.modify(dn, {"objectClass": [(ldap3.MODIFY_ADD, ["extensibleObject"])]})
+        ),
+    ),
     ("beta's pulse", f"cn={BETA},{PULSE}", _mod("ndsclustPulse", "999")),
     (
         "a pulse for another server",

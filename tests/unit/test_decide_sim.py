@@ -33,7 +33,7 @@ from ndsclust.model import (
     Tag,
 )
 from ndsclust.sentinel.actions import (
-    MOVES,
+    COUNTED,
     Action,
     Claim,
     ConsumeRequest,
@@ -96,6 +96,7 @@ class World:
         self.notes: list[tuple[ServerName, EventKind, Tag]] = []
         self.now = 0.0
         self.checking = True  # off only while a test sets up a double run on purpose
+        self.broken: set[ServerName] = set()  # servers where the program cannot start
         # The host starts out running its program.
         host = app.host
         assert host is not None
@@ -117,7 +118,7 @@ class World:
     def history(self) -> dict[Tag, History]:
         # The shell's way: the audit trail's moves through the core's ``histories`` (the
         # simulation's clock is wall and monotonic at once).
-        moves = [(tg, k.value, t) for t, _, k, tg, _ in self.events if k in MOVES]
+        moves = [(tg, k.value, t, srv) for t, srv, k, tg, _ in self.events if k in COUNTED]
         return histories(moves, self.now, self.now)
 
     def view(self, me: ServerName) -> View:
@@ -241,7 +242,17 @@ class World:
     def advance(self, me: ServerName) -> None:
         procs = self.procs[me]
         for tag, p in list(procs.items()):
-            if p.state is ProcState.STARTING and not p.paused:
+            if p.state is ProcState.STARTING and not p.paused and me in self.broken:
+                procs[tag] = ProcInfo(
+                    tag,
+                    ProcState.EXITED,
+                    None,
+                    p.started_at,
+                    restarts=p.restarts,
+                    reason="could not start: working directory /var/lib/ndsclust: "
+                    "No such file or directory",
+                )
+            elif p.state is ProcState.STARTING and not p.paused:
                 procs[tag] = ProcInfo(
                     tag, ProcState.RUNNING, 200, p.started_at, restarts=p.restarts
                 )
@@ -468,23 +479,28 @@ def test_claim57_program_keeps_failing_is_handed_off_and_not_sent_back() -> None
     w.crash()
     w.step(3)
     assert w.app.host == B and w.running_on() == [B]
-    assert w.kinds() == [EventKind.RESTART] * 3 + [EventKind.HANDOFF]
+    assert w.kinds() == [EventKind.RESTART] * 3 + [EventKind.HANDOFF, EventKind.FAILBACK_HELD]
     w.step(10)
-    assert w.app.host == B  # the failback hold keeps it off the primary for now
+    assert w.app.host == B  # it kept failing on the primary: the failback is held
+    assert w.app.state.state is AppState.RUNNING and "failback held" in w.app.state.reason
+    assert EventKind.FAILBACK_HELD in w.kinds()
 
 
-def test_flap_damping_stops_ping_pong() -> None:
-    w = World(web(), policy=Policy(failback_hold=0.0))
+def test_host_failures_are_never_damped_a_dead_host_never_keeps_it() -> None:
+    # Blocker 2 of issue 14: failovers from dead hosts are no program failure. However often
+    # the host dies, the application goes to a live server, and fails back when it returns.
+    w = World(web())
     for _ in range(6):
         host = w.app.host
         assert host is not None
         w.kill(host)
         w.step(DETECT + 1)
+        assert w.app.host != host and w.running_on() == [w.app.host]
         w.revive(host)
         w.step(8)
-    assert EventKind.FLAP_DAMPED in w.kinds()
-    assert w.kinds().count(EventKind.FAILOVER) == w.policy.flap_max_failovers
-    assert w.app.state.state is AppState.FAILED or w.running_on() == [w.app.host]
+        assert w.app.host == A and w.running_on() == [A]
+    assert EventKind.FLAP_DAMPED not in w.kinds()
+    assert w.kinds().count(EventKind.FAILOVER) == 6
 
 
 def test_maintenance_moves_app_away_and_back_after() -> None:
@@ -530,6 +546,8 @@ OPS = st.one_of(
     st.tuples(st.just("isolate"), st.sampled_from(ALL)),
     st.tuples(st.just("heal"), st.just(A)),
     st.tuples(st.just("crash"), st.just(A)),
+    st.tuples(st.just("break"), st.sampled_from(ALL)),  # the program cannot start there
+    st.tuples(st.just("fix"), st.sampled_from(ALL)),
     st.tuples(st.just("maintenance_on"), st.sampled_from(ALL)),
     st.tuples(st.just("maintenance_off"), st.sampled_from(ALL)),
     st.tuples(
@@ -542,6 +560,7 @@ OPS = st.one_of(
                 "migrate:beta",
                 "migrate:gamma",
                 "migrate:delta",
+                "cleanup",
             ]
         ),
         st.just(A),
@@ -573,6 +592,10 @@ def test_random_faults_never_run_twice_and_settle_on_the_host(
                 w.heal()
             case "crash":
                 w.crash()
+            case "break":
+                w.broken.add(server)
+            case "fix":
+                w.broken.discard(server)
             case "maintenance_on":
                 w.maintenance(server, True)
             case "maintenance_off":
@@ -590,5 +613,76 @@ def test_random_faults_never_run_twice_and_settle_on_the_host(
     if app.host is None:
         assert w.runners() == []
     elif app.state.state not in (AppState.FAILED, AppState.ERROR):
+        assert w.running_on() == [app.host] or w.broken, (app, w.events[-5:])
+    # Issue 14: once the cause is fixed, a cleanup leaves nothing down for bookkeeping.
+    w.broken = set()
+    w.request("cleanup")
+    w.step(40)
+    app = w.app
+    assert app.request is None
+    if app.host is None:
+        assert w.runners() == []
+    else:
         assert w.running_on() == [app.host], (app, w.events[-5:])
         assert app.state.state in (AppState.RUNNING, AppState.AWAITING_FAILBACK), app
+
+
+def test_issue14_blocker1_a_program_that_cannot_start_tries_every_server_in_order() -> None:
+    # The example's programs.cwd is missing on alpha and beta: the program fails to start on
+    # the primary, then on the first backup, and gamma, the second backup, gets its turn.
+    w = World(web())
+    w.broken = {A, B}
+    w.crash()
+    w.step(30)
+    assert w.app.host == G and w.running_on() == [G]
+    handoffs = [(srv, text) for _, srv, k, _, text in w.events if k is EventKind.HANDOFF]
+    assert [srv for srv, _ in handoffs] == [A, B]
+    assert "handoff to beta" in handoffs[0][1] and "handoff to gamma" in handoffs[1][1]
+    assert EventKind.FLAP_DAMPED not in w.kinds()
+    # alpha and beta failed within the window: no failback to alpha, and status says why.
+    assert "failback held" in w.app.state.reason and "ndsclust cleanup web" in w.app.state.reason
+
+
+def test_issue14_blocker1_given_up_after_every_server_and_cleanup_places_it_again() -> None:
+    w = World(web())
+    w.broken = set(ALL)
+    w.crash()
+    w.step(40)
+    assert w.running_on() == []
+    assert w.app.state.state is AppState.FAILED and w.app.host == G
+    assert "failed on alpha, failed on beta, failed on gamma" in w.app.state.reason
+    assert "ndsclust cleanup web" in w.app.state.reason
+    assert w.kinds().count(EventKind.FAILED) == 1
+    # The operator creates the directory and cleans up: it runs again, and with the
+    # failures forgotten it fails back to its primary.
+    w.broken = set()
+    w.request("cleanup")
+    w.step(12)
+    assert w.app.request is None and EventKind.CLEANUP in w.kinds()
+    assert w.app.host == A and w.running_on() == [A]
+    assert w.app.state == StateValue(AppState.RUNNING)
+
+
+def test_issue14_blocker2_start_up_handoffs_never_keep_it_on_a_dead_host() -> None:
+    # Hand-offs at start-up (alpha could not start it), then SIGKILL of the host, twice:
+    # the auto-recover application always goes to a live server, and comes back to alpha
+    # once the failures are cleaned up.
+    w = World(web())
+    w.broken = {A}
+    w.crash()
+    w.step(12)
+    assert w.app.host == B and w.running_on() == [B]
+    w.broken = set()
+    for _ in range(2):
+        host = w.app.host
+        assert host is not None
+        w.kill(host)
+        w.step(DETECT + 2)
+        assert w.app.host not in (None, host) and w.running_on() == [w.app.host]
+        w.revive(host)
+        w.step(6)
+    assert EventKind.FLAP_DAMPED not in w.kinds()
+    assert w.app.state.state is AppState.RUNNING
+    w.request("cleanup")
+    w.step(12)
+    assert w.app.host == A and w.running_on() == [A]
