@@ -8,6 +8,7 @@ so the store, the CLI and the sentinel agree on them.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import shlex
 from dataclasses import dataclass
@@ -211,6 +212,10 @@ class App:
     # While a request is pending: the bind identity that last wrote the entry (its
     # modifiersName), for the audit trail of whoever wrote the request, CLI or ldapmodify.
     requested_by: str | None = None
+    # Service stacks (ndsclustStack, docs/design.md section 3 "Stacks").
+    requires: tuple[Tag, ...] = ()  # must run on the same server, started first
+    avoids: tuple[Tag, ...] = ()  # rather not on the same server
+    addresses: tuple[str, ...] = ()  # service addresses, "ip/prefix" or "ip/prefix@iface"
 
     def servers(self) -> tuple[ServerName, ...]:
         """Primary then backups in the operator's order, without repeats."""
@@ -284,3 +289,45 @@ class Event:
     tag: Tag | None = None
     text: str = ""
     dn: str = ""
+
+
+_IFACE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
+
+
+def parse_service_address(
+    value: str,
+) -> tuple[ipaddress.IPv4Interface | ipaddress.IPv6Interface, str | None]:
+    """``ip/prefix[@interface]`` as (address with its network, interface or None)."""
+    text, _, iface = value.strip().partition("@")
+    if "/" not in text:
+        raise ValueError(
+            f"{value!r} has no prefix length: write it as ip/prefix, e.g. '198.18.5.10/24'"
+        )
+    try:
+        addr = ipaddress.ip_interface(text)
+    except ValueError:
+        raise ValueError(
+            f"{value!r} is not an address with a prefix: write ip/prefix[@interface], "
+            "e.g. '198.18.5.10/24' or 'fd00::10/64@eth0'"
+        ) from None
+    if iface and not _IFACE_RE.match(iface):
+        raise ValueError(f"{value!r}: {iface!r} is not an interface name (1-15 characters)")
+    if addr.ip.is_multicast or addr.ip.is_unspecified or addr.ip.is_loopback:
+        raise ValueError(f"{value!r} is not a unicast address a server can answer for")
+    return addr, iface or None
+
+
+def check_service_address(value: str) -> str:
+    """The canonical form of a service address (``parse_service_address``)."""
+    addr, iface = parse_service_address(value)
+    return f"{addr.with_prefixlen}@{iface}" if iface else addr.with_prefixlen
+
+
+def address_needs(addresses: tuple[str, ...]) -> frozenset[str]:
+    """What a server must offer to hold these service addresses, as resources: an interface
+    on each address's network (``net:<network>``), or the named one (``iface:<name>``)."""
+    out: set[str] = set()
+    for value in addresses:
+        addr, iface = parse_service_address(value)
+        out.add(f"iface:{iface}" if iface else f"net:{addr.network.with_prefixlen}")
+    return frozenset(out)

@@ -194,6 +194,28 @@ ATTRIBUTES: tuple[AttributeType, ...] = (
     _s(21, "ndsclustEventServer", "server that recorded the event"),
     _s(22, "ndsclustEventTag", "application the event is about", exact=False),
     _s(23, "ndsclustEventText", "the event in words"),
+    # Service stacks (docs/design.md section 3, "Stacks"): attributes 30-39, class 13.
+    _s(
+        30,
+        "ndsclustRequires",
+        "tag of an application this one needs on the same server, started before it",
+        single=False,
+        exact=False,
+    ),
+    _s(
+        31,
+        "ndsclustAvoids",
+        "tag of an application this one should not share a server with",
+        single=False,
+        exact=False,
+    ),
+    _s(
+        32,
+        "ndsclustServiceAddress",
+        "service address that moves with the application, ip/prefix[@interface]",
+        single=False,
+        exact=False,
+    ),
     # Fencing (docs/design.md section 4, "Fencing other servers"): one entry per fenced server.
     _s(55, "ndsclustFenceState", "owed, fencing, confirmed, failed or clear, with by= and at="),
     _s(56, "ndsclustFenceText", "what the last fence attempt did: agents, exit codes, output"),
@@ -263,6 +285,14 @@ OBJECT_CLASSES: tuple[ObjectClass, ...] = (
         "STRUCTURAL",
         ("cn", "ndsclustPulse"),
         ("ndsclustPulseTime",),
+    ),
+    ObjectClass(
+        13,
+        "ndsclustStack",
+        "the place of an application in a service stack: requirements, separations, addresses",
+        "AUXILIARY",
+        (),
+        ("ndsclustRequires", "ndsclustAvoids", "ndsclustServiceAddress"),
     ),
     ObjectClass(
         20,

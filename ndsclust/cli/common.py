@@ -430,6 +430,10 @@ def app_json(a: App) -> dict[str, Any]:
         "health_command": shlex.join(a.health_command) if a.health_command else None,
         "marker": a.marker,
         "dn": a.dn,
+        # Stacks (docs/design.md section 3, "Stacks").
+        "requires": list(a.requires),
+        "avoids": list(a.avoids),
+        "service_addresses": list(a.addresses),
     }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import pwd
+import shutil
 import stat
 import time
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from ndsclust.ldapstore import reads, replication, schema_admin
 from ndsclust.ldapstore.connection import Credentials
 from ndsclust.ldapstore.store import Store, generalized_time
 from ndsclust.model import ServerName
+from ndsclust.sentinel import address, address_holder
 
 COLUMNS = ("level", "check", "subject", "message", "fix")
 # Replication takes milliseconds: a provider still behind after this long is stuck.
@@ -254,6 +256,9 @@ def gather(args: argparse.Namespace) -> doctor.Facts:
         logs_since=since,
         trees=trees,
         trees_later=trees_later,
+        # Stacks: this server's interfaces and announcement tool, when it is a server.
+        address_resources=address.local_resources() if cfg else None,
+        arping=shutil.which("arping", path=address_holder.PATH) is not None if cfg else None,
     )
 
 

@@ -16,13 +16,24 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ndsclust.cli import common, liveness_view
+from ndsclust.cli.app_fields import stack_text
 from ndsclust.ldapstore.follow import Follower
 from ndsclust.ldapstore.store import Snapshot, Store
 from ndsclust.model import Event, Pulse, ServerName, Tag
 
 DEFAULT_STALE = 5.0
 SERVER_COLUMNS = ("server", "state", "seen", "pulse_age", "hosting", "reason")
-APP_COLUMNS = ("tag", "type", "host", "primary", "backups", "state", "request", "last_event")
+APP_COLUMNS = (
+    "tag",
+    "type",
+    "host",
+    "primary",
+    "backups",
+    "state",
+    "request",
+    "last_event",
+    "stack",  # stacks: last, so scripts reading the columns before it keep working
+)
 INVALID_COLUMNS = ("dn", "attribute", "problem")
 # How often a live view on a terminal redraws pulse ages when nothing changes.
 REDRAW_INTERVAL = 1.0
@@ -168,8 +179,9 @@ def server_rows(data: Mapping[str, Any]) -> list[dict[str, Any]]:
 def app_rows(data: Mapping[str, Any], now: float) -> list[dict[str, Any]]:
     return [
         {
-            **{k: a[k] for k in APP_COLUMNS if k != "last_event"},
+            **{k: a[k] for k in APP_COLUMNS if k not in ("last_event", "stack")},
             "state": state_cell(a),
+            "stack": stack_text(a),
             "last_event": _event_cell(a["last_event"], now),
         }
         for a in data["applications"]

@@ -60,6 +60,7 @@ from ndsclust.doctor.security import (
     check_transport,
     secret_paths,
 )
+from ndsclust.doctor.stacks import check_stacks
 from ndsclust.liveness import Status
 from ndsclust.model import ServerName
 
@@ -117,6 +118,7 @@ def diagnose(f: Facts) -> list[Finding]:
         *check_heartbeat_key(f.config),
         *check_programs(f.config, f.programs_uid),
         *check_secret_files(f.secret_files),
+        *check_stacks(f.apps, f.config.server if f.config else None, f.address_resources, f.arping),
     ]
 
 

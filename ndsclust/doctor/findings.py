@@ -107,3 +107,7 @@ class Facts:
     trees: Mapping[str, TreeReading] = field(default_factory=dict)
     trees_later: Mapping[str, TreeReading] | None = None  # a second look, when they differed
     logs_since: str = ""  # GeneralizedTime the accesslogs were read from
+    # Stacks: what this server offers service addresses (None: unknown) and whether arping
+    # is installed here (None: not checked), ndsclust/doctor/stacks.py.
+    address_resources: frozenset[str] | None = None
+    arping: bool | None = None

@@ -34,6 +34,7 @@ from ndsclust.model import (
     StateValue,
     check_resource,
     check_server_name,
+    check_service_address,
     check_tag,
     parse_command,
 )
@@ -305,7 +306,28 @@ def parse_app(dn: str | Entry, attrs: Attrs | None = None) -> App:
         dn=dn,
         uuid=e.entry.uuid,
         csn=e.entry.csn,
+        **_stack_fields(e),
     )
+
+
+def _stack_fields(e: _Checked) -> dict[str, Any]:
+    """The ndsclustStack attributes (service stacks), each value checked."""
+    return {
+        "requires": tuple(
+            sorted({e.check("ndsclustRequires", v, check_tag) for v in e.all("ndsclustRequires")})
+        ),
+        "avoids": tuple(
+            sorted({e.check("ndsclustAvoids", v, check_tag) for v in e.all("ndsclustAvoids")})
+        ),
+        "addresses": tuple(
+            sorted(
+                {
+                    e.check("ndsclustServiceAddress", v, check_service_address)
+                    for v in e.all("ndsclustServiceAddress")
+                }
+            )
+        ),
+    }
 
 
 def check_references(app: App, servers: Collection[str]) -> None:
@@ -434,6 +456,14 @@ def app_attributes(app: App) -> dict[str, list[str]]:
         attrs["ndsclustMarker"] = [app.marker]
     if app.request:
         attrs["ndsclustRequest"] = [str(app.request)]
+    stack: dict[str, list[str]] = {
+        "ndsclustRequires": list(app.requires),
+        "ndsclustAvoids": list(app.avoids),
+        "ndsclustServiceAddress": list(app.addresses),
+    }
+    if any(stack.values()):
+        attrs["objectClass"].append("ndsclustStack")
+        attrs.update({k: v for k, v in stack.items() if v})
     return attrs
 
 

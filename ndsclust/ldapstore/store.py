@@ -303,6 +303,17 @@ class Store(Session):
         """Remove exactly this request; SwapConflict if an operator replaced it meanwhile."""
         return self.swap_app(tag, consume=request, post_read=post_read)
 
+    def add_request(
+        self, tag: str, request: Request, *, post_read: Sequence[str] | None = None
+    ) -> dict[str, list[Any]] | None:
+        """Write ``request`` where none is pending; SwapConflict when one is (stacks)."""
+        return self.modify(
+            self.app_dn(tag),
+            {"ndsclustRequest": [(ldap3.MODIFY_ADD, [str(request)])]},
+            swap=("ndsclustRequest", None, str(request)),
+            post_read=post_read,
+        )
+
     def swap_marker(self, tag: str, expected: str | None, new: str) -> None:
         self.swap(self.app_dn(tag), "ndsclustMarker", expected, new)
 

@@ -10,6 +10,7 @@ the shell can drop the rest of one application's actions when a compare-and-swap
                   (CAS; None removes it), write ``state``, consume the request it honours
     ConsumeRequest delete ndsclustRequest if it still holds ``request`` (CAS), writing
                   ``state`` in the same modify when one is given
+    ForwardRequest stacks: move a member's request to its set's root (add there, then CAS)
     Load          start the program; if the table holds a paused copy, resume that copy
     LoadPaused    start a cluster-aware program paused, ready for failback (FIG. 7B)
     Restart       start again a program that exited on its own (claim 57)
@@ -51,6 +52,9 @@ class EventKind(StrEnum):
     ERROR = "error"  # the entry contradicts itself
     FENCED = "fenced"  # this server is cut off and stops everything
     REJOIN = "rejoin"  # back from a stall or fencing: the sync barrier
+    # Service stacks (ndsclust/sentinel/stacks.py).
+    STACK = "stack"  # a member follows its set's root, or a request passes to the root
+    AVOIDS_OVERRIDDEN = "avoids_overridden"  # runs next to what it avoids: no other server
     FENCE = "fence"  # another server was fenced by its agent, or confirmed off
     FENCE_FAILED = "fence_failed"  # every fence level failed: nothing starts; retried
     CLEANUP = "cleanup"  # an operator cleared the failure counts (ndsclust cleanup)
@@ -219,6 +223,16 @@ class Unload:
 
 
 @dataclass(frozen=True, slots=True)
+class ForwardRequest:
+    """Stacks: pass ``request`` from member ``tag`` to its set's root ``to`` (added there
+    only while the root holds none, then removed from ``tag`` by compare-and-swap)."""
+
+    tag: Tag
+    to: Tag
+    request: Request
+
+
+@dataclass(frozen=True, slots=True)
 class SetState:
     tag: Tag
     value: StateValue
@@ -249,6 +263,7 @@ Action = (
     | SetState
     | RecordEvent
     | Notify
+    | ForwardRequest
 )
 
 # Actions that make this server run a program; while the local provider has not caught up

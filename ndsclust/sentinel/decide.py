@@ -63,7 +63,7 @@ What ``decide`` guarantees, per application (``me`` is this server):
 from __future__ import annotations
 
 from ndsclust.model import App, AppState, RequestKind, ServerName, StateValue, Tag
-from ndsclust.sentinel import failback, failover, invalid, pause_hold, requests
+from ndsclust.sentinel import failback, failover, invalid, pause_hold, requests, stacks
 from ndsclust.sentinel.actions import (
     STARTS,
     Action,
@@ -85,9 +85,10 @@ def decide(view: View, me: ServerName, now: float, policy: Policy = Policy()) ->
     if view.fenced:
         return _fence(vp)
     out: list[Action] = []
+    plan = stacks.Plan.of(view)  # stacks: sets move as one (ndsclust/sentinel/stacks.py)
     for tag in sorted({*view.apps, *view.procs, *view.invalid}):
         app = view.apps.get(tag)
-        actions = _orphan(vp, tag) if app is None else _for_app(vp, app)
+        actions = _orphan(vp, tag) if app is None else plan.actions(vp, app, _for_app)
         if tag in view.invalid:
             actions = invalid.reported(vp, tag, app, actions)
         if not view.replication_caught_up:

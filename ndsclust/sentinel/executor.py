@@ -24,6 +24,7 @@ from ndsclust.sentinel.actions import (
     Claim,
     ConsumeRequest,
     EventKind,
+    ForwardRequest,
     Load,
     LoadPaused,
     Notify,
@@ -63,6 +64,10 @@ class AppWriter(Protocol):
     def app_entry(self, tag: str) -> tuple[str, str, Entry] | None: ...
 
     def app_dn(self, tag: str) -> str: ...
+
+    def add_request(
+        self, tag: str, request: Request, *, post_read: Sequence[str] | None = None
+    ) -> dict[str, list[Any]] | None: ...
 
 
 class LocalCache(Protocol):
@@ -278,6 +283,11 @@ class Executor:
                 self._records.put(Record(kind, tag, text))
             case Notify(kind, tag, text):
                 self._records.put(Record(kind, tag, text, notify=True))
+            case ForwardRequest(tag, to, request):
+                # Stacks (ndsclust/sentinel/stacks.py): the root's request first, so a
+                # request is never lost between the two writes; a repeat finds it there.
+                self._seen(to, self._writer().add_request(to, request, post_read=self._post_read))
+                self._swap(tag, None, request, None)
 
     def _swap(
         self,

@@ -48,6 +48,7 @@ from ndsclust.ldapstore.replication import caught_up
 from ndsclust.ldapstore.store import APP_ATTRS, Store
 from ndsclust.ldapstore.watch import Changed, Deleted, Reconnected, RefreshDone, WatchEvent
 from ndsclust.model import App, SentinelState, ServerName, ServerState, Tag
+from ndsclust.sentinel import address
 from ndsclust.sentinel.actions import Action, EventKind
 from ndsclust.sentinel.catchup import ReplicationCheck
 from ndsclust.sentinel.decide import decide
@@ -480,7 +481,8 @@ class Sentinel:
             servers=servers,
             liveness=liveness,
             procs=self.programs.table(),
-            resources=self.cfg.resources,
+            # Stacks: interfaces on a service address's network (ndsclust/sentinel/address.py).
+            resources=self.cfg.resources | address.offered(snap.apps.values()),
             replication_caught_up=self.replication.done.is_set(),
             fenced=self.keeper.fenced.is_set() or self.fence.cut_off(now, list(servers)),
             registering=self._registering,

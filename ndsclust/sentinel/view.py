@@ -21,6 +21,7 @@ from ndsclust.model import (
     ServerState,
     StateValue,
     Tag,
+    address_needs,
     check_tag,
 )
 from ndsclust.sentinel.actions import (
@@ -204,7 +205,8 @@ class Viewpoint:
     def missing(self, app: App, server: ServerName) -> frozenset[str]:
         """The resources ``app`` needs that ``server`` does not offer (claim 57)."""
         if server == self.me:
-            return app.resources - self.view.resources
+            # Stacks: a service address needs an interface on its network here.
+            return (app.resources | address_needs(app.addresses)) - self.view.resources
         entry = self.view.servers.get(server)
         return app.resources - (entry.resources if entry is not None else frozenset())
 

@@ -45,6 +45,7 @@ from ndsclust.sentinel.actions import (
     Claim,
     ConsumeRequest,
     EventKind,
+    ForwardRequest,
     Load,
     LoadPaused,
     Notify,
@@ -329,6 +330,14 @@ class Sim:
                 return self.swap(me, action, tag, (expect, to), consumes, state)
             case ConsumeRequest(tag, request, state):
                 return self.swap(me, action, tag, None, request, state)
+            case ForwardRequest(tag, to, request):
+                # Stacks: the root's request is added only while it holds none, then the
+                # member's is removed by compare-and-swap (the executor's two writes).
+                root = self.master.get(to)
+                if root is None or root[1].request is not None or not self.reachable(me):
+                    return False
+                self.write_app(replace(root[1], request=request), by=me)
+                return self.swap(me, action, tag, None, request, None)
             case Load(tag):
                 old = procs.get(tag)
                 if old is not None and old.paused:

@@ -256,6 +256,9 @@ def test_app_add_show_edit_remove(cli: Cli) -> None:
         "health_command": None,
         "marker": None,
         "dn": app.dn,
+        "requires": [],
+        "avoids": [],
+        "service_addresses": [],
         "last_event": shown["last_event"],
     }
     assert shown["last_event"]["kind"] == "app_add"
@@ -404,8 +407,8 @@ def test_status_json_text_and_invalid_entries(cli: Cli) -> None:
     lines = out.splitlines()
     assert rc == 0 and lines[0] == "server\tstate\tseen\tpulse_age\thosting\treason"
     assert lines[1].startswith("alpha\tup\tdirectory\t")
-    assert "tag\ttype\thost\tprimary\tbackups\tstate\trequest\tlast_event" in lines
-    assert "web\tcapable\talpha\talpha\tbeta,gamma\trunning\t-\t-" in lines
+    assert "tag\ttype\thost\tprimary\tbackups\tstate\trequest\tlast_event\tstack" in lines
+    assert "web\tcapable\talpha\talpha\tbeta,gamma\trunning\t-\t-\t-" in lines
 
 
 def test_status_watch_follows_changes(cli: Cli) -> None:
