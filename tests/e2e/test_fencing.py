@@ -11,6 +11,7 @@ Every ledger is checked for overlapping lives after each test, whatever it asser
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -129,18 +130,27 @@ def events(c: LabCluster, kind: str) -> list[str]:
 
 
 def test_frozen_host_is_fenced_and_its_application_runs_on_the_backup(fenced: Any) -> None:
+    """alpha hosts web (backups beta, gamma) and db (backups gamma, beta) and freezes as a
+    whole: beta and gamma each take one over, one of them at a time fences alpha, and each
+    program starts only after the agent reported alpha off."""
     c, _ = fenced(lambda lab, s: [device(lab, s)])
     c.add_app("web", A, [B, C])
+    c.add_app("db", A, [C, B])
     c.wait_running("web", A)
+    c.wait_running("db", A)
     frozen = freeze(c, A)
     c.wait_running("web", B, timeout=60)
+    c.wait_running("db", C, timeout=60)
     calls = offs(c, A)
     assert calls and all(x["code"] == "0" for x in calls), calls
-    started = c.first_start_after("web", frozen, server=B)
-    assert started is not None
-    # The program started on beta only after the agent had powered alpha off ...
-    assert started > float(calls[0]["at"])
-    # ... and nothing of alpha is left: its frozen copy did not live to run again.
+    # One fencer at a time: no two calls of the agent on alpha overlap.
+    spans = sorted((float(x["began"]), float(x["at"])) for x in calls)
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans)), spans
+    for tag, server in (("web", B), ("db", C)):
+        started = c.first_start_after(tag, frozen, server=server)
+        # The program started only after the agent had powered alpha off ...
+        assert started is not None and started > spans[0][1], (tag, started, spans)
+    # ... and nothing of alpha is left: its frozen copies did not live to run again.
     assert namespace_pids(c, A) == []
     assert not double_runs(lives(c.ledger_lines()))
     wait_until(lambda: events(c, "fence"), timeout=20, what="a fence event")
