@@ -146,6 +146,7 @@ class Config:
     event_limit: int
     log_level: str
     fencing: fencing_section.Fencing | None = None  # other servers' fence devices
+    http: HttpSettings | None = None  # the sentinel's HTTP face (``parse_http``)
 
     def channel_names(self) -> tuple[str, ...]:
         names = []
@@ -193,6 +194,7 @@ TOP_KEYS = {
     "events",
     "log",
     "fencing",
+    "http",
 }
 
 
@@ -260,6 +262,14 @@ def parse(data: Any, source: str = "<config>") -> Config:
         allow_plain=bool(d.get("allow_plain_ldap", False)),
     )
     local_uri = r.string(d, "local_uri", "directory.")
+    for key, uri in [("uris", u) for u in uris] + [("local_uri", local_uri or "")]:
+        if uri.lower().startswith("ldap://") and not (creds.start_tls or creds.allow_plain):
+            # Refused at every connection: a sentinel would retry forever.
+            r.bad(
+                f"directory.{key}",
+                f"{uri}: plain LDAP without TLS is refused; use ldaps://, set "
+                "directory.start_tls: true, use ldapi://, or set allow_plain_ldap: true",
+            )
     provider_servers: dict[str, ServerName] = {}
     ps = r.section(d, "provider_servers", "directory.")
     for uri, name in (ps or {}).items():
@@ -428,9 +438,19 @@ def parse(data: Any, source: str = "<config>") -> Config:
     for i, a in enumerate(allowed):
         if not a.startswith("/"):
             r.bad(f"programs.allowed_commands[{i}]", f"{a!r} is not an absolute path")
+    cwd = r.string(p, "cwd", "programs.", default="/") or "/"
+    if not cwd.startswith("/"):
+        r.bad("programs.cwd", f"{cwd!r} is not an absolute path")
+    elif not os.path.isdir(cwd):
+        # Every program starts there: without it none can start (issue 14, blocker 1).
+        r.bad(
+            "programs.cwd",
+            f"{cwd} is not a directory on this server, so no program could start; "
+            f"create it (install -d -m 0755 {cwd}) or set another",
+        )
     programs = Programs(
         user=r.string(p, "user", "programs."),
-        cwd=r.string(p, "cwd", "programs.", default="/") or "/",
+        cwd=cwd,
         env={str(k): str(v) for k, v in env.items()},
         allowed_commands=tuple(allowed),
     )
@@ -446,6 +466,7 @@ def parse(data: Any, source: str = "<config>") -> Config:
     if level not in ("debug", "info", "warning", "error"):
         r.bad("log.level", f"{level!r}; allowed: debug, info, warning, error")
 
+    http = parse_http(r, data)
     r.check(source)
     return Config(
         path=source,
@@ -465,6 +486,7 @@ def parse(data: Any, source: str = "<config>") -> Config:
         event_limit=r.integer(ev, "limit", "events.", 1000, low=10, high=1_000_000),
         log_level=level,
         fencing=fencing,
+        http=http,
     )
 
 
@@ -540,3 +562,60 @@ def check_timing(
 def load(path: str | None = None) -> Config:
     path = path or os.environ.get("NDSCLUST_CONFIG") or DEFAULT_PATH
     return parse(load_yaml(path), path)
+
+
+# -- http: the sentinel's metrics and health endpoints (ndsclust/sentinel/httpd.py) -------
+
+DEFAULT_HTTP_LISTEN = "127.0.0.1:9469"
+HTTP_KEYS = {"listen", "cert_file", "key_file", "client_ca_file", "plain", "max_connections"}
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    """``http``: where the sentinel serves /metrics, /health and /app/<tag>.
+
+    Loopback by default; another address needs TLS (``cert_file``/``key_file``, and
+    ``client_ca_file`` to ask scrapers for a certificate of that CA) or ``plain: true``."""
+
+    listen: str = DEFAULT_HTTP_LISTEN
+    cert_file: str | None = None
+    key_file: str | None = None
+    client_ca_file: str | None = None
+    max_connections: int = 64
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
+def parse_http(r: Reader, data: Mapping[str, Any]) -> HttpSettings | None:
+    """The ``http`` section, or None when it is absent (no HTTP served)."""
+    h = r.section(data, "http", "", known=HTTP_KEYS)
+    if h is None:
+        return None
+    listen = r.string(h, "listen", "http.", default=DEFAULT_HTTP_LISTEN) or DEFAULT_HTTP_LISTEN
+    if r.address(listen, "http.listen") is None:
+        listen = DEFAULT_HTTP_LISTEN
+    cert = r.string(h, "cert_file", "http.")
+    key = r.string(h, "key_file", "http.")
+    client_ca = r.string(h, "client_ca_file", "http.")
+    if bool(cert) != bool(key):
+        r.bad("http.cert_file" if key else "http.key_file", "TLS needs both cert_file and key_file")
+    if client_ca and not cert:
+        r.bad("http.client_ca_file", "asking for client certificates needs cert_file and key_file")
+    host = listen.rpartition(":")[0].strip("[]")
+    loopback = host in ("127.0.0.1", "::1") or host.startswith("127.")
+    if not loopback and not cert and not r.flag(h, "plain", "http.", False):
+        r.bad(
+            "http.listen",
+            f"{listen} is not loopback: set cert_file and key_file (TLS), or plain: true to "
+            "serve metrics and health in the clear on that address",
+        )
+    return HttpSettings(
+        listen=listen,
+        cert_file=cert,
+        key_file=key,
+        client_ca_file=client_ca,
+        max_connections=r.integer(h, "max_connections", "http.", 64, low=1, high=1024),
+    )

@@ -4,6 +4,7 @@
     ├── ConfigError            a configuration file or option is wrong (exit 2)
     ├── StoreError             talking to the directory went wrong
     │   ├── ProviderUnreachable    no provider in the list answered (exit 3)
+    │   │   └── BindRefused        the providers that answered refused the bind (exit 2)
     │   ├── SwapConflict           a compare-and-swap found another value: re-read, decide again
     │   ├── EntryInvalid           an entry in the directory breaks the rules (names DN and attribute)
     │   ├── EntryExists            an add found the entry already there
@@ -44,6 +45,16 @@ class ProviderUnreachable(StoreError):
     def __init__(self, message: str, *, answered: bool = False) -> None:
         super().__init__(message)
         self.answered = answered
+
+
+class BindRefused(ProviderUnreachable):
+    """A provider refused the bind itself (wrong DN or password, a mechanism it does not
+    take): the directory is there, the credentials are wrong. ``everywhere``: every provider
+    of the list said so, so trying again changes nothing."""
+
+    def __init__(self, message: str, *, everywhere: bool = False) -> None:
+        super().__init__(message, answered=True)
+        self.everywhere = everywhere
 
 
 class Withdrawn(StoreError):

@@ -67,6 +67,11 @@ class LineFramer:
         del self._buf[:start]
         return lines
 
+    @property
+    def held(self) -> int:
+        """Bytes of an unfinished line held now (at most ``limit``)."""
+        return len(self._buf)
+
     def rest(self) -> bytes:
         """What is left when the stream ends without a final newline; the framer is empty then."""
         rest = b"" if self._skipping else bytes(self._buf)

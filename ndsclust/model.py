@@ -8,6 +8,7 @@ so the store, the CLI and the sentinel agree on them.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import shlex
 from dataclasses import dataclass
@@ -53,6 +54,27 @@ class RequestKind(Enum):
     UNLOAD = "unload"
     FAILBACK = "failback"
     MIGRATE = "migrate"
+    CLEANUP = "cleanup"  # forget the failure counts (like pcs resource cleanup)
+
+
+def _what_is_wrong(value: str, allowed: str, limit: int, first: str) -> str:
+    """Which rule a name breaks: its length against ``limit``, or the first character
+    outside ``allowed`` with its position (counted from 1)."""
+    if not value:
+        return "it is empty"
+    if len(value) > limit:
+        return f"it is {len(value)} characters long, the limit is {limit}"
+    for i, c in enumerate(value, 1):
+        if c not in allowed:
+            return f"character {c!r} (U+{ord(c):04X}) at position {i} is not allowed"
+    if value[0] not in first:
+        return f"the first character {value[0]!r} is not allowed there"
+    return f"the last character {value[-1]!r} is not allowed there"
+
+
+_DIGITS = "0123456789"
+_LOWER = "abcdefghijklmnopqrstuvwxyz"
+_LETTERS = _LOWER + _LOWER.upper()
 
 
 def check_server_name(value: str) -> ServerName:
@@ -61,8 +83,9 @@ def check_server_name(value: str) -> ServerName:
         hint = ""
         if _SERVER_RE.match(value.lower()):
             hint = f"; write it in lower case: {value.lower()!r}"
+        why = _what_is_wrong(value, _LOWER + _DIGITS + "-", 63, _LOWER + _DIGITS)
         raise ValueError(
-            f"{value!r} is not a server name: lower-case letters, digits and '-', "
+            f"{value!r} is not a server name ({why}): lower-case letters, digits and '-', "
             f"1-63 characters, not starting or ending with '-'{hint}"
         )
     return ServerName(value)
@@ -70,17 +93,20 @@ def check_server_name(value: str) -> ServerName:
 
 def check_tag(value: str) -> Tag:
     if not _TAG_RE.match(value):
+        why = _what_is_wrong(value, _LETTERS + _DIGITS + "_.-", 63, _LETTERS + _DIGITS)
         raise ValueError(
-            f"{value!r} is not a tag: letters, digits, '_', '.', '-', 1-63 characters, "
-            "starting with a letter or digit"
+            f"{value!r} is not a tag ({why}): letters, digits, '_', '.', '-', 1-63 "
+            "characters, starting with a letter or digit"
         )
     return Tag(value)
 
 
 def check_resource(value: str) -> str:
     if not _RESOURCE_RE.match(value):
+        why = _what_is_wrong(value, _LETTERS + _DIGITS + "_.:/-", 128, _LETTERS + _DIGITS)
         raise ValueError(
-            f"{value!r} is not a resource name: letters, digits and '_.:/-', 1-128 characters"
+            f"{value!r} is not a resource name ({why}): letters, digits and '_.:/-', "
+            "1-128 characters, starting with a letter or digit"
         )
     return value
 
@@ -93,8 +119,12 @@ def parse_command(value: str) -> tuple[str, ...]:
         )
     if len(value) > MAX_COMMAND:
         raise ValueError(f"is {len(value)} characters long; at most {MAX_COMMAND} are allowed")
-    if any(ord(c) < 32 and c != "\t" for c in value):
-        raise ValueError("contains control characters; write the command on one line")
+    bad = next(((i, c) for i, c in enumerate(value, 1) if ord(c) < 32 and c != "\t"), None)
+    if bad is not None:
+        raise ValueError(
+            f"contains control characters: U+{ord(bad[1]):04X} at position {bad[0]}; "
+            "write the command on one line"
+        )
     try:
         argv = tuple(shlex.split(value))
     except ValueError as e:
@@ -135,7 +165,7 @@ class StateValue:
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """The value of ``ndsclustRequest``: load, unload, failback or ``migrate:<server>``."""
+    """The value of ``ndsclustRequest``: load, unload, failback, cleanup or ``migrate:<server>``."""
 
     kind: RequestKind
     target: ServerName | None = None
@@ -151,7 +181,8 @@ class Request:
             kind = RequestKind(value)
         except ValueError:
             raise ValueError(
-                f"{value!r} is not a request; allowed: load, unload, failback, migrate:<server>"
+                f"{value!r} is not a request; allowed: load, unload, failback, cleanup, "
+                "migrate:<server>"
             ) from None
         if kind is RequestKind.MIGRATE:
             raise ValueError("migrate needs a server: write 'migrate:<server>'")
@@ -178,6 +209,13 @@ class App:
     dn: str = ""
     uuid: str = ""  # entryUUID: how the watch names a deleted entry
     csn: str = ""  # entryCSN: which copy is more current (FIGS. 4E-4H)
+    # While a request is pending: the bind identity that last wrote the entry (its
+    # modifiersName), for the audit trail of whoever wrote the request, CLI or ldapmodify.
+    requested_by: str | None = None
+    # Service stacks (ndsclustStack, docs/design.md section 3 "Stacks").
+    requires: tuple[Tag, ...] = ()  # must run on the same server, started first
+    avoids: tuple[Tag, ...] = ()  # rather not on the same server
+    addresses: tuple[str, ...] = ()  # service addresses, "ip/prefix" or "ip/prefix@iface"
 
     def servers(self) -> tuple[ServerName, ...]:
         """Primary then backups in the operator's order, without repeats."""
@@ -201,6 +239,33 @@ class Server:
     csn: str = ""
 
 
+class SentinelState(Enum):
+    """What a server's sentinel says of itself on its pulse entry (``ndsclustSentinelState``)."""
+
+    RUNNING = "running"
+    STOPPING = "stopping"  # stopped with SIGTERM: handing its programs on
+    STOPPED = "stopped"  # it ended cleanly
+
+
+@dataclass(frozen=True, slots=True)
+class LivenessReport:
+    """What one sentinel publishes on its pulse entry (``ndsclustLivenessReport``): the
+    channels it hears each peer on now (``heard``; a peer still in its start-up grace is
+    left out), the channels it has configured, and its own state. ``ndsclust.liveness``
+    turns the reports of every server into server states."""
+
+    heard: tuple[tuple[ServerName, frozenset[str]], ...] = ()
+    channels: frozenset[str] = frozenset()
+    sentinel: SentinelState = SentinelState.RUNNING
+
+    def hears(self, peer: ServerName) -> frozenset[str] | None:
+        """The channels it hears ``peer`` on; None when it says nothing of ``peer``."""
+        for name, chans in self.heard:
+            if name == peer:
+                return chans
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class Pulse:
     """One pulse entry in the pulse database: the directory liveness channel (claim 44)."""
@@ -210,6 +275,7 @@ class Pulse:
     stamp: str = ""  # the writer's wall time, only for display and clock-skew checks
     dn: str = ""
     uuid: str = ""
+    report: LivenessReport | None = None  # None: its sentinel publishes no report
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,3 +289,45 @@ class Event:
     tag: Tag | None = None
     text: str = ""
     dn: str = ""
+
+
+_IFACE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
+
+
+def parse_service_address(
+    value: str,
+) -> tuple[ipaddress.IPv4Interface | ipaddress.IPv6Interface, str | None]:
+    """``ip/prefix[@interface]`` as (address with its network, interface or None)."""
+    text, _, iface = value.strip().partition("@")
+    if "/" not in text:
+        raise ValueError(
+            f"{value!r} has no prefix length: write it as ip/prefix, e.g. '198.18.5.10/24'"
+        )
+    try:
+        addr = ipaddress.ip_interface(text)
+    except ValueError:
+        raise ValueError(
+            f"{value!r} is not an address with a prefix: write ip/prefix[@interface], "
+            "e.g. '198.18.5.10/24' or 'fd00::10/64@eth0'"
+        ) from None
+    if iface and not _IFACE_RE.match(iface):
+        raise ValueError(f"{value!r}: {iface!r} is not an interface name (1-15 characters)")
+    if addr.ip.is_multicast or addr.ip.is_unspecified or addr.ip.is_loopback:
+        raise ValueError(f"{value!r} is not a unicast address a server can answer for")
+    return addr, iface or None
+
+
+def check_service_address(value: str) -> str:
+    """The canonical form of a service address (``parse_service_address``)."""
+    addr, iface = parse_service_address(value)
+    return f"{addr.with_prefixlen}@{iface}" if iface else addr.with_prefixlen
+
+
+def address_needs(addresses: tuple[str, ...]) -> frozenset[str]:
+    """What a server must offer to hold these service addresses, as resources: an interface
+    on each address's network (``net:<network>``), or the named one (``iface:<name>``)."""
+    out: set[str] = set()
+    for value in addresses:
+        addr, iface = parse_service_address(value)
+        out.add(f"iface:{iface}" if iface else f"net:{addr.network.with_prefixlen}")
+    return frozenset(out)

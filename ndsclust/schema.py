@@ -194,9 +194,44 @@ ATTRIBUTES: tuple[AttributeType, ...] = (
     _s(21, "ndsclustEventServer", "server that recorded the event"),
     _s(22, "ndsclustEventTag", "application the event is about", exact=False),
     _s(23, "ndsclustEventText", "the event in words"),
+    # Service stacks (docs/design.md section 3, "Stacks"): attributes 30-39, class 13.
+    _s(
+        30,
+        "ndsclustRequires",
+        "tag of an application this one needs on the same server, started before it",
+        single=False,
+        exact=False,
+    ),
+    _s(
+        31,
+        "ndsclustAvoids",
+        "tag of an application this one should not share a server with",
+        single=False,
+        exact=False,
+    ),
+    _s(
+        32,
+        "ndsclustServiceAddress",
+        "service address that moves with the application, ip/prefix[@interface]",
+        single=False,
+        exact=False,
+    ),
     # Fencing (docs/design.md section 4, "Fencing other servers"): one entry per fenced server.
     _s(55, "ndsclustFenceState", "owed, fencing, confirmed, failed or clear, with by= and at="),
     _s(56, "ndsclustFenceText", "what the last fence attempt did: agents, exit codes, output"),
+    _s(
+        45,
+        "ndsclustPause",
+        "cluster-wide pause of automatic actions: until (or -) then the reason",
+    ),
+    _s(
+        60,
+        "ndsclustHeard",
+        "peer:channels the sentinel of this server hears it on now, e.g. beta:lan,disk or beta:-",
+        single=False,
+    ),
+    _s(61, "ndsclustChannels", "liveness channels configured on this sentinel", single=False),
+    _s(62, "ndsclustSentinelState", "running, stopping or stopped: the sentinel of this server"),
 )
 
 OBJECT_CLASSES: tuple[ObjectClass, ...] = (
@@ -206,7 +241,7 @@ OBJECT_CLASSES: tuple[ObjectClass, ...] = (
         f"ndsclust cluster base; ndsclust schema version {VERSION}",
         "AUXILIARY",
         (),
-        ("description",),
+        ("description", "ndsclustPause"),
     ),
     ObjectClass(
         2,
@@ -252,12 +287,28 @@ OBJECT_CLASSES: tuple[ObjectClass, ...] = (
         ("ndsclustPulseTime",),
     ),
     ObjectClass(
+        13,
+        "ndsclustStack",
+        "the place of an application in a service stack: requirements, separations, addresses",
+        "AUXILIARY",
+        (),
+        ("ndsclustRequires", "ndsclustAvoids", "ndsclustServiceAddress"),
+    ),
+    ObjectClass(
         20,
         "ndsclustFence",
         "whether a server must be, is being or was fenced (under ou=events)",
         "STRUCTURAL",
         ("cn", "ndsclustFenceState"),
         ("ndsclustFenceText",),
+    ),
+    ObjectClass(
+        16,
+        "ndsclustLivenessReport",
+        "what the sentinel of a server hears of its peers, on its pulse entry",
+        "AUXILIARY",
+        (),
+        ("ndsclustHeard", "ndsclustChannels", "ndsclustSentinelState"),
     ),
 )
 

@@ -58,8 +58,9 @@ def percentile(values: list[float], p: float) -> float:
 
 
 def allow_flapping(lab: LabCluster) -> None:
-    """Every trial fails the same application over again: lift flap damping (which would
-    rightly keep it in place after 3 failovers an hour) through a configuration reload."""
+    """Every trial fails the same application over again. Failovers no longer count towards
+    flap damping (only program failures do); the limit is still lifted, through a
+    configuration reload, so that no trial can ever be damped."""
     for server in lab.servers.values():
         # A sentinel takes SIGHUP once its handlers are in place (before its watch is up).
         wait_until(

@@ -23,14 +23,21 @@ the idle window. ``--linger S`` keeps the cluster up S seconds more (to attach p
 a pid printed on the ``pids:`` line). Everything the run started is stopped and its
 directory removed at the end, also after a failure, Ctrl-C or SIGTERM.
 
-    tools/bench_footprint.py [--servers 8] [--apps 10000] [--running 200]
+With ``--http`` every sentinel serves its HTTP face (``http.listen`` on a loopback port),
+and ``--scrape S`` fetches every sentinel's ``/metrics`` and ``/health`` every S seconds
+while sampling; a ``scraped:`` line says how many, how large and how slow.
+
+    tools/bench_footprint.py [--servers 8] [--apps 10000] [--running 200] [--http [--scrape 15]]
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import threading
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -48,6 +55,53 @@ from tools.scale_lab import (
 )
 
 MB = 1024 * 1024
+
+
+class Scraper:
+    """GET /metrics and /health of every sentinel every ``every`` seconds, on a thread."""
+
+    def __init__(self, lab: ScaleLab, every: float) -> None:
+        self.lab, self.every = lab, every
+        self.sizes: list[int] = []
+        self.times: list[float] = []
+        self.errors = 0  # no answer within 10 s, or refused
+        self.statuses: Counter[str] = Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            for server in self.lab.servers.values():
+                for path in ("/metrics", "/health"):
+                    began = time.monotonic()
+                    try:
+                        with urllib.request.urlopen(f"http://{server.http}{path}", timeout=10) as r:
+                            size = len(r.read())
+                    except urllib.error.HTTPError as e:  # answered: /health's 503
+                        e.close()
+                        self.statuses[f"{path}:{e.code}"] += 1
+                        continue
+                    except OSError:
+                        self.errors += 1
+                        continue
+                    self.statuses[f"{path}:200"] += 1
+                    if path == "/metrics":
+                        self.sizes.append(size)
+                        self.times.append(time.monotonic() - began)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def report(self) -> str:
+        if not self.times:
+            return f"none errors={self.errors}"
+        return (
+            f"metrics_scrapes={len(self.times)} metrics_kb={max(self.sizes) / 1024:.0f} "
+            f"scrape_s_max={max(self.times):.3f} errors={self.errors} "
+            + " ".join(f"{k}={v}" for k, v in sorted(self.statuses.items()))
+        )
 
 
 def wait_quiet(lab: ScaleLab, quiet: float, timeout: float) -> tuple[bool, float]:
@@ -86,12 +140,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--linger", type=float, default=0.0)
     p.add_argument("--logs", type=Path, help="keep the sentinels' logs in this directory")
     p.add_argument("--no-disk", action="store_true", help="no disk-pulse channel")
+    p.add_argument("--http", action="store_true", help="every sentinel serves its HTTP face")
+    p.add_argument(
+        "--scrape",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="with --http, GET /metrics and /health of every sentinel every S seconds while "
+        "sampling, as a Prometheus server and a load balancer would",
+    )
     a = p.parse_args(argv)
     running: int = min(a.running, a.apps)
     stop_on_sigterm()
     lab = ScaleLab(a.servers, a.providers, disk=not a.no_disk, log_level="info")
     try:
         lab.start()
+        if a.http:
+            lab.assign_http()
+            for server in lab.servers.values():
+                lab.write_config(server)
         apps = sample_apps(server_names(a.servers), a.apps, running)
         took = lab.add_apps(apps)
         print(f"added {a.apps} applications ({running} hosted) in {took:.1f}s", flush=True)
@@ -137,7 +204,13 @@ def main(argv: list[str] | None = None) -> int:
             "pids: " + " ".join(f"{k.replace(' ', ':')}={v}" for k, v in pids.items()), flush=True
         )
         wall0 = time.time()
-        usage = watch_usage(pids, a.idle, a.window)
+        scraper = Scraper(lab, a.scrape) if a.http and a.scrape > 0 else None
+        try:
+            usage = watch_usage(pids, a.idle, a.window)
+        finally:
+            if scraper is not None:
+                scraper.stop()
+                print(f"scraped: {scraper.report()}", flush=True)
         head = f"servers={a.servers} apps={a.apps}"
         rows = [(k.split(" ", 1)[1], u) for k, u in usage.items() if k.startswith("sentinel ")]
         for name, u in rows:

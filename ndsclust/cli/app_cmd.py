@@ -28,6 +28,7 @@ from ndsclust.cli.app_fields import (
     ldap_values,
     parse_sets,
     prompt_values,
+    stack_class,
     yes,
 )
 from ndsclust.errors import ConfigError, EntryExists, EntryInvalid
@@ -119,6 +120,9 @@ SHOW_ORDER = (
     "unload_command",
     "health_command",
     "marker",
+    "requires",
+    "avoids",
+    "service_addresses",
     "dn",
 )
 
@@ -191,6 +195,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
             for f, v in sets.items()
             if f.attr != "ndsclustHostServer"
         }
+        changes.update(stack_class(raw, sets))  # stacks: ndsclustStack when needed
         host_field = field_named("host")
         old_host = _first(raw, "ndsclustHostServer")
         new_host = sets[host_field][0] if sets.get(host_field) else None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ndsclust.errors import ConfigError, EntryInvalid, NoSuchEntry
 from ndsclust.ldapstore import entries
@@ -23,12 +24,14 @@ from ndsclust.model import (
     StateValue,
     check_resource,
     check_server_name,
+    check_service_address,
     check_tag,
     parse_command,
 )
 
 Ask = Callable[[str], str]
-APP_CLASSES = ["top", "ndsclustApplication"]
+APP_CLASSES = ["top", "ndsclustApplication", "ndsclustStack"]
+STACK_ATTRS = ("ndsclustRequires", "ndsclustAvoids", "ndsclustServiceAddress")
 # Attributes an operator never sets: the directory maintains them.
 OPERATIONAL = {"entryuuid", "entrycsn", "modifytimestamp", "objectclass"}
 
@@ -174,6 +177,31 @@ FIELDS: tuple[Field, ...] = (
         boolean,
         default="yes",
     ),
+    # Stacks (docs/design.md section 3, "Stacks"), in the auxiliary class ndsclustStack.
+    Field(
+        "ndsclustRequires",
+        "requires",
+        None,  # app edit --set requires=... (prompting for app add stays as it was)
+        "Applications it needs on the same server, started first, comma-separated",
+        check_tag,
+        multi=True,
+    ),
+    Field(
+        "ndsclustAvoids",
+        "avoids",
+        None,
+        "Applications it should not share a server with, comma-separated",
+        check_tag,
+        multi=True,
+    ),
+    Field(
+        "ndsclustServiceAddress",
+        "addresses",
+        None,
+        "Service addresses that move with it, ip/prefix[@interface], comma-separated",
+        check_service_address,
+        multi=True,
+    ),
     Field("ndsclustHostServer", "host", None, "", _server),
     Field("ndsclustState", "state", None, "", _state),
     Field("ndsclustRequest", "request", None, "", _request),
@@ -186,6 +214,10 @@ _ALIASES = {
     "unload": "unload-command",
     "health": "health-command",
     "autorecover": "auto-recover",
+    "require": "requires",
+    "avoid": "avoids",
+    "address": "addresses",
+    "service-address": "addresses",
 }
 
 
@@ -379,3 +411,29 @@ def edited(raw: Mapping[str, list[str]], sets: Mapping[Field, list[str]]) -> dic
         if vals:
             out[f.attr] = ldap_values(f, vals)
     return out
+
+
+# -- stacks --------------------------------------------------------------------------------
+
+
+def stack_class(
+    raw: Mapping[str, list[str]], sets: Mapping[Field, list[str]]
+) -> dict[str, list[str] | None]:
+    """The objectClass change an edit of a stack attribute needs (ndsclustStack)."""
+    if not any(f.attr in STACK_ATTRS and v for f, v in sets.items()):
+        return {}
+    classes = next((v for k, v in raw.items() if k.lower() == "objectclass"), [])
+    if any(c.lower() == "ndsclustStack".lower() for c in classes):
+        return {}
+    return {"objectClass": [*classes, "ndsclustStack"]}
+
+
+def stack_text(a: Mapping[str, Any]) -> str:
+    """The stack column of ``status``: requirements, separations and service addresses."""
+    parts = []
+    if a.get("requires"):
+        parts.append("needs " + ",".join(a["requires"]))
+    if a.get("avoids"):
+        parts.append("avoids " + ",".join(a["avoids"]))
+    parts += list(a.get("service_addresses") or [])
+    return " ".join(parts) or "-"

@@ -241,13 +241,36 @@ def store(args: argparse.Namespace) -> Store:
         base = base or (d.base if suffix in (None, d.suffix) else None)
         suffix = suffix or d.suffix
         pulse = pulse or d.pulse_suffix
-    providers = Providers(uris(args), credentials(args), timeout=PROVIDER_TIMEOUT)
+    providers = Providers(
+        uris(args), credentials(args), timeout=PROVIDER_TIMEOUT, final_refusal=True
+    )
     return Store(
         providers,
         suffix or DEFAULT_SUFFIX,
         base=base,
         pulse_base=pulse or DEFAULT_PULSE_SUFFIX,
         op_deadline=args.connect_timeout,
+    )
+
+
+def identity(args: argparse.Namespace) -> str:
+    """Who this command binds as, in words."""
+    c = credentials(args)
+    if c.bind_dn:
+        return c.bind_dn
+    return "SASL EXTERNAL" if c.sasl_external else "anonymous"
+
+
+def check_readable(args: argparse.Namespace, st: Store) -> None:
+    """An empty answer means "nothing there" only if this bind can see the cluster base:
+    slapd answers "no such object" where a bind may not look. NdsclustError (exit 1)
+    otherwise."""
+    if st.search(st.base, "(objectClass=*)", scope="BASE", attributes=["1.1"]):
+        return
+    raise NdsclustError(
+        f"cannot read {st.base} as {identity(args)}: it does not exist, or this identity may "
+        "not read it. Bind as a server (as root on a server the CLI reads "
+        f"{config_mod.DEFAULT_PATH}), an operator or an auditor (-D DN -y FILE)"
     )
 
 
@@ -262,9 +285,15 @@ def operator() -> str:
 def audit(
     st: Store, kind: str, *, tag: str | None = None, server: str | None = None, text: str = ""
 ) -> None:
-    """Record what an operator did in ou=events. The change itself is already written, so
-    a refused audit write (ACLs) is reported, not turned into a failure of the command."""
-    words = [f"by={operator()}"] + ([text] if text else [])
+    """Record what an operator did in ou=events, with the bind identity that did it (the
+    directory's name for them, as in the entry's modifiersName; the Unix user after it).
+    The change itself is already written, so a refused audit write (ACLs) is reported, not
+    turned into a failure of the command."""
+    try:
+        who = st.whoami()
+    except NdsclustError:
+        who = "unknown"
+    words = [f"by={who}", f"user={operator()}"] + ([text] if text else [])
     try:
         st.record_event(kind, tag=tag, text=" ".join(words))
     except NdsclustError as e:
@@ -401,6 +430,10 @@ def app_json(a: App) -> dict[str, Any]:
         "health_command": shlex.join(a.health_command) if a.health_command else None,
         "marker": a.marker,
         "dn": a.dn,
+        # Stacks (docs/design.md section 3, "Stacks").
+        "requires": list(a.requires),
+        "avoids": list(a.avoids),
+        "service_addresses": list(a.addresses),
     }
 
 

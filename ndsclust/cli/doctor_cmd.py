@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import pwd
+import shutil
 import stat
 import time
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from ndsclust.ldapstore import reads, replication, schema_admin
 from ndsclust.ldapstore.connection import Credentials
 from ndsclust.ldapstore.store import Store, generalized_time
 from ndsclust.model import ServerName
+from ndsclust.sentinel import address, address_holder
 
 COLUMNS = ("level", "check", "subject", "message", "fix")
 # Replication takes milliseconds: a provider still behind after this long is stuck.
@@ -44,8 +46,11 @@ def register(sub: Any) -> None:
         "or unverified TLS, and with --config the heartbeat key, the programs' "
         "user and allow-list, and the modes of key and password files. Exit 0 "
         "when nothing is "
-        "a problem, 1 otherwise. cn=config is read when the bind may (as root: "
-        "ndsclust --uri ldapi:/// -Y doctor).",
+        "a problem, 1 otherwise. Every provider is checked: as root on a server, "
+        "'ndsclust doctor' binds as the server (sentinel.yaml); as root on a provider, "
+        "'ndsclust --uri ldapi:/// -Y doctor' also reads that provider's cn=config and "
+        "accesslog and checks the other providers with the sentinel configuration's "
+        "identity.",
     )
     p.add_argument("--json", action="store_true", help="print JSON (stable keys)")
     p.add_argument(
@@ -102,35 +107,49 @@ def schema_reading(uri: str, creds: Credentials) -> doctor.SchemaReading:
 R = TypeVar("R")
 
 
-def per_provider(uris: list[str], read: Callable[[str], R]) -> dict[str, R | str]:
-    """``read(uri)`` for every provider, or the reason it could not be read."""
+# Each provider doctor reads, with the credentials it reads it with.
+Targets = list[tuple[str, Credentials]]
+
+
+def targets(uris: list[str], creds: Credentials, cfg: Config | None) -> Targets:
+    """The providers to check. Given only ldapi:// (root on a provider: this provider's
+    cn=config and accesslog), the cluster's other providers come from the sentinel
+    configuration, read with its identity: doctor always checks every provider."""
+    out = [(u, creds) for u in uris]
+    if cfg is None or not all(u.lower().startswith("ldapi:") for u in uris):
+        return out
+    d = cfg.directory
+    # The ldapi socket is this server's provider: directory.local_uri names it too.
+    return out + [(u, d.credentials) for u in d.uris if u != d.local_uri]
+
+
+def per_provider(provs: Targets, read: Callable[[str, Credentials], R]) -> dict[str, R | str]:
+    """``read(uri, creds)`` for every provider, or the reason it could not be read."""
     out: dict[str, R | str] = {}
-    for uri in uris:
+    for uri, creds in provs:
         try:
-            out[uri] = read(uri)
+            out[uri] = read(uri, creds)
         except StoreError as e:
             out[uri] = str(e)
     return out
 
 
-def csn_readings(uris: list[str], creds: Credentials, suffix: str) -> dict[str, doctor.CsnReading]:
-    return per_provider(uris, lambda uri: replication.context_csns(uri, creds, suffix))
+def csn_readings(provs: Targets, suffix: str) -> dict[str, doctor.CsnReading]:
+    return per_provider(provs, lambda uri, c: replication.context_csns(uri, c, suffix))
 
 
-def tree_readings(uris: list[str], creds: Credentials, base: str) -> dict[str, doctor.TreeReading]:
-    return per_provider(uris, lambda uri: replication.read_tree(uri, creds, base))
+def tree_readings(provs: Targets, base: str) -> dict[str, doctor.TreeReading]:
+    return per_provider(provs, lambda uri, c: replication.read_tree(uri, c, base))
 
 
-def log_readings(
-    uris: list[str], creds: Credentials, base: str, since: str
-) -> dict[str, doctor.LogReading]:
-    return per_provider(uris, lambda uri: replication.access_log(uri, creds, base, since=since))
+def log_readings(provs: Targets, base: str, since: str) -> dict[str, doctor.LogReading]:
+    return per_provider(provs, lambda uri, c: replication.access_log(uri, c, base, since=since))
 
 
 def pulse_readings(st: Store) -> dict[ServerName, doctor.PulseReading]:
     return {
         p.server: doctor.PulseReading(
-            p.server, p.counter, common.parse_time(p.stamp), common.parse_time(csn)
+            p.server, p.counter, common.parse_time(p.stamp), common.parse_time(csn), p.report
         )
         for p, csn in reads.pulses_written(st)
     }
@@ -194,24 +213,28 @@ def gather(args: argparse.Namespace) -> doctor.Facts:
     st = common.store(args)
     creds = common.credentials(args)
     uris = common.uris(args)
+    provs = targets(uris, creds, cfg)
     try:
         servers, bad_servers = st.servers()
         apps, bad_apps = st.apps()
         pulses = pulse_readings(st)
         now = time.time()
-        readings = [schema_reading(u, creds) for u in uris]
-        csns = csn_readings(uris, creds, st.suffix)
+        readings = [schema_reading(u, c) for u, c in provs]
+        csns = csn_readings(provs, st.suffix)
         later = None
         if doctor.needs_second_look(csns):
             time.sleep(SECOND_LOOK_AFTER)
-            later = csn_readings(uris, creds, st.suffix)
-        trees = tree_readings(uris, creds, st.base)
+            later = csn_readings(provs, st.suffix)
+        # Entries are compared as one identity sees them: root over ldapi reads password
+        # hashes that a server's bind does not, which is no disagreement between providers.
+        alike = [(u, provs[-1][1]) for u, _ in provs]
+        trees = tree_readings(alike, st.base)
         trees_later = None
         if replication.tree_differences({u: t for u, t in trees.items() if not isinstance(t, str)}):
             time.sleep(SECOND_LOOK_AFTER)
-            trees_later = tree_readings(uris, creds, st.base)
+            trees_later = tree_readings(alike, st.base)
         since = generalized_time(now - args.overwrites_since * 3600)
-        logs = log_readings(uris, creds, st.base, since)
+        logs = log_readings(provs, st.base, since)
     finally:
         st.close()
     return doctor.Facts(
@@ -233,6 +256,9 @@ def gather(args: argparse.Namespace) -> doctor.Facts:
         logs_since=since,
         trees=trees,
         trees_later=trees_later,
+        # Stacks: this server's interfaces and announcement tool, when it is a server.
+        address_resources=address.local_resources() if cfg else None,
+        arping=shutil.which("arping", path=address_holder.PATH) is not None if cfg else None,
     )
 
 

@@ -1,7 +1,9 @@
 """``ndsclust lab up|down|demo``: a complete cluster on this machine, to learn and to show.
 
 ``lab up`` starts real slapd providers in multi-provider replication, one sentinel per
-server and sample programs, and leaves them running (state in ``--dir``); ``lab down``
+server (each serving its HTTP face) and sample programs, and the web console, and leaves
+them running (state in ``--dir``, ``lab.json`` with a key ``http`` per server and
+``console``); ``lab down``
 removes everything ``lab up`` started. ``lab demo`` runs the scripted story on a fresh lab
 of its own and always removes it at the end: status, kill the primary server, the failover
 live, bring the server back, the failback live, a summary. Its last line is
@@ -33,6 +35,7 @@ from ndsclust.ldapstore.follow import Follower
 from ndsclust.ldapstore.store import Store
 from ndsclust.ledger import double_runs, lives
 from ndsclust.model import ServerName, Tag
+from ndsclust.web.lab import start_console
 
 DEFAULT_DIR = "/var/tmp/ndsclust-lab"
 A, B, C = ServerName("alpha"), ServerName("beta"), ServerName("gamma")
@@ -67,7 +70,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 1
     if base.exists():
         shutil.rmtree(base)
-    lab = LabCluster(args.servers, base_dir=base, die_with_parent=False)
+    lab = LabCluster(args.servers, base_dir=base, die_with_parent=False, http=True)
     try:
         took = lab.start()
         names = lab.names
@@ -75,6 +78,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             primary = names[i % len(names)]
             backups = [n for n in names if n != primary]
             lab.add_app(f"app{i + 1}", primary, backups)
+        console = start_console(lab, die_with_parent=False)
     except BaseException:
         lab.stop()
         raise
@@ -86,6 +90,10 @@ def cmd_up(args: argparse.Namespace) -> int:
             f"  {name}: provider {d.providers[srv.index].url}, heartbeat {srv.address}, "
             f"log {srv.log_path}"
         )
+    print("URLs (in lab.json too): the console, then each sentinel's /metrics, /health, /app/<tag>")
+    print(f"  console {console.url}")
+    for name, srv in lab.servers.items():
+        print(f"  {name} http://{srv.http}/")
     print(f"""
 Talk to it (the providers speak ldaps:// only, with certificates of the lab CA; each
 sentinel binds as its own server entry, the admin below is the lab's):
@@ -123,6 +131,10 @@ def cmd_down(args: argparse.Namespace) -> int:
         print(f"ndsclust: no lab in {base}", file=sys.stderr)
         return 1
     state = json.loads(state_file.read_text())
+    pid = state.get("console", {}).get("pid")
+    if pid and _is(pid, "web"):
+        os.kill(pid, signal.SIGTERM)
+        print(f"lab: stopped the console (pid {pid})")
     for name, srv in state.get("servers", {}).items():
         pid = srv.get("pid")
         if pid and _is(pid, "sentinel"):

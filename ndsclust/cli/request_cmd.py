@@ -1,8 +1,8 @@
-"""``ndsclust load|unload|migrate|failback TAG`` and ``ndsclust maintenance SERVER on|off``.
+"""``ndsclust load|unload|migrate|failback|cleanup TAG``, ``ndsclust maintenance SERVER on|off``.
 
 Each verb is one write to the directory, so ``ldapmodify`` can do the same: the request
 goes into the application's ndsclustRequest (``load``, ``unload``, ``failback``,
-``migrate:<server>``), maintenance into the server's ndsclustServerState. The sentinels act
+``cleanup``, ``migrate:<server>``), maintenance into the server's ndsclustServerState. The sentinels act
 on it (``failback`` is the operator's approval of FIG. 7B process 864-866).
 
 With ``--wait`` the command follows the RFC 4533 watch until the sentinels acted: the
@@ -70,6 +70,8 @@ def target_reached(app: App, request: Request) -> bool:
         return app.host is None and app.state.state is AppState.STOPPED
     if request.kind is RequestKind.MIGRATE:
         return app.host == request.target and running
+    if request.kind is RequestKind.CLEANUP:
+        return True  # consumed is done: the counts are cleared (a restart may follow)
     return app.host == app.primary and running
 
 
@@ -108,6 +110,17 @@ def judge_request(
         return Verdict(Outcome.PENDING, f"request {request} not taken yet ({describe(app)})")
     if app.request is not None:
         return Verdict(Outcome.FAILED, f"another request replaced it: {app.request}")
+    ignored = next(
+        (e for e in events if e.tag == tag and e.kind == EventKind.REQUEST_IGNORED), None
+    )
+    if ignored is not None and request.kind in (RequestKind.FAILBACK, RequestKind.MIGRATE):
+        # The operator's move was not made: where the application ends up by itself later
+        # (an automatic failback) is not this request's doing.
+        return Verdict(
+            Outcome.FAILED,
+            f"{ignored.server or 'a sentinel'} ignored the request: "
+            f"{ignored.text or '(no text)'} (now {describe(app)})",
+        )
     if target_reached(app, request):
         where = f"running on {app.host}" if app.host else "unloaded, stopped"
         return Verdict(Outcome.DONE, where)
@@ -318,6 +331,10 @@ def cmd_failback(args: argparse.Namespace) -> int:
     return request_verb(args, lambda snap: Request(RequestKind.FAILBACK))
 
 
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    return request_verb(args, lambda snap: Request(RequestKind.CLEANUP))
+
+
 def migrate_request(snap: Snapshot, tag: str, server: str) -> Request:
     """``migrate:<server>`` for a known server; warns when the server lacks a resource the
     application needs (the sentinels then refuse, FIG. 7A: sufficient resources)."""
@@ -391,6 +408,15 @@ def register(sub: Any) -> None:
             "approve the return to the primary (awaiting-failback)",
             "Approve failback (FIG. 7B): the backup unloads the application and its primary "
             "takes it. Needed when auto-recover is off. Writes ndsclustRequest: failback.",
+        ),
+        (
+            "cleanup",
+            cmd_cleanup,
+            "forget the failure counts; start again what was given up",
+            "Like pcs resource cleanup: the sentinels forget the application's program "
+            "failures (restarts in place, the servers it kept failing on, flap damping); "
+            "one given up as failed(...) or error(...) starts again on its host, and a "
+            "failback held by those failures may go ahead. Writes ndsclustRequest: cleanup.",
         ),
     )
     tag = ("tag", {"help": "the application's tag"})

@@ -9,17 +9,20 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ndsclust.cli import common
+from ndsclust.cli import common, liveness_view
+from ndsclust.cli.status_cmd import DEFAULT_STALE, add_stale_option
 from ndsclust.errors import ConfigError, EntryExists, EntryInvalid, NoSuchEntry, StoreError
 from ndsclust.ldapstore import entries, reads
 from ndsclust.ldapstore.entries import Entry
 from ndsclust.ldapstore.store import Snapshot, Store
-from ndsclust.model import Server, ServerState, check_server_name
+from ndsclust.liveness import pulse_alive
+from ndsclust.model import Pulse, Server, ServerName, ServerState, check_server_name
 
-COLUMNS = ("server", "state", "addresses", "resources", "hosting", "primary_for")
+COLUMNS = ("server", "state", "seen", "addresses", "resources", "hosting", "primary_for", "reason")
 # Attributes of an application entry that name servers; backups carry "{n}" order prefixes.
 NAMING = ("ndsclustPrimaryServer", "ndsclustBackupServer", "ndsclustHostServer", "ndsclustRequest")
 _ORDER_PREFIX = re.compile(r"^\{\d+\}")
@@ -31,13 +34,13 @@ def register(sub: Any) -> None:
         help="list, add or remove servers",
         description="Without an action: list the servers (as 'servers list').",
     )
-    p.add_argument("--json", action="store_true", help="print JSON (stable keys)")
+    _list_options(p)
     p.set_defaults(handler=cmd_list)
     s = p.add_subparsers(dest="servers_command", metavar="ACTION")
     s.required = False
 
     ls = s.add_parser("list", help="every server with its state, addresses and resources")
-    ls.add_argument("--json", action="store_true", help="print JSON (stable keys)")
+    _list_options(ls)
     ls.set_defaults(handler=cmd_list)
 
     add = s.add_parser(
@@ -82,15 +85,35 @@ def register(sub: Any) -> None:
     rm.set_defaults(handler=cmd_remove)
 
 
-def server_data(snap: Snapshot) -> list[dict[str, Any]]:
+def _list_options(p: Any) -> None:
+    p.add_argument("--json", action="store_true", help="print JSON (stable keys)")
+    p.add_argument(
+        "--channels",
+        action="store_true",
+        help="which channels each sentinel hears each peer on (like corosync-cfgtool -s)",
+    )
+    add_stale_option(p)
+
+
+def server_data(
+    snap: Snapshot,
+    pulses: Mapping[ServerName, Pulse] | None = None,
+    now: float = 0.0,
+    stale: float = DEFAULT_STALE,
+) -> list[dict[str, Any]]:
+    """Every server with its state judged from the sentinels' liveness reports
+    (``liveness_view``); ``entry_state`` is what its entry says (up, maintenance)."""
+    judged = liveness_view.judgements(snap.servers, pulses or {}, now, stale)
     out = []
     for name in sorted(snap.servers):
         s = snap.servers[name]
         apps = snap.apps.values()
+        fresh = name in pulse_alive([name], {name: _stamp(pulses, name)}, now, stale)
         out.append(
             {
                 "name": name,
-                "state": s.state.value,
+                "entry_state": s.state.value,
+                **liveness_view.state_json(judged[name], fresh),
                 "addresses": list(s.addresses),
                 "resources": sorted(s.resources),
                 "hosting": sorted(a.tag for a in apps if a.host == name),
@@ -102,13 +125,28 @@ def server_data(snap: Snapshot) -> list[dict[str, Any]]:
     return out
 
 
+def _stamp(pulses: Mapping[ServerName, Pulse] | None, name: ServerName) -> float | None:
+    p = (pulses or {}).get(name)
+    return None if p is None else common.parse_time(p.stamp)
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     st = common.store(args)
     try:
         snap = st.snapshot()
+        pulses = st.pulses()
     finally:
         st.close()
-    data = server_data(snap)
+    now = time.time()
+    if args.channels:
+        rows = liveness_view.channel_data(snap.servers, pulses, now, args.stale)
+        if args.json:
+            common.print_json(rows)
+        else:
+            columns, table = liveness_view.channel_rows(rows)
+            common.print_rows("channels each sentinel hears its peers on", columns, table)
+        return 0
+    data = server_data(snap, pulses, now, args.stale)
     if args.json:
         common.print_json(data)
     else:

@@ -15,14 +15,25 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ndsclust.cli import common
+from ndsclust.cli import common, liveness_view
+from ndsclust.cli.app_fields import stack_text
 from ndsclust.ldapstore.follow import Follower
 from ndsclust.ldapstore.store import Snapshot, Store
 from ndsclust.model import Event, Pulse, ServerName, Tag
 
 DEFAULT_STALE = 5.0
-SERVER_COLUMNS = ("server", "state", "seen", "pulse_age", "hosting")
-APP_COLUMNS = ("tag", "type", "host", "primary", "backups", "state", "request", "last_event")
+SERVER_COLUMNS = ("server", "state", "seen", "pulse_age", "hosting", "reason")
+APP_COLUMNS = (
+    "tag",
+    "type",
+    "host",
+    "primary",
+    "backups",
+    "state",
+    "request",
+    "last_event",
+    "stack",  # stacks: last, so scripts reading the columns before it keep working
+)
 INVALID_COLUMNS = ("dn", "attribute", "problem")
 # How often a live view on a terminal redraws pulse ages when nothing changes.
 REDRAW_INTERVAL = 1.0
@@ -46,6 +57,11 @@ def register(sub: Any) -> None:
         "line with --json) per change",
     )
     common.add_follow_limits(p, "--watch", "views")
+    add_stale_option(p)
+    p.set_defaults(handler=cmd_status)
+
+
+def add_stale_option(p: Any) -> None:
     p.add_argument(
         "--stale",
         type=common.positive_float,
@@ -53,7 +69,6 @@ def register(sub: Any) -> None:
         metavar="SECONDS",
         help="a pulse older than this counts as silent (default %(default)g)",
     )
-    p.set_defaults(handler=cmd_status)
 
 
 # -- pure: what the view shows -------------------------------------------------------------
@@ -91,6 +106,7 @@ def status_data(
 ) -> dict[str, Any]:
     """Everything ``status`` shows, with stable keys (the ``--json`` document)."""
     latest = last_events(events)
+    judged = liveness_view.judgements(snap.servers, pulses, now, stale)
     servers = []
     for name in sorted(snap.servers):
         s = snap.servers[name]
@@ -98,15 +114,14 @@ def status_data(
         servers.append(
             {
                 "name": name,
-                "state": s.state.value,
+                "entry_state": s.state.value,
                 "addresses": list(s.addresses),
                 "resources": sorted(s.resources),
                 "hosting": sorted(a.tag for a in snap.apps.values() if a.host == name),
                 "pulse": pulse,
                 "pulse_fresh": fresh,
-                # What the directory shows of the server; the sentinels' own channel views
-                # (lan, disk) are theirs and are not published.
-                "seen": ["directory"] if fresh else [],
+                # state, liveness, reason, seen (the channels its peers hear it on), heard_by
+                **liveness_view.state_json(judged[name], fresh),
             }
         )
     apps = []
@@ -118,7 +133,16 @@ def status_data(
         "servers": servers,
         "applications": apps,
         "invalid": [common.invalid_json(e) for e in snap.invalid],
+        "pause": pause_json(snap, now),
     }
+
+
+def pause_json(snap: Snapshot, now: float) -> dict[str, Any] | None:
+    """The cluster-wide pause while it holds (docs/operating.md, "Pause"), else None."""
+    p = snap.pause
+    if p is None or not p.active(now):
+        return None
+    return {"until": p.until, "reason": p.reason, "text": p.describe(now)}
 
 
 def _event_cell(e: Mapping[str, Any] | None, now: float) -> str:
@@ -146,6 +170,7 @@ def server_rows(data: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "seen": s["seen"],
                 "pulse_age": age,
                 "hosting": s["hosting"],
+                "reason": s["reason"],
             }
         )
     return rows
@@ -154,11 +179,23 @@ def server_rows(data: Mapping[str, Any]) -> list[dict[str, Any]]:
 def app_rows(data: Mapping[str, Any], now: float) -> list[dict[str, Any]]:
     return [
         {
-            **{k: a[k] for k in APP_COLUMNS if k != "last_event"},
+            **{k: a[k] for k in APP_COLUMNS if k not in ("last_event", "stack")},
+            "state": state_cell(a),
+            "stack": stack_text(a),
             "last_event": _event_cell(a["last_event"], now),
         }
         for a in data["applications"]
     ]
+
+
+def state_cell(a: Mapping[str, Any]) -> str:
+    """The state, and for the one hold whose state cannot say it (a migrate's pin, kept as
+    ``running(migrate)``), how to release it (README, "Where an application runs, and
+    why"). Every other hold's state carries its own reason."""
+    state = str(a["state"])
+    if state == "running(migrate)" and a["host"] != a["primary"]:
+        return f"{state}: stays; back with ndsclust failback {a['tag']}"
+    return state
 
 
 def change_key(data: Mapping[str, Any]) -> str:
@@ -172,6 +209,8 @@ def change_key(data: Mapping[str, Any]) -> str:
 
 
 def _print_text(data: Mapping[str, Any], now: float) -> None:
+    if data.get("pause"):
+        print(data["pause"]["text"])
     common.print_rows("servers", SERVER_COLUMNS, server_rows(data))
     print()
     common.print_rows("applications", APP_COLUMNS, app_rows(data, now))
@@ -186,7 +225,9 @@ def _renderable(data: Mapping[str, Any], now: float, base: str) -> Any:
     from rich.console import Group
     from rich.text import Text
 
+    paused = [Text(data["pause"]["text"], style="bold yellow")] if data.get("pause") else []
     parts: list[Any] = [
+        *paused,
         common.rich_table("servers", SERVER_COLUMNS, server_rows(data)),
         common.rich_table("applications", APP_COLUMNS, app_rows(data, now)),
     ]
@@ -207,6 +248,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             return _watch(args, st)
         snap = st.snapshot()
         data = status_data(snap, st.pulses(), st.events(), time.time(), args.stale)
+        if not snap.servers and not snap.apps:
+            common.check_readable(args, st)
     finally:
         st.close()
     if args.json:

@@ -43,6 +43,7 @@ from ndsclust.doctor.findings import (
     Transport,
     TreeReading,
 )
+from ndsclust.doctor.liveness import check_liveness, judge_readings
 from ndsclust.doctor.providers import (
     INSTALL_FIX,
     _lags,
@@ -59,6 +60,9 @@ from ndsclust.doctor.security import (
     check_transport,
     secret_paths,
 )
+from ndsclust.doctor.stacks import check_stacks
+from ndsclust.liveness import Status
+from ndsclust.model import ServerName
 
 __all__ = [
     "DEFAULT_MAX_SKEW",
@@ -80,6 +84,7 @@ __all__ = [
     "check_convergence",
     "check_entries",
     "check_heartbeat_key",
+    "check_liveness",
     "check_overwrites",
     "check_programs",
     "check_pulses",
@@ -101,7 +106,8 @@ def diagnose(f: Facts) -> list[Finding]:
         *check_replication(f.csns, f.csns_later),
         *check_convergence(f.trees, f.trees_later),
         *check_overwrites(f.logs, f.logs_since),
-        *check_pulses(f.servers, f.pulses, f.now, f.pulse_max_age, f.config),
+        *check_liveness(f.servers, f.pulses, f.now, f.pulse_max_age),
+        *check_pulses(f.servers, f.pulses, f.now, f.pulse_max_age, f.config, isolated(f)),
         *check_clock_skew(f.pulses, f.max_skew),
         *check_timing(f.config),
         *check_channels(f.config, f.servers, f.pulses),
@@ -112,7 +118,14 @@ def diagnose(f: Facts) -> list[Finding]:
         *check_heartbeat_key(f.config),
         *check_programs(f.config, f.programs_uid),
         *check_secret_files(f.secret_files),
+        *check_stacks(f.apps, f.config.server if f.config else None, f.address_resources, f.arping),
     ]
+
+
+def isolated(f: Facts) -> frozenset[ServerName]:
+    """The servers the liveness reports show cut off on the lan only."""
+    judged = judge_readings(f.servers, f.pulses, f.now, f.pulse_max_age)
+    return frozenset(n for n, j in judged.items() if j.alive is Status.ISOLATED)
 
 
 def needs_second_look(csns: Mapping[str, CsnReading]) -> bool:

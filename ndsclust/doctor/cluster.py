@@ -4,7 +4,7 @@ entries, references and resources.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from ndsclust.config import SCHEDULING_SLACK, Config, fence_bound
 from ndsclust.doctor.findings import (
@@ -12,6 +12,7 @@ from ndsclust.doctor.findings import (
     Level,
     PulseReading,
 )
+from ndsclust.doctor.liveness import network_fix
 from ndsclust.errors import EntryInvalid
 from ndsclust.ldapstore import entries
 from ndsclust.model import App, Server, ServerName, ServerState
@@ -23,9 +24,12 @@ def check_pulses(
     now: float,
     max_age: float,
     cfg: Config | None,
+    isolated: Collection[ServerName] = (),
 ) -> list[Finding]:
     """Each sentinel's directory pulse is fresh (claim 44: a pulse that stops changing means
-    the sentinel went silent)."""
+    the sentinel went silent). A server its peers still hear on another channel
+    (``isolated``, doctor/liveness.py) has a silent pulse because its network is cut: the
+    fix then names the network, not the sentinel."""
     if cfg is not None and cfg.directory_channel is None:
         return [
             Finding(
@@ -54,7 +58,9 @@ def check_pulses(
         p = pulses.get(name)
         quiet = Level.INFO if s.state is ServerState.DOWN else Level.PROBLEM
         fix = (
-            f"check the sentinel on {name}: systemctl status ndsclust-sentinel; "
+            network_fix(s)
+            if name in isolated
+            else f"check the sentinel on {name}: systemctl status ndsclust-sentinel; "
             "journalctl -u ndsclust-sentinel"
         )
         if p is None:

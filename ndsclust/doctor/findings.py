@@ -13,7 +13,7 @@ from enum import Enum
 from ndsclust.config import Config
 from ndsclust.errors import EntryInvalid
 from ndsclust.ldapstore.replication import ContextCSNs, LogWrite, Tree
-from ndsclust.model import App, Server, ServerName
+from ndsclust.model import App, LivenessReport, Server, ServerName
 
 DEFAULT_PULSE_MAX_AGE = 5.0
 DEFAULT_MAX_SKEW = 1.0
@@ -54,6 +54,7 @@ class PulseReading:
     counter: int
     stamp: float | None  # ndsclustPulseTime: the sentinel's clock when it wrote
     written: float | None  # entryCSN time: the accepting provider's clock
+    report: LivenessReport | None = None  # what its sentinel hears of its peers
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,3 +107,7 @@ class Facts:
     trees: Mapping[str, TreeReading] = field(default_factory=dict)
     trees_later: Mapping[str, TreeReading] | None = None  # a second look, when they differed
     logs_since: str = ""  # GeneralizedTime the accesslogs were read from
+    # Stacks: what this server offers service addresses (None: unknown) and whether arping
+    # is installed here (None: not checked), ndsclust/doctor/stacks.py.
+    address_resources: frozenset[str] | None = None
+    arping: bool | None = None

@@ -36,23 +36,21 @@ def check_schema(readings: Sequence[SchemaReading]) -> list[Finding]:
                 )
             )
             continue
-        if not r.config_readable:
+        if not r.config_readable and r.version is None:
             out.append(
                 Finding(
                     "schema",
-                    Level.WARNING,
+                    Level.INFO,
                     r.uri,
-                    "this bind cannot read cn=config; the version was read from "
-                    "the subschema entry instead"
-                    if r.version is not None
-                    else "this bind cannot read cn=config nor the subschema entry: "
+                    "this bind can read neither cn=config nor the subschema entry: "
                     "schema not checked",
-                    "run doctor as a cn=config manager for the full check: as "
-                    "root, ndsclust --uri ldapi:/// -Y doctor",
+                    "run doctor bound as a server, operator or auditor, or as root on a "
+                    "provider: ndsclust --uri ldapi:/// -Y doctor",
                 )
             )
-            if r.version is None:
-                continue
+            continue
+        # Without cn=config the subschema entry shows the same loaded version: a bind that
+        # may not read cn=config (a server's, an operator's) still gets the full check.
         if r.version is None:
             out.append(
                 Finding(

@@ -70,6 +70,7 @@ SAMPLE_APP = Path(__file__).with_name("sample_app.py")
 SERVER_NAMES = ("alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta")
 # Each namespace has its own port space: every server's heartbeats use the same port.
 NETNS_LAN_PORT = 7946
+NETNS_HTTP_PORT = 9469
 WITNESS_BACKLOG = 64
 WITNESS_INTERVAL = 0.1
 WITNESS_TIMEOUT = 0.35
@@ -109,6 +110,7 @@ class LabServer:
     bind_dn: str = ""  # the server entry its sentinel binds as
     resources: tuple[str, ...] = ()
     timeouts: Mapping[str, Any] = field(default_factory=dict)
+    http: str = ""  # where its sentinel serves /metrics, /health, /app/<tag> (ip:port)
     process: subprocess.Popen[bytes] | None = None
     pid: int | None = None
 
@@ -168,12 +170,14 @@ class LabCluster:
         witness_timeout: float | None = None,
         sentinel_wrapper: Sequence[str] = (),
         operator_servers: Sequence[str] = (),
+        http: bool = False,
     ) -> None:
         """``sentinel_wrapper``: arguments put between the Python interpreter and
         ``-m ndsclust`` when a sentinel starts (a script that adjusts the process before it
         runs the module); ``{dir}`` and ``{name}`` in them become the server's directory
         and name. ``operator_servers``: servers whose identity joins the operators group
-        (see the module docstring)."""
+        (see the module docstring). ``http``: every sentinel serves its HTTP face
+        (``http.listen``), on a free loopback port, or on its dir address with ``network``."""
         if not 1 <= n <= len(SERVER_NAMES):
             raise LabError(f"a lab has 1 to {len(SERVER_NAMES)} servers, not {n}")
         self.n = n
@@ -198,6 +202,8 @@ class LabCluster:
         self.disk = disk
         self.sentinel_wrapper = tuple(sentinel_wrapper)
         self.operator_servers = frozenset(operator_servers)
+        self.want_http = http
+        self.state_extra: dict[str, Any] = {}  # more keys of lab.json (the console's)
         names = SERVER_NAMES[:n]
         self.net = network(names) if network is not None else None
         if self.net is not None:
@@ -319,12 +325,23 @@ class LabCluster:
         self.store().ensure_base()
         for i in range(self.n):
             self.add_server(i, ServerName(SERVER_NAMES[i]), ports[i])
+        if self.want_http:
+            self.assign_http()
         for server in self.servers.values():
             self.write_config(server)
         for server in self.servers.values():
             self.start_sentinel(server.name)
         self._save_state()
         return time.monotonic() - began
+
+    def assign_http(self) -> None:
+        """An HTTP address for every sentinel (``http``)."""
+        if self.net is not None:
+            for s in self.servers.values():
+                s.http = f"{self.net.address(s.name, 'dir')}:{NETNS_HTTP_PORT}"
+            return
+        for s, port in zip(self.servers.values(), free_ports(["127.0.0.1"] * self.n), strict=True):
+            s.http = f"127.0.0.1:{port}"
 
     def password_file(self, server: LabServer) -> Path:
         """The password of the server's identity (directory.password_file)."""
@@ -370,6 +387,8 @@ class LabCluster:
             "control_socket": str(server.dir / "control.sock"),
             "log": {"level": self.log_level},
         }
+        if server.http:
+            cfg["http"] = {"listen": server.http, "plain": self.net is not None}
         return cfg
 
     def channel_interval(self, channel: str) -> float | None:
@@ -493,8 +512,11 @@ class LabCluster:
             if self.net is not None:
                 self.net.teardown()
 
+    def save_state(self) -> None:
+        self._save_state()
+
     def _save_state(self) -> None:
-        state = {
+        state: dict[str, Any] = {
             "servers": {
                 s.name: {
                     "pid": s.pid,
@@ -502,9 +524,11 @@ class LabCluster:
                     "index": s.index,
                     "config": str(s.config_path),
                     "log": str(s.log_path),
+                    **({"http": f"http://{s.http}"} if s.http else {}),
                 }
                 for s in self.servers.values()
-            }
+            },
+            **self.state_extra,
         }
         (self.base_dir / "lab.json").write_text(json.dumps(state, indent=2))
 

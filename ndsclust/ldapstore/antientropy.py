@@ -178,6 +178,28 @@ def _confirmed(
 CSNs = Mapping[str, Mapping[str, str] | None]  # provider -> contextCSN by server id
 
 
+def unreachable(csns: CSNs) -> str:
+    """The providers that did not answer, as a reason to hold ("" when all did)."""
+    gone = sorted(u for u, c in csns.items() if c is None)
+    return "unreachable: " + ", ".join(gone) if gone else ""
+
+
+def lagging(csns: CSNs) -> str:
+    """Why the providers' contextCSNs say replication is still under way ("" when they all
+    agree). Fact 10 divergence hides behind contextCSNs that agree; while they differ, a
+    difference of entries may be a change on its way, and a provider the writes reached
+    first (a write provider given back) may hold what the preferred one does not yet."""
+    names = sorted(u for u, c in csns.items() if c is not None)
+    parts = []
+    for u in names:
+        for o in names:
+            a, b = csns[u], csns[o]
+            assert a is not None and b is not None
+            if u != o and behind(a, b):
+                parts.append(f"{u} behind {o}")
+    return "replication under way: " + "; ".join(parts) if parts else ""
+
+
 def partition_reason(first: CSNs, second: CSNs) -> str:
     """Why replication says the providers are cut off from each other: a provider whose
     contextCSNs are behind another's on both looks and did not move between them is one the
@@ -196,7 +218,9 @@ def partition_reason(first: CSNs, second: CSNs) -> str:
 # -- reading ---------------------------------------------------------------------------------
 
 
-def read_digests(conn: ldap3.Connection, base: str) -> dict[str, bytes]:
+def read_digests(
+    conn: ldap3.Connection, base: str, names: dict[str, str] | None = None
+) -> dict[str, bytes]:
     """Every entry under ``base`` through ``conn`` as DN -> digest, in pages of ``PAGE``: the
     values are folded into the digest as each page arrives, so memory stays one page plus
     the DN and 16 bytes per entry."""
@@ -209,11 +233,16 @@ def read_digests(conn: ldap3.Connection, base: str) -> dict[str, bytes]:
         paged_size=PAGE,
         generator=True,
     )
-    return {  # interned: the providers' tables share one string per DN
-        sys.intern(str(e["dn"]).lower()): entry_digest(user_values(e["raw_attributes"]))
-        for e in found
-        if e.get("type") == "searchResEntry"
-    }
+    out: dict[str, bytes] = {}
+    for e in found:
+        if e.get("type") != "searchResEntry":
+            continue
+        dn = str(e["dn"])
+        key = sys.intern(dn.lower())  # interned: the providers' tables share one string per DN
+        out[key] = entry_digest(user_values(e["raw_attributes"]))
+        if names is not None and dn != key:
+            names[key] = dn
+    return out
 
 
 def read_values(conn: ldap3.Connection, dn: str) -> tuple[Values, str] | None:
@@ -298,6 +327,12 @@ class Repairer:
     timeout: float = 5.0
     sleep: Callable[[float], None] = time.sleep
     _conns: dict[str, ldap3.Connection] = field(default_factory=dict)
+    # Lower-cased DN -> the DN as a provider gave it: the plan compares DNs case-blind, but an
+    # RDN of exact matching (an event's id) must be named as it is to be found.
+    _names: dict[str, str] = field(default_factory=dict)
+
+    def interrupt(self) -> None:
+        """Nothing to cut short: a sweep in this process ends by itself (its reads time out)."""
 
     def close(self) -> None:
         for c in self._conns.values():
@@ -321,20 +356,43 @@ class Repairer:
             self._conns.pop(uri, None)
             return None
 
+    def csns(self) -> dict[str, Mapping[str, str] | None]:
+        """Every provider's contextCSNs (None for one that did not answer): one small read
+        each, made before any entry is read, so a sweep that must wait costs little."""
+        return {u: self._read(u, lambda c: read_context_csns(c, self.suffix)) for u in self.uris}
+
+    def digests(self) -> dict[str, Digests | None]:
+        """Every provider's digests (None for one that did not answer)."""
+        return {
+            u: self._read(u, lambda c: read_digests(c, self.base, self._names)) for u in self.uris
+        }
+
     def look(self) -> tuple[dict[str, Digests | None], dict[str, Mapping[str, str] | None]]:
         """Every provider's digests and contextCSNs (None for one that did not answer)."""
-        csns = {u: self._read(u, lambda c: read_context_csns(c, self.suffix)) for u in self.uris}
-        seen: dict[str, Digests | None] = {
-            u: self._read(u, lambda c: read_digests(c, self.base)) for u in self.uris
-        }
-        return seen, csns
+        csns = self.csns()
+        return self.digests(), csns
+
+    def _whole(self) -> tuple[str, CSNs]:
+        """Why the cluster is not whole now ("" when it is), and the contextCSNs read: every
+        provider must answer, and their contextCSNs agree; ones that differ are looked at
+        again after ``look_gap``, to tell a cut (stays behind) from a lag (moves)."""
+        first = self.csns()
+        why = unreachable(first) or lagging(first)
+        if not why or why.startswith("unreachable"):
+            return why, first
+        self.sleep(self.look_gap)
+        second = self.csns()
+        return unreachable(second) or partition_reason(first, second) or lagging(second), second
 
     def sweep(self) -> Outcome:
         write = self.write()
         if write is None:
             return Outcome(held="no write provider")
         t0 = time.monotonic()
-        first, csns1 = self.look()
+        why, csns1 = self._whole()
+        if why:
+            return Outcome(held=why)
+        first = self.digests()
         read_s = time.monotonic() - t0
         entries = len(first.get(write) or {})
         p = plan(write, first)
@@ -343,7 +401,8 @@ class Repairer:
         first = {u: _only(d, p.differing) for u, d in first.items()}  # all the plan needs
         self.sleep(self.look_gap)
         second, csns2 = self.look()
-        p = plan(write, second, earlier=first, partitioned=partition_reason(csns1, csns2))
+        why = partition_reason(csns1, csns2) or unreachable(csns2) or lagging(csns2)
+        p = plan(write, second, earlier=first, partitioned=why)
         if p.held or not p.repairs:
             return Outcome(p.held, p.differing, read_s=read_s, entries=entries)
         done = tuple(d for r in p.repairs for d in self.apply(write, r))
@@ -376,34 +435,42 @@ class Repairer:
         assertion that its entryCSN is still the one planned: a change that came meanwhile is
         newer and wins. A delete removes the copy where the write provider has none."""
         out: list[Done] = []
+        dn = self._names.get(r.dn, r.dn)
         if r.action is Action.REWRITE:
             wconn = self._conn(write)
-            got = read_values(wconn, r.dn)
+            got = read_values(wconn, dn)
             mine = got[0] if got else None
             for u in r.providers:
-                before = self._read(u, lambda c: _values(c, r.dn))
+                before = self._read(u, lambda c: _values(c, dn))
                 out.append(Done(r, u, before, mine, False))
             if got is None or mine is None:
                 return [_note(d, "gone from the write provider meanwhile") for d in out]
             changed = {
                 a
                 for d in out
-                for a in {*mine, *(d.before or {})}
-                if a not in KEEP and (d.before or {}).get(a) != mine.get(a)
+                if d.before is not None  # a copy that is missing needs only the touch below
+                for a in {*mine, *d.before}
+                if a not in KEEP and d.before.get(a) != mine.get(a)
             }
-            if not changed:  # only missing elsewhere: replace one value with itself
-                changed = {next(a for a in sorted(mine) if a not in KEEP)}
-            changes = {a: [(ldap3.MODIFY_REPLACE, list(mine.get(a, ())))] for a in changed}
-            ok = wconn.modify(r.dn, changes, controls=[_assertion(f"(entryCSN={got[1]})")])
+            changes: dict[str, list[tuple[Any, list[str]]]] = {
+                a: [(ldap3.MODIFY_REPLACE, list(mine.get(a, ())))] for a in changed
+            }
+            if not changes:
+                # Only missing elsewhere: delete the entry's structural class and add it
+                # again, one modify that leaves it as it was and that a server's identity
+                # may make on any cluster entry (ndsclust/slapd/provider.ldif.in); its
+                # replication brings the entry back (docs/platform.md fact 34).
+                changes = {"objectClass": _touch(mine.get("objectclass", ()))}
+            ok = wconn.modify(dn, changes, controls=[_assertion(f"(entryCSN={got[1]})")])
             code = (wconn.result or {}).get("result")
             note = "" if ok else ("changed meanwhile" if code == ASSERTION_FAILED else str(code))
             out = [Done(d.repair, d.provider, d.before, mine, ok, note) for d in out]
         else:
             for u in r.providers:
-                before = self._read(u, lambda c: _values(c, r.dn))
+                before = self._read(u, lambda c: _values(c, dn))
                 try:
                     c = self._conn(u)
-                    ok = c.delete(r.dn) or (c.result or {}).get("result") == 32
+                    ok = c.delete(dn) or (c.result or {}).get("result") == 32
                     note = "" if ok else str((c.result or {}).get("description"))
                 except (LDAPException, ProviderUnreachable) as e:
                     ok, note = False, type(e).__name__
@@ -431,6 +498,80 @@ class Repairer:
         )
 
 
+class Probe:
+    """Tells when a provider (re)started or came back, so the sweep can look soon after.
+
+    Keeps one connection to each provider and reads its contextCSNs at each ``check()``: a
+    connection that broke and opens again at once is a provider that restarted (or whose
+    server did), one that could not be reached and answers again came back (a heal). Both
+    are what leaves a provider diverged (docs/platform.md fact 10)."""
+
+    def __init__(
+        self, uris: Sequence[str], creds: Credentials, suffix: str, *, timeout: float = 2.0
+    ) -> None:
+        self.uris, self.creds, self.suffix, self.timeout = tuple(uris), creds, suffix, timeout
+        self._conns: dict[str, ldap3.Connection] = {}
+        self._down: set[str] = set()
+
+    def _csns(self, uri: str) -> Mapping[str, str] | None:
+        try:
+            c = self._conns.get(uri)
+            if c is None:
+                c = self._conns[uri] = open_connection(uri, self.creds, timeout=self.timeout)
+            csns = read_context_csns(c, self.suffix)
+            if csns is not None:
+                return csns
+        except (LDAPException, ProviderUnreachable, StoreError):
+            pass
+        self._drop(uri)
+        return None
+
+    def _answers(self, uri: str) -> bool:
+        return self._csns(uri) is not None
+
+    def whole(self) -> str:
+        """Why a sweep would be held now ("" when every provider answers and their
+        contextCSNs agree): asked before a sweep process is started for nothing."""
+        csns = {u: self._csns(u) for u in self.uris}
+        return unreachable(csns) or lagging(csns)
+
+    def _drop(self, uri: str) -> None:
+        c = self._conns.pop(uri, None)
+        if c is not None:
+            try:
+                c.unbind()
+            except LDAPException:
+                pass
+
+    def check(self) -> str:
+        """Why to sweep now ("provider_restart", "provider_back"), or ""."""
+        why = ""
+        for u in self.uris:
+            had = u in self._conns
+            if self._answers(u):
+                if u in self._down:
+                    self._down.discard(u)
+                    why = why or "provider_back"
+            elif had and self._answers(u):  # its connection broke, a new one works
+                why = why or "provider_restart"
+            else:
+                self._down.add(u)
+        return why
+
+    def close(self) -> None:
+        for u in list(self._conns):
+            self._drop(u)
+
+
+def _touch(classes: Sequence[str]) -> list[tuple[Any, list[str]]]:
+    """The objectClass change that changes nothing: its ndsclust class out and in again."""
+    ours = [c for c in classes if c.lower().startswith("ndsclust")] or [
+        c for c in classes if c.lower() != "top"
+    ]
+    one = ours[:1] or list(classes[:1])
+    return [(ldap3.MODIFY_DELETE, one), (ldap3.MODIFY_ADD, one)]
+
+
 def _only(d: Digests | None, dns: Sequence[str]) -> Digests | None:
     return None if d is None else {dn: d[dn] for dn in dns if dn in d}
 
@@ -450,12 +591,15 @@ __all__ = [
     "Done",
     "Outcome",
     "Plan",
+    "Probe",
     "Repair",
     "Repairer",
     "brief",
     "entry_digest",
+    "lagging",
     "partition_reason",
     "plan",
     "read_digests",
+    "unreachable",
     "user_values",
 ]

@@ -34,10 +34,20 @@ from ndsclust.ldapstore.entries import Entry
 from ndsclust.ldapstore.store import Snapshot
 from ndsclust.ldapstore.syncsession import Changed, Deleted, WatchEvent
 from ndsclust.model import App, Event, Server, ServerName, Tag
+from ndsclust.pause import ATTRIBUTE as PAUSE_ATTRIBUTE
+from ndsclust.pause import Pause, of_values
 
 LOCAL_TTL = 10.0
 
-Value = App | Server | EntryInvalid | None  # None: an entry of no interest (ou=...)
+
+@dataclass(frozen=True, slots=True)
+class _Base:
+    """The cluster base entry: what it says of a pause (docs/operating.md, "Pause")."""
+
+    pause: Pause | None
+
+
+Value = App | Server | EntryInvalid | _Base | None  # None: an entry of no interest (ou=...)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +66,7 @@ class Move:
     tag: Tag
     kind: str
     wall: float  # seconds since the epoch (the event's ndsclustEventTime)
+    server: ServerName | None = None  # the server that recorded it
 
 
 def _value(entry: Entry) -> Value:
@@ -65,6 +76,8 @@ def _value(entry: Entry) -> Value:
             return entries.parse_app(entry)
         if "ndsclustserver" in classes:
             return entries.parse_server(entry)
+        if "ndsclustcluster" in classes:
+            return _Base(of_values(list(entry.all(PAUSE_ATTRIBUTE))))
     except EntryInvalid as e:
         return e
     return None
@@ -150,7 +163,7 @@ class ClusterCache:
         except ValueError:
             return
         with self._lock:
-            self._moves[uuid] = Move(event.tag, event.kind, when.timestamp())
+            self._moves[uuid] = Move(event.tag, event.kind, when.timestamp(), event.server)
 
     def moves(self) -> list[Move]:
         """Recent moves of the kinds asked for at construction, from the audit trail."""
@@ -190,11 +203,14 @@ class ClusterCache:
         servers: dict[ServerName, Server] = {}
         apps: dict[Tag, App] = {}
         invalid: list[EntryInvalid] = []
+        pause: Pause | None = None
         for v in held:
             if isinstance(v, Server):
                 servers[v.name] = v
             elif isinstance(v, EntryInvalid):
                 invalid.append(v)
+            elif isinstance(v, _Base):
+                pause = v.pause
         for v in held:
             if isinstance(v, App):
                 try:
@@ -202,7 +218,7 @@ class ClusterCache:
                     apps[v.tag] = v
                 except EntryInvalid as e:
                     invalid.append(e)
-        snap = Snapshot(apps, servers, tuple(sorted(invalid, key=lambda e: e.dn)))
+        snap = Snapshot(apps, servers, tuple(sorted(invalid, key=lambda e: e.dn)), pause)
         with self._lock:
             if self._version == version:  # nothing changed while we built it
                 self._snap = snap

@@ -12,7 +12,9 @@ Only this package ever sees an ldap3 object.
 
 from __future__ import annotations
 
+import ast
 import logging
+import re
 import ssl
 import threading
 import time
@@ -25,7 +27,8 @@ import ldap3
 from ldap3.core.exceptions import LDAPException
 from ldap3.utils.config import set_config_parameter
 
-from ndsclust.errors import ConfigError, ProviderUnreachable, StoreError
+from ndsclust.errors import BindRefused, ConfigError, ProviderUnreachable, StoreError
+from ndsclust.logfmt import line as logline
 
 log = logging.getLogger("ndsclust.ldapstore")
 
@@ -154,23 +157,85 @@ def open_connection(
             if not conn.bind():
                 result = conn.result or {}
                 conn.unbind()
-                raise ProviderUnreachable(
-                    f"{uri}: bind as {creds.bind_dn or ('SASL EXTERNAL' if creds.sasl_external else 'anonymous')}"
-                    f" refused: {result.get('description')} {result.get('message', '')}".rstrip(),
-                    answered=bool(result),
+                who = creds.bind_dn or ("SASL EXTERNAL" if creds.sasl_external else "anonymous")
+                text = f"{uri}: bind as {who} refused: {result.get('description')} " + str(
+                    result.get("message") or ""
                 )
+                if result.get("result") in BIND_REFUSALS:
+                    raise BindRefused(text.rstrip())
+                raise ProviderUnreachable(text.rstrip(), answered=bool(result))
         except BaseException:
             close_socket(conn)
             raise
         return conn
     except LDAPException as e:
-        raise ProviderUnreachable(
-            f"{uri}: {type(e).__name__}: {e}", answered=_refusal(str(e))
-        ) from None
+        text = describe(e)
+        raise ProviderUnreachable(f"{uri}: {text}", answered=_refusal(str(e))) from None
     except ssl.SSLError as e:
-        raise ProviderUnreachable(f"{uri}: {e}", answered=True) from None
+        raise ProviderUnreachable(f"{uri}: {describe(e)}", answered=True) from None
     except OSError as e:
-        raise ProviderUnreachable(f"{uri}: {e}", answered=_refusal(str(e))) from None
+        text = describe(e)
+        raise ProviderUnreachable(f"{uri}: {text}", answered=_refusal(str(e))) from None
+
+
+# Bind results that are the credentials' fault: inappropriateAuthentication,
+# invalidCredentials, insufficientAccessRights (RFC 4511 section 4.1.9).
+BIND_REFUSALS = frozenset({48, 49, 50})
+
+
+def describe(e: BaseException) -> str:
+    """An exception as words for an operator. ldap3 nests the reasons of each address it
+    tried as tuples of exceptions and addresses, and some of its messages are the repr of a
+    tuple: none of that reaches the message, nor the certificate dump of a name mismatch."""
+    parts: list[str] = []
+
+    def walk(x: object) -> None:
+        if isinstance(x, BaseException):
+            if isinstance(x, OSError) and isinstance(x.strerror, str):
+                parts.append(_tls_words(x.strerror))  # errno errors and ssl.SSLError
+                return
+            for a in x.args:
+                walk(a)
+        elif isinstance(x, tuple) and len(x) in (2, 4) and isinstance(x[1], int):
+            parts.append(f"{x[0]} port {x[1]}")  # an address ldap3 tried
+        elif isinstance(x, (list, tuple)):
+            for a in x:
+                walk(a)
+        elif isinstance(x, str) and x.strip():
+            text = x.strip()
+            if text[:1] in "([" and text[-1:] in ")]":
+                try:
+                    walk(ast.literal_eval(text))
+                    return
+                except (ValueError, SyntaxError):
+                    pass
+            parts.append(_tls_words(text))
+
+    walk(e)
+    seen: list[str] = []
+    for p in parts:
+        if p not in seen:
+            seen.append(p)
+    return ": ".join(seen) or type(e).__name__
+
+
+_SSL_NOISE = re.compile(r"\[SSL: [A-Z_]+\] | \(_ssl\.c:\d+\)")
+_NAME_MISMATCH = re.compile(r"certificate (\{.*\}) doesn't match any name in (\[.*\])")
+
+
+def _tls_words(text: str) -> str:
+    text = _SSL_NOISE.sub("", text)
+    m = _NAME_MISMATCH.search(text)
+    if m:
+        try:
+            cert = ast.literal_eval(m.group(1))
+            wanted = ", ".join(ast.literal_eval(m.group(2)))
+            names = ", ".join(f"{k}:{v}" for k, v in cert.get("subjectAltName", ()))
+        except (ValueError, SyntaxError, AttributeError, TypeError):
+            return text
+        mismatch = f"the provider's certificate names {names or 'nothing'}, not {wanted}"
+        text = text[: m.start()] + mismatch + text[m.end() :]
+    return text
 
 
 @contextmanager
@@ -236,7 +301,10 @@ class Providers:
         backoff_initial: float = 0.05,
         backoff_max: float = 2.0,
         servers: Mapping[str, str] | None = None,
+        final_refusal: bool = False,
     ) -> None:
+        """``final_refusal``: a bind refused by every provider ends ``connect_retrying`` at
+        once (the command line: wrong credentials do not get better by waiting)."""
         if not uris:
             raise ConfigError("providers", ["no provider URI given; list at least one"])
         self.uris = tuple(check_uri(u) for u in uris)
@@ -248,6 +316,7 @@ class Providers:
         self._dead: frozenset[int] = frozenset()
         self._heard: frozenset[int] = frozenset()
         self._closed = threading.Event()
+        self.final_refusal = final_refusal
 
     def set_liveness(self, dead: Collection[str], heard: Collection[str]) -> bool:
         """Which servers the channels find dead and which they hear; True when that changed
@@ -272,6 +341,7 @@ class Providers:
     ) -> tuple[int, ldap3.Connection]:
         """One pass (see ``order``). Returns (index, connection)."""
         reasons = []
+        refused = 0
         for i in self.order(prefer):
             try:
                 return i, open_connection(
@@ -279,6 +349,7 @@ class Providers:
                 )
             except ProviderUnreachable as e:
                 reasons.append(str(e))
+                refused += isinstance(e, BindRefused)
                 if patient and i in self._heard and not e.answered:
                     # Its server is alive: silence here is latency (or a cut we cannot tell
                     # from it). Moving on would give up the serialization; try it again.
@@ -286,6 +357,12 @@ class Providers:
                         f"write provider {self.uris[i]} (server "
                         f"{self.servers[i]}, alive) did not answer: " + str(e)
                     ) from None
+        if refused:
+            # The directory answered: the credentials are wrong, not the network.
+            raise BindRefused(
+                "the bind was refused (check the bind DN and password): " + "; ".join(reasons),
+                everywhere=refused == len(reasons),
+            )
         raise ProviderUnreachable("no provider reachable: " + "; ".join(reasons))
 
     def connect_retrying(
@@ -302,11 +379,13 @@ class Providers:
         while True:
             try:
                 return self.connect(stream=stream, prefer=prefer, patient=patient)
-            except ProviderUnreachable:
+            except ProviderUnreachable as e:
+                if self.final_refusal and isinstance(e, BindRefused) and e.everywhere:
+                    raise
                 now = time.monotonic()
                 if self._closed.is_set() or (deadline is not None and now + delay > deadline):
                     raise
-                log.debug("event=providers_unreachable retry_in=%.2f", delay)
+                log.debug(logline("providers_unreachable", retry_in=f"{delay:.2f}"))
             if self._closed.wait(delay):
                 raise ProviderUnreachable("provider list closed while reconnecting")
             delay = min(delay * 2, self.backoff_max)

@@ -20,6 +20,7 @@ from shlex import join
 from typing import Any
 
 from ndsclust.errors import EntryInvalid
+from ndsclust.liveness import parse_report
 from ndsclust.model import (
     MAX_MARKER,
     App,
@@ -33,6 +34,7 @@ from ndsclust.model import (
     StateValue,
     check_resource,
     check_server_name,
+    check_service_address,
     check_tag,
     parse_command,
 )
@@ -216,8 +218,11 @@ class _Checked:
         if len(vals) > 1:
             raise self.bad(attr, f"has {len(vals)} values {list(vals)!r}; exactly one is allowed")
         v = vals[0]
-        if len(v) > (MAX_MARKER if attr == "ndsclustMarker" else MAX_VALUE):
-            raise self.bad(attr, f"value is {len(v)} characters long; that is too long")
+        limit = MAX_MARKER if attr == "ndsclustMarker" else MAX_VALUE
+        if len(v) > limit:
+            raise self.bad(
+                attr, f"value is {len(v)} characters long, too long: the limit is {limit}"
+            )
         return v
 
     def check(self, attr: str, value: str, fn: Any) -> Any:
@@ -297,10 +302,32 @@ def parse_app(dn: str | Entry, attrs: Attrs | None = None) -> App:
         marker=marker,
         state=e.check("ndsclustState", state_value or "stopped", _state),
         request=e.check("ndsclustRequest", request_value, _request) if request_value else None,
+        requested_by=(e.all("modifiersName") or (None,))[0] if request_value else None,
         dn=dn,
         uuid=e.entry.uuid,
         csn=e.entry.csn,
+        **_stack_fields(e),
     )
+
+
+def _stack_fields(e: _Checked) -> dict[str, Any]:
+    """The ndsclustStack attributes (service stacks), each value checked."""
+    return {
+        "requires": tuple(
+            sorted({e.check("ndsclustRequires", v, check_tag) for v in e.all("ndsclustRequires")})
+        ),
+        "avoids": tuple(
+            sorted({e.check("ndsclustAvoids", v, check_tag) for v in e.all("ndsclustAvoids")})
+        ),
+        "addresses": tuple(
+            sorted(
+                {
+                    e.check("ndsclustServiceAddress", v, check_service_address)
+                    for v in e.all("ndsclustServiceAddress")
+                }
+            )
+        ),
+    }
 
 
 def check_references(app: App, servers: Collection[str]) -> None:
@@ -372,8 +399,19 @@ def parse_pulse(dn: str | Entry, attrs: Attrs | None = None) -> Pulse:
         n = int(counter)
     except ValueError:
         raise e.bad("ndsclustPulse", f"{counter!r} is not an integer") from None
+    try:
+        report = parse_report(
+            e.all("ndsclustHeard"), e.all("ndsclustChannels"), e.one("ndsclustSentinelState")
+        )
+    except ValueError as err:
+        raise e.bad("ndsclustHeard", str(err)) from None
     return Pulse(
-        server=name, counter=n, stamp=e.one("ndsclustPulseTime") or "", dn=dn, uuid=e.entry.uuid
+        server=name,
+        counter=n,
+        stamp=e.one("ndsclustPulseTime") or "",
+        dn=dn,
+        uuid=e.entry.uuid,
+        report=report,
     )
 
 
@@ -418,6 +456,14 @@ def app_attributes(app: App) -> dict[str, list[str]]:
         attrs["ndsclustMarker"] = [app.marker]
     if app.request:
         attrs["ndsclustRequest"] = [str(app.request)]
+    stack: dict[str, list[str]] = {
+        "ndsclustRequires": list(app.requires),
+        "ndsclustAvoids": list(app.avoids),
+        "ndsclustServiceAddress": list(app.addresses),
+    }
+    if any(stack.values()):
+        attrs["objectClass"].append("ndsclustStack")
+        attrs.update({k: v for k, v in stack.items() if v})
     return attrs
 
 

@@ -31,12 +31,13 @@ from ndsclust.errors import (
 )
 from ndsclust.ldapstore.connection import Providers, open_connection
 from ndsclust.ldapstore.replication import behind, read_context_csns
+from ndsclust.logfmt import line as logline
 
 log = logging.getLogger("ndsclust.ldapstore")
 
 T = TypeVar("T")
 
-APP_ATTRS = ["*", "entryUUID", "entryCSN", "modifyTimestamp"]
+APP_ATTRS = ["*", "entryUUID", "entryCSN", "modifyTimestamp", "modifiersName"]
 
 # LDAP result codes we act on.
 NO_SUCH_OBJECT = 32
@@ -86,8 +87,11 @@ class Session:
             # The channels find this provider's server dead: a connection to it would only
             # time out (docs/platform.md fact 23: a cut-off provider costs seconds), so move on now.
             log.debug(
-                "event=provider_dropped provider=%s reason=server_dead",
-                self.providers.uris[self._index],
+                logline(
+                    "provider_dropped",
+                    provider=self.providers.uris[self._index],
+                    reason="server_dead",
+                )
             )
             self._drop()
         if (
@@ -103,10 +107,15 @@ class Session:
                 prefer=0, deadline=now + self.op_deadline, patient=True
             )
             if self._index not in (-1, index):
-                log.warning(
-                    "event=provider_failover provider=%s was=%s",
-                    self.providers.uris[index],
-                    self.providers.uris[self._index],
+                # Leaving a provider whose server the channels find dead: the sentinel has
+                # said so already (event=write_provider); one line per event.
+                log.log(
+                    logging.DEBUG if self.providers.dead(self._index) else logging.WARNING,
+                    logline(
+                        "provider_failover",
+                        provider=self.providers.uris[index],
+                        was=self.providers.uris[self._index],
+                    ),
                 )
             self._conn, self._index = conn, index
             self._last_return_check = now
@@ -137,9 +146,11 @@ class Session:
             conn.unbind()
             return
         log.info(
-            "event=write_provider provider=%s was=%s",
-            self.providers.uris[earlier[0]],
-            self.providers.uris[self._index],
+            logline(
+                "write_provider",
+                provider=self.providers.uris[earlier[0]],
+                was=self.providers.uris[self._index],
+            )
         )
         self._drop()
         self._conn, self._index = conn, earlier[0]
@@ -170,10 +181,9 @@ class Session:
                     return fn(self._connection())
                 except (LDAPCommunicationError, LDAPResponseTimeoutError, _Transient) as e:
                     log.warning(
-                        "event=provider_lost provider=%s op=%s error=%s",
-                        self.provider,
-                        what,
-                        type(e).__name__,
+                        logline(
+                            "provider_lost", provider=self.provider, op=what, error=type(e).__name__
+                        )
                     )
                     self._drop()
                     if time.monotonic() > deadline:
@@ -184,6 +194,17 @@ class Session:
     def close(self) -> None:
         with self._lock:
             self._drop()
+
+    def whoami(self) -> str:
+        """The identity the write provider knows this session as (RFC 4532), without the
+        ``dn:`` prefix: a DN, or ``anonymous``."""
+
+        def op(conn: ldap3.Connection) -> str:
+            found = conn.extend.standard.who_am_i()
+            text = found.decode() if isinstance(found, bytes) else str(found or "")
+            return text[3:] if text.startswith("dn:") else (text or "anonymous")
+
+        return self._run("whoami", op)
 
     # -- low-level operations -------------------------------------------------------------
 

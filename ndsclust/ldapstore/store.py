@@ -32,12 +32,15 @@ from ndsclust.errors import (
 )
 from ndsclust.ldapstore import entries
 from ndsclust.ldapstore.connection import Providers
+from ndsclust.ldapstore.entries import Entry
 from ndsclust.ldapstore.session import APP_ATTRS as APP_ATTRS
 from ndsclust.ldapstore.session import DEFAULT_OP_DEADLINE as DEFAULT_OP_DEADLINE
 from ndsclust.ldapstore.session import Session
+from ndsclust.liveness import encode_report
 from ndsclust.model import (
     App,
     Event,
+    LivenessReport,
     Pulse,
     Request,
     Server,
@@ -46,6 +49,8 @@ from ndsclust.model import (
     StateValue,
     Tag,
 )
+from ndsclust.pause import ATTRIBUTE as PAUSE_ATTRIBUTE
+from ndsclust.pause import Pause, of_values
 
 log = logging.getLogger("ndsclust.ldapstore")
 
@@ -65,6 +70,7 @@ class Snapshot:
     apps: Mapping[Tag, App]
     servers: Mapping[ServerName, Server]
     invalid: tuple[EntryInvalid, ...] = ()
+    pause: Pause | None = None  # ndsclustPause on the cluster base (docs/operating.md, "Pause")
 
 
 class Store(Session):
@@ -121,6 +127,18 @@ class Store(Session):
                 "configure the pulse database on every provider "
                 "(deploy/INSTALL.md, step 4)"
             )
+
+    def pause(self) -> Pause | None:
+        """The cluster-wide pause on the cluster base, None when there is none."""
+        found = self.search(self.base, "(objectClass=*)", scope=ldap3.BASE, attributes=["*"])
+        if not found:
+            return None
+        return of_values(list(Entry(*found[0]).all(PAUSE_ATTRIBUTE)))
+
+    def set_pause(self, pause: Pause | None) -> None:
+        """Write (None: remove) the pause: docs/operating.md, "Pause"."""
+        values = [] if pause is None else [pause.value()]
+        self.modify(self.base, {PAUSE_ATTRIBUTE: [(ldap3.MODIFY_REPLACE, values)]})
 
     # -- servers --------------------------------------------------------------------------
 
@@ -196,7 +214,7 @@ class Store(Session):
                 valid[tag] = a
             except EntryInvalid as e:
                 bad.append(e)
-        return Snapshot(valid, servers, tuple(bad))
+        return Snapshot(valid, servers, tuple(bad), self.pause())
 
     def replace_app_attrs(self, tag: str, values: Mapping[str, list[str] | None]) -> None:
         """Replace attributes of one application (None or [] removes the attribute)."""
@@ -284,6 +302,17 @@ class Store(Session):
     ) -> dict[str, list[Any]] | None:
         """Remove exactly this request; SwapConflict if an operator replaced it meanwhile."""
         return self.swap_app(tag, consume=request, post_read=post_read)
+
+    def add_request(
+        self, tag: str, request: Request, *, post_read: Sequence[str] | None = None
+    ) -> dict[str, list[Any]] | None:
+        """Write ``request`` where none is pending; SwapConflict when one is (stacks)."""
+        return self.modify(
+            self.app_dn(tag),
+            {"ndsclustRequest": [(ldap3.MODIFY_ADD, [str(request)])]},
+            swap=("ndsclustRequest", None, str(request)),
+            post_read=post_read,
+        )
 
     def swap_marker(self, tag: str, expected: str | None, new: str) -> None:
         self.swap(self.app_dn(tag), "ndsclustMarker", expected, new)
@@ -405,6 +434,22 @@ class Store(Session):
             self.modify(dn, {k: [(ldap3.MODIFY_REPLACE, v)] for k, v in values.items()})
         except NoSuchEntry:
             self.add(dn, {"objectClass": ["top", "ndsclustPulseEntry"], "cn": [server], **values})
+
+    def write_pulse_report(self, server: str, counter: int, report: LivenessReport) -> None:
+        """Advance this server's pulse and, in the same modify, replace its liveness report
+        (``ndsclust.liveness``); creates the entry on first use."""
+        dn = self.pulse_dn(server)
+        classes = ["top", "ndsclustPulseEntry", "ndsclustLivenessReport"]
+        values = {
+            "ndsclustPulse": [str(counter)],
+            "ndsclustPulseTime": [generalized_time()],
+            **encode_report(report),
+        }
+        changes = {k: [(ldap3.MODIFY_REPLACE, v)] for k, v in values.items()}
+        try:
+            self.modify(dn, {"objectClass": [(ldap3.MODIFY_REPLACE, classes)], **changes})
+        except NoSuchEntry:
+            self.add(dn, {"objectClass": classes, "cn": [server], **values})
 
     def pulses(self) -> dict[ServerName, Pulse]:
         out: dict[ServerName, Pulse] = {}

@@ -76,6 +76,7 @@ from ndsclust.ldapstore.syncsession import (
     WatchEvent,
     WatchStats,
 )
+from ndsclust.logfmt import line as logline
 
 # The events and the consumer state live in syncsession.py; importing them from here works.
 __all__ = [
@@ -153,9 +154,9 @@ class Watch:
                 parse_openldap_cookie(cookie)
             except SyncProtocolError as e:
                 log.warning(
-                    "event=watch_cookie_invalid watch=%s reason=%r action=full_refresh",
-                    name,
-                    str(e),
+                    logline(
+                        "watch_cookie_invalid", watch=name, reason=str(e), action="full_refresh"
+                    )
                 )
                 cookie = None
         self._providers = providers
@@ -203,7 +204,7 @@ class Watch:
         if self._thread is not None:
             self._thread.join(timeout)
             if self._thread.is_alive():
-                log.warning("event=watch_stop_slow watch=%s waited_s=%.1f", self._name, timeout)
+                log.warning(logline("watch_stop_slow", watch=self._name, waited_s=f"{timeout:.1f}"))
 
     def __enter__(self) -> Watch:
         self.start()
@@ -248,6 +249,12 @@ class Watch:
         return self._provider
 
     @property
+    def heard(self) -> float:
+        """Monotonic time the watch last heard its provider (a message or a keepalive's
+        answer); 0.0 before the first connection. What ``/metrics`` shows as watch lag."""
+        return self._heard
+
+    @property
     def stats(self) -> WatchStats:
         with self._lock:
             return WatchStats(self._entries, self._reconnects, self._full_refreshes)
@@ -281,11 +288,13 @@ class Watch:
             except SyncProtocolError as e:
                 # One malformed message must not stop the watch (invariant 4).
                 log.warning(
-                    "event=watch_bad_message watch=%s provider=%s dn=%r reason=%r",
-                    self._name,
-                    self._provider,
-                    response.get("dn"),
-                    str(e),
+                    logline(
+                        "watch_bad_message",
+                        watch=self._name,
+                        provider=self._provider,
+                        dn=response.get("dn"),
+                        reason=str(e),
+                    )
                 )
 
     def _put(self, items: list[Emitted]) -> None:
@@ -346,10 +355,12 @@ class Watch:
                 end = self._follow(conn, self._providers.uris[index], first)
             except (LDAPException, OSError) as e:
                 log.warning(
-                    "event=watch_connection_lost watch=%s provider=%s reason=%r",
-                    self._name,
-                    self._providers.uris[index],
-                    str(e),
+                    logline(
+                        "watch_connection_lost",
+                        watch=self._name,
+                        provider=self._providers.uris[index],
+                        reason=str(e),
+                    )
                 )
                 end = _End.LOST
             except Exception:
@@ -386,11 +397,13 @@ class Watch:
                 failures += 1
                 log.log(
                     logging.WARNING if failures == 1 else logging.DEBUG,
-                    "event=watch_unreachable watch=%s attempts=%d retry_in=%.2f reason=%r",
-                    self._name,
-                    failures,
-                    delay,
-                    str(e),
+                    logline(
+                        "watch_unreachable",
+                        watch=self._name,
+                        attempts=failures,
+                        retry_in=f"{delay:.2f}",
+                        reason=str(e),
+                    ),
                 )
             if self._stopping.wait(delay):
                 return None
@@ -420,11 +433,13 @@ class Watch:
             generation, conn, message_id, response
         )
         log.info(
-            "event=watch_connected watch=%s provider=%s base=%r resumed=%s",
-            self._name,
-            uri,
-            self._base,
-            str(resumed).lower(),
+            logline(
+                "watch_connected",
+                watch=self._name,
+                provider=uri,
+                base=self._base,
+                resumed=str(resumed).lower(),
+            )
         )
         self._search(conn)
         probe: int | None = None
@@ -447,30 +462,33 @@ class Watch:
             if done is not None:
                 if done.result != E_SYNC_REFRESH_REQUIRED:
                     log.warning(
-                        "event=watch_search_ended watch=%s provider=%s result=%d "
-                        "description=%s message=%r",
-                        self._name,
-                        uri,
-                        done.result,
-                        done.description,
-                        done.message,
+                        logline(
+                            "watch_search_ended",
+                            watch=self._name,
+                            provider=uri,
+                            result=done.result,
+                            description=done.description,
+                            message=done.message,
+                        )
                     )
                     return _End.FAILED
                 log.warning(
-                    "event=watch_refresh_required watch=%s provider=%s message=%r "
-                    "action=full_refresh",
-                    self._name,
-                    uri,
-                    done.message,
+                    logline(
+                        "watch_refresh_required",
+                        watch=self._name,
+                        provider=uri,
+                        message=done.message,
+                        action="full_refresh",
+                    )
                 )
                 with self._lock:
                     self._session.drop_cookie()
                 self._search(conn)
             if conn.closed or not receiver.is_alive():
                 log.warning(
-                    "event=watch_connection_lost watch=%s provider=%s reason=closed",
-                    self._name,
-                    uri,
+                    logline(
+                        "watch_connection_lost", watch=self._name, provider=uri, reason="closed"
+                    )
                 )
                 return _End.LOST
             for message_id in answered:
@@ -481,10 +499,12 @@ class Watch:
             silent = time.monotonic() - heard
             if silent >= 2 * self._keepalive:
                 log.warning(
-                    "event=watch_provider_silent watch=%s provider=%s silent_s=%.1f",
-                    self._name,
-                    uri,
-                    silent,
+                    logline(
+                        "watch_provider_silent",
+                        watch=self._name,
+                        provider=uri,
+                        silent_s=f"{silent:.1f}",
+                    )
                 )
                 return _End.LOST
             if silent >= self._keepalive and probe is None:
@@ -513,7 +533,7 @@ class Watch:
         try:
             conn.unbind()
         except (LDAPException, OSError) as e:
-            log.debug("event=watch_unbind_failed watch=%s reason=%r", self._name, str(e))
+            log.debug(logline("watch_unbind_failed", watch=self._name, reason=str(e)))
         if receiver is not None:
             receiver.join(RECEIVER_JOIN)
 

@@ -10,6 +10,7 @@ the shell can drop the rest of one application's actions when a compare-and-swap
                   (CAS; None removes it), write ``state``, consume the request it honours
     ConsumeRequest delete ndsclustRequest if it still holds ``request`` (CAS), writing
                   ``state`` in the same modify when one is given
+    ForwardRequest stacks: move a member's request to its set's root (add there, then CAS)
     Load          start the program; if the table holds a paused copy, resume that copy
     LoadPaused    start a cluster-aware program paused, ready for failback (FIG. 7B)
     Restart       start again a program that exited on its own (claim 57)
@@ -21,10 +22,11 @@ the shell can drop the rest of one application's actions when a compare-and-swap
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from ndsclust.model import AppState, Request, ServerName, StateValue, Tag
+from ndsclust.model import AppState, Request, ServerName, StateValue, Tag, check_server_name
 
 
 class EventKind(StrEnum):
@@ -50,8 +52,19 @@ class EventKind(StrEnum):
     ERROR = "error"  # the entry contradicts itself
     FENCED = "fenced"  # this server is cut off and stops everything
     REJOIN = "rejoin"  # back from a stall or fencing: the sync barrier
+    # Service stacks (ndsclust/sentinel/stacks.py).
+    STACK = "stack"  # a member follows its set's root, or a request passes to the root
+    AVOIDS_OVERRIDDEN = "avoids_overridden"  # runs next to what it avoids: no other server
     FENCE = "fence"  # another server was fenced by its agent, or confirmed off
     FENCE_FAILED = "fence_failed"  # every fence level failed: nothing starts; retried
+    CLEANUP = "cleanup"  # an operator cleared the failure counts (ndsclust cleanup)
+    FAILBACK_HELD = "failback_held"  # the primary is back but the application stays
+    REPLICATION_PENDING = "replication_pending"  # FIG. 6 step 614: starts wait for it
+    INVALID_ENTRY = "invalid_entry"  # an entry every sentinel ignores until it is fixed
+    PAUSED_HOLD = "paused_hold"  # the cluster is paused: what would have been done
+    SERVER_DOWN = "server_down"  # no live server hears it, or its sentinel stopped
+    SERVER_UP = "server_up"  # heard again on the lan (or every channel its peers have)
+    SERVER_ISOLATED = "server_isolated"  # heard, but not on the lan: its network is cut
 
 
 # Kinds worth an operator's attention beyond the audit trail (FIG. 7A process 810 notifies
@@ -72,12 +85,16 @@ NOTIFY_KINDS: frozenset[EventKind] = frozenset(
         EventKind.FENCED,
         EventKind.FENCE,
         EventKind.FENCE_FAILED,
+        EventKind.FAILBACK_HELD,
+        EventKind.INVALID_ENTRY,
+        EventKind.SERVER_DOWN,
+        EventKind.SERVER_UP,
+        EventKind.SERVER_ISOLATED,
     }
 )
 
-# Events of a change of host. ``History`` (flap damping, the failback hold) is built from
-# the ones that happened because something failed; why an application is where it is now
-# is kept on its entry (``placed_by``), never read back from the audit trail.
+# Events of a change of host. Why an application is where it is now is kept on its entry
+# (``placed_by``), never read back from the audit trail.
 MOVES: frozenset[EventKind] = frozenset(
     {
         EventKind.FAILOVER,
@@ -89,7 +106,14 @@ MOVES: frozenset[EventKind] = frozenset(
         EventKind.UNLOAD,
     }
 )
-FAILURE_MOVES: frozenset[EventKind] = frozenset({EventKind.FAILOVER, EventKind.HANDOFF})
+# The audit-trail events ``History`` is built from: a hand-off is a real failure (the
+# program kept exiting, or could not start, on the server that handed it off), a cleanup
+# forgets every failure before it. Nothing else counts: a failover from a dead host, a
+# migrate, a maintenance move, a failback or a graceful stop is no failure of the program.
+COUNTED: frozenset[EventKind] = frozenset({EventKind.HANDOFF, EventKind.CLEANUP})
+# The events the cache keeps per application: the counted ones, and failovers, which only
+# the metrics report (``History.failovers``); no decision reads them.
+KEPT_MOVES: frozenset[EventKind] = COUNTED | {EventKind.FAILOVER}
 
 
 # Moves after which the application stays where it was put: no automatic failback.
@@ -107,14 +131,41 @@ def placed(state: AppState, kind: EventKind | None) -> StateValue:
 
 
 def placed_by(state: StateValue) -> EventKind | None:
-    """The move that put the application on its host, as its state says (``placed``)."""
+    """The move that put the application on its host, as its state says (``placed``,
+    ``handed_off``)."""
     if state.state not in PLACED_STATES or not state.reason:
         return None
     try:
-        kind = EventKind(state.reason)
+        kind = EventKind(state.reason.partition(":")[0])
     except ValueError:
         return None
     return kind if kind in MOVES else None
+
+
+def handed_off(failed: Iterable[ServerName]) -> StateValue:
+    """``loading(handoff: alpha beta)``: the state a hand-off writes with its swap, naming
+    the servers where the program kept failing, so the next host knows them at once (the
+    hand-off events that say the same may arrive after it must decide where to go next)."""
+    return StateValue(AppState.LOADING, f"{EventKind.HANDOFF.value}: {' '.join(failed)}")
+
+
+def handed_off_from(state: StateValue) -> tuple[ServerName, ...]:
+    """The servers a ``handed_off`` state names (none for any other state)."""
+    kind, _, rest = state.reason.partition(":")
+    if state.state is not AppState.LOADING or kind != EventKind.HANDOFF.value:
+        return ()
+    out = []
+    for name in rest.split():
+        try:
+            out.append(check_server_name(name))
+        except ValueError:
+            continue
+    return tuple(out)
+
+
+# ``running(failback held: ...)``: a backup keeps it because the program kept failing on
+# the primary (``failback.as_backup``); the state itself names the primary as failed.
+FAILBACK_HELD_REASON = "failback held"
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +223,16 @@ class Unload:
 
 
 @dataclass(frozen=True, slots=True)
+class ForwardRequest:
+    """Stacks: pass ``request`` from member ``tag`` to its set's root ``to`` (added there
+    only while the root holds none, then removed from ``tag`` by compare-and-swap)."""
+
+    tag: Tag
+    to: Tag
+    request: Request
+
+
+@dataclass(frozen=True, slots=True)
 class SetState:
     tag: Tag
     value: StateValue
@@ -202,6 +263,7 @@ Action = (
     | SetState
     | RecordEvent
     | Notify
+    | ForwardRequest
 )
 
 # Actions that make this server run a program; while the local provider has not caught up

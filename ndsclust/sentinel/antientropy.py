@@ -1,16 +1,26 @@
 """The anti-entropy sweeper: when and by whom the providers are compared and repaired.
 
-One sentinel at a time sweeps: the one whose own provider (``directory.local_uri``) is the
-write provider. Only it can tell, without asking anyone, that it holds the authoritative
-copy next to it, and there is exactly one write provider outside a partition; during a
-partition the sweep plans nothing anyway (``ndsclust.ldapstore.antientropy.plan``). It
-sweeps soon after a provider (re)started and after a heal (``poke``), and every
-``interval`` seconds otherwise. A sweep that was held (a provider unreachable, replication
-cut off) is tried again every ``retry`` seconds while a poke is pending.
+One sentinel at a time sweeps: the one beside the first provider of ``directory.uris``, the
+write provider whenever the cluster is whole (``sweeps``: the server
+``directory.provider_servers`` names for it, else the one whose ``local_uri`` it is). Every
+server carries the same list and map, so exactly one sentinel matches, and it needs to ask
+no one. A sweep repairs only while every provider answers and
+their contextCSNs agree (``ndsclust.ldapstore.antientropy``), and then that provider is where
+every sentinel's writes go or return to (docs/design.md section 2). A rule on the provider
+each sentinel happens to be writing to would not do: for a moment two sentinels may be on
+different ones (one back on the first, the other not yet), and each would take its own copy
+as the authoritative one. While the sweeping sentinel is down, nobody sweeps (``ndsclust
+doctor`` still reports, ``ndsclust doctor --repair`` still repairs).
 
-The loop needs three lines: build it with ``Sweeper(Repairer(...), mine=...)``, call
-``start()``/``stop()`` with the sentinel, and ``poke(reason)`` where it sees a provider come
-back or a heal (docs/design.md invariant 3, "Anti-entropy").
+It sweeps soon after a provider (re)started and after a heal (``poke``), and every
+``interval`` seconds otherwise. A sweep that was held (a provider unreachable, replication
+under way or cut off) is tried again every ``retry`` seconds while a poke is pending.
+
+The sentinel builds it with ``build_sweeper`` (a ``ChildSweep``: every sweep runs in a
+short-lived process, ``ndsclust/sentinel/sweep_child.py``), calls ``start()``/``stop()`` with
+itself, and ``poke(reason)`` where it sees its watch reconnect, its write provider change
+or a rejoin end. The sweeper's own ``Probe`` pokes it when any provider restarted or came
+back (docs/design.md invariant 3, "Anti-entropy").
 """
 
 from __future__ import annotations
@@ -22,17 +32,32 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from ndsclust.ldapstore.antientropy import Outcome
+from ndsclust.config import Config
+from ndsclust.ldapstore.antientropy import Outcome, Probe
+from ndsclust.sentinel.sweep_child import ChildSweep, Job
 
 log = logging.getLogger("ndsclust.antientropy")
 
 SLOW_INTERVAL = 900.0  # 1.8-3.2 s a sweep at 10 000 entries (docs/platform.md fact 34)
 SETTLE = 2.0  # after a poke: let a restarted provider's replication reach the persist phase
 RETRY = 2.0  # a held sweep with a poke pending is tried again this often
+# How often the sweeping sentinel asks every provider whether it restarted or came back
+# (``ndsclust.ldapstore.antientropy.Probe``): one contextCSN read each.
+PROBE_INTERVAL = 5.0
 
 
 class Sweep(Protocol):
     def sweep(self) -> Outcome: ...
+
+    def interrupt(self) -> None: ...  # cut a sweep under way short (from another thread)
+
+    def close(self) -> None: ...
+
+
+class Prober(Protocol):
+    def check(self) -> str: ...
+
+    def whole(self) -> str: ...
 
     def close(self) -> None: ...
 
@@ -81,9 +106,13 @@ class Sweeper:
         retry: float = RETRY,
         clock: Callable[[], float] = time.monotonic,
         on_outcome: Callable[[str, Outcome], None] | None = None,
+        probe: Prober | None = None,
+        probe_interval: float = PROBE_INTERVAL,
     ) -> None:
         self._sweep = sweep
         self._mine = mine
+        self._probe, self._probe_interval = probe, probe_interval
+        self._probe_at = clock()
         self._clock = clock
         self._on_outcome = on_outcome
         self.schedule = Schedule(interval, settle, retry, next_at=clock() + settle)
@@ -100,9 +129,12 @@ class Sweeper:
     def stop(self) -> None:
         self._stopping.set()
         self._wake.set()
+        self._sweep.interrupt()
         if self._thread is not None:
             self._thread.join()
         self._sweep.close()
+        if self._probe is not None:
+            self._probe.close()
 
     def poke(self, reason: str) -> None:
         """A provider (re)started or a heal happened: sweep after ``settle`` seconds."""
@@ -120,11 +152,13 @@ class Sweeper:
             with self._lock:
                 self.schedule.swept("", self._clock())
             return None
+        # A sweep that would be held is not started (it is a process of its own).
+        held, failed = self._probe.whole() if self._probe is not None else "", False
         try:
-            out = self._sweep.sweep()
+            out = Outcome(held=held) if held else self._sweep.sweep()
         except Exception as e:  # a sweep never stops the sentinel (invariant 4)
             log.error("event=antientropy_error reason=%s error=%r", reason, e)
-            out = Outcome(held=f"error: {type(e).__name__}")
+            out, failed = Outcome(held=f"error: {type(e).__name__}"), True
         self.repaired += out.repaired
         log.log(
             logging.WARNING if out.done or out.still else logging.DEBUG,
@@ -138,18 +172,54 @@ class Sweeper:
             len(out.still),
             out.held,
         )
-        with self._lock:
-            self.schedule.swept(out.held, self._clock())
+        with self._lock:  # a sweep that failed is not tried again at once, only when due
+            self.schedule.swept("" if failed else out.held, self._clock())
         if self._on_outcome is not None:
             self._on_outcome(reason, out)
         return out
 
+    def _probed(self) -> None:
+        """Every ``probe_interval``, while this sentinel sweeps: a provider that restarted or
+        came back is a poke."""
+        now = self._clock()
+        if self._probe is None or now < self._probe_at or not self._mine():
+            return
+        self._probe_at = now + self._probe_interval
+        why = self._probe.check()
+        if why:
+            self.poke(why)
+
     def _run(self) -> None:
         while not self._stopping.is_set():
+            self._probed()
             self.step()
             self._wake.clear()  # before reading the schedule: a poke after it wakes the wait
             if self._stopping.is_set():
                 break
             with self._lock:
                 wait = self.schedule.wait(self._clock())
+            if self._probe is not None:
+                wait = min(wait, max(0.0, self._probe_at - self._clock()))
             self._wake.wait(wait)
+
+
+def sweeps(cfg: Config) -> bool:
+    """Whether this server's sentinel is the one that sweeps: the server that runs the first
+    provider of ``directory.uris`` by ``directory.provider_servers`` where that names it (so
+    several sentinels that share one provider, as in a scale lab, still make one sweeper),
+    else the server whose ``local_uri`` is that provider."""
+    d = cfg.directory
+    owner = d.provider_servers.get(d.uris[0])
+    return owner == cfg.server if owner else bool(d.local_uri) and d.local_uri == d.uris[0]
+
+
+def build_sweeper(cfg: Config) -> Sweeper | None:
+    """The sweeper of this server's sentinel, or None when it is not the one that sweeps."""
+    d = cfg.directory
+    if not sweeps(cfg):
+        return None
+    job = Job(tuple(d.uris), d.credentials, d.base, d.suffix, cfg.server, cfg.log_level)
+    first = d.uris[0]
+    return Sweeper(
+        ChildSweep(job, write=lambda: first), probe=Probe(d.uris, d.credentials, d.suffix)
+    )

@@ -18,7 +18,8 @@ from ndsclust.ldapstore.cache import ClusterCache
 from ndsclust.ldapstore.connection import Providers
 from ndsclust.ldapstore.store import APP_ATTRS, DEFAULT_OP_DEADLINE, Store
 from ndsclust.ldapstore.watch import Watch
-from ndsclust.sentinel.actions import FAILURE_MOVES
+from ndsclust.sentinel.actions import KEPT_MOVES
+from ndsclust.sentinel.antientropy import Sweeper, build_sweeper
 from ndsclust.sentinel.channels import Channel
 from ndsclust.sentinel.channels.directory import DirectoryChannel
 from ndsclust.sentinel.channels.disk import DiskChannel
@@ -26,6 +27,7 @@ from ndsclust.sentinel.channels.lan import LanChannel
 from ndsclust.sentinel.channels.witness import WitnessChannel
 from ndsclust.sentinel.control import ControlServer
 from ndsclust.sentinel.loop import Sentinel
+from ndsclust.sentinel.serverwatch import REPORT_ATTRS
 from ndsclust.sentinel.supervisor import Supervisor
 
 
@@ -54,6 +56,7 @@ class Parts:
     directory_channel: DirectoryChannel | None = None
     witness: WitnessChannel | None = None
     pulse_store: Store | None = None  # the pulse writer's own connection
+    sweeper: Sweeper | None = None  # anti-entropy, on the one sentinel that sweeps
 
 
 def build_channels(cfg: Config, parts: Parts) -> None:
@@ -128,13 +131,13 @@ def build_parts(cfg: Config) -> Parts:
         providers=write_providers,
         read_providers=read_providers,
         store_for=store_for,
-        cache=ClusterCache(move_kinds=frozenset(k.value for k in FAILURE_MOVES)),
+        cache=ClusterCache(move_kinds=frozenset(k.value for k in KEPT_MOVES)),
         watch=Watch(read_providers, d.base, attributes=APP_ATTRS, name="cluster"),
         pulse_watch=Watch(
             read_providers,
             d.pulse_suffix,
             filter="(objectClass=ndsclustPulseEntry)",
-            attributes=("cn", "ndsclustPulse"),
+            attributes=("cn", "ndsclustPulse", *REPORT_ATTRS),
             name="pulse",
         ),
         supervisor=Supervisor(
@@ -146,8 +149,10 @@ def build_parts(cfg: Config) -> Parts:
         control=control,
     )
     build_channels(cfg, parts)
-    if parts.directory_channel is not None:
-        parts.pulse_store = store_for(Providers(d.uris, d.credentials, timeout=1.0), 2.0)
+    parts.sweeper = build_sweeper(cfg)
+    # The pulse carries the liveness report too, so it is written with or without the
+    # directory channel (slowly without it: pulse.SLOW_INTERVAL).
+    parts.pulse_store = store_for(Providers(d.uris, d.credentials, timeout=1.0), 2.0)
     return parts
 
 

@@ -46,11 +46,10 @@ from ndsclust.ldapstore.store import Store
 from ndsclust.logfmt import line as logline
 from ndsclust.model import ServerName, Tag
 from ndsclust.sentinel.control_registration import write_registration
-from ndsclust.sentinel.control_socket import SOCKET_MODE, listen
+from ndsclust.sentinel.control_socket import MAX_OUT, SOCKET_MODE, listen, over_budget
 
 MAX_CLIENTS = 1024  # connections at once; more are told so and closed
 MAX_IN_FLIGHT = 16  # directory requests one connection may have waiting
-MAX_OUT = 4 << 20  # unsent bytes to one client beyond which it is dropped
 WORKERS = 2  # threads doing directory work for clients
 
 _UCRED = struct.Struct("3i")
@@ -244,6 +243,19 @@ class ControlServer:
             # A client that does not read its answers is not worth the sentinel's memory.
             conn.out.clear()
             conn.closing = True
+        self._shed()
+
+    def _shed(self) -> None:
+        """Keep what all clients hold within MAX_HELD (docs in control_socket.py)."""
+        # list(): worker threads call this while the serving thread adds connections.
+        held = {c: c.lines.held + len(c.out) for c in list(self._conns.values()) if not c.closing}
+        if (shed := over_budget(held)) is None:
+            return
+        victim, text = shed
+        self._event(logging.WARNING, "control_client_dropped", pid=victim.pid, error=text)
+        victim.lines = LineFramer(MAX_LINE)
+        victim.out[:] = encode(error_reply(None, "unavailable", text))
+        victim.closing = True
 
     def _wake(self) -> None:
         if self._wake_w >= 0:
@@ -340,6 +352,8 @@ class ControlServer:
             self._bad(conn, None, f"a line is longer than {MAX_LINE} bytes; closing")
             with self._lock:
                 conn.closing = True
+        with self._lock:
+            self._shed()
 
     def _writable(self, conn: _Conn) -> None:
         with self._lock:

@@ -6,6 +6,12 @@ sentinel's own user: with the sentinel running as root, root only. The mode is s
 socket before ``bind``, so the file never exists with looser permissions. A stale socket
 file (left by a dead sentinel) is replaced; a live one (another sentinel listening) is
 refused at start.
+
+What the sentinel holds for its clients is bounded twice: per connection, one unfinished
+line (``control_protocol.MAX_LINE``) and its unsent answers (``MAX_OUT``); over all
+connections together, ``MAX_HELD`` bytes of both. Past ``MAX_HELD`` the connection that
+holds the most is told so and closed (``over_budget``), so a flood of long lines on many
+connections costs the sentinel at most ``MAX_HELD`` and leaves the small clients alone.
 """
 
 from __future__ import annotations
@@ -15,11 +21,30 @@ import os
 import pwd
 import socket
 import stat
+from collections.abc import Mapping
+from typing import TypeVar
 
 from ndsclust.errors import ConfigError
 
+K = TypeVar("K")
+
 SOCKET_MODE = 0o600
 MAX_PATH = 107  # sun_path holds 108 bytes with the terminating NUL
+MAX_OUT = 4 << 20  # unsent bytes to one client beyond which it is dropped
+MAX_HELD = 16 << 20  # unfinished lines and unsent answers of all clients together
+
+
+def over_budget(held: Mapping[K, int], limit: int = MAX_HELD) -> tuple[K, str] | None:
+    """The connection to close when everything ``held`` (connection -> bytes) exceeds
+    ``limit``, the one holding the most, and what to tell it. None while within the limit."""
+    total = sum(held.values())
+    if total <= limit:
+        return None
+    victim = max(held, key=lambda k: held[k])
+    return victim, (
+        f"the sentinel holds {total} bytes for its clients, more than its limit of "
+        f"{limit}; this connection held the most ({held[victim]}): closing it"
+    )
 
 
 def listen(path: str, user: str | None) -> tuple[socket.socket, tuple[int, int]]:

@@ -35,6 +35,7 @@ RESTART_KEYS = (
     "timeouts",
     "control_socket",
     "programs",
+    "http",
 )
 
 

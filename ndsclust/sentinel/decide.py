@@ -39,9 +39,10 @@ What ``decide`` guarantees, per application (``me`` is this server):
   start its program here gets no action at all this cycle.
 - Host is ``me`` (FIG. 8 step 908, FIG. 9): requests first (``requests``); then a move away
   if this server is in maintenance or, as a backup, the primary is back (``failback``;
-  not when an operator migrated it here, nor right after a hand-off);
-  otherwise keep the program running: load it, restart it after a failure or hand it on
-  (claim 57, ``failover.supervise``), and show ``running`` (or ``awaiting-failback``).
+  not when an operator migrated it here, nor while its program's failures on the primary
+  count); otherwise keep the program running: load it, restart it after a failure or hand
+  it to the next server where it has not failed (claim 57, ``failover.supervise``), and
+  show ``running``, or the hold that keeps it here with its reason (``failback.Stay``).
   A host that is neither primary nor backup is an error: the program does not run.
 - Host is another server or none, and the program runs here: unload it. After a
   partition heals the directory holds one host (the more current write, FIGS. 4E-4H);
@@ -50,15 +51,19 @@ What ``decide`` guarantees, per application (``me`` is this server):
   state at ``stopped``.
 - Host is alive elsewhere: a cluster-aware primary keeps a paused copy (FIG. 7B); a
   paused copy nobody wants any more is unloaded, as is a program whose entry is gone.
-- Host is dead on every channel: failover (``failover.take_over``).
+- Host is dead on every channel: failover (``failover.take_over``), never damped.
+- An entry that became invalid is decided on its last valid copy and reported once by its
+  host; one that never was valid is reported once by one server (``invalid``).
 - On the first cycle with replication caught up, a primary records which FIG. 6 case it
   found (``registration``).
+- Paused (``View.paused``): automatic actions wait and are recorded as ``paused_hold``
+  instead; operators' requests are honoured (``pause_hold``).
 """
 
 from __future__ import annotations
 
 from ndsclust.model import App, AppState, RequestKind, ServerName, StateValue, Tag
-from ndsclust.sentinel import failback, failover, requests
+from ndsclust.sentinel import failback, failover, invalid, pause_hold, requests, stacks
 from ndsclust.sentinel.actions import (
     STARTS,
     Action,
@@ -80,15 +85,20 @@ def decide(view: View, me: ServerName, now: float, policy: Policy = Policy()) ->
     if view.fenced:
         return _fence(vp)
     out: list[Action] = []
-    for tag in sorted({*view.apps, *view.procs}):
+    plan = stacks.Plan.of(view)  # stacks: sets move as one (ndsclust/sentinel/stacks.py)
+    for tag in sorted({*view.apps, *view.procs, *view.invalid}):
         app = view.apps.get(tag)
-        actions = _orphan(vp, tag) if app is None else _for_app(vp, app)
+        actions = _orphan(vp, tag) if app is None else plan.actions(vp, app, _for_app)
+        if tag in view.invalid:
+            actions = invalid.reported(vp, tag, app, actions)
         if not view.replication_caught_up:
             actions = _hold(vp, app, actions)
         elif view.starts_held and any(isinstance(a, (Load, Restart)) for a in actions):
             # Just rejoined: a peer's claim decided while this server was silent may land
             # within the grace; start nothing here until it is over (or the claim shows).
             actions = []
+        if view.paused:
+            actions = pause_hold.hold(vp, app, actions)
         out += actions
     return out
 
@@ -111,13 +121,18 @@ def _hold(vp: Viewpoint, app: App | None, actions: list[Action]) -> list[Action]
     # FIG. 6 step 614: the local copy of the directory may be stale, so act on nothing.
     # A paused copy (LoadPaused) runs nothing: holding it back needs no explanation.
     if app is not None and any(isinstance(a, STARTS) for a in actions):
-        return vp.set_state(app, vp.kept(app, AppState.REPLICATION_PENDING))
+        text = (
+            f"{vp.me} starts it once its own provider has caught up with its peers "
+            "(it does so by itself; ndsclust doctor shows which provider lags)"
+        )
+        state = vp.kept(app, AppState.REPLICATION_PENDING)
+        return vp.set_state(app, state, EventKind.REPLICATION_PENDING, text)
     return []
 
 
 def _orphan(vp: Viewpoint, tag: Tag) -> list[Action]:
     """A local program whose entry is gone from the directory: an operator removed it."""
-    proc = vp.view.procs[tag]
+    proc = vp.view.procs.get(tag)
     if running(proc) or paused(proc):
         return [Unload(tag, "its entry was removed from the directory")]
     return []
@@ -186,25 +201,28 @@ def _as_host(vp: Viewpoint, app: App, proc: ProcInfo | None) -> list[Action]:
         target = vp.first_fit(app, me)
         if target is not None:
             move = Move(
-                target, EventKind.MAINTENANCE, f"{me} is in maintenance: moving to {target}"
+                target,
+                EventKind.MAINTENANCE,
+                f"{me} is {vp.out_of_service(me)}: moving to {target}",
             )
             return out + failback.depart(vp, app, proc, move)
         # Better running here than nowhere: maintenance waits for a server to take it.
         out += vp.say(
             app.tag,
             EventKind.MAINTENANCE_BLOCKED,
-            f"{me} is in maintenance but no server can take it: {vp.why_none_fit(app, me)}",
+            f"{me} is {vp.out_of_service(me)} but no server can take it: "
+            f"{vp.why_none_fit(app, me)}",
         )
     elif me != app.primary:
         plan = failback.as_backup(vp, app)
         if isinstance(plan, Move):
             return out + failback.depart(vp, app, proc, plan)
-        desired = plan
-    return out + _keep_running(vp, app, proc, desired)
+        return out + _keep_running(vp, app, proc, plan)
+    return out + _keep_running(vp, app, proc, failback.Stay(desired))
 
 
 def _keep_running(
-    vp: Viewpoint, app: App, proc: ProcInfo | None, desired: StateValue
+    vp: Viewpoint, app: App, proc: ProcInfo | None, stay: failback.Stay
 ) -> list[Action]:
     """This server hosts ``app`` and keeps it: the program must run (FIG. 8 step 908)."""
     if proc is None or paused(proc) or (proc.state is ProcState.EXITED and proc.stop_requested):
@@ -212,10 +230,7 @@ def _keep_running(
     if proc.failed:
         return failover.supervise(vp, app, proc)
     if proc.state is ProcState.RUNNING:
-        if desired == failback.AWAITING:
-            # FIG. 7B 864: ask the operators, once, when the state changes.
-            return vp.set_state(
-                app, desired, EventKind.AWAITING_FAILBACK, failback.awaiting_text(app)
-            )
-        return vp.set_state(app, desired)
+        # A hold (awaiting-failback, failback held) is announced once, when it is written
+        # (FIG. 7B 864: ask the operators).
+        return vp.set_state(app, stay.state, stay.kind, stay.text) + list(stay.notes)
     return []  # STARTING: the load is in flight

@@ -24,6 +24,7 @@ from ndsclust.sentinel.actions import (
     Claim,
     ConsumeRequest,
     EventKind,
+    ForwardRequest,
     Load,
     LoadPaused,
     Notify,
@@ -63,6 +64,10 @@ class AppWriter(Protocol):
     def app_entry(self, tag: str) -> tuple[str, str, Entry] | None: ...
 
     def app_dn(self, tag: str) -> str: ...
+
+    def add_request(
+        self, tag: str, request: Request, *, post_read: Sequence[str] | None = None
+    ) -> dict[str, list[Any]] | None: ...
 
 
 class LocalCache(Protocol):
@@ -263,11 +268,17 @@ class Executor:
                 self._programs.unload(tag, reason)
             case RecordEvent(kind, tag, text):
                 self.said[(tag, kind, text)] = now
+                text = requester_noted(text, view.apps.get(tag))
                 level = logging.WARNING if kind in WARN_KINDS else logging.INFO
                 log_event(level, kind.value, tag=tag, server=self.me, text=text)
                 self._records.put(Record(kind, tag, text))
             case Notify(kind, tag, text):
                 self._records.put(Record(kind, tag, text, notify=True))
+            case ForwardRequest(tag, to, request):
+                # Stacks (ndsclust/sentinel/stacks.py): the root's request first, so a
+                # request is never lost between the two writes; a repeat finds it there.
+                self._seen(to, self._writer().add_request(to, request, post_read=self._post_read))
+                self._swap(tag, None, request, None)
 
     def _move(
         self,
@@ -345,3 +356,11 @@ def _app(view: View, tag: Tag) -> App:
     if app is None:
         raise SupervisorError(f"application {tag} is no longer in the directory")
     return app
+
+
+def requester_noted(text: str, app: App | None) -> str:
+    """An event about a pending request names who wrote it (the entry's modifiersName):
+    the audit trail holds the bind identity, whether the CLI or ldapmodify wrote it."""
+    if app is None or app.request is None or not app.requested_by:
+        return text
+    return f"{text} (request {app.request} by {app.requested_by})"

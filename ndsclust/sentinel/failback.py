@@ -15,8 +15,11 @@ ended, so two servers never run it at once.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ndsclust.model import App, AppState, AppType, StateValue
 from ndsclust.sentinel.actions import (
+    FAILBACK_HELD_REASON,
     PINNING,
     Action,
     EventKind,
@@ -49,7 +52,7 @@ def wants_paused_copy(vp: Viewpoint, app: App) -> bool:
 def as_primary(vp: Viewpoint, app: App, proc: ProcInfo | None) -> list[Action]:
     """The primary while a live backup hosts the application (FIG. 8 step 906: wait)."""
     if wants_paused_copy(vp, app) and stopped(proc):
-        if proc is not None and proc.failed and vp.restarts_left(proc) <= 0:
+        if proc is not None and proc.failed and (proc.refused or vp.restarts_left(proc) <= 0):
             # A paused copy that keeps crashing is not started again and again (claim 57's
             # budget applies to it too): the failback will start a fresh copy instead.
             return []
@@ -57,24 +60,53 @@ def as_primary(vp: Viewpoint, app: App, proc: ProcInfo | None) -> list[Action]:
     return []
 
 
-def as_backup(vp: Viewpoint, app: App) -> Move | StateValue:
-    """This backup hosts ``app``: fail back now (a Move) or keep it, showing this state."""
+@dataclass(frozen=True, slots=True)
+class Stay:
+    """The backup keeps the application: the state it shows (a hold names itself and how to
+    release it), the event announced when that state is written, and ``notes``: actions
+    that say, once, why an application that looks as if it should fail back does not."""
+
+    state: StateValue
+    kind: EventKind | None = None
+    text: str = ""
+    notes: tuple[Action, ...] = ()
+
+
+def as_backup(vp: Viewpoint, app: App) -> Move | Stay:
+    """This backup hosts ``app``: fail back now (a Move) or keep it (a Stay)."""
     primary = app.primary
     pin = placed_by(app.state)
+    back = vp.unfit(app, primary) is None
     if pin in PINNING:
         # An operator migrated it here: it stays until an operator moves it again. The
         # entry says so (running(migrate), written with the swap), not the audit trail.
-        return placed(AppState.RUNNING, pin)
-    if vp.unfit(app, primary) is not None:
+        notes: list[Action] = []
+        if back:
+            notes = vp.say(app.tag, EventKind.FAILBACK_HELD, pinned_text(app, vp.me), again=False)
+        return Stay(placed(AppState.RUNNING, pin), notes=tuple(notes))
+    if not back:
         # FIG. 7B 860: the primary has not recovered (or may not take it): keep it here.
-        return RUNNING
+        return Stay(RUNNING)
     if not app.auto_recover:
-        return AWAITING
-    if vp.handed_off_recently(app.tag):
-        # Claim 58 fails back once the failure is corrected; a program just handed off
-        # because it kept failing is not sent straight back to fail again.
-        return RUNNING
+        return Stay(AWAITING, EventKind.AWAITING_FAILBACK, awaiting_text(app))
+    if primary in vp.failed_on(app):
+        # Claim 58 fails back once the failure is corrected; a program that kept failing on
+        # the primary is not sent straight back to fail again.
+        held = StateValue(
+            AppState.RUNNING,
+            f"{FAILBACK_HELD_REASON}: the program kept failing on {primary} within "
+            f"{vp.policy.flap_window:g}s; fails back when that expires or after: "
+            f"ndsclust cleanup {app.tag}",
+        )
+        return Stay(held, EventKind.FAILBACK_HELD, f"{primary} is back; {held.reason}")
     return Move(primary, EventKind.FAILBACK, f"failback to {primary}")
+
+
+def pinned_text(app: App, me: str) -> str:
+    return (
+        f"{app.primary} is back but it stays on {me}, where an operator migrated it (no "
+        f"automatic failback after a migrate); to send it back: ndsclust failback {app.tag}"
+    )
 
 
 def awaiting_text(app: App) -> str:

@@ -11,12 +11,19 @@ itself, then loads. The patent's backup loads before it writes the host (FIG. 9,
 single taker when two backups decide at once. When nobody can take it, the first live
 server in the application's order marks it failed, once.
 
-Program failure (claim 57): a program that exited on its own is restarted in place up to
-``max_restarts`` times within ``restart_window``, then handed to the first fit server.
+A dead host never keeps an application, whatever its failure counts say: candidates where
+the program failed recently (``Viewpoint.ordered``) come last, but still come.
 
-Flap damping: a failover or hand-off that would make more than ``flap_max_failovers``
-failure moves within ``flap_window`` does not happen; the application stays put, failed,
-until an operator's request moves it or the window passes.
+Program failure (claim 57): a program that exited on its own is restarted in place up to
+``max_restarts`` times within ``restart_window``; one the sentinel refused to start
+(``programs.allowed_commands``, ``ProcInfo.refused``) is not, since trying again cannot
+help. Then the server hands it to the next fit server in the application's order where it
+has not failed within ``flap_window`` (primary, then each backup), and each hand-off is
+recorded as that server's failure. When every fit server has had its turn, or after
+``flap_max_failovers`` hand-offs within ``flap_window`` (flap damping), the program is
+given up where it is: ``failed(reason)`` (``error(reason)`` when refused), until an
+operator's ``cleanup`` (which forgets the failures) or ``load``. Only these failures
+count: failovers, migrations, maintenance moves, failbacks and graceful stops never do.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from ndsclust.sentinel.actions import (
     Release,
     Restart,
     announce,
+    handed_off,
     placed,
 )
 from ndsclust.sentinel.procs import ProcInfo
@@ -79,8 +87,8 @@ def take_over(vp: Viewpoint, app: App) -> list[Action]:
     out: list[Action] = []
     taker: ServerName | None = None
     skipped: list[str] = []
-    for server in app.servers():
-        if server == host or not vp.alive(server) or vp.in_maintenance(server):
+    for server in vp.ordered(app, host):
+        if not vp.alive(server) or vp.in_maintenance(server):
             continue
         if server != vp.me and server not in vp.view.servers:
             continue
@@ -109,9 +117,8 @@ def take_over(vp: Viewpoint, app: App) -> list[Action]:
         return out
     if taker != vp.me:
         return out
-    if request is None and vp.flapping(app.tag):
-        # An operator's request overrides the damping: someone is watching.
-        return out + vp.set_state(app, failed(vp.flap_reason(host)), EventKind.FLAP_DAMPED)
+    # No damping here: a dead host runs nothing, so leaving the application on it would
+    # leave it down whatever its failure counts say.
     silent = ",".join(sorted(vp.view.liveness.silent(host))) or "-"
     # A pending load is honoured by this claim; other requests wait for the new host.
     load = request if request is not None and request.kind is RequestKind.LOAD else None
@@ -126,10 +133,11 @@ def take_over(vp: Viewpoint, app: App) -> list[Action]:
 
 
 def supervise(vp: Viewpoint, app: App, proc: ProcInfo) -> list[Action]:
-    """This server hosts ``app`` and its program exited on its own (claim 57)."""
+    """This server hosts ``app`` and its program exited on its own or could not start
+    (claim 57)."""
     why = proc.reason or f"exit code {proc.exit_code}"
     policy = vp.policy
-    left = vp.restarts_left(proc)
+    left = 0 if proc.refused else vp.restarts_left(proc)
     if left > 0:
         n = policy.max_restarts - left + 1
         return [
@@ -140,16 +148,39 @@ def supervise(vp: Viewpoint, app: App, proc: ProcInfo) -> list[Action]:
                 f"{why}; restart {n} of {policy.max_restarts} within {policy.restart_window:g}s",
             ),
         ]
-    limit = (
-        f"{why}; restart limit reached ({policy.max_restarts} within {policy.restart_window:g}s)"
-    )
-    target = vp.first_fit(app, vp.me)
+    limit = why  # a refusal names the server already
+    if not proc.refused:
+        limit += (
+            f"; restart limit reached ({policy.max_restarts} within "
+            f"{policy.restart_window:g}s) on {vp.me}"
+        )
+    target = vp.next_untried(app, vp.me)
     if target is None:
-        reason = f"{limit}; no other server can take it: {vp.why_none_fit(app, vp.me)}"
+        reason = f"{limit}; given up: {_tried(vp, app)}; {release(app)}"
+        if proc.refused:
+            return vp.set_state(app, StateValue(AppState.ERROR, reason), EventKind.ERROR)
         return vp.set_state(app, failed(reason), EventKind.FAILED)
-    if vp.flapping(app.tag):
-        return vp.set_state(app, failed(vp.flap_reason(vp.me)), EventKind.FLAP_DAMPED)
-    # The program has already ended: nothing to unload before the swap.
+    if vp.flapping(app):
+        return vp.set_state(app, failed(vp.flap_reason(app.tag, vp.me)), EventKind.FLAP_DAMPED)
+    # The program has already ended: nothing to unload before the swap. The hand-off event
+    # is this server's failure (``History``): the program is not handed back here soon.
     text = f"handoff to {target}: {limit}"
-    release = Release(app.tag, target, vp.me, text, placed(AppState.LOADING, EventKind.HANDOFF))
-    return [release, *announce(EventKind.HANDOFF, app.tag, text)]
+    failed_here = vp.failed_on(app) | {vp.me}
+    state = handed_off(s for s in app.servers() if s in failed_here)
+    release_ = Release(app.tag, target, vp.me, text, state)
+    return [release_, *announce(EventKind.HANDOFF, app.tag, text)]
+
+
+def release(app: App) -> str:
+    """How an operator releases an application given up after program failures."""
+    return f"fix the cause, then: ndsclust cleanup {app.tag}"
+
+
+def _tried(vp: Viewpoint, app: App) -> str:
+    """Why no other server gets a turn, server by server in the application's order."""
+    bad = vp.failed_on(app) | {vp.me}
+    parts = [
+        f"failed on {s}" if s in bad else (vp.unfit(app, s) or f"{s} can take it")
+        for s in app.servers()
+    ]
+    return ", ".join(parts)

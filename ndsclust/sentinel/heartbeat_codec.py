@@ -4,12 +4,13 @@ Pure: bytes in, typed packet out, no sockets and no clock reads. One datagram is
 
     offset  size  field
     0       4     magic b"NDHB"
-    4       1     version (1)
+    4       1     version (2)
     5       1     kind: 1 request, 2 acknowledge
     6       8     sequence, unsigned, strictly increasing per sender
     14      8     echo: the request's sequence in an acknowledge, 0 in a request
     22      8     sender's wall clock, IEEE 754 double, seconds since the epoch
     30      1+n   sender server name (length byte, then UTF-8)
+    ..      1+n   receiver server name: the sentinel the datagram is meant for
     ..      1+n   cluster name
     ..      1+n   key id
     ..      32    HMAC-SHA256 with the cluster key named by key id, over every byte before it
@@ -17,6 +18,9 @@ Pure: bytes in, typed packet out, no sockets and no clock reads. One datagram is
 Every field is authenticated; nothing but the framing is looked at before the MAC has been
 checked. Replay protection needs state: ``ReplayGuard`` keeps the highest sequence accepted
 per sender and key, and the timestamp window checked here bounds how long it must be kept.
+The receiver is signed too, and a datagram naming another receiver is dropped
+(``wrong_receiver``): sequences are per sender, so a genuine request copied from one
+receiver to another would otherwise be news to the second one (version 1 had no receiver).
 """
 
 from __future__ import annotations
@@ -33,13 +37,14 @@ from ndsclust.errors import NdsclustError
 from ndsclust.model import ServerName, check_server_name
 
 MAGIC = b"NDHB"
-VERSION = 1
+VERSION = 2
 MAC_SIZE = 32
 MAX_SEQUENCE = 2**64 - 1
 _HEAD = struct.Struct("!4sBBQQd")
 MAX_FIELD = 255
 # The largest datagram a well-formed packet can be: anything longer is dropped unread.
-MAX_PACKET = _HEAD.size + 3 * (1 + MAX_FIELD) + MAC_SIZE
+MAX_PACKET = _HEAD.size + 4 * (1 + MAX_FIELD) + MAC_SIZE
+MIN_PACKET = _HEAD.size + 4 + MAC_SIZE
 DEFAULT_WINDOW = 30.0
 
 
@@ -60,6 +65,7 @@ class RejectReason(Enum):
     BAD_KIND = "bad_kind"
     BAD_SENDER = "bad_sender"
     WRONG_CLUSTER = "wrong_cluster"
+    WRONG_RECEIVER = "wrong_receiver"
     STALE_TIMESTAMP = "stale_timestamp"
 
 
@@ -81,6 +87,7 @@ class Packet:
     echo: int  # the acknowledged request's sequence; 0 in a request
     timestamp: float  # sender's wall clock, seconds
     key_id: str
+    receiver: ServerName  # the sentinel it is sent to
 
 
 def _field(value: str, what: str) -> bytes:
@@ -100,6 +107,7 @@ def encode(packet: Packet, key: bytes) -> bytes:
             MAGIC, VERSION, packet.kind.value, packet.sequence, packet.echo, packet.timestamp
         )
         + _field(packet.sender, "sender")
+        + _field(packet.receiver, "receiver")
         + _field(packet.cluster, "cluster")
         + _field(packet.key_id, "key id")
     )
@@ -127,12 +135,15 @@ def decode_and_verify(
     now_wall: float,
     cluster: str,
     window: float = DEFAULT_WINDOW,
+    *,
+    receiver: str,
 ) -> Packet:
     """The packet in ``data`` if it is well formed, signed with one of ``keys`` (key id -> key:
-    two entries while a key is being rotated), from ``cluster``, and stamped within ``window``
-    seconds of ``now_wall``. Raises ``HeartbeatRejected`` and nothing else otherwise.
+    two entries while a key is being rotated), from ``cluster``, addressed to ``receiver`` (this
+    sentinel's server), and stamped within ``window`` seconds of ``now_wall``. Raises
+    ``HeartbeatRejected`` and nothing else otherwise.
     """
-    if len(data) < _HEAD.size + 3 + MAC_SIZE or len(data) > MAX_PACKET:
+    if len(data) < MIN_PACKET or len(data) > MAX_PACKET:
         raise HeartbeatRejected(RejectReason.BAD_LENGTH, f"{len(data)} bytes")
     magic, version, kind, sequence, echo, timestamp = _HEAD.unpack_from(data, 0)
     if magic != MAGIC:
@@ -143,6 +154,7 @@ def decode_and_verify(
         )
     end = len(data) - MAC_SIZE
     sender, pos = _take_field(data, _HEAD.size, end)
+    packet_receiver, pos = _take_field(data, pos, end)
     packet_cluster, pos = _take_field(data, pos, end)
     key_id, pos = _take_field(data, pos, end)
     if pos != end:
@@ -166,6 +178,10 @@ def decode_and_verify(
         raise HeartbeatRejected(RejectReason.BAD_SENDER, str(exc)) from None
     if packet_cluster != cluster:
         raise HeartbeatRejected(RejectReason.WRONG_CLUSTER, f"from cluster {packet_cluster!r}")
+    if packet_receiver != receiver:
+        raise HeartbeatRejected(
+            RejectReason.WRONG_RECEIVER, f"addressed to {packet_receiver!r}, this is {receiver!r}"
+        )
     # NaN and infinities fail this comparison too.
     if not (math.isfinite(timestamp) and abs(timestamp - now_wall) <= window):
         raise HeartbeatRejected(
@@ -180,6 +196,7 @@ def decode_and_verify(
         echo=echo,
         timestamp=timestamp,
         key_id=key_id,
+        receiver=ServerName(packet_receiver),
     )
 
 

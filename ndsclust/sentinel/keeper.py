@@ -92,6 +92,10 @@ class Fence:
         reachable = self.witness.reachable(now) if self.witness else None
         return must_fence(view, reachable, len(servers))
 
+    def heard_any(self, now: float) -> bool:
+        """Whether the fencing channels have heard any peer at all since they started."""
+        return any(self.observations(now).values())
+
     def why(self, now: float) -> str:
         reason = "no majority of peers on any channel"
         if self.witness is not None and not self.witness.reachable(now):
@@ -131,6 +135,7 @@ class Keeper:
         self._servers = servers
         self._ask_rejoin = ask_rejoin
         self._stop = stop
+        self._heard_any = False  # some peer was heard since this sentinel started
 
     def run(self) -> None:
         last = self._clock()
@@ -151,16 +156,26 @@ class Keeper:
                 self._leases.renew_leases()
             return
         cut_off = self.fence.cut_off(now, self._servers())
+        self._heard_any = self._heard_any or self.fence.heard_any(now)
         if cut_off and not self.fenced.is_set():
             self.fenced.set()
             self._leases.stop_all(0.0)
-            log_event(logging.ERROR, "fenced", server=self.me, reason=self.fence.why(now))
-            text = f"{self.me} is cut off and stopped its programs"
-            self._records.put(Record(EventKind.FENCED, NO_TAG, text, notify=True))
+            if self._heard_any:
+                log_event(logging.ERROR, "fenced", server=self.me, reason=self.fence.why(now))
+                text = f"{self.me} is cut off and stopped its programs"
+                self._records.put(Record(EventKind.FENCED, NO_TAG, text, notify=True))
+            else:
+                # The first server of a new cluster (or one cut off since it started): no
+                # peer lost, so no alarm; it claims nothing until a majority answers.
+                why = self.fence.why(now) + ", none heard since this sentinel started"
+                log_event(logging.WARNING, "fenced", server=self.me, reason=why)
         elif not cut_off and self.fenced.is_set():
             self.fenced.clear()
             self._ask_rejoin("it was cut off and hears its peers again")
             log_event(logging.WARNING, "unfenced", server=self.me)
+        self._renew(now)
+
+    def _renew(self, now: float) -> None:
         stalled = now - self._progress()
         if stalled < self._hang_limit:
             self._leases.renew_leases()

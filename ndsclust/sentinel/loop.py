@@ -46,21 +46,24 @@ from ndsclust.config import KILL_ALLOWANCE, Config
 from ndsclust.errors import ConfigError
 from ndsclust.ldapstore.replication import caught_up
 from ndsclust.ldapstore.store import APP_ATTRS, Store
-from ndsclust.ldapstore.watch import Changed, Deleted, RefreshDone, WatchEvent
-from ndsclust.model import ServerName, ServerState
+from ndsclust.ldapstore.watch import Changed, Deleted, Reconnected, RefreshDone, WatchEvent
+from ndsclust.model import App, SentinelState, ServerName, ServerState, Tag
+from ndsclust.sentinel import address
 from ndsclust.sentinel.actions import Action, EventKind
 from ndsclust.sentinel.catchup import ReplicationCheck
 from ndsclust.sentinel.decide import decide
 from ndsclust.sentinel.detector import Detector, Liveness
 from ndsclust.sentinel.executor import Executor
+from ndsclust.sentinel.http_status import Publisher
 from ndsclust.sentinel.keeper import Fence, Keeper, fence_channels
 from ndsclust.sentinel.logline import log_event
 from ndsclust.sentinel.programs import LocalPrograms
-from ndsclust.sentinel.pulse import write_pulses
+from ndsclust.sentinel.pulse import pulse_writer
 from ndsclust.sentinel.recorder import Recorder
 from ndsclust.sentinel.rejoin import Rejoin
 from ndsclust.sentinel.rejoin_runner import RejoinRunner, is_rejoin_of
-from ndsclust.sentinel.view import Policy, View, histories
+from ndsclust.sentinel.serverwatch import ServerWatch
+from ndsclust.sentinel.view import Policy, View, histories, last_valid
 
 if TYPE_CHECKING:
     from ndsclust.sentinel.build import Parts
@@ -123,6 +126,9 @@ class Sentinel:
         self.control = parts.control
         self.policy = policy_of(cfg)
         self._stop = threading.Event()
+        # Set once the programs are gone: the keeper (leases, fencing) and the pulse go on
+        # through the hand-over of a stop, which a lapsed lease would cut short.
+        self._gone = threading.Event()
         self._leaving = False
         self._registering = True
         self._refreshed = False
@@ -154,7 +160,10 @@ class Sentinel:
             stop_grace=cfg.timeouts.stop_grace,
         )
         self.recorder = Recorder(self.me, self.store, lambda: self.cfg.notify_command)
+        # What this sentinel hears of its peers, published on its pulse entry; server events.
+        self.serverwatch = ServerWatch(self.me, list(self.channels), self.recorder)
         self._servers: list[ServerName] = []
+        self._apps: dict[Tag, App] = {}  # the last cycle's applications (last_valid)
         self._rejoin_wanted = threading.Event()  # the keeper asks the loop to rejoin ...
         self._rejoin_why = ""  # ... for this reason
         self.keeper = Keeper(
@@ -169,7 +178,7 @@ class Sentinel:
             progress=lambda: self._progress,
             servers=lambda: self._servers,
             ask_rejoin=self._ask_rejoin,
-            stop=self._stop,
+            stop=self._gone,
         )
         d = cfg.directory
         local = d.local_uri
@@ -226,7 +235,14 @@ class Sentinel:
         self._stats_seen: dict[str, dict[str, int]] = {}
         self._last_decide = 0.0
         self._woken_by: WatchEvent | None = None
+        self._was_paused = False
         self.cycles = 0
+        self._view: View | None = None
+        # The HTTP face (httpd.py) reads what the loop publishes after each cycle.
+        stale = max(5.0, 20 * cfg.timeouts.loop_interval)
+        self.status = Publisher(
+            self.me, cfg.http, self.channels, self.watch, started=started, stale_after=stale
+        )
 
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
         t = threading.Thread(target=target, name=f"sentinel-{name}", daemon=True)
@@ -246,6 +262,8 @@ class Sentinel:
             channels=",".join(self.channels) or "-",
             witness=self.cfg.witness.address if self.cfg.witness else "-",
         )
+        if not self.status.start():
+            return 2
         if self.control:
             try:
                 self.control.start()
@@ -265,22 +283,19 @@ class Sentinel:
         self.pulse_watch.start()
         self._spawn("keeper", self.keeper.run)
         self.recorder.start()
-        channel, dc, store = (
-            self.parts.directory_channel,
-            self.cfg.directory_channel,
-            self.parts.pulse_store,
-        )
-        if channel is not None and dc is not None and store is not None:
-            self._spawn(
-                "pulse", lambda: write_pulses(self.me, store, channel, dc.interval, self._stop)
-            )
+        pulse = pulse_writer(self.parts, lambda: self.serverwatch.report, self._gone)
+        if pulse is not None:
+            self._spawn("pulse", pulse)
         self._spawn("replication", self.replication.run)
+        if self.parts.sweeper is not None:
+            self.parts.sweeper.start()
         leave_deadline: float | None = None
         try:
             while True:
                 now = self.clock()
                 if self._stop.is_set() and not self._leaving:
                     self._leaving = True
+                    self.serverwatch.sentinel = SentinelState.STOPPING
                     leave_deadline = now + self.cfg.timeouts.stop_grace + HANDOFF_DEADLINE_EXTRA
                     log_event(
                         logging.INFO,
@@ -292,8 +307,10 @@ class Sentinel:
                     self._nothing_left() or (leave_deadline is not None and now > leave_deadline)
                 ):
                     break
+                decided = self.cycles
                 self.cycle(now)
                 self._progress = self.clock()
+                self._publish(now, self._progress - now if self.cycles != decided else None)
                 self._wait_for_work(self.cfg.timeouts.loop_interval)
         finally:
             self._shutdown()
@@ -335,8 +352,29 @@ class Sentinel:
         snap = self.cache.snapshot()
         return not any(a.host == self.me for a in snap.apps.values()) or not self._refreshed
 
+    def _publish(self, now: float, took: float | None) -> None:
+        self.status.publish(
+            now,
+            view=self._view if self._refreshed else None,
+            took=took,
+            fenced=self._view.fenced if self._view else self.keeper.fenced.is_set(),
+            rejoin_pending=self.rejoin.pending,
+            rejoin_grace=self.rejoin.in_grace(now),
+            leaving=self._leaving,
+            write_provider=self.providers.uris[self._write_provider],
+        )
+
     def _shutdown(self) -> None:
+        if self.parts.sweeper is not None:
+            self.parts.sweeper.stop()
+        self.status.stop()
         self.programs.close()
+        # Its programs are gone: the last pulse tells the peers this sentinel stopped.
+        if self.serverwatch.report is not None:
+            self.serverwatch.report = replace(
+                self.serverwatch.report, sentinel=SentinelState.STOPPED
+            )
+        self._gone.set()
         if self.control:
             self.control.stop()
         self._stop.set()
@@ -385,8 +423,12 @@ class Sentinel:
                 )
                 if self._ready_hook:
                     self._ready_hook()
+            elif isinstance(ev, Reconnected):
+                self._poke("provider_restart")
         channel = self.parts.directory_channel
         while (pulse := self.pulse_watch.get(0)) is not None:
+            if isinstance(pulse, Changed):
+                self.serverwatch.pulse_entry(pulse.entry.dn, pulse.entry.attributes)
             if isinstance(pulse, Changed) and channel is not None:
                 attrs = {k.lower(): v for k, v in pulse.entry.attributes.items()}
                 try:
@@ -403,12 +445,18 @@ class Sentinel:
 
     def view(self, now: float) -> View:
         snap = self.cache.snapshot()
-        history = histories(((m.tag, m.kind, m.wall) for m in self.cache.moves()), now, time.time())
+        history = histories(
+            ((m.tag, m.kind, m.wall, m.server) for m in self.cache.moves()), now, time.time()
+        )
         servers = dict(snap.servers)
         if self._leaving and self.me in servers:
             # A stopping sentinel behaves as a server in maintenance: it unloads its
             # programs and hands them to the next eligible server (docs/design.md section 3).
             servers[self.me] = replace(servers[self.me], state=ServerState.MAINTENANCE)
+        stopping = self.serverwatch.stopping() & servers.keys()
+        for peer in stopping:
+            # Nor is a peer whose sentinel is leaving (or left) a place to fail back to.
+            servers[peer] = replace(servers[peer], state=ServerState.MAINTENANCE)
         lan = self.parts.lan
         if lan and self.cache.version != self._peers_version:
             self._peers_version = self.cache.version
@@ -422,18 +470,27 @@ class Sentinel:
             # Just out of fencing: a peer not heard since may be a live host; count every
             # peer alive until a full failover timeout has passed (as at start-up).
             liveness = replace(liveness, grace=frozenset(s for s in servers if s != self.me))
+        # An entry that became invalid keeps its last valid copy (docs/design.md section 3).
+        apps, invalid = last_valid(
+            snap.apps, ((e.dn, f"{e.attribute}: {e.problem}") for e in snap.invalid), self._apps
+        )
+        self._apps = apps
         return View(
-            apps=snap.apps,
+            apps=apps,
+            invalid=invalid,
             servers=servers,
             liveness=liveness,
             procs=self.programs.table(),
-            resources=self.cfg.resources,
+            # Stacks: interfaces on a service address's network (ndsclust/sentinel/address.py).
+            resources=self.cfg.resources | address.offered(snap.apps.values()),
             replication_caught_up=self.replication.done.is_set(),
             fenced=self.keeper.fenced.is_set() or self.fence.cut_off(now, list(servers)),
             registering=self._registering,
             starts_held=self.rejoin.in_grace(now) or now < self._hold_starts_until,
             history=history,
             said=dict(self.executor.said),
+            paused=snap.pause is not None and snap.pause.active(time.time()),
+            stopping=stopping | ({self.me} if self._leaving else set()),
         )
 
     def cycle(self, now: float) -> list[Action]:
@@ -450,7 +507,15 @@ class Sentinel:
         if self._rejoin_wanted.is_set():
             self._rejoin_wanted.clear()
             self._begin_rejoin(now, self._rejoin_why)
-        view = self.view(now)
+        view = self._view = self.view(now)
+        if view.paused != self._was_paused:  # docs/operating.md, "Pause"
+            self._was_paused = view.paused
+            log_event(
+                logging.WARNING if view.paused else logging.INFO,
+                "paused" if view.paused else "resumed",
+                server=self.me,
+            )
+        self._watch_servers(now, view)
         if self.rejoin.pending:
             self.rejoin.advance(now, view)
             if self.rejoin.pending:
@@ -461,7 +526,9 @@ class Sentinel:
             view.fenced,
             view.replication_caught_up,
             view.registering,
+            view.paused,
             self._leaving,
+            self.serverwatch.stopping(),
             tuple(sorted(view.liveness.seen.items())),
             view.liveness.grace,
             tuple(sorted((t, p.state, p.paused, p.pid) for t, p in view.procs.items())),
@@ -509,6 +576,13 @@ class Sentinel:
 
     # -- liveness, write provider, rejoin -----------------------------------------------------
 
+    def _watch_servers(self, now: float, view: View) -> None:
+        """Publish what the channels hear (degraded ones counting as silent, unlike the
+        view's liveness) and record server changes while this view can be trusted."""
+        heard = self.detector.liveness(self._observations(), now, list(view.servers))
+        judging = not (view.fenced or self.rejoin.pending or self.rejoin.in_grace(now))
+        self.serverwatch.cycle(now, heard, view.servers, judging)
+
     def _heard_now(self, server: ServerName) -> bool:
         """Whether any channel hears ``server`` at this instant."""
         now = self.clock()
@@ -531,18 +605,18 @@ class Sentinel:
         first = self.providers.order()[0]
         if first != self._write_provider:
             was, self._write_provider = self._write_provider, first
-            log_event(
-                logging.INFO,
-                "write_provider",
-                server=self.me,
-                provider=self.providers.uris[first],
-                was=self.providers.uris[was],
-                reason=(
-                    "its server is dead on every channel"
-                    if self.providers.dead(was)
-                    else "its server is heard again"
-                ),
-            )
+            # One line per event: a move off a dead server's provider is said here (the
+            # connections that follow it log at debug level); a return is said by the
+            # connection when it actually goes back, once that provider caught up.
+            if self.providers.dead(was):
+                log_event(
+                    logging.INFO,
+                    "write_provider",
+                    server=self.me,
+                    provider=self.providers.uris[first],
+                    was=self.providers.uris[was],
+                    reason="its server is dead on every channel",
+                )
 
     def _ask_rejoin(self, why: str) -> None:
         """From the keeper: have the loop rejoin before its next decision."""
@@ -553,8 +627,13 @@ class Sentinel:
         self._last_key = None
         self.rejoin.begin(now, why)
 
+    def _poke(self, why: str) -> None:  # anti-entropy: sweep soon (sentinel/antientropy.py)
+        if self.parts.sweeper is not None:
+            self.parts.sweeper.poke(why)
+
     def _rejoined(self) -> None:
         self._last_key = None
+        self._poke("heal")
         log_event(
             logging.INFO,
             "rejoined",

@@ -63,7 +63,8 @@ class ProcInfo:
     ``stop_requested`` tells an exit the sentinel asked for (unload) from one on the
     program's own, which is a failure. ``reason`` says why a program ended: ``stopped``
     (an unload), ``exited`` (on its own), ``health check failed: ...``,
-    ``could not start: ...``, or the lease guard's doing: ``lease-expired``,
+    ``could not start: ...``, ``refused: ...`` (the sentinel would not start it: not in
+    ``programs.allowed_commands``, no control socket), or the lease guard's doing: ``lease-expired``,
     ``sentinel-gone``, ``guard-terminated``, ``its lease guard died``.
     """
 
@@ -81,3 +82,11 @@ class ProcInfo:
     def failed(self) -> bool:
         """True when the program has ended without the sentinel asking for it."""
         return self.state is ProcState.EXITED and not self.stop_requested
+
+    @property
+    def refused(self) -> bool:
+        """True when the sentinel refused to start it: starting it again here cannot help."""
+        return self.failed and self.reason.startswith(REFUSED)
+
+
+REFUSED = "refused: "

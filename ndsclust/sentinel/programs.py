@@ -17,6 +17,7 @@ from ndsclust.config import Programs as ProgramsConfig
 from ndsclust.config import Supervision
 from ndsclust.errors import SupervisorError
 from ndsclust.model import App, AppType, ServerName, Tag
+from ndsclust.sentinel import address
 from ndsclust.sentinel.control import ControlServer
 from ndsclust.sentinel.logline import log_event
 from ndsclust.sentinel.procs import ProcInfo, ProcState
@@ -54,6 +55,7 @@ class LocalPrograms:
         with self._lock:
             ended = list(self.supervisor.poll())
             for info in ended:
+                address.released(info.tag)  # stacks: gone before the core sees it stopped
                 if self.control:
                     self.control.ended(info.tag)
                 if info.stop_requested:
@@ -105,32 +107,34 @@ class LocalPrograms:
                     self.control.grant(tag)
                 log_event(logging.INFO, "resume", tag=tag, server=self.me)
                 return
-            if cfg.allowed_commands and app.command[0] not in cfg.allowed_commands:
-                raise SupervisorError(
-                    f"{app.command[0]} is not in programs.allowed_commands "
-                    f"of server {self.me}; refusing to run it"
-                )
+            refusal = refusal_of(app, cfg, self.me, has_control=self.control is not None)
+            if refusal is not None:
+                # Not an error of the sentinel's: a program that cannot start here. The row
+                # shows it exited (refused), so the core hands it on or shows error(reason).
+                self.supervisor.refuse(tag, refusal)
+                return
             env = dict(cfg.env)
             aware = app.type is AppType.AWARE
-            if aware:
-                if self.control is None:
-                    raise SupervisorError(
-                        f"{tag} is cluster-aware and needs the control socket; "
-                        "set control_socket in the sentinel configuration"
-                    )
+            if aware and self.control is not None:
                 # A cluster-aware program loads at once, paused or not; a paused one waits in
                 # wait_until_host until grant() (claims 17-24: paused in the program itself).
                 env["NDSCLUST_TOKEN"] = self.control.admit(tag, granted=not paused)
+            argv, unload, user = app.command, app.unload_command, cfg.user
+            if app.addresses:
+                # Stacks: the address holder adds the service addresses around the program
+                # and runs it as the configured user (ndsclust/sentinel/address.py).
+                argv, unload = address.wrap(tag, app.addresses, argv, unload, user)
+                user = None
             try:
                 self.supervisor.start(
                     tag,
-                    app.command,
+                    argv,
                     paused=paused,
                     gated=aware,
-                    user=cfg.user,
+                    user=user,
                     cwd=cfg.cwd,
                     env=env,
-                    unload_argv=app.unload_command,
+                    unload_argv=unload,
                 )
             except SupervisorError:
                 if self.control:
@@ -154,5 +158,25 @@ class LocalPrograms:
             if now < self._health_due.get(tag, 0.0):
                 continue
             self._health_due[tag] = now + sv.health_interval
+            argv = app.health_command
+            if app.addresses:  # stacks: run as the program's user, not the holder's
+                argv = address.health(argv, self._programs().user)
             with self._lock:
-                self.supervisor.check_health(tag, app.health_command, sv.health_timeout)
+                self.supervisor.check_health(tag, argv, sv.health_timeout)
+
+
+def refusal_of(app: App, cfg: ProgramsConfig, me: ServerName, *, has_control: bool) -> str | None:
+    """Why this server will not start ``app``'s program and what would let it, or None.
+    The decision core adds the release (``ndsclust cleanup``) when it gives up."""
+    program = app.command[0]
+    if cfg.allowed_commands and program not in cfg.allowed_commands:
+        return (
+            f"{program} is not in programs.allowed_commands of server {me}: add it there "
+            "or fix ndsclustCommand"
+        )
+    if app.type is AppType.AWARE and not has_control:
+        return (
+            f"{app.tag} is cluster-aware and server {me} has no control socket: set "
+            "control_socket in its sentinel configuration"
+        )
+    return None

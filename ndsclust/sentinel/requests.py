@@ -1,4 +1,4 @@
-"""Operators' requests (``ndsclustRequest``): load, unload, failback, migrate:<server>.
+"""Operators' requests (``ndsclustRequest``): load, unload, failback, cleanup, migrate:<server>.
 
 A request is a value an operator writes (``ndsclust load TAG`` or ``ldapmodify``); exactly
 one server answers it and consumes it with a compare-and-swap delete, together with what
@@ -13,6 +13,11 @@ it does:
 
 A request that cannot be honoured is consumed with a ``request_rejected`` event saying
 why; one with nothing to do, with ``request_ignored``. Nothing moves in either case.
+
+``cleanup`` (like ``pcs resource cleanup``) is answered by the host, or by the speaker when
+nobody hosts it, with a ``cleanup`` event: every failure before it is forgotten
+(``History.cleaned``: restarts in place, the servers it failed on, flap damping), and a
+host whose program was given up (``failed(...)``, ``error(...)``) starts it again.
 """
 
 from __future__ import annotations
@@ -21,16 +26,18 @@ from dataclasses import dataclass
 
 from ndsclust.model import App, AppState, Request, RequestKind, ServerName, StateValue
 from ndsclust.sentinel.actions import (
+    FAILBACK_HELD_REASON,
     Action,
     ConsumeRequest,
     EventKind,
     Load,
     Release,
     announce,
+    handed_off_from,
 )
 from ndsclust.sentinel.failover import claim_and_load
 from ndsclust.sentinel.procs import ProcInfo
-from ndsclust.sentinel.view import Move, Viewpoint, running
+from ndsclust.sentinel.view import Move, Viewpoint, running, stopped
 
 STOPPED = StateValue(AppState.STOPPED)
 
@@ -70,8 +77,16 @@ def as_host(vp: Viewpoint, app: App, proc: ProcInfo | None) -> Answer:
     match request.kind:
         case RequestKind.UNLOAD:
             return Answer(move=Move(None, EventKind.UNLOAD, "unload requested", request))
+        case RequestKind.CLEANUP:
+            return Answer(final=True, actions=tuple(cleanup(vp, app, proc, request)))
         case RequestKind.MIGRATE:
             target = request.target
+            if target == me and not running(proc) and me in app.servers():
+                # The operator wants it here, where it is not running (given up): start it,
+                # like a load, whatever the failure counts say.
+                return _load_here(
+                    vp, app, request, f"migrate to {me} (requested; it was not running)"
+                )
             if target == me:
                 return Answer(
                     actions=tuple(
@@ -79,7 +94,7 @@ def as_host(vp: Viewpoint, app: App, proc: ProcInfo | None) -> Answer:
                     )
                 )
             problem = migrate_problem(vp, app, target)
-            if problem is not None:
+            if problem is not None or target is None:
                 return Answer(
                     actions=tuple(
                         _decline(
@@ -87,7 +102,7 @@ def as_host(vp: Viewpoint, app: App, proc: ProcInfo | None) -> Answer:
                         )
                     )
                 )
-            return Answer(move=Move(target, EventKind.MIGRATE, f"migrate to {target}", request))
+            return Answer(move=Move(target, EventKind.MIGRATE, migrate_text(app, target), request))
         case RequestKind.FAILBACK:
             primary = app.primary
             if primary == me:
@@ -146,15 +161,51 @@ def as_host(vp: Viewpoint, app: App, proc: ProcInfo | None) -> Answer:
                     )
                 )
             # An operator's load starts it again even past the restart limit (claim 57).
-            # The request goes with the state in one modify.
-            return Answer(
-                final=True,
-                actions=(
-                    ConsumeRequest(app.tag, request, vp.kept(app, AppState.LOADING)),
-                    Load(app.tag),
-                    *announce(EventKind.LOAD, app.tag, f"load on {me} (requested)"),
-                ),
-            )
+            return _load_here(vp, app, request, f"load on {me} (requested)")
+
+
+def _load_here(vp: Viewpoint, app: App, request: Request, text: str) -> Answer:
+    """Start the program on this host now; the request goes with the state in one modify."""
+    kind = EventKind.MIGRATE if request.kind is RequestKind.MIGRATE else EventKind.LOAD
+    state = vp.kept(app, AppState.LOADING)
+    return Answer(
+        final=True,
+        actions=(
+            ConsumeRequest(app.tag, request, state),
+            Load(app.tag),
+            *announce(kind, app.tag, text),
+        ),
+    )
+
+
+def migrate_text(app: App, target: ServerName) -> str:
+    """A migrate's event: it pins the application where it goes, and says how to undo it."""
+    if target == app.primary:
+        return f"migrate to {target}"
+    return (
+        f"migrate to {target}; it stays there (no automatic failback) until an operator "
+        f"moves it: ndsclust failback {app.tag} sends it back to {app.primary}"
+    )
+
+
+def cleanup(vp: Viewpoint, app: App, proc: ProcInfo | None, request: Request) -> list[Action]:
+    """Forget the failures (the ``cleanup`` event does, ``History.cleaned``); a host whose
+    program was given up starts it again at once, so nothing waits for the event."""
+    given_up = app.state.state in (AppState.FAILED, AppState.ERROR)
+    text = f"failure counts cleared by an operator (on {vp.me})"
+    if app.host == vp.me and given_up and stopped(proc) and vp.me in app.servers():
+        return [
+            ConsumeRequest(app.tag, request, vp.kept(app, AppState.LOADING)),
+            Load(app.tag),
+            *announce(EventKind.CLEANUP, app.tag, text + f"; starting it on {vp.me}"),
+        ]
+    state = STOPPED if app.host is None else None
+    held = app.state.reason.startswith(FAILBACK_HELD_REASON)
+    if handed_off_from(app.state) or (held and app.primary not in vp.history(app.tag).seen):
+        # The failures only the state names are forgotten too (those the events name are
+        # forgotten once the cleanup event shows: ``History.cleaned``).
+        state = StateValue(app.state.state)
+    return [ConsumeRequest(app.tag, request, state), *announce(EventKind.CLEANUP, app.tag, text)]
 
 
 def unhosted(vp: Viewpoint, app: App) -> list[Action]:
@@ -192,6 +243,8 @@ def unhosted(vp: Viewpoint, app: App) -> list[Action]:
                     request, EventKind.REQUEST_REJECTED, f"nothing moves: {problem}", app
                 )
             return []
+        case RequestKind.CLEANUP:
+            return cleanup(vp, app, None, request) if speaker else []
         case RequestKind.UNLOAD | RequestKind.FAILBACK:
             if speaker:
                 return _decline(

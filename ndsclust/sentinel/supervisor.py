@@ -79,7 +79,7 @@ from ndsclust.sentinel.guard_protocol import (
     Stop,
     UnloadResult,
 )
-from ndsclust.sentinel.procs import ProcInfo, ProcState, check_transition
+from ndsclust.sentinel.procs import REFUSED, ProcInfo, ProcState, check_transition
 
 MAX_RESTARTS_KEPT = 64  # restart times kept per tag; the core's window needs far fewer
 GUARD_REAP_TIMEOUT = 5.0  # seconds close() waits for the guard to kill everything and exit
@@ -355,6 +355,21 @@ class Supervisor:
             paused="gated" if paused else "false",
             restarts=len(restarts),
         )
+        return run.info()
+
+    def refuse(self, tag: Tag, why: str) -> ProcInfo:
+        """Record a start this server will not make (``why``): a row that has exited at
+        once with reason ``refused: <why>``, so the decision core sees a program that
+        cannot start here (and hands it on) instead of one still loading."""
+        self._check_open()
+        old = self._runs.get(tag)
+        if old is not None and old.state is not ProcState.EXITED:
+            raise SupervisorError(f"program {tag} is {old.state.value}; it cannot be refused")
+        now = self._clock()
+        restarts = () if old is None else (*old.restarts, now)[-MAX_RESTARTS_KEPT:]
+        run = _Run(tag=tag, started_at=now, restarts=restarts, paused=False)
+        self._runs[tag] = run
+        self._exited(run, None, f"{REFUSED}{why}")
         return run.info()
 
     def resume(self, tag: Tag) -> None:

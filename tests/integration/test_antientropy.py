@@ -18,9 +18,18 @@ import pytest
 from ndsclust.cli import main
 from ndsclust.lab.directory import DirectoryCluster, Provider, wait_until
 from ndsclust.ldapstore.antientropy import Repairer
-from ndsclust.ldapstore.connection import Providers
+from ndsclust.ldapstore.connection import Credentials, Providers
 from ndsclust.ldapstore.store import Store
-from ndsclust.model import Server, ServerName, ServerState
+from ndsclust.model import (
+    App,
+    AppState,
+    AppType,
+    Server,
+    ServerName,
+    ServerState,
+    StateValue,
+    Tag,
+)
 from ndsclust.sentinel.antientropy import Sweeper
 
 pytestmark = pytest.mark.integration
@@ -54,14 +63,17 @@ def lab(
         store.close()
 
 
-def repairer(cluster: DirectoryCluster, store: Store) -> Repairer:
+def repairer(
+    cluster: DirectoryCluster, store: Store, creds: Credentials | None = None, server: str = "test"
+) -> Repairer:
+    """A repairer binding as ``creds`` (default the admin) that records through ``store``."""
     return Repairer(
         uris=cluster.uris,
-        creds=cluster.admin_credentials(),
+        creds=creds or cluster.admin_credentials(),
         base=store.base,
         suffix=cluster.suffix,
         write=lambda: cluster.uris[0],
-        record=lambda kind, text: store.record_event(kind, server="test", text=text),
+        record=lambda kind, text: store.record_event(kind, server=server, text=text),
         look_gap=0.3,
         recheck_after=0.3,
     )
@@ -156,17 +168,36 @@ def test_nothing_repaired_while_partitioned_then_repaired_once_healed(
     wait_until(lambda: held_alike(cluster, dn), 10, what="the entry repaired once healed")
 
 
+def cli_options(cluster: DirectoryCluster, tmp_path: Path) -> list[str]:
+    """The global options of ``ndsclust`` binding as the admin (an operator's rights)."""
+    pw = tmp_path / "pw"
+    pw.write_text(cluster.admin_password)
+    options = [opt for uri in cluster.uris for opt in ("--uri", uri)]
+    options += ["--allow-plain-ldap", "-D", cluster.admin_dn, "-y", str(pw)]
+    return options + ["--suffix", cluster.suffix, "--pulse-suffix", cluster.pulse_suffix]
+
+
+def test_doctor_repair_sweeps_once_and_says_what_it_did(
+    lab: tuple[DirectoryCluster, Store], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cluster, store = lab
+    changed, stray = diverge(cluster, store)
+    assert main([*cli_options(cluster, tmp_path), "doctor", "--repair", "--yes"]) == 0
+    out = capsys.readouterr().out
+    assert f"repair\t{changed.lower()}\t{cluster.uris[2]}\trewrite\tok=True" in out
+    assert f"repair\t{stray.lower()}\t{cluster.uris[2]}\tdelete\tok=True" in out
+    assert "repaired=2 still=0" in out
+    wait_until(lambda: held_alike(cluster, changed), 10, what="the entry repaired")
+    assert {e.server for e in store.events() if e.kind == "repair"} == {"cli"}
+
+
 def test_doctor_repair_reseeds_a_stopped_provider_from_the_write_provider(
     lab: tuple[DirectoryCluster, Store], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     cluster, store = lab
     changed, stray = diverge(cluster, store)
     odd = cluster.providers[2]
-    pw = tmp_path / "pw"
-    pw.write_text(cluster.admin_password)
-    options = [opt for uri in cluster.uris for opt in ("--uri", uri)]
-    options += ["--allow-plain-ldap", "-D", cluster.admin_dn, "-y", str(pw)]
-    options += ["--suffix", cluster.suffix, "--pulse-suffix", cluster.pulse_suffix]
+    options = cli_options(cluster, tmp_path)
     reseed = ["doctor", "--repair", "--yes", "--reseed", odd.url, "--slapd-conf", str(odd.conf_dir)]
     assert main([*options, *reseed]) == 1  # still running: refused
     assert "stop its slapd first" in capsys.readouterr().err
@@ -239,3 +270,71 @@ def test_nothing_repaired_while_replication_is_cut_then_repaired_once_healed(
     finally:
         rep.close()
     wait_until(lambda: held_alike(cluster, dn), 10, what="the entry repaired once healed")
+
+
+def _app(tag: str, host: str) -> App:
+    return App(
+        tag=Tag(tag),
+        type=AppType.CAPABLE,
+        command=("/bin/sleep", "1000"),
+        primary=ServerName("alpha"),
+        backups=(ServerName("beta"),),
+        host=ServerName(host),
+        state=StateValue(AppState.RUNNING),
+    )
+
+
+def test_a_sentinel_identity_makes_the_repairs_under_the_shipped_acls(
+    lab: tuple[DirectoryCluster, Store],
+) -> None:
+    """The sweeping sentinel binds as its own server entry, not as the admin: under the
+    ACLs of ndsclust/slapd/provider.ldif.in it brings back an event another server wrote,
+    deletes an application entry only the odd provider still holds and rewrites a host; an
+    operator's attribute (a command) it may not write, and says so."""
+    cluster, store = lab
+    dn, password = cluster.add_server_identity("alpha", ("127.0.0.1:7000",))
+    me = Credentials(
+        bind_dn=dn, password=password, ca_file=cluster.ca_file, allow_plain=not cluster.tls
+    )
+    store.add_app(_app("web", "alpha"))
+    store.add_app(_app("db", "alpha"))
+    event = store.record_event("failover", server="beta", text="written by another server").dn
+    web, db, stray = store.app_dn("web"), store.app_dn("db"), store.app_dn("stray")
+    cluster.wait_converged(10)
+    offline(
+        cluster.providers[2],
+        cluster.suffix,
+        "slapmodify",
+        f"dn: {event}\nchangetype: delete\n\n"
+        f"dn: {web}\nchangetype: modify\nreplace: ndsclustHostServer\nndsclustHostServer: beta\n\n"
+        f"dn: {db}\nchangetype: modify\nreplace: ndsclustCommand\nndsclustCommand: /bin/true\n\n"
+        f"dn: {stray}\nchangetype: add\nobjectClass: top\nobjectClass: ndsclustApplication\n"
+        "ndsclustTag: stray\nndsclustType: capable\nndsclustCommand: /bin/sleep 1\n"
+        "ndsclustPrimaryServer: alpha\n",
+    )
+    cluster.wait_replicating(15)
+    cluster.wait_converged(10)
+    sentinel = Store(Providers(cluster.uris, me), cluster.suffix)
+    rep = repairer(cluster, sentinel, me, "alpha")
+    try:
+        out = rep.sweep()
+    finally:
+        rep.close()
+    by_dn = {d.repair.dn: d for d in out.done}
+    assert {k for k, d in by_dn.items() if d.ok} == {event.lower(), web.lower(), stray.lower()}
+    assert not by_dn[db.lower()].ok  # the command is the operators' (insufficient access)
+    assert [dn for dn, _ in out.still] == [db.lower()]
+    for entry in (event, web):
+        wait_until(lambda e=entry: held_alike(cluster, e), 10, what=f"{entry} alike")
+    wait_until(
+        lambda: all(stray.lower() not in cluster.read_tree(i) for i in range(3)),
+        10,
+        what="the stray application gone everywhere",
+    )
+    try:
+        written = [e for e in sentinel.events() if e.kind in ("repair", "repair_failed")]
+    finally:
+        sentinel.close()
+    assert {e.server for e in written} == {"alpha"}
+    assert sum(e.kind == "repair" and "ok=True" in e.text for e in written) == 3
+    assert any(e.kind == "repair_failed" and db.lower() in e.text for e in written)

@@ -124,6 +124,7 @@ def test_forged_junk_and_replayed_packets_are_dropped_and_counted() -> None:
                 echo=0,
                 timestamp=time.time(),
                 key_id="k1",
+                receiver=B,
             ),
             b"x" * 32,
         )
@@ -136,6 +137,7 @@ def test_forged_junk_and_replayed_packets_are_dropped_and_counted() -> None:
                 echo=0,
                 timestamp=time.time(),
                 key_id="k1",
+                receiver=B,
             ),
             KEY,
         )
@@ -148,6 +150,7 @@ def test_forged_junk_and_replayed_packets_are_dropped_and_counted() -> None:
                 echo=0,
                 timestamp=time.time(),
                 key_id="k9",
+                receiver=B,
             ),
             KEY,
         )
@@ -163,7 +166,9 @@ def test_forged_junk_and_replayed_packets_are_dropped_and_counted() -> None:
                     "dropped_bad_mac",
                     "dropped_unknown_sender",
                     "dropped_unknown_key",
-                    "dropped_replay",
+                    # The captured request was alpha's to the spy: replayed to beta it names
+                    # another receiver (replays to the same receiver: test_fuzz_heartbeat).
+                    "dropped_wrong_receiver",
                 )
             )
 

@@ -31,6 +31,7 @@ from ndsclust.ldapstore.connection import Providers
 from ndsclust.ldapstore.store import Store
 from ndsclust.model import App, AppState, AppType, Server, ServerName, StateValue, Tag
 from ndsclust.sentinel.control import ControlServer
+from ndsclust.sentinel.control_socket import MAX_HELD
 from ndsclust.sentinel.procs import ProcState
 from ndsclust.sentinel.supervisor import Supervisor
 
@@ -429,3 +430,35 @@ def test_lost_sentinel_is_a_stop_request(connect: Connect, server: ControlServer
     assert session.should_stop(timeout=10) and session.stop_reason == aware.LOST
     with pytest.raises(aware.ControlUnavailable):
         _ = session.marker
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_many_clients_holding_long_lines_do_not_grow_the_sentinel(
+    connect: Connect, server: ControlServer
+) -> None:
+    # 200 connections each send 1 MiB without a newline and stay open. Without a bound over
+    # all connections the sentinel held every one of them (200 MiB).
+    line = b"x" * MAX_LINE
+    socks: list[socket.socket] = []
+    before = _rss()
+    peak = 0
+    try:
+        for _ in range(200):
+            s = raw(server.path)
+            socks.append(s)
+            try:
+                s.sendall(line)
+            except OSError:
+                pass  # closed by the sentinel while sending: what the bound does
+            peak = max(peak, _rss() - before)
+        held = sum(c.lines.held + len(c.out) for c in list(server._conns.values()))
+        assert held <= MAX_HELD
+        assert peak < MAX_HELD + (48 << 20), f"grew by {peak} bytes"
+        assert connect(tag=T).server == A  # a small client is still served
+    finally:
+        for s in socks:
+            s.close()

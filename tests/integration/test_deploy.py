@@ -475,6 +475,36 @@ def test_sentinel_writes_what_failover_needs(dep: Deployment) -> None:
         st.close()
 
 
+def test_sentinel_makes_the_anti_entropy_repairs(dep: Deployment) -> None:
+    """What anti-entropy needs beyond failover (docs/design.md invariant 3): the structural
+    class of any server, application or event deleted and added again in one modify (the
+    change that brings back a copy a provider lost), and an application entry deleted."""
+    dep.operator_ldif("ldapadd", app_ldif("s-stray"))
+    st = dep.store(server_dn(BETA))
+    event = st.record_event("note", server=BETA, text="by beta").dn
+    st.close()
+    conn = dep.connect(server_dn(ALPHA))
+    try:
+        for dn, cls in (
+            (event, "ndsclustEvent"),
+            (app_dn("web"), "ndsclustApplication"),
+            (server_dn(BETA), "ndsclustServer"),
+        ):
+            before = dep.read(dn)
+            touch = [(ldap3.MODIFY_DELETE, [cls]), (ldap3.MODIFY_ADD, [cls])]
+            assert conn.modify(dn, {"objectClass": touch}), (dn, conn.result)
+            after = dep.read(dn)
+            assert after["objectClass"] == before["objectClass"]
+        # A replace with the same values needs the whole attribute (docs/platform.md fact 34)
+        same = dep.read(app_dn("web"))["objectClass"]
+        assert not conn.modify(app_dn("web"), {"objectClass": [(ldap3.MODIFY_REPLACE, same)]})
+        assert result(conn) == INSUFFICIENT_ACCESS, conn.result
+        assert conn.delete(app_dn("s-stray")), conn.result
+    finally:
+        conn.unbind()
+    assert dep.read(app_dn("s-stray")) == {}
+
+
 def test_sentinel_watch_and_unlimited_reads(dep: Deployment) -> None:
     """A sentinel follows the cluster base by RFC 4533 as its own identity, and reads more
     entries than slapd's default size limit (a thousand applications must fit)."""
@@ -539,7 +569,59 @@ SENTINEL_REFUSED: list[tuple[str, str, Callable[[ldap3.Connection, str], bool]]]
             )
         ),
     ),
-    ("an application, deleted", app_dn("web"), lambda c, dn: bool(c.delete(dn))),
+    (
+        "an event signed by beta",
+        f"ndsclustEventId=forged-by-alpha,{EVENTS}",
+        lambda c, dn: bool(
+            c.add(
+                dn,
+                ["top", "ndsclustEvent"],
+                {
+                    "ndsclustEventId": "forged-by-alpha",
+                    "ndsclustEventTime": "20260101000000Z",
+                    "ndsclustEventKind": "failover",
+                    "ndsclustEventServer": BETA,
+                },
+            )
+        ),
+    ),
+    (
+        "an event without a server",
+        f"ndsclustEventId=unsigned-by-alpha,{EVENTS}",
+        lambda c, dn: bool(
+            c.add(
+                dn,
+                ["top", "ndsclustEvent"],
+                {
+                    "ndsclustEventId": "unsigned-by-alpha",
+                    "ndsclustEventTime": "20260101000000Z",
+                    "ndsclustEventKind": "failover",
+                },
+            )
+        ),
+    ),
+    (
+        "beta's event, rewritten",
+        f"ndsclustEventId=by-beta,{EVENTS}",
+        _mod("ndsclustEventText", "x"),
+    ),
+    (
+        "beta's event, re-signed",
+        f"ndsclustEventId=by-beta,{EVENTS}",
+        _mod("ndsclustEventServer", ALPHA),
+    ),
+    (
+        "its own event, re-signed as beta's",
+        f"ndsclustEventId=by-alpha,{EVENTS}",
+        _mod("ndsclustEventServer", BETA),
+    ),
+    (
+        "an application's object classes",
+        app_dn("web"),
+        lambda c, dn: bool(
+            c.modify(dn, {"objectClass": [(ldap3.MODIFY_ADD, ["extensibleObject"])]})
+        ),
+    ),
     ("beta's pulse", f"cn={BETA},{PULSE}", _mod("ndsclustPulse", "999")),
     (
         "a pulse for another server",
@@ -585,12 +667,59 @@ SENTINEL_REFUSED: list[tuple[str, str, Callable[[ldap3.Connection, str], bool]]]
 
 @pytest.fixture(scope="module")
 def beta_pulse(dep: Deployment) -> None:
-    """Beta's pulse entry exists, so refusals to touch it are refusals, not noSuchObject."""
+    """Beta's pulse entry and an event of each server exist, so refusals to touch them are
+    refusals, not noSuchObject."""
     st = dep.store(server_dn(BETA))
     try:
         st.write_pulse(BETA, 1)
     finally:
         st.close()
+    for name in (ALPHA, BETA):
+        conn = dep.connect(server_dn(name))
+        try:
+            assert conn.add(
+                f"ndsclustEventId=by-{name},{EVENTS}",
+                ["top", "ndsclustEvent"],
+                {
+                    "ndsclustEventId": f"by-{name}",
+                    "ndsclustEventTime": "20260101000000Z",
+                    "ndsclustEventKind": "failover",
+                    "ndsclustEventServer": name,
+                },
+            ), conn.result
+        finally:
+            conn.unbind()
+
+
+def test_a_sentinel_prunes_other_servers_events(dep: Deployment, beta_pulse: None) -> None:
+    conn = dep.connect(server_dn(ALPHA))
+    dn = f"ndsclustEventId=pruned-by-alpha,{EVENTS}"
+    try:
+        conn.add(
+            dn,
+            ["top", "ndsclustEvent"],
+            {
+                "ndsclustEventId": "pruned-by-alpha",
+                "ndsclustEventTime": "20250101000000Z",
+                "ndsclustEventKind": "failover",
+                "ndsclustEventServer": BETA,
+            },
+        )
+        assert result(conn) == INSUFFICIENT_ACCESS
+        st = dep.store(server_dn(BETA))
+        try:
+            st.record_event("failover", server=BETA, text="old")
+        finally:
+            st.close()
+        ops = dep.store(OPERATOR)
+        try:
+            old = [e for e in ops.events() if e.server == BETA and e.text == "old"]
+        finally:
+            ops.close()
+        assert old
+        assert conn.delete(old[0].dn), conn.result
+    finally:
+        conn.unbind()
 
 
 @pytest.mark.parametrize("what, dn, op", SENTINEL_REFUSED, ids=[w for w, _, _ in SENTINEL_REFUSED])
@@ -854,7 +983,8 @@ def test_replicator_reads_everything_and_writes_nothing(dep: Deployment) -> None
 def install_ldif_blocks() -> list[str]:
     """The ```ldif examples of INSTALL.md, in order."""
     text = (DEPLOY / "INSTALL.md").read_text()
-    return [block.split("```", 1)[0].lstrip("\n") for block in text.split("```ldif")[1:]]
+    # After the language may come a label (```ldif billing.ldif): the block starts a line later.
+    return [block.split("\n", 1)[1].split("```", 1)[0] for block in text.split("```ldif")[1:]]
 
 
 def test_install_guide_examples_work_for_an_operator(dep: Deployment) -> None:
@@ -868,3 +998,61 @@ def test_install_guide_examples_work_for_an_operator(dep: Deployment) -> None:
     app = dep.read(app_dn("billing"))
     assert app["ndsclustRequest"] == ["failback"] and app["ndsclustHostServer"] == [ALPHA]
     assert dep.read(server_dn(ALPHA))["ndsclustServerState"] == ["up"]
+
+
+def _cli_args(dep: Deployment, *identity: str) -> list[str]:
+    return [
+        *(a for uri in dep.uris for a in ("--uri", uri)),
+        "--suffix",
+        SUFFIX,
+        "--pulse-suffix",
+        PULSE,
+        *identity,
+        "--ca-file",
+        str(dep.ca),
+        "-Z",
+    ]
+
+
+def test_status_as_anonymous_says_it_cannot_read(
+    dep: Deployment, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli_main([*_cli_args(dep), "status"]) == 1
+    err = capsys.readouterr().err
+    assert f"cannot read {BASE} as anonymous" in err and "no servers" not in err
+
+
+def test_a_wrong_password_exits_2_and_says_the_bind_was_refused(
+    dep: Deployment, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wrong = tmp_path / "wrong.pw"
+    wrong.write_text("not the password")
+    began = time.monotonic()
+    assert cli_main([*_cli_args(dep, "-D", OPERATOR, "-y", str(wrong)), "status"]) == 2
+    err = capsys.readouterr().err
+    assert "the bind was refused" in err and "invalidCredentials" in err, err
+    assert "no provider reachable" not in err
+    assert time.monotonic() - began < 5  # refused everywhere: no waiting for a better answer
+
+
+def test_the_audit_trail_names_the_bind_identity_of_a_request(
+    dep: Deployment, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The CLI's audit event names the operator's DN; a request written with ldapmodify
+    carries its writer in modifiersName, which the sentinels copy into their event."""
+    dep.operator_ldif("ldapadd", app_ldif("audited", host=ALPHA))
+    args = _cli_args(dep, "-D", OPERATOR, "-y", str(dep.password_files[OPERATOR]))
+    assert cli_main([*args, "unload", "audited", "--no-wait"]) == 0
+    st = dep.store(OPERATOR)
+    try:
+        mine = [e for e in st.events(tag="audited") if e.kind == "request_unload"]
+        assert mine and f"by={OPERATOR}" in mine[-1].text and "by=root" not in mine[-1].text
+        dep.operator_ldif(
+            "ldapmodify",
+            f"dn: {app_dn('audited')}\nchangetype: modify\nreplace: ndsclustRequest\n"
+            "ndsclustRequest: load\n",
+        )
+        app = st.app("audited")
+        assert app.requested_by is not None and app.requested_by.lower() == OPERATOR.lower()
+    finally:
+        st.close()

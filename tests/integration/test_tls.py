@@ -23,7 +23,7 @@ import ldap3
 import pytest
 
 from ndsclust import pki, site
-from ndsclust.errors import ConfigError, ProviderUnreachable
+from ndsclust.errors import BindRefused, ConfigError, ProviderUnreachable
 from ndsclust.lab.directory import Provider, free_ports
 from ndsclust.ldapstore.connection import Credentials, Providers, open_connection
 from ndsclust.slapd import render
@@ -170,7 +170,10 @@ def test_a_certificate_for_another_name_is_refused(setup: Setup) -> None:
     127.0.0.1 and DNS:ldap, not localhost): one server of the cluster cannot pose as
     another."""
     uri = setup.slapd.ldaps_url.replace("127.0.0.1", "localhost")
-    with pytest.raises(ProviderUnreachable, match=r"doesn't match any name in \['localhost'\]"):
+    with pytest.raises(
+        ProviderUnreachable,
+        match=r"certificate names DNS:ldap, IP Address:127.0.0.1, not localhost",
+    ):
         open_connection(uri, Credentials(bind_dn=ADMIN, password=ADMIN_PW, ca_file=setup.ca))
 
 
@@ -259,3 +262,39 @@ def test_a_client_certificate_from_another_ca_cannot_bind(setup: Setup) -> None:
 def test_sasl_external_without_a_certificate_is_refused(setup: Setup) -> None:
     with pytest.raises(ProviderUnreachable, match="SASL EXTERNAL"):
         open_connection(setup.slapd.ldaps_url, Credentials(sasl_external=True, ca_file=setup.ca))
+
+
+@pytest.mark.parametrize("how", ["ldaps", "starttls", "name"])
+def test_tls_errors_are_words_not_python_reprs(setup: Setup, how: str) -> None:
+    other = str(setup.other_dir / "ca.crt")
+    uri, creds = {
+        "ldaps": (
+            setup.slapd.ldaps_url,
+            Credentials(bind_dn=ADMIN, password=ADMIN_PW, ca_file=other),
+        ),
+        "starttls": (
+            setup.slapd.url,
+            Credentials(bind_dn=ADMIN, password=ADMIN_PW, ca_file=other, start_tls=True),
+        ),
+        "name": (
+            setup.slapd.ldaps_url.replace("127.0.0.1", "localhost"),
+            Credentials(bind_dn=ADMIN, password=ADMIN_PW, ca_file=setup.ca),
+        ),
+    }[how]
+    with pytest.raises(ProviderUnreachable) as info:
+        open_connection(uri, creds)
+    text = str(info.value)
+    assert not any(s in text for s in ("Error(", "[(", "')", "\\'", "SSLCertVerificationError")), (
+        text
+    )
+    assert text.startswith(uri), text
+
+
+def test_wrong_password_is_a_refused_bind_not_an_unreachable_directory(setup: Setup) -> None:
+    creds = Credentials(bind_dn=ADMIN, password="wrong", ca_file=setup.ca)
+    with pytest.raises(BindRefused) as info:
+        Providers([setup.slapd.ldaps_url], creds, final_refusal=True).connect_retrying(
+            deadline=None
+        )
+    assert info.value.everywhere and "invalidCredentials" in str(info.value)
+    assert "no provider reachable" not in str(info.value)

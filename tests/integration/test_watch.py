@@ -360,7 +360,7 @@ def test_refresh_required_leads_to_a_full_refresh(
         )
         events = collect(w, until_refreshed)
     assert "event=watch_refresh_required" in caplog.text
-    assert "event=watch_bad_message" in caplog.text and "dn='cn=accesslog'" in caplog.text
+    assert "event=watch_bad_message" in caplog.text and 'dn="cn=accesslog"' in caplog.text
     assert [e for e in events if isinstance(e, Deleted)] == [
         Deleted(vanished, "reqStart=20000101000000.000000Z,cn=accesslog")
     ]

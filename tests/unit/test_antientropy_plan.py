@@ -3,17 +3,26 @@ and the sweeper with a fake sweep (docs/design.md invariant 3, "Anti-entropy")."
 
 from __future__ import annotations
 
+import json
+
+from ndsclust import config
+from ndsclust.config import Config
 from ndsclust.ldapstore.antientropy import (
     Action,
     Digests,
+    Done,
     Outcome,
+    Repair,
     entry_digest,
+    lagging,
     partition_reason,
     plan,
+    unreachable,
     user_values,
 )
 from ndsclust.ldapstore.reseed import to_ldif
-from ndsclust.sentinel.antientropy import Schedule, Sweeper
+from ndsclust.sentinel.antientropy import Schedule, Sweeper, sweeps
+from ndsclust.sentinel.sweep_child import outcome_from_json, outcome_to_json
 
 W, A, B = "ldap://w", "ldap://a", "ldap://b"
 
@@ -121,6 +130,9 @@ class FakeSweep:
         self.calls += 1
         return self.outcome
 
+    def interrupt(self) -> None:
+        pass
+
     def close(self) -> None:
         self.closed = True
 
@@ -179,3 +191,106 @@ def test_the_first_look_may_keep_only_what_differed() -> None:
     # an entry that differs only on the second look is still not confirmed
     b = {**a, "cn=x": d("9", "old")}
     assert {r.dn for r in plan(W, looks(b), earlier=kept).repairs} == {"cn=z"}
+
+
+class FakeProbe:
+    def __init__(self, answers: list[str]) -> None:
+        self.answers, self.closed = answers, False
+
+    def check(self) -> str:
+        return self.answers.pop(0) if self.answers else ""
+
+    def whole(self) -> str:
+        return self.held
+
+    held = ""
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_provider_the_probe_finds_restarted_is_a_poke() -> None:
+    now = [0.0]
+    fake = FakeSweep(Outcome())
+    probe = FakeProbe(["", "provider_restart"])
+    s = Sweeper(fake, settle=1, interval=100, clock=lambda: now[0], probe=probe, probe_interval=5)
+    s.schedule.swept("", 0)  # the start sweep is done: next one at 100
+    s._probed()
+    assert s.schedule.due(1) is None
+    now[0] = 3
+    s._probed()  # not due: the probe is asked every 5 s
+    assert probe.answers == ["provider_restart"]
+    now[0] = 5
+    s._probed()
+    assert s.schedule.due(6) == "provider_restart"
+    s.stop()
+    assert probe.closed and fake.closed
+
+
+def test_lagging_and_unreachable_name_the_providers() -> None:
+    assert unreachable({"a": {"1": "x"}, "b": None}) == "unreachable: b"
+    assert lagging({"a": {"1": "x"}, "b": {"1": "x"}}) == ""
+    assert lagging({"a": {"1": "x"}, "b": {"1": "w"}}) == "replication under way: b behind a"
+    assert lagging({"a": {"1": "x"}, "b": {"1": "x", "2": "y"}}).endswith("a behind b")
+
+
+def test_outcome_crosses_the_child_process_as_json() -> None:
+    done = Done(
+        Repair("cn=x,dc=t", Action.REWRITE, ("ldap://b",)),
+        "ldap://b",
+        None,
+        {"cn": ("x",), "objectclass": ("top",)},
+        True,
+    )
+    out = Outcome("", ("cn=x,dc=t",), (done,), (("cn=y,dc=t", ("ldap://b",)),), 0.5, 3)
+    back = outcome_from_json(json.loads(json.dumps(outcome_to_json(out))))
+    assert back == out and back.repaired == 1
+
+
+def _cfg(server: str, local: str | None, owners: dict[str, str] | None = None) -> Config:
+    uris = ["ldaps://p1", "ldaps://p2", "ldaps://p3"]
+    d = {"uris": uris, "suffix": "dc=t", "allow_plain_ldap": False}
+    if local:
+        d["local_uri"] = local
+    if owners is not None:
+        d["provider_servers"] = owners
+    return config.parse(
+        {"server": server, "directory": d, "channels": {"directory": {}}},
+    )
+
+
+def test_exactly_one_sentinel_sweeps() -> None:
+    uris = ["ldaps://p1", "ldaps://p2", "ldaps://p3"]
+    names = ["alpha", "beta", "gamma"]
+    owners = dict(zip(uris, names, strict=True))
+    # deployed and loopback lab: a provider beside each sentinel, with or without the map
+    for m in (owners, None):
+        chosen = [n for n, u in zip(names, uris, strict=True) if sweeps(_cfg(n, u, m))]
+        assert chosen == ["alpha"]
+    # a scale lab: eight sentinels over three providers, server i beside provider i % 3
+    eight = [f"s{i}" for i in range(8)]
+    owners8 = {u: eight[i] for i, u in enumerate(uris)}
+    chosen = [n for i, n in enumerate(eight) if sweeps(_cfg(n, uris[i % 3], owners8))]
+    assert chosen == ["s0"]
+    assert not sweeps(_cfg("alpha", None))  # no provider of its own: never
+
+
+def test_a_sweep_the_probe_would_hold_is_not_started_and_a_failed_one_waits() -> None:
+    class Boom(FakeSweep):
+        def sweep(self) -> Outcome:
+            self.calls += 1
+            raise RuntimeError("the sweep process exited 1")
+
+    now = [0.0]
+    probe = FakeProbe([])
+    probe.held = "unreachable: ldap://b"
+    fake = Boom(Outcome())
+    s = Sweeper(fake, settle=0, retry=2, interval=100, clock=lambda: now[0], probe=probe)
+    out = s.step()
+    assert out is not None and out.held == "unreachable: ldap://b" and fake.calls == 0
+    assert s.schedule.due(2) == "start"  # held on a pending poke: tried again soon
+    probe.held = ""
+    now[0] = 2
+    out = s.step()
+    assert out is not None and out.held == "error: RuntimeError" and fake.calls == 1
+    assert s.schedule.due(4) is None and s.schedule.due(102) == "slow"

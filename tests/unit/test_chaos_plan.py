@@ -35,7 +35,7 @@ def test_windows_scale_with_the_failover_timeout() -> None:
 def test_the_summary_line_keeps_its_prefix() -> None:
     totals = chaos.Totals(trials=2)
     assert totals.line("s") == (
-        "chaos: trials=2 double_runs=0 liveness_violations=0 diverged_entries=0 seed=s"
+        "chaos: trials=2 double_runs=0 liveness_violations=0 diverged_entries=0 repaired=0 seed=s"
     )
     assert totals.line("s", stress=True, timings="f.yaml").endswith(
         " seed=s stress=on timings=f.yaml"

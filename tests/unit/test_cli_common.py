@@ -46,6 +46,7 @@ def write_config(tmp_path: Path, **directory: Any) -> Path:
             "pulse_suffix": "o=pulse",
             "bind_dn": "cn=alpha,dc=example,dc=com",
             "password_file": str(pw),
+            "start_tls": True,
             **directory,
         },
         "channels": {"lan": {"addresses": ["127.0.0.1:7946"], "key_file": str(key)}},
@@ -168,3 +169,24 @@ def test_plain_ldap_is_refused_unless_allowed(
     )
     monkeypatch.delenv("NDSCLUST_ALLOW_PLAIN_LDAP")
     assert common.credentials(args).allow_plain and common.credentials(args).start_tls
+
+
+def test_version_and_the_exit_code_of_a_refused_bind(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ndsclust import cli
+    from ndsclust.errors import BindRefused, ProviderUnreachable
+
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out.startswith("ndsclust ")
+
+    def refused(_: object) -> int:
+        raise BindRefused("the bind was refused (check the bind DN and password): x")
+
+    def silent(_: object) -> int:
+        raise ProviderUnreachable("no provider reachable: x")
+
+    for handler, code in ((refused, cli.EXIT_USAGE), (silent, cli.EXIT_UNREACHABLE)):
+        monkeypatch.setattr(cli.status_cmd, "cmd_status", handler)
+        assert cli.main(["--uri", "ldaps://127.0.0.1:1", "status"]) == code

@@ -179,3 +179,11 @@ def test_maintenance_off_done_when_up_and_not_before_the_write_shows() -> None:
     assert (
         judge_maintenance(A, False, frozenset(), CSN1, snap(servers=up), []).outcome is Outcome.DONE
     )
+
+
+def test_an_ignored_failback_fails_even_when_the_application_is_on_its_primary() -> None:
+    # The sentinel ignored the operator's failback; the application reached its primary
+    # anyway (or was there already): the request did nothing, so --wait does not exit 0.
+    ignored = [event("request_ignored", "already on its primary")]
+    v = judge_request(web(), Request(RequestKind.FAILBACK), CSN1, snap(web(csn=CSN2)), ignored)
+    assert v.outcome is Outcome.FAILED and "ignored" in v.text

@@ -70,11 +70,16 @@ def test_last_event_per_tag_is_the_newest() -> None:
 
 def test_status_json_has_stable_keys_and_values() -> None:
     data = status_data(snapshot(), {A: Pulse(A, 41, STAMP)}, EVENTS, NOW, stale=5.0)
-    assert set(data) == {"servers", "applications", "invalid"}
+    assert set(data) == {"servers", "applications", "invalid", "pause"}
+    assert data["pause"] is None
     alpha, beta = data["servers"]
     assert set(alpha) == {
         "name",
         "state",
+        "entry_state",
+        "liveness",
+        "reason",
+        "heard_by",
         "addresses",
         "resources",
         "hosting",
@@ -84,7 +89,9 @@ def test_status_json_has_stable_keys_and_values() -> None:
     }
     assert alpha["pulse"] == {"counter": 41, "time": "2026-11-19T11:06:40.000000Z", "age": 2.0}
     assert alpha["pulse_fresh"] and alpha["seen"] == ["directory"]
-    assert beta["state"] == "maintenance" and beta["pulse"] is None and beta["seen"] == []
+    # beta publishes no pulse and nobody reports hearing it: down, whatever its entry says
+    assert beta["state"] == "down" and beta["entry_state"] == "maintenance"
+    assert beta["pulse"] is None and beta["seen"] == []
     assert beta["hosting"] == ["web"]
     db, web = data["applications"]
     assert db["state"] == "error(no server)" and db["host"] is None
@@ -115,6 +122,7 @@ def test_rows_for_the_table() -> None:
         "seen": ["directory"],
         "pulse_age": "2.0s",
         "hosting": [],
+        "reason": "no peer reports on it; it is alive",
     }
     web = app_rows(data, NOW)[1]
     assert web["last_event"] == "failover (12s ago)" and web["host"] == "beta"

@@ -18,7 +18,11 @@ def good(tmp_path: Path, **over: Any) -> dict[str, Any]:
     key.write_bytes(b"k" * 32)
     data: dict[str, Any] = {
         "server": "alpha",
-        "directory": {"uris": ["ldap://127.0.0.1:3890"], "suffix": "dc=example,dc=com"},
+        "directory": {
+            "uris": ["ldap://127.0.0.1:3890"],
+            "suffix": "dc=example,dc=com",
+            "start_tls": True,
+        },
         "channels": {
             "lan": {"addresses": ["127.0.0.1:7946"], "key_file": str(key)},
             "directory": {},
@@ -174,3 +178,17 @@ def test_the_sentinel_opens_the_disk_as_configured(
         assert (made[-1]["direct"], made[-1]["sync"]) == expected
         assert made[-1]["path"] == "/dev/sdz"
         parts.lan.stop()  # never started: closes its wake-up socket pair
+
+
+def test_plain_ldap_without_tls_is_a_configuration_error(tmp_path: Path) -> None:
+    # Every connection would be refused: the sentinel must exit 2, not retry forever.
+    data = good(tmp_path)
+    data["directory"]["start_tls"] = False
+    data["directory"]["local_uri"] = "ldap://127.0.0.1:3890"
+    with pytest.raises(ConfigError) as info:
+        config.parse(data)
+    text = str(info.value)
+    assert "directory.uris: ldap://127.0.0.1:3890: plain LDAP without TLS" in text
+    assert "directory.local_uri" in text
+    data["directory"]["allow_plain_ldap"] = True
+    config.parse(data)

@@ -17,6 +17,7 @@ from ndsclust.model import (
     StateValue,
     Tag,
 )
+from ndsclust.sentinel import requests
 from ndsclust.sentinel.actions import (
     Action,
     Claim,
@@ -30,11 +31,13 @@ from ndsclust.sentinel.actions import (
     Restart,
     SetState,
     Unload,
+    announce,
+    handed_off,
 )
 from ndsclust.sentinel.decide import decide
 from ndsclust.sentinel.detector import Liveness
 from ndsclust.sentinel.procs import ProcInfo, ProcState
-from ndsclust.sentinel.view import History, Policy, View
+from ndsclust.sentinel.view import History, Policy, View, histories, last_valid
 
 A, B, G = ServerName("alpha"), ServerName("beta"), ServerName("gamma")
 ALL = (A, B, G)
@@ -222,7 +225,16 @@ def test_fig6_simultaneous_failure_loads_once_replication_caught_up() -> None:
 
 def test_fig6_step614_simultaneous_failure_waits_for_replication() -> None:
     out = run(lab(app(A), me=A, registering=True, caught_up=False))
-    assert out == [SetState(WEB, PENDING)]
+    # The hold shows as a state, says how it ends and is recorded once (issue 14).
+    assert out == [
+        SetState(WEB, PENDING),
+        RecordEvent(
+            EventKind.REPLICATION_PENDING,
+            WEB,
+            "alpha starts it once its own provider has caught up with its peers "
+            "(it does so by itself; ndsclust doctor shows which provider lags)",
+        ),
+    ]
     # Already shown: nothing more to write, and still nothing loaded.
     assert run(lab(app(A, state=PENDING), me=A, registering=True, caught_up=False)) == []
 
@@ -466,30 +478,41 @@ def test_fig7a_no_taker_rejects_a_pending_request() -> None:
     assert EventKind.REQUEST_REJECTED in kinds(out)
 
 
-def test_flap_damping_keeps_the_app_failed_in_place() -> None:
-    history = {WEB: History(failovers=(NOW - 3000, NOW - 2000), handoffs=(NOW - 1000,))}
+def test_a_dead_host_never_keeps_it_whatever_the_failure_counts() -> None:
+    # Blocker 2 of issue 14: three hand-offs in the window (start-up failures) used to leave
+    # the application failed(flapping) on its dead host. A failover is never damped.
+    history = {WEB: History(failures=((NOW - 300, A), (NOW - 200, A), (NOW - 100, A)))}
     out = run(lab(app(A), me=B, dead=[A], history=history))
-    reason = "flapping: 3 failovers within 3600s; staying on alpha"
-    failed = StateValue(AppState.FAILED, reason)
-    assert out == [
-        SetState(WEB, failed),
-        RecordEvent(EventKind.FLAP_DAMPED, WEB, str(failed)),
-        Notify(EventKind.FLAP_DAMPED, WEB, str(failed)),
+    assert out[0] == Claim(WEB, A, failover_text(), FAILOVER)
+    assert EventKind.FLAP_DAMPED not in kinds(out)
+
+
+def test_failover_prefers_a_server_where_the_program_did_not_just_fail() -> None:
+    history = {WEB: History(failures=((NOW - 100, B),))}
+    assert run(lab(app(A), me=B, dead=[A], history=history)) == []
+    out = run(lab(app(A), me=G, dead=[A], history=history))
+    assert out[0] == Claim(WEB, A, failover_text(), FAILOVER)
+    # ... but takes it rather than leave it on a dead host.
+    out = run(lab(app(A), me=B, dead=[A, G], history=history))
+    assert out[0] == Claim(WEB, A, failover_text(), FAILOVER)
+
+
+def test_histories_count_only_program_failures_since_the_last_cleanup() -> None:
+    moves = [
+        (WEB, "failover", 100.0, A),
+        (WEB, "migrate", 110.0, B),
+        (WEB, "maintenance", 120.0, B),
+        (WEB, "failback", 130.0, B),
+        (WEB, "handoff", 140.0, A),
+        (WEB, "cleanup", 150.0, G),
+        (WEB, "handoff", 160.0, B),
     ]
-    assert run(lab(app(A, state=failed), me=B, dead=[A], history=history)) == []
-
-
-def test_flap_damping_forgets_moves_older_than_the_window() -> None:
-    history = {WEB: History(failovers=(NOW - 3601, NOW - 2000), handoffs=(NOW - 1000,))}
-    assert run(lab(app(A), me=B, dead=[A], history=history))[0] == Claim(
-        WEB, A, failover_text(), FAILOVER
+    h = histories(moves, NOW, 200.0)
+    assert h[WEB] == History(
+        failures=((NOW - 40, B),), cleaned=NOW - 50, seen=frozenset({A, B}), failovers=(NOW - 100,)
     )
-
-
-def test_flap_damping_yields_to_an_operator_request() -> None:
-    history = {WEB: History(failovers=(NOW - 3, NOW - 2, NOW - 1))}
-    out = run(lab(app(A, request="load"), me=B, dead=[A], history=history))
-    assert out[0] == Claim(WEB, A, failover_text(), FAILOVER, Request.parse("load"))
+    # A failover is reported (metrics), never counted as a failure of the program.
+    assert histories(moves[:4], NOW, 200.0) == {WEB: History(failovers=(NOW - 100,))}
 
 
 def test_failover_with_migrate_request_goes_straight_to_the_target() -> None:
@@ -593,11 +616,23 @@ def test_fig7b_paused_copy_is_dropped_when_no_longer_needed() -> None:
     )
 
 
-def test_claim58_no_automatic_failback_right_after_a_handoff() -> None:
-    history = {WEB: History(handoffs=(NOW - 60,))}
-    assert run(lab(app(B), me=B, procs=[proc()], history=history)) == []
-    later = NOW + POLICY.failback_hold
+def test_claim58_no_automatic_failback_to_a_primary_where_it_kept_failing() -> None:
+    history = {WEB: History(failures=((NOW - 60, A),))}
+    out = run(lab(app(B), me=B, procs=[proc()], history=history))
+    held = StateValue(
+        AppState.RUNNING,
+        "failback held: the program kept failing on alpha within 3600s; fails back when "
+        "that expires or after: ndsclust cleanup web",
+    )
+    assert out[0] == SetState(WEB, held)
+    assert kinds(out) == [EventKind.FAILBACK_HELD]
+    assert run(lab(app(B, state=held), me=B, procs=[proc()], history=history)) == []
+    later = NOW + POLICY.flap_window
     assert run(lab(app(B), me=B, procs=[proc()], history=history), now=later)[0] == Unload(
+        WEB, "failback to alpha"
+    )
+    cleaned = {WEB: History(failures=(), cleaned=NOW - 1)}
+    assert run(lab(app(B), me=B, procs=[proc()], history=cleaned))[0] == Unload(
         WEB, "failback to alpha"
     )
 
@@ -734,21 +769,15 @@ def test_request_failback_with_nothing_to_fail_back_is_ignored() -> None:
 
 def test_request_migrate_unloads_then_swaps_to_target() -> None:
     req = app(A, request="migrate:gamma")
-    assert run(lab(req, me=A, procs=[proc()])) == [
-        Unload(WEB, "migrate to gamma"),
-        SetState(WEB, UNLOADING),
-    ]
+    text = (
+        "migrate to gamma; it stays there (no automatic failback) until an operator moves it: "
+        "ndsclust failback web sends it back to alpha"
+    )
+    assert run(lab(req, me=A, procs=[proc()])) == [Unload(WEB, text), SetState(WEB, UNLOADING)]
     out = run(lab(req, me=A, procs=[exited(stop=True)]))
     assert out == [
-        Release(
-            WEB,
-            G,
-            A,
-            "migrate to gamma",
-            loading(EventKind.MIGRATE),
-            Request.parse("migrate:gamma"),
-        ),
-        RecordEvent(EventKind.MIGRATE, WEB, "migrate to gamma"),
+        Release(WEB, G, A, text, loading(EventKind.MIGRATE), Request.parse("migrate:gamma")),
+        RecordEvent(EventKind.MIGRATE, WEB, text),
     ]
     assert run(lab(req, me=G)) == []
 
@@ -759,9 +788,17 @@ def test_request_migrate_target_loads_once_host_names_it_and_stays() -> None:
     # from the audit trail is needed.
     moved = loading(EventKind.MIGRATE)
     assert run(lab(app(G, state=moved), me=G)) == [Load(WEB)]
-    assert run(lab(app(G, state=moved), me=G, procs=[proc()])) == [SetState(WEB, MIGRATED)]
-    assert run(lab(app(G, state=MIGRATED), me=G, procs=[proc()])) == []
-    assert run(lab(app(G, auto=False, state=MIGRATED), me=G, procs=[proc()])) == []
+    out = run(lab(app(G, state=moved), me=G, procs=[proc()]))
+    assert out[0] == SetState(WEB, MIGRATED)
+    # Issue 14 point 4: the hold says why it does not fail back and how to release it, once.
+    held = (
+        "alpha is back but it stays on gamma, where an operator migrated it (no automatic "
+        "failback after a migrate); to send it back: ndsclust failback web"
+    )
+    assert out[1:] == announce(EventKind.FAILBACK_HELD, WEB, held)
+    said = {(WEB, EventKind.FAILBACK_HELD, held): NOW - 10_000}
+    assert run(lab(app(G, state=MIGRATED), me=G, procs=[proc()], said=said)) == []
+    assert run(lab(app(G, auto=False, state=MIGRATED), me=G, procs=[proc()], said=said)) == []
 
 
 def test_request_migrate_of_auto_recover_app_sticks_without_the_migrate_event() -> None:
@@ -776,10 +813,10 @@ def test_request_migrate_of_auto_recover_app_sticks_without_the_migrate_event() 
     first = run(lab(moved, me=B))
     assert first == [Load(WEB)]
     second = run(lab(moved, me=B, procs=[proc()]))
-    assert second == [SetState(WEB, MIGRATED)]
+    assert second[0] == SetState(WEB, MIGRATED) and kinds(second) == [EventKind.FAILBACK_HELD]
     assert not only(second, Unload)
     kept = app(B, auto=True, state=MIGRATED)
-    assert run(lab(kept, me=B, procs=[proc()])) == []
+    assert not only(run(lab(kept, me=B, procs=[proc()])), Unload)
     # Later program failures keep the pin: restarted in place, still no failback.
     assert run(lab(kept, me=B, procs=[exited(stop=False)]))[0] == Restart(WEB)
 
@@ -925,9 +962,9 @@ def test_claim57_restarts_outside_window_do_not_count() -> None:
 
 def test_claim57_restart_limit_hands_program_to_next_server() -> None:
     spent = exited(stop=False, restarts=(NOW - 30, NOW - 20, NOW - 10))
-    text = "handoff to beta: exited; restart limit reached (3 within 900s)"
+    text = "handoff to beta: exited; restart limit reached (3 within 900s) on alpha"
     assert run(lab(app(A), me=A, procs=[spent])) == [
-        Release(WEB, B, A, text, loading(EventKind.HANDOFF)),
+        Release(WEB, B, A, text, handed_off([A])),
         RecordEvent(EventKind.HANDOFF, WEB, text),
         Notify(EventKind.HANDOFF, WEB, text),
     ]
@@ -941,16 +978,16 @@ def test_claim57_handoff_needs_sufficient_resources() -> None:
         WEB,
         G,
         A,
-        "handoff to gamma: exited; restart limit reached (3 within 900s)",
-        loading(EventKind.HANDOFF),
+        "handoff to gamma: exited; restart limit reached (3 within 900s) on alpha",
+        handed_off([A]),
     )
 
 
 def test_claim57_restart_limit_with_nowhere_to_go_is_failed_once() -> None:
     spent = exited(stop=False, restarts=(NOW - 30, NOW - 20, NOW - 10))
     reason = (
-        "exited; restart limit reached (3 within 900s); no other server can take it: "
-        "beta is dead, gamma is dead"
+        "exited; restart limit reached (3 within 900s) on alpha; given up: failed on alpha, "
+        "beta is dead, gamma is dead; fix the cause, then: ndsclust cleanup web"
     )
     failed = StateValue(AppState.FAILED, reason)
     out = run(lab(app(A), me=A, dead=[B, G], procs=[spent]))
@@ -964,12 +1001,154 @@ def test_claim57_restart_limit_with_nowhere_to_go_is_failed_once() -> None:
 
 def test_claim57_handoff_is_flap_damped() -> None:
     spent = exited(stop=False, restarts=(NOW - 30, NOW - 20, NOW - 10))
-    history = {WEB: History(failovers=(NOW - 500,), handoffs=(NOW - 400, NOW - 300))}
-    out = run(lab(app(A), me=A, procs=[spent], history=history))
-    assert out[0] == SetState(
-        WEB, StateValue(AppState.FAILED, "flapping: 3 failovers within 3600s; staying on alpha")
+    few = Policy(flap_max_failovers=1)
+    history = {WEB: History(failures=((NOW - 400, B),))}
+    out = run(lab(app(A), me=A, procs=[spent], history=history), policy=few)
+    reason = (
+        "flapping: 1 hand-offs after program failures within 3600s; given up on alpha; "
+        "fix the program, then: ndsclust cleanup web"
     )
+    assert out[0] == SetState(WEB, StateValue(AppState.FAILED, reason))
     assert kinds(out) == [EventKind.FLAP_DAMPED]
+
+
+def test_issue14_blocker1_handoff_goes_to_the_next_server_where_it_did_not_fail() -> None:
+    # Failed on alpha, handed to beta, failed there too: gamma gets its turn, not alpha.
+    spent = exited(stop=False, restarts=(NOW - 30, NOW - 20, NOW - 10))
+    history = {WEB: History(failures=((NOW - 60, A),))}
+    out = run(lab(app(B), me=B, procs=[spent], history=history))
+    assert out[0] == Release(
+        WEB,
+        G,
+        B,
+        "handoff to gamma: exited; restart limit reached (3 within 900s) on beta",
+        handed_off([A, B]),
+    )
+
+
+def test_issue14_the_entry_names_where_it_failed_before_the_events_arrive() -> None:
+    # A refusal is handed on at once: beta decides before alpha's hand-off event reaches
+    # it. The swap's own state (loading(handoff: alpha)) keeps it from going back to alpha.
+    refused = proc(ProcState.EXITED, reason="refused: not allowed")
+    out = run(lab(app(B, state=handed_off([A])), me=B, procs=[refused]))
+    assert isinstance(out[0], Release) and out[0].to == G
+    assert out[0].state == handed_off([A, B])
+    # gamma runs it: the primary is named as failed until its event shows, then by it.
+    held = run(lab(app(G, state=handed_off([A, B])), me=G, procs=[proc()]))
+    assert isinstance(held[0], SetState) and "failback held" in held[0].value.reason
+    still = run(lab(app(G, state=held[0].value), me=G, procs=[proc()]))
+    assert not only(still, Unload)
+    seen = {WEB: History(failures=((NOW - 5000, A),), seen=frozenset({A}))}
+    expired = run(lab(app(G, state=held[0].value), me=G, procs=[proc()], history=seen))
+    assert expired[0] == Unload(WEB, "failback to alpha")
+
+
+def test_issue14_point3_an_operators_migrate_is_never_damped() -> None:
+    # However many failures count, a migrate moves it (live host: unload, then swap; dead
+    # host: straight to the target), and says so with its event.
+    many = {WEB: History(failures=((NOW - 30, A), (NOW - 20, B), (NOW - 10, G)))}
+    req = app(A, request="migrate:beta")
+    assert run(lab(req, me=A, procs=[proc()], history=many))[0] == Unload(
+        WEB, requests.migrate_text(req, B)
+    )
+    out = run(lab(req, me=A, procs=[exited(stop=True)], history=many))
+    assert isinstance(out[0], Release) and out[0].to == B and kinds(out) == [EventKind.MIGRATE]
+    out = run(lab(req, me=B, dead=[A], history=many))
+    assert isinstance(out[0], Claim) and kinds(out) == [EventKind.MIGRATE]
+
+
+def test_issue14_cleanup_forgets_restarts_and_failures() -> None:
+    spent = exited(stop=False, restarts=(NOW - 30, NOW - 20, NOW - 10))
+    cleaned = {WEB: History(failures=(), cleaned=NOW - 5)}
+    assert run(lab(app(A), me=A, procs=[spent], history=cleaned))[0] == Restart(WEB)
+
+
+def test_issue14_cleanup_request_restarts_a_given_up_program_on_its_host() -> None:
+    spent = exited(stop=False, restarts=(NOW - 30, NOW - 20, NOW - 10))
+    given_up = StateValue(AppState.FAILED, "given up")
+    out = run(lab(app(G, state=given_up, request="cleanup"), me=G, procs=[spent]))
+    text = "failure counts cleared by an operator (on gamma); starting it on gamma"
+    assert out == [
+        ConsumeRequest(WEB, Request.parse("cleanup"), StateValue(AppState.LOADING)),
+        Load(WEB),
+        RecordEvent(EventKind.CLEANUP, WEB, text),
+    ]
+    # Running, or unloaded: only the counts are cleared (the speaker answers unhosted).
+    out = run(lab(app(A, request="cleanup"), me=A, procs=[proc()]))
+    assert out == [
+        ConsumeRequest(WEB, Request.parse("cleanup")),
+        RecordEvent(EventKind.CLEANUP, WEB, "failure counts cleared by an operator (on alpha)"),
+    ]
+    # A state that names failures is cleared with the request.
+    held = StateValue(AppState.RUNNING, "failback held: the program kept failing on alpha")
+    out = run(lab(app(B, state=held, request="cleanup"), me=B, procs=[proc()]))
+    assert out[0] == ConsumeRequest(WEB, Request.parse("cleanup"), RUNNING)
+    # ... when only the state names them; those the events name go with the cleanup event.
+    seen = {WEB: History(failures=((NOW - 9, A),), seen=frozenset({A}))}
+    out = run(lab(app(B, state=held, request="cleanup"), me=B, procs=[proc()], history=seen))
+    assert out[0] == ConsumeRequest(WEB, Request.parse("cleanup"))
+    assert run(lab(app(None, state=STOPPED, request="cleanup"), me=B)) == []
+    assert kinds(run(lab(app(None, state=STOPPED, request="cleanup"), me=A))) == [EventKind.CLEANUP]
+
+
+def test_issue14_refused_program_goes_to_the_next_server_then_error() -> None:
+    refused = proc(ProcState.EXITED, reason="refused: /usr/bin/web is not allowed")
+    out = run(lab(app(A), me=A, procs=[refused]))
+    # No restart in place: trying again cannot help; the next server gets its turn.
+    assert isinstance(out[0], Release) and out[0].to == B
+    history = {WEB: History(failures=((NOW - 20, A), (NOW - 10, B)))}
+    out = run(lab(app(G), me=G, procs=[refused], history=history))
+    assert isinstance(out[0], SetState) and out[0].value.state is AppState.ERROR
+    assert out[0].value.reason.startswith("refused: /usr/bin/web is not allowed; given up: ")
+    assert "ndsclust cleanup web" in out[0].value.reason
+    assert kinds(out) == [EventKind.ERROR]
+
+
+def test_issue14_migrate_to_the_host_where_it_was_given_up_starts_it() -> None:
+    spent = exited(stop=False, restarts=(NOW - 30, NOW - 20, NOW - 10))
+    given_up = StateValue(AppState.FAILED, "flapping")
+    out = run(lab(app(A, state=given_up, request="migrate:alpha"), me=A, procs=[spent]))
+    assert out[:2] == [
+        ConsumeRequest(WEB, Request.parse("migrate:alpha"), StateValue(AppState.LOADING)),
+        Load(WEB),
+    ]
+    assert kinds(out) == [EventKind.MIGRATE]
+
+
+def test_issue14_invalid_edit_of_a_running_app_keeps_it_running_and_says_so() -> None:
+    good = app(A)
+    apps, bad = last_valid(
+        {}, [("ndsclustTag=web,ou=applications,dc=x", "ndsclustCommand: relative")], {WEB: good}
+    )
+    assert apps == {WEB: good} and bad == {WEB: "ndsclustCommand: relative"}
+    view = replace(lab(good, me=A, procs=[proc()]), apps=apps, invalid=bad)
+    out = run(view)
+    assert not only(out, Unload)
+    text = (
+        "invalid edit: ndsclustCommand: relative; alpha keeps its last valid entry (the "
+        "program is not stopped) until the entry is fixed"
+    )
+    assert out == [
+        SetState(WEB, StateValue(AppState.ERROR, text)),
+        *announce(EventKind.ERROR, WEB, text),
+    ]
+    said = {(WEB, EventKind.ERROR, text): NOW - 1}
+    assert run(replace(view, said=said)) == []
+    # Other servers neither unload nor report it.
+    assert run(replace(lab(good, me=B), apps=apps, invalid=bad)) == []
+
+
+def test_issue14_an_entry_every_sentinel_ignores_is_reported_once() -> None:
+    bad = {WEB: "ndsclustBackupServer: delta is not a known server"}
+    text = "ndsclustBackupServer: delta is not a known server; every sentinel ignores this entry until it is fixed"
+    assert run(replace(lab(me=A), invalid=bad)) == [
+        RecordEvent(EventKind.INVALID_ENTRY, WEB, text),
+        Notify(EventKind.INVALID_ENTRY, WEB, text),
+    ]
+    assert run(replace(lab(me=B), invalid=bad)) == []
+    assert run(replace(lab(me=B, dead=[A]), invalid=bad))[0] == RecordEvent(
+        EventKind.INVALID_ENTRY, WEB, text
+    )
 
 
 def test_claim57_failed_program_on_backup_goes_back_to_live_primary() -> None:
@@ -1006,17 +1185,15 @@ def test_fencing_with_nothing_running_does_nothing() -> None:
 
 def test_fig6_step614_failover_waits_for_replication() -> None:
     out = run(lab(app(A), me=B, dead=[A], caught_up=False))
-    assert out == [SetState(WEB, PENDING)]
+    assert out[0] == SetState(WEB, PENDING) and kinds(out) == [EventKind.REPLICATION_PENDING]
 
 
 def test_replication_pending_holds_restarts_and_unloads_too() -> None:
-    assert run(lab(app(A), me=A, procs=[exited(stop=False)], caught_up=False)) == [
-        SetState(WEB, PENDING)
-    ]
+    out = run(lab(app(A), me=A, procs=[exited(stop=False)], caught_up=False))
+    assert out[0] == SetState(WEB, PENDING) and kinds(out) == [EventKind.REPLICATION_PENDING]
     assert run(lab(app(B), me=A, procs=[proc()], caught_up=False)) == []
-    assert run(lab(app(None, request="load", state=STOPPED), me=A, caught_up=False)) == [
-        SetState(WEB, PENDING)
-    ]
+    out = run(lab(app(None, request="load", state=STOPPED), me=A, caught_up=False))
+    assert out[0] == SetState(WEB, PENDING) and kinds(out) == [EventKind.REPLICATION_PENDING]
 
 
 def test_replication_pending_leaves_others_states_alone() -> None:

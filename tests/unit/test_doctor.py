@@ -66,7 +66,7 @@ def cfg(tmp_path: Path, channels: dict[str, Any]) -> config.Config:
     return config.parse(
         {
             "server": "alpha",
-            "directory": {"uris": ["ldap://127.0.0.1:1"], "suffix": "dc=x"},
+            "directory": {"uris": ["ldaps://127.0.0.1:1"], "suffix": "dc=x"},
             "channels": channels,
             "timeouts": {"failover": 0.8, "fence": 0.5, "lease": 0.5},
         },
@@ -89,14 +89,16 @@ def test_schema_loaded_missing_other_version_and_unreachable() -> None:
     assert "unreachable" in found[3].message
 
 
-def test_unreadable_cn_config_is_a_warning_not_an_error() -> None:
+def test_unreadable_cn_config_is_checked_through_the_subschema_without_a_warning() -> None:
+    # A server's or an operator's bind cannot read cn=config, and nobody can fix that: the
+    # subschema entry shows the version just as well, so the check is complete and clean.
     found = check_schema(
         [SchemaReading("ldap://a", schema.VERSION, source="subschema", config_readable=False)]
     )
-    assert levels(found) == [Level.WARNING, Level.OK]
-    assert "cannot read cn=config" in found[0].message and "ldapi" in found[0].fix
+    assert levels(found) == [Level.OK] and "subschema" in found[0].message
     blind = check_schema([SchemaReading("ldap://a", None, config_readable=False)])
-    assert levels(blind) == [Level.WARNING] and exit_code(blind) == 0
+    assert levels(blind) == [Level.INFO] and exit_code(blind) == 0
+    assert "ldapi" in blind[0].fix
 
 
 def test_replication_equal_csns_converged() -> None:
@@ -377,3 +379,26 @@ def test_a_difference_gone_on_the_second_look_was_replication_in_flight() -> Non
         {"ldap://a": a, "ldap://b": b}, {"ldap://a": a, "ldap://b": dict(a)}
     )
     assert ok.level is Level.OK
+
+
+def test_doctor_over_ldapi_checks_every_provider_of_the_configuration(tmp_path: Path) -> None:
+    from ndsclust.cli.doctor_cmd import targets
+    from ndsclust.ldapstore.connection import Credentials
+
+    cfg = config.parse(
+        {
+            "server": "alpha",
+            "directory": {
+                "uris": ["ldaps://l1", "ldaps://l2", "ldaps://l3"],
+                "local_uri": "ldaps://l1",
+                "suffix": "dc=x",
+                "bind_dn": "cn=alpha,ou=servers,ou=ndsclust,dc=x",
+            },
+            "channels": {"directory": {}},
+        },
+    )
+    root = Credentials(sasl_external=True)
+    got = targets(["ldapi:///"], root, cfg)
+    assert [u for u, _ in got] == ["ldapi:///", "ldaps://l2", "ldaps://l3"]
+    assert got[0][1] is root and got[1][1].bind_dn == "cn=alpha,ou=servers,ou=ndsclust,dc=x"
+    assert [u for u, _ in targets(["ldaps://l1"], root, cfg)] == ["ldaps://l1"]

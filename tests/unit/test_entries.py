@@ -75,7 +75,7 @@ def test_attribute_names_match_case_insensitively_and_bytes_decode() -> None:
         ("ndsclustHostServer", "no such!", "not a server name"),
         ("ndsclustAutoRecover", "yes", "allowed: TRUE, FALSE"),
         ("ndsclustState", "sleeping", "allowed: loading"),
-        ("ndsclustRequest", "reboot", "allowed: load, unload, failback, migrate:<server>"),
+        ("ndsclustRequest", "reboot", "allowed: load, unload, failback, cleanup, migrate:<server>"),
         ("ndsclustRequest", "migrate:", "not a server name"),
         ("ndsclustResource", "bad resource", "not a resource name"),
         ("ndsclustTag", ["web", "www"], "exactly one"),

@@ -62,8 +62,9 @@ names = st.one_of(
     st.just("Beta"),
 )
 signed = st.builds(
-    lambda kind, sender, cluster, seq, echo, ts, key_id, key: Signed(
-        Packet(kind, ServerName(sender), cluster, seq, echo, ts, key_id), key
+    lambda kind, sender, cluster, seq, echo, ts, key_id, key, receiver: Signed(
+        Packet(kind, ServerName(sender), cluster, seq, echo, ts, key_id, ServerName(receiver)),
+        key,
     ),
     st.sampled_from(Kind),
     names,
@@ -76,6 +77,7 @@ signed = st.builds(
     ),
     st.sampled_from(["k1", "k2", "old", ""]),
     st.sampled_from([KEY, NEW_KEY, ATTACKER]),
+    st.sampled_from([ME, PEER, "gamma"]),
 ).filter(
     lambda s: all(
         len(f.encode("utf-8", "surrogatepass")) <= 255 for f in (s.packet.sender, s.packet.cluster)
@@ -96,6 +98,8 @@ def expected(s: Signed) -> RejectReason | None:
         return RejectReason.BAD_SENDER
     if p.cluster != "prod":
         return RejectReason.WRONG_CLUSTER
+    if p.receiver != ME:
+        return RejectReason.WRONG_RECEIVER
     if not abs(p.timestamp - NOW) <= DEFAULT_WINDOW:
         return RejectReason.STALE_TIMESTAMP
     return None
@@ -139,7 +143,7 @@ def codec_case(draw: st.DrawFn) -> tuple[str, bytes, Signed | None]:
 def check_codec(case: tuple[str, bytes, Signed | None]) -> None:
     how, data, s = case
     try:
-        packet = decode_and_verify(data, KEYS, NOW, "prod")
+        packet = decode_and_verify(data, KEYS, NOW, "prod", receiver=ME)
     except HeartbeatRejected as e:
         assert isinstance(e.reason, RejectReason) and e.detail
         if how == "valid":
@@ -198,7 +202,7 @@ def datagrams(draw: st.DrawFn) -> list[tuple[str, bytes]]:
             key_id = "old"
         # Echoes far above any sequence this channel sent: no ack answers one of its requests.
         echo = draw(st.integers(2**63, 2**64 - 1))
-        data = encode(Packet(kind, ServerName(sender), "prod", seq, echo, ts, key_id), key)
+        data = encode(Packet(kind, ServerName(sender), "prod", seq, echo, ts, key_id, ME), key)
         sent.append(data)
         out.append((what, data))
     return out
@@ -301,11 +305,24 @@ def test_lan_handler_drops_and_counts_every_bad_datagram(stream: list[tuple[str,
 
 
 def test_forged_and_replayed_heartbeats_are_dropped_and_counted() -> None:
-    good = encode(Packet(Kind.REQUEST, PEER, "prod", FIRST_SEQ, 0, NOW, "k1"), KEY)
-    forged = encode(Packet(Kind.REQUEST, PEER, "prod", FIRST_SEQ + 1, 0, NOW, "k1"), ATTACKER)
+    good = encode(Packet(Kind.REQUEST, PEER, "prod", FIRST_SEQ, 0, NOW, "k1", ME), KEY)
+    forged = encode(Packet(Kind.REQUEST, PEER, "prod", FIRST_SEQ + 1, 0, NOW, "k1", ME), ATTACKER)
     with channel() as (lan, sock):
         for data in (good, good, forged, good):
             lan._handle(sock, data, sock.getsockname())
         stats = lan.stats()
     assert (stats["accepted"], stats["dropped_replay"], stats["dropped_bad_mac"]) == (1, 2, 1)
     assert stats["received"] == 4 and stats["acks_sent"] == 1
+
+
+def test_a_genuine_request_relayed_from_another_receiver_is_dropped() -> None:
+    # beta -> gamma, copied to alpha: alpha has never accepted this sequence from beta, so
+    # only the signed receiver tells it the datagram was not meant for it.
+    to_gamma = encode(
+        Packet(Kind.REQUEST, PEER, "prod", FIRST_SEQ, 0, NOW, "k1", ServerName("gamma")), KEY
+    )
+    with channel() as (lan, sock):
+        lan._handle(sock, to_gamma, sock.getsockname())
+        stats = lan.stats()
+    assert stats["accepted"] == 0 and stats["dropped_wrong_receiver"] == 1
+    assert stats["acks_sent"] == 0

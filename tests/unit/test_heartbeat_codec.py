@@ -27,6 +27,7 @@ OTHER = b"o" * 32
 KEYS = {"k1": KEY}
 NOW = 1_700_000_000.0
 BETA = ServerName("beta")
+ALPHA = ServerName("alpha")
 
 
 def packet(**changes: object) -> Packet:
@@ -38,6 +39,7 @@ def packet(**changes: object) -> Packet:
         echo=0,
         timestamp=NOW,
         key_id="k1",
+        receiver=ALPHA,
     )
     fields.update(changes)
     return Packet(**fields)  # type: ignore[arg-type]
@@ -47,13 +49,13 @@ def reason(
     data: bytes, keys: dict[str, bytes] = KEYS, now: float = NOW, cluster: str = "prod"
 ) -> RejectReason:
     with pytest.raises(HeartbeatRejected) as info:
-        decode_and_verify(data, keys, now, cluster)
+        decode_and_verify(data, keys, now, cluster, receiver=ALPHA)
     return info.value.reason
 
 
 def test_claim11_request_and_ack_round_trip() -> None:
     for p in (packet(), packet(kind=Kind.ACK, echo=42, sequence=2**64 - 1)):
-        assert decode_and_verify(encode(p, KEY), KEYS, NOW, "prod") == p
+        assert decode_and_verify(encode(p, KEY), KEYS, NOW, "prod", receiver=ALPHA) == p
 
 
 def test_forged_mac_is_dropped() -> None:
@@ -78,8 +80,15 @@ def test_unknown_key_id_is_dropped() -> None:
 
 def test_key_rotation_accepts_both_keys() -> None:
     keys = {"k1": KEY, "k2": OTHER}
-    assert decode_and_verify(encode(packet(), KEY), keys, NOW, "prod").key_id == "k1"
-    assert decode_and_verify(encode(packet(key_id="k2"), OTHER), keys, NOW, "prod").key_id == "k2"
+    assert (
+        decode_and_verify(encode(packet(), KEY), keys, NOW, "prod", receiver=ALPHA).key_id == "k1"
+    )
+    assert (
+        decode_and_verify(
+            encode(packet(key_id="k2"), OTHER), keys, NOW, "prod", receiver=ALPHA
+        ).key_id
+        == "k2"
+    )
 
 
 def test_truncated_packets_are_dropped() -> None:
@@ -102,10 +111,12 @@ def test_stale_and_future_timestamps_are_dropped() -> None:
     assert reason(encode(packet(timestamp=NOW - 31), KEY)) is RejectReason.STALE_TIMESTAMP
     assert reason(encode(packet(timestamp=NOW + 31), KEY)) is RejectReason.STALE_TIMESTAMP
     assert reason(encode(packet(timestamp=float("nan")), KEY)) is RejectReason.STALE_TIMESTAMP
-    assert decode_and_verify(encode(packet(timestamp=NOW - 29), KEY), KEYS, NOW, "prod")
+    assert decode_and_verify(
+        encode(packet(timestamp=NOW - 29), KEY), KEYS, NOW, "prod", receiver=ALPHA
+    )
     p = encode(packet(timestamp=NOW - 5), KEY)
     with pytest.raises(HeartbeatRejected):
-        decode_and_verify(p, KEYS, NOW, "prod", window=1.0)
+        decode_and_verify(p, KEYS, NOW, "prod", window=1.0, receiver=ALPHA)
 
 
 def test_other_cluster_is_dropped() -> None:
@@ -138,7 +149,7 @@ def test_encode_refuses_out_of_range_sequence() -> None:
 @given(st.binary(max_size=MAX_PACKET + 8))
 def test_random_bytes_only_ever_raise_the_typed_error(data: bytes) -> None:
     with pytest.raises(HeartbeatRejected):
-        decode_and_verify(data, KEYS, NOW, "prod")
+        decode_and_verify(data, KEYS, NOW, "prod", receiver=ALPHA)
 
 
 @settings(max_examples=300, deadline=None)
@@ -149,7 +160,7 @@ def test_mutated_real_packets_only_ever_raise_the_typed_error(at: int, junk: byt
     if mutated == data:
         return
     with pytest.raises(HeartbeatRejected):
-        decode_and_verify(mutated, KEYS, NOW, "prod")
+        decode_and_verify(mutated, KEYS, NOW, "prod", receiver=ALPHA)
 
 
 def test_replay_same_sequence_twice_is_dropped() -> None:
@@ -178,3 +189,18 @@ def test_sender_silent_past_forget_after_is_heard_again_even_with_lower_sequence
     assert guard.accept(BETA, "k1", 1_000, now=1.0)
     assert not guard.accept(BETA, "k1", 500, now=61.0)
     assert guard.accept(BETA, "k1", 500, now=61.5)
+
+
+def test_a_datagram_relayed_to_another_receiver_is_dropped() -> None:
+    # beta's genuine request to alpha, copied to gamma: the receiver is signed, so gamma
+    # (whose replay guard has never seen beta's sequence) does not take it for news.
+    to_alpha = encode(packet(receiver=ALPHA), KEY)
+    assert decode_and_verify(to_alpha, KEYS, NOW, "prod", receiver=ALPHA).receiver == ALPHA
+    with pytest.raises(HeartbeatRejected) as info:
+        decode_and_verify(to_alpha, KEYS, NOW, "prod", receiver=ServerName("gamma"))
+    assert info.value.reason is RejectReason.WRONG_RECEIVER
+    # Rewriting the receiver breaks the MAC.
+    forged = to_alpha.replace(b"\x05alpha", b"\x05gamma", 1)
+    with pytest.raises(HeartbeatRejected) as info:
+        decode_and_verify(forged, KEYS, NOW, "prod", receiver=ServerName("gamma"))
+    assert info.value.reason is RejectReason.BAD_MAC

@@ -31,8 +31,13 @@ four (``ISOLATE_SHARE``) isolates the write provider's server (the first of
 ``directory.uris``, alpha): ``Faults.isolate``, every channel cut at once, next to up to
 two other faults. The last line is always
 
-    chaos: trials=<n> double_runs=<n> liveness_violations=<n> diverged_entries=<n> seed=<s> \
-stress=<on|off> timings=<file>
+    chaos: trials=<n> double_runs=<n> liveness_violations=<n> diverged_entries=<n> \
+repaired=<n> seed=<s> stress=<on|off> timings=<file>
+
+``repaired`` counts the anti-entropy repairs the sentinels made during the run (their
+``repair`` events with ``ok=True``, docs/design.md invariant 3): a divergence the directory
+left and a sentinel repaired before the check is not a diverged entry, and this says how
+often that happened.
 """
 
 from __future__ import annotations
@@ -144,13 +149,14 @@ class Totals:
     double_runs: int = 0
     liveness: int = 0
     diverged: int = 0
+    repaired: int = 0  # anti-entropy repairs the sentinels made (ok=True ``repair`` events)
     failed: list[str] = field(default_factory=list)
 
     def line(self, seed: str, *, stress: bool | None = None, timings: str | None = None) -> str:
         out = (
             f"chaos: trials={self.trials} double_runs={self.double_runs} "
             f"liveness_violations={self.liveness} diverged_entries={self.diverged} "
-            f"seed={seed}"
+            f"repaired={self.repaired} seed={seed}"
         )
         if stress is not None:
             out += f" stress={'on' if stress else 'off'}"
@@ -353,6 +359,18 @@ def run_trial(
     )
 
 
+def new_repairs(lab: LabCluster, seen: set[str]) -> list[str]:
+    """The texts of the successful ``repair`` events not in ``seen`` (event ids), which this
+    adds them to. Read after every trial, before the audit trail's pruning can take any."""
+    try:
+        events = lab.store().events()
+    except NdsclustError:
+        return []
+    fresh = [e for e in events if e.kind == "repair" and "ok=True" in e.text and e.id not in seen]
+    seen.update(e.id for e in fresh)
+    return [e.text for e in fresh]
+
+
 def remove_apps(lab: LabCluster, trial: Trial, timeout: float) -> list[str]:
     """Delete the trial's applications and wait up to ``timeout`` seconds for their
     programs to stop; problems."""
@@ -414,6 +432,8 @@ def run(
         writer = write_server(lab)
         indexes = [replay] if replay is not None else list(range(trials))
         known: set[str] = set()  # divergences already counted by an earlier trial
+        repairs: set[str] = set()  # ids of the repair events counted
+        new_repairs(lab, repairs)  # made before the run: not its own
         for i in indexes:
             trial = plan(i, f"{seed}-{i}", names, scale.window, writer)
             began = time.monotonic()
@@ -423,6 +443,11 @@ def run(
             except NdsclustError as e:
                 report, log = Report(liveness=(_aborted(trial, e),)), list(faults.log)
                 faults.heal()
+            repaired = new_repairs(lab, repairs)
+            totals.repaired += len(repaired)
+            report = dataclasses.replace(
+                report, notes=report.notes + tuple(f"repair {t}" for t in repaired)
+            )
             left = remove_apps(lab, trial, scale.remove)
             if left:
                 stuck = LivenessViolation(

@@ -17,8 +17,10 @@ highest sequence accepted per (sender, key id) and drops anything not greater
 so a restarted sentinel continues above everything its previous run sent and is not taken
 for a replay. If the sender's clock was stepped back across a restart its packets are
 dropped as replays until the receiver forgets it, twice the timestamp window after it last
-accepted one. Packets reordered between rings are dropped the same way; the newer one
-already counted.
+accepted one. Packets reordered between rings are dropped the same way (the newer one
+already counted) but counted as ``late``, not as replays, and so are packets heard before
+the directory named the peers (``before_peers``, just after start): neither makes a
+``channel_counters`` warning.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import selectors
 import socket
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 
 from ndsclust.errors import ConfigError
@@ -78,7 +80,16 @@ _COUNTERS = (
     "dropped_own_name",
     "dropped_unknown_sender",
     "dropped_bad_echo",
+    "late",
+    "before_peers",
 )
+# Counted, not dropped as a problem: a request overtaken by a newer one of the same sender
+# (two rings, or a burst read from two sockets in turn: the newer one counted already), and
+# a packet from a peer before the directory told this channel who its peers are (a sentinel
+# that has just started). Neither is worth an operator's warning.
+_QUIET = frozenset({"late", "before_peers"})
+# Request sequences remembered per sender, to tell a late request from a replayed one.
+RECENT_KEPT = 256
 
 
 # Requests whose acknowledge is remembered per peer (replayed acknowledges are dropped).
@@ -142,6 +153,10 @@ class LanChannel(HeardChannel):
         self._heard: dict[ServerName, float] = {}
         self._acked: dict[ServerName, float] = {}
         self._answered: dict[ServerName, set[int]] = {}
+        # Accepted request sequences per sender, and the socket (ring) of the newest.
+        self._recent: dict[ServerName, deque[int]] = {}
+        self._newest_via: dict[ServerName, int] = {}
+        self._peers_known = False  # set_peers was called: an unknown sender is a stranger
         self._peers: dict[ServerName, tuple[tuple[socket.AddressFamily, SocketAddress], ...]] = {}
         self._peers_given: dict[ServerName, tuple[str, ...]] = {}
         self._crashed = False
@@ -238,6 +253,7 @@ class LanChannel(HeardChannel):
         with self._lock:
             self._peers_given = given
             self._peers = parsed
+            self._peers_known = True
             self._stats["bad_peer_address"] += bad
 
     def addresses(self) -> tuple[str, ...]:
@@ -268,7 +284,7 @@ class LanChannel(HeardChannel):
         self._next_sequence += 1
         return seq
 
-    def _packet(self, kind: Kind, echo: int) -> bytes:
+    def _packet(self, kind: Kind, echo: int, receiver: ServerName) -> bytes:
         packet = Packet(
             kind=kind,
             sender=self._me,
@@ -277,6 +293,7 @@ class LanChannel(HeardChannel):
             echo=echo,
             timestamp=self._wall(),
             key_id=self._send_key_id,
+            receiver=receiver,
         )
         return encode(packet, self._keys[self._send_key_id])
 
@@ -294,12 +311,12 @@ class LanChannel(HeardChannel):
 
     def _send_requests(self) -> None:
         with self._lock:
-            peers = list(self._peers.values())
-        for addresses in peers:
+            peers = list(self._peers.items())
+        for peer, addresses in peers:
             for family, address in addresses:
                 for sock in self._sockets:
                     if sock.family == family:
-                        self._send(sock, self._packet(Kind.REQUEST, 0), address, "sent")
+                        self._send(sock, self._packet(Kind.REQUEST, 0, peer), address, "sent")
 
     def _receive(self, sock: socket.socket) -> None:
         for _ in range(_MAX_READS):
@@ -320,11 +337,13 @@ class LanChannel(HeardChannel):
         with self._lock:
             self._stats["received"] += 1
         try:
-            packet = decode_and_verify(data, self._keys, self._wall(), self._cluster, self._window)
+            packet = decode_and_verify(
+                data, self._keys, self._wall(), self._cluster, self._window, receiver=self._me
+            )
         except HeartbeatRejected as exc:
             self._drop(exc.reason.value)
             return
-        drop = self._check(packet, now)
+        drop = self._check(packet, now, sock.fileno())
         if drop:
             self._drop(drop)
             return
@@ -334,16 +353,19 @@ class LanChannel(HeardChannel):
             if packet.kind is Kind.ACK:
                 self._acked[packet.sender] = now
         if packet.kind is Kind.REQUEST:
-            self._send(sock, self._packet(Kind.ACK, packet.sequence), source, "acks_sent")
+            self._send(
+                sock, self._packet(Kind.ACK, packet.sequence, packet.sender), source, "acks_sent"
+            )
 
-    def _check(self, packet: Packet, now: float) -> str | None:
+    def _check(self, packet: Packet, now: float, via: int = -1) -> str | None:
         """Why an authentic packet must still be dropped, or None to accept it."""
         if packet.sender == self._me:
             return "own_name"
         with self._lock:
             known = packet.sender in self._peers
+            told = self._peers_known
         if not known:
-            return "unknown_sender"
+            return "unknown_sender" if told else "before_peers"
         if packet.kind is Kind.ACK:
             # An acknowledge must answer a request of this run: one echoing an earlier run's
             # sequence, or one never sent, is not an answer to anything we asked.
@@ -363,9 +385,22 @@ class LanChannel(HeardChannel):
                     answered.difference_update([e for e in answered if e < floor])
             return None
         if not self._replay.accept(packet.sender, packet.key_id, packet.sequence, now):
-            return "replay"
+            return self._late_or_replay(packet.sender, packet.sequence, via)
+        recent = self._recent.setdefault(packet.sender, deque(maxlen=RECENT_KEPT))
+        recent.append(packet.sequence)
+        self._newest_via[packet.sender] = via
         return None
+
+    def _late_or_replay(self, sender: ServerName, sequence: int, via: int) -> str:
+        """A request not above the newest accepted: "late" when it came on another socket
+        (ring) than the newest, was never accepted and is newer than the oldest one
+        remembered (overtaken between rings); else "replay"."""
+        recent = self._recent.get(sender)
+        other_ring = self._newest_via.get(sender, via) != via
+        if other_ring and recent and sequence > recent[0] and sequence not in recent:
+            return "late"
+        return "replay"
 
     def _drop(self, reason: str) -> None:
         with self._lock:
-            self._stats[f"dropped_{reason}"] += 1
+            self._stats[reason if reason in _QUIET else f"dropped_{reason}"] += 1
