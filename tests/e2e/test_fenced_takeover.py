@@ -61,14 +61,14 @@ def device(lab: LabCluster, server: ServerName, *, fail: Path | None = None) -> 
 @pytest.fixture
 def fenced(
     nslab: NsLab, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Callable[[Levels], tuple[LabCluster, Faults]]]:
+) -> Iterator[Callable[..., tuple[LabCluster, Faults]]]:
     """``fenced(levels)``: ``nslab(3)`` whose sentinels carry a ``fencing`` section,
     ``levels(lab, server)`` giving each server's fence devices. Processes still frozen
     after the test are let go before the lab stops."""
     made: list[LabCluster] = []
     plain = LabCluster.sentinel_config
 
-    def make(levels: Levels) -> tuple[LabCluster, Faults]:
+    def make(levels: Levels, **options: Any) -> tuple[LabCluster, Faults]:
         def with_fencing(lab: LabCluster, server: LabServer) -> dict[str, Any]:
             cfg = plain(lab, server)
             cfg["fencing"] = {
@@ -79,7 +79,7 @@ def fenced(
             return cfg
 
         monkeypatch.setattr(LabCluster, "sentinel_config", with_fencing)
-        c, f = nslab(3)
+        c, f = nslab(3, **options)
         made.append(c)
         return c, f
 
@@ -206,10 +206,15 @@ def test_every_level_failing_leaves_it_stopped_until_a_fence_succeeds(
 
 def ndsclust(c: LabCluster, server: ServerName, *argv: str) -> subprocess.CompletedProcess[str]:
     """The command line, in the root namespace, with ``server``'s sentinel configuration
-    (its directory identity, its fencing section)."""
+    (its fencing section, the providers), bound as the directory's admin (an operator)."""
+    d = c.directory
+    pw = d.base_dir / "operator.pw"
+    pw.write_text(d.admin_password)
+    pw.chmod(0o600)
     cfg = c.servers[server].config_path
     return subprocess.run(
-        [sys.executable, "-m", "ndsclust", "--config", str(cfg), *argv],
+        [sys.executable, "-m", "ndsclust", "--config", str(cfg), "-D", d.admin_dn, "-y", str(pw)]
+        + list(argv),
         capture_output=True,
         text=True,
         timeout=120,
@@ -252,5 +257,5 @@ def test_operators_confirm_a_server_off_or_fence_one_by_hand(fenced: Any, tmp_pa
     assert "gamma fenced by fence_netns" in manual.stdout
     assert namespace_pids(c, C) == []
     texts = events(c, "fence")
-    assert any("alpha confirmed off by operator:" in t for t in texts)
+    assert any("alpha confirmed off by operator:" in t for t in texts), (texts, done.stderr)
     assert any("gamma fenced by fence_netns" in t and "by=" in t for t in texts)
