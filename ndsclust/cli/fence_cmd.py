@@ -13,6 +13,7 @@ agent: takeovers from that server, waiting for its fence, then start. Both ask f
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from typing import Any
@@ -169,13 +170,21 @@ def doctor_findings(args: argparse.Namespace) -> list[Finding]:
     cfg = common.load_config(args)
     fencing = cfg.fencing if cfg is not None else None
     monitors: dict[tuple[ServerName, int], agent.Result] = {}
+    modes: dict[str, int | None] = {}
     for server, levels in (fencing.servers if fencing else {}).items():
         for i, d in enumerate(levels):
             monitors[(server, i + 1)] = agent.run(d.agent, "monitor", d.stdin_options(), d.timeout)
+            for path in d.secret_files:
+                try:
+                    modes[path] = os.stat(path).st_mode & 0o777
+                except OSError:
+                    modes[path] = None
     st = common.store(args)
     try:
         records = {name: f.state for name, f in Book(st).all().items()}
         servers, _ = st.servers()
     finally:
         st.close()
-    return check_fencing(fencing, monitors, records, servers, cfg.server if cfg else None)
+    return check_fencing(
+        fencing, monitors, records, servers, cfg.server if cfg else None, secret_modes=modes
+    )

@@ -23,10 +23,23 @@ def check_fencing(
     records: Mapping[str, FenceState | None],
     servers: Collection[ServerName],
     me: ServerName | None = None,
+    secret_modes: Mapping[str, int | None] | None = None,
 ) -> list[Finding]:
     """``monitors[(server, level)]``: that device's answer to ``action=monitor`` (levels
-    count from 1); ``records``: each fence record's state (None: unreadable)."""
+    count from 1); ``records``: each fence record's state (None: unreadable);
+    ``secret_modes``: the permission bits of each secret file (None: not stat'able)."""
     out: list[Finding] = []
+    for path, mode in sorted((secret_modes or {}).items()):
+        if mode is not None and mode & 0o077:
+            out.append(
+                Finding(
+                    CHECK,
+                    Level.WARNING,
+                    path,
+                    f"a fence secret file is readable by others (mode {mode:04o})",
+                    f"chmod 0600 {path}",
+                )
+            )
     for (server, level), r in sorted(monitors.items()):
         subject = f"{server} level {level}"
         if r.ok:

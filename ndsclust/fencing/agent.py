@@ -30,7 +30,6 @@ OUTPUT_LIMIT = 64 * 1024
 # How much of the output a state or an event quotes.
 QUOTE_LIMIT = 300
 ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
-EXIT_OFF = 2  # action=status: the port is off
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,6 +51,7 @@ class Device:
     timeout: float
     options: Mapping[str, str] = field(default_factory=dict)
     secrets: Mapping[str, str] = field(default_factory=dict, repr=False)  # name -> value
+    secret_files: tuple[str, ...] = ()  # the files they were read from (doctor checks modes)
 
     def stdin_options(self) -> dict[str, str]:
         return {**self.options, **self.secrets}
@@ -168,7 +169,7 @@ def _device(
         _check_agent(r, exe, prefix, {**options, **secrets}, probe, answers)
     if len(r.problems) > before:
         return None
-    return Device(exe, action, timeout, options, secrets)
+    return Device(exe, action, timeout, options, secrets, tuple(secret_files.values()))
 
 
 def _option(r: Reader, path: str, key: str, value: Any) -> bool:

@@ -345,13 +345,17 @@ class Gate:
                     name=f"sentinel-fence-{peer}",
                     daemon=True,
                 )
-                self.threads.append(t)
+                self._keep(t)
                 t.start()
             last = self._failed.get(peer, "")
         if not last and found.state.phase is Phase.FAILED:
             last = found.text or f"fencing {peer} failed"
         failure = f"{last}; retried with a backoff" if last else ""
         return f"waiting for the fence of {peer} ({step.why})", failure
+
+    def _keep(self, t: threading.Thread) -> None:
+        """Remember ``t`` (tests join them); ended ones are let go. Under ``_lock``."""
+        self.threads = [x for x in self.threads if x.is_alive()] + [t]
 
     def _holder_heard(self, by: str) -> bool:
         if by in ("", "?", self.me) or by.startswith("operator:"):
@@ -408,7 +412,8 @@ class Gate:
                 return
             self._clearing = True
         t = threading.Thread(target=self._clear_own, name="sentinel-fence-self", daemon=True)
-        self.threads.append(t)
+        with self._lock:
+            self._keep(t)
         t.start()
 
     def _clear_own(self) -> None:

@@ -54,8 +54,25 @@ class FenceState:
             parts.append(f"via={self.via}")
         return " ".join(parts)
 
-    def moved(self, phase: Phase, by: str, at: float, **kw: object) -> FenceState:
-        return replace(self, phase=phase, by=by, at=at, **kw)  # type: ignore[arg-type]
+    def moved(
+        self,
+        phase: Phase,
+        by: str,
+        at: float,
+        *,
+        attempts: int | None = None,
+        via: str | None = None,
+    ) -> FenceState:
+        """This state moved on to ``phase`` by ``by`` at ``at``; attempts and via kept
+        unless given."""
+        return replace(
+            self,
+            phase=phase,
+            by=by,
+            at=at,
+            attempts=self.attempts if attempts is None else attempts,
+            via=self.via if via is None else via,
+        )
 
 
 def parse(value: str) -> FenceState:

@@ -229,16 +229,7 @@ class Executor:
                     def unless() -> str | None:
                         return "the host is heard again" if self._heard_now(silent) else None
 
-                gate = self.fence_gate
-                owed = None
-                if gate is not None and host is not None and host != self.me:
-                    owed = gate.claiming(host)  # the debt is written before the swap
-                try:
-                    self._swap(tag, (host, self.me), consumes, state, unless)
-                except (SwapConflict, Withdrawn):
-                    if gate is not None and host is not None and owed is not None:
-                        gate.claim_failed(host, owed)
-                    raise
+                self._move(tag, host, self.me, consumes, state, unless)
                 log_event(
                     logging.INFO,
                     "claim",
@@ -249,7 +240,7 @@ class Executor:
                     reason=reason,
                 )
             case Release(tag, to, host, reason, state, consumes):
-                self._swap(tag, (host, to), consumes, state)
+                self._move(tag, host, to, consumes, state)
                 log_event(
                     logging.INFO,
                     "release",
@@ -288,6 +279,30 @@ class Executor:
                 # request is never lost between the two writes; a repeat finds it there.
                 self._seen(to, self._writer().add_request(to, request, post_read=self._post_read))
                 self._swap(tag, None, request, None)
+
+    def _move(
+        self,
+        tag: Tag,
+        host: ServerName | None,
+        to: ServerName | None,
+        consume: Request | None,
+        state: StateValue | None,
+        unless: Callable[[], str | None] | None = None,
+    ) -> None:
+        """The host swap of a move. One that takes the application from another server
+        (a takeover, a dead host's unload) first records that server's fence as owed, when
+        fencing is configured (docs/design.md section 4, "Fencing other servers"); a swap
+        that does not happen takes the debt back."""
+        gate = self.fence_gate
+        owed = None
+        if gate is not None and host is not None and host != self.me:
+            owed = gate.claiming(host)
+        try:
+            self._swap(tag, (host, to), consume, state, unless)
+        except (SwapConflict, Withdrawn):
+            if gate is not None and host is not None and owed is not None:
+                gate.claim_failed(host, owed)
+            raise
 
     def _swap(
         self,

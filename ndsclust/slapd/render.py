@@ -53,7 +53,9 @@ NDSCLUST_EQ_INDEXES = (
     "ndsclustEventTag",
 )
 _PLACEHOLDER = re.compile(r"@([A-Z][A-Z0-9_]*)@")
-_NAMES_NDSCLUST_ATTR = re.compile(r"olcAccess: \{\d+\}to \S+ (attrs=\S*|.*set=\"this/)ndsclust")
+_NAMES_NDSCLUST_ATTR = re.compile(
+    r"olcAccess: \{\d+\}to \S+ (?:filter=\S+ )?(attrs=\S*|.*set=\"this/)ndsclust"
+)
 _REGEX_SPECIAL = re.compile(r"([.^$*+?()\[\]{}|\\])")
 
 Value = str | Sequence[str] | None

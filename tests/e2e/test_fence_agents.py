@@ -11,6 +11,7 @@ Every ledger is checked for overlapping lives after each test, whatever it asser
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -60,14 +61,14 @@ def device(lab: LabCluster, server: ServerName, *, fail: Path | None = None) -> 
 @pytest.fixture
 def fenced(
     nslab: NsLab, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Callable[[Levels], tuple[LabCluster, Faults]]]:
+) -> Iterator[Callable[..., tuple[LabCluster, Faults]]]:
     """``fenced(levels)``: ``nslab(3)`` whose sentinels carry a ``fencing`` section,
     ``levels(lab, server)`` giving each server's fence devices. Processes still frozen
     after the test are let go before the lab stops."""
     made: list[LabCluster] = []
     plain = LabCluster.sentinel_config
 
-    def make(levels: Levels) -> tuple[LabCluster, Faults]:
+    def make(levels: Levels, **options: Any) -> tuple[LabCluster, Faults]:
         def with_fencing(lab: LabCluster, server: LabServer) -> dict[str, Any]:
             cfg = plain(lab, server)
             cfg["fencing"] = {
@@ -78,7 +79,7 @@ def fenced(
             return cfg
 
         monkeypatch.setattr(LabCluster, "sentinel_config", with_fencing)
-        c, f = nslab(3)
+        c, f = nslab(3, **options)
         made.append(c)
         return c, f
 
@@ -129,18 +130,27 @@ def events(c: LabCluster, kind: str) -> list[str]:
 
 
 def test_frozen_host_is_fenced_and_its_application_runs_on_the_backup(fenced: Any) -> None:
+    """alpha hosts web (backups beta, gamma) and db (backups gamma, beta) and freezes as a
+    whole: beta and gamma each take one over, one of them at a time fences alpha, and each
+    program starts only after the agent reported alpha off."""
     c, _ = fenced(lambda lab, s: [device(lab, s)])
     c.add_app("web", A, [B, C])
+    c.add_app("db", A, [C, B])
     c.wait_running("web", A)
+    c.wait_running("db", A)
     frozen = freeze(c, A)
     c.wait_running("web", B, timeout=60)
+    c.wait_running("db", C, timeout=60)
     calls = offs(c, A)
     assert calls and all(x["code"] == "0" for x in calls), calls
-    started = c.first_start_after("web", frozen, server=B)
-    assert started is not None
-    # The program started on beta only after the agent had powered alpha off ...
-    assert started > float(calls[0]["at"])
-    # ... and nothing of alpha is left: its frozen copy did not live to run again.
+    # One fencer at a time: no two calls of the agent on alpha overlap.
+    spans = sorted((float(x["began"]), float(x["at"])) for x in calls)
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans)), spans
+    for tag, server in (("web", B), ("db", C)):
+        started = c.first_start_after(tag, frozen, server=server)
+        # The program started only after the agent had powered alpha off ...
+        assert started is not None and started > spans[0][1], (tag, started, spans)
+    # ... and nothing of alpha is left: its frozen copies did not live to run again.
     assert namespace_pids(c, A) == []
     assert not double_runs(lives(c.ledger_lines()))
     wait_until(lambda: events(c, "fence"), timeout=20, what="a fence event")
@@ -196,10 +206,15 @@ def test_every_level_failing_leaves_it_stopped_until_a_fence_succeeds(
 
 def ndsclust(c: LabCluster, server: ServerName, *argv: str) -> subprocess.CompletedProcess[str]:
     """The command line, in the root namespace, with ``server``'s sentinel configuration
-    (its directory identity, its fencing section)."""
+    (its fencing section, the providers), bound as the directory's admin (an operator)."""
+    d = c.directory
+    pw = d.base_dir / "operator.pw"
+    pw.write_text(d.admin_password)
+    pw.chmod(0o600)
     cfg = c.servers[server].config_path
     return subprocess.run(
-        [sys.executable, "-m", "ndsclust", "--config", str(cfg), *argv],
+        [sys.executable, "-m", "ndsclust", "--config", str(cfg), "-D", d.admin_dn, "-y", str(pw)]
+        + list(argv),
         capture_output=True,
         text=True,
         timeout=120,
@@ -242,5 +257,5 @@ def test_operators_confirm_a_server_off_or_fence_one_by_hand(fenced: Any, tmp_pa
     assert "gamma fenced by fence_netns" in manual.stdout
     assert namespace_pids(c, C) == []
     texts = events(c, "fence")
-    assert any("alpha confirmed off by operator:" in t for t in texts)
+    assert any("alpha confirmed off by operator:" in t for t in texts), (texts, done.stderr)
     assert any("gamma fenced by fence_netns" in t and "by=" in t for t in texts)

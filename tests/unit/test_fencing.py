@@ -132,7 +132,7 @@ def test_a_complete_device_loads_with_its_secret_from_a_file(tmp_path: Path) -> 
         "password": "s3cret",
     }
     assert "s3cret" not in d.describe() and "password=***" in d.describe()
-    assert "s3cret" not in repr(d)
+    assert "s3cret" not in repr(d) and d.secret_files == (str(pw),)
     # Run as a fence it gets its options on standard input, the secret included.
     assert agent.run(d.agent, "off", d.stdin_options(), 5).ok
     assert (tmp_path / "got").read_text().splitlines() == [
@@ -576,6 +576,9 @@ def test_doctor_reports_each_devices_health_and_the_records_that_hold_takeovers(
         (Level.PROBLEM, "alpha"),
         (Level.PROBLEM, "delta"),
     ]
+    modes = {"/etc/ndsclust/fence.pw": 0o644, "/etc/ndsclust/ok.pw": 0o600}
+    [loose] = check_fencing(None, {}, {}, [], None, secret_modes=modes)
+    assert loose.level is Level.WARNING and loose.fix == "chmod 0600 /etc/ndsclust/fence.pw"
     [failed] = [f for f in check_fencing(None, monitors, records, [], None) if f.subject == "alpha"]
     assert "a fence is failed (by beta, 3 attempt(s))" in failed.message
     assert "ndsclust fence --confirm-off alpha" in failed.fix

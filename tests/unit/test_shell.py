@@ -8,6 +8,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from ndsclust.errors import StoreError, SupervisorError, SwapConflict, Withdrawn
+from ndsclust.fencing.fencer import FencePending
 from ndsclust.model import App, AppState, AppType, Request, ServerName, StateValue, Tag
 from ndsclust.sentinel.actions import (
     Action,
@@ -369,3 +370,58 @@ def test_is_rejoin_of_reads_kind_and_server_case_insensitively() -> None:
     assert is_rejoin_of(mine, B)
     assert not is_rejoin_of(mine, A)
     assert not is_rejoin_of({"ndsclustEventKind": ["failover"], "ndsclustEventServer": ["beta"]}, B)
+
+
+class FakeGate:
+    """The executor's fencing gate (``fencing.fencer.Gate``): what it was asked, in order."""
+
+    def __init__(self, pending: FencePending | None = None) -> None:
+        self.calls: list[str] = []
+        self.pending = pending
+
+    def claiming(self, host: ServerName) -> object | None:
+        self.calls.append(f"claiming {host}")
+        return "before"
+
+    def claim_failed(self, host: ServerName, before: Any) -> None:
+        self.calls.append(f"claim_failed {host} {before}")
+
+    def before_start(self, app: App) -> None:
+        self.calls.append(f"before_start {app.tag}")
+        if self.pending is not None:
+            raise self.pending
+
+    def cycle(self) -> None:
+        self.calls.append("cycle")
+
+
+def test_with_fencing_a_takeover_owes_the_fence_before_its_swap_and_starts_after_the_gate() -> None:
+    sh = Shell()
+    gate = sh.executor.fence_gate = FakeGate()
+    sh.run(failover(), view(web(A), heard=()))
+    assert gate.calls == ["cycle", "claiming alpha", "before_start web"]
+    assert sh.programs.started == [(WEB, False)]
+
+
+def test_a_start_waiting_for_a_fence_drops_its_group_and_shows_the_failure() -> None:
+    sh = Shell()
+    failed = StateValue(AppState.FAILED, "fencing alpha failed: level 1 fence_x: exit 1")
+    sh.executor.fence_gate = FakeGate(FencePending("waiting", failed))
+    sh.run([*failover(), SetState(WEB, LOADING)], view(web(A), heard=()))
+    assert sh.programs.started == [] and sh.records.got == []
+    assert sh.store.states == [(WEB, failed)]  # the loading state after the Load is not written
+
+
+def test_a_lost_swap_takes_the_fence_debt_back_and_a_dead_hosts_unload_owes_one() -> None:
+    sh = Shell()
+    gate = sh.executor.fence_gate = FakeGate()
+    sh.store.fail = SwapConflict("dn", "ndsclustHostServer", A, B)
+    sh.run(failover(), view(web(A), heard=()))
+    assert gate.calls == ["cycle", "claiming alpha", "claim_failed alpha before"]
+    sh.store.fail = None
+    gate.calls.clear()
+    unload = Release(
+        WEB, None, A, "unload requested; host alpha is dead", StateValue(AppState.STOPPED)
+    )
+    sh.run([unload], view(web(A), heard=()))
+    assert gate.calls == ["cycle", "claiming alpha"]
