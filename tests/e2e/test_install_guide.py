@@ -29,8 +29,8 @@ and only these, stand between the guide and a real installation:
 4. Copies between machines: what ``copy=`` names, the CA's files to /root/tls/ as step 2
    says, and alice's password file to her ``~/.ndsclust.pw`` (/root on alpha).
 5. The ``# edit:`` line of step 7: server, local_uri, bind_dn and channels.lan.addresses
-   are set for the server; channels.disk, channels.witness, fencing and notify are removed
-   (no shared disk, witness, power switch or mail here). Every other setting, the timings included, is the
+   are set for the server; channels.disk, channels.witness, fencing, http and notify are
+   removed (no shared disk, witness, power switch, scraper or mail here). Every other setting, the timings included, is the
    example's.
 6. /usr/local/bin/billing-server is ``ndsclust/lab/sample_app.py``, writing a ledger.
 """
@@ -409,6 +409,7 @@ def edit_sentinel_config(site: Site, server: str) -> None:
         cfg["channels"].pop(gone, None)
     cfg.pop("notify", None)
     cfg.pop("fencing", None)
+    cfg.pop("http", None)
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     path.chmod(0o600)
 
