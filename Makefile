@@ -15,7 +15,7 @@ test: bootstrap
 	.venv/bin/ruff check ndsclust tools tests
 	.venv/bin/ruff format --check ndsclust tools tests
 	$(PY) -m mypy
-	$(PY) -m pytest -q --cov --cov-report= tests
+	$(PY) -m pytest -q --durations=15 --cov --cov-report= tests
 	@echo "coverage: $$($(PY) -m coverage report --format=total)% of ndsclust (lines and branches, the tests' own process; make coverage: per module)"
 
 unit: bootstrap
