@@ -4,6 +4,7 @@
 # iputils-arping for service address announcements,
 # fence-agents (the standard fence agents, /usr/sbin/fence_*: the loader reads their
 # metadata in the tests; 29 packages, about 10 s to install without recommends),
+# chromium and chromium-driver for the console's browser test,
 # a virtualenv in .venv with ndsclust installed in editable mode.
 set -euo pipefail
 cd "$(dirname "$0")/.."
