@@ -316,6 +316,9 @@ class Providers:
         self._dead: frozenset[int] = frozenset()
         self._heard: frozenset[int] = frozenset()
         self._closed = threading.Event()
+        # Wakes a connect_retrying() waiting out its backoff when a provider's server is
+        # found dead: the next pass tries it last at once, instead of after the backoff.
+        self._changed = threading.Condition()
         self.final_refusal = final_refusal
 
     def set_liveness(self, dead: Collection[str], heard: Collection[str]) -> bool:
@@ -324,6 +327,9 @@ class Providers:
         was = self._dead
         self._dead = frozenset(i for i, s in self.servers.items() if s is not None and s in dead)
         self._heard = frozenset(i for i, s in self.servers.items() if s is not None and s in heard)
+        if self._dead != was:
+            with self._changed:
+                self._changed.notify_all()
         return self._dead != was
 
     def dead(self, index: int) -> bool:
@@ -386,7 +392,12 @@ class Providers:
                 if self._closed.is_set() or (deadline is not None and now + delay > deadline):
                     raise
                 log.debug(logline("providers_unreachable", retry_in=f"{delay:.2f}"))
-            if self._closed.wait(delay):
+            dead = self._dead
+            with self._changed:
+                self._changed.wait_for(
+                    lambda: self._closed.is_set() or self._dead != dead, timeout=delay
+                )
+            if self._closed.is_set():
                 raise ProviderUnreachable("provider list closed while reconnecting")
             delay = min(delay * 2, self.backoff_max)
 
@@ -397,3 +408,5 @@ class Providers:
     def close(self) -> None:
         """Stop every connect_retrying() under way."""
         self._closed.set()
+        with self._changed:
+            self._changed.notify_all()

@@ -127,7 +127,12 @@ class Session:
         ours), so a provider that was cut off never serves a compare-and-swap on an old
         value. A short probe: a provider that does not answer quickly is tried again later."""
         assert self._conn is not None
-        earlier = [i for i in self.providers.order(0) if i < self._index]
+        # Not to a provider whose server the channels find dead: its probe would only time out
+        # (RETURN_PROBE_TIMEOUT), in the middle of whatever write is waiting, a takeover's claim
+        # first of all.
+        earlier = [
+            i for i in self.providers.order(0) if i < self._index and not self.providers.dead(i)
+        ]
         if not earlier:
             return
         try:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
 from ndsclust.errors import ProviderUnreachable
 from ndsclust.ldapstore import connection
+from ndsclust.ldapstore import session as session_module
 from ndsclust.ldapstore.connection import Credentials, Providers
+from ndsclust.ldapstore.session import Session
 
 URIS = ("ldaps://p1:636", "ldaps://p2:636", "ldaps://p3:636")
 SERVERS = dict(zip(URIS, ("alpha", "beta", "gamma"), strict=False))
@@ -110,3 +115,52 @@ def test_ldapi_without_a_path_means_the_default_socket() -> None:
     assert connection._server_uri("ldapi:///") == "ldapi://%2Fvar%2Frun%2Fslapd%2Fldapi"
     assert connection._server_uri("ldapi://%2Ftmp%2Fs") == "ldapi://%2Ftmp%2Fs"
     assert connection._server_uri("ldaps://a:636") == "ldaps://a:636"
+
+
+def test_a_reconnect_waiting_out_its_backoff_retries_once_a_server_is_found_dead(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A patient pass stays with alpha's silent provider while alpha is heard; the backoff
+    # after it (here far longer than the test may take) ends the moment alpha is found dead.
+    tried, fake = fake_open(silent={URIS[0]}, refused=set())
+    monkeypatch.setattr(connection, "open_connection", fake)
+    p = Providers(URIS, Credentials(), servers=SERVERS, backoff_initial=600.0)
+    p.set_liveness(set(), {"alpha", "beta", "gamma"})
+    got: list[tuple[int, object]] = []
+    t = threading.Thread(target=lambda: got.append(p.connect_retrying(patient=True)))
+    t.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not tried and time.monotonic() < deadline:
+            time.sleep(0.01)  # until the first pass has been refused
+        p.set_liveness({"alpha"}, {"beta", "gamma"})
+        t.join(timeout=30)
+        assert not t.is_alive(), "the reconnect waited out its backoff"
+        assert got == [(1, URIS[1])]
+    finally:
+        p.close()
+        t.join(timeout=30)
+
+
+def test_the_write_session_does_not_probe_a_dead_servers_provider_to_go_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # On the second provider, the session checks now and then whether it can go back to
+    # the first; to a provider whose server is dead that probe would only time out, in the
+    # middle of a takeover's claim.
+    probed: list[str] = []
+
+    def probe(uri: str, creds: Credentials, **kw: object) -> object:
+        probed.append(uri)
+        raise ProviderUnreachable(f"{uri}: timed out")
+
+    monkeypatch.setattr(session_module, "open_connection", probe)
+    p = Providers(URIS, Credentials(), servers=SERVERS)
+    s = Session(p, "dc=test")
+    s._conn, s._index = object(), 1  # type: ignore[assignment]
+    p.set_liveness({"alpha"}, {"beta", "gamma"})
+    s._try_return()
+    assert probed == []
+    p.set_liveness(set(), {"alpha", "beta", "gamma"})
+    s._try_return()
+    assert probed == [URIS[0]]
