@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
@@ -122,17 +121,23 @@ def test_a_reconnect_waiting_out_its_backoff_retries_once_a_server_is_found_dead
 ) -> None:
     # A patient pass stays with alpha's silent provider while alpha is heard; the backoff
     # after it (here far longer than the test may take) ends the moment alpha is found dead.
-    tried, fake = fake_open(silent={URIS[0]}, refused=set())
-    monkeypatch.setattr(connection, "open_connection", fake)
+    _, fake = fake_open(silent={URIS[0]}, refused=set())
+    first_pass = threading.Event()
+
+    def open_connection(uri: str, creds: Credentials, **kw: object) -> object:
+        try:
+            return fake(uri, creds, **kw)
+        finally:
+            first_pass.set()
+
+    monkeypatch.setattr(connection, "open_connection", open_connection)
     p = Providers(URIS, Credentials(), servers=SERVERS, backoff_initial=600.0)
     p.set_liveness(set(), {"alpha", "beta", "gamma"})
     got: list[tuple[int, object]] = []
     t = threading.Thread(target=lambda: got.append(p.connect_retrying(patient=True)))
     t.start()
     try:
-        deadline = time.monotonic() + 30
-        while not tried and time.monotonic() < deadline:
-            time.sleep(0.01)  # until the first pass has been refused
+        assert first_pass.wait(30), "the first pass never ran"
         p.set_liveness({"alpha"}, {"beta", "gamma"})
         t.join(timeout=30)
         assert not t.is_alive(), "the reconnect waited out its backoff"
