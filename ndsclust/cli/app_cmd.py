@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,7 +33,7 @@ from ndsclust.cli.app_fields import (
     yes,
 )
 from ndsclust.errors import ConfigError, EntryExists, EntryInvalid
-from ndsclust.ldapstore import entries, reads
+from ndsclust.ldapstore import entries, reads, replication
 from ndsclust.ldapstore.store import Store
 from ndsclust.model import App, AppType
 
@@ -234,7 +235,7 @@ def _field_text(app: App, f: Field) -> str:
 def cmd_remove(args: argparse.Namespace) -> int:
     st = common.store(args)
     try:
-        _, raw = read_raw(st, args.tag)
+        dn, raw = read_raw(st, args.tag)
         host = _first(raw, "ndsclustHostServer")
         if host and not args.force:
             print(
@@ -244,12 +245,38 @@ def cmd_remove(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 1
+        lag = None if args.force else _until_replicated(args, dn)
+        if lag:
+            print(
+                f"ndsclust: {args.tag}: the providers do not hold the same copy of it yet "
+                f"({lag}); a delete now can be undone by replication (docs/platform.md "
+                "fact 35): try again once they agree, or --force",
+                file=sys.stderr,
+            )
+            return 1
         st.delete_app(args.tag)
         common.audit(st, "app_remove", tag=args.tag, text=f"host={host} force=yes" if host else "")
     finally:
         st.close()
     print(f"{args.tag}: removed")
     return 0
+
+
+REMOVE_SETTLE = 10.0  # seconds app remove waits for every provider to hold the last write
+
+
+def _until_replicated(args: argparse.Namespace, dn: str) -> str | None:
+    """Wait up to REMOVE_SETTLE seconds until every provider that answers holds the same
+    copy of ``dn`` (one entryCSN); None then, else which providers differ. A delete made
+    while the last modify is still on its way elsewhere can bring the entry back."""
+    deadline = time.monotonic() + REMOVE_SETTLE
+    while True:
+        csns = replication.entry_csns(common.uris(args), common.credentials(args), dn)
+        if len(set(csns.values())) <= 1:
+            return None
+        if time.monotonic() >= deadline:
+            return ", ".join(f"{uri}: {csn or 'absent'}" for uri, csn in sorted(csns.items()))
+        time.sleep(0.2)
 
 
 # -- parsers -------------------------------------------------------------------------------
@@ -360,8 +387,13 @@ def register(sub: Any) -> None:
         "remove",
         help="delete an application's entry",
         description="Delete the application's entry. Refused while a server "
-        "hosts it: unload it first ('ndsclust unload TAG --wait').",
+        "hosts it: unload it first ('ndsclust unload TAG --wait'). Waits up to "
+        f"{REMOVE_SETTLE:.0f} s for every provider to hold the same copy first.",
     )
     rm.add_argument("tag")
-    rm.add_argument("--force", action="store_true", help="delete the entry even while it is hosted")
+    rm.add_argument(
+        "--force",
+        action="store_true",
+        help="delete the entry even while it is hosted or the providers differ",
+    )
     rm.set_defaults(handler=cmd_remove)

@@ -79,6 +79,32 @@ def read_context_csns(conn: ldap3.Connection, suffix: str) -> dict[str, str] | N
     return {}
 
 
+def entry_csns(
+    uris: Sequence[str], creds: Credentials, dn: str, *, timeout: float = 2.0
+) -> dict[str, str | None]:
+    """The entryCSN of ``dn`` on each provider that answers: uri -> CSN, or None where the
+    entry is absent. Providers that do not answer are left out."""
+    out: dict[str, str | None] = {}
+    for uri in uris:
+        try:
+            with connected(uri, creds, timeout=timeout) as conn:
+                ok = conn.search(
+                    dn,
+                    "(objectClass=*)",
+                    search_scope=ldap3.BASE,
+                    attributes=["entryCSN"],
+                    dereference_aliases=ldap3.DEREF_NEVER,
+                )
+                found = [r for r in conn.response or [] if r.get("type") == "searchResEntry"]
+        except StoreError:  # ProviderUnreachable included: that provider is left out
+            continue
+        if not ok or not found:
+            out[uri] = None
+            continue
+        out[uri] = Entry(found[0]["dn"], found[0]["raw_attributes"]).csn
+    return out
+
+
 def behind(local: ContextCSNs, peer: ContextCSNs) -> dict[str, tuple[str, str]]:
     """serverIDs where ``local`` lags ``peer``: sid -> (local csn, peer csn)."""
     return {sid: (local.get(sid, ""), csn) for sid, csn in peer.items() if local.get(sid, "") < csn}

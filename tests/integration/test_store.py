@@ -12,6 +12,7 @@ import pytest
 
 from ndsclust.errors import EntryExists, NoSuchEntry, SwapConflict
 from ndsclust.lab.directory import DirectoryCluster, wait_until
+from ndsclust.ldapstore import replication
 from ndsclust.ldapstore.connection import Providers
 from ndsclust.ldapstore.store import Store
 from ndsclust.model import (
@@ -251,3 +252,25 @@ def test_schema_install_loads_a_provider_that_lacks_it(
         assert second.returncode == 0 and "already loaded" in second.stdout
     finally:
         bare.stop()
+
+
+def test_entry_csns_name_every_answering_provider(
+    store: Store, directory: DirectoryCluster
+) -> None:
+    store.add_app(web())
+    dn = store.app_dn("web")
+    creds = directory.admin_credentials()
+    unanswered = "ldap://127.0.0.1:1"  # nothing listens: left out, not an error
+    uris = [*directory.uris, unanswered]
+
+    def csns() -> dict[str, str | None]:
+        return replication.entry_csns(uris, creds, dn, timeout=1.0)
+
+    wait_until(lambda: len(set(csns().values())) == 1, timeout=10, what="one copy everywhere")
+    found = csns()
+    assert set(found) == set(directory.uris)
+    assert all(c and c.count("#") == 3 for c in found.values())
+    store.delete_app("web")
+    wait_until(
+        lambda: csns() == dict.fromkeys(directory.uris), timeout=10, what="absent everywhere"
+    )

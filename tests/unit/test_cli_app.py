@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
-from ndsclust.cli import app_fields
+from ndsclust.cli import app_cmd, app_fields
 from ndsclust.cli.app_fields import (
     build_app,
     check_given,
@@ -165,3 +167,29 @@ def test_edit_fields_cover_every_application_attribute() -> None:
         "ndsclustRequest",
         "ndsclustMarker",
     }
+
+
+def test_app_remove_waits_for_one_copy_and_names_the_providers_that_differ(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    answers = [
+        {"ldap://a": "csn1", "ldap://b": "csn0"},
+        {"ldap://a": "csn1", "ldap://b": "csn1", "ldap://c": "csn1"},
+    ]
+    monkeypatch.setattr(app_cmd.replication, "entry_csns", lambda *a, **k: answers.pop(0))
+    monkeypatch.setattr(app_cmd.time, "sleep", lambda s: None)
+    args = argparse.Namespace()
+    monkeypatch.setattr(app_cmd.common, "uris", lambda a: ["ldap://a", "ldap://b"])
+    monkeypatch.setattr(app_cmd.common, "credentials", lambda a: Credentials())
+    assert app_cmd._until_replicated(args, "ndsclustTag=web,dc=x") is None
+    assert answers == []
+
+    monkeypatch.setattr(app_cmd, "REMOVE_SETTLE", 0.0)
+    monkeypatch.setattr(
+        app_cmd.replication,
+        "entry_csns",
+        lambda *a, **k: {"ldap://a": "csn1", "ldap://b": None},
+    )
+    assert app_cmd._until_replicated(args, "ndsclustTag=web,dc=x") == (
+        "ldap://a: csn1, ldap://b: absent"
+    )
