@@ -22,9 +22,9 @@ waits until the providers replicate and agree, then checks the invariants
 (``checker``): no double run in the ledger, each application running on exactly one server
 within the budget (``--budget`` seconds) of the heal, every provider holding the same
 entries (a divergence is counted once, by the first trial that finds it). It then
-removes its applications; their programs must stop, which shows every sentinel follows
-the directory again. When they do not (or a trial's applications never start), that is
-the trial's liveness violation, and every sentinel is restarted before the next trial, so
+unloads and removes its applications; their programs must stop, which shows every
+sentinel follows the directory again. When they do not (or a trial's applications never
+start), that is the trial's liveness violation, and every sentinel is restarted before the next trial, so
 one wedged sentinel does not fail all the trials after it. A failing trial prints its
 seed, its schedule and what was found (replay it with the same timings). One trial in
 four (``ISOLATE_SHARE``) isolates the write provider's server (the first of
@@ -59,8 +59,9 @@ if __package__ in (None, ""):
 from ndsclust.errors import NdsclustError
 from ndsclust.lab.cluster import LabCluster
 from ndsclust.lab.directory import LabError, wait_until
+from ndsclust.ldapstore.replication import entry_csns
 from ndsclust.ledger import double_runs, lives
-from ndsclust.model import ServerName
+from ndsclust.model import Request, RequestKind, ServerName
 from tools.faults.checker import LivenessViolation, Report, check_directory, check_liveness
 from tools.faults.harness import (
     FaultError,
@@ -91,7 +92,7 @@ class Scale:
     window: tuple[float, float]  # from the first fault to the heal
     settle: float  # providers replicating and agreeing after the heal
     start: float  # a trial's applications running on their primaries
-    remove: float  # their programs stopped once their entries are removed
+    remove: float  # their programs stopped once they are unloaded
     budget: float  # each application on exactly one server after the heal
 
     @classmethod
@@ -372,18 +373,44 @@ def new_repairs(lab: LabCluster, seen: set[str]) -> list[str]:
 
 
 def remove_apps(lab: LabCluster, trial: Trial, timeout: float) -> list[str]:
-    """Delete the trial's applications and wait up to ``timeout`` seconds for their
-    programs to stop; problems."""
+    """Remove the trial's applications the way docs/operating.md says an operator does:
+    unload each (an ``unload`` request), wait up to ``timeout`` seconds until no entry
+    names a host and every program has stopped, and until every provider holds the same
+    copy of each entry, then delete the entries; problems.
+
+    A delete made while a modify of the same entry is still on its way to some provider
+    (a sentinel's write through another provider, the unload's own) can bring the entry
+    back (docs/platform.md fact 35), and its program then runs on, as the directory says
+    it should."""
     tags = [tag for tag, _, _ in trial.apps]
     try:
-        for tag in tags:
-            if tag in lab.store().apps()[0]:
-                lab.store().delete_app(tag)
+        present = {t: a for t, a in lab.store().apps()[0].items() if t in tags}
+        for tag, app in present.items():
+            if app.host is not None:
+                lab.store().set_request(tag, Request(RequestKind.UNLOAD))
+
+        def unloaded() -> bool:
+            apps = lab.store().apps()[0]
+            return not any(
+                (t in apps and apps[t].host is not None) or live_copies(lab, t) for t in tags
+            )
+
         wait_until(
-            lambda: not any(live_copies(lab, t) for t in tags),
+            unloaded,
             timeout=timeout,
-            what="the trial's programs to stop after their entries were removed",
+            what="the trial's applications to be unloaded and their programs to stop",
         )
+        store, d = lab.store(), lab.directory
+        creds = d.admin_credentials()
+        wait_until(
+            lambda: all(
+                len(set(entry_csns(d.uris, creds, store.app_dn(t)).values())) <= 1 for t in present
+            ),
+            timeout=timeout,
+            what="every provider to hold the same copy of the unloaded applications",
+        )
+        for tag in present:
+            store.delete_app(tag)
     except NdsclustError as e:
         return [f"removing the trial's applications: {e}"]
     return []
