@@ -109,7 +109,13 @@ function renderServers(list) {
     const pulse = s.pulse ? `directory pulse ${s.pulse.age ?? "?"}s ago${s.pulse_fresh ? "" : " (stale)"}` : "no pulse";
     setCell(tr, "name", s.name);
     setCell(tr, "state", s.state, s.state);
-    setCell(tr, "channels", `lan ${(s.addresses || []).join(", ") || "-"}; ${pulse}`);
+    // The channels its peers' sentinels hear it on, as their liveness reports say
+    // (``ndsclust servers --channels``), then the directory pulse as read here.
+    const seen = (s.seen || []).length ? `heard on ${s.seen.join(", ")}` : "heard on no channel";
+    const by = Object.entries(s.heard_by || {})
+      .map(([peer, chans]) => `${peer}: ${chans.join("+") || "none"}`).join(", ");
+    setCell(tr, "channels", `${seen}${by ? ` (${by})` : ""}; ${pulse}`);
+    tr.querySelector("td.channels").title = `lan ${(s.addresses || []).join(", ") || "-"}`;
     setCell(tr, "resources", (s.resources || []).join(", ") || "-");
     setCell(tr, "hosting", (s.hosting || []).join(", ") || "-");
     const b = tr.querySelector("button.toggle-maintenance");

@@ -68,10 +68,23 @@ def test_console_shows_a_failover_live_and_acts_only_for_a_signed_in_operator(
             } == {"alpha", "beta", "gamma"}
             driver.execute_script("window.notReloaded = true")
 
+            def channels(server: str) -> str:
+                found = driver.find_elements(
+                    By.CSS_SELECTOR, f'#servers tr[data-server="{server}"] td.channels'
+                )
+                return str(found[0].text) if found else ""
+
+            # Each server's channels are what its peers' sentinels report hearing it on.
+            wait.until(
+                lambda d: channels("beta").startswith("heard on ") and "alpha: " in channels("beta")
+            )
+            assert "lan" in channels("beta"), channels("beta")
+
             # A failover shows without a reload.
             c.kill_server(A)
             wait.until(lambda d: cell("td.host") == "beta")
             assert driver.execute_script("return window.notReloaded") is True
+            wait.until(lambda d: channels("alpha").startswith("heard on no channel"))
             wait.until(lambda d: cell("td.state").startswith("running"))
             driver.save_screenshot(str(tmp_path / "console.png"))
             assert (tmp_path / "console.png").stat().st_size > 10_000
