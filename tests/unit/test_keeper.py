@@ -1,5 +1,5 @@
 """The keeper's fencing round: an alarm when a server loses the peers it heard, a plain
-warning for the first server of a new cluster, which has heard nobody yet (issue 14)."""
+warning for the first server of a new cluster, which has heard nobody yet."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The lan channel's drop counters: a request overtaken by a newer one, or heard before the
-directory named the peers, is no replay and no stranger (issue 14: warnings after every
+directory named the peers, is no replay and no stranger (they used to warn after every
 peer restart). Packets are checked directly, no socket is bound."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Error messages name the limit, the character and its position (issue 14)."""
+"""Error messages name the limit, the character and its position."""
 
 from __future__ import annotations
 

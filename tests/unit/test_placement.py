@@ -1,5 +1,5 @@
-"""Issue 14's placement points outside the decision core: a program refused by the allow-list
-(point 9), a working directory that does not exist (blocker 1), the cleanup request."""
+"""Placement outside the decision core: a program refused by the allow-list, a working
+directory that does not exist, the cleanup request."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def web(**over: Any) -> App:
     return App(**fields)
 
 
-def test_point9_allow_list_refusal_says_what_releases_it() -> None:
+def test_allow_list_refusal_says_what_releases_it() -> None:
     cfg = Programs(allowed_commands=("/usr/bin/other",))
     why = refusal_of(web(), cfg, A, has_control=True)
     assert why is not None
@@ -66,8 +66,8 @@ def test_point9_allow_list_refusal_says_what_releases_it() -> None:
     assert "no control socket" in (refusal_of(aware, Programs(), A, has_control=False) or "")
 
 
-def test_point9_a_refused_start_is_a_row_that_exited_not_one_still_loading() -> None:
-    # Before issue 14 a refusal raised and left no row: the core saw nothing running,
+def test_a_refused_start_is_a_row_that_exited_not_one_still_loading() -> None:
+    # A refusal used to raise and leave no row: the core saw nothing running,
     # loaded again, and the entry showed loading forever.
     clock = iter([10.0, 20.0])
     sup = Supervisor(A, lease_timeout=1.0, start_guard=False, clock=lambda: next(clock))
@@ -141,7 +141,7 @@ def test_blocker1_doctor_config_reports_the_missing_directory(
     assert f"programs.cwd: {tmp_path}/missing is not a directory on this server" in err
 
 
-def test_point4_status_says_how_to_release_a_migrate_pin() -> None:
+def test_status_says_how_to_release_a_migrate_pin() -> None:
     row = {"tag": "web", "state": "running(migrate)", "host": "beta", "primary": "alpha"}
     assert state_cell(row) == "running(migrate): stays; back with ndsclust failback web"
     assert state_cell({**row, "host": "alpha"}) == "running(migrate)"

@@ -110,7 +110,7 @@ def test_a_claim_withdrawn_at_the_last_moment_sends_nothing(
 
 
 def test_ldapi_without_a_path_means_the_default_socket() -> None:
-    # ldap3 alone would connect to the socket "//" (issue 14 item 5).
+    # ldap3 alone would connect to the socket "//" (docs/platform.md fact 33).
     assert connection._server_uri("ldapi:///") == "ldapi://%2Fvar%2Frun%2Fslapd%2Fldapi"
     assert connection._server_uri("ldapi://%2Ftmp%2Fs") == "ldapi://%2Ftmp%2Fs"
     assert connection._server_uri("ldaps://a:636") == "ldaps://a:636"

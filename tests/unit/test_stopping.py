@@ -1,6 +1,6 @@
 """A server whose sentinel is stopping (SIGTERM) in the decision core: its moves say it is
 stopping, not in maintenance, and no backup fails back or asks to fail back to it while
-the shell shows it in maintenance (``View.stopping``; issue 14, point 8)."""
+the shell shows it in maintenance (``View.stopping``)."""
 
 from __future__ import annotations
 
