@@ -1,9 +1,9 @@
-"""Issue 14, live: nothing stays down because of bookkeeping, and every hold says why.
+"""Live: nothing stays down because of bookkeeping, and every hold says why.
 
 Real sentinels and programs in the lab. A server is given a broken program environment by
 restarting its sentinel on an edited configuration (``reconfigure``): a working directory
-that is removed once the sentinel runs (blocker 1: the directory the guide names was never
-created) or an allow-list without the program (point 9)."""
+that is removed once the sentinel runs (a directory the guide names that no step
+created) or an allow-list without the program."""
 
 from __future__ import annotations
 
@@ -92,7 +92,7 @@ def test_blocker1_a_program_that_cannot_start_tries_each_server_then_cleanup_bri
     assert c.app("web").state.state is AppState.RUNNING
     assert "ndsclust cleanup web" in c.app("web").state.reason
     wait_until(lambda: events(c, "web", "failback_held"), timeout=20, what="failback_held event")
-    # Point 9: a program refused where it alone may run is error(reason), not loading.
+    # A program refused where it alone may run is error(reason), not loading.
     wait_until(
         lambda: c.app("solo").state.state is AppState.ERROR,
         timeout=30,

@@ -272,7 +272,7 @@ def test_servers_channels_table_like_corosync_cfgtool() -> None:
     assert liveness_view.channel_rows(stale)[1][0]["report"] == "stale (observer silent)"
 
 
-# -- doctor (point 7) ----------------------------------------------------------------------
+# -- doctor -------------------------------------------------------------------------------
 
 
 def readings(stamp: dict[ServerName, float], **reports: LivenessReport) -> dict:  # type: ignore[type-arg]
