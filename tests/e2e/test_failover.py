@@ -132,7 +132,7 @@ def test_killed_provider_of_the_host_changes_nothing(lab: LabFactory) -> None:
 
 
 def test_migrate_of_an_auto_recover_app_sticks_without_its_event(lab: LabFactory) -> None:
-    # Issue 18: an operator's migrate of an auto-recover application must not bounce back
+    # An operator's migrate of an auto-recover application must not bounce back
     # to the primary, even when the audit trail's migrate event never reaches the new
     # host. The entry alone says why it is there: removing every event from the directory
     # (the watch drops them from beta's cache) changes nothing.

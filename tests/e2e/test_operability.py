@@ -116,7 +116,7 @@ def test_blocker2_after_start_up_handoffs_host_failures_never_keep_it_down(
     lab: LabFactory,
 ) -> None:
     # Start-up hand-offs (alpha's programs.cwd missing), fixed and cleaned up, then four
-    # SIGKILLs of the host within the flap window: before issue 14 the third move left the
+    # SIGKILLs of the host within the flap window: the third move used to leave the
     # auto-recover application failed(flapping ...) on the dead host, and nothing
     # documented cleared it.
     c = lab(3)
