@@ -259,11 +259,11 @@ class Faults:
 
     # -- disk ---------------------------------------------------------------------------------
 
-    def _chattr(self, flag: str) -> None:
+    def _chattr(self, flag: str, path: Path | None = None) -> None:
         tool = shutil.which("chattr")
         if tool is None:
             raise FaultError("chattr not found (e2fsprogs); the disk faults need it")
-        path = self.lab.disk_path
+        path = path or self.lab.disk_path
         done = subprocess.run([tool, flag, str(path)], capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise FaultError(
@@ -283,8 +283,14 @@ class Faults:
         others keep it."""
         pid = self.sentinel_pid(name)
         path = self.lab.disk_path
-        stand_in = self.lab.servers[self._server(name)].dir / DISK_STAND_IN
+        stand_in = self._stand_in(name)
+        if stand_in.exists():  # left immutable by a cut whose server went down meanwhile
+            self._chattr("-i", stand_in)
         stand_in.write_bytes(b"")
+        # Immutable before it is bound: between the bind and the read-only remount below
+        # the sentinel could otherwise open the stand-in for writing, keep it open, and
+        # make the umount of the heal fail ("target is busy").
+        self._chattr("+i", stand_in)
         mount = ["nsenter", "-t", str(pid), "-m", "--", "mount"]
         _run([*mount, "--bind", str(stand_in), str(path)])
         _run([*mount, "-o", "remount,bind,ro", str(path)])
@@ -316,8 +322,12 @@ class Faults:
         for name, pid in sorted(self._disk_cut.items()):
             if alive(pid):
                 _run(["nsenter", "-t", str(pid), "-m", "--", "umount", str(self.lab.disk_path)])
+            self._chattr("-i", self._stand_in(name))
             self._note(f"disk_restored {name}")
         self._disk_cut.clear()
+
+    def _stand_in(self, name: str) -> Path:
+        return self.lab.servers[self._server(name)].dir / DISK_STAND_IN
 
     # -- clock ---------------------------------------------------------------------------------
 
