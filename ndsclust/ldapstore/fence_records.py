@@ -6,21 +6,22 @@ name, ``write`` compare-and-swaps a record's ``ndsclustFenceState`` from what wa
 new state (with ``ndsclustFenceText`` in the same modify), adding the entry when there was
 none: an add that finds it already made is a ``SwapConflict`` like any lost swap
 (docs/style.md section 5). ``Store.fence_record``, ``fence_records`` and
-``swap_fence_record`` call these; nothing outside ``ndsclust.ldapstore`` names the
-attributes.
+``swap_fence_record`` call these with the store's session operations (search, add, swap);
+nothing outside ``ndsclust.ldapstore`` names the attributes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import ldap3
 
 from ndsclust.errors import EntryExists, SwapConflict
 from ndsclust.fencing.record import FenceState, Phase, parse
 from ndsclust.ldapstore.entries import Entry
+from ndsclust.ldapstore.session import Session
 
 OBJECT_CLASS = "ndsclustFence"
 STATE_ATTR = "ndsclustFenceState"
@@ -44,28 +45,6 @@ class FenceRecord:
 ABSENT = FenceRecord(None, None, "")
 
 
-class Operations(Protocol):
-    """The generic operations of ``ldapstore.session.Session`` the records are kept with."""
-
-    def search(
-        self, base: str, filt: str, *, scope: str = ..., attributes: Sequence[str] = ...
-    ) -> list[tuple[str, dict[str, list[Any]]]]: ...
-
-    def add(self, dn: str, attrs: Mapping[str, Sequence[str]]) -> None: ...
-
-    def swap(
-        self,
-        dn: str,
-        attribute: str,
-        expected: str | None,
-        new: str | None,
-        *,
-        also: Mapping[str, list[str] | None] | None = None,
-        post_read: Sequence[str] | None = None,
-        unless: Callable[[], str | None] | None = None,
-    ) -> dict[str, list[Any]] | None: ...
-
-
 def fence_dn(base: str, server: str) -> str:
     return f"cn={RDN_PREFIX}{server},ou=events,{base}"
 
@@ -83,7 +62,7 @@ def decode(dn: str, attrs: Mapping[str, Sequence[Any]]) -> FenceRecord:
         return FenceRecord(raw, FenceState(Phase.OWED, "?", 0.0), text)
 
 
-def read(ops: Operations, base: str, server: str) -> FenceRecord:
+def read(ops: Session, base: str, server: str) -> FenceRecord:
     dn = fence_dn(base, server)
     rows = ops.search(
         dn, f"(objectClass={OBJECT_CLASS})", scope=ldap3.BASE, attributes=[STATE_ATTR, TEXT_ATTR]
@@ -91,7 +70,7 @@ def read(ops: Operations, base: str, server: str) -> FenceRecord:
     return decode(*rows[0]) if rows else ABSENT
 
 
-def read_all(ops: Operations, base: str) -> dict[str, FenceRecord]:
+def read_all(ops: Session, base: str) -> dict[str, FenceRecord]:
     """Every record, by server name."""
     out = {}
     rows = ops.search(
@@ -105,7 +84,7 @@ def read_all(ops: Operations, base: str) -> dict[str, FenceRecord]:
 
 
 def write(
-    ops: Operations,
+    ops: Session,
     base: str,
     server: str,
     found: FenceRecord,

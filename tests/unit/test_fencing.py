@@ -23,6 +23,7 @@ from ndsclust.fencing.fencer import FencePending, Gate
 from ndsclust.fencing.record import FenceState, Phase, parse
 from ndsclust.ldapstore import fence_records
 from ndsclust.ldapstore.fence_records import FenceRecord
+from ndsclust.ldapstore.store import Store
 from ndsclust.model import App, AppState, AppType, ServerName, StateValue, Tag
 from ndsclust.sentinel.actions import EventKind
 from ndsclust.sentinel.recorder import Record
@@ -361,8 +362,9 @@ def test_the_outcome_names_every_level_tried() -> None:
 
 
 class MemoryStore:
-    """The three generic operations the fence records are kept with, with compare-and-swap
-    semantics, and the store's typed fence-record methods over them (as ``Store`` has)."""
+    """The three session operations the fence records are kept with (``Session.search``,
+    ``add``, ``swap``), with compare-and-swap semantics, and ``Store``'s typed fence-record
+    methods over them."""
 
     base = "ou=ndsclust,dc=example,dc=com"
 
@@ -402,16 +404,10 @@ class MemoryStore:
             else:
                 e[k] = v
 
-    def fence_record(self, server: str) -> FenceRecord:
-        return fence_records.read(self, self.base, server)
-
-    def fence_records(self) -> dict[str, FenceRecord]:
-        return fence_records.read_all(self, self.base)
-
-    def swap_fence_record(
-        self, server: str, found: FenceRecord, new: FenceState, text: str | None = None
-    ) -> FenceRecord:
-        return fence_records.write(self, self.base, server, found, new, text)
+    # The store's own fence-record methods, over the operations above.
+    fence_record = Store.fence_record
+    fence_records = Store.fence_records
+    swap_fence_record = Store.swap_fence_record
 
     def state(self, server: str) -> FenceState | None:
         e = self.entries.get(f"cn=fence-{server},ou=events,{self.base}")
