@@ -30,7 +30,8 @@ import uuid
 from pathlib import Path
 
 from ndsclust.lab.directory import DirectoryCluster
-from ndsclust.ldapstore.antientropy import Probe, Repairer, read_digests
+from ndsclust.ldapstore.antientropy import Repairer, read_digests
+from ndsclust.ldapstore.antientropy_probe import Probe
 from ndsclust.ldapstore.connection import Providers, open_connection
 from ndsclust.ldapstore.store import Store, generalized_time
 from ndsclust.sentinel.antientropy import PROBE_INTERVAL

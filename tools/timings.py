@@ -26,8 +26,8 @@ import yaml
 
 from ndsclust import config
 from ndsclust.errors import ConfigError
-from ndsclust.lab.cluster import LAB_TIMEOUTS
 from ndsclust.lab.provider import LabError
+from ndsclust.lab.sentinel_config import LAB_TIMEOUTS
 
 CHANNELS = ("lan", "directory", "disk")
 TIMEOUT_KEYS = config.TIMEOUT_KEYS

@@ -24,8 +24,9 @@ from ndsclust.doctor.findings import Finding
 from ndsclust.errors import ConfigError, SwapConflict
 from ndsclust.fencing import agent, plan
 from ndsclust.fencing.config import Device
-from ndsclust.fencing.fencer import Book, Found, attempt
+from ndsclust.fencing.fencer import attempt
 from ndsclust.fencing.record import FenceState, Phase
+from ndsclust.ldapstore.fence_records import FenceRecord
 from ndsclust.model import ServerName, check_server_name
 
 COLUMNS = ("server", "phase", "by", "at", "attempts", "text")
@@ -52,7 +53,7 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=run)
 
 
-def judge(found: Found, now: float, *, confirm_off: bool, longest: float) -> str | None:
+def judge(found: FenceRecord, now: float, *, confirm_off: bool, longest: float) -> str | None:
     """Why this fence must not go ahead now (None: it may). A lock younger than every
     level's timeout (``longest``) plus ``plan.LOCK_SLACK`` is left to its holder; an
     operator's word (--confirm-off) overrides it."""
@@ -97,8 +98,7 @@ def run(args: argparse.Namespace) -> int:
         devices = cfg.fencing.levels(server)
     st = common.store(args)
     try:
-        book = Book(st)
-        found = book.read(server)
+        found = st.fence_record(server)
         why = judge(
             found,
             time.time(),
@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
             base = found.state or FenceState(Phase.OWED, by, time.time())
             new = base.moved(Phase.CONFIRMED, by, time.time(), via="confirm-off")
             text = f"{server} confirmed off by {by} (no agent run)"
-            book.write(server, found, new, text)
+            st.swap_fence_record(server, found, new, text)
             common.audit(st, "fence", server=server, text=text)
             print(text)
             return 0
@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         if not _ask(args, f"Power {server} off through {len(devices)} level(s): {levels}"):
             return 1
         try:
-            done = attempt(book, server, found, by, devices)
+            done = attempt(st, server, found, by, devices)
         except SwapConflict:
             done = None
         if done is None:
@@ -141,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace) -> int:
     st = common.store(args)
     try:
-        found = Book(st).all()
+        found = st.fence_records()
     finally:
         st.close()
     rows = []
@@ -181,7 +181,7 @@ def doctor_findings(args: argparse.Namespace) -> list[Finding]:
                     modes[path] = None
     st = common.store(args)
     try:
-        records = {name: f.state for name, f in Book(st).all().items()}
+        records = {name: f.state for name, f in st.fence_records().items()}
         servers, _ = st.servers()
     finally:
         st.close()

@@ -2,10 +2,11 @@
 gate the executor asks before it starts a program (docs/design.md section 4, "Fencing
 other servers").
 
-``Book`` reads and compare-and-swaps fence records (``record.py``) through a store's
-generic operations. ``attempt`` takes the lock on a server's record, runs its levels in
-order until one reports success, and writes the outcome: the one procedure the sentinel
-and ``ndsclust fence`` share. ``Gate`` is what the sentinel's executor calls:
+Fence records (``record.py``) are read and compare-and-swapped as typed values
+(``FenceRecord``) through the store, which alone knows their entries
+(``ndsclust/ldapstore/fence_records.py``). ``attempt`` takes the lock on a server's record,
+runs its levels in order until one reports success, and writes the outcome: the one
+procedure the sentinel and ``ndsclust fence`` share. ``Gate`` is what the sentinel's executor calls:
 
 - ``claiming(host)`` before the swap of a takeover from ``host``: its record says a fence
   is owed (``plan.owe``), written first, so a sentinel that dies right after the swap
@@ -27,21 +28,17 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
-from ndsclust.errors import EntryExists, NdsclustError, StoreError, SwapConflict
+from ndsclust.errors import NdsclustError, StoreError, SwapConflict
 from ndsclust.fencing import agent, plan
 from ndsclust.fencing.config import Device, Fencing
-from ndsclust.fencing.record import FenceState, Phase, parse
+from ndsclust.fencing.record import FenceState, Phase
+from ndsclust.ldapstore.fence_records import FenceRecord
 from ndsclust.model import App, AppState, ServerName, StateValue
 from ndsclust.sentinel.actions import EventKind
 from ndsclust.sentinel.logline import log_event
 from ndsclust.sentinel.recorder import NO_TAG, Record
-
-STATE_ATTR = "ndsclustFenceState"
-TEXT_ATTR = "ndsclustFenceText"
-TEXT_LIMIT = 2000
-
 
 # How an agent is run: ``agent.run``; tests pass a fake.
 AgentRun = Callable[[str, str, Mapping[str, str], float], agent.Result]
@@ -56,108 +53,17 @@ class FencePending(NdsclustError):
 
 
 class FenceStore(Protocol):
-    """The generic operations of ``ldapstore.session.Session`` a book needs."""
+    """The fence records of ``ldapstore.store.Store`` (``ldapstore/fence_records.py``)."""
 
-    base: str
+    def fence_record(self, server: str) -> FenceRecord: ...
 
-    def search(
-        self, base: str, filt: str, *, scope: str = ..., attributes: Sequence[str] = ...
-    ) -> list[tuple[str, dict[str, list[Any]]]]: ...
-
-    def add(self, dn: str, attrs: Mapping[str, Sequence[str]]) -> None: ...
-
-    def swap(
-        self,
-        dn: str,
-        attribute: str,
-        expected: str | None,
-        new: str | None,
-        *,
-        also: Mapping[str, list[str] | None] | None = None,
-        post_read: Sequence[str] | None = None,
-        unless: Callable[[], str | None] | None = None,
-    ) -> dict[str, list[Any]] | None: ...
+    def swap_fence_record(
+        self, server: str, found: FenceRecord, new: FenceState, text: str | None = None
+    ) -> FenceRecord: ...
 
 
 class Records(Protocol):
     def put(self, record: Record) -> None: ...
-
-
-def _text(v: Any) -> str:
-    return v.decode(errors="replace") if isinstance(v, bytes) else str(v)
-
-
-class Found:
-    """A record as read: ``raw`` is the exact stored value a swap must expect."""
-
-    __slots__ = ("raw", "state", "text")
-
-    def __init__(self, raw: str | None, state: FenceState | None, text: str) -> None:
-        self.raw, self.state, self.text = raw, state, text
-
-
-class Book:
-    """The fence records under ``ou=events`` of the cluster base."""
-
-    def __init__(self, store: FenceStore) -> None:
-        self.store = store
-        self.parent = f"ou=events,{store.base}"
-
-    def dn(self, server: str) -> str:
-        return f"cn=fence-{server},{self.parent}"
-
-    def read(self, server: str) -> Found:
-        rows = self.store.search(
-            self.dn(server),
-            "(objectClass=ndsclustFence)",
-            scope="BASE",
-            attributes=[STATE_ATTR, TEXT_ATTR],
-        )
-        if not rows:
-            return Found(None, None, "")
-        attrs = {k.lower(): v for k, v in rows[0][1].items()}
-        values = attrs.get(STATE_ATTR.lower()) or []
-        texts = attrs.get(TEXT_ATTR.lower()) or []
-        text = _text(texts[0]) if texts else ""
-        if not values:
-            return Found(None, FenceState(Phase.OWED, "?", 0.0), text)
-        raw = _text(values[0])
-        try:
-            return Found(raw, parse(raw), text)
-        except ValueError:
-            # Unreadable: treated as owed, so nothing starts until it is fenced or cleared.
-            return Found(raw, FenceState(Phase.OWED, "?", 0.0), text)
-
-    def all(self) -> dict[str, Found]:
-        """Every record, by server name: for ``ndsclust fence --list`` and ``doctor``."""
-        out = {}
-        for dn, _ in self.store.search(
-            self.parent, "(objectClass=ndsclustFence)", scope="LEVEL", attributes=["cn"]
-        ):
-            name = dn.split(",", 1)[0].split("=", 1)[1]
-            if name.startswith("fence-"):
-                out[name[len("fence-") :]] = self.read(name[len("fence-") :])
-        return out
-
-    def write(self, server: str, found: Found, new: FenceState, text: str | None = None) -> Found:
-        """Compare-and-swap the record from what ``found`` read to ``new`` (SwapConflict
-        when another server changed it first); the record is made when there is none."""
-        also = {TEXT_ATTR: [text[:TEXT_LIMIT]] if text else None} if text is not None else None
-        if found.raw is None and found.state is None:
-            attrs = {
-                "objectClass": ["top", "ndsclustFence"],
-                "cn": [f"fence-{server}"],
-                STATE_ATTR: [new.value()],
-            }
-            if text:
-                attrs[TEXT_ATTR] = [text[:TEXT_LIMIT]]
-            try:
-                self.store.add(self.dn(server), attrs)
-            except EntryExists:
-                raise SwapConflict(self.dn(server), STATE_ATTR, None, new.value()) from None
-        else:
-            self.store.swap(self.dn(server), STATE_ATTR, found.raw, new.value(), also=also)
-        return Found(new.value(), new, text if text is not None else found.text)
 
 
 def run_levels(
@@ -188,9 +94,9 @@ def run_levels(
 
 
 def attempt(
-    book: Book,
+    store: FenceStore,
     server: str,
-    found: Found,
+    found: FenceRecord,
     by: str,
     devices: Sequence[Device],
     *,
@@ -201,7 +107,7 @@ def attempt(
     the outcome. SwapConflict when another server took the lock first; None when the
     record changed while the agents ran (the outcome was not written)."""
     base = found.state or FenceState(Phase.OWED, by, wall())
-    locked = book.write(server, found, base.moved(Phase.FENCING, by, wall()), None)
+    locked = store.swap_fence_record(server, found, base.moved(Phase.FENCING, by, wall()))
     assert locked.state is not None
     log_event(logging.WARNING, "fence_start", server=by, target=server, levels=len(devices))
     done = plan.outcome(server, run_levels(by, server, devices, run))
@@ -211,7 +117,7 @@ def attempt(
     else:
         final = locked.state.moved(Phase.FAILED, by, wall(), attempts=attempts, via="")
     try:
-        book.write(server, locked, final, done.text)
+        store.swap_fence_record(server, locked, final, done.text)
     except SwapConflict:
         # The record changed under the lock: the fenced server came back and cleared it
         # (plan.back_from_start), or an operator confirmed it off. Its word stands, and
@@ -249,35 +155,32 @@ class Gate:
         self._clearing = False
         self.threads: list[threading.Thread] = []
 
-    def _book(self) -> Book:
-        return Book(self._store())
-
     # -- a takeover ----------------------------------------------------------------------
 
-    def claiming(self, host: ServerName) -> Found | None:
+    def claiming(self, host: ServerName) -> FenceRecord | None:
         """Before the swap of a takeover from ``host``: write that a fence is owed. Returns
         what it replaced (for ``claim_failed``), None when nothing was written."""
         if not self.settings.levels(host) and not self.settings.required:
             return None
-        book = self._book()
+        store = self._store()
         for _ in range(3):
-            found = book.read(host)
+            found = store.fence_record(host)
             new = plan.owe(found.state, self.me, self._wall())
             if new is None:
                 return None
             try:
-                book.write(host, found, new, None)
+                store.swap_fence_record(host, found, new)
             except SwapConflict:
                 continue
             log_event(logging.WARNING, "fence_owed", server=self.me, target=host)
             return found
         raise StoreError(f"fence record of {host} keeps changing; deciding again")
 
-    def claim_failed(self, host: ServerName, before: Found) -> None:
+    def claim_failed(self, host: ServerName, before: FenceRecord) -> None:
         """The swap did not happen: put back what ``claiming`` replaced, unless the record
         moved on meanwhile (then it is someone else's)."""
-        book = self._book()
-        now = book.read(host)
+        store = self._store()
+        now = store.fence_record(host)
         if now.state is None or now.state.phase is not Phase.OWED or now.state.by != self.me:
             return
         if before.state is None:
@@ -285,7 +188,7 @@ class Gate:
         else:
             restore = before.state
         try:
-            book.write(host, now, restore, None)
+            store.swap_fence_record(host, now, restore)
         except SwapConflict:
             pass
 
@@ -295,16 +198,16 @@ class Gate:
         """Raise FencePending unless every other server of ``app`` is settled."""
         if not self._cleared:
             raise FencePending(f"{self.me} has not yet cleared its own fence record")
-        book = self._book()
+        store = self._store()
         waits: list[str] = []
         failures: list[str] = []
         for peer in app.servers():
             if peer == self.me:
                 continue
-            found = book.read(peer)
+            found = store.fence_record(peer)
             if not plan.blocks(found.state):
                 continue
-            waiting, failure = self._advance(book, peer, found)
+            waiting, failure = self._advance(peer, found)
             waits.append(waiting)
             if failure:
                 failures.append(failure)
@@ -313,7 +216,7 @@ class Gate:
         state = StateValue(AppState.FAILED, "; ".join(failures)) if failures else None
         raise FencePending("; ".join(waits), None if state == app.state else state)
 
-    def _advance(self, book: Book, peer: ServerName, found: Found) -> tuple[str, str]:
+    def _advance(self, peer: ServerName, found: FenceRecord) -> tuple[str, str]:
         """Fence ``peer`` now if it is this server's turn. Returns what the start waits
         for, and the failure the application's state shows ("" while none): stable from
         one attempt to the next, so the state is written once per attempt."""
@@ -365,10 +268,10 @@ class Gate:
         except NdsclustError:
             return False
 
-    def _attempt(self, peer: ServerName, found: Found) -> None:
+    def _attempt(self, peer: ServerName, found: FenceRecord) -> None:
         try:
             done = attempt(
-                self._book(),
+                self._store(),
                 peer,
                 found,
                 self.me,
@@ -418,14 +321,14 @@ class Gate:
 
     def _clear_own(self) -> None:
         try:
-            book = self._book()
+            store = self._store()
             for _ in range(3):
-                found = book.read(self.me)
+                found = store.fence_record(self.me)
                 new = plan.back_from_start(found.state, self.me, self._wall())
                 if new is None:
                     break
                 try:
-                    book.write(self.me, found, new, f"{self.me} started again")
+                    store.swap_fence_record(self.me, found, new, f"{self.me} started again")
                 except SwapConflict:
                     continue
                 log_event(logging.INFO, "fence_cleared", server=self.me, was=found.raw or "-")

@@ -32,11 +32,8 @@ that such a server may then create and change applications, commands included.
 listener of this process, on the root namespace's dir-bridge address with ``network``, so
 a server reaches it exactly while its dir link works.
 
-Timings: ``timeouts`` (the sentinel's ``timeouts`` section, over the lab's own start-up and
-stop grace, ``LAB_TIMEOUTS``), ``intervals`` (one number for every heartbeat channel, or a
-mapping channel -> seconds for ``lan``, ``directory`` and ``disk``; a channel left out
-keeps the sentinel's default) and ``witness_interval``/``witness_timeout``.
-``tools.timings`` builds all of them from a sentinel configuration file.
+Timings (``timeouts``, ``intervals``, ``witness_interval``/``witness_timeout``) go into
+each sentinel's configuration as ``ndsclust.lab.sentinel_config`` says.
 """
 
 from __future__ import annotations
@@ -45,10 +42,8 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -59,6 +54,8 @@ import yaml
 
 from ndsclust.lab.directory import DirectoryCluster
 from ndsclust.lab.provider import LabError, alive, descendants, die_with, free_ports, wait_until
+from ndsclust.lab.sentinel_config import channel_intervals, sentinel_config
+from ndsclust.lab.witness import WITNESS_INTERVAL, WITNESS_TIMEOUT, Witness
 from ndsclust.ldapstore.connection import Providers
 from ndsclust.ldapstore.store import Store
 from ndsclust.model import App, AppState, AppType, ServerName, StateValue, Tag
@@ -71,14 +68,6 @@ SERVER_NAMES = ("alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "th
 # Each namespace has its own port space: every server's heartbeats use the same port.
 NETNS_LAN_PORT = 7946
 NETNS_HTTP_PORT = 9469
-WITNESS_BACKLOG = 64
-WITNESS_INTERVAL = 0.1
-WITNESS_TIMEOUT = 0.35
-# Heartbeat channels whose interval ``intervals`` may set.
-INTERVAL_CHANNELS = ("lan", "directory", "disk")
-# The lab's own timeouts, which those given override: a lab sentinel starts and unloads
-# quickly.
-LAB_TIMEOUTS: Mapping[str, float] = {"stop_grace": 2.0, "startup_grace": 2.0}
 
 
 class Network(Protocol):
@@ -121,33 +110,12 @@ class LabServer:
         return self.pid is not None and alive(self.pid)
 
 
-class Witness:
-    """A TCP listener that accepts and closes every connection: what the witness channel
-    probes (it counts only completed connections). Runs on a daemon thread."""
-
-    def __init__(self, host: str) -> None:
-        self._sock = socket.socket(socket.AF_INET)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind((host, 0))
-        self._sock.listen(WITNESS_BACKLOG)
-        self._sock.settimeout(0.2)
-        self.address = f"{host}:{self._sock.getsockname()[1]}"
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, name="lab-witness", daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except OSError:
-                continue
-            conn.close()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2)
-        self._sock.close()
+def _kill(pids: Iterable[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 class LabCluster:
@@ -183,18 +151,7 @@ class LabCluster:
         self.n = n
         self.die_with_parent = die_with_parent
         self.timeouts = dict(timeouts or {})
-        if isinstance(intervals, Mapping):
-            unknown = sorted(set(intervals) - set(INTERVAL_CHANNELS))
-            if unknown:
-                raise LabError(
-                    f"intervals for unknown channel(s) {', '.join(unknown)}; "
-                    f"channels: {', '.join(INTERVAL_CHANNELS)}"
-                )
-            self.intervals: dict[str, float] = {k: float(v) for k, v in intervals.items()}
-        elif intervals is not None:
-            self.intervals = {ch: float(intervals) for ch in INTERVAL_CHANNELS}
-        else:
-            self.intervals = {}
+        self.intervals = channel_intervals(intervals)
         self.witness_interval = WITNESS_INTERVAL if witness_interval is None else witness_interval
         self.witness_timeout = WITNESS_TIMEOUT if witness_timeout is None else witness_timeout
         self.resources = {k: tuple(v) for k, v in (resources or {}).items()}
@@ -206,22 +163,18 @@ class LabCluster:
         self.state_extra: dict[str, Any] = {}  # more keys of lab.json (the console's)
         names = SERVER_NAMES[:n]
         self.net = network(names) if network is not None else None
-        if self.net is not None:
-            net = self.net
-            self.directory = DirectoryCluster(
-                n=n,
-                base_dir=base_dir,
-                die_with_parent=die_with_parent,
-                durable=False,
-                hosts=[net.address(name, "dir") for name in names],
-                exec_prefixes=[net.exec_prefix(name) for name in names],
-                tls=True,
-            )
-        else:
-            # A lab directory is thrown away: no fsync per commit (render.provider_ldif, durable).
-            self.directory = DirectoryCluster(
-                n=n, base_dir=base_dir, die_with_parent=die_with_parent, durable=False, tls=True
-            )
+        net = self.net
+        # A lab directory is thrown away: no fsync per commit (render.provider_ldif, durable).
+        # With a network, each provider listens on its server's dir address, in its namespace.
+        self.directory = DirectoryCluster(
+            n=n,
+            base_dir=base_dir,
+            die_with_parent=die_with_parent,
+            durable=False,
+            hosts=[net.address(name, "dir") for name in names] if net else None,
+            exec_prefixes=[net.exec_prefix(name) for name in names] if net else None,
+            tls=True,
+        )
         self.want_witness = witness
         self.witness: Witness | None = None
         self.servers: dict[ServerName, LabServer] = {}
@@ -331,7 +284,7 @@ class LabCluster:
             self.write_config(server)
         for server in self.servers.values():
             self.start_sentinel(server.name)
-        self._save_state()
+        self.save_state()
         return time.monotonic() - began
 
     def assign_http(self) -> None:
@@ -348,48 +301,27 @@ class LabCluster:
         return server.dir / "directory.pw"
 
     def sentinel_config(self, server: LabServer) -> dict[str, Any]:
-        d = self.directory
-        channels: dict[str, Any] = {
-            "lan": {"addresses": [server.address], "key_file": str(self.base_dir / "cluster.key")},
-            "directory": {},
-        }
-        if self.disk:
-            channels["disk"] = {"path": str(self.disk_path), "servers": self.names}
-        for name, ch in channels.items():
-            if name in self.intervals:
-                ch["interval"] = self.intervals[name]
+        """The configuration ``server``'s sentinel runs with (``ndsclust.lab.sentinel_config``)."""
+        witness = None
         if self.witness is not None:
-            # Where the witness decides (two servers), fencing waits for it to be
-            # unreachable: its timeout + 0.1 s counts as a fence time, which the default
-            # failover timeout covers (config.fence_bound).
-            channels["witness"] = {
+            witness = {
                 "address": self.witness.address,
                 "interval": self.witness_interval,
                 "timeout": self.witness_timeout,
             }
-        cfg: dict[str, Any] = {
-            "server": server.name,
-            "cluster": "lab",
-            "directory": {
-                "uris": d.uris,
-                "local_uri": d.providers[server.index].url,
-                "provider_servers": {p.url: SERVER_NAMES[i] for i, p in enumerate(d.providers)},
-                "suffix": d.suffix,
-                "pulse_suffix": d.pulse_suffix,
-                "bind_dn": server.bind_dn,
-                "password_file": str(self.password_file(server)),
-                "ca_file": d.ca_file,
-            },
-            "resources": list(server.resources),
-            "channels": channels,
-            "timeouts": {**LAB_TIMEOUTS, **self.timeouts},
-            "programs": {"cwd": str(server.dir)},
-            "control_socket": str(server.dir / "control.sock"),
-            "log": {"level": self.log_level},
-        }
-        if server.http:
-            cfg["http"] = {"listen": server.http, "plain": self.net is not None}
-        return cfg
+        return sentinel_config(
+            server,
+            self.directory,
+            names=self.names,
+            key_file=self.base_dir / "cluster.key",
+            password_file=self.password_file(server),
+            disk_path=self.disk_path if self.disk else None,
+            intervals=self.intervals,
+            witness=witness,
+            timeouts=self.timeouts,
+            log_level=self.log_level,
+            plain_http=self.net is not None,
+        )
 
     def channel_interval(self, channel: str) -> float | None:
         """The interval the lab sets for a heartbeat channel (None: the sentinel's default)."""
@@ -428,7 +360,7 @@ class LabCluster:
         finally:
             log.close()
         server.pid = server.process.pid
-        self._save_state()
+        self.save_state()
 
     def stop_sentinel(self, name: ServerName, timeout: float = 30.0) -> None:
         """SIGTERM: the sentinel unloads its programs, hands them on and exits."""
@@ -461,11 +393,7 @@ class LabCluster:
         if provider.running and provider.pid is not None:
             pids.append(provider.pid)
         t = time.monotonic()
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        _kill(pids)
         if self.net is not None:
             self.net.link_down(name)
         self._reap(server)
@@ -494,11 +422,7 @@ class LabCluster:
         """Stop everything this lab started and remove its directory (idempotent)."""
         for server in self.servers.values():
             if server.pid is not None and server.running:
-                for pid in [server.pid, *descendants(server.pid)]:
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
+                _kill([server.pid, *descendants(server.pid)])
                 self._reap(server)
         if self._store is not None:
             self._store.close()
@@ -513,9 +437,7 @@ class LabCluster:
                 self.net.teardown()
 
     def save_state(self) -> None:
-        self._save_state()
-
-    def _save_state(self) -> None:
+        """``lab.json``: every server's pid, addresses, files and HTTP face."""
         state: dict[str, Any] = {
             "servers": {
                 s.name: {

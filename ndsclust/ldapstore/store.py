@@ -30,9 +30,12 @@ from ndsclust.errors import (
     NoSuchEntry,
     StoreError,
 )
+from ndsclust.fencing.record import FenceState
 from ndsclust.ldapstore import entries
+from ndsclust.ldapstore import fence_records as fences
 from ndsclust.ldapstore.connection import Providers
 from ndsclust.ldapstore.entries import Entry
+from ndsclust.ldapstore.fence_records import FenceRecord
 from ndsclust.ldapstore.session import APP_ATTRS as APP_ATTRS
 from ndsclust.ldapstore.session import DEFAULT_OP_DEADLINE as DEFAULT_OP_DEADLINE
 from ndsclust.ldapstore.session import Session
@@ -418,6 +421,19 @@ class Store(Session):
             except NoSuchEntry:
                 pass  # another sentinel pruned it first
         return gone
+
+    # -- fence records (fence_records.py) -------------------------------------------------
+
+    def fence_record(self, server: str) -> FenceRecord:
+        return fences.read(self, self.base, server)
+
+    def fence_records(self) -> dict[str, FenceRecord]:
+        return fences.read_all(self, self.base)
+
+    def swap_fence_record(
+        self, server: str, found: FenceRecord, new: FenceState, text: str | None = None
+    ) -> FenceRecord:
+        return fences.write(self, self.base, server, found, new, text)
 
     # -- pulses ---------------------------------------------------------------------------
 

@@ -33,7 +33,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ndsclust.config import Config
-from ndsclust.ldapstore.antientropy import Outcome, Probe
+from ndsclust.ldapstore.antientropy import Outcome
+from ndsclust.ldapstore.antientropy_probe import Probe
 from ndsclust.sentinel.sweep_child import ChildSweep, Job
 
 log = logging.getLogger("ndsclust.antientropy")
@@ -42,7 +43,7 @@ SLOW_INTERVAL = 900.0  # 1.8-3.2 s a sweep at 10 000 entries (docs/platform.md f
 SETTLE = 2.0  # after a poke: let a restarted provider's replication reach the persist phase
 RETRY = 2.0  # a held sweep with a poke pending is tried again this often
 # How often the sweeping sentinel asks every provider whether it restarted or came back
-# (``ndsclust.ldapstore.antientropy.Probe``): one contextCSN read each.
+# (``ndsclust.ldapstore.antientropy_probe.Probe``): one contextCSN read each.
 PROBE_INTERVAL = 5.0
 
 

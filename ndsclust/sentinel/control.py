@@ -11,8 +11,8 @@ who may do what.
 
 Threads: one thread serves every connection (non-blocking sockets, a selector); directory
 work runs on a few worker threads, so a slow provider delays only the requests that need
-it. The sentinel's main loop calls ``admit``, ``grant``, ``request_stop`` and ``ended``,
-which never block on a client.
+it. What each request does is in ``control_requests.py``. The sentinel's main loop calls
+``admit``, ``grant``, ``request_stop`` and ``ended``, which never block on a client.
 """
 
 from __future__ import annotations
@@ -24,28 +24,23 @@ import selectors
 import socket
 import struct
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Final
 
 from ndsclust.control_protocol import (
     MAX_LINE,
     ProtocolError,
-    Registration,
     RegistrationRefused,
     decode,
     encode,
     error_reply,
-    hello_of,
-    marker_swap_of,
 )
-from ndsclust.errors import EntryInvalid, NoSuchEntry, StoreError, SwapConflict
+from ndsclust.errors import EntryInvalid, NoSuchEntry, StoreError
 from ndsclust.framing import LineFramer, receive, send_queued
 from ndsclust.ldapstore.store import Store
 from ndsclust.logfmt import line as logline
 from ndsclust.model import ServerName, Tag
-from ndsclust.sentinel.control_registration import write_registration
+from ndsclust.sentinel.control_requests import Admission, Conn, Handler, Refusal, Requests
 from ndsclust.sentinel.control_socket import MAX_OUT, SOCKET_MODE, listen, over_budget
 
 MAX_CLIENTS = 1024  # connections at once; more are told so and closed
@@ -54,57 +49,8 @@ WORKERS = 2  # threads doing directory work for clients
 
 _UCRED = struct.Struct("3i")
 
-# A request handler: (server, connection, request) -> the answer's fields, or None when the
-# answer is queued already or comes later.
-Handler = Callable[["ControlServer", "_Conn", dict[str, object]], dict[str, object] | None]
 
-
-class Refusal(Exception):
-    """A request answered with the error ``code``; ``extra`` goes into the answer too."""
-
-    def __init__(self, code: str, message: str, **extra: object) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.extra = extra
-
-
-# ---------------------------------------------------------------------------- state
-
-
-@dataclass(eq=False)
-class _Conn:
-    sock: socket.socket
-    pid: int  # the client's, for the log (SO_PEERCRED)
-    lines: LineFramer = field(default_factory=lambda: LineFramer(MAX_LINE))
-    out: bytearray = field(default_factory=bytearray)
-    tag: Tag | None = None
-    admission: _Admission | None = None
-    greeted: bool = False
-    in_flight: int = 0
-    closing: bool = False  # close once what is queued has been sent
-    eof: bool = False  # the client sent everything it will send
-    events: int = selectors.EVENT_READ  # what the selector watches for
-    complained: bool = False  # a bad request was logged at WARNING already
-
-
-@dataclass(eq=False)
-class _Admission:
-    """One start of one cluster-aware program, known by its token."""
-
-    tag: Tag
-    token: str
-    granted: bool
-    stop_reason: str | None = None
-    ended: bool = False
-    conns: set[_Conn] = field(default_factory=set)
-    waits: list[tuple[_Conn, int]] = field(default_factory=list)
-
-
-# ---------------------------------------------------------------------------- server
-
-
-class ControlServer:
+class ControlServer(Requests):
     """The control socket of server ``server``; ``start()`` binds it, ``stop()`` removes it.
 
     ``store`` is a Store of its own (its writes go to the write provider); the server
@@ -126,9 +72,9 @@ class ControlServer:
         self.user = user
         self._log = logger or logging.getLogger("ndsclust.sentinel")
         self._lock = threading.Lock()
-        self._by_token: dict[str, _Admission] = {}
-        self._by_tag: dict[Tag, _Admission] = {}
-        self._conns: dict[int, _Conn] = {}
+        self._by_token: dict[str, Admission] = {}
+        self._by_tag: dict[Tag, Admission] = {}
+        self._conns: dict[int, Conn] = {}
         self._listener: socket.socket | None = None
         self._inode: tuple[int, int] | None = None
         self._wake_r, self._wake_w = -1, -1
@@ -185,7 +131,7 @@ class ControlServer:
             old = self._by_tag.get(tag)
             if old is not None:
                 self._end(old, "a new start of the program replaced this one")
-            adm = _Admission(tag, token, granted)
+            adm = Admission(tag, token, granted)
             self._by_tag[tag] = adm
             self._by_token[token] = adm
         return token
@@ -222,20 +168,20 @@ class ControlServer:
                 self._end(adm, "the program has ended")
         self._wake()
 
-    def _end(self, adm: _Admission, reason: str) -> None:
+    def _end(self, adm: Admission, reason: str) -> None:
         adm.ended = True
         self._by_tag.pop(adm.tag, None)
         self._by_token.pop(adm.token, None)
         self._answer_waits(adm, adm.stop_reason or reason)
 
-    def _answer_waits(self, adm: _Admission, reason: str) -> None:
+    def _answer_waits(self, adm: Admission, reason: str) -> None:
         waits, adm.waits = adm.waits, []
         for conn, rid in waits:
             self._queue(conn, error_reply(rid, "stopping", reason))
 
     # -- plumbing shared by the threads (callers hold self._lock)
 
-    def _queue(self, conn: _Conn, message: Mapping[str, object]) -> None:
+    def _queue(self, conn: Conn, message: Mapping[str, object]) -> None:
         if conn.closing:
             return
         conn.out += encode(message)
@@ -286,7 +232,7 @@ class ControlServer:
                         elif key.data == "wake":
                             self._drain_wake()
                         else:
-                            conn: _Conn = key.data
+                            conn: Conn = key.data
                             if events & selectors.EVENT_READ:
                                 self._readable(conn)
                             if events & selectors.EVENT_WRITE:
@@ -294,7 +240,7 @@ class ControlServer:
                     except Exception:
                         # One client's trouble must not end the server (docs/design.md invariant 4).
                         self._log.exception(logline("control_error", server=self.server))
-                        if isinstance(key.data, _Conn):
+                        if isinstance(key.data, Conn):
                             self._close(sel, key.data)
                 self._sync(sel)
         finally:
@@ -334,11 +280,11 @@ class ControlServer:
                 send_queued(sock, bytearray(encode(busy)))
                 sock.close()
                 continue
-            conn = _Conn(sock, pid)
+            conn = Conn(sock, pid)
             self._conns[sock.fileno()] = conn
             sel.register(sock, selectors.EVENT_READ, conn)
 
-    def _readable(self, conn: _Conn) -> None:
+    def _readable(self, conn: Conn) -> None:
         data = receive(conn.sock)
         if data is None:
             return
@@ -355,7 +301,7 @@ class ControlServer:
         with self._lock:
             self._shed()
 
-    def _writable(self, conn: _Conn) -> None:
+    def _writable(self, conn: Conn) -> None:
         with self._lock:
             chunk = bytes(conn.out[:65536])
         if not chunk:
@@ -396,7 +342,7 @@ class ControlServer:
                 sel.modify(conn.sock, events, conn)
             conn.events = events
 
-    def _close(self, sel: selectors.BaseSelector, conn: _Conn) -> None:
+    def _close(self, sel: selectors.BaseSelector, conn: Conn) -> None:
         with self._lock:
             conn.closing = True
             adm = conn.admission
@@ -412,7 +358,7 @@ class ControlServer:
 
     # -- requests
 
-    def _bad(self, conn: _Conn, rid: object, text: str) -> None:
+    def _bad(self, conn: Conn, rid: object, text: str) -> None:
         """Answer a line that is no valid request; the sentinel carries on."""
         level = logging.DEBUG if conn.complained else logging.WARNING
         conn.complained = True
@@ -420,7 +366,7 @@ class ControlServer:
         with self._lock:
             self._queue(conn, error_reply(rid, "bad-request", text))
 
-    def _line(self, conn: _Conn, line: bytes) -> None:
+    def _line(self, conn: Conn, line: bytes) -> None:
         try:
             msg = decode(line)
         except ProtocolError as e:
@@ -431,9 +377,9 @@ class ControlServer:
         if not isinstance(rid, int) or isinstance(rid, bool):
             self._bad(conn, None, "every request needs an integer 'id'")
             return
-        handler = self._HANDLERS.get(op) if isinstance(op, str) else None
+        handler = self.HANDLERS.get(op) if isinstance(op, str) else None
         if handler is None:
-            self._bad(conn, rid, f"unknown op {op!r}; known: {', '.join(sorted(self._HANDLERS))}")
+            self._bad(conn, rid, f"unknown op {op!r}; known: {', '.join(sorted(self.HANDLERS))}")
             return
         if op != "hello" and not conn.greeted:
             self._bad(conn, rid, "say hello first")
@@ -454,14 +400,14 @@ class ControlServer:
         assert self._workers is not None
         self._workers.submit(self._work, conn, rid, fn, msg)
 
-    def _work(self, conn: _Conn, rid: int, fn: Handler, msg: dict[str, object]) -> None:
+    def _work(self, conn: Conn, rid: int, fn: Handler, msg: dict[str, object]) -> None:
         try:
             self._answer(conn, rid, fn, msg)
         finally:
             with self._lock:
                 conn.in_flight -= 1
 
-    def _answer(self, conn: _Conn, rid: int, fn: Handler, msg: dict[str, object]) -> None:
+    def _answer(self, conn: Conn, rid: int, fn: Handler, msg: dict[str, object]) -> None:
         try:
             result = fn(self, conn, msg)
         except ProtocolError as e:
@@ -489,121 +435,3 @@ class ControlServer:
         with self._lock:
             self._queue(conn, reply)
         self._wake()
-
-    def _hello(self, conn: _Conn, msg: dict[str, object]) -> None:
-        if conn.greeted:
-            raise ProtocolError("hello was said already on this connection")
-        tag, token = hello_of(msg)
-        with self._lock:
-            adm = self._by_token.get(token) if token is not None else None
-            if token is not None and adm is None:
-                raise Refusal(
-                    "not-supervised",
-                    f"this token names no running start on {self.server}: "
-                    "the start it belonged to has ended",
-                )
-            if adm is not None and tag is not None and tag != adm.tag:
-                raise ProtocolError(f"the token belongs to {adm.tag}, not {tag}")
-            conn.greeted = True
-            conn.tag = adm.tag if adm is not None else tag
-            conn.admission = adm
-            self._queue(
-                conn,
-                {
-                    "id": msg["id"],
-                    "ok": True,
-                    "server": self.server,
-                    "supervised": adm is not None,
-                    "tag": conn.tag,
-                },
-            )
-            if adm is not None:
-                adm.conns.add(conn)
-                if adm.stop_reason is not None:
-                    # Asked to unload before it said hello: it hears so right after the answer.
-                    self._queue(conn, {"event": "stop", "reason": adm.stop_reason})
-        return None
-
-    def _ping(self, conn: _Conn, msg: dict[str, object]) -> dict[str, object]:
-        return {}
-
-    def _wait(self, conn: _Conn, msg: dict[str, object]) -> dict[str, object] | None:
-        with self._lock:
-            adm = conn.admission
-            if adm is None:
-                raise Refusal(
-                    "not-supervised",
-                    "only a copy the sentinel started can be granted "
-                    "the start; this one was started by hand",
-                )
-            if adm.ended or adm.stop_reason is not None:
-                raise Refusal("stopping", adm.stop_reason or "the program has ended")
-            if adm.granted:
-                return {"granted": True}
-            rid = msg["id"]
-            assert isinstance(rid, int)  # checked by _line
-            adm.waits.append((conn, rid))  # answered by grant() or request_stop()
-        return None
-
-    def _register(self, conn: _Conn, msg: dict[str, object]) -> dict[str, object]:
-        reg = Registration.from_wire(msg.get("app"))
-        adm = conn.admission
-        if adm is not None and reg.tag != adm.tag:
-            raise RegistrationRefused(
-                reg.tag, "ndsclustTag", f"the program started as {adm.tag} registers only {adm.tag}"
-            )
-        result, host = write_registration(self.store, reg)
-        if result != "unchanged":
-            self._event(logging.INFO, "aware_register", tag=reg.tag, pid=conn.pid, result=result)
-            try:
-                self.store.record_event(
-                    "registration",
-                    server=self.server,
-                    tag=reg.tag,
-                    text=f"registered by the program (pid {conn.pid} on {self.server}): {result}",
-                )
-            except StoreError as e:
-                self._event(logging.WARNING, "event_not_recorded", tag=reg.tag, error=str(e))
-        return {"result": result, "host": host}
-
-    def _get_marker(self, conn: _Conn, msg: dict[str, object]) -> dict[str, object]:
-        if conn.tag is None:
-            raise ProtocolError("no tag: name it in hello")
-        return {"marker": self.store.app(conn.tag).marker}
-
-    def _set_marker(self, conn: _Conn, msg: dict[str, object]) -> dict[str, object]:
-        expected, value = marker_swap_of(msg)
-        with self._lock:
-            adm = conn.admission
-            if adm is None:
-                raise Refusal(
-                    "not-supervised", "only the copy the sentinel runs may set the marker"
-                )
-            if adm.ended or not adm.granted:
-                raise Refusal(
-                    "not-granted",
-                    "the start has not been granted to this copy: a "
-                    "paused copy does no work and writes no marker",
-                )
-            tag = adm.tag
-        try:
-            self.store.swap_marker(tag, expected, value)
-        except SwapConflict:
-            current = self.store.app(tag).marker
-            raise Refusal(
-                "conflict",
-                f"the marker is {current!r}, not {expected!r}",
-                expected=expected,
-                current=current,
-            ) from None
-        return {}
-
-    _HANDLERS: Final[Mapping[str, tuple[bool, Handler]]] = {
-        # op: (answered by the serving thread, handler); directory work goes to the workers.
-        "hello": (True, _hello),
-        "ping": (True, _ping),
-        "wait": (True, _wait),
-        "register": (False, _register),
-        "get_marker": (False, _get_marker),
-        "set_marker": (False, _set_marker),
-    }

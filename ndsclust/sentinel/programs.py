@@ -51,7 +51,8 @@ class LocalPrograms:
             return dict(self.supervisor.table())
 
     def poll(self) -> list[ProcInfo]:
-        """The programs that ended since the last call, each logged once."""
+        """The programs that ended since the last call (the supervisor logged each end once,
+        ``program_exited``)."""
         with self._lock:
             ended = list(self.supervisor.poll())
             for info in ended:
@@ -62,16 +63,6 @@ class LocalPrograms:
                     # An unload that finished is no failure: a later load is a fresh start,
                     # not a restart that counts against claim 57's budget.
                     self.supervisor.forget(info.tag)
-        for info in ended:
-            level = logging.INFO if info.stop_requested else logging.WARNING
-            log_event(
-                level,
-                "program_exit",
-                tag=info.tag,
-                server=self.me,
-                code=info.exit_code if info.exit_code is not None else "-",
-                reason=info.reason or ("unloaded" if info.stop_requested else "exited"),
-            )
         return ended
 
     def renew_leases(self) -> None:

@@ -538,7 +538,7 @@ class Supervisor:
             run.tag,
             pid=run.pid or "-",
             code="-" if code is None else code,
-            reason=run.reason,
+            reason=run.reason or ("unloaded" if run.stop_requested else "exited"),
         )
         self._exits.append(run.info())
 

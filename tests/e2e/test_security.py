@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import yaml
 
-from ndsclust import config
+from ndsclust.channel_config import key_id
 from ndsclust.lab.cluster import LabCluster
 from ndsclust.lab.directory import wait_until
 from ndsclust.model import App, AppState, AppType, ServerName, StateValue, Tag
@@ -84,7 +84,7 @@ def test_command_outside_the_allow_list_is_refused_and_never_runs(lab: LabFactor
 
 def lab_keys(c: LabCluster) -> dict[str, bytes]:
     key = (c.base_dir / "cluster.key").read_bytes().strip()
-    return {config.key_id(key): key}
+    return {key_id(key): key}
 
 
 ETH_P_ALL = 0x0003

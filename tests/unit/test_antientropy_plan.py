@@ -14,12 +14,10 @@ from ndsclust.ldapstore.antientropy import (
     Outcome,
     Repair,
     entry_digest,
-    lagging,
-    partition_reason,
     plan,
-    unreachable,
     user_values,
 )
+from ndsclust.ldapstore.antientropy_probe import lagging, partition_reason, unreachable
 from ndsclust.ldapstore.reseed import to_ldif
 from ndsclust.sentinel.antientropy import Schedule, Sweeper, sweeps
 from ndsclust.sentinel.sweep_child import outcome_from_json, outcome_to_json

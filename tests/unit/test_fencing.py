@@ -19,8 +19,11 @@ from ndsclust.confread import Reader
 from ndsclust.errors import ConfigError, EntryExists, SwapConflict
 from ndsclust.fencing import agent, plan
 from ndsclust.fencing import config as fconfig
-from ndsclust.fencing.fencer import Book, FencePending, Gate
+from ndsclust.fencing.fencer import FencePending, Gate
 from ndsclust.fencing.record import FenceState, Phase, parse
+from ndsclust.ldapstore import fence_records
+from ndsclust.ldapstore.fence_records import FenceRecord
+from ndsclust.ldapstore.store import Store
 from ndsclust.model import App, AppState, AppType, ServerName, StateValue, Tag
 from ndsclust.sentinel.actions import EventKind
 from ndsclust.sentinel.recorder import Record
@@ -359,7 +362,9 @@ def test_the_outcome_names_every_level_tried() -> None:
 
 
 class MemoryStore:
-    """The three generic operations a Book uses, with compare-and-swap semantics."""
+    """The three session operations the fence records are kept with (``Session.search``,
+    ``add``, ``swap``), with compare-and-swap semantics, and ``Store``'s typed fence-record
+    methods over them."""
 
     base = "ou=ndsclust,dc=example,dc=com"
 
@@ -398,6 +403,11 @@ class MemoryStore:
                 e.pop(k, None)
             else:
                 e[k] = v
+
+    # The store's own fence-record methods, over the operations above.
+    fence_record = Store.fence_record
+    fence_records = Store.fence_records
+    swap_fence_record = Store.swap_fence_record
 
     def state(self, server: str) -> FenceState | None:
         e = self.entries.get(f"cn=fence-{server},ou=events,{self.base}")
@@ -545,10 +555,36 @@ def test_a_server_without_devices_waits_for_the_operator_when_fencing_is_require
         "alpha must be fenced and no fence device is configured for it: once it is off, "
         "run: ndsclust fence --confirm-off alpha",
     )
-    book = Book(store)
-    found = book.read(A)
-    book.write(A, found, FenceState(Phase.CONFIRMED, "operator:cli", 5.0, via="confirm-off"))
+    found = store.fence_record(A)
+    store.swap_fence_record(
+        A, found, FenceState(Phase.CONFIRMED, "operator:cli", 5.0, via="confirm-off")
+    )
     g.before_start(APP)
+
+
+def test_fence_records_decode_write_and_list_as_typed_values() -> None:
+    store = MemoryStore()
+    assert store.fence_record(A) == FenceRecord(None, None, "")
+    owed = FenceState(Phase.OWED, B, 5.0)
+    made = store.swap_fence_record(A, store.fence_record(A), owed)
+    assert made == FenceRecord(owed.value(), owed, "") == store.fence_record(A)
+    with pytest.raises(SwapConflict):  # another server made it first
+        store.swap_fence_record(A, FenceRecord(None, None), owed)
+    failed = owed.moved(Phase.FAILED, B, 6.0, attempts=1)
+    store.swap_fence_record(A, made, failed, "x" * 3000)
+    got = store.fence_record(A)
+    assert got.state == failed and got.text == "x" * fence_records.TEXT_LIMIT
+    with pytest.raises(SwapConflict):  # expected what it was before
+        store.swap_fence_record(A, made, owed)
+    assert list(store.fence_records()) == [A]
+    # A record whose state cannot be read, or has none, counts as owed.
+    dn = fence_records.fence_dn(store.base, C)
+    assert fence_records.decode(dn, {"ndsclustFenceState": [b"nonsense"]}).state == FenceState(
+        Phase.OWED, "?", 0.0
+    )
+    assert fence_records.decode(dn, {"ndsclustFenceText": [b"t"]}) == FenceRecord(
+        None, FenceState(Phase.OWED, "?", 0.0), "t"
+    )
 
 
 # -- doctor ------------------------------------------------------------------------------------

@@ -5,8 +5,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ndsclust.lab.cluster import LAB_TIMEOUTS, LabCluster
+from ndsclust.lab.cluster import LabCluster
 from ndsclust.lab.directory import LabError
+from ndsclust.lab.sentinel_config import LAB_TIMEOUTS
 from tools.timings import lab_defaults, read_timings
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "sentinel.example.yaml"
