@@ -324,7 +324,7 @@ def parse(data: Any, source: str = "<config>") -> Config:
     if not cwd.startswith("/"):
         r.bad("programs.cwd", f"{cwd!r} is not an absolute path")
     elif not os.path.isdir(cwd):
-        # Every program starts there: without it none can start (issue 14, blocker 1).
+        # Every program starts there: without it none can start.
         r.bad(
             "programs.cwd",
             f"{cwd} is not a directory on this server, so no program could start; "
