@@ -93,16 +93,18 @@ class _Peek(argparse.ArgumentParser):
 
 
 def named_command(argv: Sequence[str]) -> str | None:
-    """The command ``argv`` names after the global options, None when it names none or
-    they are wrong (the whole parser then says what is wrong)."""
+    """The command ``argv`` names after the global options; None when it names none, they
+    are wrong (the whole parser then says what is wrong) or help is asked for (the whole
+    parser lists every command)."""
     peek = _Peek(add_help=False)
     common.add_global_options(peek)
+    peek.add_argument("-h", "--help", action="store_true")
     peek.add_argument("command", nargs="?")
     try:
         known, _ = peek.parse_known_args(argv)
     except ValueError:
         return None
-    named: str | None = known.command
+    named: str | None = None if known.help else known.command
     return named
 
 

@@ -18,6 +18,8 @@ from ndsclust.cli import build_parser, named_command
         (["--config", "/etc/x.yaml", "-v", "sentinel", "run"], "sentinel"),
         (["--uri", "ldap://a", "--uri", "ldap://b", "status", "--json"], "status"),
         (["--version"], None),
+        (["--help", "sentinel"], None),
+        (["sentinel", "run", "-h"], None),
         ([], None),
         (["--uri"], None),  # wrong global options: the whole parser says what is wrong
         (["--connect-timeout", "soon", "sentinel", "run"], None),
