@@ -19,8 +19,9 @@ slice. Per sentinel it prints
 
 then the same line with ``server=all`` (the largest of each over all sentinels), a
 ``guard:`` and a ``slapd:`` line per process, and the events the sentinels logged during
-the idle window. ``--linger S`` keeps the cluster up S seconds more (to attach py-spy to
-a pid printed on the ``pids:`` line). Everything the run started is stopped and its
+the idle window; before them an ``rss:`` line per sentinel says where its resident memory
+is at the end of the window (``tools/rss_breakdown.py``). ``--linger S`` keeps the cluster
+up S seconds more (to attach py-spy to a pid printed on the ``pids:`` line). Everything the run started is stopped and its
 directory removed at the end, also after a failure, Ctrl-C or SIGTERM.
 
 With ``--http`` every sentinel serves its HTTP face (``http.listen`` on a loopback port),
@@ -44,6 +45,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ndsclust.lab.directory import LabTimeout, wait_until
+from tools.rss_breakdown import line as rss_line
 from tools.scale_lab import (
     ScaleLab,
     count_running,
@@ -211,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
             if scraper is not None:
                 scraper.stop()
                 print(f"scraped: {scraper.report()}", flush=True)
+        for name, pid in lab.sentinel_pids().items():
+            # Where the resident memory is at the end of the window (tools/rss_breakdown.py).
+            print(f"{rss_line(pid)} server={name}", flush=True)
         head = f"servers={a.servers} apps={a.apps}"
         rows = [(k.split(" ", 1)[1], u) for k, u in usage.items() if k.startswith("sentinel ")]
         for name, u in rows:

@@ -20,7 +20,6 @@ import selectors
 import signal
 import subprocess
 import time
-import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -152,6 +151,8 @@ class Parameter:
 def parameters(metadata: str) -> tuple[Parameter, ...]:
     """The parameters an agent's ``action=metadata`` describes; ValueError when the text
     is not the XML the convention defines."""
+    import xml.etree.ElementTree as ET  # only where fencing is configured
+
     try:
         root = ET.fromstring(metadata.strip())
     except ET.ParseError as e:

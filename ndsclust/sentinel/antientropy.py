@@ -30,12 +30,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ndsclust.config import Config
-from ndsclust.ldapstore.antientropy import Outcome
-from ndsclust.ldapstore.antientropy_probe import Probe
-from ndsclust.sentinel.sweep_child import ChildSweep, Job
+
+if TYPE_CHECKING:
+    # Imported where used: only the sweeping sentinel needs them (docs/platform.md fact 36).
+    from ndsclust.ldapstore.antientropy import Outcome
 
 log = logging.getLogger("ndsclust.antientropy")
 
@@ -153,6 +154,8 @@ class Sweeper:
             with self._lock:
                 self.schedule.swept("", self._clock())
             return None
+        from ndsclust.ldapstore.antientropy import Outcome
+
         # A sweep that would be held is not started (it is a process of its own).
         held, failed = self._probe.whole() if self._probe is not None else "", False
         try:
@@ -219,6 +222,9 @@ def build_sweeper(cfg: Config) -> Sweeper | None:
     d = cfg.directory
     if not sweeps(cfg):
         return None
+    from ndsclust.ldapstore.antientropy_probe import Probe
+    from ndsclust.sentinel.sweep_child import ChildSweep, Job
+
     job = Job(tuple(d.uris), d.credentials, d.base, d.suffix, cfg.server, cfg.log_level)
     first = d.uris[0]
     return Sweeper(

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 
 from ndsclust.errors import SupervisorError
 from ndsclust.framing import LineFramer, receive, send_queued
-from ndsclust.sentinel.guard import SCHED_POLICY, SCHED_PRIORITY
 from ndsclust.sentinel.guard_protocol import (
     MAX_MESSAGE,
     Command,
@@ -40,6 +39,9 @@ def prioritize(pid: int) -> tuple[int, dict[str, str]]:
     no CAP_SYS_NICE, systemd's RestrictRealtime=yes, a control group without real-time
     runtime), the guard keeps the ordinary policy and runs all the same; the log level
     and fields of ``guard_start`` say which."""
+    # The guard's own module (argparse, its child code) stays out of the sentinel but here.
+    from ndsclust.sentinel.guard import SCHED_POLICY, SCHED_PRIORITY
+
     try:
         os.sched_setscheduler(
             pid, SCHED_POLICY | os.SCHED_RESET_ON_FORK, os.sched_param(SCHED_PRIORITY)
