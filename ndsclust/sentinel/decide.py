@@ -36,7 +36,9 @@ What ``decide`` guarantees, per application (``me`` is this server):
 - Replication not caught up (FIG. 6 step 614): nothing is claimed, loaded, unloaded or
   written, except ``replication-pending`` on the applications this server would start.
 - Starts held (just rejoined, ``View.starts_held``): an application whose actions would
-  start its program here gets no action at all this cycle.
+  start its program here gets no action at all this cycle. The other side of that hold: a
+  failback (automatic or requested) or migrate to a server heard for less than
+  ``Policy.start_hold`` waits, its program running here (``failback.target_held``).
 - Host is ``me`` (FIG. 8 step 908, FIG. 9): requests first (``requests``); then a move away
   if this server is in maintenance or, as a backup, the primary is back (``failback``;
   not when an operator migrated it here, nor while its program's failures on the primary
@@ -184,7 +186,7 @@ def _as_host(vp: Viewpoint, app: App, proc: ProcInfo | None) -> list[Action]:
     if app.request is not None:
         answer = requests.as_host(vp, app, proc)
         if answer.move is not None:
-            return failback.depart(vp, app, proc, answer.move)
+            return _hand_over(vp, app, proc, answer.move)
         if answer.final:
             return list(answer.actions)
         out += answer.actions
@@ -216,9 +218,17 @@ def _as_host(vp: Viewpoint, app: App, proc: ProcInfo | None) -> list[Action]:
     elif me != app.primary:
         plan = failback.as_backup(vp, app)
         if isinstance(plan, Move):
-            return out + failback.depart(vp, app, proc, plan)
+            return out + _hand_over(vp, app, proc, plan)
         return out + _keep_running(vp, app, proc, plan)
     return out + _keep_running(vp, app, proc, failback.Stay(desired))
+
+
+def _hand_over(vp: Viewpoint, app: App, proc: ProcInfo | None, move: Move) -> list[Action]:
+    """``move`` now, or once its target's start hold is over (``failback.target_held``): the
+    program keeps running here meanwhile, as if no move were due."""
+    if failback.target_held(vp, move, proc):
+        return _keep_running(vp, app, proc, failback.held_stay(vp, app))
+    return failback.depart(vp, app, proc, move)
 
 
 def _keep_running(

@@ -10,8 +10,9 @@ Pure: the caller passes the channels' observations and the monotonic clock readi
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ndsclust.errors import ConfigError
 from ndsclust.model import ServerName
@@ -26,12 +27,16 @@ class Liveness:
     peers never heard on any channel while this sentinel is still inside its startup grace:
     they count as alive but no channel vouches for them. ``me`` is always alive.
     A server that is neither ``me`` nor a peer is unknown, and unknown is not alive.
+    ``since`` maps the peers some channel hears now to the monotonic time from which they
+    have been heard without a break (``heard_since`` carries it from cycle to cycle); a
+    peer it leaves out has not been heard for any time that counts.
     """
 
     me: ServerName
     configured: frozenset[str]
     seen: Mapping[ServerName, frozenset[str]] = field(default_factory=dict, hash=False)
     grace: frozenset[ServerName] = frozenset()
+    since: Mapping[ServerName, float] = field(default_factory=dict, hash=False)
 
     def alive(self, server: ServerName) -> bool:
         if server == self.me or server in self.grace:
@@ -52,6 +57,24 @@ class Liveness:
     def visible(self) -> frozenset[ServerName]:
         """Peers some channel hears now; peers alive only by startup grace are not included."""
         return frozenset(s for s, chans in self.seen.items() if chans)
+
+    def heard_for(self, server: ServerName, now: float) -> float:
+        """How long, at ``now``, some channel has heard ``server`` without a break: 0 for a
+        peer no channel hears now or with no ``since``, unbounded for ``me``."""
+        if server == self.me:
+            return math.inf
+        first = self.since.get(server)
+        if first is None or not self.seen.get(server):
+            return 0.0
+        return now - first
+
+    def heard_over(self, server: ServerName, now: float, hold: float) -> bool:
+        """Whether some channel has heard ``server`` without a break for ``hold`` at ``now``."""
+        return self.heard_for(server, now) >= hold - EPSILON
+
+    def settled(self, now: float, hold: float) -> frozenset[ServerName]:
+        """The peers heard without a break for at least ``hold`` at ``now``."""
+        return frozenset(s for s in self.since if self.heard_over(s, now, hold))
 
 
 class Detector:
@@ -126,6 +149,30 @@ class Detector:
             if in_grace and not ever_heard:
                 grace.add(peer)
         return Liveness(me=self._me, configured=self._configured, seen=seen, grace=frozenset(grace))
+
+
+# Times closer than this are equal: a simulated clock adds up steps in floating point.
+EPSILON = 1e-9
+
+
+def heard_since(liveness: Liveness, before: Mapping[ServerName, float], now: float) -> Liveness:
+    """``liveness`` with ``since`` filled in, from ``before``, the ``since`` of the previous
+    cycle's result: a peer some channel hears now keeps the time it was first heard again,
+    or takes ``now`` when it was not heard in the previous cycle; a peer no channel hears
+    drops out, so its next return counts from then. The shell calls this once per cycle
+    and keeps the result's ``since``; a peer first heard between two cycles counts from the
+    cycle that saw it, a little later than it was heard, never earlier.
+
+    What it is for (FIG. 8): a server that starts, or rejoins after a fence or a stall,
+    holds its starts for one failover timeout (``View.starts_held``). Its peers hear it
+    again when that hold begins (a started sentinel sends nothing before its hold is
+    running; a rejoining one begins its hold in the cycle in which it finds it was away or
+    cut off, within about a loop interval of being heard again), so a peer heard for one
+    failover timeout is past its hold, and a hand-over to it waits for that
+    (``failback.target_held``).
+    """
+    since = {p: before.get(p, now) for p in liveness.visible()}
+    return replace(liveness, since=since)
 
 
 def isolated(liveness: Liveness, witness_reachable: bool | None, n_servers: int) -> bool:

@@ -11,6 +11,17 @@ and starts the moment the host names this server.
 ``depart`` is that hand-over protocol for every move away from this server (failback,
 migrate, maintenance, unload): unload first, swap the host only once the program has
 ended, so two servers never run it at once.
+
+A primary that comes back holds its starts for one failover timeout (``View.starts_held``:
+a claim decided while it was silent may still land). A backup that let go at once would
+leave the program down for the rest of that hold, so a failback, automatic or requested,
+and a migrate wait while their target has been heard for less than the hold
+(``target_held``): the program keeps running here, a request stays pending, and the
+hand-over begins once the target can start it. The wait changes nothing of the hand-over
+itself, so no double run can follow from it: this copy runs until the unload ends it, the
+host is swapped only after that, and the target starts only once it sees the swap and its
+own hold is over. Only a copy that runs here waits: with nothing running there is nothing
+to keep up, and the host is handed over at once, as before.
 """
 
 from __future__ import annotations
@@ -35,6 +46,10 @@ from ndsclust.sentinel.view import Move, Viewpoint, paused, running, stopped
 
 RUNNING = StateValue(AppState.RUNNING)
 AWAITING = StateValue(AppState.AWAITING_FAILBACK)
+# The moves that wait for their target's start hold (``target_held``): the ones that send
+# an application to a server of the operator's choosing, which may have just come back. A
+# maintenance move or a stopping sentinel's hand-over goes at once: the server is leaving.
+WAITING_MOVES = frozenset({EventKind.FAILBACK, EventKind.MIGRATE})
 
 
 def wants_paused_copy(vp: Viewpoint, app: App) -> bool:
@@ -114,6 +129,26 @@ def awaiting_text(app: App) -> str:
         f"{app.primary} is back; failback waits for an operator's approval: "
         f"ndsclust failback {app.tag}"
     )
+
+
+def target_held(vp: Viewpoint, move: Move, proc: ProcInfo | None) -> bool:
+    """FIG. 8: ``move``'s target may still hold its starts, so the program running here stays
+    until it does not: the target has been heard without a break for less than
+    ``Policy.start_hold`` (``Liveness.since``, kept by ``detector.heard_since``)."""
+    to = move.to
+    if to is None or to == vp.me or move.kind not in WAITING_MOVES or not running(proc):
+        return False
+    hold = vp.policy.start_hold
+    return hold > 0 and not vp.view.liveness.heard_over(to, vp.now, hold)
+
+
+def held_stay(vp: Viewpoint, app: App) -> Stay:
+    """What the host shows while a hand-over waits for ``target_held``: the state it has
+    (running, a hold, awaiting-failback: the request it waits to honour is pending), or
+    running once its program runs."""
+    if app.state.state in (AppState.RUNNING, AppState.AWAITING_FAILBACK):
+        return Stay(app.state)
+    return Stay(vp.kept(app, AppState.RUNNING))
 
 
 def depart(vp: Viewpoint, app: App, proc: ProcInfo | None, move: Move) -> list[Action]:

@@ -52,7 +52,7 @@ from ndsclust.sentinel import address
 from ndsclust.sentinel.actions import Action, EventKind
 from ndsclust.sentinel.catchup import ReplicationCheck
 from ndsclust.sentinel.decide import decide
-from ndsclust.sentinel.detector import Detector, Liveness
+from ndsclust.sentinel.detector import Detector, Liveness, heard_since
 from ndsclust.sentinel.executor import Executor
 from ndsclust.sentinel.http_status import Publisher
 from ndsclust.sentinel.keeper import Fence, Keeper, fence_channels
@@ -98,6 +98,7 @@ def policy_of(cfg: Config) -> Policy:
         restart_window=sv.restart_window,
         flap_max_failovers=sv.flap_max_failovers,
         flap_window=sv.flap_window,
+        start_hold=cfg.timeouts.failover,
     )
 
 
@@ -139,6 +140,7 @@ class Sentinel:
         self._hold_starts_until = started + cfg.timeouts.failover
         timeouts = {name: ch.timeout for name, ch in self.channels.items()}
         self.detector = Detector(timeouts, self.me, started, cfg.timeouts.startup_grace)
+        self._since: Mapping[ServerName, float] = {}  # Liveness.since of the last cycle
         fence_detect = cfg.timeouts.fence - KILL_ALLOWANCE
         fence_detector = Detector(
             {n: fence_detect for n in fence_channels(list(self.channels))},
@@ -465,6 +467,8 @@ class Sentinel:
         liveness = self.detector.liveness(
             self._observations(), now, list(servers), blind=self._blind()
         )
+        liveness = heard_since(liveness, self._since, now)
+        self._since = liveness.since
         self._follow_write_provider(liveness)
         if self.rejoin.in_grace(now):
             # Just out of fencing: a peer not heard since may be a live host; count every
@@ -527,6 +531,8 @@ class Sentinel:
             view.replication_caught_up,
             view.registering,
             view.paused,
+            view.starts_held,  # a hold ending starts what it held at once
+            view.liveness.settled(now, self.policy.start_hold),  # and a hand-over it held
             self._leaving,
             self.serverwatch.stopping(),
             tuple(sorted(view.liveness.seen.items())),

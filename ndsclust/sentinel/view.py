@@ -48,6 +48,9 @@ class Policy:
     flap_max_failovers: int = 3  # hand-offs (program failures) allowed within flap_window
     flap_window: float = 3600.0  # how long a failure on a server counts (pcs failure-timeout)
     repeat_after: float = 300.0  # a standing condition is recorded again after this
+    # A server holds its starts this long after it starts or rejoins (timeouts.failover): a
+    # failback or migrate to a server heard for less waits (failback.target_held); 0: none.
+    start_hold: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

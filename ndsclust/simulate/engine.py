@@ -20,7 +20,9 @@ Liveness follows docs/design.md section 4 per channel: a peer is dead when every
 has been silent for ``failover``; a server fences itself when it sees fewer than a majority
 within ``fence`` on the channels that prove the way out (lan and disk); a sentinel that
 starts counts its peers alive until it had time to hear them and starts nothing it hosts
-for one failover timeout. Nothing here touches a real directory or process.
+for one failover timeout (``Timing.hold``), and its peers hand nothing over to it before
+they have heard it for that long (``Policy.start_hold``, set to the same hold). Nothing
+here touches a real directory or process.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ from ndsclust.sentinel.actions import (
     Unload,
 )
 from ndsclust.sentinel.decide import decide
-from ndsclust.sentinel.detector import Liveness, isolated
+from ndsclust.sentinel.detector import Liveness, heard_since, isolated
 from ndsclust.sentinel.procs import ProcInfo, ProcState
 from ndsclust.sentinel.view import History, Policy, View, histories, running, stopping
 
@@ -158,7 +160,8 @@ class Sim:
         self.names = sorted(self.servers)
         self.master: dict[Tag, tuple[int, App]] = {a.tag: (0, a) for a in apps}
         self.timing = timing
-        self.policy = policy
+        # The peers' side of the start hold: a failback waits as long as a start is held.
+        self.policy = replace(policy, start_hold=timing.hold)
         self.now = 0.0
         self.up = {s: True for s in self.names} if up is None else dict.fromkeys(self.names, False)
         for s in up or ():
@@ -188,6 +191,11 @@ class Sim:
         self.caught_up = {s: True for s in self.names}
         self.registering = {s: False for s in self.names}
         self.hold_until = {s: -1.0 for s in self.names}
+        # Since when each server has heard each peer without a break (Liveness.since): at the
+        # start, as the heard times and holds say, the cluster has been up for long.
+        self.since: dict[ServerName, Mapping[ServerName, float]] = {
+            me: {p: -1e9 for p in self.names if p != me} for me in self.names
+        }
         self.fenced: set[ServerName] = set()  # fenced in its last view: rejoins when it ends
         self.said: dict[ServerName, dict[tuple[Tag, EventKind, str], float]] = {
             s: {} for s in self.names
@@ -260,7 +268,7 @@ class Sim:
         return View(
             apps=self.copies[me].view(),
             servers=dict(self.servers),
-            liveness=self.liveness(me, t.failover, t.channels),
+            liveness=replace(self.liveness(me, t.failover, t.channels), since=self.since[me]),
             procs=dict(self.procs[me]),
             resources=self.resources.get(me, self.servers[me].resources),
             replication_caught_up=self.caught_up[me],
@@ -283,6 +291,9 @@ class Sim:
                 if self.hears(me, p, ch):
                     self.heard[(me, p, ch)] = self.now
             live = [s for s in self.names if self.up[s]]
+            for s in live:  # the shell's bookkeeping, once per cycle (detector.heard_since)
+                heard = self.liveness(s, self.timing.failover, self.timing.channels)
+                self.since[s] = heard_since(heard, self.since[s], self.now).since
             decisions = {s: self._decide(s) for s in live}
             for s in live:
                 self.execute(s, decisions[s])
@@ -461,6 +472,7 @@ class Sim:
         self.registering[name] = True
         self.caught_up[name] = False  # the first cycle after start: replication catching up
         self.hold_until[name] = self.now + self.timing.hold
+        self.since[name] = {}
         self.copies[name] = _Copy(apps={t: v for t, v in self.master.items()})
         self.grace(name)
 

@@ -107,7 +107,9 @@ def test_fig7a_fig7b_three_servers_failover_then_auto_failback() -> None:
     assert w.kinds() == [EventKind.FAILOVER]
     assert (B, EventKind.FAILOVER, WEB) in w.notes
     w.revive(A)
-    w.step(6)
+    # beta keeps it until it has heard alpha for alpha's start hold (DETECT cycles), then
+    # unloads, releases, and alpha loads it.
+    w.step(7)
     assert w.web.host == A and w.running_on(WEB) == [A]
     assert w.web.state == StateValue(AppState.RUNNING)
     assert w.kinds() == [EventKind.FAILOVER, EventKind.REGISTRATION, EventKind.FAILBACK]
