@@ -272,6 +272,18 @@ def _refusal(text: str) -> bool:
     )
 
 
+class _Live:
+    """Which providers' servers the channels find dead and which they hear, shared by the
+    ``Providers`` lists of one sentinel (``Providers.sharing``)."""
+
+    def __init__(self) -> None:
+        self.dead: frozenset[int] = frozenset()
+        self.heard: frozenset[int] = frozenset()
+        # Wakes a connect_retrying() waiting out its backoff when a provider's server is
+        # found dead: the next pass tries it last at once, instead of after the backoff.
+        self.changed = threading.Condition()
+
+
 class Providers:
     """The cluster's ordered provider list, with failover and bounded backoff.
 
@@ -313,24 +325,49 @@ class Providers:
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.servers = {i: (servers or {}).get(u) for i, u in enumerate(self.uris)}
-        self._dead: frozenset[int] = frozenset()
-        self._heard: frozenset[int] = frozenset()
+        self._live = _Live()
         self._closed = threading.Event()
-        # Wakes a connect_retrying() waiting out its backoff when a provider's server is
-        # found dead: the next pass tries it last at once, instead of after the backoff.
-        self._changed = threading.Condition()
         self.final_refusal = final_refusal
+
+    def sharing(self, *, timeout: float) -> Providers:
+        """The same list with its own connect ``timeout`` and ``close``, following this
+        one's ``set_liveness``: a second connection of the sentinel (its pulse writer's)
+        then skips a dead server's provider as the write session does."""
+        other = Providers(
+            self.uris,
+            self.creds,
+            timeout=timeout,
+            backoff_initial=self.backoff_initial,
+            backoff_max=self.backoff_max,
+            final_refusal=self.final_refusal,
+        )
+        other.servers = self.servers
+        other._live = self._live
+        return other
+
+    @property
+    def _dead(self) -> frozenset[int]:
+        return self._live.dead
+
+    @property
+    def _heard(self) -> frozenset[int]:
+        return self._live.heard
+
+    @property
+    def _changed(self) -> threading.Condition:
+        return self._live.changed
 
     def set_liveness(self, dead: Collection[str], heard: Collection[str]) -> bool:
         """Which servers the channels find dead and which they hear; True when that changed
         which providers count as dead."""
-        was = self._dead
-        self._dead = frozenset(i for i, s in self.servers.items() if s is not None and s in dead)
-        self._heard = frozenset(i for i, s in self.servers.items() if s is not None and s in heard)
-        if self._dead != was:
-            with self._changed:
-                self._changed.notify_all()
-        return self._dead != was
+        live = self._live
+        was = live.dead
+        live.dead = frozenset(i for i, s in self.servers.items() if s is not None and s in dead)
+        live.heard = frozenset(i for i, s in self.servers.items() if s is not None and s in heard)
+        if live.dead != was:
+            with live.changed:
+                live.changed.notify_all()
+        return live.dead != was
 
     def dead(self, index: int) -> bool:
         """The provider's server is dead on every channel (known only with ``servers``)."""

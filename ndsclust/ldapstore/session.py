@@ -64,9 +64,15 @@ class Session:
     """Operations on the write provider, failing over along the provider list. Thread-safe."""
 
     def __init__(
-        self, providers: Providers, suffix: str, *, op_deadline: float = DEFAULT_OP_DEADLINE
+        self,
+        providers: Providers,
+        suffix: str,
+        *,
+        op_deadline: float = DEFAULT_OP_DEADLINE,
+        name: str = "write",
     ) -> None:
         self.providers = providers
+        self.name = name  # which of a process's sessions, in its log lines
         self.suffix = suffix
         self.op_deadline = op_deadline
         self._lock = threading.RLock()
@@ -187,7 +193,11 @@ class Session:
                 except (LDAPCommunicationError, LDAPResponseTimeoutError, _Transient) as e:
                     log.warning(
                         logline(
-                            "provider_lost", provider=self.provider, op=what, error=type(e).__name__
+                            "provider_lost",
+                            session=self.name,
+                            provider=self.provider,
+                            op=what,
+                            error=type(e).__name__,
                         )
                     )
                     self._drop()

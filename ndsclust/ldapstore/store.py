@@ -88,8 +88,9 @@ class Store(Session):
         pulse_base: str | None = None,
         op_deadline: float = DEFAULT_OP_DEADLINE,
         event_limit: int = 1000,
+        name: str = "write",
     ) -> None:
-        super().__init__(providers, suffix, op_deadline=op_deadline)
+        super().__init__(providers, suffix, op_deadline=op_deadline, name=name)
         self.base = base or f"ou=ndsclust,{suffix}"
         self.pulse_base = pulse_base
         self.servers_dn = f"ou=servers,{self.base}"

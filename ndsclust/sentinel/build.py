@@ -33,7 +33,10 @@ from ndsclust.sentinel.supervisor import Supervisor
 
 class StoreFactory(Protocol):
     def __call__(
-        self, providers: Providers | None = None, op_deadline: float = DEFAULT_OP_DEADLINE
+        self,
+        providers: Providers | None = None,
+        op_deadline: float = DEFAULT_OP_DEADLINE,
+        name: str = "write",
     ) -> Store: ...
 
 
@@ -100,7 +103,9 @@ def build_parts(cfg: Config) -> Parts:
     write_providers = Providers(d.uris, d.credentials, servers=d.provider_servers)
 
     def store_for(
-        providers: Providers | None = None, op_deadline: float = DEFAULT_OP_DEADLINE
+        providers: Providers | None = None,
+        op_deadline: float = DEFAULT_OP_DEADLINE,
+        name: str = "write",
     ) -> Store:
         return Store(
             providers or write_providers,
@@ -109,6 +114,7 @@ def build_parts(cfg: Config) -> Parts:
             pulse_base=d.pulse_suffix,
             op_deadline=op_deadline,
             event_limit=cfg.event_limit,
+            name=name,
         )
 
     # Reads and watches prefer this server's own provider when it is configured.
@@ -123,7 +129,7 @@ def build_parts(cfg: Config) -> Parts:
         control = ControlServer(
             cfg.control_socket,
             cfg.server,
-            store_for(Providers(d.uris, d.credentials)),
+            store_for(write_providers.sharing(timeout=2.0), name="control"),
             user=cfg.programs.user,
         )
     parts = Parts(
@@ -152,7 +158,9 @@ def build_parts(cfg: Config) -> Parts:
     parts.sweeper = build_sweeper(cfg)
     # The pulse carries the liveness report too, so it is written with or without the
     # directory channel (slowly without it: pulse.SLOW_INTERVAL).
-    parts.pulse_store = store_for(Providers(d.uris, d.credentials, timeout=1.0), 2.0)
+    # It follows the channels' liveness as the write session does, so a cut-off provider
+    # costs the pulses no socket timeout once its server is found dead.
+    parts.pulse_store = store_for(write_providers.sharing(timeout=1.0), 2.0, name="pulse")
     return parts
 
 

@@ -81,20 +81,27 @@ def test_write_provider_server_cut_off_is_replaced_without_socket_timeouts(nslab
     """alpha, host of web and beside the write provider, is cut off: its packets are
     dropped (links onto a bridge of their own, its disk path lost), nothing is refused.
     beta's writes must move to its own provider as soon as the channels find alpha dead,
-    so web runs on beta within the failover timeout + 0.3 s of the cut, not after a
-    multi-second socket timeout on the silent provider."""
+    so its claim of web waits for no socket timeout on the silent provider: in beta's log
+    the move of the write provider comes before the claim, and no write of the write
+    session is lost between the cut and the claim. (Its pulse writer's write in flight at
+    the cut times out, on a connection of its own, ``session=pulse``.) How long the
+    failover takes is ``tools/bench_failover.py``'s to measure."""
     c, f = nslab(**TIMINGS)
     c.add_app("web", A, [B, C])
     c.wait_running("web", A)
     f.settle()
-    failover = EXAMPLE.failover
+    mark = c.servers[B].log_path.stat().st_size
     f.disk_cut(A)
     f.partition([[B, C], [A]])
-    cut = time.monotonic()  # the cut is complete once the ports have moved
     c.wait_running("web", B, timeout=20)
-    started = c.first_start_after("web", cut, server=B)
-    assert started is not None
-    assert started - cut <= failover + 0.3, (
-        f"web started on beta {started - cut:.3f}s after the cut; failover timeout {failover}s"
-    )
-    assert "event=provider_lost" not in c.log_tail(B, 200)
+    lines = c.servers[B].log_path.read_bytes()[mark:].decode().splitlines()
+    moved = [i for i, line in enumerate(lines) if "event=write_provider " in line]
+    claims = [i for i, line in enumerate(lines) if "event=claim tag=web " in line]
+    assert moved and claims and moved[0] < claims[0], "\n".join(lines)
+    assert 'reason="its server is dead on every channel"' in lines[moved[0]], lines[moved[0]]
+    lost = [
+        line
+        for line in lines[: claims[0]]
+        if "event=provider_lost" in line and "session=write" in line
+    ]
+    assert not lost, "\n".join(lines)

@@ -27,6 +27,19 @@ def test_provider_of_a_dead_server_is_tried_last() -> None:
     assert p.order() == [0, 1, 2]
 
 
+def test_a_shared_list_follows_the_liveness_but_has_its_own_timeout_and_close() -> None:
+    # The pulse writer's and the control socket's connections (sentinel/build.py).
+    p = Providers(URIS, Credentials(), servers=SERVERS)
+    q = p.sharing(timeout=1.0)
+    assert q.timeout == 1.0 and q.uris == p.uris
+    assert p.set_liveness({"alpha"}, {"beta", "gamma"})
+    assert q.dead(0) and q.order() == [1, 2, 0]
+    q.close()
+    assert q.closed and not p.closed
+    assert p.set_liveness(set(), {"alpha", "beta", "gamma"})
+    assert q.order() == [0, 1, 2]
+
+
 def test_without_the_map_liveness_changes_nothing() -> None:
     p = Providers(URIS, Credentials())
     assert not p.set_liveness({"alpha"}, set())
