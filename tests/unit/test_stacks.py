@@ -263,6 +263,40 @@ def test_handoff_of_the_root_moves_the_set() -> None:
     assert EventKind.HANDOFF in w.kinds()
 
 
+def test_a_member_failing_past_its_limit_hands_the_whole_set_off() -> None:
+    w = StackWorld(stack_apps())
+    w.step(2)
+    for _ in range(w.policy.max_restarts + 1):
+        w.crash(DB)
+        w.step(2)
+    settle(w)
+    # The set moves as one, like a failover: web stops, then ip (db had ended), and all
+    # three start in order on beta; the one hand-off is the root's and names the member.
+    assert w.runs_all_on(BETA)
+    assert w.order(ALPHA, "stop") == [WEB, IP]
+    assert w.order(BETA, "start") == [IP, DB, WEB]
+    handoffs = [(e.tag, e.server, e.text) for e in w.events if e.kind is EventKind.HANDOFF]
+    assert [(t, s) for t, s, _ in handoffs] == [(IP, ALPHA)]
+    assert handoffs[0][2].startswith("handoff to beta: db in the stack of ip: exited;")
+    assert all(a.state.state is AppState.RUNNING for a in w.apps.values())
+    w.step(20)
+    assert w.runs_all_on(BETA)  # the failures on alpha count: no failback to them yet
+
+
+def test_a_member_past_its_limit_with_no_other_server_fails_and_says_why() -> None:
+    w = StackWorld(stack_apps(backups=()))
+    w.step(2)
+    for _ in range(w.policy.max_restarts + 1):
+        w.crash(DB)
+        w.step(2)
+    settle(w)
+    state = w.apps[DB].state
+    assert state.state is AppState.FAILED and w.runners(DB) == []
+    assert "no other server can take the stack of ip" in state.reason
+    assert state.reason.endswith("ndsclust cleanup ip")
+    assert w.running_on(IP) == [ALPHA] and EventKind.HANDOFF not in w.kinds()
+
+
 def test_two_takers_race_for_a_set_only_one_runs_it() -> None:
     w = StackWorld(stack_apps())
     w.kill(ALPHA)
