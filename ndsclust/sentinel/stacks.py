@@ -19,7 +19,10 @@ resources and addresses are the members'. The other members follow the root's ho
   root is released only once they all have ended.
 
 So a server runs members of a set only while it holds the root, and the root's host swap
-(one compare-and-swap) is the one decision: two servers never run parts of one set.
+(one compare-and-swap) is the one decision: two servers never run parts of one set. A
+member that fails past its restart limit hands the whole set off (``_hand_off``), as a
+lone program's failure would: the set leaves as above and the root is released to the
+next fit server where it has not failed.
 
 **Separation.** ``ndsclustAvoids: <tag>`` is symmetric: of two applications that avoid each
 other (either side naming the other), the one whose tag sorts later gives way. Its server
