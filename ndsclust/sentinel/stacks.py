@@ -337,14 +337,10 @@ def _hand_off(vp: Viewpoint, effective: App, tag: Tag, proc: ProcInfo) -> list[A
     me = vp.me
     why = proc.reason or f"exit code {proc.exit_code}"
     policy = vp.policy
-    limit = (
-        why
-        if proc.refused
-        else (
-            f"{why}; restart limit reached ({policy.max_restarts} within "
-            f"{policy.restart_window:g}s) on {me}"
-        )
-    )
+    limit = why  # a refusal names the server already
+    if not proc.refused:
+        limit += f"; restart limit reached ({policy.max_restarts} within "
+        limit += f"{policy.restart_window:g}s) on {me}"
     target = vp.next_untried(effective, me)
     if target is None:
         others = [s for s in effective.servers() if s != me]

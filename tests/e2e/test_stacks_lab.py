@@ -232,5 +232,11 @@ def test_no_address_left_on_a_server_whose_sentinel_died_or_froze(
     wait_until(lambda: copies(c, TAG, new), timeout=30, what=f"{TAG} started on {new}")
     first = copies(c, TAG, new)[0].start
     assert gone <= first, f"alpha held the address until {gone:.3f}, {new} started {first:.3f}"
-    f.heal()  # alpha's sentinel back (continued or started again): it gets none
-    wait_until(lambda: holders(c, address) == [new], timeout=30, what=f"{new} alone")
+    f.heal()  # alpha's sentinel back (continued or started again)
+    # Its old copy left with the lease; the set may fail back to it by itself (soon after
+    # the heal, however long the heal took), so the one holder is whichever hosts it.
+    wait_until(
+        lambda: holders(c, address) == [c.app(TAG).host],
+        timeout=30,
+        what="the address on its host alone",
+    )
