@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import NewType
@@ -276,6 +277,10 @@ class Pulse:
     dn: str = ""
     uuid: str = ""
     report: LivenessReport | None = None  # None: its sentinel publishes no report
+    # ``ndsclustNetwork``: what its sentinel can hold service addresses on (``net:`` and
+    # ``iface:`` values, ``check_network``); None: it publishes nothing (not yet, or an
+    # older sentinel).
+    networks: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,3 +336,41 @@ def address_needs(addresses: tuple[str, ...]) -> frozenset[str]:
         addr, iface = parse_service_address(value)
         out.add(f"iface:{iface}" if iface else f"net:{addr.network.with_prefixlen}")
     return frozenset(out)
+
+
+NO_NETWORKS = "-"  # the ndsclustNetwork value of a server with no interface to offer
+
+
+def check_network(value: str) -> str:
+    """One published value of ``ndsclustNetwork``: ``net:<network>/<prefix>`` (canonical,
+    as ``address_needs`` writes it) or ``iface:<name>``."""
+    kind, _, rest = value.partition(":")
+    if kind == "iface" and _IFACE_RE.match(rest):
+        return value
+    if kind == "net":
+        try:
+            net = ipaddress.ip_network(rest)
+        except ValueError:
+            pass
+        else:
+            if "/" in rest and net.with_prefixlen == rest:
+                return value
+    raise ValueError(
+        f"{value!r} is not a network: write net:<network>/<prefix> (e.g. net:198.18.5.0/24) "
+        f"or iface:<name>, or {NO_NETWORKS} alone for none"
+    )
+
+
+def parse_networks(values: Sequence[str]) -> frozenset[str] | None:
+    """``ndsclustNetwork`` values as published networks; None when there are none at all
+    (nothing published), empty for ``-``."""
+    if not values:
+        return None
+    if list(values) == [NO_NETWORKS]:
+        return frozenset()
+    return frozenset(check_network(v) for v in values)
+
+
+def networks_values(networks: frozenset[str]) -> list[str]:
+    """The ``ndsclustNetwork`` values that publish ``networks`` (``parse_networks``)."""
+    return sorted(networks) or [NO_NETWORKS]

@@ -232,6 +232,13 @@ ATTRIBUTES: tuple[AttributeType, ...] = (
     ),
     _s(61, "ndsclustChannels", "liveness channels configured on this sentinel", single=False),
     _s(62, "ndsclustSentinelState", "running, stopping or stopped: the sentinel of this server"),
+    # Service stacks: what a server can hold service addresses on, published by its sentinel.
+    _s(
+        63,
+        "ndsclustNetwork",
+        "net:<network>/<prefix> or iface:<name> of an interface of this server, or - for none",
+        single=False,
+    ),
 )
 
 OBJECT_CLASSES: tuple[ObjectClass, ...] = (
@@ -305,10 +312,10 @@ OBJECT_CLASSES: tuple[ObjectClass, ...] = (
     ObjectClass(
         16,
         "ndsclustLivenessReport",
-        "what the sentinel of a server hears of its peers, on its pulse entry",
+        "what the sentinel of a server hears of its peers and the networks it is on",
         "AUXILIARY",
         (),
-        ("ndsclustHeard", "ndsclustChannels", "ndsclustSentinelState"),
+        ("ndsclustHeard", "ndsclustChannels", "ndsclustSentinelState", "ndsclustNetwork"),
     ),
 )
 

@@ -129,7 +129,7 @@ def holders(lab: LabCluster, address: str) -> list[str]:
     """The servers whose lan interface holds ``address`` now."""
     assert lab.net is not None
     ip = address.split("/")[0]
-    out = []
+    out: list[str] = []
     for name in lab.names:
         shown = subprocess.run(
             [*lab.net.exec_prefix(name), "ip", "-br", "addr", "show"],

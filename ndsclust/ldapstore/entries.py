@@ -37,6 +37,7 @@ from ndsclust.model import (
     check_service_address,
     check_tag,
     parse_command,
+    parse_networks,
 )
 
 Attrs = Mapping[str, Sequence[Any]]
@@ -405,6 +406,10 @@ def parse_pulse(dn: str | Entry, attrs: Attrs | None = None) -> Pulse:
         )
     except ValueError as err:
         raise e.bad("ndsclustHeard", str(err)) from None
+    try:
+        networks = parse_networks(e.all("ndsclustNetwork"))
+    except ValueError as err:
+        raise e.bad("ndsclustNetwork", str(err)) from None
     return Pulse(
         server=name,
         counter=n,
@@ -412,6 +417,7 @@ def parse_pulse(dn: str | Entry, attrs: Attrs | None = None) -> Pulse:
         dn=dn,
         uuid=e.entry.uuid,
         report=report,
+        networks=networks,
     )
 
 

@@ -51,6 +51,7 @@ from ndsclust.model import (
     ServerState,
     StateValue,
     Tag,
+    networks_values,
 )
 from ndsclust.pause import ATTRIBUTE as PAUSE_ATTRIBUTE
 from ndsclust.pause import Pause, of_values
@@ -467,6 +468,19 @@ class Store(Session):
             self.modify(dn, {"objectClass": [(ldap3.MODIFY_REPLACE, classes)], **changes})
         except NoSuchEntry:
             self.add(dn, {"objectClass": classes, "cn": [server], **values})
+
+    def write_networks(self, server: str, networks: frozenset[str]) -> None:
+        """Publish on this server's pulse entry what it can hold service addresses on
+        (``ndsclustNetwork``, ``model.parse_networks``); a modify of its own, so a provider
+        that refuses it never stops the pulse. The entry must exist (the pulse creates it)."""
+        classes = ["top", "ndsclustPulseEntry", "ndsclustLivenessReport"]
+        self.modify(
+            self.pulse_dn(server),
+            {
+                "objectClass": [(ldap3.MODIFY_REPLACE, classes)],
+                "ndsclustNetwork": [(ldap3.MODIFY_REPLACE, networks_values(networks))],
+            },
+        )
 
     def pulses(self) -> dict[ServerName, Pulse]:
         out: dict[ServerName, Pulse] = {}

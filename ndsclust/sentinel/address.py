@@ -18,6 +18,10 @@ interface with an address, and ``addr:<ip>`` for every address held: a member of
 starts only once the addresses of what it requires are up (``stacks``). It reads the
 kernel's address table over netlink (no process started), at most every ``CACHE_FOR``
 seconds.
+
+``networks`` is what peers need to judge this server: its ``net:`` and ``iface:`` values
+without the service addresses it holds, which the pulse writer (``pulse.py``) publishes on
+this server's pulse entry (``ndsclustNetwork``) whenever they change.
 """
 
 from __future__ import annotations
@@ -119,6 +123,19 @@ def local_resources(now: float | None = None) -> frozenset[str]:
         found = frozenset()
     _cache = (t, found)
     return found
+
+
+def networks() -> frozenset[str] | None:
+    """The ``net:`` and ``iface:`` values this server offers any service address, without
+    the addresses held for its programs (they leave with the program); None when the kernel
+    cannot be asked. Safe to call from the pulse thread."""
+    try:
+        own = own_addresses()
+    except (OSError, ValueError, struct.error):
+        return None
+    held = {parse_service_address(v)[0].ip for vals in list(_wrapped.values()) for v in vals}
+    found = resources_of((name, a) for name, a in own if a.ip not in held)
+    return frozenset(r for r in found if r.startswith(("net:", "iface:")))
 
 
 def offered(apps: Iterable[App]) -> frozenset[str]:

@@ -487,6 +487,7 @@ class Sentinel:
             procs=self.programs.table(),
             # Stacks: interfaces on a service address's network (ndsclust/sentinel/address.py).
             resources=self.cfg.resources | address.offered(snap.apps.values()),
+            networks=dict(self.serverwatch.networks),  # what the peers published (pulse.py)
             replication_caught_up=self.replication.done.is_set(),
             fenced=self.keeper.fenced.is_set() or self.fence.cut_off(now, list(servers)),
             registering=self._registering,

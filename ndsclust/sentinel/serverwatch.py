@@ -33,8 +33,8 @@ from ndsclust.sentinel.detector import Liveness
 from ndsclust.sentinel.logline import log_event
 from ndsclust.sentinel.recorder import NO_TAG, Record
 
-# What the pulse watch must deliver of a pulse entry for its report.
-REPORT_ATTRS = ("ndsclustHeard", "ndsclustChannels", "ndsclustSentinelState")
+# What the pulse watch must deliver of a pulse entry for its report (and networks, pulse.py).
+REPORT_ATTRS = ("ndsclustHeard", "ndsclustChannels", "ndsclustSentinelState", "ndsclustNetwork")
 # Seconds a new server state must hold before it is recorded.
 SETTLE = 1.0
 
@@ -113,6 +113,7 @@ class ServerWatch:
         self._records = records
         self._changes = Changes(me, settle)
         self.reports: dict[ServerName, LivenessReport] = {}
+        self.networks: dict[ServerName, frozenset[str]] = {}  # published (View.networks)
         self.sentinel = SentinelState.RUNNING
         # What the pulse writer publishes next; replaced whole, read from its thread.
         self.report: LivenessReport | None = None
@@ -125,6 +126,10 @@ class ServerWatch:
             return  # a pulse entry that breaks the rules says nothing
         if pulse.server == self.me:
             return
+        if pulse.networks is None:
+            self.networks.pop(pulse.server, None)
+        else:
+            self.networks[pulse.server] = pulse.networks
         if pulse.report is None:
             self.reports.pop(pulse.server, None)
         else:

@@ -19,7 +19,10 @@ resources and addresses are the members'. The other members follow the root's ho
   root is released only once they all have ended.
 
 So a server runs members of a set only while it holds the root, and the root's host swap
-(one compare-and-swap) is the one decision: two servers never run parts of one set.
+(one compare-and-swap) is the one decision: two servers never run parts of one set. A
+member that fails past its restart limit hands the whole set off (``_hand_off``), as a
+lone program's failure would: the set leaves as above and the root is released to the
+next fit server where it has not failed.
 
 **Separation.** ``ndsclustAvoids: <tag>`` is symmetric: of two applications that avoid each
 other (either side naming the other), the one whose tag sorts later gives way. Its server
@@ -58,6 +61,7 @@ from ndsclust.sentinel.actions import (
     SetState,
     Unload,
     announce,
+    handed_off,
 )
 from ndsclust.sentinel.procs import ProcInfo, ProcState
 from ndsclust.sentinel.view import View, Viewpoint, paused, running, stopped, stopping
@@ -65,6 +69,7 @@ from ndsclust.sentinel.view import View, Viewpoint, paused, running, stopped, st
 Core = Callable[[Viewpoint, App], list[Action]]
 LOADING = StateValue(AppState.LOADING)
 STOPPED = StateValue(AppState.STOPPED)
+UNLOADING = StateValue(AppState.UNLOADING)
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,6 +284,15 @@ class Plan:
         leaving = root.host != vp.me or any(
             isinstance(a, (Unload, Release)) and a.tag == root.tag for a in root_actions
         )
+        given_up: str | None = None
+        if not leaving:
+            failing = _past_limit(vp, stack)
+            if failing is not None:
+                handoff = _hand_off(vp, effective, *failing)
+                if isinstance(handoff, str):
+                    given_up = handoff
+                else:
+                    root_actions, leaving = handoff, True
         if root.host == vp.me and leaving:
             # Dependents stop first, one at a time in reverse order; the root's own unload
             # and release wait until every other member has ended here.
@@ -290,8 +304,60 @@ class Plan:
                 root_actions = []
         out[root.tag] = root_actions
         for tag in followers:
-            out[tag] += _follow(vp, stack, apps[tag], root, leaving)
+            out[tag] += _follow(vp, stack, apps[tag], root, leaving, given_up)
         return out
+
+
+def _past_limit(vp: Viewpoint, stack: Stack) -> tuple[Tag, ProcInfo] | None:
+    """The first member after the root that failed here past its restart limit (or was
+    refused): the set leaves this server for it, as a lone program would."""
+    for tag in stack.members[1:]:
+        proc = vp.proc(tag)
+        app = vp.view.apps[tag]
+        if app.host != vp.me or proc is None or not proc.failed or stopping(proc):
+            continue
+        if proc.refused or _restarts_left(vp, stack, proc) <= 0:
+            return tag, proc
+    return None
+
+
+def _restarts_left(vp: Viewpoint, stack: Stack, proc: ProcInfo) -> int:
+    """A member's restarts in place; a cleanup of the set (written on any member, done on
+    the root) gives it its budget back too."""
+    return max(vp.restarts_left(proc), vp.restarts_left(replace(proc, tag=stack.root)))
+
+
+def _hand_off(vp: Viewpoint, effective: App, tag: Tag, proc: ProcInfo) -> list[Action] | str:
+    """A member kept failing here: the whole set is handed to the next fit server where it
+    has not failed (``failover.supervise`` for the set, decided on the root's effective
+    entry, so the hand-off counts against the root and the set does not come back soon).
+    The root stops last (``Plan._stack`` stops the others first) and is then released with
+    ``loading(handoff: ...)``; the members follow it. Returns why the set stays instead
+    when no server can take it (the member then shows ``failed``)."""
+    me = vp.me
+    why = proc.reason or f"exit code {proc.exit_code}"
+    policy = vp.policy
+    limit = why  # a refusal names the server already
+    if not proc.refused:
+        limit += f"; restart limit reached ({policy.max_restarts} within "
+        limit += f"{policy.restart_window:g}s) on {me}"
+    target = vp.next_untried(effective, me)
+    if target is None:
+        others = [s for s in effective.servers() if s != me]
+        tried = ", ".join(vp.unfit(effective, s) or f"failed on {s}" for s in others)
+        return f"{limit}; no other server can take the stack of {effective.tag}: {tried or 'none'}"
+    if vp.flapping(effective):
+        return f"{limit}; {vp.flap_reason(effective.tag, me)}"
+    text = f"handoff to {target}: {tag} in the stack of {effective.tag}: {limit}"
+    root_proc = vp.proc(effective.tag)
+    if running(root_proc) or paused(root_proc):
+        return [Unload(effective.tag, text), *vp.set_state(effective, UNLOADING)]
+    if not stopped(root_proc):
+        return []  # still stopping: released once it has ended
+    failed_here = vp.failed_on(effective) | {me}
+    state = handed_off(s for s in effective.servers() if s in failed_here)
+    release = Release(effective.tag, target, me, text, state)
+    return [release, *announce(EventKind.HANDOFF, effective.tag, text)]
 
 
 def _broken(vp: Viewpoint, app: App, problem: str) -> list[Action]:
@@ -306,7 +372,9 @@ def _broken(vp: Viewpoint, app: App, problem: str) -> list[Action]:
     return out
 
 
-def _follow(vp: Viewpoint, stack: Stack, app: App, root: App, leaving: bool) -> list[Action]:
+def _follow(
+    vp: Viewpoint, stack: Stack, app: App, root: App, leaving: bool, given_up: str | None
+) -> list[Action]:
     """A member that is not the root: it goes where the root is."""
     me = vp.me
     proc = vp.proc(app.tag)
@@ -314,7 +382,7 @@ def _follow(vp: Viewpoint, stack: Stack, app: App, root: App, leaving: bool) -> 
     if forward is not None:
         return forward
     if root.host == me and not leaving:
-        return _join(vp, stack, app, proc)
+        return _join(vp, stack, app, proc, given_up)
     if running(proc) or paused(proc):
         if app.host == me and root.host == me:
             return []  # the set is leaving: stopped in order (Plan._stack)
@@ -346,7 +414,9 @@ def _follow(vp: Viewpoint, stack: Stack, app: App, root: App, leaving: bool) -> 
     return []
 
 
-def _join(vp: Viewpoint, stack: Stack, app: App, proc: ProcInfo | None) -> list[Action]:
+def _join(
+    vp: Viewpoint, stack: Stack, app: App, proc: ProcInfo | None, given_up: str | None
+) -> list[Action]:
     """This server hosts the root: the member comes here and starts after its needs."""
     me = vp.me
     if app.host != me:
@@ -366,10 +436,11 @@ def _join(vp: Viewpoint, stack: Stack, app: App, proc: ProcInfo | None) -> list[
     if proc is None or paused(proc) or (proc.state is ProcState.EXITED and proc.stop_requested):
         return [Load(app.tag), *vp.set_state(app, vp.kept(app, AppState.LOADING))]
     if proc.failed:
-        if vp.restarts_left(proc) > 0:
+        if not proc.refused and _restarts_left(vp, stack, proc) > 0:
             text = f"{proc.reason or f'exit code {proc.exit_code}'}; restarting in its stack"
             return [Restart(app.tag), *announce(EventKind.RESTART, app.tag, text)]
-        reason = f"restart limit reached in the stack of {stack.root}; load it to try again"
+        # Past its limit: the set is handed off (``_hand_off``) unless no server can take it.
+        reason = f"{given_up or 'restart limit reached'}; fix the cause, then: ndsclust cleanup {stack.root}"
         return vp.set_state(app, StateValue(AppState.FAILED, reason), EventKind.FAILED)
     if proc.state is ProcState.RUNNING:
         return vp.set_state(app, vp.kept(app, AppState.RUNNING))

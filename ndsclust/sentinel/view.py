@@ -111,6 +111,10 @@ class View:
     ``apps`` and ``servers`` are the directory snapshot; ``liveness`` says which peers are
     alive (``liveness.me`` is this server); ``procs`` is this server's process table;
     ``resources`` is what this server offers (its own word beats its server entry);
+    ``networks``: what each peer's sentinel published of its interfaces (``net:`` and
+    ``iface:`` values on its pulse entry, ``pulse.py``), judged against service addresses;
+    a peer missing from it published nothing (not yet, or an older sentinel) and counts as
+    offering them, its own check deciding;
     ``replication_caught_up`` is FIG. 6 step 614: the local provider has caught up with its
     peers; ``fenced``: this server is cut off and must stop everything (docs/design.md section 4);
     ``registering``: this sentinel has not yet had a cycle with replication caught up, the
@@ -131,6 +135,7 @@ class View:
     liveness: Liveness
     procs: Mapping[Tag, ProcInfo] = field(default_factory=dict, hash=False)
     resources: frozenset[str] = frozenset()
+    networks: Mapping[ServerName, frozenset[str]] = field(default_factory=dict, hash=False)
     replication_caught_up: bool = True
     fenced: bool = False
     registering: bool = False
@@ -206,12 +211,18 @@ class Viewpoint:
         return entry is not None and entry.state is ServerState.MAINTENANCE
 
     def missing(self, app: App, server: ServerName) -> frozenset[str]:
-        """The resources ``app`` needs that ``server`` does not offer (claim 57)."""
+        """The resources ``app`` needs that ``server`` does not offer (claim 57). Stacks: a
+        service address needs an interface on its network (or the one named), as this
+        server sees its own and as a peer published its own (``View.networks``); a peer
+        that published nothing is taken to have them, and refuses by itself if not."""
         if server == self.me:
-            # Stacks: a service address needs an interface on its network here.
             return (app.resources | address_needs(app.addresses)) - self.view.resources
         entry = self.view.servers.get(server)
-        return app.resources - (entry.resources if entry is not None else frozenset())
+        offered = entry.resources if entry is not None else frozenset()
+        published = self.view.networks.get(server) if app.addresses else None
+        if published is None:
+            return app.resources - offered
+        return (app.resources | address_needs(app.addresses)) - (offered | published)
 
     def out_of_service(self, server: ServerName) -> str:
         """Why a server in maintenance is: its sentinel stopping, or an operator."""

@@ -19,6 +19,7 @@ from ndsclust.model import (
     App,
     AppState,
     AppType,
+    LivenessReport,
     Server,
     ServerName,
     ServerState,
@@ -190,6 +191,19 @@ def test_pulse_written_and_read_back(store: Store) -> None:
     store.write_pulse(A, 1)
     store.write_pulse(A, 2)
     assert store.pulses()[A].counter == 2
+
+
+def test_networks_published_on_the_pulse_entry_and_kept_by_later_pulses(store: Store) -> None:
+    store.write_pulse(B, 1)
+    nets = frozenset({"net:198.18.5.0/24", "iface:lan0"})
+    store.write_networks(B, nets)
+    store.write_pulse_report(B, 2, LivenessReport(channels=frozenset({"lan"})))
+    store.write_pulse(B, 3)
+    assert store.pulses()[B].networks == nets
+    store.write_networks(B, frozenset())
+    assert store.pulses()[B].networks == frozenset()  # published: none ("-")
+    with pytest.raises(NoSuchEntry):
+        store.write_networks(ServerName("nosuch"), nets)
 
 
 def test_server_state(store: Store) -> None:

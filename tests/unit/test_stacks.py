@@ -20,10 +20,14 @@ from ndsclust.model import (
     StateValue,
     Tag,
     address_needs,
+    check_network,
     check_service_address,
+    networks_values,
+    parse_networks,
 )
 from ndsclust.sentinel.actions import (
     Action,
+    Claim,
     EventKind,
     ForwardRequest,
     Load,
@@ -31,8 +35,11 @@ from ndsclust.sentinel.actions import (
     Unload,
 )
 from ndsclust.sentinel.decide import decide
+from ndsclust.sentinel.detector import Liveness
 from ndsclust.sentinel.procs import ProcInfo, ProcState
+from ndsclust.sentinel.pulse import Networks
 from ndsclust.sentinel.stacks import find_stacks
+from ndsclust.sentinel.view import View
 from ndsclust.simulate.engine import Sim
 from tests.unit.test_decide_sim import ALL, DETECT, TIMING
 from tests.unit.test_decide_sim import A as ALPHA
@@ -82,7 +89,15 @@ class StackWorld(Sim):
     """The simulation engine with several applications and a log of starts and stops per
     server: the ledger the order is checked on."""
 
-    def __init__(self, apps: list[App], resources: dict[ServerName, set[str]] | None = None):
+    def __init__(
+        self,
+        apps: list[App],
+        resources: dict[ServerName, set[str]] | None = None,
+        networks: dict[ServerName, set[str]] | None = None,
+    ):
+        # ``networks``: what each server's sentinel published on its pulse entry (None:
+        # nothing, as an older sentinel); ``resources``: what each sees of itself.
+        self.networks = {s: frozenset(v) for s, v in (networks or {}).items()}
         needs = {r for a in apps for r in a.resources}
         resources = resources if resources is not None else {s: set(needs) for s in ALL}
         super().__init__(
@@ -95,6 +110,10 @@ class StackWorld(Sim):
             },
         )
         self.log: list[tuple[ServerName, str, Tag]] = []
+
+    def view(self, me: ServerName) -> View:
+        published = {s: n for s, n in self.networks.items() if s != me}
+        return replace(super().view(me), networks=published)
 
     def apply(self, me: ServerName, action: Action) -> bool:
         match action:
@@ -244,6 +263,40 @@ def test_handoff_of_the_root_moves_the_set() -> None:
     assert EventKind.HANDOFF in w.kinds()
 
 
+def test_a_member_failing_past_its_limit_hands_the_whole_set_off() -> None:
+    w = StackWorld(stack_apps())
+    w.step(2)
+    for _ in range(w.policy.max_restarts + 1):
+        w.crash(DB)
+        w.step(2)
+    settle(w)
+    # The set moves as one, like a failover: web stops, then ip (db had ended), and all
+    # three start in order on beta; the one hand-off is the root's and names the member.
+    assert w.runs_all_on(BETA)
+    assert w.order(ALPHA, "stop") == [WEB, IP]
+    assert w.order(BETA, "start") == [IP, DB, WEB]
+    handoffs = [(e.tag, e.server, e.text) for e in w.events if e.kind is EventKind.HANDOFF]
+    assert [(t, s) for t, s, _ in handoffs] == [(IP, ALPHA)]
+    assert handoffs[0][2].startswith("handoff to beta: db in the stack of ip: exited;")
+    assert all(a.state.state is AppState.RUNNING for a in w.apps.values())
+    w.step(20)
+    assert w.runs_all_on(BETA)  # the failures on alpha count: no failback to them yet
+
+
+def test_a_member_past_its_limit_with_no_other_server_fails_and_says_why() -> None:
+    w = StackWorld(stack_apps(backups=()))
+    w.step(2)
+    for _ in range(w.policy.max_restarts + 1):
+        w.crash(DB)
+        w.step(2)
+    settle(w)
+    state = w.apps[DB].state
+    assert state.state is AppState.FAILED and w.runners(DB) == []
+    assert "no other server can take the stack of ip" in state.reason
+    assert state.reason.endswith("ndsclust cleanup ip")
+    assert w.running_on(IP) == [ALPHA] and EventKind.HANDOFF not in w.kinds()
+
+
 def test_two_takers_race_for_a_set_only_one_runs_it() -> None:
     w = StackWorld(stack_apps())
     w.kill(ALPHA)
@@ -361,15 +414,93 @@ def test_service_address_values_are_checked_and_canonical() -> None:
     }
 
 
-def test_server_without_the_network_is_not_eligible_and_says_so() -> None:
-    svc = replace(member(Tag("svc"), host=ALPHA), addresses=("198.18.5.10/24",))
-    w = StackWorld([svc], resources={BETA: set(), GAMMA: set(), ALPHA: set()})
+SVC, ADDRESS, NET = Tag("svc"), "198.18.5.10/24", "net:198.18.5.0/24"
+
+
+def address_world(
+    beta: set[str], gamma: set[str], *, published: bool = True, stack: bool = False
+) -> StackWorld:
+    """``svc`` (or the stack ip <- db <- web, web holding the address) on alpha, which has
+    an interface on 198.18.5.0/24; beta and gamma have ``beta`` and ``gamma``; every
+    sentinel published its own (none when not ``published``)."""
+    have = {ALPHA: {NET, "iface:lan0"}, BETA: beta, GAMMA: gamma}
+    if stack:
+        apps = stack_apps()
+        apps[2] = replace(apps[2], addresses=(ADDRESS,))
+    else:
+        apps = [replace(member(SVC), addresses=(ADDRESS,))]
+    return StackWorld(apps, resources=have, networks=have if published else None)
+
+
+def said(w: StackWorld, server: ServerName, kind: EventKind) -> list[str]:
+    return [e.text for e in w.events if e.kind is kind and e.server == server]
+
+
+def test_first_backup_without_the_network_is_skipped_and_the_second_takes_over() -> None:
+    w = address_world({"iface:lan0", "net:198.18.9.0/24"}, {NET})
+    w.step(2)
+    w.kill(ALPHA)
+    w.step(DETECT)
+    settle(w)
+    # Every server judges beta by what beta published: gamma takes it, beta never tries.
+    assert w.apps[SVC].host == GAMMA and w.running_on(SVC) == [GAMMA]
+    assert [e.server for e in w.events if e.kind is EventKind.FAILOVER] == [GAMMA]
+    assert "skipped beta lacks net:198.18.5.0/24" in said(w, GAMMA, EventKind.RESOURCE_MISSING)
+    (own,) = said(w, BETA, EventKind.RESOURCE_MISSING)
+    assert own == "beta lacks net:198.18.5.0/24: cannot take it over from alpha"
+
+
+def test_every_server_decides_the_same_taker_from_the_published_networks() -> None:
+    w = address_world(set(), {NET})
+    w.step(2)
+    lan = frozenset({"lan"})
+
+    def alpha_dead(me: ServerName) -> View:
+        seen = {p: frozenset() if p == ALPHA else lan for p in ALL if p != me}
+        return replace(w.view(me), liveness=Liveness(me, lan, seen))
+
+    claims = {
+        s: [a.tag for a in decide(alpha_dead(s), s, w.now) if isinstance(a, Claim)]
+        for s in (BETA, GAMMA)
+    }
+    assert claims == {BETA: [], GAMMA: [SVC]}
+
+
+def test_no_server_with_the_network_fails_it_naming_each_server_and_network() -> None:
+    w = address_world(set(), {"net:198.18.9.0/24"})
+    w.step(2)
+    w.kill(ALPHA)
+    w.step(DETECT)
+    settle(w)
+    state = w.apps[SVC].state
+    assert w.apps[SVC].host == ALPHA and w.runners(SVC) == []
+    assert state.state is AppState.FAILED
+    assert state.reason == (
+        "no server can take it over from alpha: beta lacks net:198.18.5.0/24, "
+        "gamma lacks net:198.18.5.0/24"
+    )
+
+
+def test_a_server_that_published_nothing_counts_as_eligible_and_refuses_by_itself() -> None:
+    # An older sentinel (or one not yet published): its peers count it fit, as before
+    # publication existed; it says what it lacks and does not take the address.
+    w = address_world(set(), {NET}, published=False)
     w.kill(ALPHA)
     w.step(DETECT + 1)
-    # beta (first in order) lacks an interface on 198.18.5.0/24: it does not take it over.
-    assert w.apps[Tag("svc")].host != BETA
-    texts = [e.text for e in w.events if e.kind is EventKind.RESOURCE_MISSING and e.server == BETA]
-    assert texts and "net:198.18.5.0/24" in texts[0]
+    assert w.apps[SVC].host == ALPHA and w.runners(SVC) == []
+    (own,) = said(w, BETA, EventKind.RESOURCE_MISSING)
+    assert "net:198.18.5.0/24" in own
+
+
+def test_a_set_skips_the_server_without_its_members_network() -> None:
+    w = address_world({"iface:lan0"}, {NET}, stack=True)
+    w.step(2)
+    w.kill(ALPHA)
+    w.step(DETECT)
+    settle(w)
+    assert w.runs_all_on(GAMMA)
+    assert w.order(GAMMA, "start") == [IP, DB, WEB]
+    assert "skipped beta lacks net:198.18.5.0/24" in said(w, GAMMA, EventKind.RESOURCE_MISSING)
 
 
 def test_apps_without_stack_attributes_decide_as_before() -> None:
@@ -395,3 +526,40 @@ def test_a_member_left_running_where_the_root_is_not_stops() -> None:
     settle(w)
     (host,) = w.hosts()  # whole again (here back on its primary, by failback)
     assert host is not None and w.runs_all_on(host)
+
+
+# ------------------------------------------------------------- published networks
+
+
+def test_published_network_values_are_checked_and_none_is_not_absent() -> None:
+    assert parse_networks([]) is None  # nothing published
+    assert parse_networks(["-"]) == frozenset()
+    assert parse_networks(["net:198.18.5.0/24", "iface:lan0"]) == {NET, "iface:lan0"}
+    assert networks_values(frozenset()) == ["-"]
+    for bad in ("net:198.18.5.1/24", "net:198.18.5.0", "net:fd00::/64x", "lan0", "iface:"):
+        try:
+            check_network(bad)
+        except ValueError as e:
+            assert "net:<network>/<prefix>" in str(e)
+            continue
+        raise AssertionError(bad)
+    assert check_network("net:fd00::/64") == "net:fd00::/64"
+
+
+def test_networks_are_written_at_start_and_when_they_change_not_every_pulse() -> None:
+    now = [0.0]
+    reads = [frozenset({NET}), None, frozenset({NET}), frozenset({NET, "iface:lan1"})]
+    n = Networks(read=lambda: reads.pop(0), clock=lambda: now[0], every=1.0)
+    assert n.due() == {NET}  # the first pulse: not yet written
+    n.done(frozenset({NET}))
+    now[0] = 0.5
+    assert n.due() is None  # not read again within ``every``
+    now[0] = 1.0
+    assert n.due() is None  # the kernel could not be asked: the last read stands
+    now[0] = 2.0
+    assert n.due() is None  # unchanged
+    now[0] = 3.0
+    assert n.due() == {NET, "iface:lan1"}
+    assert n.due() == {NET, "iface:lan1"}  # until written
+    n.done(frozenset({NET, "iface:lan1"}))
+    assert n.due() is None
