@@ -6,6 +6,7 @@ Replication from a provider that has the schema into one that lacks it stalls si
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import ldap3
@@ -47,12 +48,14 @@ def status(uri: str, creds: Credentials) -> SchemaStatus:
 
 
 def install(uri: str, creds: Credentials) -> str:
-    """Load the schema if absent. Returns 'installed' or 'already loaded'; SchemaError when
-    another version is loaded (schemas are never changed in place behind an operator's back)."""
+    """Load the schema if absent, or complete a loaded copy of the same version (``_complete``).
+    Returns 'installed', 'already loaded' or what it added; SchemaError when another version
+    is loaded, or this version differs from the loaded one other than by additions (schemas
+    are never changed in place behind an operator's back)."""
     st = status(uri, creds)
     if st.dn is not None:
         if st.version == schema.VERSION:
-            return "already loaded"
+            return _complete(uri, creds, st.dn)
         raise SchemaError(
             f"{uri}: {st.dn} holds ndsclust schema version {st.version}, this ndsclust needs "
             f"version {schema.VERSION}; upgrade every provider with the release notes' steps "
@@ -70,6 +73,110 @@ def install(uri: str, creds: Credentials) -> str:
                 f"{conn.result.get('message', '')}".rstrip()
             )
     return "installed"
+
+
+_OID = re.compile(r"^(?:\{\d+\})?\(\s*(\S+)")
+_MAY = re.compile(r" MAY (?:\( ([^)]*) \)|(\S+))")
+_DESC = re.compile(r" DESC '(?:[^'\\]|\\.)*'")
+
+
+def _oid(definition: str) -> str:
+    m = _OID.match(definition)
+    return m.group(1) if m else definition
+
+
+def _bare(definition: str) -> str:
+    """A loaded definition without cn=config's ``{N}`` ordering prefix."""
+    return re.sub(r"^\{\d+\}", "", definition)
+
+
+def _shape(definition: str) -> str:
+    """A definition without its DESC: a changed description changes nothing slapd checks."""
+    return _DESC.sub("", _bare(definition))
+
+
+def _may(definition: str) -> tuple[str, frozenset[str]]:
+    """(the definition without its MAY clause, the MAY attribute names)."""
+    m = _MAY.search(definition)
+    if m is None:
+        return definition, frozenset()
+    names = m.group(1) or m.group(2) or ""
+    rest = definition[: m.start()] + definition[m.end() :]
+    return rest, frozenset(n.strip() for n in names.split("$") if n.strip())
+
+
+def _complete(uri: str, creds: Credentials, dn: str) -> str:
+    """Bring a loaded schema of this version up to this release's: attribute types and
+    object classes it lacks are added, and an object class that this release lets hold more
+    optional attributes gets them (its definition replaced in place, the rest of it equal
+    but for its description). Any other difference is refused, naming the element:
+    releases of one schema version only ever add. An attribute type whose description
+    alone differs is left as loaded."""
+    with connected(uri, creds) as conn:
+        conn.search(
+            dn,
+            "(objectClass=olcSchemaConfig)",
+            search_scope=ldap3.BASE,
+            attributes=["olcAttributeTypes", "olcObjectClasses"],
+            dereference_aliases=ldap3.DEREF_NEVER,
+        )
+        found = [r for r in conn.response or [] if r.get("type") == "searchResEntry"]
+        if not found:
+            raise SchemaError(f"{uri}: {dn} could not be read")
+        e = Entry(found[0]["dn"], found[0]["raw_attributes"])
+        loaded_at = {_oid(v): v for v in e.all("olcAttributeTypes")}
+        loaded_oc = {_oid(v): v for v in e.all("olcObjectClasses")}
+        add_at: list[str] = []
+        for a in schema.ATTRIBUTES:
+            want = a.definition()
+            have = loaded_at.get(_oid(want))
+            if have is None:
+                add_at.append(want)
+            elif _shape(have) != _shape(want):
+                raise SchemaError(
+                    f"{uri}: attribute type {a.name} differs from this release's "
+                    f"({_bare(have)!r}); it is not changed in place"
+                )
+        delete_oc: list[str] = []
+        add_oc: list[str] = []
+        for o in schema.OBJECT_CLASSES:
+            want = o.definition()
+            have = loaded_oc.get(_oid(want))
+            if have is None:
+                add_oc.append(want)
+                continue
+            if _bare(have) == want:
+                continue
+            (have_rest, have_may), (want_rest, want_may) = _may(_shape(have)), _may(_shape(want))
+            if have_rest != want_rest or not have_may <= want_may:
+                raise SchemaError(
+                    f"{uri}: object class {o.name} differs from this release's other than by "
+                    f"optional attributes ({_bare(have)!r}); it is not changed in place"
+                )
+            delete_oc.append(have)
+            add_oc.append(want)
+        if not (add_at or add_oc):
+            return "already loaded"
+        changes: dict[str, list[tuple[str, list[str]]]] = {}
+        if add_at:
+            changes["olcAttributeTypes"] = [(ldap3.MODIFY_ADD, add_at)]
+        oc_changes: list[tuple[str, list[str]]] = []
+        if delete_oc:
+            oc_changes.append((ldap3.MODIFY_DELETE, delete_oc))
+        if add_oc:
+            oc_changes.append((ldap3.MODIFY_ADD, add_oc))
+        if oc_changes:
+            changes["olcObjectClasses"] = oc_changes
+        if not conn.modify(dn, changes):
+            raise SchemaError(
+                f"{uri}: completing the schema failed: {conn.result.get('description')} "
+                f"{conn.result.get('message', '')}".rstrip()
+            )
+    widened = len(delete_oc)
+    return (
+        f"completed: {len(add_at)} attribute types and {len(add_oc) - widened} object "
+        f"classes added, {widened} object classes given new optional attributes"
+    )
 
 
 def _read_base(uri: str, creds: Credentials, dn: str, filt: str, attrs: list[str]) -> Entry | None:
