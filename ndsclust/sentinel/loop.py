@@ -17,8 +17,9 @@ own module with its collaborators typed by ``Protocol``:
 
 The main loop (``run``) blocks on the watch's queue for at most ``loop_interval`` (a change
 wakes it at once unless it decided less than an interval ago), folds what arrived into the
-cache, builds the ``View`` and hands what ``decide`` returns to the executor, which does
-not hold the loop up. Its directory writes may block while the store fails over to
+cache, updates the ``View`` (``gather.py``), decides for what changed or came due
+(``ondemand.py``: exactly what ``decide`` gives on the whole view) and hands the actions
+to the executor, which does not hold the loop up. Its directory writes may block while the store fails over to
 another provider; nothing safety-critical waits for them. The two watches and the
 channels run their own threads; the control socket (``control.py``) serves cluster-aware
 programs on its own threads.

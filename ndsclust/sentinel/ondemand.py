@@ -148,12 +148,15 @@ class Decisions:
             self._said.setdefault(tag, []).append(at)
 
     def _relinked(self, view: View, tags: frozenset[Tag], before: Mapping[Tag, App]) -> bool:
-        """Whether a change to ``tags`` may change which tags are decided together."""
+        """Whether a change to ``tags`` may change the links kept (``stacks.Plan``): which
+        tags are decided together, a stack's servers and order."""
         for tag in tags:
             old, new = before.get(tag), view.apps.get(tag)
             if old is not None and new is not None:
                 if _links(old) != _links(new):
                     return True
+                if tag in self._linked and old.servers() != new.servers():
+                    return True  # a stack runs where all its members may (stacks.Stack)
             elif old is not None or new is not None:
                 came_or_went = old or new
                 assert came_or_went is not None

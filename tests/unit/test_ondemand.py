@@ -165,7 +165,7 @@ def change_st(draw: st.DrawFn, view: View, now: float) -> tuple[View, Marks]:
     return flipped, Marks(everything=True)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.data())
 def test_on_change_equals_full_decide(data: st.DataObject) -> None:
     now = 1000.0
