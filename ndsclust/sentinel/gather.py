@@ -80,6 +80,8 @@ class Gather:
         self._said: Mapping[Said, float] = {}
         self._procs: Mapping[Tag, ProcInfo] = {}
         self._shared: object = None
+        self._marked: set[Tag] = set()  # what the cache marked, not yet handed on
+        self._everything = False
         self.view: View | None = None
 
     def servers(self, leaving: bool, stopping: Iterable[ServerName]) -> dict[ServerName, Server]:
@@ -99,7 +101,11 @@ class Gather:
         return self._servers
 
     def _directory(self) -> None:
-        """Take over the cache's snapshot when it changed."""
+        """Take over the cache's snapshot when it changed. The marks are taken first: a
+        change that lands in between is in the snapshot and marked again next cycle."""
+        tags, everything = self._cache.take_marks()
+        self._marked |= tags
+        self._everything = self._everything or everything
         version = self._cache.version
         if version == self._version:
             return
@@ -122,9 +128,9 @@ class Gather:
     ) -> tuple[View, Marks]:
         """This cycle's view and what changed since the last one. ``said`` is None when
         no executor group ended since (the standing conditions are as they were)."""
-        tags, everything = self._cache.take_marks()
-        marked = set(tags)
         servers = self.servers(flags.leaving, flags.stopping)
+        marked, everything = self._marked, self._everything
+        self._marked, self._everything = set(), False
         moves = self._cache.moves_version
         if moves != self._moves_version:
             self._moves_version = moves

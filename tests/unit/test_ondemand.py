@@ -217,3 +217,57 @@ def test_a_deadline_is_the_first_one_after_now() -> None:
     assert due(view, proc.tag, now, POLICY, [995.0]) == 1010.0
     assert due(view, proc.tag, 1010.0, POLICY, [995.0]) == 1015.0
     assert due(view, proc.tag, 1015.0, POLICY, [995.0]) == float("inf")
+
+
+def test_the_kept_view_marks_what_changed() -> None:
+    from ndsclust.ldapstore.cache import ClusterCache
+    from ndsclust.sentinel.gather import Flags, Gather
+
+    cache = ClusterCache()
+    for name in ALL:
+        cache.put(
+            f"s-{name}", f"cn={name},ou=servers", {"objectClass": ["ndsclustServer"], "cn": [name]}
+        )
+    app = {
+        "objectClass": ["ndsclustApplication"],
+        "ndsclustTag": ["app0"],
+        "ndsclustType": ["capable"],
+        "ndsclustCommand": ["/bin/true"],
+        "ndsclustPrimaryServer": ["alpha"],
+        "ndsclustHostServer": ["alpha"],
+    }
+    cache.put("u0", "ndsclustTag=app0", app)
+    gather = Gather(A, cache, lambda: frozenset())
+    flags = Flags(True, False, False, False, False, frozenset())
+    live = liveness_of(frozenset())
+    proc = ProcInfo(Tag("app0"), ProcState.RUNNING, 1, 0.0)
+    view, marks = gather.update(0.0, liveness=live, procs={proc.tag: proc}, said={}, flags=flags)
+    assert marks.everything and set(view.apps) == {"app0"}
+    # Nothing changed: nothing is marked, and the view keeps its parts.
+    again, marks = gather.update(
+        0.05, liveness=live, procs={proc.tag: proc}, said=None, flags=flags
+    )
+    assert marks == Marks() and again.apps is view.apps
+    # A new row of the process table, a changed entry, a standing condition: that tag.
+    moved = replace(proc, state=ProcState.STOPPING)
+    _, marks = gather.update(0.1, liveness=live, procs={proc.tag: moved}, said=None, flags=flags)
+    assert marks == Marks(frozenset({Tag("app0")}))
+    cache.put("u0", "ndsclustTag=app0", {**app, "ndsclustHostServer": ["beta"]})
+    said = {(Tag("app1"), EventKind.RESOURCE_MISSING, "x"): 0.1}
+    view, marks = gather.update(
+        0.15, liveness=live, procs={proc.tag: moved}, said=said, flags=flags
+    )
+    assert marks == Marks(frozenset({Tag("app0"), Tag("app1")})) and view.apps["app0"].host == B
+    # What every decision reads: liveness, flags.
+    _, marks = gather.update(
+        0.2, liveness=liveness_of(frozenset({B})), procs={proc.tag: moved}, said=None, flags=flags
+    )
+    assert marks.everything
+    _, marks = gather.update(
+        0.25,
+        liveness=liveness_of(frozenset({B})),
+        procs={proc.tag: moved},
+        said=None,
+        flags=replace(flags, starts_held=True),
+    )
+    assert marks.everything
