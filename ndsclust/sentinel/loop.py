@@ -80,7 +80,8 @@ HANG_LIMIT = 30.0
 REPLICATION_CHECK_INTERVAL = 0.5
 # A sentinel stopped with SIGTERM hands its programs on; it gives up waiting after this.
 HANDOFF_DEADLINE_EXTRA = 10.0
-# A cycle in which nothing changed decides again only after this long.
+# Actions that stand (a write that failed) are carried out again after this long, and the
+# health commands looked at this often.
 RECHECK_INTERVAL = 1.0
 # Seconds a rejoin waits for its barrier event to come back before it writes another.
 BARRIER_RETRY = 5.0
