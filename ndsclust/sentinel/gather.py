@@ -7,7 +7,7 @@ ended. Each cycle also says what changed (``ondemand.Marks``): the tags the cach
 (``ClusterCache.take_marks``), the tags whose process-table row is a new object (the
 supervisor gives an unchanged program the same row), whose history or standing conditions
 differ; and ``everything`` when a part every decision reads differs from the last cycle's
-(servers, liveness, resources, the flags). Nothing here is per application in a cycle
+(servers, which servers are alive, resources, the flags). Nothing here is per application in a cycle
 where nothing changed.
 """
 
@@ -166,10 +166,14 @@ class Gather:
             paused=pause is not None and pause.active(self._wall()),
             stopping=self._stopping | ({self.me} if flags.leaving else set()),
         )
+        # The core reads liveness through alive() alone (and a dead server's silent
+        # channels, which are then all of them): a channel coming and going on a live peer
+        # changes no decision.
+        alive = frozenset(p for p, chans in liveness.seen.items() if chans) | liveness.grace
         shared = (
             servers,
-            liveness.seen,
-            liveness.grace,
+            alive,
+            liveness.configured,
             view.resources,
             view.replication_caught_up,
             view.fenced,

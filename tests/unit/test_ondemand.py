@@ -131,7 +131,18 @@ def change_st(draw: st.DrawFn, view: View, now: float) -> tuple[View, Marks]:
     tag = draw(st.sampled_from(TAGS))
     kind = draw(
         st.sampled_from(
-            ["app", "gone", "proc", "noproc", "history", "said", "liveness", "flag", "server"]
+            [
+                "app",
+                "gone",
+                "proc",
+                "noproc",
+                "history",
+                "said",
+                "channel",
+                "liveness",
+                "flag",
+                "server",
+            ]
         )
     )
     one = Marks(frozenset({tag}))
@@ -152,6 +163,9 @@ def change_st(draw: st.DrawFn, view: View, now: float) -> tuple[View, Marks]:
     if kind == "said":
         key = (tag, EventKind.RESOURCE_MISSING, f"{A} lacks db")
         return replace(view, said={**view.said, key: now}), one
+    if kind == "channel":  # a live peer heard on fewer channels: still alive, no mark
+        seen = {s: frozenset({"lan"}) if ch else ch for s, ch in view.liveness.seen.items()}
+        return replace(view, liveness=replace(view.liveness, seen=seen)), Marks()
     if kind == "liveness":
         dead = draw(st.frozensets(st.sampled_from([B, G])))
         return replace(view, liveness=liveness_of(dead)), Marks(everything=True)
