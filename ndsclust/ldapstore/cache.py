@@ -17,6 +17,12 @@ entry: the local copy's value is kept and the echo is not parsed again.
 What is held per entry is the typed value only (its DN, entryUUID and entryCSN are the
 value's own fields), with the values many entries share kept once (``entries.py``):
 ``tools/bench_cache_memory.py`` measures it.
+
+Change marks: besides ``version``, the cache notes which applications (by tag) a change
+touched since the loop last asked (``take_marks``), and whether a change reached what
+every decision reads (a server entry, the cluster base entry, an entry of no tag), so the
+loop decides again for those applications only (``ndsclust/sentinel/ondemand.py``).
+``moves_version`` grows with every change to the moves kept.
 """
 
 from __future__ import annotations
@@ -97,6 +103,36 @@ class ClusterCache:
         self._moves: dict[str, Move] = {}
         self._version = 0
         self._snap: Snapshot | None = None
+        self._moves_version = 0
+        self._marked: set[Tag] = set()
+        self._marked_all = True  # nothing was asked yet: everything is new
+
+    def _mark(self, value: Value) -> None:
+        """Note what a change of ``value`` (old or new) touches; under the lock."""
+        if isinstance(value, App):
+            self._marked.add(value.tag)
+        elif isinstance(value, EntryInvalid):
+            tag = _tag_of(value.dn)
+            if tag is None:
+                self._marked_all = True
+            else:
+                self._marked.add(tag)
+        elif value is not None:
+            self._marked_all = True  # a server or the base entry: every decision reads it
+
+    def take_marks(self) -> tuple[frozenset[Tag], bool]:
+        """The tags changed since the last call, and whether everything may have: the
+        caller decides again for those (``ndsclust/sentinel/ondemand.py``)."""
+        with self._lock:
+            tags, everything = frozenset(self._marked), self._marked_all
+            self._marked.clear()
+            self._marked_all = False
+        return tags, everything
+
+    @property
+    def moves_version(self) -> int:
+        """Grows with every move added or removed (``moves``)."""
+        return self._moves_version
 
     @property
     def version(self) -> int:
@@ -137,6 +173,8 @@ class ClusterCache:
                     return
         value = _value(entry)
         with self._lock:
+            self._mark(self._shown(uuid))
+            self._mark(value)
             if local:
                 self._local[uuid] = _Local(value, csn, self._clock())
             else:
@@ -144,6 +182,7 @@ class ClusterCache:
                 mine = self._local.get(uuid)
                 if mine is not None and (not mine.csn or (csn and csn >= mine.csn)):
                     del self._local[uuid]  # the watch has caught up with our write
+                    self._mark(mine.value)
             self._version += 1
             self._snap = None
 
@@ -164,6 +203,7 @@ class ClusterCache:
             return
         with self._lock:
             self._moves[uuid] = Move(event.tag, event.kind, when.timestamp(), event.server)
+            self._moves_version += 1
 
     def moves(self) -> list[Move]:
         """Recent moves of the kinds asked for at construction, from the audit trail."""
@@ -172,7 +212,9 @@ class ClusterCache:
 
     def delete(self, uuid: str) -> None:
         with self._lock:
-            self._moves.pop(uuid, None)
+            if self._moves.pop(uuid, None) is not None:
+                self._moves_version += 1
+            self._mark(self._shown(uuid))
             self._local.pop(uuid, None)
             if uuid in self._held:
                 del self._held[uuid]
@@ -183,8 +225,14 @@ class ClusterCache:
         with self._lock:
             self._held.clear()
             self._local.clear()
+            self._marked_all = True
             self._version += 1
             self._snap = None
+
+    def _shown(self, uuid: str) -> Value:
+        """The value a snapshot shows for ``uuid`` now (a local copy hides the watch's)."""
+        mine = self._local.get(uuid)
+        return mine.value if mine is not None else self._held.get(uuid)
 
     def snapshot(self) -> Snapshot:
         """Valid applications (checked against the known servers), servers, invalid entries."""
@@ -192,7 +240,8 @@ class ClusterCache:
             now = self._clock()
             lapsed = [u for u, h in self._local.items() if now - h.since > LOCAL_TTL]
             for uuid in lapsed:
-                del self._local[uuid]
+                self._mark(self._local.pop(uuid).value)
+                self._mark(self._held.get(uuid))
             if lapsed:
                 self._version += 1
                 self._snap = None
@@ -223,3 +272,9 @@ class ClusterCache:
             if self._version == version:  # nothing changed while we built it
                 self._snap = snap
         return snap
+
+
+def _tag_of(dn: str) -> Tag | None:
+    """The tag an application entry's DN names (``ndsclustTag=<tag>,...``), else None."""
+    name, _, value = dn.split(",", 1)[0].partition("=")
+    return Tag(value.strip()) if name.strip().lower() == "ndsclusttag" else None

@@ -86,23 +86,35 @@ def decide(view: View, me: ServerName, now: float, policy: Policy = Policy()) ->
     vp = Viewpoint(view, me, now, policy)
     if view.fenced:
         return _fence(vp)
-    out: list[Action] = []
     plan = stacks.Plan.of(view)  # stacks: sets move as one (ndsclust/sentinel/stacks.py)
-    for tag in sorted({*view.apps, *view.procs, *view.invalid}):
-        app = view.apps.get(tag)
-        actions = _orphan(vp, tag) if app is None else plan.actions(vp, app, _for_app)
-        if tag in view.invalid:
-            actions = invalid.reported(vp, tag, app, actions)
-        if not view.replication_caught_up:
-            actions = _hold(vp, app, actions)
-        elif view.starts_held and any(isinstance(a, (Load, Restart)) for a in actions):
-            # Just rejoined: a peer's claim decided while this server was silent may land
-            # within the grace; start nothing here until it is over (or the claim shows).
-            actions = []
-        if view.paused:
-            actions = pause_hold.hold(vp, app, actions)
-        out += actions
+    out: list[Action] = []
+    for tag in sorted(tags_of(view)):
+        out += decide_tag(vp, plan, tag)
     return out
+
+
+def tags_of(view: View) -> set[Tag]:
+    """Every tag ``decide`` decides on: entries, local programs, invalid entries."""
+    return {*view.apps, *view.procs, *view.invalid}
+
+
+def decide_tag(vp: Viewpoint, plan: stacks.Plan, tag: Tag) -> list[Action]:
+    """``decide``'s actions for one tag of an unfenced view. ``plan`` is ``Plan.of`` the
+    view; a stack's members are decided together, so the caller asks for every member."""
+    view = vp.view
+    app = view.apps.get(tag)
+    actions = _orphan(vp, tag) if app is None else plan.actions(vp, app, _for_app)
+    if tag in view.invalid:
+        actions = invalid.reported(vp, tag, app, actions)
+    if not view.replication_caught_up:
+        actions = _hold(vp, app, actions)
+    elif view.starts_held and any(isinstance(a, (Load, Restart)) for a in actions):
+        # Just rejoined: a peer's claim decided while this server was silent may land
+        # within the grace; start nothing here until it is over (or the claim shows).
+        actions = []
+    if view.paused:
+        actions = pause_hold.hold(vp, app, actions)
+    return actions
 
 
 def _fence(vp: Viewpoint) -> list[Action]:

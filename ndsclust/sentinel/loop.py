@@ -17,8 +17,9 @@ own module with its collaborators typed by ``Protocol``:
 
 The main loop (``run``) blocks on the watch's queue for at most ``loop_interval`` (a change
 wakes it at once unless it decided less than an interval ago), folds what arrived into the
-cache, builds the ``View`` and hands what ``decide`` returns to the executor, which does
-not hold the loop up. Its directory writes may block while the store fails over to
+cache, updates the ``View`` (``gather.py``), decides for what changed or came due
+(``ondemand.py``: exactly what ``decide`` gives on the whole view) and hands the actions
+to the executor, which does not hold the loop up. Its directory writes may block while the store fails over to
 another provider; nothing safety-critical waits for them. The two watches and the
 channels run their own threads; the control socket (``control.py``) serves cluster-aware
 programs on its own threads.
@@ -47,23 +48,25 @@ from ndsclust.errors import ConfigError
 from ndsclust.ldapstore.replication import caught_up
 from ndsclust.ldapstore.store import APP_ATTRS, Store
 from ndsclust.ldapstore.watch import Changed, Deleted, Reconnected, RefreshDone, WatchEvent
-from ndsclust.model import App, SentinelState, ServerName, ServerState, Tag
-from ndsclust.sentinel import address
+from ndsclust.model import App, SentinelState, ServerName, Tag
 from ndsclust.sentinel.actions import Action, EventKind
 from ndsclust.sentinel.catchup import ReplicationCheck
-from ndsclust.sentinel.decide import decide
+from ndsclust.sentinel.channel_report import ChannelReport
 from ndsclust.sentinel.detector import Detector, Liveness, heard_since
 from ndsclust.sentinel.executor import Executor
+from ndsclust.sentinel.gather import Flags, Gather
 from ndsclust.sentinel.http_status import Publisher
 from ndsclust.sentinel.keeper import Fence, Keeper, fence_channels
 from ndsclust.sentinel.logline import log_event
+from ndsclust.sentinel.ondemand import Decisions, Marks
 from ndsclust.sentinel.programs import LocalPrograms
 from ndsclust.sentinel.pulse import pulse_writer
 from ndsclust.sentinel.recorder import Recorder
 from ndsclust.sentinel.rejoin import Rejoin
 from ndsclust.sentinel.rejoin_runner import RejoinRunner, is_rejoin_of
 from ndsclust.sentinel.serverwatch import ServerWatch
-from ndsclust.sentinel.view import Policy, View, histories, last_valid
+from ndsclust.sentinel.view import Policy, View
+from ndsclust.sentinel.write_provider import WriteProvider
 
 if TYPE_CHECKING:
     from ndsclust.sentinel.build import Parts
@@ -77,15 +80,13 @@ HANG_LIMIT = 30.0
 REPLICATION_CHECK_INTERVAL = 0.5
 # A sentinel stopped with SIGTERM hands its programs on; it gives up waiting after this.
 HANDOFF_DEADLINE_EXTRA = 10.0
-# A cycle in which nothing changed decides again only after this long.
+# Actions that stand (a write that failed) are carried out again after this long, and the
+# health commands looked at this often.
 RECHECK_INTERVAL = 1.0
 # Seconds a rejoin waits for its barrier event to come back before it writes another.
 BARRIER_RETRY = 5.0
 # How long a rejoin's view check waits for one provider's contextCSN.
 VIEW_PROBE_TIMEOUT = 1.0
-# How often channel counters (dropped heartbeats, disk errors) are compared and logged.
-STATS_INTERVAL = 10.0
-PROBLEM_PREFIXES = ("dropped_", "bad_", "wrong_")
 # Connections that carry out independent applications' actions side by side.
 WRITERS = 8
 
@@ -163,9 +164,16 @@ class Sentinel:
         )
         self.recorder = Recorder(self.me, self.store, lambda: self.cfg.notify_command)
         # What this sentinel hears of its peers, published on its pulse entry; server events.
-        self.serverwatch = ServerWatch(self.me, list(self.channels), self.recorder)
+        self.serverwatch = ServerWatch(
+            self.me, list(self.channels), self.recorder, pulses=parts.directory_channel
+        )
         self._servers: list[ServerName] = []
-        self._apps: dict[Tag, App] = {}  # the last cycle's applications (last_valid)
+        self._servers_of: object = None
+        self.gather = Gather(self.me, self.cache, lambda: self.cfg.resources)
+        self.decisions = Decisions()
+        self._marks = Marks(everything=True)  # what changed since the last decision
+        self._before: Mapping[Tag, App] | None = None  # the applications it decided on
+        self._heard: Liveness | None = None
         self._rejoin_wanted = threading.Event()  # the keeper asks the loop to rejoin ...
         self._rejoin_why = ""  # ... for this reason
         self.keeper = Keeper(
@@ -230,11 +238,12 @@ class Sentinel:
             post_read=APP_ATTRS,
             pool=self._pool,
         )
-        self._write_provider = self.providers.order()[0]
+        self.write_provider = WriteProvider(self.me, self.providers)
         self._peers_version = -1
-        self._last_key: object = None
-        self._stats_due = 0.0
-        self._stats_seen: dict[str, dict[str, int]] = {}
+        self._finished = -1
+        self._said_at = -1
+        self._health_due = 0.0
+        self.channel_report = ChannelReport(self.me, self.channels)
         self._last_decide = 0.0
         self._woken_by: WatchEvent | None = None
         self._was_paused = False
@@ -363,7 +372,7 @@ class Sentinel:
             rejoin_pending=self.rejoin.pending,
             rejoin_grace=self.rejoin.in_grace(now),
             leaving=self._leaving,
-            write_provider=self.providers.uris[self._write_provider],
+            write_provider=self.write_provider.uri,
         )
 
     def _shutdown(self) -> None:
@@ -427,76 +436,70 @@ class Sentinel:
                     self._ready_hook()
             elif isinstance(ev, Reconnected):
                 self._poke("provider_restart")
-        channel = self.parts.directory_channel
         while (pulse := self.pulse_watch.get(0)) is not None:
             if isinstance(pulse, Changed):
-                self.serverwatch.pulse_entry(pulse.entry.dn, pulse.entry.attributes)
-            if isinstance(pulse, Changed) and channel is not None:
-                attrs = {k.lower(): v for k, v in pulse.entry.attributes.items()}
-                try:
-                    server = ServerName(attrs["cn"][0])
-                    counter = int(attrs["ndsclustpulse"][0])
-                except (KeyError, IndexError, ValueError):
-                    continue
-                if server != self.me:
-                    channel.pulse_seen(server, counter, now)
+                self.serverwatch.pulse_entry(pulse.entry.dn, pulse.entry.attributes, now)
 
     def _observations(self) -> dict[str, Mapping[ServerName, float]]:
         now = self.clock()
         return {name: ch.observe(now) for name, ch in self.channels.items()}
 
     def view(self, now: float) -> View:
-        snap = self.cache.snapshot()
-        history = histories(
-            ((m.tag, m.kind, m.wall, m.server) for m in self.cache.moves()), now, time.time()
-        )
-        servers = dict(snap.servers)
-        if self._leaving and self.me in servers:
-            # A stopping sentinel behaves as a server in maintenance: it unloads its
-            # programs and hands them to the next eligible server (docs/design.md section 3).
-            servers[self.me] = replace(servers[self.me], state=ServerState.MAINTENANCE)
-        stopping = self.serverwatch.stopping() & servers.keys()
-        for peer in stopping:
-            # Nor is a peer whose sentinel is leaving (or left) a place to fail back to.
-            servers[peer] = replace(servers[peer], state=ServerState.MAINTENANCE)
+        """This cycle's view (kept and updated by ``gather.py``); what changed since the
+        last decision accumulates for the next one."""
+        stopping = self.serverwatch.stopping()
+        servers = self.gather.servers(self._leaving, stopping)
         lan = self.parts.lan
         if lan and self.cache.version != self._peers_version:
             self._peers_version = self.cache.version
             lan.set_peers({s.name: s.addresses for s in servers.values() if s.name != self.me})
-        self._servers = list(servers)
-        liveness = self.detector.liveness(
-            self._observations(), now, list(servers), blind=self._blind()
+        if servers is not self._servers_of:
+            self._servers_of, self._servers = servers, list(servers)
+        observations = self._observations()
+        # What the channels hear is one liveness for the server watch and the view alike;
+        # only a degraded channel (counted as hearing every peer here) makes them differ.
+        self._heard = heard = self.detector.liveness(observations, now, self._servers)
+        blind = self._blind()
+        liveness = (
+            self.detector.liveness(observations, now, self._servers, blind=blind)
+            if blind
+            else heard
         )
+        # FIG. 8: how long each peer has been heard without a break (failback.target_held).
         liveness = heard_since(liveness, self._since, now)
         self._since = liveness.since
-        self._follow_write_provider(liveness)
-        if self.rejoin.in_grace(now):
+        self.write_provider.follow(liveness)
+        grace = self.rejoin.in_grace(now)
+        if grace:
             # Just out of fencing: a peer not heard since may be a live host; count every
             # peer alive until a full failover timeout has passed (as at start-up).
             liveness = replace(liveness, grace=frozenset(s for s in servers if s != self.me))
-        # An entry that became invalid keeps its last valid copy (docs/design.md section 3).
-        apps, invalid = last_valid(
-            snap.apps, ((e.dn, f"{e.attribute}: {e.problem}") for e in snap.invalid), self._apps
+        finished = self.executor.finished
+        said = None
+        if finished != self._said_at:
+            self._said_at, said = finished, dict(self.executor.said)
+        flags = Flags(
+            replication_caught_up=self.replication.done.is_set(),
+            fenced=self.keeper.fenced.is_set() or self.fence.cut_off(now, self._servers),
+            registering=self._registering,
+            starts_held=grace or now < self._hold_starts_until,
+            leaving=self._leaving,
+            stopping=stopping,
+            # a peer past its start hold: a hand-over held for it goes now
+            settled=liveness.settled(now, self.policy.start_hold),
         )
-        self._apps = apps
-        return View(
-            apps=apps,
-            invalid=invalid,
-            servers=servers,
+        view, marks = self.gather.update(
+            now,
             liveness=liveness,
             procs=self.programs.table(),
-            # Stacks: interfaces on a service address's network (ndsclust/sentinel/address.py).
-            resources=self.cfg.resources | address.offered(snap.apps.values()),
-            networks=dict(self.serverwatch.networks),  # what the peers published (pulse.py)
-            replication_caught_up=self.replication.done.is_set(),
-            fenced=self.keeper.fenced.is_set() or self.fence.cut_off(now, list(servers)),
-            registering=self._registering,
-            starts_held=self.rejoin.in_grace(now) or now < self._hold_starts_until,
-            history=history,
-            said=dict(self.executor.said),
-            paused=snap.pause is not None and snap.pause.active(time.time()),
-            stopping=stopping | ({self.me} if self._leaving else set()),
+            said=said,
+            flags=flags,
+            networks=self.serverwatch.networks,  # what the peers published (pulse.py)
         )
+        self._marks = Marks(
+            self._marks.tags | marks.tags, self._marks.everything or marks.everything
+        )
+        return view
 
     def cycle(self, now: float) -> list[Action]:
         """One decision cycle (the patroni-style run_cycle, with the decision made pure)."""
@@ -521,74 +524,47 @@ class Sentinel:
                 server=self.me,
             )
         self._watch_servers(now, view)
+        self.channel_report.tick(now)
         if self.rejoin.pending:
             self.rejoin.advance(now, view)
             if self.rejoin.pending:
                 return []
-        key = (
-            self.cache.version,
-            self.executor.finished,
-            view.fenced,
-            view.replication_caught_up,
-            view.registering,
-            view.paused,
-            view.starts_held,  # a hold ending starts what it held at once
-            view.liveness.settled(now, self.policy.start_hold),  # and a hand-over it held
-            self._leaving,
-            self.serverwatch.stopping(),
-            tuple(sorted(view.liveness.seen.items())),
-            view.liveness.grace,
-            tuple(sorted((t, p.state, p.paused, p.pid) for t, p in view.procs.items())),
-        )
-        if key == self._last_key and now - self._last_decide < RECHECK_INTERVAL:
-            # Nothing the decision depends on has changed: skip the work (a thousand
-            # applications make a decision cycle cost milliseconds). Time-based rules
-            # (restart windows, flap damping, repeats) are looked at every RECHECK_INTERVAL.
+        marks, finished = self._marks, self.executor.finished
+        # Decide on change (ondemand.py): for what changed, what came due, and every
+        # RECHECK_INTERVAL while some actions stand (a write that failed is tried again).
+        if not (
+            marks.tags
+            or marks.everything
+            or finished != self._finished
+            or now >= self.decisions.next_due
+            or (self.decisions.standing and now - self._last_decide >= RECHECK_INTERVAL)
+        ):
+            self._check_health(view, now, decided=False)
             return []
-        self._last_key, self._last_decide = key, now
-        actions = decide(view, self.me, now, self.policy)
+        self._marks, self._finished, self._last_decide = Marks(), finished, now
+        actions = self.decisions.decide(view, self.me, now, self.policy, marks, self._before)
+        self._before = view.apps
         if view.replication_caught_up:
             self._registering = False
         self.executor.run(actions, view, now)
-        self.programs.check_health(view.apps, view.procs, now)
-        self._report_channels(now)
+        self._check_health(view, now, decided=True)
         self.cycles += 1
         return actions
 
-    def _report_channels(self, now: float) -> None:
-        """Every STATS_INTERVAL, one line per channel whose drop or error counters grew
-        (forged, replayed or malformed heartbeats; an unwritable disk slot)."""
-        if now < self._stats_due:
-            return
-        self._stats_due = now + STATS_INTERVAL
-        for name, ch in self.channels.items():
-            stats = dict(ch.stats())
-            before = self._stats_seen.get(name, {})
-            grew = {
-                k: v - before.get(k, 0)
-                for k, v in stats.items()
-                if (k.startswith(PROBLEM_PREFIXES) or k.endswith("_errors"))
-                and v > before.get(k, 0)
-            }
-            self._stats_seen[name] = stats
-            if grew or stats.get("degraded"):
-                log_event(
-                    logging.WARNING,
-                    "channel_counters",
-                    server=self.me,
-                    channel=name,
-                    degraded=stats.get("degraded", 0),
-                    **{k: f"+{v}" for k, v in sorted(grew.items())},
-                )
+    def _check_health(self, view: View, now: float, *, decided: bool) -> None:
+        """Start the health commands that are due: after a decision, else once a second."""
+        if decided or now >= self._health_due:
+            self._health_due = now + RECHECK_INTERVAL
+            self.programs.check_health(view.apps, view.procs, now)
 
     # -- liveness, write provider, rejoin -----------------------------------------------------
 
     def _watch_servers(self, now: float, view: View) -> None:
         """Publish what the channels hear (degraded ones counting as silent, unlike the
         view's liveness) and record server changes while this view can be trusted."""
-        heard = self.detector.liveness(self._observations(), now, list(view.servers))
         judging = not (view.fenced or self.rejoin.pending or self.rejoin.in_grace(now))
-        self.serverwatch.cycle(now, heard, view.servers, judging)
+        if self._heard is not None:  # set by view()
+            self.serverwatch.cycle(now, self._heard, view.servers, judging)
 
     def _heard_now(self, server: ServerName) -> bool:
         """Whether any channel hears ``server`` at this instant."""
@@ -600,38 +576,13 @@ class Sentinel:
         """Channels that report themselves degraded: failing at this server's end."""
         return frozenset(n for n, ch in self.channels.items() if ch.stats().get("degraded"))
 
-    def _follow_write_provider(self, liveness: Liveness) -> None:
-        """Tell the provider list which providers' servers the channels find dead or hear,
-        so the next write skips a dead server's provider without a socket timeout.
-
-        No rejoin follows a change of write provider: what this view may lack of the new
-        write provider's writes can only make a compare-and-swap fail (re-read, decide
-        again), never succeed on an old value, and a failover must not wait for a barrier."""
-        heard = {s for s, chans in liveness.seen.items() if chans} | {self.me}
-        self.providers.set_liveness(liveness.dead(), heard)
-        first = self.providers.order()[0]
-        if first != self._write_provider:
-            was, self._write_provider = self._write_provider, first
-            # One line per event: a move off a dead server's provider is said here (the
-            # connections that follow it log at debug level); a return is said by the
-            # connection when it actually goes back, once that provider caught up.
-            if self.providers.dead(was):
-                log_event(
-                    logging.INFO,
-                    "write_provider",
-                    server=self.me,
-                    provider=self.providers.uris[first],
-                    was=self.providers.uris[was],
-                    reason="its server is dead on every channel",
-                )
-
     def _ask_rejoin(self, why: str) -> None:
         """From the keeper: have the loop rejoin before its next decision."""
         self._rejoin_why = why
         self._rejoin_wanted.set()
 
     def _begin_rejoin(self, now: float, why: str) -> None:
-        self._last_key = None
+        self._before = None  # decide everything again afterwards
         self.rejoin.begin(now, why)
 
     def _poke(self, why: str) -> None:  # anti-entropy: sweep soon (sentinel/antientropy.py)
@@ -639,14 +590,14 @@ class Sentinel:
             self.parts.sweeper.poke(why)
 
     def _rejoined(self) -> None:
-        self._last_key = None
+        self._before = None
         self._poke("heal")
         log_event(
             logging.INFO,
             "rejoined",
             server=self.me,
             provider=self.watch.provider or "-",
-            write_provider=self.providers.uris[self._write_provider],
+            write_provider=self.write_provider.uri,
         )
 
     def _writer(self) -> Store:

@@ -35,6 +35,7 @@ from ndsclust.sentinel.recorder import NO_TAG, Record
 
 # What the pulse watch must deliver of a pulse entry for its report (and networks, pulse.py).
 REPORT_ATTRS = ("ndsclustHeard", "ndsclustChannels", "ndsclustSentinelState", "ndsclustNetwork")
+REPORT_KEYS = ("cn", *(a.lower() for a in REPORT_ATTRS))
 # Seconds a new server state must hold before it is recorded.
 SETTLE = 1.0
 
@@ -47,6 +48,12 @@ KIND_OF = {
 
 class Records(Protocol):
     def put(self, record: Record) -> None: ...
+
+
+class PulseSeen(Protocol):
+    """The directory channel (``channels/directory.py``): a peer's pulse counter seen."""
+
+    def pulse_seen(self, server: ServerName, counter: int, now: float) -> None: ...
 
 
 @dataclass(slots=True)
@@ -106,9 +113,16 @@ class ServerWatch:
     """The shell's part: peers' reports in, this sentinel's report and events out."""
 
     def __init__(
-        self, me: ServerName, channels: Collection[str], records: Records, settle: float = SETTLE
+        self,
+        me: ServerName,
+        channels: Collection[str],
+        records: Records,
+        settle: float = SETTLE,
+        pulses: PulseSeen | None = None,
     ) -> None:
         self.me = me
+        self._pulses = pulses
+        self._parsed: dict[str, tuple[object, ...]] = {}  # DN -> the report's values parsed
         self._channels = frozenset(channels)
         self._records = records
         self._changes = Changes(me, settle)
@@ -118,12 +132,31 @@ class ServerWatch:
         # What the pulse writer publishes next; replaced whole, read from its thread.
         self.report: LivenessReport | None = None
 
-    def pulse_entry(self, dn: str, attrs: Mapping[str, Sequence[str]]) -> None:
-        """A pulse entry the pulse watch delivered: keep its report."""
+    def pulse_entry(
+        self, dn: str, attrs: Mapping[str, Sequence[str]], now: float | None = None
+    ) -> None:
+        """A pulse entry the pulse watch delivered: its counter to the directory channel
+        (at monotonic time ``now``), and its report kept. A report is parsed only when its
+        values changed: a pulse rewrites the counter ten times a second, the report
+        seldom."""
+        low = {k.lower(): v for k, v in attrs.items()}
+        if self._pulses is not None and now is not None:
+            try:
+                server = ServerName(low["cn"][0])
+                counter = int(low["ndsclustpulse"][0])
+            except (KeyError, IndexError, ValueError):
+                server = self.me
+            if server != self.me:
+                self._pulses.pulse_seen(server, counter, now)
+        key = tuple(tuple(low.get(a, ())) for a in REPORT_KEYS)
+        if self._parsed.get(dn) == key:
+            return
         try:
             pulse = entries.parse_pulse(dn, {k: list(v) for k, v in attrs.items()})
         except EntryInvalid:
+            self._parsed.pop(dn, None)
             return  # a pulse entry that breaks the rules says nothing
+        self._parsed[dn] = key
         if pulse.server == self.me:
             return
         if pulse.networks is None:

@@ -156,7 +156,19 @@ class _Run:
     health_pending: bool = False
     health_grace: float = 0.0
 
+    def __setattr__(self, name: str, value: object) -> None:
+        # A change makes the next info() a new row; an unchanged run gives the same row, so
+        # the loop finds what changed by identity (ndsclust/sentinel/gather.py).
+        object.__setattr__(self, name, value)
+        self.__dict__.pop("_info", None)
+
     def info(self) -> ProcInfo:
+        row: ProcInfo | None = self.__dict__.get("_info")
+        if row is None:
+            row = self.__dict__["_info"] = self._row()
+        return row
+
+    def _row(self) -> ProcInfo:
         return ProcInfo(
             tag=self.tag,
             state=self.state,

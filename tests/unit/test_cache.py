@@ -156,3 +156,34 @@ def test_an_echo_given_as_a_watch_events_attributes_is_not_decoded() -> None:
     echo = Entry("ndsclustTag=web", raw, uuid="u1")
     c.put("u1", echo.dn, echo.attributes)  # as the sentinel passes a watch event on
     assert c.snapshot().apps["web"].host == "beta"
+
+
+def test_changes_are_marked_by_tag_and_servers_mark_everything() -> None:
+    t = [0.0]
+    c = ClusterCache(clock=lambda: t[0])
+    servers(c)
+    assert c.take_marks() == (frozenset(), True)  # the first ask: everything is new
+    assert c.take_marks() == (frozenset(), False)
+    c.put("u1", "ndsclustTag=web", app_attrs("alpha", "1"))
+    assert c.take_marks() == (frozenset({Tag("web")}), False)
+    # Invalid, it is marked by the tag its DN names; deleted, by the tag it had.
+    c.put("u1", "ndsclustTag=web,ou=apps", app_attrs("alpha", "2", ndsclustType=["bogus"]))
+    assert c.take_marks() == (frozenset({Tag("web")}), False)
+    c.put("u1", "ndsclustTag=web", app_attrs("alpha", "3"))
+    c.delete("u1")
+    assert c.take_marks() == (frozenset({Tag("web")}), False)
+    # A local copy marks when written and when it lapses; the echo of it marks nothing.
+    c.put("u2", "ndsclustTag=web", app_attrs("beta", "5"), local=True)
+    assert c.take_marks() == (frozenset({Tag("web")}), False)
+    c.put("u2", "ndsclustTag=web", app_attrs("beta", "5"))
+    assert c.take_marks() == (frozenset(), False)
+    c.put("u2", "ndsclustTag=web", app_attrs("alpha", "6"), local=True)
+    c.take_marks()
+    t[0] = 100.0
+    c.snapshot()
+    assert c.take_marks() == (frozenset({Tag("web")}), False)
+    c.put("s9", "cn=gamma,ou=servers", {"objectClass": ["ndsclustServer"], "cn": ["gamma"]})
+    assert c.take_marks()[1] is True
+    moves = c.moves_version
+    c.put_event("e1", Event("1", "20261125120000.000000Z", "handoff", tag=Tag("web")))
+    assert c.moves_version == moves  # not a kind this cache was asked to keep
