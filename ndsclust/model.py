@@ -12,7 +12,7 @@ import ipaddress
 import re
 import shlex
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import NewType
 
@@ -285,7 +285,10 @@ class Pulse:
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One entry of the audit trail under ``ou=events``."""
+    """One entry of the audit trail under ``ou=events``. An entry may name several
+    applications that one server recorded with the same kind and text at once (``tags``,
+    with ``tag`` None; ``ldapstore.entries.event_text``): ``each`` gives one event per
+    application."""
 
     id: str
     time: str  # GeneralizedTime, UTC
@@ -294,6 +297,13 @@ class Event:
     tag: Tag | None = None
     text: str = ""
     dn: str = ""
+    tags: tuple[Tag, ...] = ()
+
+    def each(self) -> tuple[Event, ...]:
+        """This event, or one per application it names (id ``<id>/<tag>``, same DN)."""
+        if not self.tags:
+            return (self,)
+        return tuple(replace(self, id=f"{self.id}/{t}", tag=t, tags=()) for t in self.tags)
 
 
 _IFACE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")

@@ -100,7 +100,7 @@ class ClusterCache:
         self._local: dict[str, _Local] = {}
         self._clock = clock
         self._move_kinds = move_kinds
-        self._moves: dict[str, Move] = {}
+        self._moves: dict[str, tuple[Move, ...]] = {}
         self._version = 0
         self._snap: Snapshot | None = None
         self._moves_version = 0
@@ -194,21 +194,27 @@ class ClusterCache:
         self.put_event(uuid, event)
 
     def put_event(self, uuid: str, event: Event) -> None:
-        """An event of the audit trail: kept when it is a move of a kind asked for."""
-        if event.kind not in self._move_kinds or event.tag is None:
+        """An event of the audit trail: kept when it is a move of a kind asked for, one
+        per application it names."""
+        if event.kind not in self._move_kinds or (event.tag is None and not event.tags):
             return
         try:
             when = datetime.strptime(event.time, "%Y%m%d%H%M%S.%fZ").replace(tzinfo=UTC)
         except ValueError:
             return
+        moves = tuple(
+            Move(e.tag, e.kind, when.timestamp(), e.server)
+            for e in event.each()
+            if e.tag is not None
+        )
         with self._lock:
-            self._moves[uuid] = Move(event.tag, event.kind, when.timestamp(), event.server)
+            self._moves[uuid] = moves
             self._moves_version += 1
 
     def moves(self) -> list[Move]:
         """Recent moves of the kinds asked for at construction, from the audit trail."""
         with self._lock:
-            return list(self._moves.values())
+            return [m for ms in self._moves.values() for m in ms]
 
     def delete(self, uuid: str) -> None:
         with self._lock:

@@ -32,6 +32,7 @@ from ndsclust.model import (
     ServerName,
     ServerState,
     StateValue,
+    Tag,
     check_resource,
     check_server_name,
     check_service_address,
@@ -422,19 +423,88 @@ def parse_pulse(dn: str | Entry, attrs: Attrs | None = None) -> Pulse:
 
 
 def parse_event(dn: str | Entry, attrs: Attrs | None = None) -> Event:
+    """One event entry; one that names several applications (``event_text``) has them in
+    ``tags`` (``Event.each`` gives one event per application)."""
     e = _Checked(entry_of(dn, attrs))
     dn = e.dn
     server = e.one("ndsclustEventServer")
     tag = e.one("ndsclustEventTag")
+    text = e.one("ndsclustEventText") or ""
+    tags: tuple[Tag, ...] = ()
+    if not tag and server:
+        text, tags = split_event_text(text)
     return Event(
         id=e.one("ndsclustEventId", required=True) or "",
         time=e.one("ndsclustEventTime", required=True) or "",
         kind=e.one("ndsclustEventKind", required=True) or "",
         server=ServerName(server) if server else None,
         tag=check_tag(tag) if tag else None,
-        text=e.one("ndsclustEventText") or "",
+        text=text,
         dn=dn,
+        tags=tags,
     )
+
+
+# An event entry that names several applications: no ndsclustEventTag, and the text's last
+# line is this prefix and the tags, space-separated (the schema's event attributes are
+# single-valued, so the list lives in the text; a reader that does not know it shows it).
+EVENT_TAGS_PREFIX = "applications: "
+EVENT_TEXT_LIMIT = 1000  # the text of one event is cut to this many characters
+
+
+def event_text(text: str, tags: Sequence[str]) -> str:
+    """The ndsclustEventText of an entry naming ``tags`` (more than one) with ``text``."""
+    return f"{text}\n{EVENT_TAGS_PREFIX}{' '.join(tags)}"
+
+
+def split_event_text(value: str) -> tuple[str, tuple[Tag, ...]]:
+    """The text and the tags of an entry written by ``event_text``; (value, ()) for any
+    other text, one whose last line only looks like a list of tags included."""
+    text, newline, last = value.rpartition("\n")
+    if not newline or not last.startswith(EVENT_TAGS_PREFIX):
+        return value, ()
+    words = last[len(EVENT_TAGS_PREFIX) :].split(" ")
+    try:
+        tags = tuple(check_tag(w) for w in words)
+    except ValueError:
+        return value, ()
+    return (text, tags) if len(tags) > 1 else (value, ())
+
+
+def batch_events(
+    events: Iterable[tuple[str, str | None, str]], *, limit: int = MAX_VALUE
+) -> list[tuple[str, tuple[str, ...], str]]:
+    """Events (kind, tag or None, text) as entries to add, (kind, tags, text) in order:
+    events of several applications with the same kind and text share one entry, as long
+    as its text stays within ``limit`` characters, and every application's events stay in
+    the order they came (an event never joins an entry before one holding an earlier
+    event of its application). Texts are cut to ``EVENT_TEXT_LIMIT``; an event without a
+    tag has an entry of its own."""
+    out: list[tuple[str, list[str], str]] = []
+    open_: dict[tuple[str, str], int] = {}  # (kind, text) -> the entry that can grow
+    sizes: dict[int, int] = {}
+    last: dict[str, int] = {}  # tag -> the entry holding its latest event
+    for kind, tag, text in events:
+        text = text[:EVENT_TEXT_LIMIT]
+        if not tag:
+            out.append((kind, [], text))
+            continue
+        i = open_.get((kind, text))
+        if (
+            i is not None
+            and i >= last.get(tag, -1)
+            and tag not in out[i][1]
+            and sizes[i] + 1 + len(tag) <= limit
+        ):
+            out[i][1].append(tag)
+            sizes[i] += 1 + len(tag)
+        else:
+            i = len(out)
+            out.append((kind, [tag], text))
+            open_[(kind, text)] = i
+            sizes[i] = len(event_text(text, [tag]))
+        last[tag] = i
+    return [(kind, tuple(tags), text) for kind, tags, text in out]
 
 
 def app_attributes(app: App) -> dict[str, list[str]]:

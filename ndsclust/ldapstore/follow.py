@@ -18,16 +18,14 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-
-from ldap3.utils.conv import escape_filter_chars
+from dataclasses import dataclass, replace
 
 from ndsclust.errors import EntryInvalid, ProviderUnreachable
 from ndsclust.ldapstore import entries
 from ndsclust.ldapstore.cache import ClusterCache
 from ndsclust.ldapstore.connection import Providers
 from ndsclust.ldapstore.entries import Entry
-from ndsclust.ldapstore.store import Snapshot, Store
+from ndsclust.ldapstore.store import Snapshot, Store, event_filter
 from ndsclust.ldapstore.syncsession import (
     Changed,
     ChangeKind,
@@ -59,7 +57,9 @@ class EntryChanged:
 
 @dataclass(frozen=True, slots=True)
 class EventSeen:
-    """An entry of the audit trail; ``added``: new to the watch (not known before)."""
+    """An entry of the audit trail; ``added``: new to the watch (not known before). Its
+    ``event`` may name several applications (``Event.each``); ``Follower.new_events``
+    holds one per application."""
 
     source: str
     uuid: str
@@ -134,12 +134,6 @@ def typed(source: str, event: WatchEvent) -> Update:
     return Resumed(source, event.provider_uri, event.resumed)
 
 
-def event_filter(tag: str | None = None) -> str:
-    """The LDAP filter of the audit trail's events, of one application when ``tag``."""
-    filt = "(objectClass=ndsclustEvent)"
-    return f"(&{filt}(ndsclustEventTag={escape_filter_chars(tag)}))" if tag else filt
-
-
 # ---- the live view --------------------------------------------------------------------
 
 
@@ -173,8 +167,9 @@ class Follower:
         the moves of the audit trail are folded; ``name`` prefixes the watches' names."""
         self.store = st
         self.cache = cache if cache is not None else ClusterCache()
-        self.events: dict[str, Event] = {}
-        self.new_events: list[EventSeen] = []
+        self.events: dict[str, Event] = {}  # by entryUUID, as the entries are
+        self.new_events: list[EventSeen] = []  # one per application
+        self._event_tag = event_tag.lower() if event_tag else None
         self.pulses: dict[str, Pulse] = {}
         self._wake = threading.Event()
         self._ready: set[str] = set()
@@ -277,7 +272,7 @@ class Follower:
             self.events[u.uuid] = u.event
             self.cache.put_event(u.uuid, u.event)
             if u.source in self._ready and u.added:
-                self.new_events.append(u)
+                self.new_events += [replace(u, event=e) for e in self._each(u.event)]
             return True
         if isinstance(u, EntryChanged):
             self.cache.put_entry(u.entry, uuid=u.uuid)
@@ -292,8 +287,17 @@ class Follower:
     def pulse_map(self) -> dict[ServerName, Pulse]:
         return {p.server: p for p in self.pulses.values()}
 
+    def _each(self, event: Event) -> list[Event]:
+        """One event per application (of ``event_tag`` only, when one was given)."""
+        got = event.each()
+        if self._event_tag is None:
+            return list(got)
+        return [e for e in got if e.tag is not None and e.tag.lower() == self._event_tag]
+
     def event_list(self) -> list[Event]:
-        return sorted(self.events.values(), key=lambda e: (e.time, e.id))
+        """The events, one per application, oldest first."""
+        found = [e for event in self.events.values() for e in self._each(event)]
+        return sorted(found, key=lambda e: (e.time, e.id))
 
     def fresh_events(self, since_csn: str = "") -> Sequence[Event]:
         """The events added since the refresh, those written at ``since_csn`` or later."""

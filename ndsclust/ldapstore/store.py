@@ -62,6 +62,16 @@ log = logging.getLogger("ndsclust.ldapstore")
 PRUNE_EVERY = 50
 
 
+def event_filter(tag: str | None = None) -> str:
+    """The LDAP filter of the audit trail's events; with ``tag``, those that may be about
+    that application: tagged with it, or naming several (``entries.event_text``), which
+    the reader sorts out."""
+    filt = "(objectClass=ndsclustEvent)"
+    if not tag:
+        return filt
+    return f"(&{filt}(|(ndsclustEventTag={escape_filter_chars(tag)})(!(ndsclustEventTag=*))))"
+
+
 def generalized_time(t: float | None = None) -> str:
     dt = datetime.fromtimestamp(time.time() if t is None else t, tz=UTC)
     return dt.strftime("%Y%m%d%H%M%S.%fZ")
@@ -333,7 +343,14 @@ class Store(Session):
         text: str = "",
         prune: bool = True,
     ) -> Event:
-        """Append one event to the audit trail; prune the oldest beyond ``event_limit``.
+        """Append one event to the audit trail; prune the oldest beyond ``event_limit``."""
+        event = self._add_event(kind, server=server, tag=tag, text=text[: entries.EVENT_TEXT_LIMIT])
+        if prune:
+            self._maybe_prune()
+        return event
+
+    def _add_event(self, kind: str, *, server: str | None, tag: str | None, text: str) -> Event:
+        """Add one event entry with exactly these values.
 
         Every attempt adds under a new name: an add whose answer was lost with its provider
         may have been applied there, and the same name added again on another provider
@@ -359,14 +376,12 @@ class Store(Session):
             if tag:
                 attrs["ndsclustEventTag"] = [tag]
             if text:
-                attrs["ndsclustEventText"] = [text[:1000]]
+                attrs["ndsclustEventText"] = [text]
             self._add_on(conn, dn, attrs)
             made.append((seq, dn, attrs))
 
         self._run("add", op)
         _, dn, attrs = made[-1]
-        if prune:
-            self._maybe_prune()
         return entries.parse_event(dn, attrs)
 
     def _maybe_prune(self) -> None:
@@ -380,22 +395,27 @@ class Store(Session):
             self.prune_events()
 
     def record_events(self, events: Sequence[tuple[str, str | None, str]], *, server: str) -> None:
-        """Append several events (kind, tag, text) written by ``server``, in order, on one
-        connection (the recorder's batch), pruning at most once, after them."""
-        for kind, tag, text in events:
-            self.record_event(kind, server=server, tag=tag, text=text, prune=False)
+        """Append several events (kind, tag, text) written by ``server`` (the recorder's
+        batch), pruning at most once, after them. Those of several applications with the
+        same kind and text share one entry (``entries.batch_events``): a thousand
+        applications taken over in one cycle are a few adds, not a thousand."""
+        for kind, tags, text in entries.batch_events(events):
+            if len(tags) > 1:
+                self._add_event(kind, server=server, tag=None, text=entries.event_text(text, tags))
+            else:
+                self._add_event(kind, server=server, tag=tags[0] if tags else None, text=text)
         self._maybe_prune()
 
     def events(self, *, tag: str | None = None, limit: int | None = None) -> list[Event]:
-        filt = "(objectClass=ndsclustEvent)"
-        if tag:
-            filt = f"(&{filt}(ndsclustEventTag={escape_filter_chars(tag)}))"
-        found = []
-        for dn, attrs in self.search(self.events_dn, filt, scope=ldap3.LEVEL):
+        """The audit trail, oldest first, one event per application (``Event.each``)."""
+        found: list[Event] = []
+        for dn, attrs in self.search(self.events_dn, event_filter(tag), scope=ldap3.LEVEL):
             try:
-                found.append(entries.parse_event(dn, attrs))
+                found += entries.parse_event(dn, attrs).each()
             except EntryInvalid as e:
                 log.warning("event=invalid_entry dn=%s error=%s", dn, e.problem)
+        if tag:
+            found = [e for e in found if e.tag is not None and e.tag.lower() == tag.lower()]
         found.sort(key=lambda e: (e.time, e.id))
         return found[-limit:] if limit else found
 

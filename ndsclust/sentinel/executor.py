@@ -133,6 +133,7 @@ class Executor:
         self._lock = threading.Lock()
         self._in_flight: set[Tag] = set()
         self._finished = 0
+        self._store_errors: dict[Tag, str] = {}  # the provider trouble last logged, per tag
         self.fence_gate: FenceGate | None = None  # set by build.py when fencing is configured
 
     def run(self, actions: Sequence[Action], view: View, now: float) -> None:
@@ -182,12 +183,33 @@ class Executor:
 
     def run_group(self, group: Sequence[Action], view: View, now: float) -> None:
         tag = group[0].tag
+        error = self._run_group(tag, group, view, now)
+        self._store_error(tag, error)
+
+    def _store_error(self, tag: Tag, error: str | None) -> None:
+        """Provider trouble is logged when it begins or changes, and once when it clears:
+        a write that keeps failing is decided again every cycle, not logged every cycle."""
+        with self._lock:
+            was = self._store_errors.get(tag)
+            if error == was:
+                return
+            if error is None:
+                del self._store_errors[tag]
+            else:
+                self._store_errors[tag] = error
+        if error is not None:
+            log_event(logging.WARNING, "store_error", tag=tag, server=self.me, error=error)
+        else:
+            log_event(logging.INFO, "store_error_cleared", tag=tag, server=self.me, was=was)
+
+    def _run_group(self, tag: Tag, group: Sequence[Action], view: View, now: float) -> str | None:
+        """The group's actions in order; returns the provider trouble that ended it."""
         for action in group:
             try:
                 self.do(action, view, now)
             except Withdrawn as e:
                 log_event(logging.INFO, "claim_withdrawn", tag=tag, server=self.me, why=e.why)
-                return
+                return None
             except SwapConflict as e:
                 # Someone changed the entry first: re-read and decide again next cycle.
                 log_event(
@@ -200,21 +222,21 @@ class Executor:
                     wanted=e.new or "-",
                 )
                 self._read_back(tag)
-                return
+                return None
             except SupervisorError as e:
                 self._supervisor_error(tag, str(e), now)
-                return
+                return None
             except FencePending as e:
                 # No start before another server is fenced (docs/design.md section 4).
                 if e.state is not None:
                     self._seen(
                         tag, self._writer().set_state(tag, e.state, post_read=self._post_read)
                     )
-                return
+                return None
             except StoreError as e:
                 # Provider trouble: leave the group; nothing in a group is unsafe to leave.
-                log_event(logging.WARNING, "store_error", tag=tag, server=self.me, error=str(e))
-                return
+                return str(e)
+        return None
 
     def do(self, action: Action, view: View, now: float) -> None:
         match action:

@@ -2,9 +2,10 @@
 
 Events follow the write that made them (docs/design.md section 3): nothing decides on
 them arriving, so they are written by one thread in the order they were put, several at
-a time when they come together (a mass takeover records one event per application), and
-a lost one is logged, never retried in the loop. The notify command runs on the same
-thread with a timeout.
+a time when they come together, and a lost one is logged, never retried in the loop. A
+mass takeover records one event per application, all of one kind and text: those share
+entries (``Store.record_events``), a few adds for a thousand applications. The notify
+command runs on the same thread with a timeout.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ class Recorder:
         writer: EventWriter,
         notify_command: Callable[[], Sequence[str] | None],
         *,
-        batch: int = 100,
+        batch: int = 1000,
     ) -> None:
         self.me = me
         self._writer = writer

@@ -127,7 +127,7 @@ def parse(doc: Mapping[str, Any]) -> Parsed:
                 a = entries.parse_app(e)
                 apps[a.tag] = a
             elif "ndsclustevent" in classes:
-                events.append(entries.parse_event(e))
+                events += entries.parse_event(e).each()
             elif "ndsclustcluster" in classes:
                 pause = of_values(list(e.all(PAUSE_ATTRIBUTE)))
         except (EntryInvalid, ValueError) as problem:

@@ -187,6 +187,37 @@ def test_events_are_recorded_listed_and_pruned(store: Store) -> None:
     assert [e.text for e in store.events()] == [f"n{i}" for i in range(3, 8)]
 
 
+def test_events_of_several_applications_share_an_entry_and_read_one_per_application(
+    store: Store,
+) -> None:
+    store.record_events(
+        [
+            ("failover", "a", "failover from alpha"),
+            ("failover", "b", "failover from alpha"),
+            ("server_down", None, "alpha"),
+            ("failover", "c", "failover from alpha"),
+            ("restart", "b", "exit code 1"),
+        ],
+        server=B,
+    )
+    found = store.search(store.events_dn, "(objectClass=ndsclustEvent)", attributes=["1.1"])
+    assert len(found) == 3  # a b c; the server's event; b's restart
+    assert sorted((e.kind, e.tag) for e in store.events()) == [
+        ("failover", "a"),
+        ("failover", "b"),
+        ("failover", "c"),
+        ("restart", "b"),
+        ("server_down", None),
+    ]
+    assert [(e.kind, e.text) for e in store.events(tag="B")] == [
+        ("failover", "failover from alpha"),
+        ("restart", "exit code 1"),
+    ]
+    assert store.events(tag="nothing") == []
+    store.record_event("failover", server=B, tag="a", text="one entry as before")
+    assert [e.text for e in store.events(tag="a")][-1] == "one entry as before"
+
+
 def test_pulse_written_and_read_back(store: Store) -> None:
     store.write_pulse(A, 1)
     store.write_pulse(A, 2)

@@ -140,6 +140,25 @@ def test_moves_come_from_events_given_typed_or_as_entries() -> None:
     assert sorted(m.tag for m in c.moves()) == ["db", "web"]
     c.delete("u1")
     assert [m.tag for m in c.moves()] == ["db"]
+    c.put(
+        "u4",
+        "ndsclustEventId=e4",
+        {
+            "objectClass": ["ndsclustEvent"],
+            "ndsclustEventId": ["e4"],
+            "ndsclustEventTime": ["20261202010002.000000Z"],
+            "ndsclustEventKind": ["failover"],
+            "ndsclustEventServer": ["beta"],
+            "ndsclustEventText": ["failover from alpha\napplications: a b"],
+        },
+    )
+    assert sorted((m.tag, m.server) for m in c.moves()) == [
+        ("a", "beta"),
+        ("b", "beta"),
+        ("db", None),
+    ]
+    c.delete("u4")
+    assert [m.tag for m in c.moves()] == ["db"]
 
 
 class _Untouchable(bytes):

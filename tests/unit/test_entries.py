@@ -172,3 +172,82 @@ def test_entries_share_the_values_many_of_them_hold() -> None:
     b = entries.parse_app(DN.replace("web", "db"), attrs(ndsclustTag="db"))
     assert a.primary is b.primary and a.backups is b.backups and a.state is b.state
     assert a.command[0] is b.command[0]
+
+
+# -- events naming several applications --------------------------------------------------
+
+EVENT_DN = "ndsclustEventId=e1,ou=events,ou=ndsclust,dc=x"
+
+
+def event_attrs(
+    text: str, *, tag: str | None = None, server: str | None = "beta"
+) -> dict[str, list[str]]:
+    attrs = {
+        "objectClass": ["top", "ndsclustEvent"],
+        "ndsclustEventId": ["e1"],
+        "ndsclustEventTime": ["20261202010000.000000Z"],
+        "ndsclustEventKind": ["failover"],
+        "ndsclustEventText": [text],
+    }
+    if tag:
+        attrs["ndsclustEventTag"] = [tag]
+    if server:
+        attrs["ndsclustEventServer"] = [server]
+    return attrs
+
+
+def test_events_of_one_kind_and_text_share_an_entry_and_keep_each_applications_order() -> None:
+    got = entries.batch_events(
+        [
+            ("failover", "a", "from alpha"),
+            ("failover", "b", "from alpha"),
+            ("server_down", None, "alpha"),
+            ("restart", "a", "exit code 1"),
+            ("failover", "c", "from alpha"),
+            ("failover", "a", "from alpha"),  # after a's restart: not before it
+            ("failover", "d", "from gamma"),
+        ]
+    )
+    assert got == [
+        ("failover", ("a", "b", "c"), "from alpha"),
+        ("server_down", (), "alpha"),
+        ("restart", ("a",), "exit code 1"),
+        ("failover", ("a",), "from alpha"),
+        ("failover", ("d",), "from gamma"),
+    ]
+
+
+def test_an_entry_naming_applications_stays_within_the_value_limit() -> None:
+    tags = [f"app{i:04d}" for i in range(1000)]
+    got = entries.batch_events([("failover", t, "x" * 5000) for t in tags], limit=4096)
+    assert [t for _, group, _ in got for t in group] == tags
+    for _, group, text in got:
+        assert len(text) == entries.EVENT_TEXT_LIMIT
+        assert len(entries.event_text(text, group)) <= 4096
+    assert len(got) == 1000 // len(got[0][1]) + (1000 % len(got[0][1]) > 0)
+
+
+def test_an_entry_naming_applications_reads_as_one_event_per_application() -> None:
+    text = entries.event_text("failover from alpha", ["a", "b"])
+    event = entries.parse_event(EVENT_DN, event_attrs(text))
+    assert event.tag is None and event.tags == ("a", "b") and event.text == "failover from alpha"
+    each = event.each()
+    assert [(e.tag, e.text, e.id, e.dn, e.tags) for e in each] == [
+        ("a", "failover from alpha", "e1/a", EVENT_DN, ()),
+        ("b", "failover from alpha", "e1/b", EVENT_DN, ()),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "tag", "server"),
+    [
+        ("failover from alpha\napplications: a b", "web", "beta"),  # tagged: as written
+        ("failover from alpha\napplications: a b", None, None),  # no server: an operator's
+        ("rejoin\napplications: a *b", None, "beta"),  # not tags
+        ("failover from alpha\napplications: a", None, "beta"),  # one: never written so
+        ("failover from alpha", None, "beta"),
+    ],
+)
+def test_other_event_texts_read_as_they_are(text: str, tag: str | None, server: str | None) -> None:
+    event = entries.parse_event(EVENT_DN, event_attrs(text, tag=tag, server=server))
+    assert event.text == text and event.tags == () and event.each() == (event,)

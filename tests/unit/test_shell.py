@@ -4,8 +4,11 @@ barrier, echo)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
+
+import pytest
 
 from ndsclust.errors import StoreError, SupervisorError, SwapConflict, Withdrawn
 from ndsclust.fencing.fencer import FencePending
@@ -190,6 +193,32 @@ def test_provider_trouble_leaves_the_group() -> None:
     sh.store.fail = StoreError("no provider answered")
     sh.run(failover(), view(web(A), heard=()))
     assert sh.programs.started == [] and sh.records.got == []
+
+
+def test_provider_trouble_is_logged_when_it_begins_changes_and_clears(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sh = Shell()
+
+    def lines() -> list[str]:
+        got = [r.getMessage() for r in caplog.records if "store_error" in r.getMessage()]
+        caplog.clear()
+        return got
+
+    with caplog.at_level(logging.INFO, logger="ndsclust.sentinel"):
+        sh.store.fail = StoreError("no provider answered")
+        for _ in range(3):  # three cycles deciding the same claim again
+            sh.run(failover(), view(web(A), heard=()))
+        assert lines() == ['event=store_error tag=web server=beta error="no provider answered"']
+        sh.store.fail = StoreError("busy")
+        sh.run(failover(), view(web(A), heard=()))
+        sh.run(failover(), view(web(A), heard=()))
+        assert lines() == ["event=store_error tag=web server=beta error=busy"]
+        sh.store.fail = None
+        sh.run(failover(), view(web(A), heard=()))
+        sh.run([SetState(WEB, LOADING)], view(web(B)))
+        assert lines() == ["event=store_error_cleared tag=web server=beta was=busy"]
+    assert sh.programs.started == [(WEB, False)]
 
 
 def test_release_and_consume_carry_their_state_and_request() -> None:
