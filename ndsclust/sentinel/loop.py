@@ -39,14 +39,13 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from ndsclust.config import KILL_ALLOWANCE, Config
 from ndsclust.errors import ConfigError
 from ndsclust.ldapstore.replication import caught_up
-from ndsclust.ldapstore.store import APP_ATTRS, Store
+from ndsclust.ldapstore.store import APP_ATTRS
 from ndsclust.ldapstore.watch import Changed, Deleted, Reconnected, RefreshDone, WatchEvent
 from ndsclust.model import App, SentinelState, ServerName, Tag
 from ndsclust.sentinel.actions import Action, EventKind
@@ -67,6 +66,7 @@ from ndsclust.sentinel.rejoin_runner import RejoinRunner, is_rejoin_of
 from ndsclust.sentinel.serverwatch import ServerWatch
 from ndsclust.sentinel.view import Policy, View
 from ndsclust.sentinel.write_provider import WriteProvider
+from ndsclust.sentinel.writers import Writers
 
 if TYPE_CHECKING:
     from ndsclust.sentinel.build import Parts
@@ -201,10 +201,7 @@ class Sentinel:
             REPLICATION_CHECK_INTERVAL,
         )
         self._threads: list[threading.Thread] = []
-        self._writers: list[Store] = []
-        self._writers_lock = threading.Lock()
-        self._local = threading.local()
-        self._pool = ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="sentinel-writer")
+        self.writers = Writers(WRITERS, parts.store_for)
         self.rejoin = RejoinRunner(
             self.me,
             Rejoin(barrier_retry=BARRIER_RETRY, recheck=REPLICATION_CHECK_INTERVAL),
@@ -219,24 +216,26 @@ class Sentinel:
                 timeout=VIEW_PROBE_TIMEOUT,
             ),
             write_barrier=lambda text: (
-                self._writer().record_event(EventKind.REJOIN.value, server=self.me, text=text).dn
+                self.writers.store()
+                .record_event(EventKind.REJOIN.value, server=self.me, text=text)
+                .dn
             ),
             watch_provider=lambda: self.watch.provider,
-            submit=self._pool.submit,
+            submit=self.writers.pool.submit,
             clock=clock,
             on_rejoined=self._rejoined,
             grace=cfg.timeouts.failover,
         )
         self.executor = Executor(
             self.me,
-            writer=self._writer,
+            writer=self.writers.store,
             cache=self.cache,
             programs=self.programs,
             records=self.recorder,
             heard_now=self._heard_now,
             policy=lambda: self.policy,
             post_read=APP_ATTRS,
-            pool=self._pool,
+            pool=self.writers.pool,
         )
         self.write_provider = WriteProvider(self.me, self.providers)
         self._peers_version = -1
@@ -390,10 +389,7 @@ class Sentinel:
             self.control.stop()
         self._stop.set()
         self.recorder.stop()
-        self._pool.shutdown(wait=True)
-        with self._writers_lock:
-            for w in self._writers:
-                w.close()
+        self.writers.close()
         self.watch.stop()
         self.pulse_watch.stop()
         for ch in self.channels.values():
@@ -599,13 +595,3 @@ class Sentinel:
             provider=self.watch.provider or "-",
             write_provider=self.write_provider.uri,
         )
-
-    def _writer(self) -> Store:
-        """This thread's connection to the write provider (one per executor thread)."""
-        store: Store | None = getattr(self._local, "store", None)
-        if store is None:
-            store = self.parts.store_for()
-            self._local.store = store
-            with self._writers_lock:
-                self._writers.append(store)
-        return store
