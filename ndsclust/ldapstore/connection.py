@@ -28,6 +28,7 @@ from ldap3.core.exceptions import LDAPException
 from ldap3.utils.config import set_config_parameter
 
 from ndsclust.errors import BindRefused, ConfigError, ProviderUnreachable, StoreError
+from ndsclust.ldapstore.entries import Entry
 from ndsclust.logfmt import line as logline
 
 log = logging.getLogger("ndsclust.ldapstore")
@@ -253,6 +254,31 @@ def connected(uri: str, creds: Credentials, *, timeout: float = 2.0) -> Iterator
             conn.unbind()
         except LDAPException:
             pass  # the connection is gone either way
+
+
+def read_entry(
+    uri: str,
+    creds: Credentials,
+    dn: str,
+    filt: str = "(objectClass=*)",
+    attrs: Sequence[str] = ("*",),
+    *,
+    timeout: float = 2.0,
+) -> Entry | None:
+    """The entry ``dn`` on the one provider ``uri``, as this bind may read it; None when it
+    may not, does not match ``filt``, or is absent."""
+    with connected(uri, creds, timeout=timeout) as conn:
+        conn.search(
+            dn,
+            filt,
+            search_scope=ldap3.BASE,
+            attributes=list(attrs),
+            dereference_aliases=ldap3.DEREF_NEVER,
+        )
+        for r in conn.response or []:
+            if r.get("type") == "searchResEntry":
+                return Entry(r["dn"], r["raw_attributes"])
+    return None
 
 
 def close_socket(conn: ldap3.Connection) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import ldap3
 
 from ndsclust.errors import ProviderUnreachable, StoreError
-from ndsclust.ldapstore.connection import Credentials, connected
+from ndsclust.ldapstore.connection import Credentials, connected, read_entry
 from ndsclust.ldapstore.entries import Entry
 
 ContextCSNs = Mapping[str, str]  # serverID (3 hex digits) -> CSN
@@ -87,21 +87,10 @@ def entry_csns(
     out: dict[str, str | None] = {}
     for uri in uris:
         try:
-            with connected(uri, creds, timeout=timeout) as conn:
-                ok = conn.search(
-                    dn,
-                    "(objectClass=*)",
-                    search_scope=ldap3.BASE,
-                    attributes=["entryCSN"],
-                    dereference_aliases=ldap3.DEREF_NEVER,
-                )
-                found = [r for r in conn.response or [] if r.get("type") == "searchResEntry"]
+            e = read_entry(uri, creds, dn, attrs=["entryCSN"], timeout=timeout)
         except StoreError:  # ProviderUnreachable included: that provider is left out
             continue
-        if not ok or not found:
-            out[uri] = None
-            continue
-        out[uri] = Entry(found[0]["dn"], found[0]["raw_attributes"]).csn
+        out[uri] = None if e is None else e.csn
     return out
 
 

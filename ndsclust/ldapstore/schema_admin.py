@@ -13,7 +13,7 @@ import ldap3
 
 from ndsclust import schema
 from ndsclust.errors import ProviderUnreachable, SchemaError, StoreError
-from ndsclust.ldapstore.connection import Credentials, connected
+from ndsclust.ldapstore.connection import Credentials, connected, read_entry
 from ndsclust.ldapstore.entries import Entry
 
 
@@ -112,61 +112,55 @@ def _complete(uri: str, creds: Credentials, dn: str) -> str:
     but for its description). Any other difference is refused, naming the element:
     releases of one schema version only ever add. An attribute type whose description
     alone differs is left as loaded."""
-    with connected(uri, creds) as conn:
-        conn.search(
-            dn,
-            "(objectClass=olcSchemaConfig)",
-            search_scope=ldap3.BASE,
-            attributes=["olcAttributeTypes", "olcObjectClasses"],
-            dereference_aliases=ldap3.DEREF_NEVER,
-        )
-        found = [r for r in conn.response or [] if r.get("type") == "searchResEntry"]
-        if not found:
-            raise SchemaError(f"{uri}: {dn} could not be read")
-        e = Entry(found[0]["dn"], found[0]["raw_attributes"])
-        loaded_at = {_oid(v): v for v in e.all("olcAttributeTypes")}
-        loaded_oc = {_oid(v): v for v in e.all("olcObjectClasses")}
-        add_at: list[str] = []
-        for a in schema.ATTRIBUTES:
-            want = a.definition()
-            have = loaded_at.get(_oid(want))
-            if have is None:
-                add_at.append(want)
-            elif _shape(have) != _shape(want):
-                raise SchemaError(
-                    f"{uri}: attribute type {a.name} differs from this release's "
-                    f"({_bare(have)!r}); it is not changed in place"
-                )
-        delete_oc: list[str] = []
-        add_oc: list[str] = []
-        for o in schema.OBJECT_CLASSES:
-            want = o.definition()
-            have = loaded_oc.get(_oid(want))
-            if have is None:
-                add_oc.append(want)
-                continue
-            if _bare(have) == want:
-                continue
-            (have_rest, have_may), (want_rest, want_may) = _may(_shape(have)), _may(_shape(want))
-            if have_rest != want_rest or not have_may <= want_may:
-                raise SchemaError(
-                    f"{uri}: object class {o.name} differs from this release's other than by "
-                    f"optional attributes ({_bare(have)!r}); it is not changed in place"
-                )
-            delete_oc.append(have)
+    e = read_entry(
+        uri, creds, dn, "(objectClass=olcSchemaConfig)", ["olcAttributeTypes", "olcObjectClasses"]
+    )
+    if e is None:
+        raise SchemaError(f"{uri}: {dn} could not be read")
+    loaded_at = {_oid(v): v for v in e.all("olcAttributeTypes")}
+    loaded_oc = {_oid(v): v for v in e.all("olcObjectClasses")}
+    add_at: list[str] = []
+    for a in schema.ATTRIBUTES:
+        want = a.definition()
+        have = loaded_at.get(_oid(want))
+        if have is None:
+            add_at.append(want)
+        elif _shape(have) != _shape(want):
+            raise SchemaError(
+                f"{uri}: attribute type {a.name} differs from this release's "
+                f"({_bare(have)!r}); it is not changed in place"
+            )
+    delete_oc: list[str] = []
+    add_oc: list[str] = []
+    for o in schema.OBJECT_CLASSES:
+        want = o.definition()
+        have = loaded_oc.get(_oid(want))
+        if have is None:
             add_oc.append(want)
-        if not (add_at or add_oc):
-            return "already loaded"
-        changes: dict[str, list[tuple[str, list[str]]]] = {}
-        if add_at:
-            changes["olcAttributeTypes"] = [(ldap3.MODIFY_ADD, add_at)]
-        oc_changes: list[tuple[str, list[str]]] = []
-        if delete_oc:
-            oc_changes.append((ldap3.MODIFY_DELETE, delete_oc))
-        if add_oc:
-            oc_changes.append((ldap3.MODIFY_ADD, add_oc))
-        if oc_changes:
-            changes["olcObjectClasses"] = oc_changes
+            continue
+        if _bare(have) == want:
+            continue
+        (have_rest, have_may), (want_rest, want_may) = _may(_shape(have)), _may(_shape(want))
+        if have_rest != want_rest or not have_may <= want_may:
+            raise SchemaError(
+                f"{uri}: object class {o.name} differs from this release's other than by "
+                f"optional attributes ({_bare(have)!r}); it is not changed in place"
+            )
+        delete_oc.append(have)
+        add_oc.append(want)
+    if not (add_at or add_oc):
+        return "already loaded"
+    changes: dict[str, list[tuple[str, list[str]]]] = {}
+    if add_at:
+        changes["olcAttributeTypes"] = [(ldap3.MODIFY_ADD, add_at)]
+    oc_changes: list[tuple[str, list[str]]] = []
+    if delete_oc:
+        oc_changes.append((ldap3.MODIFY_DELETE, delete_oc))
+    if add_oc:
+        oc_changes.append((ldap3.MODIFY_ADD, add_oc))
+    if oc_changes:
+        changes["olcObjectClasses"] = oc_changes
+    with connected(uri, creds) as conn:
         if not conn.modify(dn, changes):
             raise SchemaError(
                 f"{uri}: completing the schema failed: {conn.result.get('description')} "
@@ -179,27 +173,11 @@ def _complete(uri: str, creds: Credentials, dn: str) -> str:
     )
 
 
-def _read_base(uri: str, creds: Credentials, dn: str, filt: str, attrs: list[str]) -> Entry | None:
-    """The entry ``dn`` as this bind may read it; None when it may not (or it is absent)."""
-    with connected(uri, creds) as conn:
-        conn.search(
-            dn,
-            filt,
-            search_scope=ldap3.BASE,
-            attributes=attrs,
-            dereference_aliases=ldap3.DEREF_NEVER,
-        )
-        for r in conn.response or []:
-            if r.get("type") == "searchResEntry":
-                return Entry(r["dn"], r["raw_attributes"])
-    return None
-
-
 def subschema_version(uri: str, creds: Credentials) -> int | None:
     """The schema version slapd has loaded, from the subschema subentry that any bind may
     usually read: the fallback when cn=config is closed to this bind."""
     try:
-        e = _read_base(uri, creds, "cn=Subschema", "(objectClass=subschema)", ["objectClasses"])
+        e = read_entry(uri, creds, "cn=Subschema", "(objectClass=subschema)", ["objectClasses"])
     except ProviderUnreachable:
         raise
     except StoreError:
@@ -211,7 +189,7 @@ def config_readable(uri: str, creds: Credentials) -> bool:
     """Whether this bind can see cn=schema,cn=config at all (slapd answers "no such object"
     where a bind may not look)."""
     try:
-        return _read_base(uri, creds, "cn=schema,cn=config", "(objectClass=*)", ["1.1"]) is not None
+        return read_entry(uri, creds, "cn=schema,cn=config", "(objectClass=*)", ["1.1"]) is not None
     except ProviderUnreachable:
         raise
     except StoreError:
